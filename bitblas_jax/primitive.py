@@ -1,0 +1,177 @@
+"""bitblas_matmul_p: the JAX primitive over the "bitblas_jax_matmul" XLA custom call.
+
+Operands: A [..., K], W packed uint8, scale, zeros, bias (absent ones are
+empty arrays, so the operand list never changes shape). Param: `spec`, a
+KernelSpec. Rules: abstract eval, CPU and CUDA lowerings (jax.ffi), batching
+(A's batch dims fold into M), JVP (linear in A, bias, scale; zeros in the
+float modes) and the transpose in A.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from . import _ext, dequant
+from .spec import KernelSpec
+
+bitblas_matmul_p = Primitive("bitblas_matmul")
+TARGET = "bitblas_jax_matmul"
+
+
+def empty(dtype) -> jax.Array:
+    """The stand-in for an absent optional operand."""
+    return jnp.zeros((0,), dtype)
+
+
+def bind(A, W, scale, zeros, bias, spec: KernelSpec):
+    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, spec=spec)
+
+
+# ---- abstract eval ----------------------------------------------------------
+def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    # Matmul.__call__ checks user input with friendly messages; this guards the primitive.
+    if A.ndim < 1 or A.shape[-1] != spec.K:
+        raise ValueError(f"bitblas_matmul: A must be [..., K={spec.K}], got {A.shape}")
+    if A.dtype != jnp.dtype(spec.a_dtype):
+        raise TypeError(f"bitblas_matmul: A must be {spec.a_dtype}, got {A.dtype}")
+    bits = spec.format.bits
+    if W.dtype != jnp.uint8 or W.shape != (spec.N, spec.K * bits // 8):
+        raise ValueError(f"bitblas_matmul: W must be uint8 {(spec.N, spec.K * bits // 8)}, "
+                         f"got {W.dtype} {W.shape}")
+    return jax.core.ShapedArray(A.shape[:-1] + (spec.N,), jnp.dtype(spec.out_dtype))
+
+
+bitblas_matmul_p.def_abstract_eval(_abstract_eval)
+
+
+def _impl(*args, spec):
+    return jax.jit(functools.partial(bind, spec=spec))(*args)
+
+
+bitblas_matmul_p.def_impl(_impl)
+
+
+# ---- lowering ---------------------------------------------------------------
+def _as_2d(A, spec):
+    return A.reshape(-1, spec.K)
+
+
+def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    A2 = _as_2d(A, spec)
+    out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
+        A2, W, scale, zeros, bias, **spec.ffi_attrs())
+    return out.reshape(A.shape[:-1] + (spec.N,))
+
+
+def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    if spec.a_dtype == "float32":
+        raise ValueError("bitblas_jax: A_dtype='float32' runs on CPU only; on GPU use float16 or bfloat16")
+    if not _ext.has_cuda():
+        raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
+                           "reinstall with nvcc on PATH, or run on CPU")
+    from .gpu_plan import plan_cuda
+    A2 = _as_2d(A, spec)
+    M = A2.shape[0]
+    plan = plan_cuda(M, spec.N, spec.K, spec.w_format, spec.a_dtype, spec.accum_dtype,
+                     spec.out_dtype, spec.mode, spec.group_size)
+    out, _ = jax.ffi.ffi_call(TARGET, (
+        jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(spec.out_dtype)),
+        jax.ShapeDtypeStruct((max(int(plan.workspace_bytes), 16),), jnp.uint8)))(
+        A2, W, scale, zeros, bias, plan=np.int64(plan.plan), split_k=np.int64(plan.split_k),
+        **spec.ffi_attrs())
+    return out.reshape(A.shape[:-1] + (spec.N,))
+
+
+def _lower_if_empty(call):
+    """M == 0 needs no kernel: return an empty result without a custom call."""
+    def f(A, W, scale, zeros, bias, *, spec):
+        if A.size == 0:
+            return jnp.zeros(A.shape[:-1] + (spec.N,), spec.out_dtype)
+        return call(A, W, scale, zeros, bias, spec=spec)
+    return f
+
+
+mlir.register_lowering(bitblas_matmul_p, mlir.lower_fun(_lower_if_empty(_cpu_call), multiple_results=False),
+                       platform="cpu")
+mlir.register_lowering(bitblas_matmul_p, mlir.lower_fun(_lower_if_empty(_cuda_call), multiple_results=False),
+                       platform="cuda")
+
+
+# ---- batching ----------------------------------------------------------------
+def _batch(args, dims, *, spec: KernelSpec):
+    A, W, scale, zeros, bias = args
+    dA, rest = dims[0], dims[1:]
+    if all(d is batching.not_mapped for d in rest):
+        # Only A is batched: the batch dim is one more leading dim, folded into M.
+        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, spec), 0
+    # Batched weights (rare): one kernel call per batch element.
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not batching.not_mapped)
+    moved = [a if d is batching.not_mapped else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+    mapped = [d is not batching.not_mapped for d in dims]
+
+    def one(xs):
+        it = iter(xs)
+        full = [next(it) if m else a for a, m in zip(moved, mapped)]
+        return bind(*full, spec)
+
+    out = jax.lax.map(one, [a for a, m in zip(moved, mapped) if m])
+    assert out.shape[0] == size
+    return out, 0
+
+
+batching.primitive_batchers[bitblas_matmul_p] = _batch
+
+
+# ---- differentiation ---------------------------------------------------------
+def _zero(t) -> bool:
+    return type(t) is ad.Zero
+
+
+def _dweight_tangent(W, scale, zeros, dscale, dzeros, spec: KernelSpec):
+    """d(dequantized weight) from scale / zeros tangents, float32 [N, K]."""
+    fmt = spec.format
+    w = dequant.decode(dequant.unpack_codes(W, spec.N, spec.K, fmt.bits), fmt)
+    rep = lambda x: dequant._per_k(x.astype(jnp.float32), spec.group_size)  # noqa: E731
+    dw = jnp.zeros((spec.N, spec.K), jnp.float32)
+    if not _zero(dscale):
+        factor = w if spec.mode in ("scale", "rescale") else w - rep(zeros)
+        dw = dw + factor * rep(dscale)
+    if not _zero(dzeros) and spec.mode in ("original", "rescale"):
+        dw = dw - (rep(dzeros) * rep(scale) if spec.mode == "original" else rep(dzeros))
+    return dw
+
+
+def _jvp(primals, tangents, *, spec: KernelSpec):
+    A, W, scale, zeros, bias = primals
+    dA, _, dscale, dzeros, dbias = tangents
+    out = bind(A, W, scale, zeros, bias, spec)
+    t = None
+    if not _zero(dA):
+        t = bind(dA, W, scale, zeros, empty(bias.dtype), spec)
+    if not (_zero(dscale) and _zero(dzeros)):
+        dw = _dweight_tangent(W, scale, zeros, dscale, dzeros, spec)
+        ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw).astype(spec.out_dtype)
+        t = ts if t is None else t + ts
+    if not _zero(dbias) and bias.size:
+        tb = jnp.broadcast_to(dbias.astype(spec.out_dtype), out.shape)
+        t = tb if t is None else t + tb
+    return out, (ad.Zero.from_primal_value(out) if t is None else t)
+
+
+def _transpose(ct, A, W, scale, zeros, bias, *, spec: KernelSpec):
+    # Linear only in A (the JVP binds with an empty bias): dA = dC @ Wd.
+    assert ad.is_undefined_primal(A) and not ad.is_undefined_primal(W)
+    if _zero(ct):
+        return (None,) * 5
+    wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
+    dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd).astype(A.aval.dtype)
+    return dA, None, None, None, None
+
+
+ad.primitive_jvps[bitblas_matmul_p] = _jvp
+ad.primitive_transposes[bitblas_matmul_p] = _transpose

@@ -1,0 +1,67 @@
+// XLA FFI handler (platform "cpu") and the pybind11 module _bitblas_cpu.
+#include <pybind11/pybind11.h>
+
+#include "bitblas_jax/ffi_args.h"
+#include "matmul_cpu.h"
+
+namespace py = pybind11;
+namespace bitblas_jax {
+namespace {
+
+ffi::Error MatmulCpuImpl(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                         ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> C,
+                         int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype,
+                         int64_t N, int64_t K) {
+  MatmulArgs args;
+  if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *C, w_format, mode, group_size,
+                                      accum_dtype, N, K, &args);
+      e.failure())
+    return e;
+  std::string err = matmul_cpu(args);
+  if (!err.empty()) return ffi::Error::InvalidArgument("bitblas_jax_matmul (cpu): " + err);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    bitblas_jax_matmul_cpu, MatmulCpuImpl,
+    BITBLAS_JAX_MATMUL_ATTRS(BITBLAS_JAX_MATMUL_OPERANDS(ffi::Ffi::Bind())));
+
+// For the torch shim: the same kernel on raw host pointers.
+void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype,
+                int out_dtype, int mode, int64_t group_size, uintptr_t A, uintptr_t W,
+                uintptr_t scale, uintptr_t zeros, uintptr_t bias, uintptr_t C) {
+  MatmulArgs a;
+  a.M = M; a.N = N; a.K = K;
+  a.w_format = static_cast<WFormat>(w_format);
+  a.a_dtype = static_cast<DType>(a_dtype);
+  a.accum_dtype = static_cast<DType>(accum_dtype);
+  a.out_dtype = static_cast<DType>(out_dtype);
+  a.mode = static_cast<ScaleMode>(mode);
+  a.group_size = group_size;
+  a.A = reinterpret_cast<const void*>(A);
+  a.W = reinterpret_cast<const uint8_t*>(W);
+  a.scale = reinterpret_cast<const void*>(scale);
+  a.zeros = reinterpret_cast<const void*>(zeros);
+  a.bias = reinterpret_cast<const void*>(bias);
+  a.C = reinterpret_cast<void*>(C);
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = matmul_cpu(a);
+  }
+  if (!err.empty()) throw std::invalid_argument("bitblas_jax matmul (cpu): " + err);
+}
+
+}  // namespace
+}  // namespace bitblas_jax
+
+PYBIND11_MODULE(_bitblas_cpu, m) {
+  m.doc() = "bitblas_jax CPU kernels";
+  m.def("registrations", []() {
+    py::dict d;
+    d["bitblas_jax_matmul"] =
+        py::capsule(reinterpret_cast<void*>(bitblas_jax_matmul_cpu), "xla._CUSTOM_CALL_TARGET");
+    return d;
+  });
+  m.def("matmul_raw", &bitblas_jax::matmul_raw, "Run the CPU kernel on raw pointers (torch shim).");
+}
