@@ -1,0 +1,147 @@
+"""Random problem instances and the error bound every kernel test checks against.
+
+A case draws fresh random element values (every code of the format can
+appear), scales, zeros, bias and activations; `check` compares a result with
+the float64 reference under a bound derived from the arithmetic the kernels
+do (see `error_bound`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import bitblas_jax as bj
+from bitblas_jax import formats, reference
+
+UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24}
+
+
+def all_format_modes():
+    """Every (format, mode) pair the library supports."""
+    return [(name, mode) for name, fmt in formats.FORMATS.items() for mode in formats.allowed_modes(fmt)]
+
+
+def mode_flags(mode: str) -> dict:
+    if mode == "none":
+        return dict(with_scaling=False, with_zeros=False)
+    if mode == "scale":
+        return dict(with_scaling=True, with_zeros=False)
+    return dict(with_scaling=True, with_zeros=True, zeros_mode=mode)
+
+
+def random_values(rng, fmt, N, K):
+    """Element values as transform_weight takes them, covering the whole code range."""
+    if fmt.kind == "int" and fmt.bits == 1:
+        return rng.choice(np.array([-1, 1], np.int8), size=(N, K))
+    if fmt.is_integer:
+        lo, hi = fmt.value_range
+        return rng.integers(lo, hi + 1, size=(N, K)).astype(np.int32)
+    if fmt.kind == "table":
+        return rng.integers(0, 16, size=(N, K)).astype(np.uint8)
+    if fmt.kind == "fp8":
+        # random finite bit patterns (every exponent, subnormals included), no NaN
+        bits = rng.integers(0, 256, size=(N, K)).astype(np.uint8)
+        vals = bits.view(formats.FP8_NUMPY[fmt.name]).astype(np.float32)
+        vals = np.clip(np.where(np.isfinite(vals), vals, 1.0), -64, 64)  # keep sums in fp16 range
+        return vals.astype(formats.FP8_NUMPY[fmt.name])
+    return rng.standard_normal((N, K)).astype(formats.DENSE_NUMPY[fmt.name])
+
+
+@dataclasses.dataclass
+class Case:
+    cfg: bj.MatmulConfig
+    values: np.ndarray
+    scale: np.ndarray | None
+    zeros: np.ndarray | None
+    bias: np.ndarray | None
+    A: np.ndarray
+
+    @property
+    def mm(self) -> bj.Matmul:
+        return bj.Matmul(self.cfg)
+
+    def packed(self):
+        return self.mm.transform_weight(self.values)
+
+    def wd(self) -> np.ndarray:
+        c = self.cfg
+        return reference.dequantize_values(self.values, c.W_dtype, c.mode, self.scale, self.zeros,
+                                           c.group_size, c.A_dtype)
+
+    def ref(self, A=None) -> np.ndarray:
+        return reference.matmul(self.A if A is None else A, self.wd(), self.bias)
+
+    def run(self, A=None, **kw):
+        import jax.numpy as jnp
+        A = self.A if A is None else A
+        return self.mm(jnp.asarray(A), self.packed(), scale=self.scale, zeros=self.zeros,
+                       bias=self.bias, **kw)
+
+
+def make_case(rng, W_dtype, mode="none", group_size=-1, A_dtype="float16", accum_dtype="float32",
+              out_dtype="float16", with_bias=False, M=3, N=32, K=256, a_shape=None) -> Case:
+    fmt = formats.get_format(W_dtype)
+    cfg = bj.MatmulConfig(M=M, N=N, K=K, A_dtype=A_dtype, W_dtype=W_dtype, accum_dtype=accum_dtype,
+                          out_dtype=out_dtype, with_bias=with_bias, group_size=group_size,
+                          **mode_flags(mode))
+    adt = formats.NUMPY_DTYPES[A_dtype]
+    G = cfg.num_groups
+    values = random_values(rng, fmt, N, K)
+    scale = zeros = bias = None
+    if mode != "none":
+        # keep dequantized weights O(1): scale ~ 1 / (value magnitude)
+        mag = {"int": 2.0 ** (fmt.bits - 1), "uint": 2.0**fmt.bits}.get(fmt.kind, 1.0)
+        if fmt.kind == "fp8":
+            mag = 64.0
+        scale = (rng.uniform(0.5, 1.5, (N, G)) * rng.choice([-1, 1], (N, G)) / mag).astype(adt)
+    if mode in ("original", "rescale"):
+        zrange = fmt.value_range[1] if mode == "original" else 1.0
+        zeros = rng.uniform(-zrange, zrange, (N, G)).astype(adt)
+    elif mode == "quantized":
+        lo, hi = fmt.value_range
+        zeros = rng.integers(lo, hi + 1, (N, G)).astype(fmt.zeros_dtype)
+    if with_bias:
+        bias = rng.standard_normal(N).astype(adt)
+    A = rng.standard_normal(a_shape or (M, K)).astype(adt)
+    return Case(cfg, values, scale, zeros, bias, A)
+
+
+def error_bound(case: Case, A=None) -> np.ndarray:
+    """Elementwise bound on |kernel - float64 reference|.
+
+    - accumulation: float32 sums of exact products err by <= K * 2^-24 * sum|a*w|;
+      float16 accumulation rounds the running sum every 16 products:
+      <= (K/16 + 1) * 2^-11 * sum|a*w|.
+    - the dequantized weight may differ from the float64 one by one rounding in
+      A's dtype where the kernel's float32 decode product is inexact (table
+      formats times a scale): <= u_A * sum|a*w|.
+    - output rounding (and bias added after it): <= 2 * u_out * (|C| + |bias|).
+    """
+    c = case.cfg
+    A = case.A if A is None else A
+    K = c.K
+    absprod = np.abs(np.asarray(A, np.float64)) @ np.abs(case.wd()).T
+    if c.accum_dtype == "float16":
+        acc = (K / 16 + 1) * 2.0**-11
+    else:
+        acc = K * 2.0**-24
+    acc += UNIT_ROUNDOFF[c.A_dtype]
+    ref = case.ref(A)
+    b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
+    return acc * absprod + 2 * UNIT_ROUNDOFF[c.out_dtype] * (np.abs(ref) + b) + 1e-30
+
+
+def check(case: Case, out, A=None) -> None:
+    out = np.asarray(out)
+    ref = case.ref(A)
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert out.dtype == formats.NUMPY_DTYPES[case.cfg.out_dtype], out.dtype
+    got = out.astype(np.float64)
+    assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
+    err = np.abs(got - ref)
+    bound = error_bound(case, A)
+    bad = err > bound
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
+        f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
