@@ -44,13 +44,13 @@ class Matmul:
                 np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
             raise ValueError(f"transform_weight: {fmt.name} weight must hold integers, got {w.dtype}")
         formats.check_values(fmt, w)
-        self._check_aux(scale, zeros, bias, "transform_weight")
+        self._check_aux(scale, zeros, bias, "transform_weight", required=False)
         return jnp.asarray(layout.pack(formats.values_to_codes(fmt, w), fmt.bits))
 
     def dequantize(self, W_packed, scale=None, zeros=None) -> jax.Array:
         """The [N, K] weight the matmul multiplies with, in A_dtype."""
         self._check_weight(W_packed, "dequantize")
-        scale, zeros, _ = self._check_aux(scale, zeros, None, "dequantize")
+        scale, zeros, _ = self._check_aux(scale, zeros, None, "dequantize", bias_required=False)
         return dequant.dequantize(W_packed, self.spec, scale, zeros)
 
     # ---- the op -----------------------------------------------------------------
@@ -82,8 +82,11 @@ class Matmul:
             raise ValueError(f"{where}: W_packed must be the uint8 {want} array from transform_weight "
                              f"for {cfg.W_dtype} N={cfg.N} K={cfg.K}, got {dtype} {shape}")
 
-    def _check_aux(self, scale, zeros, bias, where):
-        """Presence, shape and dtype of scale / zeros / bias; floats are cast to A_dtype."""
+    def _check_aux(self, scale, zeros, bias, where, required=True, bias_required=True):
+        """Presence, shape and dtype of scale / zeros / bias; floats are cast to A_dtype.
+
+        required=False (transform_weight) checks only what is given.
+        """
         cfg = self.config
         adt = jnp.dtype(cfg.A_dtype)
         groups = (cfg.N, cfg.num_groups)
@@ -96,10 +99,10 @@ class Matmul:
                 raise TypeError(f"{where}: {name} must be a float array ({cfg.A_dtype}), got {x.dtype}")
             return x.astype(adt)
 
-        if cfg.with_scaling != (scale is not None):
+        if cfg.with_scaling != (scale is not None) and (required or scale is not None):
             raise ValueError(f"{where}: scale is {'required' if cfg.with_scaling else 'not expected'} "
                              f"(MatmulConfig.with_scaling={cfg.with_scaling})")
-        if cfg.with_zeros != (zeros is not None):
+        if cfg.with_zeros != (zeros is not None) and (required or zeros is not None):
             raise ValueError(f"{where}: zeros is {'required' if cfg.with_zeros else 'not expected'} "
                              f"(MatmulConfig.with_zeros={cfg.with_zeros})")
         if bias is not None and not cfg.with_bias:
@@ -119,6 +122,6 @@ class Matmul:
                 zeros = floating(zeros, "zeros", groups)
         if bias is not None:
             bias = floating(bias, "bias", (cfg.N,))
-        elif cfg.with_bias and where != "transform_weight" and where != "dequantize":
+        elif cfg.with_bias and required and bias_required:
             raise ValueError(f"{where}: bias is required (MatmulConfig.with_bias=True)")
         return scale, zeros, bias

@@ -106,13 +106,13 @@ mlir.register_lowering(bitblas_matmul_p, mlir.lower_fun(_lower_if_empty(_cuda_ca
 def _batch(args, dims, *, spec: KernelSpec):
     A, W, scale, zeros, bias = args
     dA, rest = dims[0], dims[1:]
-    if all(d is batching.not_mapped for d in rest):
+    if all(d is None for d in rest):
         # Only A is batched: the batch dim is one more leading dim, folded into M.
         return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, spec), 0
     # Batched weights (rare): one kernel call per batch element.
-    size = next(a.shape[d] for a, d in zip(args, dims) if d is not batching.not_mapped)
-    moved = [a if d is batching.not_mapped else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
-    mapped = [d is not batching.not_mapped for d in dims]
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+    mapped = [d is not None for d in dims]
 
     def one(xs):
         it = iter(xs)

@@ -22,8 +22,8 @@ ffi::Error MatmulCpuImpl(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scal
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    bitblas_jax_matmul_cpu, MatmulCpuImpl,
+XLA_FFI_DEFINE_HANDLER(
+    kMatmulCpu, MatmulCpuImpl,
     BITBLAS_JAX_MATMUL_ATTRS(BITBLAS_JAX_MATMUL_OPERANDS(ffi::Ffi::Bind())));
 
 // For the torch shim: the same kernel on raw host pointers.
@@ -60,7 +60,7 @@ PYBIND11_MODULE(_bitblas_cpu, m) {
   m.def("registrations", []() {
     py::dict d;
     d["bitblas_jax_matmul"] =
-        py::capsule(reinterpret_cast<void*>(bitblas_jax_matmul_cpu), "xla._CUSTOM_CALL_TARGET");
+        py::capsule(reinterpret_cast<void*>(bitblas_jax::kMatmulCpu), "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw, "Run the CPU kernel on raw pointers (torch shim).");
