@@ -68,9 +68,19 @@ def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
+def _xla_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """Dequantize, then XLA's dot: float32 activations on GPU (the CUDA kernels take fp16/bf16)."""
+    wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
+    acc = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), wd, precision=jax.lax.Precision.HIGHEST)
+    out = acc.astype(spec.out_dtype)
+    if bias.size:
+        out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
+    return out
+
+
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if spec.a_dtype == "float32":
-        raise ValueError("bitblas_jax: A_dtype='float32' runs on CPU only; on GPU use float16 or bfloat16")
+        return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")

@@ -1,0 +1,239 @@
+"""bitblas_jax vs XLA (fp16/bf16 dot, jnp.int4 per-channel and group-128) vs PyTorch, same run.
+
+    python benchmarks/bench_matmul.py --quick           # a few rows (scripts/gpu_check.sh)
+    python benchmarks/bench_matmul.py                   # the issue's full sweep
+    python benchmarks/bench_matmul.py --out results     # + results.json, results.png
+
+Timing: every timed jit call runs the op on R distinct weight copies (together > 2x the 50 MB L2,
+so each weight comes from HBM), time = wall / R, after a warm-up; the median over many repeats is
+reported with its 10..90% spread. Torch: triton.testing.do_bench (flushes L2), median.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bitblas_jax as bj
+
+SHAPES = [(4096, 4096), (6144, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (4096, 14336),
+          (8192, 8192), (10240, 8192), (28672, 8192), (8192, 28672)]
+MS = [1, 4, 16, 32, 64, 128, 256, 1024, 4096]
+# name -> (W_dtype, group_size, A dtype)
+FORMATS = {
+    "w4g128": ("int4", 128, "float16"), "w4g128-bf16": ("int4", 128, "bfloat16"),
+    "w4pc": ("int4", -1, "float16"), "w8": ("int8", -1, "float16"), "w2g128": ("int2", 128, "float16"),
+    "nf4g128": ("nf4", 128, "float16"), "fp4g128": ("fp4_e2m1", 128, "float16"),
+    "fp8": ("float8_e4m3fn", -1, "float16"),
+}
+L2_BYTES = 50 * 2**20
+
+
+def copies_for(nbytes: int) -> int:
+    """Distinct buffers so that one timed call streams > 2x L2 (at least 2, at most 16)."""
+    return int(min(16, max(2, math.ceil(2 * L2_BYTES / max(nbytes, 1)))))
+
+
+def time_jit(fn, args, per_call: int, repeats: int) -> dict:
+    """Median / p10 / p90 microseconds of one op, over `repeats` timed calls of `fn`."""
+    jax.block_until_ready(fn(*args))
+    jax.block_until_ready(fn(*args))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append((time.perf_counter() - t0) * 1e6 / per_call)
+    ts = np.asarray(ts)
+    return dict(us=float(np.median(ts)), p10=float(np.percentile(ts, 10)), p90=float(np.percentile(ts, 90)))
+
+
+def copy_bandwidth() -> float:
+    """HBM TB/s of a 2 GiB device copy, counting read + write."""
+    x = jnp.zeros((2**31,), jnp.uint8) + 1
+    f = jax.jit(lambda x: x ^ jnp.uint8(1))
+    t = time_jit(f, (x,), 1, 20)["us"]
+    return 2 * x.nbytes / (t * 1e-6) / 1e12
+
+
+def rotated(fn, n):
+    """One jit call applying fn to n different weight sets (a Python loop: n distinct ops)."""
+    return jax.jit(lambda A, ws: [fn(A, *w) for w in ws])
+
+
+def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
+    cfg = bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="float32",
+                          out_dtype=adt, group_size=group, with_scaling=True)
+    mm = bj.Matmul(cfg)
+    fmt = cfg.format
+    vals = _values(rng, fmt, N, K)
+    W = mm.transform_weight(vals)
+    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, adt)
+    wbytes = W.nbytes + S.nbytes
+    n = copies_for(wbytes)
+    ws = [(W + jnp.uint8(i), S) for i in range(n)]     # distinct buffers, same statistics
+    A = jnp.asarray(rng.standard_normal((M, K)), adt)
+    r = time_jit(rotated(lambda a, w, s: mm(a, w, scale=s), n), (A, ws), n, repeats)
+    r["weight_bytes"] = int(wbytes)
+    return r
+
+
+def _values(rng, fmt, N, K):
+    if fmt.kind == "fp8":
+        return rng.standard_normal((N, K)).astype(bj.formats.FP8_NUMPY[fmt.name])
+    if fmt.is_integer:
+        lo, hi = fmt.value_range
+        return rng.integers(lo, hi + 1, (N, K), dtype=np.int32) if fmt.bits > 1 else \
+            rng.choice(np.array([-1, 1]), (N, K))
+    return rng.integers(0, 16, (N, K)).astype(np.uint8)
+
+
+def bench_xla_dense(M, N, K, dtype, rng, repeats):
+    W = jnp.asarray(rng.standard_normal((N, K)), dtype)
+    n = copies_for(W.nbytes)
+    ws = [(W + i,) for i in range(n)]
+    A = jnp.asarray(rng.standard_normal((M, K)), dtype)
+    return time_jit(rotated(lambda a, w: a @ w.T, n), (A, ws), n, repeats)
+
+
+def bench_xla_int4(M, N, K, group, rng, repeats):
+    """XLA's own path: jnp.int4 weight dequantized inside jit (per-channel or grouped), bf16."""
+    Wi = jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4)
+    G = 1 if group == -1 else K // group
+    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, G)) * 0.01, jnp.bfloat16)
+
+    def f(a, w, s):
+        if group == -1:
+            return a @ (w.astype(jnp.bfloat16) * s).T
+        wd = (w.reshape(N, G, group).astype(jnp.bfloat16) * s[..., None]).reshape(N, K)
+        return a @ wd.T
+
+    n = copies_for(N * K // 2)
+    ws = [(Wi, S * (1 + i)) for i in range(n)]     # int4 buffer shared; scales distinct
+    ws = [(jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4), s) for _, s in ws]
+    A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
+    return time_jit(rotated(f, n), (A, ws), n, repeats)
+
+
+def bench_torch(M, N, K):
+    """torch bf16 matmul and tinygemm int4 g128 (do_bench flushes L2)."""
+    try:
+        import torch
+        import triton.testing
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    dev = "cuda"
+    A = torch.randn(M, K, dtype=torch.bfloat16, device=dev)
+    W = torch.randn(N, K, dtype=torch.bfloat16, device=dev)
+    res = {"torch_bf16": triton.testing.do_bench(lambda: A @ W.T, return_mode="median") * 1e3}
+    try:
+        Wq = torch.randint(0, 16, (N, K), dtype=torch.int32, device=dev)
+        packed = torch.ops.aten._convert_weight_to_int4pack(((Wq[:, ::2] << 4) | Wq[:, 1::2]).to(torch.uint8), 8)
+        sz = torch.randn(K // 128, N, 2, dtype=torch.bfloat16, device=dev)
+        res["torch_int4"] = triton.testing.do_bench(
+            lambda: torch.ops.aten._weight_int4pack_mm(A, packed, 128, sz), return_mode="median") * 1e3
+    except Exception as e:  # noqa: BLE001 - API differs across torch versions
+        res["torch_int4_error"] = str(e)[:120]
+    return res
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="a few rows for gpu_check.sh")
+    p.add_argument("--shapes", default=None, help="e.g. 8192x8192,28672x8192 (N x K)")
+    p.add_argument("--Ms", default=None, help="e.g. 1,16,128")
+    p.add_argument("--formats", default=None, help=",".join(FORMATS))
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    p.add_argument("--no-torch", action="store_true")
+    args = p.parse_args()
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else \
+        ([(4096, 4096), (8192, 8192), (28672, 8192)] if args.quick else SHAPES)
+    Ms = [int(m) for m in args.Ms.split(",")] if args.Ms else ([1, 16, 128, 1024] if args.quick else MS)
+    fmts = args.formats.split(",") if args.formats else (["w4g128", "w4g128-bf16", "w2g128", "w8"]
+                                                         if args.quick else list(FORMATS))
+    rng = np.random.default_rng(0)
+    dev = jax.devices()[0]
+    bw = copy_bandwidth()
+    print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
+    rows = []
+    for (N, K) in shapes:
+        for M in Ms:
+            base = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats)["us"],
+                    "bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats)["us"],
+                    "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats)["us"],
+                    "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)["us"]}
+            if not args.no_torch:
+                base.update(bench_torch(M, N, K))
+            for name in fmts:
+                W_dtype, g, adt = FORMATS[name]
+                r = bench_bitblas(M, N, K, W_dtype, g, adt, rng, args.repeats)
+                floor_us = max((r["weight_bytes"] + 2 * (M * K + M * N)) / (bw * 1e12),
+                               2 * M * N * K / 790e12) * 1e6
+                row = dict(N=N, K=K, M=M, format=name, **r, floor_us=floor_us, **base,
+                           weight_tbps=r["weight_bytes"] / (r["us"] * 1e-6) / 1e12)
+                row["pct_copy_bw"] = 100 * row["weight_tbps"] / bw
+                row["x_fp16"] = base["fp16"] / r["us"]
+                row["x_xla_int4"] = base["xla_int4_g128"] / r["us"]
+                if "torch_int4" in base:
+                    row["x_torch_int4"] = base["torch_int4"] / r["us"]
+                rows.append(row)
+                print(_fmt_row(row), flush=True)
+    print()
+    print(_table(rows))
+    if args.out:
+        with open(args.out + ".json", "w") as f:
+            json.dump(dict(device=dev.device_kind, copy_tbps=bw, rows=rows), f, indent=1)
+        _plot(rows, args.out + ".png")
+
+
+def _fmt_row(r):
+    t = f"{r['x_torch_int4']:5.2f}" if "x_torch_int4" in r else "  -  "
+    return (f"{r['N']:>5}x{r['K']:<5} M={r['M']:<4} {r['format']:<11} {r['us']:8.1f}us "
+            f"[{r['p10']:.1f}-{r['p90']:.1f}] floor {r['floor_us']:6.1f} {r['weight_tbps']:5.2f}TB/s "
+            f"{r['pct_copy_bw']:5.1f}%  x_fp16 {r['x_fp16']:5.2f}  x_xla_int4 {r['x_xla_int4']:5.2f}  "
+            f"x_torch_int4 {t}")
+
+
+def _table(rows):
+    head = "| N x K | M | format | us | floor us | weight TB/s | % copy BW | x fp16 dot | x XLA int4 g128 | x torch int4 |"
+    out = [head, "|" + "---|" * 10]
+    for r in rows:
+        t = f"{r['x_torch_int4']:.2f}" if "x_torch_int4" in r else "-"
+        out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['us']:.1f} | {r['floor_us']:.1f} | "
+                   f"{r['weight_tbps']:.2f} | {r['pct_copy_bw']:.0f} | {r['x_fp16']:.2f} | "
+                   f"{r['x_xla_int4']:.2f} | {t} |")
+    return "\n".join(out)
+
+
+def _plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(10, 6))
+    keys = sorted({(r["N"], r["K"], r["format"]) for r in rows})
+    for (N, K, f) in keys:
+        rs = sorted((r for r in rows if (r["N"], r["K"], r["format"]) == (N, K, f)), key=lambda r: r["M"])
+        ax.plot([r["M"] for r in rs], [r["x_fp16"] for r in rs], marker="o", label=f"{N}x{K} {f}", lw=1)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("M (tokens)")
+    ax.set_ylabel("speedup over XLA fp16 dot")
+    ax.set_title("bitblas_jax vs XLA fp16 dot (same run)")
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

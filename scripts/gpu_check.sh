@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# On a bare GPU machine (CUDA 13, nvcc, python3 with jax[cuda] and torch, no package registry):
+# build, run the test suite on the GPU, sanitize a subset, run a short benchmark, print a summary last.
+#   bash scripts/gpu_check.sh            # everything
+#   STEPS="build tests" bash scripts/gpu_check.sh
+# Logs go to $OUT (or ./gpu_check_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}; mkdir -p "$OUT"
+STEPS=${STEPS:-"build tests sanitize bench"}
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+declare -A RESULT
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+if has build; then
+  t0=$SECONDS
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install --no-build-isolation --no-deps -v -e . \
+    >"$OUT/build.log" 2>&1 && RESULT[build]="ok ($((SECONDS - t0)) s)" || { RESULT[build]="FAILED"; tail -50 "$OUT/build.log"; }
+  grep -E "ptxas info|bytes stack|spill" "$OUT/build.log" | sort | uniq -c | sort -rn | head -20 > "$OUT/ptxas.txt"
+fi
+python3 -c "import jax, bitblas_jax._ext as e; print('jax', jax.__version__, jax.devices(), 'cuda kernels:', e.has_cuda())"
+if has tests; then
+  python3 -m pytest -q -p no:cacheprovider tests ${PYTEST_ARGS:-} >"$OUT/pytest.log" 2>&1
+  RESULT[tests]=$(tail -1 "$OUT/pytest.log")
+  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
+fi
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 --target-processes all \
+      python3 scripts/sanitize_cases.py >"$OUT/sanitize_$tool.log" 2>&1
+    rc=$?; RESULT[$tool]=$([ $rc = 0 ] && echo "clean" || echo "rc=$rc: $(grep -m1 -E 'ERROR SUMMARY|Error' "$OUT/sanitize_$tool.log")")
+  done
+fi
+if has bench; then
+  python3 benchmarks/bench_matmul.py ${BENCH_ARGS:---quick} --out "$OUT/bench" >"$OUT/bench.log" 2>&1 \
+    && RESULT[bench]="ok" || RESULT[bench]="FAILED"
+  sed -n '/^| N x K/,$p' "$OUT/bench.log"
+fi
+echo
+echo "== gpu_check summary ($(cat "$OUT/gpu.txt")) =="
+for k in build tests memcheck racecheck bench; do [ -n "${RESULT[$k]:-}" ] && printf '%-10s %s\n' "$k" "${RESULT[$k]}"; done

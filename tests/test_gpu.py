@@ -1,0 +1,115 @@
+"""GPU kernels vs the CPU kernel vs the float64 reference (skipped without a CUDA GPU)."""
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitblas_jax import _ext
+
+from cases import all_format_modes, check, error_bound, make_case
+
+
+def _gpus():
+    try:
+        return jax.devices("cuda")
+    except RuntimeError:
+        return []
+
+
+GPUS = _gpus()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not GPUS, reason="no CUDA GPU visible to JAX"),
+              pytest.mark.skipif(not _ext.has_cuda(), reason="built without the CUDA kernels")]
+
+
+def run_on(case, device, A=None):
+    args = [case.A if A is None else A, case.packed(), case.scale, case.zeros, case.bias]
+    args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
+    f = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))
+    out = f(*args)
+    assert next(iter(out.devices())) == device
+    return np.asarray(out)
+
+
+def check_gpu_and_cpu(case, A=None):
+    gpu = run_on(case, GPUS[0], A)
+    check(case, gpu, A)
+    cpu = run_on(case, jax.devices("cpu")[0], A)
+    check(case, cpu, A)
+    # the two kernels agree within the sum of their bounds
+    assert np.all(np.abs(gpu.astype(np.float64) - cpu.astype(np.float64)) <= 2 * error_bound(case, A))
+
+
+def _matrix():
+    for i, ((fmt, mode), a_dtype, bias) in enumerate(
+            itertools.product(all_format_modes(), ("float16", "bfloat16"), (False, True))):
+        groups = (-1,) if mode == "none" else (-1, 32, 128)
+        for j, g in enumerate(groups):
+            out = ("float16", "bfloat16", "float32")[(i + j) % 3]
+            accum = "float16" if a_dtype == "float16" and (i + j) % 2 else "float32"
+            M = (1, 5, 16, 33, 130)[(i + j) % 5]
+            yield pytest.param(fmt, mode, g, a_dtype, accum, out, bias, M,
+                               id=f"{fmt}-{mode}-g{g}-{a_dtype}-acc{accum[5:]}-{out}-{'b' if bias else 'nob'}-M{M}")
+
+
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,accum,out,bias,M", list(_matrix()))
+def test_gpu_every_combination(rng, fmt, mode, group, a_dtype, accum, out, bias, M):
+    case = make_case(rng, fmt, mode, group, a_dtype, accum, out, bias, M=M, N=64, K=512)
+    check_gpu_and_cpu(case)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
+@pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
+def test_gpu_m_sweep(rng, M, a_dtype):
+    case = make_case(rng, "int4", "scale", 128, a_dtype, "float32", a_dtype, True, M=M, N=256, K=1024)
+    check_gpu_and_cpu(case)
+
+
+LAYERS = [(4096, 4096), (6144, 4096), (11008, 4096), (4096, 11008), (5120, 13824), (14336, 4096),
+          (4096, 14336), (18944, 3584), (28672, 1024), (1024, 28672)]
+
+
+@pytest.mark.parametrize("N,K", LAYERS)
+@pytest.mark.parametrize("M", [1, 16, 77])
+def test_gpu_layer_shapes(rng, N, K, M):
+    case = make_case(rng, "uint4", "original", 128, "bfloat16", "float32", "bfloat16", False, M=M, N=N, K=K)
+    check_gpu_and_cpu(case)
+
+
+@pytest.mark.parametrize("fmt,mode", [("int8", "scale"), ("int2", "scale"), ("nf4", "scale"),
+                                      ("fp4_e2m1", "scale"), ("float8_e4m3fn", "scale"), ("float16", "none")])
+@pytest.mark.parametrize("M", [1, 16, 256])
+def test_gpu_formats_large_k(rng, fmt, mode, M):
+    case = make_case(rng, fmt, mode, 128 if mode != "none" else -1, "float16", "float32", "float16",
+                     True, M=M, N=512, K=8192)
+    check_gpu_and_cpu(case)
+
+
+def test_gpu_under_vmap_and_grad(rng):
+    case = make_case(rng, "int4", "scale", 64, "bfloat16", "float32", "float32", True, M=6, N=64, K=512)
+    W = jax.device_put(case.packed(), GPUS[0])
+    A = jax.device_put(jnp.asarray(case.A).reshape(2, 3, 512), GPUS[0])
+    out = jax.jit(jax.vmap(lambda a: case.mm(a, W, scale=case.scale, bias=case.bias)))(A)
+    check(case, np.asarray(out).reshape(6, 64))
+    g = jax.grad(lambda a: jnp.sum(case.mm(a, W, scale=case.scale, bias=case.bias)))(A)
+    np.testing.assert_allclose(np.asarray(g, np.float64).reshape(6, 512),
+                               np.broadcast_to(case.wd().sum(0), (6, 512)), rtol=2e-2, atol=2e-2)
+
+
+def test_gpu_float32_activations_use_xla_fallback(rng):
+    case = make_case(rng, "int4", "original", 64, "float32", "float32", "float32", True)
+    check_gpu_and_cpu(case)
+
+
+def test_gpu_from_several_threads(rng):
+    """Concurrent host threads share the handlers (no global state)."""
+    import concurrent.futures as cf
+    cases = [make_case(rng, "int4", "scale", 128, "float16", M=m, N=128, K=1024) for m in (1, 8, 40, 3)]
+    with cf.ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda c: run_on(c, GPUS[0]), cases))
+    for c, o in zip(cases, outs):
+        check(c, o)
