@@ -1,0 +1,318 @@
+"""The torch.library op over the compiled kernels (no JAX at run time).
+
+    torch.ops.bitblas_jax.matmul(A, W, scale, zeros, bias, w_format, mode,
+                                 group_size, accum_dtype, out_dtype) -> C
+
+C[..., N] = A[..., K] x dequant(W)[N, K]^T (+ bias), the kernel of
+csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
+
+- CPU tensors go to `bitblas_jax._bitblas_cpu.matmul_raw`;
+- CUDA tensors go to `bitblas_jax._bitblas_cuda.matmul_raw` on torch's current
+  stream of the tensors' device, with the plan of `bitblas_jax.gpu_plan.plan_cuda`
+  and its split-K workspace from torch's caching allocator (cached per stream in
+  eager mode, a fresh graph-pool allocation during CUDA graph capture).
+
+A is made contiguous when it is not (the only copy); W, scale, zeros and bias
+are made contiguous too (module buffers always are). `register_fake` gives
+the output's shape and dtype, so `torch.compile(fullgraph=True)` traces
+through; `register_autograd` gives the gradient in A and bias (the weight,
+scale and zeros are frozen: see `_backward`).
+
+Every argument is checked before a raw pointer reaches a kernel; errors are
+ValueError / TypeError naming the argument.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from .. import formats, layout
+
+__all__ = ["matmul", "matmul_impl", "dequantize", "clear_workspaces", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name"]
+
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+_ZEROS_TORCH = {"int": torch.int8, "uint": torch.uint8}
+
+
+def dtype_name(dtype: torch.dtype) -> str | None:
+    return _DTYPE_NAMES.get(dtype)
+
+
+# ---- compiled kernels, loaded on first use -----------------------------------
+@functools.lru_cache(maxsize=None)
+def _cpu_kernel():
+    from .. import _bitblas_cpu
+    return _bitblas_cpu.matmul_raw
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_kernel():
+    try:
+        from .. import _bitblas_cuda
+    except ImportError:
+        return None
+    return _bitblas_cuda.matmul_raw
+
+
+def has_cuda_kernels() -> bool:
+    """True when this install was built with its CUDA kernels (nvcc at install time)."""
+    return _cuda_kernel() is not None
+
+
+@functools.lru_cache(maxsize=8192)
+def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size):
+    from ..gpu_plan import plan_cuda
+    with torch.cuda.device(device_index):
+        p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size)
+    return int(p.plan), int(p.split_k), int(p.workspace_bytes)
+
+
+def _current_device() -> int:
+    return torch.cuda.current_device()
+
+
+def _raw_stream(index: int) -> int:
+    """cudaStream_t of torch's current stream on device `index`, as an int."""
+    return torch.cuda.current_stream(index).cuda_stream
+
+
+# The same answers without building Python Stream objects (what inductor's generated code calls).
+if hasattr(torch._C, "_cuda_getCurrentRawStream") and hasattr(torch._C, "_cuda_getDevice"):
+    _raw_stream = torch._C._cuda_getCurrentRawStream      # noqa: F811
+    _current_device = torch._C._cuda_getDevice            # noqa: F811
+
+
+_is_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", None) or (
+    lambda: torch.cuda.is_current_stream_capturing())
+_WORKSPACES: dict = {}
+
+
+def _workspace(index: int, stream: int, nbytes: int, device) -> torch.Tensor:
+    """The split-K workspace (partial sums and counters; the kernel initializes what it reads).
+
+    Outside CUDA graph capture: one buffer per (device, stream), grown on demand and reused,
+    since calls on one stream run in order (saves an allocator call per matmul). During
+    capture: a fresh torch.empty from the graph's private pool, so replays never share
+    memory with eager calls on other streams.
+    """
+    if _is_capturing():
+        return torch.empty((nbytes,), dtype=torch.uint8, device=device)
+    key = (index, stream)
+    buf = _WORKSPACES.get(key)
+    if buf is None or buf.numel() < nbytes:
+        buf = torch.empty((max(nbytes, 1 << 20),), dtype=torch.uint8, device=device)
+        _WORKSPACES[key] = buf
+    return buf
+
+
+def clear_workspaces() -> None:
+    """Drop the cached split-K workspaces (they go back to torch's caching allocator)."""
+    _WORKSPACES.clear()
+
+
+# ---- argument checks -----------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _static_check(w_format: str, mode: str, group_size: int, a_dtype: str, accum_dtype: str,
+                  out_dtype: str, N: int, K: int) -> tuple:
+    """Checks of the static parameters (cached); returns (format name, bits, resolved group size)."""
+    try:
+        fmt = formats.get_format(w_format)
+    except ValueError as e:
+        raise ValueError(f"bitblas_jax::matmul: w_format: {e}") from None
+    if mode not in formats.MODE_IDS:
+        raise ValueError(f"bitblas_jax::matmul: mode={mode!r} is not one of {tuple(formats.MODE_IDS)}")
+    if mode not in formats.allowed_modes(fmt):
+        raise ValueError(f"bitblas_jax::matmul: mode={mode!r} is not supported by w_format={fmt.name!r}; "
+                         f"allowed: {formats.allowed_modes(fmt)}")
+    if accum_dtype not in ("float16", "float32"):
+        raise ValueError(f"bitblas_jax::matmul: accum_dtype={accum_dtype!r}; allowed: 'float16', 'float32'")
+    if accum_dtype == "float16" and a_dtype != "float16":
+        raise ValueError(f"bitblas_jax::matmul: accum_dtype='float16' needs float16 A, got A {a_dtype}")
+    if out_dtype not in TORCH_DTYPES:
+        raise ValueError(f"bitblas_jax::matmul: out_dtype={out_dtype!r}; allowed: {tuple(TORCH_DTYPES)}")
+    try:
+        layout.check_shape(N, K, fmt.bits)
+    except ValueError as e:
+        raise ValueError(f"bitblas_jax::matmul: {e}") from None
+    g = K if group_size == -1 else group_size
+    if g <= 0 or K % g or (group_size != -1 and g % 8):
+        raise ValueError(f"bitblas_jax::matmul: group_size={group_size} must be -1 or a divisor of "
+                         f"K={K} that is a multiple of 8")
+    return fmt.name, fmt.bits, g
+
+
+def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype):
+    """All checks that guard the raw pointers. Returns (fmt name, a_dtype name, N, K, group)."""
+    if not isinstance(A, torch.Tensor):
+        raise TypeError(f"bitblas_jax::matmul: A must be a torch.Tensor, got {type(A).__name__}")
+    a_dtype = _DTYPE_NAMES.get(A.dtype)
+    if a_dtype is None:
+        raise TypeError(f"bitblas_jax::matmul: A must be float16, bfloat16 or float32, got {A.dtype}")
+    if A.dim() < 1:
+        raise ValueError("bitblas_jax::matmul: A must have at least one dimension [..., K]")
+    if W.dtype != torch.uint8 or W.dim() != 2:
+        raise TypeError(f"bitblas_jax::matmul: W must be the packed uint8 [N, K*bits/8] weight, "
+                        f"got {W.dtype} {tuple(W.shape)}")
+    N, K = int(W.shape[0]), int(A.shape[-1])
+    fmt, bits, g = _static_check(w_format, mode, int(group_size), a_dtype, accum_dtype, out_dtype, N, K)
+    if int(W.shape[1]) * 8 != K * bits:
+        raise ValueError(f"bitblas_jax::matmul: W has shape {tuple(W.shape)} but A's last dim K={K} needs "
+                         f"[N, {K * bits // 8}] for {fmt} (A must be [..., K])")
+    dev = A.device
+    if W.device != dev:
+        raise ValueError(f"bitblas_jax::matmul: W is on {W.device} but A is on {dev}; move the module "
+                         f"(.to(device)) or the input")
+    G = K // g
+    wants_scale = mode != "none"
+    wants_zeros = mode in ("original", "rescale", "quantized")
+    for name, t, want in (("scale", scale, wants_scale), ("zeros", zeros, wants_zeros)):
+        if want and t is None:
+            raise ValueError(f"bitblas_jax::matmul: {name} is required for mode={mode!r}")
+        if not want and t is not None:
+            raise ValueError(f"bitblas_jax::matmul: {name} given but mode={mode!r} does not use it")
+    if scale is not None:
+        _check_tensor("scale", scale, (N, G), A.dtype, dev)
+    if zeros is not None:
+        zdt = _ZEROS_TORCH[formats.get_format(fmt).kind] if mode == "quantized" else A.dtype
+        _check_tensor("zeros", zeros, (N, G), zdt, dev)
+    if bias is not None:
+        _check_tensor("bias", bias, (N,), A.dtype, dev)
+    if dev.type == "cuda" and a_dtype == "float32":
+        raise TypeError("bitblas_jax::matmul: float32 A runs on CPU only; on CUDA use float16 or bfloat16")
+    return fmt, a_dtype, N, K, g
+
+
+def _check_tensor(name, t, shape, dtype, dev):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"bitblas_jax::matmul: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"bitblas_jax::matmul: {name} must have shape {shape}, got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"bitblas_jax::matmul: {name} must be {dtype}, got {t.dtype}")
+    if t.device != dev:
+        raise ValueError(f"bitblas_jax::matmul: {name} is on {t.device} but A is on {dev}")
+
+
+def _ptr(t) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _contig(t):
+    return None if t is None else t.contiguous()
+
+
+# ---- the implementation -------------------------------------------------------
+def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
+                zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
+                group_size: int, accum_dtype: str, out_dtype: str) -> torch.Tensor:
+    """The op's body: checks, then one kernel call on the tensors' memory.
+
+    Linear calls this directly in eager mode when no gradient is needed (it
+    skips the dispatcher and its Python autograd layer); everything else goes through
+    torch.ops.bitblas_jax.matmul.
+    """
+    fmt, a_dtype, N, K, g = _check(A, W, scale, zeros, bias, w_format, mode, group_size,
+                                   accum_dtype, out_dtype)
+    flat = A.dim() == 2
+    A2 = A if flat else A.reshape(-1, K)
+    if not A2.is_contiguous():
+        A2 = A2.contiguous()
+    M = A2.shape[0]
+    C = torch.empty((M, N), dtype=TORCH_DTYPES[out_dtype], device=A.device)
+    if M == 0:
+        return C if flat else C.reshape(*A.shape[:-1], N)
+    W, scale, zeros, bias = W.contiguous(), _contig(scale), _contig(zeros), _contig(bias)
+    ids = (formats.FORMATS[fmt].id, formats.DTYPE_IDS[a_dtype], formats.DTYPE_IDS[accum_dtype],
+           formats.DTYPE_IDS[out_dtype], formats.MODE_IDS[mode], g)
+    ptrs = (A2.data_ptr(), W.data_ptr(), _ptr(scale), _ptr(zeros), _ptr(bias), C.data_ptr())
+    if A.device.type == "cpu":
+        _cpu_kernel()(M, N, K, *ids, *ptrs)
+    elif A.device.type == "cuda":
+        kernel = _cuda_kernel()
+        if kernel is None:
+            raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install "
+                               "time); reinstall with nvcc on PATH, or run on CPU")
+        current = _current_device()
+        index = A.device.index if A.device.index is not None else current
+        plan, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g)
+        stream = _raw_stream(index)
+        ws = _workspace(index, stream, ws_bytes, A.device) if ws_bytes else None
+        if index == current:
+            kernel(M, N, K, *ids, *ptrs, plan, split_k, _ptr(ws), ws_bytes, stream)
+        else:
+            with torch.cuda.device(index):   # launch in the tensors' device context
+                kernel(M, N, K, *ids, *ptrs, plan, split_k, _ptr(ws), ws_bytes, stream)
+    else:
+        raise ValueError(f"bitblas_jax::matmul: A is on {A.device}; only cpu and cuda tensors are supported")
+    return C if flat else C.reshape(*A.shape[:-1], N)
+
+
+# ---- registration -------------------------------------------------------------------
+# A plain torch.library.Library definition rather than @torch.library.custom_op: the
+# same schema, fake and autograd registrations, but about 3x less dispatcher overhead
+# per call (custom_op wraps every call in extra Python layers).
+_lib = torch.library.Library("bitblas_jax", "DEF")
+_lib.define("matmul(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
+            "str mode, int group_size, str accum_dtype, str out_dtype) -> Tensor")
+_lib.impl("matmul", matmul_impl, "CPU")
+_lib.impl("matmul", matmul_impl, "CUDA")
+
+matmul = torch.ops.bitblas_jax.matmul.default
+"""torch.ops.bitblas_jax.matmul: C[..., N] = A[..., K] x dequant(W)^T (+ bias). See the module docstring."""
+
+
+def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype):
+    _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+    return A.new_empty((*A.shape[:-1], W.shape[0]), dtype=TORCH_DTYPES[out_dtype])
+
+
+torch.library.register_fake("bitblas_jax::matmul", _matmul_fake, lib=_lib)
+
+
+# ---- autograd: gradient in A and bias ------------------------------------------
+def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dtype: torch.dtype,
+               K: int) -> torch.Tensor:
+    """The dequantized weight [N, K] in A's dtype, computed by the kernel itself.
+
+    C = I_K x dequant(W)^T is dequant(W)^T exactly: every output is one product
+    1 * w, summed in float32 and cast to A's dtype, in which w already is.
+    Costs a K x K x N matmul (a K x K identity is materialized in chunks of 1024
+    rows), so it is for backward passes and debugging, not for inference.
+    """
+    name = _DTYPE_NAMES[a_dtype]
+    parts = []
+    for k0 in range(0, K, 1024):
+        rows = min(1024, K - k0)
+        eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=a_dtype, device=W.device), (k0, 0))
+        parts.append(matmul(eye, W, scale, zeros, None, w_format, mode, group_size, "float32", name))
+    return torch.cat(parts, 0).t()
+
+
+def _setup_context(ctx, inputs, output):
+    A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype = inputs
+    ctx.save_for_backward(W, scale, zeros)
+    ctx.params = (w_format, mode, group_size, A.dtype, A.shape[-1],
+                  None if bias is None else bias.dtype)
+
+
+def _backward(ctx, grad):
+    """dA = dC x Wd (float32, cast to A's dtype); dbias = sum of dC over the leading dims.
+
+    scale and zeros get no gradient (None): the quantized weight is frozen, as
+    in QLoRA-style fine-tuning of adapters on top of this layer.
+    """
+    W, scale, zeros = ctx.saved_tensors
+    w_format, mode, group_size, a_dtype, K, b_dtype = ctx.params
+    dA = dbias = None
+    if ctx.needs_input_grad[0]:
+        wd = dequantize(W, scale, zeros, w_format, mode, group_size, a_dtype, K)
+        dA = (grad.to(torch.float32) @ wd.to(torch.float32)).to(a_dtype)
+    if b_dtype is not None and ctx.needs_input_grad[4]:
+        dbias = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(b_dtype)
+    return dA, None, None, None, dbias, None, None, None, None, None
+
+
+torch.library.register_autograd("bitblas_jax::matmul", _backward, setup_context=_setup_context, lib=_lib)
