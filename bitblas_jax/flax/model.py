@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 from flax import nnx
 
+from ..progress import ProgressBar
 from .linear import Linear, _nbytes, _value
 
 __all__ = ["quantize_model", "QuantizeSummary", "quantized_layers", "path_str",
@@ -87,47 +88,6 @@ class QuantizeSummary:
 def _state_bytes(model) -> int:
     return sum(_nbytes(leaf) for leaf in jax.tree.leaves(nnx.state(model))
                if hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
-
-
-class _Progress:
-    """tqdm when it is installed, else a one-line bar on stderr."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.n, self.enabled, self.bar = total, 0, enabled and total > 0, None
-        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        if self.enabled:
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=total, desc="quantize", unit="layer", file=sys.stderr)
-            except ImportError:
-                self.bar = None
-
-    def update(self, label: str):
-        self.n += 1
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix_str(label[-40:], refresh=False)
-            self.bar.update(1)
-            return
-        if not self.tty:      # a log file: one line per tenth of the layers
-            if self.n == self.total or (10 * self.n) // self.total != (10 * (self.n - 1)) // self.total:
-                sys.stderr.write(f"quantize: {self.n}/{self.total} layers ({label})\n")
-            return
-        width = 30
-        done = int(width * self.n / self.total)
-        sys.stderr.write(f"\rquantize [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} "
-                         f"{label[-40:]:<40}")
-        sys.stderr.flush()
-
-    def close(self):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.close()
-        elif self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _resolve(path: str, module, rules, exclude) -> tuple[dict | None, str]:
@@ -229,7 +189,7 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
 
     if workers is None:
         workers = min(8, os.cpu_count() or 1)
-    bar = _Progress(len(todo), progress)
+    bar = ProgressBar(len(todo), progress)
     try:
         # The host-side work (rounding, packing) of several layers runs in threads (NumPy
         # releases the GIL); the model is modified in the calling thread, in layer order.

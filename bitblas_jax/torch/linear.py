@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import sys
-import time
 import warnings
 from typing import Callable, Iterable, Mapping
 
@@ -13,6 +11,7 @@ from torch import nn
 
 from .. import checkpoints, formats, layout
 from ..config import MatmulConfig
+from ..progress import ProgressBar
 from ..quantize import quantize as _quantize
 from . import ops
 
@@ -400,44 +399,6 @@ class Linear(nn.Module):
 
 
 # ---- quantize_model ------------------------------------------------------------------------
-class _Bar:
-    """tqdm if installed, else a one-line bar on stderr."""
-
-    def __init__(self, total: int, desc: str, enable: bool):
-        self.total, self.desc, self.n, self.enable = total, desc, 0, enable and total > 0
-        self._tqdm = None
-        self._t0 = time.time()
-        if self.enable:
-            try:
-                from tqdm.auto import tqdm
-                self._tqdm = tqdm(total=total, desc=desc, unit="layer")
-            except ImportError:
-                self._draw("")
-
-    def update(self, name: str) -> None:
-        self.n += 1
-        if not self.enable:
-            return
-        if self._tqdm is not None:
-            self._tqdm.set_postfix_str(name[-40:], refresh=False)
-            self._tqdm.update(1)
-        else:
-            self._draw(name)
-
-    def _draw(self, name: str) -> None:
-        width = 30
-        done = int(width * self.n / self.total)
-        sys.stderr.write(f"\r{self.desc}: [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} "
-                         f"{time.time() - self._t0:.1f}s {name[-40:]:<40}")
-        if self.n == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-
-
 def _matches(patterns, name: str) -> bool:
     if patterns is None:
         return False
@@ -506,7 +467,7 @@ def quantize_model(model: nn.Module, W_dtype: str = "int4", group_size: int | No
     # Replace layer by layer so each float weight can be freed as soon as its layer is done.
     skipped = []
     root = model
-    bar = _Bar(len(targets), "bitblas_jax quantize_model", progress)
+    bar = ProgressBar(len(targets), progress, "bitblas_jax quantize_model")
     try:
         for name, kw in targets:
             mod = model.get_submodule(name) if name else model
