@@ -1,0 +1,107 @@
+// XLA FFI handler (platform "CUDA") and the pybind11 module _bitblas_cuda.
+// Compiled by the host C++ compiler; the kernels live in the .cu files.
+#include <pybind11/pybind11.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "bitblas_jax/ffi_args.h"
+#include "matmul_cuda.h"
+
+namespace py = pybind11;
+namespace bitblas_jax {
+namespace {
+
+ffi::Error to_ffi_error(const std::string& err) {
+  const std::string msg = "bitblas_jax_matmul (cuda): " + err;
+  if (err.rfind("CUDA error", 0) == 0) return ffi::Error::Internal(msg);
+  return ffi::Error::InvalidArgument(msg);
+}
+
+ffi::Error MatmulCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> C,
+                          ffi::Result<ffi::AnyBuffer> workspace, int64_t w_format, int64_t mode,
+                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K, int64_t plan,
+                          int64_t split_k) {
+  MatmulArgs args;
+  if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *C, w_format, mode, group_size,
+                                      accum_dtype, N, K, &args);
+      e.failure())
+    return e;
+  if (workspace->element_type() != ffi::DataType::U8 || workspace->dimensions().size() != 1)
+    return arg_error("workspace must be a 1-D uint8 buffer");
+  const std::string err =
+      matmul_cuda(args, plan, split_k, workspace->untyped_data(), workspace->size_bytes(), stream);
+  if (!err.empty()) return to_ffi_error(err);
+  return ffi::Error::Success();
+}
+
+// Binding: stream, A, W, scale, zeros, bias, C, workspace, the CPU attributes + plan, split_k.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    bitblas_jax_matmul_cuda, MatmulCudaImpl,
+    BITBLAS_JAX_MATMUL_ATTRS(
+        BITBLAS_JAX_MATMUL_OPERANDS(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>())
+            .Ret<ffi::AnyBuffer>() /* workspace */)
+        .Attr<int64_t>("plan")
+        .Attr<int64_t>("split_k"),
+    {ffi::Traits::kCmdBufferCompatible});
+
+// For the torch shim: the same dispatcher on raw device pointers and a raw
+// stream (torch's current stream, as an int); the caller sets the device.
+void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
+                int mode, int64_t group_size, uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t zeros,
+                uintptr_t bias, uintptr_t C, int64_t plan, int64_t split_k, uintptr_t workspace,
+                int64_t workspace_bytes, uintptr_t stream) {
+  if (w_format < 0 || w_format > static_cast<int>(WFormat::kBF16)) throw std::invalid_argument("bad w_format");
+  if (a_dtype < 0 || a_dtype > 2 || accum_dtype < 0 || accum_dtype > 2 || out_dtype < 0 || out_dtype > 2)
+    throw std::invalid_argument("bad dtype id");
+  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) throw std::invalid_argument("bad mode");
+  if (workspace_bytes < 0) throw std::invalid_argument("bad workspace_bytes");
+  MatmulArgs a;
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.w_format = static_cast<WFormat>(w_format);
+  a.a_dtype = static_cast<DType>(a_dtype);
+  a.accum_dtype = static_cast<DType>(accum_dtype);
+  a.out_dtype = static_cast<DType>(out_dtype);
+  a.mode = static_cast<ScaleMode>(mode);
+  a.group_size = group_size;
+  a.A = reinterpret_cast<const void*>(A);
+  a.W = reinterpret_cast<const uint8_t*>(W);
+  a.scale = reinterpret_cast<const void*>(scale);
+  a.zeros = reinterpret_cast<const void*>(zeros);
+  a.bias = reinterpret_cast<const void*>(bias);
+  a.C = reinterpret_cast<void*>(C);
+  std::string err;
+  {
+    py::gil_scoped_release release;
+    err = matmul_cuda(a, plan, split_k, reinterpret_cast<void*>(workspace),
+                      static_cast<size_t>(workspace_bytes), reinterpret_cast<cudaStream_t>(stream));
+  }
+  if (!err.empty()) throw std::runtime_error("bitblas_jax matmul (cuda): " + err);
+}
+
+size_t workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int64_t N) {
+  return cuda_workspace_bytes(plan, split_k, M, N);
+}
+
+}  // namespace
+}  // namespace bitblas_jax
+
+PYBIND11_MODULE(_bitblas_cuda, m) {
+  m.doc() = "bitblas_jax CUDA kernels";
+  m.def("registrations", []() {
+    py::dict d;
+    d["bitblas_jax_matmul"] =
+        py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_matmul_cuda), "xla._CUSTOM_CALL_TARGET");
+    return d;
+  });
+  m.def("matmul_raw", &bitblas_jax::matmul_raw,
+        "Run the CUDA kernels on raw device pointers and a raw cudaStream_t (torch shim).");
+  m.def("workspace_bytes", &bitblas_jax::workspace_bytes,
+        "Workspace bytes a (plan, split_k) needs for an M x N output (mirrors gpu_plan.py).");
+}

@@ -1,0 +1,229 @@
+// Host dispatcher of the CUDA backend: checks, plan -> kernel, split-K setup.
+// No allocation, no synchronization, no queries of the stream: it only
+// enqueues (a memset of the split-K counters and the kernel), so it can be
+// captured into a CUDA graph.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "kernels.h"
+#include "matmul_cuda.h"
+
+namespace bitblas_jax {
+namespace cudak {
+
+KernelEntry gemv_entry(int tc, int fc, int variant) {
+  switch (tc) {
+    case TC_F16: return gemv_entry_f16(fc, variant);
+    case TC_F16ACC16: return gemv_entry_f16acc16(fc, variant);
+    case TC_BF16: return gemv_entry_bf16(fc, variant);
+    default: return KernelEntry{};
+  }
+}
+
+KernelEntry gemm_entry(int tc, int fc, int variant) {
+  switch (tc) {
+    case TC_F16: return gemm_entry_f16(fc, variant);
+    case TC_F16ACC16: return gemm_entry_f16acc16(fc, variant);
+    case TC_BF16: return gemm_entry_bf16(fc, variant);
+    default: return KernelEntry{};
+  }
+}
+
+}  // namespace cudak
+
+namespace {
+
+using cudak::KernelEntry;
+using cudak::KParams;
+
+int fmt_class(WFormat f) {
+  switch (f) {
+    case WFormat::kInt1: case WFormat::kUInt1: return cudak::FC_I1;
+    case WFormat::kInt2: case WFormat::kUInt2: return cudak::FC_I2;
+    case WFormat::kInt4: case WFormat::kUInt4: return cudak::FC_I4;
+    case WFormat::kInt8: case WFormat::kUInt8: return cudak::FC_I8;
+    case WFormat::kNF4: case WFormat::kFP4E2M1: return cudak::FC_TAB4;
+    case WFormat::kFP8E4M3: return cudak::FC_E4M3;
+    case WFormat::kFP8E5M2: return cudak::FC_E5M2;
+    case WFormat::kF16: return cudak::FC_F16;
+    case WFormat::kBF16: return cudak::FC_BF16;
+  }
+  return -1;
+}
+
+std::string cuda_error(const std::string& what, cudaError_t e) {
+  cudaGetLastError();  // clear the non-sticky error this call raised
+  return "CUDA error in " + what + ": " + cudaGetErrorString(e);
+}
+
+// Dynamic shared memory above 48 KB needs a per-function, per-device opt-in.
+std::string ensure_smem(const void* fn, int bytes) {
+  if (bytes <= 48 * 1024) return "";
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return cuda_error("cudaGetDevice", e);
+  static std::mutex mu;
+  static std::set<std::pair<int, const void*>> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count({dev, fn})) return "";
+  int optin = 0;
+  e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return cuda_error("cudaDeviceGetAttribute", e);
+  if (bytes > optin)
+    return "kernel needs " + std::to_string(bytes) + " bytes of shared memory per block; device " +
+           std::to_string(dev) + " allows " + std::to_string(optin);
+  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) return cuda_error("cudaFuncSetAttribute", e);
+  done.insert({dev, fn});
+  return "";
+}
+
+std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1) {
+  if (ke.fn == nullptr) return "no kernel for this format / dtype combination";
+  std::string err = ensure_smem(ke.fn, ke.dyn_smem);
+  if (!err.empty()) return err;
+  KParams local = kp;
+  void* args[] = {&local};
+  cudaError_t e = cudaLaunchKernel(ke.fn, grid, dim3(ke.threads), args, smem < 0 ? ke.dyn_smem : smem, stream);
+  if (e != cudaSuccess) return cuda_error("kernel launch", e);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_error("kernel launch", e);
+  return "";
+}
+
+size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
+
+}  // namespace
+
+std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void* workspace,
+                        size_t workspace_bytes, cudaStream_t stream) {
+  const int64_t M = a.M, N = a.N, K = a.K;
+  if (M < 0 || N <= 0 || K <= 0) return "bad shape: M, N, K must be positive";
+  if (M == 0) return "";
+  const int fc = fmt_class(a.w_format);
+  const int bits = format_bits(a.w_format);
+  if (fc < 0 || bits == 0) return "bad w_format";
+  if (a.a_dtype == DType::kF32)
+    return "float32 activations run on CPU only; on GPU use float16 or bfloat16";
+  if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "bad activation dtype";
+  if (a.accum_dtype == DType::kBF16) return "accum_dtype bfloat16 is not supported";
+  if (a.accum_dtype == DType::kF16 && a.a_dtype != DType::kF16)
+    return "accum_dtype float16 needs float16 activations";
+  if (a.out_dtype != DType::kF16 && a.out_dtype != DType::kBF16 && a.out_dtype != DType::kF32)
+    return "bad out dtype";
+  if (N % kTileN != 0 || K % tile_k(bits) != 0) return "N, K do not fit the packed tile";
+  if (N >= (int64_t{1} << 31) || K >= (int64_t{1} << 30)) return "N or K too large";
+  const int64_t gs = a.group_size;
+  if (gs <= 0 || K % gs != 0 || gs % 8 != 0)
+    return "group_size must divide K and be a multiple of 8 (got " + std::to_string(gs) + ")";
+  const int mode = static_cast<int>(a.mode);
+  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) return "bad mode";
+  if (a.A == nullptr || a.W == nullptr || a.C == nullptr) return "null A, W or C";
+  if (mode != 0 && a.scale == nullptr) return "this mode needs scale";
+  if (mode >= static_cast<int>(ScaleMode::kOriginal) && a.zeros == nullptr) return "this mode needs zeros";
+  if (reinterpret_cast<uintptr_t>(a.W) % 16 != 0) return "W must be 16-byte aligned";
+
+  if (plan == kPlanAuto) {
+    plan = M <= 32 ? kPlanGemv : (M <= 64 ? kPlanGemm64 : kPlanGemm128);
+    split_k = 1;
+  }
+  if (plan != kPlanGemv && plan != kPlanGemm64 && plan != kPlanGemm128)
+    return "unknown plan " + std::to_string(plan);
+  if (split_k < 1) split_k = 1;
+  const size_t need = cuda_workspace_bytes(plan, split_k, M, N);
+  if (need > 0 && (workspace == nullptr || workspace_bytes < need))
+    return "workspace too small: plan " + std::to_string(plan) + " split_k " + std::to_string(split_k) +
+           " needs " + std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes);
+
+  KParams kp{};
+  kp.W = a.W;
+  kp.scale = a.scale;
+  kp.zeros = a.zeros;
+  kp.bias = a.bias;
+  kp.N = N;
+  kp.K = K;
+  kp.KT = static_cast<int>(K / tile_k(bits));
+  kp.gs = static_cast<int>(gs);
+  kp.G = static_cast<int>(K / gs);
+  kp.mode = mode;
+  kp.fmt = static_cast<int>(a.w_format);
+  kp.out_dtype = static_cast<int>(a.out_dtype);
+  kp.a_aligned = reinterpret_cast<uintptr_t>(a.A) % 16 == 0;
+  kp.zeros_signed = format_is_signed_int(a.w_format);
+  kp.val_mul = 1.f;
+  kp.val_off = 0.f;
+  if (format_is_signed_int(a.w_format)) {
+    if (bits == 1) {
+      kp.val_mul = 2.f;  // value = 2 * code - 1
+      kp.val_off = 1.f;
+    } else {
+      kp.val_off = static_cast<float>(1 << (bits - 1));
+    }
+  }
+  const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16
+                 : a.accum_dtype == DType::kF16 ? cudak::TC_F16ACC16
+                                                 : cudak::TC_F16;
+  const int64_t ncols = (N + 127) / 128;
+  const int64_t counter_bytes = ((ncols * ((M + 63) / 64)) * 4 + 255) / 256 * 256;
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  const size_t a_row = static_cast<size_t>(K) * 2, c_row = static_cast<size_t>(N) * dtype_size(a.out_dtype);
+
+  if (plan == kPlanGemv) {
+    const int64_t split = std::min<int64_t>({split_k, kp.KT, 65535});
+    const int64_t gcols = (N + 255) / 256;  // 256 weight rows per CTA
+    for (int64_t m0 = 0; m0 < M; m0 += 16) {
+      const int64_t ms = std::min<int64_t>(16, M - m0);
+      KParams k = kp;
+      k.M = ms;
+      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+      k.split = static_cast<int>(split);
+      if (split > 1) {
+        k.counters = reinterpret_cast<unsigned int*>(ws);
+        k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+        cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(gcols) * 4, stream);
+        if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
+      }
+      const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
+      const int smem = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
+      std::string err =
+          launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(split)), k, stream, smem);
+      if (!err.empty()) return err;
+    }
+    return "";
+  }
+
+  const int BM = plan == kPlanGemm64 ? 64 : 128;
+  const int BK = std::max(64, tile_k(bits));
+  const int64_t KB = (K + BK - 1) / BK;
+  const int64_t split = std::min<int64_t>({split_k, KB, 65535});
+  const int64_t max_rows = int64_t{65535} * BM;
+  for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
+    const int64_t ms = std::min<int64_t>(max_rows, M - m0);
+    KParams k = kp;
+    k.M = ms;
+    k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+    k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+    k.split = static_cast<int>(split);
+    const int64_t mblocks = (ms + BM - 1) / BM;
+    if (split > 1) {
+      k.counters = reinterpret_cast<unsigned int*>(ws);
+      k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+      cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(ncols * mblocks) * 4, stream);
+      if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
+    }
+    const KernelEntry ke = cudak::gemm_entry(tc, fc, BM == 64 ? 0 : 1);
+    std::string err = launch(
+        ke, dim3(static_cast<unsigned>(ncols), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
+        stream);
+    if (!err.empty()) return err;
+  }
+  return "";
+}
+
+}  // namespace bitblas_jax

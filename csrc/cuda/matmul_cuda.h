@@ -1,0 +1,53 @@
+// The CUDA backend: every format, mode and dtype of kernel_api.h on f16 / bf16
+// activations. Host-callable from plain C++ (ffi_cuda.cc) and from nvcc code.
+//
+// Plans (chosen by bitblas_jax/gpu_plan.py from static shapes; the numbers are
+// part of the Python <-> C++ contract of this backend):
+//   0  auto: the dispatcher picks a kernel itself, split_k forced to 1, no
+//      workspace needed (for callers without a plan).
+//   1  "gemv" path for small M (decode): each warp streams two 16-row bands of
+//      the packed weight over a K range (16-byte cp.async into a warp-private
+//      shared-memory ring), dequantizes each lane's chunk in registers into
+//      the m16n8k16 A operand and multiplies with the activations (the B
+//      operand, staged in shared memory). 16 rows of M per launch (larger M
+//      runs in slices of 16 rows).
+//   2  tensor-core GEMM, block tile 128 (n) x 64 (m), cp.async pipeline.
+//   3  tensor-core GEMM, block tile 128 (n) x 128 (m).
+// split_k > 1 splits K over CTAs; the fp32 partial sums go to the workspace and
+// the last CTA of each output tile reduces them (deterministic order).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "bitblas_jax/kernel_api.h"
+
+namespace bitblas_jax {
+
+enum CudaPlanId : int64_t {
+  kPlanAuto = 0,
+  kPlanGemv = 1,
+  kPlanGemm64 = 2,
+  kPlanGemm128 = 3,
+};
+
+// Bytes of workspace a (plan, split_k) needs for an M x N output; mirrors
+// bitblas_jax/gpu_plan.py workspace_bytes(). 0 when split_k <= 1.
+inline size_t cuda_workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int64_t N) {
+  if (split_k <= 1 || plan == kPlanAuto) return 0;
+  const int64_t counters = ((N + 127) / 128) * ((M + 63) / 64);
+  const int64_t counter_bytes = (counters * 4 + 255) / 256 * 256;
+  return static_cast<size_t>(counter_bytes + split_k * M * N * 4);
+}
+
+// Computes args.C on `stream`. Returns "" on success, else a message; never
+// aborts, never synchronizes, never allocates (CUDA-graph capturable).
+// `workspace` must hold cuda_workspace_bytes(plan, split_k, M, N) bytes; its
+// content may be anything on entry.
+std::string matmul_cuda(const MatmulArgs& args, int64_t plan, int64_t split_k, void* workspace,
+                        size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace bitblas_jax
