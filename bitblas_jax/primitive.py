@@ -20,6 +20,7 @@ from . import _ext, dequant
 from .spec import KernelSpec
 
 bitblas_matmul_p = Primitive("bitblas_matmul")
+_EXACT = jax.lax.Precision.HIGHEST   # float32 dots in full precision (no TF32 on GPU)
 TARGET = "bitblas_jax_matmul"
 
 
@@ -71,7 +72,7 @@ def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 def _xla_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     """Dequantize, then XLA's dot: float32 activations on GPU (the CUDA kernels take fp16/bf16)."""
     wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
-    acc = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), wd, precision=jax.lax.Precision.HIGHEST)
+    acc = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), wd, precision=_EXACT)
     out = acc.astype(spec.out_dtype)
     if bias.size:
         out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
@@ -165,7 +166,7 @@ def _jvp(primals, tangents, *, spec: KernelSpec):
         t = bind(dA, W, scale, zeros, empty(bias.dtype), spec)
     if not (_zero(dscale) and _zero(dzeros)):
         dw = _dweight_tangent(W, scale, zeros, dscale, dzeros, spec)
-        ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw).astype(spec.out_dtype)
+        ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw, precision=_EXACT).astype(spec.out_dtype)
         t = ts if t is None else t + ts
     if not _zero(dbias) and bias.size:
         tb = jnp.broadcast_to(dbias.astype(spec.out_dtype), out.shape)
@@ -179,7 +180,7 @@ def _transpose(ct, A, W, scale, zeros, bias, *, spec: KernelSpec):
     if _zero(ct):
         return (None,) * 5
     wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
-    dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd).astype(A.aval.dtype)
+    dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd, precision=_EXACT).astype(A.aval.dtype)
     return dA, None, None, None, None
 
 

@@ -22,7 +22,7 @@ fi
 python3 -c "import jax, bitblas_jax._ext as e; print('jax', jax.__version__, jax.devices(), 'cuda kernels:', e.has_cuda())"
 if has tests; then
   python3 -m pytest -q -p no:cacheprovider tests ${PYTEST_ARGS:-} >"$OUT/pytest.log" 2>&1
-  RESULT[tests]=$(tail -1 "$OUT/pytest.log")
+  RESULT[tests]=$(grep -E "[0-9]+ (passed|failed)" "$OUT/pytest.log" | tail -1)
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 fi
 if has sanitize; then

@@ -30,7 +30,7 @@ import torch
 
 from .. import formats, layout
 
-__all__ = ["matmul", "matmul_impl", "dequantize", "clear_workspaces", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name"]
+__all__ = ["matmul", "matmul_impl", "dequantize", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name"]
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -85,32 +85,13 @@ if hasattr(torch._C, "_cuda_getCurrentRawStream") and hasattr(torch._C, "_cuda_g
     _current_device = torch._C._cuda_getDevice            # noqa: F811
 
 
-_is_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", None) or (
-    lambda: torch.cuda.is_current_stream_capturing())
-_WORKSPACES: dict = {}
-
-
-def _workspace(index: int, stream: int, nbytes: int, device) -> torch.Tensor:
+def _workspace(nbytes: int, device) -> torch.Tensor:
     """The split-K workspace (partial sums and counters; the kernel initializes what it reads).
 
-    Outside CUDA graph capture: one buffer per (device, stream), grown on demand and reused,
-    since calls on one stream run in order (saves an allocator call per matmul). During
-    capture: a fresh torch.empty from the graph's private pool, so replays never share
-    memory with eager calls on other streams.
+    A fresh torch.empty every call: torch's caching allocator makes it cheap, and a buffer
+    cached across calls would leak into (or out of) CUDA-graph memory pools.
     """
-    if _is_capturing():
-        return torch.empty((nbytes,), dtype=torch.uint8, device=device)
-    key = (index, stream)
-    buf = _WORKSPACES.get(key)
-    if buf is None or buf.numel() < nbytes:
-        buf = torch.empty((max(nbytes, 1 << 20),), dtype=torch.uint8, device=device)
-        _WORKSPACES[key] = buf
-    return buf
-
-
-def clear_workspaces() -> None:
-    """Drop the cached split-K workspaces (they go back to torch's caching allocator)."""
-    _WORKSPACES.clear()
+    return torch.empty((nbytes,), dtype=torch.uint8, device=device)
 
 
 # ---- argument checks -----------------------------------------------------------
@@ -239,7 +220,7 @@ def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
         index = A.device.index if A.device.index is not None else current
         plan, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g)
         stream = _raw_stream(index)
-        ws = _workspace(index, stream, ws_bytes, A.device) if ws_bytes else None
+        ws = _workspace(ws_bytes, A.device) if ws_bytes else None
         if index == current:
             kernel(M, N, K, *ids, *ptrs, plan, split_k, _ptr(ws), ws_bytes, stream)
         else:
