@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bitblas_jax/ffi_args.h"
+#include "bitblas_jax/raw_args.h"
 #include "matmul_cpu.h"
 
 namespace py = pybind11;
@@ -30,20 +31,8 @@ XLA_FFI_DEFINE_HANDLER(
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype,
                 int out_dtype, int mode, int64_t group_size, uintptr_t A, uintptr_t W,
                 uintptr_t scale, uintptr_t zeros, uintptr_t bias, uintptr_t C) {
-  MatmulArgs a;
-  a.M = M; a.N = N; a.K = K;
-  a.w_format = static_cast<WFormat>(w_format);
-  a.a_dtype = static_cast<DType>(a_dtype);
-  a.accum_dtype = static_cast<DType>(accum_dtype);
-  a.out_dtype = static_cast<DType>(out_dtype);
-  a.mode = static_cast<ScaleMode>(mode);
-  a.group_size = group_size;
-  a.A = reinterpret_cast<const void*>(A);
-  a.W = reinterpret_cast<const uint8_t*>(W);
-  a.scale = reinterpret_cast<const void*>(scale);
-  a.zeros = reinterpret_cast<const void*>(zeros);
-  a.bias = reinterpret_cast<const void*>(bias);
-  a.C = reinterpret_cast<void*>(C);
+  const MatmulArgs a = raw_matmul_args(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode,
+                                       group_size, A, W, scale, zeros, bias, C);
   std::string err;
   {
     py::gil_scoped_release release;

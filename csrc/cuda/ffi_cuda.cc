@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bitblas_jax/ffi_args.h"
+#include "bitblas_jax/raw_args.h"
 #include "matmul_cuda.h"
 
 namespace py = pybind11;
@@ -55,27 +56,9 @@ void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int 
                 int mode, int64_t group_size, uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t zeros,
                 uintptr_t bias, uintptr_t C, int64_t plan, int64_t split_k, uintptr_t workspace,
                 int64_t workspace_bytes, uintptr_t stream) {
-  if (w_format < 0 || w_format > static_cast<int>(WFormat::kBF16)) throw std::invalid_argument("bad w_format");
-  if (a_dtype < 0 || a_dtype > 2 || accum_dtype < 0 || accum_dtype > 2 || out_dtype < 0 || out_dtype > 2)
-    throw std::invalid_argument("bad dtype id");
-  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) throw std::invalid_argument("bad mode");
   if (workspace_bytes < 0) throw std::invalid_argument("bad workspace_bytes");
-  MatmulArgs a;
-  a.M = M;
-  a.N = N;
-  a.K = K;
-  a.w_format = static_cast<WFormat>(w_format);
-  a.a_dtype = static_cast<DType>(a_dtype);
-  a.accum_dtype = static_cast<DType>(accum_dtype);
-  a.out_dtype = static_cast<DType>(out_dtype);
-  a.mode = static_cast<ScaleMode>(mode);
-  a.group_size = group_size;
-  a.A = reinterpret_cast<const void*>(A);
-  a.W = reinterpret_cast<const uint8_t*>(W);
-  a.scale = reinterpret_cast<const void*>(scale);
-  a.zeros = reinterpret_cast<const void*>(zeros);
-  a.bias = reinterpret_cast<const void*>(bias);
-  a.C = reinterpret_cast<void*>(C);
+  const MatmulArgs a = raw_matmul_args(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode,
+                                       group_size, A, W, scale, zeros, bias, C);
   std::string err;
   {
     py::gil_scoped_release release;
