@@ -150,6 +150,15 @@ def check_values(fmt: WeightFormat, values: np.ndarray, arg: str = "weight") -> 
                          f"got [{v.min()}, {v.max()}]")
 
 
+def mode_flags(mode: str) -> dict:
+    """MatmulConfig's with_scaling / with_zeros / zeros_mode for a mode name (the inverse of config.mode)."""
+    if mode == "none":
+        return dict(with_scaling=False, with_zeros=False)
+    if mode == "scale":
+        return dict(with_scaling=True, with_zeros=False)
+    return dict(with_scaling=True, with_zeros=True, zeros_mode=mode)
+
+
 def allowed_modes(fmt: WeightFormat) -> tuple[str, ...]:
     """Scale / zeros modes a format supports (zero points belong to integer grids)."""
     if fmt.kind == "dense":

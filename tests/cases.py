@@ -22,14 +22,6 @@ def all_format_modes():
     return [(name, mode) for name, fmt in formats.FORMATS.items() for mode in formats.allowed_modes(fmt)]
 
 
-def mode_flags(mode: str) -> dict:
-    if mode == "none":
-        return dict(with_scaling=False, with_zeros=False)
-    if mode == "scale":
-        return dict(with_scaling=True, with_zeros=False)
-    return dict(with_scaling=True, with_zeros=True, zeros_mode=mode)
-
-
 def random_values(rng, fmt, N, K):
     """Element values as transform_weight takes them, covering the whole code range."""
     if fmt.kind == "int" and fmt.bits == 1:
@@ -84,7 +76,7 @@ def make_case(rng, W_dtype, mode="none", group_size=-1, A_dtype="float16", accum
     fmt = formats.get_format(W_dtype)
     cfg = bj.MatmulConfig(M=M, N=N, K=K, A_dtype=A_dtype, W_dtype=W_dtype, accum_dtype=accum_dtype,
                           out_dtype=out_dtype, with_bias=with_bias, group_size=group_size,
-                          **mode_flags(mode))
+                          **formats.mode_flags(mode))
     adt = formats.NUMPY_DTYPES[A_dtype]
     G = cfg.num_groups
     values = random_values(rng, fmt, N, K)

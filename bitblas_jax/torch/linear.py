@@ -48,14 +48,6 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device) -> torch.Tensor:
     return torch.from_numpy(a).to(device=device, dtype=dtype)
 
 
-def _mode_flags(mode: str) -> dict:
-    if mode == "none":
-        return dict(with_scaling=False, with_zeros=False)
-    if mode == "scale":
-        return dict(with_scaling=True, with_zeros=False)
-    return dict(with_scaling=True, with_zeros=True, zeros_mode=mode)
-
-
 # ---- Linear -------------------------------------------------------------------------
 class Linear(nn.Module):
     """y = x @ dequant(W)^T (+ bias) with a low-bit weight; bitblas.Linear's constructor.
