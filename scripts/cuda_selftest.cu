@@ -114,22 +114,11 @@ static double decode(WFormat f, uint32_t c) {
 
 // Inverse of layout::load_code: OR a code into a zeroed packed buffer.
 static void store_code(uint8_t* W, int64_t K, int bits, int64_t n, int64_t k, uint32_t code) {
-  const int tk = 256 / bits;
-  const int64_t tiles_k = K / tk;
-  const int64_t tile = (n / 16) * tiles_k + k / tk;
-  const int r = static_cast<int>(n % 16), c = static_cast<int>(k % tk);
-  const int g = r & 7, i1 = r >> 3;
-  const int s = c >> 4, cc = c & 15;
-  const int i2 = cc >> 3, c4 = (cc & 7) >> 1, i0 = cc & 1;
-  const int lane = g * 4 + c4;
-  const int f = 8 * s + (i2 << 2) + (i1 << 1) + i0;
-  const int E = 32 / bits;
-  const int word = f / E, e = f % E;
-  uint8_t* chunk = W + tile * 512 + lane * 16 + 4 * word;
+  const layout::CodeSlot slot = layout::code_slot(K, bits, n, k);
   uint32_t w;
-  memcpy(&w, chunk, 4);
-  w |= code << (layout::field_of(e, bits) * bits);
-  memcpy(chunk, &w, 4);
+  memcpy(&w, W + slot.byte, 4);
+  w |= code << slot.shift;
+  memcpy(W + slot.byte, &w, 4);
 }
 
 struct Case {

@@ -30,12 +30,17 @@ BBJ_HD int field_of(int e, int bits) {
   return (e & 1) * (E >> 1) + (e >> 1);
 }
 
-// Raw storage code of element (n, k) from a packed buffer; O(1), for
-// reference paths and tests (kernels read whole 16-byte lane chunks instead).
-BBJ_HD uint32_t load_code(const uint8_t* W, int64_t K, int bits, int64_t n, int64_t k) {
+// Where element (n, k)'s code lives: the 32-bit little-endian word at byte
+// offset `byte` of the packed buffer, at bit `shift`. O(1), for reference
+// paths and tests (kernels read whole 16-byte lane chunks instead).
+struct CodeSlot {
+  int64_t byte;
+  int shift;
+};
+
+BBJ_HD CodeSlot code_slot(int64_t K, int bits, int64_t n, int64_t k) {
   const int tk = 256 / bits;
-  const int64_t tiles_k = K / tk;
-  const int64_t tile = (n / 16) * tiles_k + k / tk;
+  const int64_t tile = (n / 16) * (K / tk) + k / tk;
   const int r = static_cast<int>(n % 16), c = static_cast<int>(k % tk);
   // Invert frag_row/frag_col: r -> (g, i bit 1), c -> (s, lane&3, i bit 0, i bit 2).
   const int g = r & 7, i1 = r >> 3;
@@ -44,14 +49,17 @@ BBJ_HD uint32_t load_code(const uint8_t* W, int64_t K, int bits, int64_t n, int6
   const int lane = g * 4 + c4;
   const int f = 8 * s + (i2 << 2) + (i1 << 1) + i0;
   const int E = 32 / bits;
-  const int word = f / E, e = f % E;
-  const uint8_t* chunk = W + tile * 512 + lane * 16;
-  const uint32_t w = static_cast<uint32_t>(chunk[4 * word]) |
-                     (static_cast<uint32_t>(chunk[4 * word + 1]) << 8) |
-                     (static_cast<uint32_t>(chunk[4 * word + 2]) << 16) |
-                     (static_cast<uint32_t>(chunk[4 * word + 3]) << 24);
+  return {tile * 512 + lane * 16 + 4 * (f / E), field_of(f % E, bits) * bits};
+}
+
+// Raw storage code of element (n, k) of a packed buffer.
+BBJ_HD uint32_t load_code(const uint8_t* W, int64_t K, int bits, int64_t n, int64_t k) {
+  const CodeSlot slot = code_slot(K, bits, n, k);
+  const uint8_t* p = W + slot.byte;
+  const uint32_t w = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                     (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
   const uint32_t mask = bits == 32 ? 0xffffffffu : ((1u << bits) - 1u);
-  return (w >> (field_of(e, bits) * bits)) & mask;
+  return (w >> slot.shift) & mask;
 }
 
 }  // namespace layout
