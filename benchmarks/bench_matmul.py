@@ -4,9 +4,11 @@
     python benchmarks/bench_matmul.py                   # the issue's full sweep
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 
-Timing: every timed jit call runs the op on R distinct weight copies (together > 2x the 50 MB L2,
-so each weight comes from HBM), time = wall / R, after a warm-up; the median over many repeats is
-reported with its 10..90% spread. Torch: triton.testing.do_bench (flushes L2), median.
+Timing: every timed jit call runs the op many times (at least 1 GB of weight traffic per call, so the
+jit dispatch and the sync cost < 1% of it), cycling over R distinct weight copies (together > 2x the
+50 MB L2, so each weight comes from HBM) and distinct activations (so XLA cannot merge the ops);
+time = wall / ops, after a warm-up; the median over repeats is reported with its 10..90% spread.
+Torch: triton.testing.do_bench (flushes L2), median.
 """
 from __future__ import annotations
 
@@ -39,15 +41,18 @@ def copies_for(nbytes: int) -> int:
     return int(min(16, max(2, math.ceil(2 * L2_BYTES / max(nbytes, 1)))))
 
 
-def time_jit(fn, args, per_call: int, repeats: int) -> dict:
-    """Median / p10 / p90 microseconds of one op, over `repeats` timed calls of `fn`."""
+def time_jit(fn, args, per_call: int, repeats: int, calls: int = 4) -> dict:
+    """Median / p10 / p90 microseconds of one op over `repeats` samples; a sample is `calls`
+    back-to-back calls of `fn` (asynchronous dispatch: the host runs ahead of the GPU) and one sync."""
     jax.block_until_ready(fn(*args))
     jax.block_until_ready(fn(*args))
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append((time.perf_counter() - t0) * 1e6 / per_call)
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        ts.append((time.perf_counter() - t0) * 1e6 / (per_call * calls))
     ts = np.asarray(ts)
     return dict(us=float(np.median(ts)), p10=float(np.percentile(ts, 10)), p90=float(np.percentile(ts, 90)))
 
@@ -60,9 +65,21 @@ def copy_bandwidth() -> float:
     return 2 * x.nbytes / (t * 1e-6) / 1e12
 
 
-def rotated(fn, n):
-    """One jit call applying fn to n different weight sets (a Python loop: n distinct ops)."""
-    return jax.jit(lambda A, ws: [fn(A, *w) for w in ws])
+CALL_BYTES = 256 << 20  # weight bytes streamed per jit call (at most 64 ops)
+
+
+def ops_per_call(weight_bytes: int, copies: int) -> int:
+    """Ops per jit call: about CALL_BYTES of weight traffic, whole rotations, 64 ops at most."""
+    rotations = math.ceil(CALL_BYTES / (max(weight_bytes, 1) * copies))
+    return max(copies, min(64 // copies, rotations) * copies)
+
+
+def timed_rotation(fn, A, ws, repeats, weight_bytes):
+    """Median us of fn(a, *w) over ops that cycle through the weights ws and distinct activations."""
+    n = ops_per_call(weight_bytes, len(ws))
+    As = [A * (1 + 1e-3 * j) for j in range(n)]
+    f = jax.jit(lambda As, ws: [fn(As[j], *ws[j % len(ws)]) for j in range(n)])
+    return time_jit(f, (As, ws), n, repeats)
 
 
 def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
@@ -77,7 +94,7 @@ def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
     n = copies_for(wbytes)
     ws = [(W + jnp.uint8(i), S) for i in range(n)]     # distinct buffers, same statistics
     A = jnp.asarray(rng.standard_normal((M, K)), adt)
-    r = time_jit(rotated(lambda a, w, s: mm(a, w, scale=s), n), (A, ws), n, repeats)
+    r = timed_rotation(lambda a, w, s: mm(a, w, scale=s), A, ws, repeats, wbytes)
     r["weight_bytes"] = int(wbytes)
     return r
 
@@ -97,7 +114,7 @@ def bench_xla_dense(M, N, K, dtype, rng, repeats):
     n = copies_for(W.nbytes)
     ws = [(W + i,) for i in range(n)]
     A = jnp.asarray(rng.standard_normal((M, K)), dtype)
-    return time_jit(rotated(lambda a, w: a @ w.T, n), (A, ws), n, repeats)
+    return timed_rotation(lambda a, w: a @ w.T, A, ws, repeats, W.nbytes)
 
 
 def bench_xla_int4(M, N, K, group, rng, repeats):
@@ -113,10 +130,9 @@ def bench_xla_int4(M, N, K, group, rng, repeats):
         return a @ wd.T
 
     n = copies_for(N * K // 2)
-    ws = [(Wi, S * (1 + i)) for i in range(n)]     # int4 buffer shared; scales distinct
-    ws = [(jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4), s) for _, s in ws]
+    ws = [(Wi if i == 0 else jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4), S * (1 + i)) for i in range(n)]
     A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
-    return time_jit(rotated(f, n), (A, ws), n, repeats)
+    return timed_rotation(f, A, ws, repeats, N * K // 2)
 
 
 def bench_torch(M, N, K):

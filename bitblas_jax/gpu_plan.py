@@ -8,6 +8,11 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
   plan 1  small-M streaming kernel (M <= 16 per launch, larger M in slices; decode)
   plan 2  tensor-core GEMM, 128 (n) x 64 (m) block tile
   plan 3  tensor-core GEMM, 128 (n) x 128 (m) block tile
+  plan 4  decode kernel v2 (M <= 16 per launch, larger M in slices; float32
+          accumulation, group_size % 16 == 0, scales of 32 rows in shared
+          memory): no split-K, no workspace, one launch per 16 rows
+  plan 5  large M: the dequantize kernel writes the weight [N, K] in A's dtype,
+          then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan)
 
 The number of SMs defaults to 132 (H100 SXM); set BITBLAS_JAX_NUM_SMS to
 plan for another GPU.
@@ -24,6 +29,15 @@ PLAN_AUTO = 0
 PLAN_GEMV = 1
 PLAN_GEMM64 = 2
 PLAN_GEMM128 = 3
+PLAN_GEMV2 = 4
+PLAN_DEQUANT_DOT = 5
+
+# Cost model of the choice between plan 4 slices and plan 5 (H100 SXM numbers;
+# only the ratio matters): weight traffic at the copy bandwidth plus a fixed
+# cost per launch, and the dot at dense tensor-core throughput.
+_BW = 3.0e12
+_FLOPS = 600e12
+_LAUNCH_S = 4e-6
 
 GEMV_MAX_M = 16          # rows per gemv launch (larger M runs in slices)
 GEMV_PLAN_MAX_M = 32     # up to here the gemv plan (in slices of 16 rows) beats the GEMM plans
@@ -31,6 +45,7 @@ GEMV_ROWS = 256          # weight rows per gemv CTA
 _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
+GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM
 
 
 class CudaPlan(NamedTuple):
@@ -48,19 +63,65 @@ def num_sms() -> int:
 
 def workspace_bytes(plan: int, split_k: int, M: int, N: int) -> int:
     """Bytes of workspace (plan, split_k) needs; mirrors cuda_workspace_bytes in matmul_cuda.h."""
-    if split_k <= 1 or plan == PLAN_AUTO:
+    if split_k <= 1 or plan in (PLAN_AUTO, PLAN_GEMV2, PLAN_DEQUANT_DOT):
         return 0
     counters = ((N + 127) // 128) * ((M + 63) // 64)
     counter_bytes = (counters * 4 + 255) // 256 * 256
     return counter_bytes + split_k * M * N * 4
 
 
+def gemv2_smem_bytes(M: int, bits: int, G: int, mode: str) -> int:
+    """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh gemv2_smem)."""
+    stages = 6 if M <= 8 else 4
+    ring = stages * 8 * 1024
+    a_row = stages * (8 * (256 // bits) + 8) * 2
+    groups = 0 if mode == "none" else 32 * G * 2 * (2 if mode in formats.ZEROS_MODES else 1)
+    return ring + M * a_row + groups
+
+
+def gemv2_fits(M: int, K: int, bits: int, accum_dtype: str, mode: str, group_size: int) -> bool:
+    """Whether every 16-row launch of M rows can run the v2 decode kernel (csrc: gemv2_smem_for)."""
+    if accum_dtype != "float32":
+        return False
+    if mode != "none" and group_size % 16 != 0:
+        return False
+    G = K // group_size if mode != "none" else 1
+    if G > 4096:
+        return False
+    slices = {min(M, 16)} | ({M % 16} if M % 16 else set())
+    return all(gemv2_smem_bytes(m, bits, G, mode) <= GEMV2_SMEM_CAP for m in slices)
+
+
+def _seconds_gemv2(M: int, N: int, K: int, bits: int) -> float:
+    """Plan 4: every 16-row slice of M streams the whole packed weight."""
+    return -(-M // 16) * (N * K * bits / 8 / _BW + _LAUNCH_S)
+
+
+def _seconds_dequant_dot(M: int, N: int, K: int, bits: int) -> float:
+    """Plan 5: read the packed weight, write it in 16 bits, then a 16-bit dot."""
+    dequant = (N * K * bits / 8 + 2 * N * K) / _BW + _LAUNCH_S
+    dot = max((2 * N * K + 2 * M * K + 2 * M * N) / _BW, 2 * M * N * K / _FLOPS) + _LAUNCH_S
+    return dequant + dot
+
+
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
-              mode: str, group_size: int) -> CudaPlan:
-    """The kernel plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU."""
-    del A_dtype, accum_dtype, out_dtype, mode, group_size  # the plan depends on shapes and bits only
+              mode: str, group_size: int, allow_xla_dot: bool = True) -> CudaPlan:
+    """The kernel plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU.
+
+    allow_xla_dot: whether plan 5 (dequantize, then the caller's own dot) is
+    possible; the torch shim, which runs the custom kernels only, says no.
+    """
+    del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
     bits = formats.get_format(W_dtype).bits
+    v2 = M > 0 and gemv2_fits(M, K, bits, accum_dtype, mode, group_size)
+    if allow_xla_dot:
+        if v2 and _seconds_gemv2(M, N, K, bits) <= _seconds_dequant_dot(M, N, K, bits):
+            return CudaPlan(PLAN_GEMV2, 1, 0)
+        if M > GEMV_PLAN_MAX_M:
+            return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
+    elif v2 and M <= GEMV_PLAN_MAX_M:
+        return CudaPlan(PLAN_GEMV2, 1, 0)
     tile_k = 256 // bits
     sms = num_sms()
     ncols = -(-N // 128)

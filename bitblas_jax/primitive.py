@@ -22,6 +22,7 @@ from .spec import KernelSpec
 bitblas_matmul_p = Primitive("bitblas_matmul")
 _EXACT = jax.lax.Precision.HIGHEST   # float32 dots in full precision (no TF32 on GPU)
 TARGET = "bitblas_jax_matmul"
+DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
 
 
 def empty(dtype) -> jax.Array:
@@ -85,16 +86,34 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
-    from .gpu_plan import plan_cuda
+    from .gpu_plan import PLAN_DEQUANT_DOT, plan_cuda
     A2 = _as_2d(A, spec)
     M = A2.shape[0]
     plan = plan_cuda(M, spec.N, spec.K, spec.w_format, spec.a_dtype, spec.accum_dtype,
                      spec.out_dtype, spec.mode, spec.group_size)
+    if plan.plan == PLAN_DEQUANT_DOT:
+        return _dequant_dot_call(A, W, scale, zeros, bias, spec=spec)
     out, _ = jax.ffi.ffi_call(TARGET, (
         jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(spec.out_dtype)),
         jax.ShapeDtypeStruct((max(int(plan.workspace_bytes), 16),), jnp.uint8)))(
         A2, W, scale, zeros, bias, plan=np.int64(plan.plan), split_k=np.int64(plan.split_k),
         **spec.ffi_attrs())
+    return out.reshape(A.shape[:-1] + (spec.N,))
+
+
+def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """Large M on GPU: the dequantize kernel writes the weight in A's dtype, XLA's dot (cuBLAS) multiplies."""
+    attrs = spec.ffi_attrs()
+    del attrs["accum_dtype"]
+    wd = jax.ffi.ffi_call(DEQUANT_TARGET, jax.ShapeDtypeStruct((spec.N, spec.K), jnp.dtype(spec.a_dtype)))(
+        W, scale, zeros, **attrs)
+    # float32 accumulation (at least as accurate as accum_dtype float16), output rounded once
+    same = spec.out_dtype == spec.a_dtype
+    out = jax.lax.dot_general(_as_2d(A, spec), wd, (((1,), (1,)), ((), ())),
+                              preferred_element_type=None if same else jnp.float32)
+    out = out.astype(spec.out_dtype)
+    if bias.size:
+        out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 

@@ -2,7 +2,7 @@
 # On a bare GPU machine (CUDA 13, nvcc, python3 with jax[cuda] and torch, no package registry):
 # build, run the test suite on the GPU, sanitize a subset, run a short benchmark, print a summary last.
 #   bash scripts/gpu_check.sh            # everything
-#   STEPS="build tests" bash scripts/gpu_check.sh
+#   STEPS="build tests" bash scripts/gpu_check.sh   (steps: build selftest tests sanitize bench)
 # Logs go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,21 @@ if has build; then
   grep -E "ptxas info|bytes stack|spill" "$OUT/build.log" | sort | uniq -c | sort -rn | head -20 > "$OUT/ptxas.txt"
 fi
 python3 -c "import jax, bitblas_jax._ext as e; print('jax', jax.__version__, jax.devices(), 'cuda kernels:', e.has_cuda())"
+if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA graphs), files compiled in parallel
+  t0=$SECONDS; mkdir -p build/selftest
+  for f in csrc/cuda/*.cu scripts/cuda_selftest.cu; do
+    nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda -Xcompiler -fopenmp \
+      -c "$f" -o "build/selftest/$(basename "$f").o" &
+  done
+  wait
+  nvcc -gencode=arch=compute_90a,code=sm_90a build/selftest/*.o -o build/selftest/cuda_selftest -lgomp \
+    >"$OUT/selftest_build.log" 2>&1 || echo "selftest link failed"
+  build/selftest/cuda_selftest ${SELFTEST_ARGS:-} >"$OUT/selftest.log" 2>&1
+  RESULT[selftest]="rc=$? ($((SECONDS - t0)) s): $(grep -m1 -E 'passed|FAIL' "$OUT/selftest.log")"
+  sed -n '/^  fmt/,$p' "$OUT/selftest.log" | head -60
+fi
 if has tests; then
-  python3 -m pytest -q -p no:cacheprovider tests ${PYTEST_ARGS:-} >"$OUT/pytest.log" 2>&1
+  python3 -m pytest -q -p no:cacheprovider ${PYTEST_PATHS:-tests} ${PYTEST_ARGS:-} >"$OUT/pytest.log" 2>&1
   RESULT[tests]=$(grep -E "[0-9]+ (passed|failed)" "$OUT/pytest.log" | tail -1)
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 fi
@@ -39,4 +52,4 @@ if has bench; then
 fi
 echo
 echo "== gpu_check summary ($(cat "$OUT/gpu.txt")) =="
-for k in build tests memcheck racecheck bench; do [ -n "${RESULT[$k]:-}" ] && printf '%-10s %s\n' "$k" "${RESULT[$k]}"; done
+for k in build selftest tests memcheck racecheck bench; do [ -n "${RESULT[$k]:-}" ] && printf '%-10s %s\n' "$k" "${RESULT[$k]}"; done

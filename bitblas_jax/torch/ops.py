@@ -66,7 +66,8 @@ def has_cuda_kernels() -> bool:
 def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size):
     from ..gpu_plan import plan_cuda
     with torch.cuda.device(device_index):
-        p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size)
+        p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size,
+                      allow_xla_dot=False)
     return int(p.plan), int(p.split_k), int(p.workspace_bytes)
 
 

@@ -50,6 +50,39 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("split_k"),
     {ffi::Traits::kCmdBufferCompatible});
 
+// The large-M path's first half: the dequantized weight [N, K] in the output's
+// dtype (f16 / bf16), then XLA's dot (bitblas_jax/primitive.py).
+ffi::Error DequantizeCudaImpl(cudaStream_t stream, ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::AnyBuffer zeros,
+                              ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode, int64_t group_size,
+                              int64_t N, int64_t K) {
+  MatmulArgs args;
+  const ffi::DataType t = out->element_type();
+  if (t != ffi::DataType::F16 && t != ffi::DataType::BF16) return arg_error("dequantize: out must be f16 or bf16");
+  args.a_dtype = t == ffi::DataType::F16 ? DType::kF16 : DType::kBF16;
+  if (ffi::Error e = set_weight_args(W, scale, zeros, t, w_format, mode, group_size, N, K, &args); e.failure())
+    return e;
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != N || od[1] != K) return arg_error("dequantize: out must be [N, K]");
+  args.C = out->untyped_data();
+  const std::string err = dequantize_cuda(args, stream);
+  if (!err.empty()) return to_ffi_error(err);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()  // W
+                                  .Arg<ffi::AnyBuffer>()  // scale
+                                  .Arg<ffi::AnyBuffer>()  // zeros
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Attr<int64_t>("w_format")
+                                  .Attr<int64_t>("mode")
+                                  .Attr<int64_t>("group_size")
+                                  .Attr<int64_t>("N")
+                                  .Attr<int64_t>("K"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
 // For the torch shim: the same dispatcher on raw device pointers and a raw
 // stream (torch's current stream, as an int); the caller sets the device.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
@@ -81,6 +114,8 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
     py::dict d;
     d["bitblas_jax_matmul"] =
         py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_matmul_cuda), "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_dequantize"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_dequantize_cuda),
+                                              "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,

@@ -16,13 +16,27 @@ struct KernelEntry {
   int fixed_smem = 0, group_smem = 0, row_smem = 0;
 };
 
+// Dynamic shared memory cap of the v2 decode kernel: two CTAs per H100 SM
+// (mirrored by bitblas_jax/gpu_plan.py GEMV2_SMEM_CAP).
+constexpr int kGemv2SmemCap = 110 * 1024;
+
+// Dynamic shared memory of a launch (mirrored by bitblas_jax/gpu_plan.py gemv2_smem_bytes).
+__host__ __device__ constexpr int gemv2_smem(int ring_bytes, int a_row_bytes, int M, int G, int mode) {
+  return ring_bytes + M * a_row_bytes + (mode == MODE_NONE ? 0 : 32 * G * 2 * (mode >= MODE_ORIGINAL ? 2 : 1));
+}
+
 // variant: gemv -> 0: M<=8, 1: M<=16 (n8 blocks 1 / 2); gemm -> 0: BM=64, 1: BM=128.
 KernelEntry gemv_entry(int tc, int fc, int variant);
 KernelEntry gemm_entry(int tc, int fc, int variant);
+KernelEntry gemv2_entry(int tc, int fc, int variant);  // f16 / bf16 with float32 accumulation only
+constexpr int kDequantWarps = 4;  // dequant.cuh: one 512-byte tile per warp
+KernelEntry dequant_entry(int tc, int fc);             // TC_F16 or TC_BF16 (the output dtype)
 
 KernelEntry gemv_entry_f16(int fc, int variant);
 KernelEntry gemv_entry_f16acc16(int fc, int variant);
 KernelEntry gemv_entry_bf16(int fc, int variant);
+KernelEntry gemv2_entry_f16(int fc, int variant);
+KernelEntry gemv2_entry_bf16(int fc, int variant);
 KernelEntry gemm_entry_f16(int fc, int variant);
 KernelEntry gemm_entry_f16acc16(int fc, int variant);
 KernelEntry gemm_entry_bf16(int fc, int variant);

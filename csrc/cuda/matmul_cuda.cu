@@ -25,6 +25,14 @@ KernelEntry gemv_entry(int tc, int fc, int variant) {
   }
 }
 
+KernelEntry gemv2_entry(int tc, int fc, int variant) {
+  switch (tc) {
+    case TC_F16: return gemv2_entry_f16(fc, variant);
+    case TC_BF16: return gemv2_entry_bf16(fc, variant);
+    default: return KernelEntry{};
+  }
+}
+
 KernelEntry gemm_entry(int tc, int fc, int variant) {
   switch (tc) {
     case TC_F16: return gemm_entry_f16(fc, variant);
@@ -98,16 +106,72 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
 
+// Shared memory of the v2 decode kernel for one launch of ms <= 16 rows, or -1
+// where v2 cannot run (float16 accumulation, groups not a multiple of 16, too
+// many groups for shared memory); mirrors gpu_plan.py gemv2_smem_bytes.
+int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t G, int64_t gs, int mode) {
+  if (tc == cudak::TC_F16ACC16 || ms > 16) return -1;
+  if (mode != cudak::MODE_NONE && gs % 16 != 0) return -1;
+  const cudak::KernelEntry ke = cudak::gemv2_entry(tc, fc, ms <= 8 ? 0 : 1);
+  if (ke.fn == nullptr || G > 4096) return -1;
+  const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms), static_cast<int>(G), mode);
+  return bytes <= cudak::kGemv2SmemCap ? bytes : -1;
+}
+
+// Checks of the weight operands (W, scale, zeros, shapes) and the kernel
+// parameters they give; "" when fine.
+std::string weight_params(const MatmulArgs& a, KParams* kp) {
+  const int64_t N = a.N, K = a.K;
+  const int bits = format_bits(a.w_format);
+  if (fmt_class(a.w_format) < 0 || bits == 0) return "bad w_format";
+  if (N <= 0 || K <= 0) return "bad shape: N, K must be positive";
+  if (N % kTileN != 0 || K % tile_k(bits) != 0) return "N, K do not fit the packed tile";
+  if (N >= (int64_t{1} << 31) || K >= (int64_t{1} << 30)) return "N or K too large";
+  const int64_t gs = a.group_size;
+  if (gs <= 0 || K % gs != 0 || gs % 8 != 0)
+    return "group_size must divide K and be a multiple of 8 (got " + std::to_string(gs) + ")";
+  const int mode = static_cast<int>(a.mode);
+  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) return "bad mode";
+  if (a.W == nullptr || a.C == nullptr) return "null W or output";
+  if (mode != 0 && a.scale == nullptr) return "this mode needs scale";
+  if (mode >= static_cast<int>(ScaleMode::kOriginal) && a.zeros == nullptr) return "this mode needs zeros";
+  if (reinterpret_cast<uintptr_t>(a.W) % 16 != 0) return "W must be 16-byte aligned";
+  *kp = KParams{};
+  kp->W = a.W;
+  kp->scale = a.scale;
+  kp->zeros = a.zeros;
+  kp->bias = a.bias;
+  kp->N = N;
+  kp->K = K;
+  kp->KT = static_cast<int>(K / tile_k(bits));
+  kp->gs = static_cast<int>(gs);
+  kp->G = static_cast<int>(K / gs);
+  kp->mode = mode;
+  kp->fmt = static_cast<int>(a.w_format);
+  kp->out_dtype = static_cast<int>(a.out_dtype);
+  kp->zeros_signed = format_is_signed_int(a.w_format);
+  kp->val_mul = 1.f;
+  kp->val_off = 0.f;
+  if (format_is_signed_int(a.w_format)) {
+    if (bits == 1) {
+      kp->val_mul = 2.f;  // value = 2 * code - 1
+      kp->val_off = 1.f;
+    } else {
+      kp->val_off = static_cast<float>(1 << (bits - 1));
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream) {
   const int64_t M = a.M, N = a.N, K = a.K;
-  if (M < 0 || N <= 0 || K <= 0) return "bad shape: M, N, K must be positive";
+  if (M < 0) return "bad shape: M must be >= 0";
   if (M == 0) return "";
   const int fc = fmt_class(a.w_format);
   const int bits = format_bits(a.w_format);
-  if (fc < 0 || bits == 0) return "bad w_format";
   if (a.a_dtype == DType::kF32)
     return "float32 activations run on CPU only; on GPU use float16 or bfloat16";
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "bad activation dtype";
@@ -116,23 +180,18 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     return "accum_dtype float16 needs float16 activations";
   if (a.out_dtype != DType::kF16 && a.out_dtype != DType::kBF16 && a.out_dtype != DType::kF32)
     return "bad out dtype";
-  if (N % kTileN != 0 || K % tile_k(bits) != 0) return "N, K do not fit the packed tile";
-  if (N >= (int64_t{1} << 31) || K >= (int64_t{1} << 30)) return "N or K too large";
-  const int64_t gs = a.group_size;
-  if (gs <= 0 || K % gs != 0 || gs % 8 != 0)
-    return "group_size must divide K and be a multiple of 8 (got " + std::to_string(gs) + ")";
-  const int mode = static_cast<int>(a.mode);
-  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) return "bad mode";
-  if (a.A == nullptr || a.W == nullptr || a.C == nullptr) return "null A, W or C";
-  if (mode != 0 && a.scale == nullptr) return "this mode needs scale";
-  if (mode >= static_cast<int>(ScaleMode::kOriginal) && a.zeros == nullptr) return "this mode needs zeros";
-  if (reinterpret_cast<uintptr_t>(a.W) % 16 != 0) return "W must be 16-byte aligned";
+  if (a.A == nullptr) return "null A";
+  KParams kp;
+  if (std::string err = weight_params(a, &kp); !err.empty()) return err;
+  kp.a_aligned = reinterpret_cast<uintptr_t>(a.A) % 16 == 0;
+  const int mode = kp.mode;
+  const int64_t gs = kp.gs;
 
   if (plan == kPlanAuto) {
-    plan = M <= 32 ? kPlanGemv : (M <= 64 ? kPlanGemm64 : kPlanGemm128);
+    plan = M <= 32 ? kPlanGemv2 : (M <= 64 ? kPlanGemm64 : kPlanGemm128);
     split_k = 1;
   }
-  if (plan != kPlanGemv && plan != kPlanGemm64 && plan != kPlanGemm128)
+  if (plan != kPlanGemv && plan != kPlanGemm64 && plan != kPlanGemm128 && plan != kPlanGemv2)
     return "unknown plan " + std::to_string(plan);
   if (split_k < 1) split_k = 1;
   const size_t need = cuda_workspace_bytes(plan, split_k, M, N);
@@ -140,31 +199,6 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     return "workspace too small: plan " + std::to_string(plan) + " split_k " + std::to_string(split_k) +
            " needs " + std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes);
 
-  KParams kp{};
-  kp.W = a.W;
-  kp.scale = a.scale;
-  kp.zeros = a.zeros;
-  kp.bias = a.bias;
-  kp.N = N;
-  kp.K = K;
-  kp.KT = static_cast<int>(K / tile_k(bits));
-  kp.gs = static_cast<int>(gs);
-  kp.G = static_cast<int>(K / gs);
-  kp.mode = mode;
-  kp.fmt = static_cast<int>(a.w_format);
-  kp.out_dtype = static_cast<int>(a.out_dtype);
-  kp.a_aligned = reinterpret_cast<uintptr_t>(a.A) % 16 == 0;
-  kp.zeros_signed = format_is_signed_int(a.w_format);
-  kp.val_mul = 1.f;
-  kp.val_off = 0.f;
-  if (format_is_signed_int(a.w_format)) {
-    if (bits == 1) {
-      kp.val_mul = 2.f;  // value = 2 * code - 1
-      kp.val_off = 1.f;
-    } else {
-      kp.val_off = static_cast<float>(1 << (bits - 1));
-    }
-  }
   const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16
                  : a.accum_dtype == DType::kF16 ? cudak::TC_F16ACC16
                                                  : cudak::TC_F16;
@@ -172,6 +206,29 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   const int64_t counter_bytes = ((ncols * ((M + 63) / 64)) * 4 + 255) / 256 * 256;
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   const size_t a_row = static_cast<size_t>(K) * 2, c_row = static_cast<size_t>(N) * dtype_size(a.out_dtype);
+
+  if (plan == kPlanGemv2) {
+    for (int64_t m0 = 0; m0 < M; m0 += 16) {
+      const int64_t ms = std::min<int64_t>(16, M - m0);
+      KParams k = kp;
+      k.M = ms;
+      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+      k.split = 1;
+      const int smem = gemv2_smem_for(tc, fc, ms, kp.G, gs, mode);
+      std::string err;
+      if (smem >= 0) {
+        err = launch(cudak::gemv2_entry(tc, fc, ms <= 8 ? 0 : 1), dim3(static_cast<unsigned>((N + 31) / 32)), k,
+                     stream, smem);
+      } else {  // v2 cannot run this one: v1 without split-K (needs no workspace)
+        const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
+        const int smem1 = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
+        err = launch(ke, dim3(static_cast<unsigned>((N + 255) / 256), 1u), k, stream, smem1);
+      }
+      if (!err.empty()) return err;
+    }
+    return "";
+  }
 
   if (plan == kPlanGemv) {
     const int64_t split = std::min<int64_t>({split_k, kp.KT, 65535});
@@ -224,6 +281,19 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     if (!err.empty()) return err;
   }
   return "";
+}
+
+std::string dequantize_cuda(const MatmulArgs& a, cudaStream_t stream) {
+  if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "dequantize writes float16 or bfloat16";
+  KParams kp;
+  if (std::string err = weight_params(a, &kp); !err.empty()) return err;
+  kp.C = a.C;
+  if (reinterpret_cast<uintptr_t>(a.C) % 16 != 0) return "the output must be 16-byte aligned";
+  const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16 : cudak::TC_F16;
+  const int64_t blocks = ((a.N / kTileN) * kp.KT + cudak::kDequantWarps - 1) / cudak::kDequantWarps;
+  if (blocks >= (int64_t{1} << 31)) return "weight too large to dequantize in one launch";
+  return launch(cudak::dequant_entry(tc, fmt_class(a.w_format)), dim3(static_cast<unsigned>(blocks)), kp,
+                stream);
 }
 
 }  // namespace bitblas_jax

@@ -13,6 +13,10 @@
 //      runs in slices of 16 rows).
 //   2  tensor-core GEMM, block tile 128 (n) x 64 (m), cp.async pipeline.
 //   3  tensor-core GEMM, block tile 128 (n) x 128 (m).
+//   4  decode kernel v2 (gemv2.cuh): one CTA per 32 weight rows over all of
+//      K, group scales applied to float32 partial sums, no workspace, one
+//      launch per 16 rows of M. Cases it cannot run (float16 accumulation,
+//      group_size % 16 != 0, too many groups) run plan 1 without split-K.
 // split_k > 1 splits K over CTAs; the fp32 partial sums go to the workspace and
 // the last CTA of each output tile reduces them (deterministic order).
 #pragma once
@@ -32,12 +36,13 @@ enum CudaPlanId : int64_t {
   kPlanGemv = 1,
   kPlanGemm64 = 2,
   kPlanGemm128 = 3,
+  kPlanGemv2 = 4,
 };
 
 // Bytes of workspace a (plan, split_k) needs for an M x N output; mirrors
 // bitblas_jax/gpu_plan.py workspace_bytes(). 0 when split_k <= 1.
 inline size_t cuda_workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int64_t N) {
-  if (split_k <= 1 || plan == kPlanAuto) return 0;
+  if (split_k <= 1 || plan == kPlanAuto || plan == kPlanGemv2) return 0;
   const int64_t counters = ((N + 127) / 128) * ((M + 63) / 64);
   const int64_t counter_bytes = (counters * 4 + 255) / 256 * 256;
   return static_cast<size_t>(counter_bytes + split_k * M * N * 4);
@@ -49,5 +54,9 @@ inline size_t cuda_workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int
 // content may be anything on entry.
 std::string matmul_cuda(const MatmulArgs& args, int64_t plan, int64_t split_k, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream);
+
+// Writes the dequantized weight, row-major [N, K] in args.a_dtype (float16 or
+// bfloat16), to args.C: the large-M path (then XLA's dot). A, M, bias unused.
+std::string dequantize_cuda(const MatmulArgs& args, cudaStream_t stream);
 
 }  // namespace bitblas_jax

@@ -27,24 +27,16 @@ inline ffi::Error arg_error(const std::string& what) {
   return ffi::Error::InvalidArgument("bitblas_jax_matmul: " + what);
 }
 
-// Fills *args from the call; every mismatch is an InvalidArgument error.
-inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                                   ffi::AnyBuffer zeros, ffi::AnyBuffer bias,
-                                   ffi::AnyBuffer C, int64_t w_format, int64_t mode,
-                                   int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K,
-                                   MatmulArgs* args) {
+// The packed weight and its scale / zeros (shared by the matmul and the
+// dequantize calls; a_type is the activation / dequantized dtype).
+inline ffi::Error set_weight_args(ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::AnyBuffer zeros,
+                                  ffi::DataType a_type, int64_t w_format, int64_t mode, int64_t group_size,
+                                  int64_t N, int64_t K, MatmulArgs* args) {
   if (w_format < 0 || w_format > static_cast<int64_t>(WFormat::kBF16)) return arg_error("bad w_format");
   if (mode < 0 || mode > static_cast<int64_t>(ScaleMode::kQuantized)) return arg_error("bad mode");
-  if (accum_dtype < 0 || accum_dtype > 2) return arg_error("bad accum_dtype");
   args->w_format = static_cast<WFormat>(w_format);
   args->mode = static_cast<ScaleMode>(mode);
-  args->accum_dtype = static_cast<DType>(accum_dtype);
   const int bits = format_bits(args->w_format);
-  if (!to_dtype(A.element_type(), &args->a_dtype)) return arg_error("A must be f16, bf16 or f32");
-  if (!to_dtype(C.element_type(), &args->out_dtype)) return arg_error("C must be f16, bf16 or f32");
-  auto ad = A.dimensions();
-  if (ad.size() != 2 || ad[1] != K) return arg_error("A must be [M, K]");
-  args->M = ad[0];
   args->N = N;
   args->K = K;
   if (N <= 0 || K <= 0 || N % kTileN != 0 || K % tile_k(bits) != 0)
@@ -53,29 +45,48 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
   args->group_size = group_size;
   if (W.element_type() != ffi::DataType::U8 || W.element_count() * 8 != static_cast<size_t>(N * K * bits))
     return arg_error("W must be uint8 holding N*K*bits/8 bytes");
-  auto cd = C.dimensions();
-  if (cd.size() != 2 || cd[0] != args->M || cd[1] != N) return arg_error("C must be [M, N]");
   const size_t groups = static_cast<size_t>(N * (K / group_size));
   const bool has_scale = args->mode != ScaleMode::kNone;
   const bool has_zeros = args->mode >= ScaleMode::kOriginal;
   if (has_scale != (scale.element_count() > 0) || (has_scale && scale.element_count() != groups) ||
-      (has_scale && scale.element_type() != A.element_type()))
+      (has_scale && scale.element_type() != a_type))
     return arg_error("scale must be [N, K/group_size] in A's dtype exactly when the mode scales");
   if (has_zeros != (zeros.element_count() > 0) || (has_zeros && zeros.element_count() != groups))
     return arg_error("zeros must be [N, K/group_size] exactly when the mode has zeros");
   if (has_zeros) {
-    const ffi::DataType want = args->mode != ScaleMode::kQuantized ? A.element_type()
+    const ffi::DataType want = args->mode != ScaleMode::kQuantized ? a_type
                                : format_is_signed_int(args->w_format) ? ffi::DataType::S8
                                                                       : ffi::DataType::U8;
     if (zeros.element_type() != want) return arg_error("zeros has the wrong dtype for the mode");
   }
+  args->W = static_cast<const uint8_t*>(W.untyped_data());
+  args->scale = has_scale ? scale.untyped_data() : nullptr;
+  args->zeros = has_zeros ? zeros.untyped_data() : nullptr;
+  return ffi::Error::Success();
+}
+
+// Fills *args from the call; every mismatch is an InvalidArgument error.
+inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                                   ffi::AnyBuffer zeros, ffi::AnyBuffer bias,
+                                   ffi::AnyBuffer C, int64_t w_format, int64_t mode,
+                                   int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K,
+                                   MatmulArgs* args) {
+  if (accum_dtype < 0 || accum_dtype > 2) return arg_error("bad accum_dtype");
+  args->accum_dtype = static_cast<DType>(accum_dtype);
+  if (!to_dtype(A.element_type(), &args->a_dtype)) return arg_error("A must be f16, bf16 or f32");
+  if (!to_dtype(C.element_type(), &args->out_dtype)) return arg_error("C must be f16, bf16 or f32");
+  if (ffi::Error e = set_weight_args(W, scale, zeros, A.element_type(), w_format, mode, group_size, N, K, args);
+      e.failure())
+    return e;
+  auto ad = A.dimensions();
+  if (ad.size() != 2 || ad[1] != K) return arg_error("A must be [M, K]");
+  args->M = ad[0];
+  auto cd = C.dimensions();
+  if (cd.size() != 2 || cd[0] != args->M || cd[1] != N) return arg_error("C must be [M, N]");
   if (bias.element_count() != 0 &&
       (bias.element_count() != static_cast<size_t>(N) || bias.element_type() != A.element_type()))
     return arg_error("bias must be [N] in A's dtype");
   args->A = A.untyped_data();
-  args->W = static_cast<const uint8_t*>(W.untyped_data());
-  args->scale = has_scale ? scale.untyped_data() : nullptr;
-  args->zeros = has_zeros ? zeros.untyped_data() : nullptr;
   args->bias = bias.element_count() ? bias.untyped_data() : nullptr;
   args->C = C.untyped_data();
   return ffi::Error::Success();

@@ -1,0 +1,45 @@
+"""The CUDA plan heuristic (pure Python: runs without a GPU)."""
+from __future__ import annotations
+
+import pytest
+
+from bitblas_jax import gpu_plan as gp
+
+
+def plan(M, N=8192, K=8192, fmt="int4", accum="float32", mode="scale", group=128, **kw):
+    return gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, group, **kw)
+
+
+@pytest.mark.parametrize("M", [1, 4, 16, 32])
+@pytest.mark.parametrize("fmt", ["int4", "int8", "nf4", "float8_e4m3fn", "float16"])
+def test_decode_runs_the_v2_kernel_without_workspace(M, fmt):
+    mode, group = ("none", -1) if fmt == "float16" else ("scale", 128)
+    assert plan(M, fmt=fmt, mode=mode, group=group) == gp.CudaPlan(gp.PLAN_GEMV2, 1, 0)
+
+
+def test_v2_activation_staging_limits_low_bit_formats():
+    # int2's 1024-column activation chunks of 8+ rows do not fit next to the ring: v1 runs them
+    assert plan(4, fmt="int2").plan == gp.PLAN_GEMV2
+    assert plan(8, fmt="int2").plan == gp.PLAN_GEMV
+
+
+@pytest.mark.parametrize("M", [256, 1024, 4096])
+def test_large_m_dequantizes_then_uses_xla_dot(M):
+    assert plan(M).plan == gp.PLAN_DEQUANT_DOT
+    # the torch shim has no XLA dot: it gets a tensor-core GEMM plan instead
+    assert plan(M, allow_xla_dot=False).plan in (gp.PLAN_GEMM64, gp.PLAN_GEMM128)
+
+
+def test_v2_limits_fall_back_to_v1():
+    assert plan(1, accum="float16").plan == gp.PLAN_GEMV      # float16 accumulation
+    assert plan(1, K=4096, group=8).plan == gp.PLAN_GEMV      # groups not a multiple of 16
+    assert plan(1, mode="original", K=65536, group=16).plan == gp.PLAN_GEMV  # scales overflow smem
+    p = plan(1, accum="float16")
+    assert p.workspace_bytes == gp.workspace_bytes(p.plan, p.split_k, 1, 8192)
+
+
+def test_gemv2_smem_formula_matches_the_kernel_config():
+    # gemv2.cuh: ring NST*8 KB, activations NST*(8*TK+8)*2 B per row, 32 rows of u16 scales (+ zeros)
+    assert gp.gemv2_smem_bytes(1, 4, 64, "scale") == 6 * 8192 + 6 * (8 * 64 + 8) * 2 + 32 * 64 * 2
+    assert gp.gemv2_smem_bytes(16, 4, 64, "original") == 4 * 8192 + 16 * 4 * (8 * 64 + 8) * 2 + 32 * 64 * 4
+    assert gp.gemv2_smem_bytes(9, 8, 1, "none") == 4 * 8192 + 9 * 4 * (8 * 32 + 8) * 2
