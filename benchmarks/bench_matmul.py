@@ -201,11 +201,12 @@ def main():
                     row["x_torch_int4"] = base["torch_int4"] / r["us"]
                 rows.append(row)
                 print(_fmt_row(row), flush=True)
+            if args.out:  # after every (shape, M): a run cut short keeps what it measured
+                with open(args.out + ".json", "w") as f:
+                    json.dump(dict(device=dev.device_kind, copy_tbps=bw, rows=rows), f, indent=1)
     print()
     print(_table(rows))
     if args.out:
-        with open(args.out + ".json", "w") as f:
-            json.dump(dict(device=dev.device_kind, copy_tbps=bw, rows=rows), f, indent=1)
         _plot(rows, args.out + ".png")
 
 

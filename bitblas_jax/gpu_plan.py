@@ -5,14 +5,16 @@ ways K is split across CTAs (split_k) and how many workspace bytes that needs.
 The plan ids and the workspace formula are the contract with
 csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
 
-  plan 1  small-M streaming kernel (M <= 16 per launch, larger M in slices; decode)
+  plan 1  v1 small-M streaming kernel, split-K (what plan 4 cannot run:
+          float16 accumulation, groups not a multiple of 16, too many groups)
   plan 2  tensor-core GEMM, 128 (n) x 64 (m) block tile
   plan 3  tensor-core GEMM, 128 (n) x 128 (m) block tile
   plan 4  decode kernel v2 (M <= 16 per launch, larger M in slices; float32
           accumulation, group_size % 16 == 0, scales of 32 rows in shared
           memory): no split-K, no workspace, one launch per 16 rows
-  plan 5  large M: the dequantize kernel writes the weight [N, K] in A's dtype,
-          then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan)
+  plan 5  M > 16: the dequantize kernel writes the weight [N, K] in A's dtype,
+          then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan;
+          the torch shim gets plan 4 up to M = 32 and plans 2 / 3 above)
 
 The number of SMs defaults to 132 (H100 SXM); set BITBLAS_JAX_NUM_SMS to
 plan for another GPU.
@@ -32,12 +34,6 @@ PLAN_GEMM128 = 3
 PLAN_GEMV2 = 4
 PLAN_DEQUANT_DOT = 5
 
-# Cost model of the choice between plan 4 slices and plan 5 (H100 SXM numbers;
-# only the ratio matters): weight traffic at the copy bandwidth plus a fixed
-# cost per launch, and the dot at dense tensor-core throughput.
-_BW = 3.0e12
-_FLOPS = 600e12
-_LAUNCH_S = 4e-6
 
 GEMV_MAX_M = 16          # rows per gemv launch (larger M runs in slices)
 GEMV_PLAN_MAX_M = 32     # up to here the gemv plan (in slices of 16 rows) beats the GEMM plans
@@ -72,9 +68,10 @@ def workspace_bytes(plan: int, split_k: int, M: int, N: int) -> int:
 
 def gemv2_smem_bytes(M: int, bits: int, G: int, mode: str) -> int:
     """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh gemv2_smem)."""
-    stages = 6 if M <= 8 else 4
-    ring = stages * 8 * 1024
-    a_row = stages * (8 * (256 // bits) + 8) * 2
+    tiles = 2 if M <= 8 and bits >= 4 else 1    # consecutive tiles per warp and chunk (Gemv2Cfg::U)
+    stages = 6 if M <= 8 and tiles == 1 else 4
+    ring = stages * 8 * tiles * 1024
+    a_row = stages * (8 * tiles * (256 // bits) + 8) * 2
     groups = 0 if mode == "none" else 32 * G * 2 * (2 if mode in formats.ZEROS_MODES else 1)
     return ring + M * a_row + groups
 
@@ -92,18 +89,6 @@ def gemv2_fits(M: int, K: int, bits: int, accum_dtype: str, mode: str, group_siz
     return all(gemv2_smem_bytes(m, bits, G, mode) <= GEMV2_SMEM_CAP for m in slices)
 
 
-def _seconds_gemv2(M: int, N: int, K: int, bits: int) -> float:
-    """Plan 4: every 16-row slice of M streams the whole packed weight."""
-    return -(-M // 16) * (N * K * bits / 8 / _BW + _LAUNCH_S)
-
-
-def _seconds_dequant_dot(M: int, N: int, K: int, bits: int) -> float:
-    """Plan 5: read the packed weight, write it in 16 bits, then a 16-bit dot."""
-    dequant = (N * K * bits / 8 + 2 * N * K) / _BW + _LAUNCH_S
-    dot = max((2 * N * K + 2 * M * K + 2 * M * N) / _BW, 2 * M * N * K / _FLOPS) + _LAUNCH_S
-    return dequant + dot
-
-
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
               mode: str, group_size: int, allow_xla_dot: bool = True) -> CudaPlan:
     """The kernel plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU.
@@ -114,13 +99,11 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
     bits = formats.get_format(W_dtype).bits
-    v2 = M > 0 and gemv2_fits(M, K, bits, accum_dtype, mode, group_size)
-    if allow_xla_dot:
-        if v2 and _seconds_gemv2(M, N, K, bits) <= _seconds_dequant_dot(M, N, K, bits):
-            return CudaPlan(PLAN_GEMV2, 1, 0)
-        if M > GEMV_PLAN_MAX_M:
-            return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
-    elif v2 and M <= GEMV_PLAN_MAX_M:
+    # H100 measurements (benchmarks/RESULTS.md, v2): past 16 rows a second
+    # plan 4 launch re-streams the weight and plan 5 wins at every shape.
+    if allow_xla_dot and M > GEMV_MAX_M:
+        return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
+    if M > 0 and M <= GEMV_PLAN_MAX_M and gemv2_fits(M, K, bits, accum_dtype, mode, group_size):
         return CudaPlan(PLAN_GEMV2, 1, 0)
     tile_k = 256 // bits
     sms = num_sms()

@@ -2,8 +2,8 @@
 //
 // One CTA of 8 warps owns two 16-row bands (32 weight rows) and the whole K:
 // no split-K across CTAs, so no workspace, no memset, one launch. The K tiles
-// are dealt round-robin to the warps (chunk i = tiles 8i .. 8i+7, tile 8i+w
-// to warp w); each chunk's weight tiles (16 bytes per lane and band) and its
+// are dealt round-robin to the warps (chunk i = tiles 8Ui .. 8U(i+1)-1, U
+// consecutive tiles per warp); each chunk's weight tiles (16 bytes per lane and band) and its
 // activation columns (all M rows, via cp.async) stream through an NST-stage
 // shared-memory ring, one barrier per chunk; CTA b starts at chunk b % chunks. The eight warps' partial sums
 // are added in shared memory at the end, in warp order (deterministic).
@@ -26,12 +26,14 @@ namespace cudak {
 template <int FC, int MB>
 struct Gemv2Cfg {
   static constexpr int BITS = fc_bits(FC);
-  static constexpr int TK = 256 / BITS;          // k per tile
-  static constexpr int NST = MB == 1 ? 6 : 4;    // ring stages (chunks)
-  static constexpr int CHK = 8 * TK;             // k per chunk (one tile per warp)
-  static constexpr int LDA = CHK + 8;            // activation row stride in halves (ldmatrix bank spread)
-  static constexpr int RING_BYTES = NST * 8 * 1024;  // weight: stage x warp x 2 bands x 512 B
-  static constexpr int A_ROW_BYTES = NST * LDA * 2;  // activation ring bytes per row of M
+  static constexpr int TK = 256 / BITS;                    // k per tile
+  static constexpr int U = MB == 1 && BITS >= 4 ? 2 : 1;   // consecutive tiles per warp and chunk
+  static constexpr int NST = MB == 1 && U == 1 ? 6 : 4;    // ring stages (chunks)
+  static constexpr int CHK = 8 * U * TK;                   // k per chunk
+  static constexpr int LDA = CHK + 8;                      // activation row stride in halves (ldmatrix bank spread)
+  static constexpr int WSTAGE = U * 1024;                  // weight bytes per warp and stage (U tiles x 2 bands)
+  static constexpr int RING_BYTES = NST * 8 * WSTAGE;
+  static constexpr int A_ROW_BYTES = NST * LDA * 2;        // activation ring bytes per row of M
 };
 
 // Copies `bytes` (a multiple of 16) from global src + offset to shared dst:
@@ -61,7 +63,8 @@ __device__ __forceinline__ void decode_kstep(const uint4& w, const RowP<T>& P, c
 template <int FC, typename T, int MB>
 __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   using Cfg = Gemv2Cfg<FC, MB>;
-  constexpr int TK = Cfg::TK, NS = TK / 16, NST = Cfg::NST, LDA = Cfg::LDA, CHK = Cfg::CHK;
+  constexpr int TK = Cfg::TK, NS = TK / 16, NST = Cfg::NST, LDA = Cfg::LDA, CHK = Cfg::CHK, U = Cfg::U;
+  constexpr int WSTAGE = Cfg::WSTAGE;
   constexpr uint32_t kOnes = std::is_same<T, __half>::value ? 0x3c003c00u : 0x3f803f80u;
 
   extern __shared__ __align__(16) uint8_t smem[];
@@ -76,14 +79,14 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const int band0 = blockIdx.x * 2;
   const bool two = band0 + 1 < static_cast<int>(p.N >> 4);
   const int rows = two ? 32 : 16;
-  const int nchunks = (KT + 7) / 8;
+  const int nchunks = (KT + 8 * U - 1) / (8 * U);
 
   uint16_t* sA = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES);                 // [NST][M][LDA]
   uint16_t* sS = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES + M * Cfg::A_ROW_BYTES);  // [32][G]
   uint16_t* sZ = sS + 32 * G;  // [32][G] of zsize-byte zeros
   const int zsize = mode == MODE_QUANT ? 1 : 2;
-  const uint32_t ring = smem_addr(smem) + warp * 1024 + lane * 16;
-  const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp) * 512 + lane * 16;
+  const uint32_t ring = smem_addr(smem) + warp * WSTAGE + lane * 16;
+  const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp * U) * 512 + lane * 16;
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
 
@@ -98,12 +101,15 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   auto issue_nocommit = [&](int step) {
     if (step < nchunks) {
       const int slot = step % NST, i = chunk_of(step);
-      if (i * 8 + warp < KT) {
-        const uint8_t* src = wsrc + static_cast<long long>(i) * 8 * 512;
-        cp_async16_stream(ring + slot * 8192, src);
-        if (two) cp_async16_stream(ring + slot * 8192 + 512, src + band_stride);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if ((i * 8 + warp) * U + u < KT) {
+          const uint8_t* src = wsrc + (static_cast<long long>(i) * 8 * U + u) * 512;
+          cp_async16_stream(ring + slot * 8 * WSTAGE + u * 1024, src);
+          if (two) cp_async16_stream(ring + slot * 8 * WSTAGE + u * 1024 + 512, src + band_stride);
+        }
       }
-      const int klen = min(8, KT - i * 8) * TK;
+      const int klen = min(8 * U, KT - i * 8 * U) * TK;
       uint16_t* dst = sA + slot * M * LDA;
       const long long k0 = static_cast<long long>(i) * CHK;
       if (p.a_aligned) {
@@ -139,7 +145,7 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
     const int r = min(mb * 8 + (lane & 7), M - 1);
-    a_off[mb] = smem_addr(sA) + 2u * static_cast<uint32_t>(r * LDA + warp * TK + 8 * (lane >> 3));
+    a_off[mb] = smem_addr(sA) + 2u * static_cast<uint32_t>(r * LDA + warp * U * TK + 8 * (lane >> 3));
   }
   const RowP<T> P = rowp_base<FC, T>(p);
   const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
@@ -189,51 +195,56 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
     cp_async_wait<NST - 2>();
     __syncthreads();
     issue(step + NST - 1);
-    const int t = chunk_of(step) * 8 + warp;
-    if (t >= KT) continue;
+    const int t0 = (chunk_of(step) * 8 + warp) * U;  // this warp's first tile of the chunk
+    if (t0 >= KT) continue;
     const int slot = step % NST;
-    const uint4 w0 = lds128(ring + slot * 8192);
-    const uint4 w1 = lds128(ring + slot * 8192 + 512);  // stale when !two: its sums are never stored
     const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDA);
-    // group of the next k-step, and the k offset (in the tile) where the next group starts
+    // group of the next k-step, and the k offset (from the first tile) where the next group starts
     int gi = 0, nb = 0;
     if (has_scale) {
-      gi = t * TK / gs;
-      nb = (gi + 1) * gs - t * TK;
+      gi = t0 * TK / gs;
+      nb = (gi + 1) * gs - t0 * TK;
     }
-    constexpr int SP = NS >= 2 ? 2 : 1;                    // k-steps per ldmatrix
-    static_for<0, NS / SP>([&](auto I) {
-      constexpr int s0 = decltype(I)::value * SP;
-      uint32_t bf[MB][4];
-#pragma unroll
-      for (int mb = 0; mb < MB; ++mb) {
-        if constexpr (SP == 2) {
-          ldmatrix_x4(a_off[mb] + aslot + 32u * s0, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
-        } else {
-          ldmatrix_x2(a_off[mb] + aslot + 32u * s0, bf[mb][0], bf[mb][1]);
-        }
-      }
-      static_for<0, SP>([&](auto J) {
-        constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
-        if (has_scale && 16 * S == nb) {  // a group starts inside the tile
-          flush(gi);
-          ++gi;
-          nb += gs;
-        }
-        uint32_t a0[4], a1[4];
-        decode_kstep<FC, T, S>(w0, P, sTab, a0);
-        decode_kstep<FC, T, S>(w1, P, sTab, a1);
+    static_for<0, U>([&](auto UI) {
+      constexpr int u = decltype(UI)::value;
+      if (t0 + u >= KT) return;
+      const uint4 w0 = lds128(ring + slot * 8 * WSTAGE + u * 1024);
+      const uint4 w1 = lds128(ring + slot * 8 * WSTAGE + u * 1024 + 512);  // stale when !two: never stored
+      constexpr int SP = NS >= 2 ? 2 : 1;  // k-steps per ldmatrix
+      static_for<0, NS / SP>([&](auto I) {
+        constexpr int s0 = decltype(I)::value * SP;
+        uint32_t bf[MB][4];
 #pragma unroll
         for (int mb = 0; mb < MB; ++mb) {
-          if (has_scale) {
-            mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
-            mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
-            if (has_zeros) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
+          const uint32_t addr = a_off[mb] + aslot + 2u * (u * TK) + 32u * s0;
+          if constexpr (SP == 2) {
+            ldmatrix_x4(addr, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
           } else {
-            mma_f32<T>(acc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
-            mma_f32<T>(acc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            ldmatrix_x2(addr, bf[mb][0], bf[mb][1]);
           }
         }
+        static_for<0, SP>([&](auto J) {
+          constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
+          if (has_scale && u * TK + 16 * S == nb) {  // a group starts here
+            flush(gi);
+            ++gi;
+            nb += gs;
+          }
+          uint32_t a0[4], a1[4];
+          decode_kstep<FC, T, S>(w0, P, sTab, a0);
+          decode_kstep<FC, T, S>(w1, P, sTab, a1);
+#pragma unroll
+          for (int mb = 0; mb < MB; ++mb) {
+            if (has_scale) {
+              mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              if (has_zeros) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            } else {
+              mma_f32<T>(acc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              mma_f32<T>(acc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            }
+          }
+        });
       });
     });
     if (has_scale) flush(gi);
