@@ -12,7 +12,7 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
   plan 4  decode kernel v2 (M <= 16 per launch, larger M in slices; float32
           accumulation, group_size % 16 == 0, scales of 32 rows in shared
           memory): no split-K, no workspace, one launch per 16 rows
-  plan 5  M > 16: the dequantize kernel writes the weight [N, K] in A's dtype,
+  plan 5  M > 16 (M > 8 below 8192 x 8192 weights): the dequantize kernel writes the weight [N, K] in A's dtype,
           then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan;
           the torch shim gets plan 4 up to M = 32 and plans 2 / 3 above)
 
@@ -41,6 +41,7 @@ GEMV_ROWS = 256          # weight rows per gemv CTA
 _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
+_SMALL_LAYER = 8192 * 8192  # below this many weights plan 5 beats plan 4 at M = 9..16
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM
 
 
@@ -100,8 +101,9 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     M, N, K = int(M), int(N), int(K)
     bits = formats.get_format(W_dtype).bits
     # H100 measurements (benchmarks/RESULTS.md, v2): past 16 rows a second
-    # plan 4 launch re-streams the weight and plan 5 wins at every shape.
-    if allow_xla_dot and M > GEMV_MAX_M:
+    # plan 4 launch re-streams the weight and plan 5 wins at every shape; at
+    # 9..16 rows plan 4's mma work doubles and plan 5 wins below 8192 x 8192.
+    if allow_xla_dot and (M > GEMV_MAX_M or (M > 8 and N * K < _SMALL_LAYER)):
         return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
     if M > 0 and M <= GEMV_PLAN_MAX_M and gemv2_fits(M, K, bits, accum_dtype, mode, group_size):
         return CudaPlan(PLAN_GEMV2, 1, 0)

@@ -25,6 +25,8 @@ def test_v2_activation_staging_limits_low_bit_formats():
 
 def test_past_16_rows_jax_dequantizes_then_dots_and_torch_slices():
     assert plan(17).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(16, N=4096, K=11008).plan == gp.PLAN_DEQUANT_DOT  # small layers from 9 rows
+    assert plan(4, N=4096, K=11008).plan == gp.PLAN_GEMV2
     assert plan(32, allow_xla_dot=False).plan == gp.PLAN_GEMV2
 
 
