@@ -74,7 +74,11 @@ def _xla_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     """Dequantize, then XLA's dot: float32 activations on GPU (the CUDA kernels take fp16/bf16)."""
     wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
     acc = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), wd, precision=_EXACT)
-    out = acc.astype(spec.out_dtype)
+    return _add_bias(acc.astype(spec.out_dtype), bias, spec)
+
+
+def _add_bias(out, bias, spec: KernelSpec):
+    """The kernels' epilogue: bias added after the cast to the output dtype, rounded once more."""
     if bias.size:
         out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
     return out
@@ -111,10 +115,7 @@ def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     same = spec.out_dtype == spec.a_dtype
     out = jax.lax.dot_general(_as_2d(A, spec), wd, (((1,), (1,)), ((), ())),
                               preferred_element_type=None if same else jnp.float32)
-    out = out.astype(spec.out_dtype)
-    if bias.size:
-        out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
-    return out.reshape(A.shape[:-1] + (spec.N,))
+    return _add_bias(out.astype(spec.out_dtype), bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def _lower_if_empty(call):

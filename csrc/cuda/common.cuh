@@ -389,14 +389,21 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t q, const RowP<T>& P,
   return as_u32(__hfma2(v, P.mul, P.add));
 }
 
-// Pair index p (0..4*NS-1) of a lane's 16-byte chunk -> dequantized register.
+// Pair index p (0..4*NS-1) of a lane's 16-byte chunk -> its element values.
 template <int FC, typename T, int P_IDX>
-__device__ __forceinline__ uint32_t dequant_chunk_pair(const uint4& w, const RowP<T>& P,
-                                                       const typename TT<T>::T2* tab) {
+__device__ __forceinline__ typename TT<T>::T2 decode_chunk_pair(const uint4& w, const RowP<T>& P,
+                                                                const typename TT<T>::T2* tab) {
   constexpr int PPW = 16 / fc_bits(FC);  // pairs per 32-bit word
   constexpr int WORD = P_IDX / PPW, J = P_IDX % PPW;
   const uint32_t q = WORD == 0 ? w.x : WORD == 1 ? w.y : WORD == 2 ? w.z : w.w;
-  return dequant_pair<FC, T, J>(q, P, tab);
+  return decode_pair<FC, T, J>(q, P, tab);
+}
+
+// The same pair dequantized (scale / zeros applied, in T).
+template <int FC, typename T, int P_IDX>
+__device__ __forceinline__ uint32_t dequant_chunk_pair(const uint4& w, const RowP<T>& P,
+                                                       const typename TT<T>::T2* tab) {
+  return as_u32(__hfma2(decode_chunk_pair<FC, T, P_IDX>(w, P, tab), P.mul, P.add));
 }
 
 // The A operand of k-step S of a tile: a[0] row g / k-block h=0, a[1] row g+8 /
@@ -409,6 +416,16 @@ __device__ __forceinline__ void dequant_kstep(const uint4& w, const RowP<T>& P0h
   a[1] = dequant_chunk_pair<FC, T, 4 * S + 1>(w, P1h0, tab);
   a[2] = dequant_chunk_pair<FC, T, 4 * S + 2>(w, P0h1, tab);
   a[3] = dequant_chunk_pair<FC, T, 4 * S + 3>(w, P1h1, tab);
+}
+
+// The A operand of k-step S as element values only (the v2 kernel scales the mma result).
+template <int FC, typename T, int S>
+__device__ __forceinline__ void decode_kstep(const uint4& w, const RowP<T>& P, const typename TT<T>::T2* tab,
+                                             uint32_t (&a)[4]) {
+  a[0] = as_u32(decode_chunk_pair<FC, T, 4 * S + 0>(w, P, tab));
+  a[1] = as_u32(decode_chunk_pair<FC, T, 4 * S + 1>(w, P, tab));
+  a[2] = as_u32(decode_chunk_pair<FC, T, 4 * S + 2>(w, P, tab));
+  a[3] = as_u32(decode_chunk_pair<FC, T, 4 * S + 3>(w, P, tab));
 }
 
 // The same with a run-time k-step S (slow path: several groups in one tile).

@@ -5,7 +5,7 @@
 // are dealt round-robin to the warps (chunk i = tiles 8Ui .. 8U(i+1)-1, U
 // consecutive tiles per warp); each chunk's weight tiles (16 bytes per lane and band) and its
 // activation columns (all M rows, via cp.async) stream through an NST-stage
-// shared-memory ring, one barrier per chunk; CTA b starts at chunk b % chunks. The eight warps' partial sums
+// shared-memory ring, one barrier per chunk. The eight warps' partial sums
 // are added in shared memory at the end, in warp order (deterministic).
 //
 // The weight is decoded to its element values only (one lop3 + one hfma2 per
@@ -48,18 +48,6 @@ __device__ __forceinline__ void copy_rows(void* dst, const void* src, long long 
   }
 }
 
-template <int FC, typename T, int S>
-__device__ __forceinline__ void decode_kstep(const uint4& w, const RowP<T>& P, const typename TT<T>::T2* tab,
-                                             uint32_t (&a)[4]) {
-  constexpr int PPW = 16 / fc_bits(FC);  // pairs per 32-bit word
-  static_for<0, 4>([&](auto I) {
-    constexpr int PI = 4 * S + decltype(I)::value;
-    constexpr int WORD = PI / PPW, J = PI % PPW;
-    const uint32_t q = WORD == 0 ? w.x : WORD == 1 ? w.y : WORD == 2 ? w.z : w.w;
-    a[decltype(I)::value] = as_u32(decode_pair<FC, T, J>(q, P, tab));
-  });
-}
-
 template <int FC, typename T, int MB>
 __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   using Cfg = Gemv2Cfg<FC, MB>;
@@ -90,17 +78,11 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
 
-  // The CTAs start at different chunks (and wrap around), so at any moment they
-  // read different activation columns (no L2 hot spot on one chunk of A) and
-  // different DRAM pages of their bands (which lie a power of two apart).
-  const int rot = static_cast<int>(blockIdx.x % nchunks);
-  auto chunk_of = [&](int i) { return i + rot < nchunks ? i + rot : i + rot - nchunks; };
-
-  // Step i: this warp's weight tile (both bands) of chunk chunk_of(i) and a
-  // slice of that chunk's activation columns, into ring slot i % NST.
-  auto issue_nocommit = [&](int step) {
-    if (step < nchunks) {
-      const int slot = step % NST, i = chunk_of(step);
+  // Chunk i: this warp's U weight tiles (both bands) and a slice of the
+  // chunk's activation columns, into ring slot i % NST.
+  auto issue_nocommit = [&](int i) {
+    if (i < nchunks) {
+      const int slot = i % NST;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if ((i * 8 + warp) * U + u < KT) {
@@ -126,8 +108,8 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
       }
     }
   };
-  auto issue = [&](int step) {
-    issue_nocommit(step);
+  auto issue = [&](int i) {
+    issue_nocommit(i);
     cp_async_commit();
   };
   if constexpr (FC == FC_TAB4) init_tab4<T>(sTab, p.fmt);
@@ -191,13 +173,13 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
       for (int e = 0; e < 4; ++e) tsum[mb][e] = 0.f;
   };
 
-  for (int step = 0; step < nchunks; ++step) {
+  for (int i = 0; i < nchunks; ++i) {
     cp_async_wait<NST - 2>();
     __syncthreads();
-    issue(step + NST - 1);
-    const int t0 = (chunk_of(step) * 8 + warp) * U;  // this warp's first tile of the chunk
+    issue(i + NST - 1);
+    const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
     if (t0 >= KT) continue;
-    const int slot = step % NST;
+    const int slot = i % NST;
     const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDA);
     // group of the next k-step, and the k offset (from the first tile) where the next group starts
     int gi = 0, nb = 0;

@@ -207,32 +207,11 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   const size_t a_row = static_cast<size_t>(K) * 2, c_row = static_cast<size_t>(N) * dtype_size(a.out_dtype);
 
-  if (plan == kPlanGemv2) {
-    for (int64_t m0 = 0; m0 < M; m0 += 16) {
-      const int64_t ms = std::min<int64_t>(16, M - m0);
-      KParams k = kp;
-      k.M = ms;
-      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
-      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
-      k.split = 1;
-      const int smem = gemv2_smem_for(tc, fc, ms, kp.G, gs, mode);
-      std::string err;
-      if (smem >= 0) {
-        err = launch(cudak::gemv2_entry(tc, fc, ms <= 8 ? 0 : 1), dim3(static_cast<unsigned>((N + 31) / 32)), k,
-                     stream, smem);
-      } else {  // v2 cannot run this one: v1 without split-K (needs no workspace)
-        const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
-        const int smem1 = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
-        err = launch(ke, dim3(static_cast<unsigned>((N + 255) / 256), 1u), k, stream, smem1);
-      }
-      if (!err.empty()) return err;
-    }
-    return "";
-  }
-
-  if (plan == kPlanGemv) {
-    const int64_t split = std::min<int64_t>({split_k, kp.KT, 65535});
-    const int64_t gcols = (N + 255) / 256;  // 256 weight rows per CTA
+  if (plan == kPlanGemv || plan == kPlanGemv2) {
+    // Slices of 16 rows of M. Plan 4 runs v2 where it can, else v1 without
+    // split-K (which needs no workspace).
+    const int64_t split = plan == kPlanGemv ? std::min<int64_t>({split_k, kp.KT, 65535}) : 1;
+    const int64_t gcols = (N + 255) / 256;  // v1: 256 weight rows per CTA
     for (int64_t m0 = 0; m0 < M; m0 += 16) {
       const int64_t ms = std::min<int64_t>(16, M - m0);
       KParams k = kp;
@@ -240,16 +219,23 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
       k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
       k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
       k.split = static_cast<int>(split);
-      if (split > 1) {
-        k.counters = reinterpret_cast<unsigned int*>(ws);
-        k.partial = reinterpret_cast<float*>(ws + counter_bytes);
-        cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(gcols) * 4, stream);
-        if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
+      const int variant = ms <= 8 ? 0 : 1;
+      const int smem2 = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, kp.G, gs, mode) : -1;
+      std::string err;
+      if (smem2 >= 0) {
+        err = launch(cudak::gemv2_entry(tc, fc, variant), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
+                     smem2);
+      } else {
+        if (split > 1) {
+          k.counters = reinterpret_cast<unsigned int*>(ws);
+          k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+          cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(gcols) * 4, stream);
+          if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
+        }
+        const KernelEntry ke = cudak::gemv_entry(tc, fc, variant);
+        const int smem = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
+        err = launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(split)), k, stream, smem);
       }
-      const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
-      const int smem = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
-      std::string err =
-          launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(split)), k, stream, smem);
       if (!err.empty()) return err;
     }
     return "";
