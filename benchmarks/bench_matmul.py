@@ -4,10 +4,11 @@
     python benchmarks/bench_matmul.py                   # the issue's full sweep
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 
-Timing: every timed jit call runs the op many times (at least 1 GB of weight traffic per call, so the
-jit dispatch and the sync cost < 1% of it), cycling over R distinct weight copies (together > 2x the
-50 MB L2, so each weight comes from HBM) and distinct activations (so XLA cannot merge the ops);
-time = wall / ops, after a warm-up; the median over repeats is reported with its 10..90% spread.
+Timing: every timed jit call runs the op many times (about 256 MB of weight traffic, at most 64 ops),
+cycling over R distinct weight copies (together > 2x the 50 MB L2, so each weight comes from HBM) and
+distinct activations (so XLA cannot merge the ops); a sample dispatches enough calls back to back for
+20 ms of GPU time and syncs once, so dispatch and sync are < 1% of it; time = wall / ops, after a
+warm-up; the median over repeats is reported with its 10..90% spread.
 Torch: triton.testing.do_bench (flushes L2), median.
 """
 from __future__ import annotations
@@ -41,11 +42,17 @@ def copies_for(nbytes: int) -> int:
     return int(min(16, max(2, math.ceil(2 * L2_BYTES / max(nbytes, 1)))))
 
 
-def time_jit(fn, args, per_call: int, repeats: int, calls: int = 4) -> dict:
-    """Median / p10 / p90 microseconds of one op over `repeats` samples; a sample is `calls`
-    back-to-back calls of `fn` (asynchronous dispatch: the host runs ahead of the GPU) and one sync."""
+SAMPLE_S = 0.02  # GPU time per timing sample: the dispatch of the first call and the final sync are < 1% of it
+
+
+def time_jit(fn, args, per_call: int, repeats: int) -> dict:
+    """Median / p10 / p90 microseconds of one op over `repeats` samples; a sample is enough back-to-back
+    calls of `fn` for SAMPLE_S of GPU time (asynchronous dispatch: the host runs ahead of the GPU), then
+    one sync, so the fixed dispatch + sync cost (tens of us) is amortized over the whole sample."""
     jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
+    calls = int(min(500, max(4, math.ceil(SAMPLE_S / max(time.perf_counter() - t0, 1e-6)))))
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -165,7 +172,7 @@ def main():
     p.add_argument("--shapes", default=None, help="e.g. 8192x8192,28672x8192 (N x K)")
     p.add_argument("--Ms", default=None, help="e.g. 1,16,128")
     p.add_argument("--formats", default=None, help=",".join(FORMATS))
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args()

@@ -67,27 +67,37 @@ def workspace_bytes(plan: int, split_k: int, M: int, N: int) -> int:
     return counter_bytes + split_k * M * N * 4
 
 
-def gemv2_smem_bytes(M: int, bits: int, G: int, mode: str) -> int:
-    """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh gemv2_smem)."""
-    tiles = 2 if M <= 8 and bits >= 4 else 1    # consecutive tiles per warp and chunk (Gemv2Cfg::U)
-    stages = 6 if M <= 8 and tiles == 1 else 4
+def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
+    """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh Gemv2Cfg, kernels.h gemv2_smem)."""
+    tiles = tiles if bits >= 4 else 1       # consecutive tiles per warp and chunk (Gemv2Cfg::U)
+    stages = 3 if tiles == 4 else 6 if n8_blocks == 1 and tiles == 1 else 4
     ring = stages * 8 * tiles * 1024
-    a_row = stages * (8 * tiles * (256 // bits) + 8) * 2
-    groups = 0 if mode == "none" else 32 * G * 2 * (2 if mode in formats.ZEROS_MODES else 1)
-    return ring + M * a_row + groups
+    a_row = stages * 8 * (tiles * (256 // bits) + 8) * 2   # each warp's own activation columns
+    return ring + M * a_row
+
+
+# the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them
+_GEMV2_VARIANTS = ((1, 4), (1, 2), (2, 1))
+
+
+def gemv2_launch_smem(M: int, bits: int) -> int | None:
+    """Shared memory of the v2 launch for M <= 16 rows: up to 8 rows the one-n8-block kernel with the
+    most tiles per warp that fits, else the two-block one; None when none fits (csrc: gemv2_smem_for)."""
+    for n8, tiles in _GEMV2_VARIANTS[(0 if M <= 8 else 2):]:
+        if gemv2_smem_bytes(M, bits, n8, tiles) <= GEMV2_SMEM_CAP:
+            return gemv2_smem_bytes(M, bits, n8, tiles)
+    return None
 
 
 def gemv2_fits(M: int, K: int, bits: int, accum_dtype: str, mode: str, group_size: int) -> bool:
     """Whether every 16-row launch of M rows can run the v2 decode kernel (csrc: gemv2_smem_for)."""
+    del K
     if accum_dtype != "float32":
         return False
-    if mode != "none" and group_size % 16 != 0:
-        return False
-    G = K // group_size if mode != "none" else 1
-    if G > 4096:
+    if mode != "none" and group_size % (256 // bits) != 0:   # groups of whole packed tiles
         return False
     slices = {min(M, 16)} | ({M % 16} if M % 16 else set())
-    return all(gemv2_smem_bytes(m, bits, G, mode) <= GEMV2_SMEM_CAP for m in slices)
+    return all(gemv2_launch_smem(m, bits) is not None for m in slices)
 
 
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,

@@ -18,9 +18,14 @@ def test_decode_runs_the_v2_kernel_without_workspace(M, fmt):
 
 
 def test_v2_activation_staging_limits_low_bit_formats():
-    # int2's 1024-column activation chunks of 8+ rows do not fit next to the ring: v1 runs them
-    assert plan(4, fmt="int2").plan == gp.PLAN_GEMV2
-    assert plan(8, fmt="int2").plan == gp.PLAN_GEMV
+    # int4: four tiles per warp at one row, two up to 5 rows, then the two-n8-block kernel (one tile)
+    assert gp.gemv2_launch_smem(1, 4) == gp.gemv2_smem_bytes(1, 4, 1, 4)
+    assert gp.gemv2_launch_smem(2, 4) == gp.gemv2_smem_bytes(2, 4, 1, 2)
+    assert gp.gemv2_launch_smem(5, 4) == gp.gemv2_smem_bytes(5, 4, 1, 2)
+    assert gp.gemv2_launch_smem(8, 4) == gp.gemv2_smem_bytes(8, 4, 2, 1)
+    assert plan(8, fmt="int2").plan == gp.PLAN_GEMV2
+    # int2's 128-column tiles of 10+ rows do not fit next to the ring: v1 runs them
+    assert plan(16, fmt="int2", allow_xla_dot=False).plan == gp.PLAN_GEMV
 
 
 def test_past_16_rows_jax_dequantizes_then_dots_and_torch_slices():
@@ -39,15 +44,18 @@ def test_large_m_dequantizes_then_uses_xla_dot(M):
 
 def test_v2_limits_fall_back_to_v1():
     assert plan(1, accum="float16").plan == gp.PLAN_GEMV      # float16 accumulation
-    assert plan(1, K=4096, group=8).plan == gp.PLAN_GEMV      # groups not a multiple of 16
-    assert plan(1, mode="original", K=65536, group=16).plan == gp.PLAN_GEMV  # scales overflow smem
+    assert plan(1, K=4096, group=8).plan == gp.PLAN_GEMV      # groups not whole packed tiles
+    assert plan(1, K=4096, group=32).plan == gp.PLAN_GEMV     # int4 tiles are 64 wide
+    assert plan(1, fmt="int8", K=4096, group=32).plan == gp.PLAN_GEMV2
+    assert plan(1, mode="original", K=65536, group=64).plan == gp.PLAN_GEMV2  # scales are not in smem
     p = plan(1, accum="float16")
     assert p.workspace_bytes == gp.workspace_bytes(p.plan, p.split_k, 1, 8192)
 
 
 def test_gemv2_smem_formula_matches_the_kernel_config():
-    # gemv2.cuh: ring NST*8*U KB, activations NST*(8*U*TK+8)*2 B per row, 32 rows of u16 scales (+ zeros)
-    assert gp.gemv2_smem_bytes(1, 4, 64, "scale") == 4 * 8 * 2048 + 4 * (16 * 64 + 8) * 2 + 32 * 64 * 2
-    assert gp.gemv2_smem_bytes(1, 2, 64, "scale") == 6 * 8192 + 6 * (8 * 128 + 8) * 2 + 32 * 64 * 2
-    assert gp.gemv2_smem_bytes(16, 4, 64, "original") == 4 * 8192 + 16 * 4 * (8 * 64 + 8) * 2 + 32 * 64 * 4
-    assert gp.gemv2_smem_bytes(9, 8, 1, "none") == 4 * 8192 + 9 * 4 * (8 * 32 + 8) * 2
+    # gemv2.cuh: ring NST*8*U KB; activations NST*8*(U*TK+8)*2 B per row (a slice per warp); scales not in smem
+    assert gp.gemv2_smem_bytes(1, 4, 1, 4) == 3 * 8 * 4096 + 3 * 8 * (4 * 64 + 8) * 2
+    assert gp.gemv2_smem_bytes(1, 4, 1, 2) == 4 * 8 * 2048 + 4 * 8 * (2 * 64 + 8) * 2
+    assert gp.gemv2_smem_bytes(1, 2, 1, 4) == 6 * 8192 + 6 * 8 * (128 + 8) * 2   # under 4 bits: one tile
+    assert gp.gemv2_smem_bytes(16, 4, 2, 1) == 4 * 8192 + 16 * 4 * 8 * (64 + 8) * 2
+    assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2

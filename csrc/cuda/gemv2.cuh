@@ -3,56 +3,53 @@
 // One CTA of 8 warps owns two 16-row bands (32 weight rows) and the whole K:
 // no split-K across CTAs, so no workspace, no memset, one launch. The K tiles
 // are dealt round-robin to the warps (chunk i = tiles 8Ui .. 8U(i+1)-1, U
-// consecutive tiles per warp); each chunk's weight tiles (16 bytes per lane and band) and its
-// activation columns (all M rows, via cp.async) stream through an NST-stage
-// shared-memory ring, one barrier per chunk. The eight warps' partial sums
-// are added in shared memory at the end, in warp order (deterministic).
+// consecutive tiles per warp). Each warp streams its tiles (16 bytes per lane
+// and band) and the matching activation columns (all M rows) through its own
+// NST-stage cp.async ring and syncs only itself, so the main loop has no CTA
+// barrier. The eight warps' partial sums are added in shared memory at the
+// end, in warp order (deterministic).
 //
 // The weight is decoded to its element values only (one lop3 + one hfma2 per
 // pair for int4): the group scale is applied to the float32 mma result of each
-// tile (k-step run) instead of to every weight, and zero points through the
+// group's k-steps instead of to every weight, and zero points through the
 // column sums of the activations (an extra mma against an all-ones fragment):
 //   sum_k w a = s * sum_k v a - zs * sum_k a,  zs = z*s (original, quantized) or z (rescale).
 // So the weight is never rounded to A's dtype (at least as accurate as v1).
-// Needs group_size % 16 == 0 (a k-step in one group) unless mode is none; the
-// scales (and zeros) of the CTA's 32 rows are staged in shared memory once.
+// Needs group_size % TK == 0 (groups of whole tiles) unless mode is none. Each
+// lane reads its rows' scales (and zeros) straight from global memory, L1-cached,
+// one chunk ahead. ZEROS (modes original / rescale / quantized) is a template
+// flag so the hot loop has no predicated mma or mode branches.
 #pragma once
+
+#include <climits>
 
 #include "kernels.h"
 
 namespace bitblas_jax {
 namespace cudak {
 
-template <int FC, int MB>
+// UT: consecutive tiles per warp and chunk (formats under 4 bits use 1); the
+// host picks the largest whose ring fits (matmul_cuda.cu gemv2_smem_for).
+template <int FC, int MB, int UT>
 struct Gemv2Cfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;                    // k per tile
-  static constexpr int U = MB == 1 && BITS >= 4 ? 2 : 1;   // consecutive tiles per warp and chunk
-  static constexpr int NST = MB == 1 && U == 1 ? 6 : 4;    // ring stages (chunks)
-  static constexpr int CHK = 8 * U * TK;                   // k per chunk
-  static constexpr int LDA = CHK + 8;                      // activation row stride in halves (ldmatrix bank spread)
+  static constexpr int U = BITS >= 4 ? UT : 1;             // consecutive tiles per warp and chunk
+  static constexpr int NST = U == 4 ? 3 : MB == 1 && U == 1 ? 6 : 4;  // ring stages (chunks)
+  static constexpr int WK = U * TK;                        // k per warp and chunk
+  static constexpr int LDW = WK + 8;                       // activation row stride in halves (ldmatrix bank spread)
   static constexpr int WSTAGE = U * 1024;                  // weight bytes per warp and stage (U tiles x 2 bands)
-  static constexpr int RING_BYTES = NST * 8 * WSTAGE;
-  static constexpr int A_ROW_BYTES = NST * LDA * 2;        // activation ring bytes per row of M
+  static constexpr int RING_BYTES = 8 * NST * WSTAGE;
+  static constexpr int A_ROW_BYTES = 8 * NST * LDW * 2;    // activation ring bytes per row of M
 };
 
-// Copies `bytes` (a multiple of 16) from global src + offset to shared dst:
-// 16-byte cp.async when src is 16-byte aligned, else byte loads.
-__device__ __forceinline__ void copy_rows(void* dst, const void* src, long long offset, int bytes, int tid) {
-  const uint8_t* s = static_cast<const uint8_t*>(src) + offset;
-  uint8_t* d = static_cast<uint8_t*>(dst);
-  if (reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    for (int i = tid * 16; i < bytes; i += blockDim.x * 16) cp_async16(d + i, s + i);
-  } else {
-    for (int i = tid; i < bytes; i += blockDim.x) d[i] = s[i];
-  }
-}
-
-template <int FC, typename T, int MB>
+template <int FC, typename T, int MB, int UT, bool ZEROS>
 __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
-  using Cfg = Gemv2Cfg<FC, MB>;
-  constexpr int TK = Cfg::TK, NS = TK / 16, NST = Cfg::NST, LDA = Cfg::LDA, CHK = Cfg::CHK, U = Cfg::U;
+  using Cfg = Gemv2Cfg<FC, MB, UT>;
+  constexpr int TK = Cfg::TK, NS = TK / 16, NST = Cfg::NST, LDW = Cfg::LDW, WK = Cfg::WK, U = Cfg::U;
   constexpr int WSTAGE = Cfg::WSTAGE;
+  constexpr int CHK = 8 * WK;   // k per chunk (all warps)
+  constexpr int VPW = WK / 8;   // 16-byte activation vectors per row of a warp's chunk
   constexpr uint32_t kOnes = std::is_same<T, __half>::value ? 0x3c003c00u : 0x3f803f80u;
 
   extern __shared__ __align__(16) uint8_t smem[];
@@ -63,71 +60,90 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const int M = static_cast<int>(p.M);
   const long long K = p.K;
   const int KT = p.KT, G = p.G, gs = p.gs, mode = p.mode;
-  const bool has_scale = mode != MODE_NONE, has_zeros = mode >= MODE_ORIGINAL;
+  const bool has_scale = mode != MODE_NONE;  // ZEROS implies has_scale
   const int band0 = blockIdx.x * 2;
   const bool two = band0 + 1 < static_cast<int>(p.N >> 4);
   const int rows = two ? 32 : 16;
-  const int nchunks = (KT + 8 * U - 1) / (8 * U);
+  // this warp's chunks: i with first tile (8 i + warp) U < KT
+  const int KU = (KT + U - 1) / U;
+  const int nmine = KU > warp ? (KU - warp + 7) / 8 : 0;
 
-  uint16_t* sA = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES);                 // [NST][M][LDA]
-  uint16_t* sS = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES + M * Cfg::A_ROW_BYTES);  // [32][G]
-  uint16_t* sZ = sS + 32 * G;  // [32][G] of zsize-byte zeros
-  const int zsize = mode == MODE_QUANT ? 1 : 2;
-  const uint32_t ring = smem_addr(smem) + warp * WSTAGE + lane * 16;
+  // Each warp streams its own ring (weights and its activation columns) and
+  // syncs only itself: no CTA barrier in the main loop, so warps drift freely.
+  const uint32_t wring = smem_addr(smem) + warp * NST * WSTAGE + lane * 16;                          // [NST][WSTAGE]
+  uint16_t* sAw = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES) + warp * NST * M * LDW;  // [NST][M][LDW]
   const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp * U) * 512 + lane * 16;
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
 
-  // Chunk i: this warp's U weight tiles (both bands) and a slice of the
-  // chunk's activation columns, into ring slot i % NST.
-  auto issue_nocommit = [&](int i) {
-    if (i < nchunks) {
+  // Chunk i: this warp's U weight tiles (both bands) and the matching
+  // activation columns of all M rows, into ring slot i % NST.
+  auto issue = [&](int i) {
+    if (i < nmine) {
       const int slot = i % NST;
+      const int t0 = (i * 8 + warp) * U;
+      const uint8_t* src = wsrc + static_cast<long long>(i) * 8 * U * 512;
+      const uint32_t dst_w = wring + slot * WSTAGE;
+      if (two && t0 + U <= KT) {  // the common case, without per-tile checks
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if ((i * 8 + warp) * U + u < KT) {
-          const uint8_t* src = wsrc + (static_cast<long long>(i) * 8 * U + u) * 512;
-          cp_async16_stream(ring + slot * 8 * WSTAGE + u * 1024, src);
-          if (two) cp_async16_stream(ring + slot * 8 * WSTAGE + u * 1024 + 512, src + band_stride);
-        }
-      }
-      const int klen = min(8 * U, KT - i * 8 * U) * TK;
-      uint16_t* dst = sA + slot * M * LDA;
-      const long long k0 = static_cast<long long>(i) * CHK;
-      if (p.a_aligned) {
-        const int vpr = klen >> 3;
-        for (int v = tid; v < M * vpr; v += 256) {
-          const int r = v / vpr, j = v - r * vpr;
-          cp_async16(dst + r * LDA + 8 * j, Ag + r * K + k0 + 8 * j);
+        for (int u = 0; u < U; ++u) {
+          cp_async16_stream(dst_w + u * 1024, src + u * 512);
+          cp_async16_stream(dst_w + u * 1024 + 512, src + u * 512 + band_stride);
         }
       } else {
-        for (int v = tid; v < M * klen; v += 256) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (t0 + u < KT) {
+            cp_async16_stream(dst_w + u * 1024, src + u * 512);
+            if (two) cp_async16_stream(dst_w + u * 1024 + 512, src + u * 512 + band_stride);
+          }
+        }
+      }
+      const int klen = min(U, KT - t0) * TK;
+      uint16_t* dst = sAw + slot * M * LDW;
+      const long long k0 = static_cast<long long>(t0) * TK;
+      if (p.a_aligned) {
+        for (int v = lane; v < M * VPW; v += 32) {
+          const int r = v / VPW, j = v % VPW;
+          if (8 * j < klen) cp_async16(dst + r * LDW + 8 * j, Ag + r * K + k0 + 8 * j);
+        }
+      } else {
+        for (int v = lane; v < M * klen; v += 32) {
           const int r = v / klen, j = v - r * klen;
-          dst[r * LDA + j] = Ag[r * K + k0 + j];
+          dst[r * LDW + j] = Ag[r * K + k0 + j];
         }
       }
     }
-  };
-  auto issue = [&](int i) {
-    issue_nocommit(i);
     cp_async_commit();
   };
-  if constexpr (FC == FC_TAB4) init_tab4<T>(sTab, p.fmt);
-  issue_nocommit(0);
-  if (has_scale) {  // this CTA's scales / zeros: contiguous rows, copied with chunk 0's group
-    const long long row0 = static_cast<long long>(band0) * 16;
-    copy_rows(sS, p.scale, row0 * G * 2, rows * G * 2, tid);
-    if (has_zeros) copy_rows(sZ, p.zeros, row0 * G * zsize, rows * G * zsize, tid);
+  static_for<0, NST - 1>([&](auto I) { issue(decltype(I)::value); });
+  if constexpr (FC == FC_TAB4) {
+    init_tab4<T>(sTab, p.fmt);
+    __syncthreads();
   }
-  cp_async_commit();
-  static_for<1, NST - 1>([&](auto I) { issue(decltype(I)::value); });
+
+  // The scales (and zeros) of this lane's rows g, g+8 of both bands, read from
+  // global memory (L1-cached) one chunk ahead: q = 2 * band + (row >= 8).
+  const long long row0 = static_cast<long long>(band0) * 16 + g;
+  const int q_off[4] = {0, 8 * G, (two ? 16 : 0) * G, (two ? 24 : 8) * G};
+  const int zsize = mode == MODE_QUANT ? 1 : 2;
+  const uint8_t* sbase = has_scale ? static_cast<const uint8_t*>(p.scale) + row0 * G * 2 : nullptr;
+  const uint8_t* zbase = ZEROS ? static_cast<const uint8_t*>(p.zeros) + row0 * G * zsize : nullptr;
+  auto load_group = [&](int gi, uint32_t (&sr)[4], uint32_t (&zr)[4]) {
+    if (!has_scale) return;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      sr[q] = ldg_u16(sbase, q_off[q] + gi);
+      if constexpr (ZEROS) zr[q] = zsize == 1 ? ldg_u8(zbase, q_off[q] + gi) : ldg_u16(zbase, q_off[q] + gi);
+    }
+  };
 
   // ldmatrix row addresses: rows past M read row M-1 (their columns are never stored).
   uint32_t a_off[MB];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
     const int r = min(mb * 8 + (lane & 7), M - 1);
-    a_off[mb] = smem_addr(sA) + 2u * static_cast<uint32_t>(r * LDA + warp * U * TK + 8 * (lane >> 3));
+    a_off[mb] = smem_addr(sAw) + 2u * static_cast<uint32_t>(r * LDW + 8 * (lane >> 3));
   }
   const RowP<T> P = rowp_base<FC, T>(p);
   const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
@@ -138,24 +154,23 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[0][mb][e] = acc[1][mb][e] = tacc[0][mb][e] = tacc[1][mb][e] = tsum[mb][e] = 0.f;
 
-  // acc += s * tacc - zs * tsum for group gi (rows g, g+8 of each band); clears tacc / tsum.
-  auto flush = [&](int gi) {
+  // acc += s * tacc - zs * tsum for one group's raw scales / zeros; clears tacc / tsum.
+  auto flush = [&](const uint32_t (&sr)[4], const uint32_t (&zr)[4]) {
 #pragma unroll
     for (int bi = 0; bi < 2; ++bi) {
       float s[2], zs[2] = {0.f, 0.f};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int idx = (bi * 16 + g + 8 * h) * G + gi;
-        s[h] = TT<T>::tof(sS[idx]);
-        if (has_zeros) {
-          const uint16_t zb = zsize == 1 ? reinterpret_cast<const uint8_t*>(sZ)[idx] : sZ[idx];
+        const int q = 2 * bi + h;
+        s[h] = has_scale ? TT<T>::tof(static_cast<uint16_t>(sr[q])) : 1.f;
+        if constexpr (ZEROS) {
           if (mode == MODE_RESCALE) {
-            zs[h] = TT<T>::tof(zb);
+            zs[h] = TT<T>::tof(static_cast<uint16_t>(zr[q]));
           } else if (mode == MODE_ORIGINAL) {
-            zs[h] = TT<T>::tof(zb) * s[h];
+            zs[h] = TT<T>::tof(static_cast<uint16_t>(zr[q])) * s[h];
           } else {
-            zs[h] = static_cast<float>(p.zeros_signed ? static_cast<int>(static_cast<int8_t>(zb & 0xffu))
-                                                      : static_cast<int>(zb & 0xffu)) * s[h];
+            zs[h] = static_cast<float>(p.zeros_signed ? static_cast<int>(static_cast<int8_t>(zr[q] & 0xffu))
+                                                      : static_cast<int>(zr[q] & 0xffu)) * s[h];
           }
         }
       }
@@ -163,73 +178,95 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
       for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          acc[bi][mb][e] = fmaf(s[e >> 1], tacc[bi][mb][e], fmaf(-zs[e >> 1], tsum[mb][e], acc[bi][mb][e]));
+          const float a = ZEROS ? fmaf(-zs[e >> 1], tsum[mb][e], acc[bi][mb][e]) : acc[bi][mb][e];
+          acc[bi][mb][e] = fmaf(s[e >> 1], tacc[bi][mb][e], a);
           tacc[bi][mb][e] = 0.f;
         }
     }
+    if constexpr (ZEROS) {
 #pragma unroll
-    for (int mb = 0; mb < MB; ++mb)
+      for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) tsum[mb][e] = 0.f;
+        for (int e = 0; e < 4; ++e) tsum[mb][e] = 0.f;
+    }
   };
 
-  for (int i = 0; i < nchunks; ++i) {
+  // Group bookkeeping: this warp's first k of chunk i is i * CHK + warp * U * TK,
+  // at offset `rem` into group gi; chunks advance it by CHK = dq groups + dr.
+  int gi = 0, rem = 0, dq = 0, dr = 0;
+  if (has_scale) {
+    gi = warp * U * TK / gs;
+    rem = warp * U * TK - gi * gs;
+    dq = CHK / gs;
+    dr = CHK - dq * gs;
+  }
+  uint32_t sc[4] = {0u, 0u, 0u, 0u}, zc[4] = {0u, 0u, 0u, 0u};
+  load_group(min(gi, G - 1), sc, zc);
+
+  for (int i = 0; i < nmine; ++i) {
     cp_async_wait<NST - 2>();
-    __syncthreads();
+    __syncwarp();
     issue(i + NST - 1);
-    const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
-    if (t0 >= KT) continue;
-    const int slot = i % NST;
-    const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDA);
-    // group of the next k-step, and the k offset (from the first tile) where the next group starts
-    int gi = 0, nb = 0;
-    if (has_scale) {
-      gi = t0 * TK / gs;
-      nb = (gi + 1) * gs - t0 * TK;
+    int gn = gi + dq, rn = rem + dr;
+    if (rn >= gs) {
+      rn -= gs;
+      ++gn;
     }
-    static_for<0, U>([&](auto UI) {
-      constexpr int u = decltype(UI)::value;
-      if (t0 + u >= KT) return;
-      const uint4 w0 = lds128(ring + slot * 8 * WSTAGE + u * 1024);
-      const uint4 w1 = lds128(ring + slot * 8 * WSTAGE + u * 1024 + 512);  // stale when !two: never stored
-      constexpr int SP = NS >= 2 ? 2 : 1;  // k-steps per ldmatrix
-      static_for<0, NS / SP>([&](auto I) {
-        constexpr int s0 = decltype(I)::value * SP;
-        uint32_t bf[MB][4];
-#pragma unroll
-        for (int mb = 0; mb < MB; ++mb) {
-          const uint32_t addr = a_off[mb] + aslot + 2u * (u * TK) + 32u * s0;
-          if constexpr (SP == 2) {
-            ldmatrix_x4(addr, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
-          } else {
-            ldmatrix_x2(addr, bf[mb][0], bf[mb][1]);
-          }
+    uint32_t sn[4] = {0u, 0u, 0u, 0u}, zn[4] = {0u, 0u, 0u, 0u};
+    if (i + 1 < nmine) load_group(min(gn, G - 1), sn, zn);
+    const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
+    {
+      const int slot = i % NST;
+      const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDW);
+      // k offset (from the chunk's first k) where the next group starts; groups
+      // are whole tiles, so a boundary inside the chunk is at a tile start
+      int nb = has_scale ? gs - rem : INT_MAX, gm = gi;
+      static_for<0, U>([&](auto UI) {
+        constexpr int u = decltype(UI)::value;
+        if (t0 + u >= KT) return;
+        if (u > 0 && u * TK == nb) {  // a group starts at this tile
+          flush(sc, zc);
+          load_group(++gm, sc, zc);
+          nb += gs;
         }
-        static_for<0, SP>([&](auto J) {
-          constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
-          if (has_scale && u * TK + 16 * S == nb) {  // a group starts here
-            flush(gi);
-            ++gi;
-            nb += gs;
-          }
-          uint32_t a0[4], a1[4];
-          decode_kstep<FC, T, S>(w0, P, sTab, a0);
-          decode_kstep<FC, T, S>(w1, P, sTab, a1);
+        const uint4 w0 = lds128(wring + slot * WSTAGE + u * 1024);
+        const uint4 w1 = lds128(wring + slot * WSTAGE + u * 1024 + 512);  // stale when !two: never stored
+        constexpr int SP = NS >= 2 ? 2 : 1;  // k-steps per ldmatrix
+        static_for<0, NS / SP>([&](auto I) {
+          constexpr int s0 = decltype(I)::value * SP;
+          uint32_t bf[MB][4];
 #pragma unroll
           for (int mb = 0; mb < MB; ++mb) {
-            if (has_scale) {
-              mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
-              mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
-              if (has_zeros) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            const uint32_t addr = a_off[mb] + aslot + 2u * (u * TK) + 32u * s0;
+            if constexpr (SP == 2) {
+              ldmatrix_x4(addr, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
             } else {
-              mma_f32<T>(acc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
-              mma_f32<T>(acc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              ldmatrix_x2(addr, bf[mb][0], bf[mb][1]);
             }
           }
+          static_for<0, SP>([&](auto J) {
+            constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
+            uint32_t a0[4], a1[4];
+            decode_kstep<FC, T, S>(w0, P, sTab, a0);
+            decode_kstep<FC, T, S>(w1, P, sTab, a1);
+#pragma unroll
+            for (int mb = 0; mb < MB; ++mb) {
+              mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+              if constexpr (ZEROS) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            }
+          });
         });
       });
-    });
-    if (has_scale) flush(gi);
+      flush(sc, zc);
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      sc[q] = sn[q];
+      zc[q] = zn[q];
+    }
+    gi = gn;
+    rem = rn;
   }
   cp_async_wait<0>();
   __syncthreads();

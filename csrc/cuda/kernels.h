@@ -21,11 +21,12 @@ struct KernelEntry {
 constexpr int kGemv2SmemCap = 110 * 1024;
 
 // Dynamic shared memory of a launch (mirrored by bitblas_jax/gpu_plan.py gemv2_smem_bytes).
-__host__ __device__ constexpr int gemv2_smem(int ring_bytes, int a_row_bytes, int M, int G, int mode) {
-  return ring_bytes + M * a_row_bytes + (mode == MODE_NONE ? 0 : 32 * G * 2 * (mode >= MODE_ORIGINAL ? 2 : 1));
+__host__ __device__ constexpr int gemv2_smem(int ring_bytes, int a_row_bytes, int M) {
+  return ring_bytes + M * a_row_bytes;
 }
 
-// variant: gemv -> 0: M<=8, 1: M<=16 (n8 blocks 1 / 2); gemm -> 0: BM=64, 1: BM=128.
+// variant: gemv -> 0: M<=8, 1: M<=16 (n8 blocks 1 / 2); gemv2 -> 0: one n8 block, 4 tiles per warp
+// and chunk, 1: one block, 2 tiles, 2: two blocks, 1 tile; + 3 with zero points; gemm -> 0: BM=64, 1: BM=128.
 KernelEntry gemv_entry(int tc, int fc, int variant);
 KernelEntry gemm_entry(int tc, int fc, int variant);
 KernelEntry gemv2_entry(int tc, int fc, int variant);  // f16 / bf16 with float32 accumulation only

@@ -106,16 +106,25 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
 
-// Shared memory of the v2 decode kernel for one launch of ms <= 16 rows, or -1
-// where v2 cannot run (float16 accumulation, groups not a multiple of 16, too
-// many groups for shared memory); mirrors gpu_plan.py gemv2_smem_bytes.
-int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t G, int64_t gs, int mode) {
+// The v2 decode kernel for ms <= 16 rows: its variant (kernels.h) in *variant
+// and its shared memory, or -1 where v2 cannot run (float16 accumulation,
+// groups not whole tiles, too little shared memory). Up to 8 rows take the
+// one-n8-block kernel with the most tiles per warp and chunk that fits (4, 2),
+// else the two-block one. Mirrors gpu_plan.py gemv2_launch_smem.
+int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t gs, int mode, int* variant) {
   if (tc == cudak::TC_F16ACC16 || ms > 16) return -1;
-  if (mode != cudak::MODE_NONE && gs % 16 != 0) return -1;
-  const cudak::KernelEntry ke = cudak::gemv2_entry(tc, fc, ms <= 8 ? 0 : 1);
-  if (ke.fn == nullptr || G > 4096) return -1;
-  const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms), static_cast<int>(G), mode);
-  return bytes <= cudak::kGemv2SmemCap ? bytes : -1;
+  if (mode != cudak::MODE_NONE && gs % tile_k(cudak::fc_bits(fc)) != 0) return -1;
+  for (int v = ms <= 8 ? 0 : 2; v < 3; ++v) {
+    const int vz = v + (mode >= cudak::MODE_ORIGINAL ? 3 : 0);
+    const cudak::KernelEntry ke = cudak::gemv2_entry(tc, fc, vz);
+    if (ke.fn == nullptr) return -1;
+    const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms));
+    if (bytes <= cudak::kGemv2SmemCap) {
+      *variant = vz;
+      return bytes;
+    }
+  }
+  return -1;
 }
 
 // Checks of the weight operands (W, scale, zeros, shapes) and the kernel
@@ -220,10 +229,11 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
       k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
       k.split = static_cast<int>(split);
       const int variant = ms <= 8 ? 0 : 1;
-      const int smem2 = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, kp.G, gs, mode) : -1;
+      int variant2 = 0;
+      const int smem2 = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, gs, mode, &variant2) : -1;
       std::string err;
       if (smem2 >= 0) {
-        err = launch(cudak::gemv2_entry(tc, fc, variant), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
+        err = launch(cudak::gemv2_entry(tc, fc, variant2), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
                      smem2);
       } else {
         if (split > 1) {
