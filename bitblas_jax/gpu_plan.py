@@ -6,12 +6,13 @@ The plan ids and the workspace formula are the contract with
 csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
 
   plan 1  v1 small-M streaming kernel, split-K (what plan 4 cannot run:
-          float16 accumulation, groups not a multiple of 16, too many groups)
+          float16 accumulation, groups not whole packed tiles, too little
+          shared memory for the activation ring)
   plan 2  tensor-core GEMM, 128 (n) x 64 (m) block tile
   plan 3  tensor-core GEMM, 128 (n) x 128 (m) block tile
   plan 4  decode kernel v2 (M <= 16 per launch, larger M in slices; float32
-          accumulation, group_size % 16 == 0, scales of 32 rows in shared
-          memory): no split-K, no workspace, one launch per 16 rows
+          accumulation, group_size a multiple of the packed tile's k):
+          no split-K, no workspace, one launch per 16 rows
   plan 5  M > 16 (M > 8 below 8192 x 8192 weights): the dequantize kernel writes the weight [N, K] in A's dtype,
           then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan;
           the torch shim gets plan 4 up to M = 32 and plans 2 / 3 above)
@@ -84,14 +85,14 @@ def gemv2_launch_smem(M: int, bits: int) -> int | None:
     """Shared memory of the v2 launch for M <= 16 rows: up to 8 rows the one-n8-block kernel with the
     most tiles per warp that fits, else the two-block one; None when none fits (csrc: gemv2_smem_for)."""
     for n8, tiles in _GEMV2_VARIANTS[(0 if M <= 8 else 2):]:
-        if gemv2_smem_bytes(M, bits, n8, tiles) <= GEMV2_SMEM_CAP:
-            return gemv2_smem_bytes(M, bits, n8, tiles)
+        nbytes = gemv2_smem_bytes(M, bits, n8, tiles)
+        if nbytes <= GEMV2_SMEM_CAP:
+            return nbytes
     return None
 
 
-def gemv2_fits(M: int, K: int, bits: int, accum_dtype: str, mode: str, group_size: int) -> bool:
+def gemv2_fits(M: int, bits: int, accum_dtype: str, mode: str, group_size: int) -> bool:
     """Whether every 16-row launch of M rows can run the v2 decode kernel (csrc: gemv2_smem_for)."""
-    del K
     if accum_dtype != "float32":
         return False
     if mode != "none" and group_size % (256 // bits) != 0:   # groups of whole packed tiles
@@ -115,7 +116,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     # 9..16 rows plan 4's mma work doubles and plan 5 wins below 8192 x 8192.
     if allow_xla_dot and (M > GEMV_MAX_M or (M > 8 and N * K < _SMALL_LAYER)):
         return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
-    if M > 0 and M <= GEMV_PLAN_MAX_M and gemv2_fits(M, K, bits, accum_dtype, mode, group_size):
+    if M > 0 and M <= GEMV_PLAN_MAX_M and gemv2_fits(M, bits, accum_dtype, mode, group_size):
         return CudaPlan(PLAN_GEMV2, 1, 0)
     tile_k = 256 // bits
     sms = num_sms()

@@ -215,51 +215,49 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
     uint32_t sn[4] = {0u, 0u, 0u, 0u}, zn[4] = {0u, 0u, 0u, 0u};
     if (i + 1 < nmine) load_group(min(gn, G - 1), sn, zn);
     const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
-    {
-      const int slot = i % NST;
-      const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDW);
-      // k offset (from the chunk's first k) where the next group starts; groups
-      // are whole tiles, so a boundary inside the chunk is at a tile start
-      int nb = has_scale ? gs - rem : INT_MAX, gm = gi;
-      static_for<0, U>([&](auto UI) {
-        constexpr int u = decltype(UI)::value;
-        if (t0 + u >= KT) return;
-        if (u > 0 && u * TK == nb) {  // a group starts at this tile
-          flush(sc, zc);
-          load_group(++gm, sc, zc);
-          nb += gs;
+    const int slot = i % NST;
+    const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDW);
+    // k offset (from the chunk's first k) where the next group starts; groups
+    // are whole tiles, so a boundary inside the chunk is at a tile start
+    int nb = has_scale ? gs - rem : INT_MAX, gm = gi;
+    static_for<0, U>([&](auto UI) {
+      constexpr int u = decltype(UI)::value;
+      if (t0 + u >= KT) return;
+      if (u > 0 && u * TK == nb) {  // a group starts at this tile
+        flush(sc, zc);
+        load_group(++gm, sc, zc);
+        nb += gs;
+      }
+      const uint4 w0 = lds128(wring + slot * WSTAGE + u * 1024);
+      const uint4 w1 = lds128(wring + slot * WSTAGE + u * 1024 + 512);  // stale when !two: never stored
+      constexpr int SP = NS >= 2 ? 2 : 1;  // k-steps per ldmatrix
+      static_for<0, NS / SP>([&](auto I) {
+        constexpr int s0 = decltype(I)::value * SP;
+        uint32_t bf[MB][4];
+#pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+          const uint32_t addr = a_off[mb] + aslot + 2u * (u * TK) + 32u * s0;
+          if constexpr (SP == 2) {
+            ldmatrix_x4(addr, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
+          } else {
+            ldmatrix_x2(addr, bf[mb][0], bf[mb][1]);
+          }
         }
-        const uint4 w0 = lds128(wring + slot * WSTAGE + u * 1024);
-        const uint4 w1 = lds128(wring + slot * WSTAGE + u * 1024 + 512);  // stale when !two: never stored
-        constexpr int SP = NS >= 2 ? 2 : 1;  // k-steps per ldmatrix
-        static_for<0, NS / SP>([&](auto I) {
-          constexpr int s0 = decltype(I)::value * SP;
-          uint32_t bf[MB][4];
+        static_for<0, SP>([&](auto J) {
+          constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
+          uint32_t a0[4], a1[4];
+          decode_kstep<FC, T, S>(w0, P, sTab, a0);
+          decode_kstep<FC, T, S>(w1, P, sTab, a1);
 #pragma unroll
           for (int mb = 0; mb < MB; ++mb) {
-            const uint32_t addr = a_off[mb] + aslot + 2u * (u * TK) + 32u * s0;
-            if constexpr (SP == 2) {
-              ldmatrix_x4(addr, bf[mb][0], bf[mb][1], bf[mb][2], bf[mb][3]);
-            } else {
-              ldmatrix_x2(addr, bf[mb][0], bf[mb][1]);
-            }
+            mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
+            if constexpr (ZEROS) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
           }
-          static_for<0, SP>([&](auto J) {
-            constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
-            uint32_t a0[4], a1[4];
-            decode_kstep<FC, T, S>(w0, P, sTab, a0);
-            decode_kstep<FC, T, S>(w1, P, sTab, a1);
-#pragma unroll
-            for (int mb = 0; mb < MB; ++mb) {
-              mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);
-              mma_f32<T>(tacc[1][mb], a1, bf[mb][2 * j], bf[mb][2 * j + 1]);
-              if constexpr (ZEROS) mma_f32<T>(tsum[mb], ones, bf[mb][2 * j], bf[mb][2 * j + 1]);
-            }
-          });
         });
       });
-      flush(sc, zc);
-    }
+    });
+    flush(sc, zc);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       sc[q] = sn[q];

@@ -228,13 +228,12 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
       k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
       k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
       k.split = static_cast<int>(split);
-      const int variant = ms <= 8 ? 0 : 1;
-      int variant2 = 0;
-      const int smem2 = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, gs, mode, &variant2) : -1;
+      int v2_variant = 0;
+      const int v2_smem = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, gs, mode, &v2_variant) : -1;
       std::string err;
-      if (smem2 >= 0) {
-        err = launch(cudak::gemv2_entry(tc, fc, variant2), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
-                     smem2);
+      if (v2_smem >= 0) {
+        err = launch(cudak::gemv2_entry(tc, fc, v2_variant), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
+                     v2_smem);
       } else {
         if (split > 1) {
           k.counters = reinterpret_cast<unsigned int*>(ws);
@@ -242,7 +241,7 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
           cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(gcols) * 4, stream);
           if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
         }
-        const KernelEntry ke = cudak::gemv_entry(tc, fc, variant);
+        const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
         const int smem = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
         err = launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(split)), k, stream, smem);
       }
