@@ -544,7 +544,7 @@ static void timing() {
   }
   for (int64_t M : {1, 16}) cfgs.push_back({M, 28672, 8192, 4, 1, i4});
   cfgs.push_back({1, 8192, 28672, 4, 1, i4});
-  for (WFormat f : {WFormat::kUInt8, WFormat::kInt2, WFormat::kUInt1, WFormat::kNF4, WFormat::kFP8E4M3, WFormat::kF16}) {
+  for (WFormat f : {WFormat::kUInt8, WFormat::kInt2, WFormat::kUInt1, WFormat::kNF4, WFormat::kFP4E2M1, WFormat::kFP8E4M3, WFormat::kF16}) {
     cfgs.push_back({1, 8192, 8192, 1, 8, f});
     cfgs.push_back({1, 8192, 8192, 4, 1, f});
   }

@@ -3,6 +3,7 @@
 # build, run the test suite on the GPU, sanitize a subset, run a short benchmark, print a summary last.
 #   bash scripts/gpu_check.sh            # everything
 #   STEPS="build tests" bash scripts/gpu_check.sh   (steps: build selftest tests sanitize bench)
+#   SELFTEST_PDL_AB=1: the selftest timings once more with BITBLAS_JAX_PDL=0
 # Logs go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,10 @@ if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA 
   build/selftest/cuda_selftest ${SELFTEST_ARGS:-} >"$OUT/selftest.log" 2>&1
   RESULT[selftest]="rc=$? ($((SECONDS - t0)) s): $(grep -m1 -E 'passed|FAIL' "$OUT/selftest.log")"
   sed -n '/^  fmt/,$p' "$OUT/selftest.log" | head -60
+  if [ -n "${SELFTEST_PDL_AB:-}" ]; then  # the timings again, launched without programmatic dependent launch
+    BITBLAS_JAX_PDL=0 build/selftest/cuda_selftest --time-only >"$OUT/selftest_nopdl.log" 2>&1
+    echo "-- without PDL --"; sed -n '/^  fmt/,$p' "$OUT/selftest_nopdl.log" | head -60
+  fi
 fi
 if has tests; then
   python3 -m pytest -q -p no:cacheprovider ${PYTEST_PATHS:-tests} ${PYTEST_ARGS:-} >"$OUT/pytest.log" 2>&1
@@ -39,7 +44,7 @@ if has tests; then
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 fi
 if has sanitize; then
-  for tool in memcheck racecheck; do
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
     compute-sanitizer --tool $tool --error-exitcode 9 --target-processes all \
       python3 scripts/sanitize_cases.py >"$OUT/sanitize_$tool.log" 2>&1
     rc=$?; RESULT[$tool]=$([ $rc = 0 ] && echo "clean" || echo "rc=$rc: $(grep -m1 -E 'ERROR SUMMARY|Error' "$OUT/sanitize_$tool.log")")

@@ -89,6 +89,39 @@ def test_gpu_formats_large_k(rng, fmt, mode, M):
     check_gpu_and_cpu(case)
 
 
+@pytest.mark.parametrize("fmt", ["int4", "fp4_e2m1"])
+def test_gpu_back_to_back_dependent_calls(rng, fmt):
+    """A chain where each call reads the previous call's output and a weight picked by the kernel just
+    before it: the decode kernel starts early (programmatic dependent launch) and must wait for both."""
+    N = K = 1024
+    layers = [make_case(rng, fmt, "scale", 128, "float16", "float32", "float16", False, M=4, N=N, K=K)
+              for _ in range(6)]
+    other = make_case(rng, fmt, "scale", 128, "float16", M=4, N=N, K=K).packed()
+    dev = GPUS[0]
+    Ws = [jax.device_put(c.packed(), dev) for c in layers]
+    Ss = [jax.device_put(jnp.asarray(c.scale), dev) for c in layers]
+    pick = jax.device_put(jnp.asarray(True), dev)
+    A0 = jnp.asarray(layers[0].A) * 0.5
+    shrink = {"int4": 2.0**-5, "fp4_e2m1": 2.0**-7}[fmt]   # keeps the chain's magnitudes in fp16 range (exact)
+
+    @jax.jit
+    def chain(a, Ws, Ss, pick):
+        outs = []
+        for c, W, S in zip(layers, Ws, Ss):
+            W = jnp.where(pick, W, other)   # a fresh weight buffer, written by the kernel right before
+            a = c.mm(a, W, scale=S)
+            outs.append(a)
+            a = a * shrink
+        return outs
+
+    for _ in range(3):
+        outs = chain(jax.device_put(A0, dev), Ws, Ss, pick)
+        a = np.asarray(A0)
+        for c, o in zip(layers, outs):
+            check(c, np.asarray(o), a)
+            a = np.asarray(o) * np.float16(shrink)
+
+
 def test_gpu_under_vmap_and_grad(rng):
     case = make_case(rng, "int4", "scale", 64, "bfloat16", "float32", "float32", True, M=6, N=64, K=512)
     W = jax.device_put(case.packed(), GPUS[0])

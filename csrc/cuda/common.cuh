@@ -20,7 +20,8 @@ namespace cudak {
 // choice and offsets are runtime constants).
 enum FmtClass : int {
   FC_I1 = 0, FC_I2, FC_I4, FC_I8,  // int / uint of that width (magic-number decode)
-  FC_TAB4,                         // nf4, fp4_e2m1 (256-entry pair table in shared memory)
+  FC_NF4,                          // nf4 (256-entry pair table in shared memory)
+  FC_FP4,                          // fp4_e2m1 (bit-field decode)
   FC_E4M3, FC_E5M2,                // fp8 (shift decode)
   FC_F16, FC_BF16,                 // dense 16-bit weights
   FC_COUNT
@@ -29,7 +30,7 @@ enum FmtClass : int {
 __host__ __device__ constexpr int fc_bits(int fc) {
   return fc == FC_I1 ? 1
          : fc == FC_I2 ? 2
-         : (fc == FC_I4 || fc == FC_TAB4) ? 4
+         : (fc == FC_I4 || fc == FC_NF4 || fc == FC_FP4) ? 4
          : (fc == FC_I8 || fc == FC_E4M3 || fc == FC_E5M2) ? 8
                                                             : 16;
 }
@@ -140,6 +141,26 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 // Weight stream into a shared-memory ring (bypasses L1, 256-byte L2 lines).
 __device__ __forceinline__ void cp_async16_stream(uint32_t smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
+}
+// Programmatic dependent launch (sm_90+; no-ops before Hopper and when the
+// launch did not ask for it). wait: block until the previous kernel in the
+// stream has finished and its writes are visible; nothing this kernel reads
+// or writes as data may come before it. launch_dependents: let the next
+// kernel (if launched with PDL) start its own pre-wait prologue.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Pull a line into L2 only. Safe before griddep_wait: L2 is the point of
+// coherence, so a line the previous kernel writes later is still read right.
+__device__ __forceinline__ void prefetch_l2(const void* gmem) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -309,10 +330,38 @@ __device__ __forceinline__ void rowp_make2(const KParams& p, const RowP<T>& base
   }
 }
 
+// fp4_e2m1 (sign, 2 exponent bits, 1 mantissa bit, exponent bias 1) of pair J
+// as T bits: the sign to bit 15, the other three bits to the bottom of T's
+// exponent and the top of its mantissa, which is exactly value * 2^-14 in a
+// half (bits 11..9) and value * 2^-126 in a bf16 (bits 8..6), subnormals
+// included. Four integer ops per pair, no table.
+template <typename T, int J>
+__device__ __forceinline__ uint32_t fp4_pair_bits(uint32_t q) {
+  constexpr int MAG = std::is_same<T, __half>::value ? 9 : 6;  // lowest magnitude bit
+  constexpr int SMAG = MAG - 4 * J;                            // nibble bits 0..2 -> MAG..MAG+2
+  const uint32_t mag = (SMAG >= 0 ? q << SMAG : q >> -SMAG) & (0x00070007u << MAG);
+  return mag | ((q << (12 - 4 * J)) & 0x80008000u);           // nibble bit 3 -> bit 15
+}
+
+// The exact factor fp4_pair_bits leaves out: 2^14 (half), 2^126 (bf16).
+template <typename T>
+__host__ __device__ constexpr uint32_t fp4_factor_bits() {
+  return std::is_same<T, __half>::value ? 0x74007400u : 0x7e807e80u;
+}
+
+// The factor a RAW decode leaves out of the element values (only fp4 into a
+// half: the v2 kernel folds it into the group scale; in a bf16 the unscaled
+// values are near 2^-126, and their products would fall below float32's
+// normal range).
+template <int FC, typename T>
+__host__ __device__ constexpr float raw_value_scale() {
+  return FC == FC_FP4 && std::is_same<T, __half>::value ? 16384.f : 1.f;
+}
+
 // Pair J (0 .. 16/bits-1) of a 32-bit word: low element from the low half, high
 // element from the high half (layout.h field_of). Returns the element values
-// (before scale / zeros) as a T2.
-template <int FC, typename T, int J>
+// (before scale / zeros) as a T2, divided by raw_value_scale<FC, T>() when RAW.
+template <int FC, typename T, int J, bool RAW = false>
 __device__ __forceinline__ typename TT<T>::T2 decode_pair(uint32_t q, const RowP<T>& P,
                                                           const typename TT<T>::T2* tab) {
   using X = TT<T>;
@@ -346,9 +395,13 @@ __device__ __forceinline__ typename TT<T>::T2 decode_pair(uint32_t q, const RowP
       const uint32_t hi = __byte_perm(q, 0x4B000000u, 0x7440u | (J + 2));
       return __floats2bfloat162_rn(__uint_as_float(lo) - P.fsub, __uint_as_float(hi) - P.fsub);
     }
-  } else if constexpr (FC == FC_TAB4) {
+  } else if constexpr (FC == FC_NF4) {
     const uint32_t idx = ((q >> (4 * J)) & 0xfu) | ((q >> (12 + 4 * J)) & 0xf0u);
     return tab[idx];
+  } else if constexpr (FC == FC_FP4) {
+    const T2 x = as_t2<T2>(fp4_pair_bits<T, J>(q));
+    if constexpr (RAW && raw_value_scale<FC, T>() != 1.f) return x;
+    return __hmul2(x, as_t2<T2>(fp4_factor_bits<T>()));
   } else if constexpr (FC == FC_E4M3) {
     const uint32_t x = J == 0 ? (q << 8) : q;
     if constexpr (kHalf) {
@@ -390,13 +443,13 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t q, const RowP<T>& P,
 }
 
 // Pair index p (0..4*NS-1) of a lane's 16-byte chunk -> its element values.
-template <int FC, typename T, int P_IDX>
+template <int FC, typename T, int P_IDX, bool RAW = false>
 __device__ __forceinline__ typename TT<T>::T2 decode_chunk_pair(const uint4& w, const RowP<T>& P,
                                                                 const typename TT<T>::T2* tab) {
   constexpr int PPW = 16 / fc_bits(FC);  // pairs per 32-bit word
   constexpr int WORD = P_IDX / PPW, J = P_IDX % PPW;
   const uint32_t q = WORD == 0 ? w.x : WORD == 1 ? w.y : WORD == 2 ? w.z : w.w;
-  return decode_pair<FC, T, J>(q, P, tab);
+  return decode_pair<FC, T, J, RAW>(q, P, tab);
 }
 
 // The same pair dequantized (scale / zeros applied, in T).
@@ -418,14 +471,15 @@ __device__ __forceinline__ void dequant_kstep(const uint4& w, const RowP<T>& P0h
   a[3] = dequant_chunk_pair<FC, T, 4 * S + 3>(w, P1h1, tab);
 }
 
-// The A operand of k-step S as element values only (the v2 kernel scales the mma result).
-template <int FC, typename T, int S>
+// The A operand of k-step S as element values only (the v2 kernel scales the
+// mma result), divided by raw_value_scale<FC, T>() when RAW.
+template <int FC, typename T, int S, bool RAW = false>
 __device__ __forceinline__ void decode_kstep(const uint4& w, const RowP<T>& P, const typename TT<T>::T2* tab,
                                              uint32_t (&a)[4]) {
-  a[0] = as_u32(decode_chunk_pair<FC, T, 4 * S + 0>(w, P, tab));
-  a[1] = as_u32(decode_chunk_pair<FC, T, 4 * S + 1>(w, P, tab));
-  a[2] = as_u32(decode_chunk_pair<FC, T, 4 * S + 2>(w, P, tab));
-  a[3] = as_u32(decode_chunk_pair<FC, T, 4 * S + 3>(w, P, tab));
+  a[0] = as_u32(decode_chunk_pair<FC, T, 4 * S + 0, RAW>(w, P, tab));
+  a[1] = as_u32(decode_chunk_pair<FC, T, 4 * S + 1, RAW>(w, P, tab));
+  a[2] = as_u32(decode_chunk_pair<FC, T, 4 * S + 2, RAW>(w, P, tab));
+  a[3] = as_u32(decode_chunk_pair<FC, T, 4 * S + 3, RAW>(w, P, tab));
 }
 
 // The same with a run-time k-step S (slow path: several groups in one tile).
@@ -457,20 +511,16 @@ __device__ __forceinline__ void dequant_kstep_rt(const uint4& w, int S, const Ro
   }
 }
 
-// The NF4 / FP4 pair table: entry i = (value[i & 15], value[i >> 4]).
-__device__ __constant__ static const float kTab4Values[2][16] = {
-    {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f},
-    {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f,
-     -6.0f}};
+// The NF4 pair table: entry i = (value[i & 15], value[i >> 4]).
+__device__ __constant__ static const float kNF4Values[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
 
 template <typename T>
-__device__ __forceinline__ void init_tab4(typename TT<T>::T2* tab, int fmt) {
-  const int which = fmt == static_cast<int>(WFormat::kNF4) ? 0 : 1;
-  for (int i = threadIdx.x; i < 256; i += blockDim.x)
-    tab[i] = TT<T>::f22(kTab4Values[which][i & 15], kTab4Values[which][i >> 4]);
+__device__ __forceinline__ void init_nf4_tab(typename TT<T>::T2* tab) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) tab[i] = TT<T>::f22(kNF4Values[i & 15], kNF4Values[i >> 4]);
 }
 
 // Raw scale / zero bits of rows n and n+8 at group gi (packed: row n low 16 bits).

@@ -15,9 +15,9 @@ template <int FC, typename T>
 __global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const KParams p) {
   constexpr int TK = 256 / fc_bits(FC), NS = TK / 16, LDT = TK + 8;  // padded row (halves)
   __shared__ __align__(16) uint16_t st[kDequantWarps][16 * LDT];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_TAB4 ? 256 : 1];
-  if constexpr (FC == FC_TAB4) {
-    init_tab4<T>(sTab, p.fmt);
+  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
+  if constexpr (FC == FC_NF4) {
+    init_nf4_tab<T>(sTab);
     __syncthreads();
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
   static_assert(MBW % 2 == 0, "ldmatrix.x4 loads two n8 blocks");
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ T2 sTab[FC == FC_TAB4 ? 256 : 1];
+  __shared__ T2 sTab[FC == FC_NF4 ? 256 : 1];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
   const int KT = p.KT;
   const int gs = p.gs;
 
-  if constexpr (FC == FC_TAB4) init_tab4<T>(sTab, p.fmt);  // visible after the first barrier
+  if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);  // visible after the first barrier
 
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
 

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParam
   // Dynamic shared memory: [ring: 8 warps x NST stages][scales+zeros if grouped][A: rows < M]
   // (gemv_smem_bytes() on the host sizes it the same way).
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ T2 sTab[FC == FC_TAB4 ? 256 : 1];
+  __shared__ T2 sTab[FC == FC_NF4 ? 256 : 1];
   uint16_t* sS = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES);  // [ROWS][GPC]
   uint16_t* sZ = sS + ROWS * GPC;
   uint16_t* sA = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES + (p.mode != MODE_NONE ? Cfg::SZ_BYTES : 0));
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParam
   const bool has_groups = p.mode != MODE_NONE;
   const bool has_zeros = p.mode >= MODE_ORIGINAL;
 
-  if constexpr (FC == FC_TAB4) init_tab4<T>(sTab, p.fmt);  // visible after the first chunk barrier
+  if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);  // visible after the first chunk barrier
 
   const long long n0 = static_cast<long long>(band0) * 16 + g;  // band 0, row g; band 1 is n0 + 16
   const int r0 = warp * 32 + g;                                  // its row within the CTA

@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   constexpr uint32_t kOnes = std::is_same<T, __half>::value ? 0x3c003c00u : 0x3f803f80u;
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_TAB4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2;
@@ -116,9 +116,25 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
     }
     cp_async_commit();
   };
+  // Launched with PDL, this CTA may start while the previous kernel runs:
+  // until griddep_wait it only asks L2 for the weights of its first chunks
+  // and its first scales (prefetch_l2 is safe even if that kernel wrote them).
+  griddep_launch_dependents();
+  if ((lane & 7) == 0) {
+    for (int i = 0; i < min(NST - 1, nmine); ++i) {
+      const uint8_t* src = wsrc + static_cast<long long>(i) * 8 * U * 512;
+      for (int u = 0; u < U && (i * 8 + warp) * U + u < KT; ++u) {
+        prefetch_l2(src + u * 512);
+        if (two) prefetch_l2(src + u * 512 + band_stride);
+      }
+    }
+  }
+  if (has_scale && lane < (two ? 4 : 2))
+    prefetch_l2(static_cast<const uint8_t*>(p.scale) + ((band0 * 16 + lane * 8) * static_cast<long long>(G)) * 2);
+  griddep_wait();
   static_for<0, NST - 1>([&](auto I) { issue(decltype(I)::value); });
-  if constexpr (FC == FC_TAB4) {
-    init_tab4<T>(sTab, p.fmt);
+  if constexpr (FC == FC_NF4) {
+    init_nf4_tab<T>(sTab);
     __syncthreads();
   }
 
@@ -158,11 +174,12 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   auto flush = [&](const uint32_t (&sr)[4], const uint32_t (&zr)[4]) {
 #pragma unroll
     for (int bi = 0; bi < 2; ++bi) {
-      float s[2], zs[2] = {0.f, 0.f};
+      float s[2], zs[2] = {0.f, 0.f}, sv[2];  // sv: s times the factor the raw decode left out
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int q = 2 * bi + h;
         s[h] = has_scale ? TT<T>::tof(static_cast<uint16_t>(sr[q])) : 1.f;
+        sv[h] = s[h] * raw_value_scale<FC, T>();
         if constexpr (ZEROS) {
           if (mode == MODE_RESCALE) {
             zs[h] = TT<T>::tof(static_cast<uint16_t>(zr[q]));
@@ -179,7 +196,7 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float a = ZEROS ? fmaf(-zs[e >> 1], tsum[mb][e], acc[bi][mb][e]) : acc[bi][mb][e];
-          acc[bi][mb][e] = fmaf(s[e >> 1], tacc[bi][mb][e], a);
+          acc[bi][mb][e] = fmaf(sv[e >> 1], tacc[bi][mb][e], a);
           tacc[bi][mb][e] = 0.f;
         }
     }
@@ -246,8 +263,8 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
         static_for<0, SP>([&](auto J) {
           constexpr int S = s0 + decltype(J)::value, j = decltype(J)::value;
           uint32_t a0[4], a1[4];
-          decode_kstep<FC, T, S>(w0, P, sTab, a0);
-          decode_kstep<FC, T, S>(w1, P, sTab, a1);
+          decode_kstep<FC, T, S, true>(w0, P, sTab, a0);
+          decode_kstep<FC, T, S, true>(w1, P, sTab, a1);
 #pragma unroll
           for (int mb = 0; mb < MB; ++mb) {
             mma_f32<T>(tacc[0][mb], a0, bf[mb][2 * j], bf[mb][2 * j + 1]);

@@ -13,7 +13,8 @@ static KernelEntry dequant_pick(int fc) {
     case FC_I2: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_I2, T>); break;
     case FC_I4: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_I4, T>); break;
     case FC_I8: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_I8, T>); break;
-    case FC_TAB4: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_TAB4, T>); break;
+    case FC_NF4: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_NF4, T>); break;
+    case FC_FP4: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_FP4, T>); break;
     case FC_E4M3: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_E4M3, T>); break;
     case FC_E5M2: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_E5M2, T>); break;
     case FC_F16: e.fn = reinterpret_cast<const void*>(&dequant_kernel<FC_F16, T>); break;

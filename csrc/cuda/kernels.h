@@ -12,6 +12,7 @@ struct KernelEntry {
   const void* fn = nullptr;  // __global__ void(KParams)
   int dyn_smem = 0;          // dynamic shared memory bytes (the most a launch needs)
   int threads = 256;
+  bool pdl = false;          // launch with programmatic dependent launch (the kernel calls griddep_wait first)
   // gemv only: a launch needs fixed_smem + (grouped ? group_smem : 0) + rows * row_smem
   int fixed_smem = 0, group_smem = 0, row_smem = 0;
 };

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -55,7 +57,8 @@ int fmt_class(WFormat f) {
     case WFormat::kInt2: case WFormat::kUInt2: return cudak::FC_I2;
     case WFormat::kInt4: case WFormat::kUInt4: return cudak::FC_I4;
     case WFormat::kInt8: case WFormat::kUInt8: return cudak::FC_I8;
-    case WFormat::kNF4: case WFormat::kFP4E2M1: return cudak::FC_TAB4;
+    case WFormat::kNF4: return cudak::FC_NF4;
+    case WFormat::kFP4E2M1: return cudak::FC_FP4;
     case WFormat::kFP8E4M3: return cudak::FC_E4M3;
     case WFormat::kFP8E5M2: return cudak::FC_E5M2;
     case WFormat::kF16: return cudak::FC_F16;
@@ -69,35 +72,77 @@ std::string cuda_error(const std::string& what, cudaError_t e) {
   return "CUDA error in " + what + ": " + cudaGetErrorString(e);
 }
 
-// Dynamic shared memory above 48 KB needs a per-function, per-device opt-in.
-std::string ensure_smem(const void* fn, int bytes) {
-  if (bytes <= 48 * 1024) return "";
+struct DeviceInfo {
+  int dev = 0;
+  int smem_optin = 0;  // largest dynamic shared memory a block may opt in to
+  bool pdl = false;    // programmatic dependent launch (sm_90+) and not turned off
+};
+
+// Per-device facts, queried once per device.
+std::string device_info(DeviceInfo* out) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return cuda_error("cudaGetDevice", e);
   static std::mutex mu;
+  static std::map<int, DeviceInfo> known;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find(dev);
+  if (it == known.end()) {
+    DeviceInfo info;
+    info.dev = dev;
+    int major = 0;
+    e = cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess) return cuda_error("cudaDeviceGetAttribute", e);
+    const char* env = std::getenv("BITBLAS_JAX_PDL");  // "0": launch without PDL (A/B timing)
+    info.pdl = major >= 9 && !(env != nullptr && std::string(env) == "0");
+    it = known.emplace(dev, info).first;
+  }
+  *out = it->second;
+  return "";
+}
+
+// Dynamic shared memory above 48 KB needs a per-function, per-device opt-in.
+std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
+  if (bytes <= 48 * 1024) return "";
+  const int dev = info.dev;
+  static std::mutex mu;
   static std::set<std::pair<int, const void*>> done;
   std::lock_guard<std::mutex> lock(mu);
   if (done.count({dev, fn})) return "";
-  int optin = 0;
-  e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (e != cudaSuccess) return cuda_error("cudaDeviceGetAttribute", e);
-  if (bytes > optin)
+  if (bytes > info.smem_optin)
     return "kernel needs " + std::to_string(bytes) + " bytes of shared memory per block; device " +
-           std::to_string(dev) + " allows " + std::to_string(optin);
-  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+           std::to_string(dev) + " allows " + std::to_string(info.smem_optin);
+  const cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return cuda_error("cudaFuncSetAttribute", e);
   done.insert({dev, fn});
   return "";
 }
 
+// Kernels that begin with griddep_wait (KernelEntry::pdl) go out with
+// programmatic stream serialization: they may start during the previous
+// kernel's tail and prefetch their weights (csrc/cuda/gemv2.cuh).
 std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1) {
   if (ke.fn == nullptr) return "no kernel for this format / dtype combination";
-  std::string err = ensure_smem(ke.fn, ke.dyn_smem);
+  DeviceInfo info;
+  std::string err = device_info(&info);
+  if (err.empty()) err = ensure_smem(ke.fn, ke.dyn_smem, info);
   if (!err.empty()) return err;
   KParams local = kp;
   void* args[] = {&local};
-  cudaError_t e = cudaLaunchKernel(ke.fn, grid, dim3(ke.threads), args, smem < 0 ? ke.dyn_smem : smem, stream);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(ke.threads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem < 0 ? ke.dyn_smem : smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (ke.pdl && info.pdl) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  cudaError_t e = cudaLaunchKernelExC(&cfg, ke.fn, args);
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
   e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
