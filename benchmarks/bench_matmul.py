@@ -9,13 +9,20 @@ cycling over R distinct weight copies (together > 2x the 50 MB L2, so each weigh
 distinct activations (so XLA cannot merge the ops); a sample dispatches enough calls back to back for
 20 ms of GPU time and syncs once, so dispatch and sync are < 1% of it; time = wall / ops, after a
 warm-up; the median over repeats is reported with its 10..90% spread.
+--gpu-time adds the GPU busy time per op from a profiler trace (the union of the device streams'
+CUPTI records over a few calls, divided by the ops they ran): what the kernels take without XLA's
+per-op host path, for every bitblas_jax format and XLA baseline alike.
 Torch: triton.testing.do_bench (flushes L2), median.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import json
 import math
+import os
+import tempfile
 import time
 
 import jax
@@ -64,6 +71,44 @@ def time_jit(fn, args, per_call: int, repeats: int) -> dict:
     return dict(us=float(np.median(ts)), p10=float(np.percentile(ts, 10)), p90=float(np.percentile(ts, 90)))
 
 
+GPU_TIME = False  # --gpu-time: also measure the GPU busy time per op from a profiler trace
+
+
+def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
+    """GPU busy time per op: the union of the device streams' activity (CUPTI kernel / copy records in
+    a profiler trace) over `calls` calls of `fn`, divided by the ops they ran; None without device records."""
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            for _ in range(calls):
+                out = fn(*args)
+            jax.block_until_ready(out)
+        paths = glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)
+        if not paths:
+            return None
+        with gzip.open(paths[0]) as fh:
+            trace = json.load(fh)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") in ("process_name", "thread_name")}
+    streams = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+               and names.get((e["pid"], None), "").startswith("/device:GPU") and "Stream" in e["args"]["name"]}
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams)
+    if not spans:
+        device_threads = sorted({n for (pid, tid), n in names.items()
+                                 if tid is not None and names.get((pid, None), "").startswith("/device:GPU")})
+        if device_threads:
+            print("gpu_busy_us: no stream records among the device threads", device_threads, flush=True)
+        return None
+    busy, end = 0.0, -math.inf
+    for t0, t1 in spans:
+        if t1 > end:
+            busy += t1 - max(t0, end)
+            end = t1
+    return busy / (calls * ops)
+
+
 def copy_bandwidth() -> float:
     """HBM TB/s of a 2 GiB device copy, counting read + write (float32: XLA vectorizes it)."""
     x = jnp.zeros((2**29,), jnp.float32) + 1
@@ -86,7 +131,10 @@ def timed_rotation(fn, A, ws, repeats, weight_bytes):
     n = ops_per_call(weight_bytes, len(ws))
     As = [A * (1 + 1e-3 * j) for j in range(n)]
     f = jax.jit(lambda As, ws: [fn(As[j], *ws[j % len(ws)]) for j in range(n)])
-    return time_jit(f, (As, ws), n, repeats)
+    r = time_jit(f, (As, ws), n, repeats)
+    if GPU_TIME:
+        r["gpu_us"] = gpu_busy_us(f, (As, ws), n)
+    return r
 
 
 def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
@@ -175,7 +223,10 @@ def main():
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--gpu-time", action="store_true", help="also the GPU busy time per op (profiler trace)")
     args = p.parse_args()
+    global GPU_TIME
+    GPU_TIME = args.gpu_time
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else \
         ([(4096, 4096), (8192, 8192), (28672, 8192)] if args.quick else SHAPES)
     Ms = [int(m) for m in args.Ms.split(",")] if args.Ms else ([1, 16, 128, 1024] if args.quick else MS)
@@ -188,10 +239,12 @@ def main():
     rows = []
     for (N, K) in shapes:
         for M in Ms:
-            base = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats)["us"],
-                    "bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats)["us"],
-                    "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats)["us"],
-                    "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)["us"]}
+            xla = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats),
+                   "bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats),
+                   "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats),
+                   "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)}
+            base = {k: v["us"] for k, v in xla.items()}
+            base.update({k + "_gpu": v["gpu_us"] for k, v in xla.items() if v.get("gpu_us")})
             if not args.no_torch:
                 base.update(bench_torch(M, N, K))
             for name in fmts:
@@ -206,6 +259,9 @@ def main():
                 row["x_xla_int4"] = base["xla_int4_g128"] / r["us"]
                 if "torch_int4" in base:
                     row["x_torch_int4"] = base["torch_int4"] / r["us"]
+                if r.get("gpu_us") and base.get("fp16_gpu"):
+                    row["x_fp16_gpu"] = base["fp16_gpu"] / r["gpu_us"]
+                    row["pct_copy_bw_gpu"] = 100 * r["weight_bytes"] / (r["gpu_us"] * 1e-6) / 1e12 / bw
                 rows.append(row)
                 print(_fmt_row(row), flush=True)
             if args.out:  # after every (shape, M): a run cut short keeps what it measured
@@ -219,20 +275,28 @@ def main():
 
 def _fmt_row(r):
     t = f"{r['x_torch_int4']:5.2f}" if "x_torch_int4" in r else "  -  "
+    g = (f"  gpu {r['gpu_us']:7.1f}us {r['pct_copy_bw_gpu']:5.1f}% x_fp16_gpu {r['x_fp16_gpu']:5.2f}"
+         if "x_fp16_gpu" in r else "")
     return (f"{r['N']:>5}x{r['K']:<5} M={r['M']:<4} {r['format']:<11} {r['us']:8.1f}us "
             f"[{r['p10']:.1f}-{r['p90']:.1f}] floor {r['floor_us']:6.1f} {r['weight_tbps']:5.2f}TB/s "
             f"{r['pct_copy_bw']:5.1f}%  x_fp16 {r['x_fp16']:5.2f}  x_xla_int4 {r['x_xla_int4']:5.2f}  "
-            f"x_torch_int4 {t}")
+            f"x_torch_int4 {t}{g}")
 
 
 def _table(rows):
+    gpu = any("x_fp16_gpu" in r for r in rows)
     head = "| N x K | M | format | us | floor us | weight TB/s | % copy BW | x fp16 dot | x XLA int4 g128 | x torch int4 |"
-    out = [head, "|" + "---|" * 10]
+    head += " GPU us | % copy BW (GPU) | x fp16 dot (GPU) |" if gpu else ""
+    out = [head, "|" + "---|" * (13 if gpu else 10)]
     for r in rows:
         t = f"{r['x_torch_int4']:.2f}" if "x_torch_int4" in r else "-"
-        out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['us']:.1f} | {r['floor_us']:.1f} | "
-                   f"{r['weight_tbps']:.2f} | {r['pct_copy_bw']:.0f} | {r['x_fp16']:.2f} | "
-                   f"{r['x_xla_int4']:.2f} | {t} |")
+        line = (f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['us']:.1f} | {r['floor_us']:.1f} | "
+                f"{r['weight_tbps']:.2f} | {r['pct_copy_bw']:.0f} | {r['x_fp16']:.2f} | "
+                f"{r['x_xla_int4']:.2f} | {t} |")
+        if gpu:
+            line += (f" {r['gpu_us']:.1f} | {r['pct_copy_bw_gpu']:.0f} | {r['x_fp16_gpu']:.2f} |"
+                     if "x_fp16_gpu" in r else " - | - | - |")
+        out.append(line)
     return "\n".join(out)
 
 
