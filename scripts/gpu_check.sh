@@ -4,6 +4,7 @@
 #   bash scripts/gpu_check.sh            # everything
 #   STEPS="build tests" bash scripts/gpu_check.sh   (steps: build selftest tests sanitize bench)
 #   SELFTEST_PDL_AB=1: the selftest timings once more with BITBLAS_JAX_PDL=0
+#   SANITIZE_TOOLS="memcheck": the compute-sanitizer tools the sanitize step runs (default: memcheck racecheck)
 # Logs go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
