@@ -8,21 +8,25 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
   plan 1  v1 small-M streaming kernel, split-K (what plan 4 cannot run:
           float16 accumulation, groups not whole packed tiles, too little
           shared memory for the activation ring)
-  plan 2  tensor-core GEMM, 128 (n) x 64 (m) block tile
-  plan 3  tensor-core GEMM, 128 (n) x 128 (m) block tile
+  plan 2  tensor-core GEMM (csrc/cuda/gemm.cuh), 128 weight rows x 32 (M <= 32) or
+          64 activation rows per CTA, split-K over CTAs to fill the GPU
+  plan 3  the same GEMM with 256 weight rows per CTA (one CTA per SM at 64 rows)
   plan 4  decode kernel v2 (M <= 16 per launch, larger M in slices; float32
           accumulation, group_size a multiple of the packed tile's k):
           no split-K, no workspace, one launch per 16 rows
-  plan 5  M > 16 (M > 8 below 8192 x 8192 weights): the dequantize kernel writes the weight [N, K] in A's dtype,
-          then XLA's own dot (cuBLAS) multiplies (JAX only; no custom-call plan;
-          the torch shim gets plan 4 up to M = 32 and plans 2 / 3 above)
+  plan 5  larger M (JAX only): the dequantize kernel writes the weight [N, K] in
+          A's dtype, then XLA's own dot (cuBLAS) multiplies (no custom-call plan)
+
+Under JAX: plan 4 at decode sizes (M <= 8, or M <= 16 on layers of 8192 x 8192 weights and
+up), then plan 2 up to gemm_max_m() rows (32 on those large layers, none on smaller ones;
+BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. The torch shim, which has no XLA dot,
+runs plan 4 up to M = 32 and plan 2 above.
 
 The number of SMs defaults to 132 (H100 SXM); set BITBLAS_JAX_NUM_SMS to
 plan for another GPU.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import NamedTuple
 
@@ -44,6 +48,9 @@ _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
 _SMALL_LAYER = 8192 * 8192  # below this many weights plan 5 beats plan 4 at M = 9..16
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM
+GEMM_MAX_M = 32          # JAX, layers of 8192 x 8192 weights and up: up to here the GEMM (plan 2)
+                         # beats dequantize + XLA's dot (plan 5); on smaller layers plan 5 wins from 9 rows
+_GEMM_MAX_SPLIT = 8
 
 
 class CudaPlan(NamedTuple):
@@ -63,9 +70,40 @@ def workspace_bytes(plan: int, split_k: int, M: int, N: int) -> int:
     """Bytes of workspace (plan, split_k) needs; mirrors cuda_workspace_bytes in matmul_cuda.h."""
     if split_k <= 1 or plan in (PLAN_AUTO, PLAN_GEMV2, PLAN_DEQUANT_DOT):
         return 0
-    counters = ((N + 127) // 128) * ((M + 63) // 64)
+    counters = ((N + 127) // 128) * ((M + 31) // 32)   # one per output tile of the smallest tile
     counter_bytes = (counters * 4 + 255) // 256 * 256
     return counter_bytes + split_k * M * N * 4
+
+
+def gemm_max_m(N: int, K: int) -> int:
+    """Largest M that runs the custom GEMM (plan 2) under JAX; larger M runs plan 5.
+    BITBLAS_JAX_GEMM_MAX_M overrides it for every layer size (16 or less: never)."""
+    env = os.environ.get("BITBLAS_JAX_GEMM_MAX_M")
+    if env is not None:
+        try:
+            return int(env)
+        except ValueError:
+            pass
+    return GEMM_MAX_M if N * K >= _SMALL_LAYER else 0
+
+
+def gemm_tile(plan: int, M: int, bits: int, mode: str, group_size: int) -> tuple[int, int]:
+    """(weight rows, activation rows) of a plan 2 / 3 CTA (matmul_cuda.cu)."""
+    if mode != "none" and group_size % (256 // bits) != 0:   # groups end inside packed tiles
+        return 128, 32
+    return (128 if plan == PLAN_GEMM64 else 256), (64 if M > 32 else 32)
+
+
+def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_size: int) -> int:
+    """Split-K of plan 2 / 3: about one wave of resident CTAs, at least 4 stages per split,
+    fp32 partials small enough to stay in L2."""
+    bn, bm = gemm_tile(plan, M, bits, mode, group_size)
+    tiles = -(-N // bn) * -(-M // bm)
+    stages = -(-K // ((2 if bits >= 4 else 1) * (256 // bits)))   # gemm_stage_k in matmul_cuda.h
+    per_sm = 1 if bn * bm > 128 * 64 else 2   # resident CTAs per SM (gemm.cuh launch bounds)
+    split = max(1, round(per_sm * num_sms() / tiles))
+    split = min(split, _GEMM_MAX_SPLIT, max(1, stages // 4), max(1, _PARTIAL_CAP // (4 * M * N)))
+    return max(1, split)
 
 
 def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
@@ -111,36 +149,26 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
     bits = formats.get_format(W_dtype).bits
-    # H100 measurements (benchmarks/RESULTS.md, v2): past 16 rows a second
-    # plan 4 launch re-streams the weight and plan 5 wins at every shape; at
-    # 9..16 rows plan 4's mma work doubles and plan 5 wins below 8192 x 8192.
-    if allow_xla_dot and (M > GEMV_MAX_M or (M > 8 and N * K < _SMALL_LAYER)):
-        return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
-    if M > 0 and M <= GEMV_PLAN_MAX_M and gemv2_fits(M, bits, accum_dtype, mode, group_size):
-        return CudaPlan(PLAN_GEMV2, 1, 0)
-    tile_k = 256 // bits
-    sms = num_sms()
-    ncols = -(-N // 128)
     if M <= 0:
         return CudaPlan(PLAN_GEMV, 1, 0)
-    # split-K partials are written once and read once by the last CTA: keep them in L2
-    partial_cap = max(1, _PARTIAL_CAP // (4 * M * N))
-
-    if M <= GEMV_PLAN_MAX_M:
+    # H100 measurements (benchmarks/RESULTS.md): plan 4 up to 16 rows (8 on
+    # layers under 8192 x 8192 weights, where its doubled mma work at 9..16
+    # rows loses), then the GEMM up to gemm_max_m() rows, then dequantize + XLA's dot.
+    decode_max = (GEMV_MAX_M if N * K >= _SMALL_LAYER else 8) if allow_xla_dot else GEMV_PLAN_MAX_M
+    if M <= decode_max and gemv2_fits(M, bits, accum_dtype, mode, group_size):
+        return CudaPlan(PLAN_GEMV2, 1, 0)
+    if allow_xla_dot and M > max(decode_max, gemm_max_m(N, K)):
+        return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
+    if M <= GEMV_PLAN_MAX_M and not (allow_xla_dot and M > 8):
+        # what v2 cannot run (float16 accumulation, groups not whole tiles, too little
+        # shared memory): the v1 decode kernel with split-K
+        tile_k = 256 // bits
+        partial_cap = max(1, _PARTIAL_CAP // (4 * M * N))
         kt = K // tile_k
         gcols = -(-N // GEMV_ROWS)
-        target = _GEMV_CTAS_PER_SM * sms  # about one wave of resident CTAs
+        target = _GEMV_CTAS_PER_SM * num_sms()  # about one wave of resident CTAs
         split = max(1, round(target / gcols))
-        split = min(split, max(1, kt // _GEMV_MIN_TILES), partial_cap)
-        split = max(1, split)
+        split = max(1, min(split, max(1, kt // _GEMV_MIN_TILES), partial_cap))
         return CudaPlan(PLAN_GEMV, split, workspace_bytes(PLAN_GEMV, split, M, N))
-
-    plan, bm = (PLAN_GEMM64, 64) if M <= 64 else (PLAN_GEMM128, 128)
-    bk = max(64, tile_k)
-    kb = -(-K // bk)
-    tiles = ncols * -(-M // bm)
-    split = 1
-    if tiles < sms:
-        split = min(math.ceil(sms / tiles), max(1, kb // 4), 8, partial_cap)
-        split = max(1, split)
-    return CudaPlan(plan, split, workspace_bytes(plan, split, M, N))
+    split = gemm_split(PLAN_GEMM64, M, N, K, bits, mode, group_size)
+    return CudaPlan(PLAN_GEMM64, split, workspace_bytes(PLAN_GEMM64, split, M, N))

@@ -4,7 +4,8 @@
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda \
 //        -Xcompiler -fopenmp scripts/cuda_selftest.cu csrc/cuda/*.cu -o build/cuda_selftest -lgomp
 // Run:
-//   build/cuda_selftest [--cases N] [--seed S] [--no-big] [--no-time] [--time-only]
+//   build/cuda_selftest [--cases N] [--seed S] [--no-big] [--no-time] [--time-only] [--mid]
+//   (--mid: the GEMM plans 2 / 3 at M = 16..256 over their split-K choices, kernel-only timings)
 //
 // Correctness: random cases over format x mode x activation dtype x accumulation
 // x output dtype x group size x M x bias x plan x split_k (and misaligned A),
@@ -521,6 +522,24 @@ static double copy_bandwidth() {
   return 2.0 * bytes * 5 / (ms * 1e-3) / 1e12;
 }
 
+// The GEMM plans at M = 16..256 over their split-K choices (kernel-only, CUDA graph).
+static void timing_mid() {
+  printf("%5s %6s %6s %6s %4s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call", "us/graph",
+         "TFLOP/s");
+  const int64_t shapes[][2] = {{8192, 8192}, {4096, 4096}, {28672, 8192}};
+  for (const auto& nk : shapes)
+    for (int64_t M : {16, 32, 64, 128, 256})
+      for (int64_t plan : {2, 3})
+        for (int64_t split : {1, 2, 4, 8}) {
+          const double wbytes = nk[0] * nk[1] / 2.0;
+          const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
+          const TimeRes r = time_cfg(M, nk[0], nk[1], plan, split, WFormat::kInt4, 128, bufs);
+          printf("%5s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.1f\n", "int4", (long)M, (long)nk[0], (long)nk[1],
+                 (long)plan, (long)split, r.us_launch, r.us_graph, 2.0 * M * nk[0] * nk[1] / (r.us_graph * 1e-6) / 1e12);
+          fflush(stdout);
+        }
+}
+
 static void timing() {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -565,7 +584,7 @@ static void timing() {
 int main(int argc, char** argv) {
   int rounds = 2;
   uint64_t seed = 0x5eed;
-  bool big = true, do_time = true, do_check = true;
+  bool big = true, do_time = true, do_check = true, mid = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--one" && i + 6 < argc) {
@@ -584,9 +603,11 @@ int main(int argc, char** argv) {
     else if (a == "--no-big") big = false;
     else if (a == "--no-time") do_time = false;
     else if (a == "--time-only") do_check = false;
+    else if (a == "--mid") mid = true;
   }
   int fails = 0;
   if (do_check) fails = correctness(rounds, seed, big);
   if (do_time) timing();
+  if (mid) timing_mid();
   return fails ? 1 : 0;
 }

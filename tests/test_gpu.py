@@ -62,6 +62,26 @@ def test_gpu_every_combination(rng, fmt, mode, group, a_dtype, accum, out, bias,
     check_gpu_and_cpu(case)
 
 
+def _gemm_matrix():
+    for i, ((fmt, mode), a_dtype) in enumerate(itertools.product(all_format_modes(), ("float16", "bfloat16"))):
+        g = -1 if mode == "none" else (-1, 32, 128)[i % 3]
+        accum = "float16" if a_dtype == "float16" and i % 4 == 1 else "float32"
+        M = (17, 33, 64, 130)[i % 4]
+        yield pytest.param(fmt, mode, g, a_dtype, accum, M, id=f"{fmt}-{mode}-g{g}-{a_dtype}-acc{accum[5:]}-M{M}")
+
+
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,accum,M", list(_gemm_matrix()))
+def test_gpu_gemm_plan(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
+    """The tensor-core GEMM (plans 2 / 3, with split-K) through JAX on every format and mode: forced
+    for every M here (BITBLAS_JAX_GEMM_MAX_M), since on these small layers JAX would pick plan 5."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, accum, a_dtype, mode,
+                              1024 if group == -1 else group).plan == gpu_plan.PLAN_GEMM64
+    case = make_case(rng, fmt, mode, group, a_dtype, accum, a_dtype, True, M=M, N=272, K=1024)
+    check_gpu_and_cpu(case)
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
 def test_gpu_m_sweep(rng, M, a_dtype):

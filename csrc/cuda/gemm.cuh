@@ -1,13 +1,20 @@
-// Plans 2 / 3: the tensor-core GEMM for larger M.
+// Plans 2 / 3: the tensor-core GEMM for M > 16 (v2: the mid-M kernel).
 //
-// Grid (ceil(N/128), ceil(M/BM), split). A CTA computes a 128 (n) x BM (m)
-// tile of C^T over a K range, BK = max(64, tile_k) per stage, in a
-// STAGES-deep cp.async pipeline: the packed weight tiles of its 8 bands go to
-// shared memory as they are (contiguous 512-byte tiles), the activations as a
-// BM x BK tile (row stride BK+8 halves: conflict-free ldmatrix). 8 warps = 4
-// (n, 2 bands each) x 2 (m, BM/2 rows each). Each warp reads its lane's 16-byte
-// chunk of a tile (ld.shared.v4), dequantizes it into m16n8k16 A fragments
-// and multiplies with B fragments from ldmatrix.x4.
+// Grid (ceil(N/BN), ceil(M/BM), split). A CTA of 8 warps computes a BN (weight
+// rows) x BM (activation rows) tile of C^T over a K range: BN = 128 (plan 2)
+// or 256 (plan 3), BM = 32 (M <= 32) or 64. The warps stand
+// WNW along n and 8/WNW along m; each owns two 16-row bands and WM = BM*WNW/8
+// activation rows, so every decoded weight fragment feeds WM/8 mma.
+// Stages of BK = TPB packed tiles per band (TPB = 2 for 4 to 16 bits, else 1)
+// run through a STAGES-deep cp.async pipeline with one barrier per stage: the
+// packed tiles of the CTA's bands go to shared memory as they are (contiguous
+// 512-byte tiles), the activations as a BM x BK tile (row stride BK+8 halves:
+// conflict-free ldmatrix). Each lane reads its 16-byte chunk of a tile
+// (ld.shared.v4) and dequantizes it in registers (scale and zeros applied in
+// A's dtype, so the weight is rounded like the reference) into m16n8k16 A
+// fragments; the B fragments come from ldmatrix.x4. The group scales / zeros
+// of the next stage's tiles are read from global memory (L1-cached) while
+// the current stage computes.
 #pragma once
 
 #include "common.cuh"
@@ -15,37 +22,45 @@
 namespace bitblas_jax {
 namespace cudak {
 
-template <int FC, int BM>
+template <int FC, int BM, int WNW>
 struct GemmCfg {
   static constexpr int BITS = fc_bits(FC);
-  static constexpr int TK = 256 / BITS;
-  static constexpr int BK = TK > 64 ? TK : 64;
-  static constexpr int TPB = BK / TK;  // tiles per band per stage
-  static constexpr int STAGES = BK >= 256 ? 2 : 3;
+  static constexpr int TK = 256 / BITS;            // k per packed tile
+  static constexpr int TPB = BITS >= 4 ? 2 : 1;    // tiles per band and stage
+  static constexpr int BK = TPB * TK;              // k per stage
+  static constexpr int BN = WNW * 32;              // weight rows per CTA (two bands per warp)
+  static constexpr int NB = BN / 16;               // bands per CTA
+  static constexpr int WM = BM * WNW / 8;          // activation rows per warp
+  static constexpr int MBW = WM / 8;               // n8 blocks per warp
   static constexpr int LDA = BK + 8;
-  static constexpr int W_BYTES = 8 * TPB * 512;
+  static constexpr int W_BYTES = NB * TPB * 512;
   static constexpr int A_BYTES = BM * LDA * 2;
   static constexpr int STAGE_BYTES = W_BYTES + A_BYTES;
+  // two CTAs per SM where they fit (MBW < 8), else one with deeper stages
+  static constexpr int STAGES = MBW >= 8 ? (4 * STAGE_BYTES <= 220 * 1024 ? 4 : 3)
+                                         : (4 * STAGE_BYTES <= 110 * 1024 ? 4 : 3);
   static constexpr int SMEM = STAGES * STAGE_BYTES;
+  static_assert(MBW % 2 == 0, "ldmatrix.x4 loads two n8 blocks");
+  static_assert(3 * STAGE_BYTES <= 227 * 1024, "stages do not fit in shared memory");
 };
 
-template <int FC, typename T, bool ACC16, int BM>
-__global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KParams p) {
-  using X = TT<T>;
-  using T2 = typename X::T2;
-  using Cfg = GemmCfg<FC, BM>;
+// Warp tiles of 8 n8 blocks need more than 128 registers: one CTA per SM (8
+// warps, each with 16 independent mma per k-step), else two.
+// SPLIT_GROUPS: groups may end inside a packed tile (group_size % tile_k != 0):
+// such tiles go through a slower path with per-8-column parameters.
+template <int FC, typename T, bool ACC16, int BM, int WNW, bool SPLIT_GROUPS>
+__global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) gemm_kernel(const KParams p) {
+  using Cfg = GemmCfg<FC, BM, WNW>;
   constexpr int TK = Cfg::TK, BK = Cfg::BK, TPB = Cfg::TPB, STAGES = Cfg::STAGES, LDA = Cfg::LDA;
+  constexpr int NB = Cfg::NB, BN = Cfg::BN, WM = Cfg::WM, MBW = Cfg::MBW;
   constexpr int NS = TK / 16;  // k-steps per tile
-  constexpr int WM = BM / 2;   // m rows per warp
-  constexpr int MBW = WM / 8;  // n8 blocks per warp
-  static_assert(MBW % 2 == 0, "ldmatrix.x4 loads two n8 blocks");
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
-  const int wn = warp & 3, wm = warp >> 2;
+  const int wn = warp % WNW, wm = warp / WNW;
   const long long M = p.M, N = p.N, K = p.K;
   const int nbands = static_cast<int>(N >> 4);
   const int bx = blockIdx.x, by = blockIdx.y, bz = blockIdx.z;
@@ -58,39 +73,44 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
 
   if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);  // visible after the first barrier
 
+  // Stage copies, with each thread's addresses computed once: weights in
+  // passes of BPI bands (CPB 16-byte chunks per band), activations in passes
+  // of RPP rows (VPR 16-byte vectors per row); a stage adds its k offset.
+  constexpr int CPB = TPB * 32, BPI = 256 / CPB, WIT = NB / BPI;
+  constexpr int VPR = BK / 8, RPP = 256 / VPR, AIT = (BM + RPP - 1) / RPP;
+  static_assert(256 % CPB == 0 && NB % BPI == 0 && 256 % VPR == 0, "stage copy shape");
+  const long long band_stride = static_cast<long long>(KT) * 512;
+  const int wb = tid / CPB, wrest = tid % CPB;
+  const uint8_t* wsrc = p.W + (static_cast<long long>(bx) * NB + wb) * band_stride + wrest * 16;
+  const uint32_t wdst = smem_addr(smem) + wb * TPB * 512 + wrest * 16;
+  const int ar = tid / VPR, av = tid % VPR;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
+  const uint16_t* asrc = Ag + (m0 + ar) * K + av * 8;
+  const uint32_t adst = smem_addr(smem) + Cfg::W_BYTES + 2u * (ar * LDA + av * 8);
 
   auto load_stage = [&](int st, int kb) {
-    uint8_t* sw = smem + st * Cfg::STAGE_BYTES;
-    uint16_t* sa = reinterpret_cast<uint16_t*>(sw + Cfg::W_BYTES);
     const long long k0 = static_cast<long long>(kb) * BK;
-    const int ntv = static_cast<int>(min(static_cast<long long>(TPB), (K - k0) / TK));
-    // weights: 8 bands x TPB tiles x 32 chunks of 16 bytes, contiguous per band
+    const bool full = k0 + BK <= K;  // else only the first (K - k0) / TK tiles exist
 #pragma unroll
-    for (int i = tid; i < 8 * TPB * 32; i += 256) {
-      const int bi = i / (TPB * 32), rest = i % (TPB * 32);
-      const int bg = bx * 8 + bi;
-      if (bg < nbands && rest / 32 < ntv)
-        cp_async16(sw + bi * TPB * 512 + rest * 16,
-                   p.W + (static_cast<long long>(bg) * KT + k0 / TK) * 512 + rest * 16);
+    for (int j = 0; j < WIT; ++j) {
+      const bool ok = bx * NB + wb + j * BPI < nbands && (full || k0 + (wrest / 32) * TK < K);
+      if (ok)
+        cp_async16_stream(wdst + st * Cfg::STAGE_BYTES + j * BPI * TPB * 512,
+                          wsrc + j * BPI * band_stride + static_cast<long long>(kb) * TPB * 512);
     }
-    // activations: BM rows x BK columns (zero outside [M, K])
-    constexpr int VPR = BK / 8;
-#pragma unroll 4
-    for (int i = tid; i < BM * VPR; i += 256) {
-      const int r = i / VPR, v = i % VPR;
-      const long long m = m0 + r, k = k0 + v * 8;
-      uint16_t* dst = sa + r * LDA + v * 8;
-      if (m < M && k < K) {
-        const uint16_t* src = Ag + m * K + k;
-        if (p.a_aligned) {
-          cp_async16(dst, src);
-        } else {
+    // activations: rows past M and columns past K are left as they are (never stored / never read)
+    if (p.a_aligned) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) dst[j] = src[j];
-        }
-      } else {
-        *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      for (int j = 0; j < AIT; ++j) {
+        const bool ok = ar + j * RPP < BM && m0 + ar + j * RPP < M && (full || k0 + av * 8 < K);
+        if (ok)
+          cp_async16_stream(adst + st * Cfg::STAGE_BYTES + 2u * (j * RPP * LDA), asrc + j * RPP * K + k0);
+      }
+    } else {
+      uint16_t* sa = reinterpret_cast<uint16_t*>(smem + st * Cfg::STAGE_BYTES + Cfg::W_BYTES);
+      for (int i = tid; i < BM * BK; i += 256) {
+        const int r = i / BK, kk = i % BK;
+        if (m0 + r < M && k0 + kk < K) sa[r * LDA + kk] = Ag[(m0 + r) * K + k0 + kk];
       }
     }
     cp_async_commit();
@@ -103,8 +123,8 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
     for (int mb = 0; mb < MBW; ++mb) acc[bi][mb].zero();
 
   const RowP<T> pbase = rowp_base<FC, T>(p);
-  const long long nrow0 = (static_cast<long long>(bx) * 8 + 2 * wn) * 16 + g;  // band 0 row g
-  const bool band_ok[2] = {bx * 8 + 2 * wn < nbands, bx * 8 + 2 * wn + 1 < nbands};
+  const long long nrow0 = (static_cast<long long>(bx) * NB + 2 * wn) * 16 + g;  // band 0 row g
+  const bool band_ok[2] = {bx * NB + 2 * wn < nbands, bx * NB + 2 * wn + 1 < nbands};
 
   // ldmatrix.x4 lane address part: matrix (lane>>3): n8 block +(lane>>4), k half (lane>>3)&1
   const uint32_t a_lane_off =
@@ -118,37 +138,96 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
       cp_async_commit();
   }
 
-  // Scale / zero prefetch, one tile ahead (tiles run in k order over [kb0*BK, min(K, kb1*BK))).
+  // Scales / zeros of the tiles of the next stage, read while this one computes.
+  // Tiles run in k order over the CTA's K range; (gi_run, rem_run) is the next
+  // tile's group and offset into it; fit: the tile lies in one group.
   const bool has_groups = p.mode != MODE_NONE;
-  int tiles_left = static_cast<int>((min(K, static_cast<long long>(kb1) * BK) - static_cast<long long>(kb0) * BK) / TK);
   int gi_run = 0, rem_run = 0;
-  uint32_t s_nx[2] = {0u, 0u}, z_nx[2] = {0u, 0u};
-  bool fit_nx = true;
-  auto prefetch = [&]() {
-    if (!has_groups || tiles_left <= 0) return;
-    fit_nx = rem_run + TK <= gs;
-#pragma unroll
-    for (int bi = 0; bi < 2; ++bi)
-      if (band_ok[bi]) load_group_raw(p, nrow0 + 16 * bi, gi_run, s_nx[bi], z_nx[bi]);
-    rem_run += TK;
-    if (rem_run >= gs) {
-      if (gs >= TK) {
-        rem_run -= gs;
-        gi_run += 1;
-      } else {
-        gi_run += rem_run / gs;
-        rem_run %= gs;
-      }
-    }
-  };
   if (has_groups) {
     const int k0 = kb0 * BK;
     gi_run = k0 / gs;
     rem_run = k0 - gi_run * gs;
   }
-  prefetch();
+  // This lane's scale / zero rows: g, g+8 of its two bands (q = 2 * band + (row >= 8)).
+  const int G = p.G, mode = p.mode;
+  const int zsize = mode == MODE_QUANT ? 1 : 2;
+  const bool has_zeros = mode >= MODE_ORIGINAL;
+  const uint8_t* sbase = has_groups ? static_cast<const uint8_t*>(p.scale) + nrow0 * G * 2 : nullptr;
+  const uint8_t* zbase = has_zeros ? static_cast<const uint8_t*>(p.zeros) + nrow0 * G * zsize : nullptr;
+  auto load_group = [&](int gi, uint32_t (&s2)[2], uint32_t (&z2)[2]) {
+#pragma unroll
+    for (int bi = 0; bi < 2; ++bi) {
+      s2[bi] = z2[bi] = 0u;
+      if (!band_ok[bi]) continue;
+      const int i0 = 16 * bi * G + gi, i1 = i0 + 8 * G;
+      s2[bi] = ldg_u16(sbase, i0) | (static_cast<uint32_t>(ldg_u16(sbase, i1)) << 16);
+      if (has_zeros)
+        z2[bi] = zsize == 1 ? ldg_u8(zbase, i0) | (static_cast<uint32_t>(ldg_u8(zbase, i1)) << 16)
+                            : ldg_u16(zbase, i0) | (static_cast<uint32_t>(ldg_u16(zbase, i1)) << 16);
+    }
+  };
+  uint32_t s_nx[TPB][2], z_nx[TPB][2];
+  bool fit_nx[TPB];
+  auto advance_run = [&](int len) {  // (gi_run, rem_run) += len elements of k
+    rem_run += len;
+    if (rem_run >= 2 * gs) {
+      gi_run += rem_run / gs;
+      rem_run %= gs;
+    } else if (rem_run >= gs) {
+      gi_run += 1;
+      rem_run -= gs;
+    }
+  };
+  auto prefetch = [&](int kb) {
+#pragma unroll
+    for (int tt = 0; tt < TPB; ++tt) {
+      s_nx[tt][0] = s_nx[tt][1] = z_nx[tt][0] = z_nx[tt][1] = 0u;
+      fit_nx[tt] = true;
+    }
+    if (!has_groups || kb >= kb1) return;
+    const long long k0 = static_cast<long long>(kb) * BK;
+    if (rem_run + BK <= gs && k0 + BK <= K) {  // the common case: the whole stage in one group
+      uint32_t s2[2], z2[2];
+      load_group(gi_run, s2, z2);
+#pragma unroll
+      for (int tt = 0; tt < TPB; ++tt)
+#pragma unroll
+        for (int bi = 0; bi < 2; ++bi) {
+          s_nx[tt][bi] = s2[bi];
+          z_nx[tt][bi] = z2[bi];
+        }
+      advance_run(BK);
+      return;
+    }
+#pragma unroll
+    for (int tt = 0; tt < TPB; ++tt) {
+      if (k0 + tt * TK >= K) continue;
+      fit_nx[tt] = rem_run + TK <= gs;
+      uint32_t s2[2], z2[2];
+      load_group(gi_run, s2, z2);
+#pragma unroll
+      for (int bi = 0; bi < 2; ++bi) {
+        s_nx[tt][bi] = s2[bi];
+        z_nx[tt][bi] = z2[bi];
+      }
+      advance_run(TK);
+    }
+  };
+  prefetch(kb0);
 
   for (int kb = kb0, it = 0; kb < kb1; ++kb, ++it) {
+    uint32_t s_cur[TPB][2], z_cur[TPB][2];
+    bool fit_cur[TPB];
+#pragma unroll
+    for (int tt = 0; tt < TPB; ++tt) {
+      fit_cur[tt] = fit_nx[tt];
+#pragma unroll
+      for (int bi = 0; bi < 2; ++bi) {
+        s_cur[tt][bi] = s_nx[tt][bi];
+        z_cur[tt][bi] = z_nx[tt][bi];
+      }
+    }
+    prefetch(kb + 1);
     cp_async_wait<STAGES - 2>();
     __syncthreads();
     {
@@ -166,66 +245,59 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
     const int ntv = static_cast<int>(min(static_cast<long long>(TPB), (K - k0) / TK));
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
-      if (tt < ntv) {
-        const uint32_t s_cur[2] = {s_nx[0], s_nx[1]}, z_cur[2] = {z_nx[0], z_nx[1]};
-        const bool fit = fit_nx;
-        --tiles_left;
-        prefetch();
-        RowP<T> P[2][2];
+      if (tt >= ntv) continue;
+      RowP<T> P[2][2];
 #pragma unroll
-        for (int bi = 0; bi < 2; ++bi) rowp_make2<FC, T>(p, pbase, s_cur[bi], z_cur[bi], P[bi][0], P[bi][1]);
-        const uint4 w0 = lds128(sw_addr + tt * 512);
-        const uint4 w1 = lds128(sw_addr + TPB * 512 + tt * 512);
-        if (fit) {
-          static_for<0, NS>([&](auto I) {
-            constexpr int S = decltype(I)::value;
-            uint32_t bf[MBW][2];
+      for (int bi = 0; bi < 2; ++bi) rowp_make2<FC, T>(p, pbase, s_cur[tt][bi], z_cur[tt][bi], P[bi][0], P[bi][1]);
+      const uint4 w0 = lds128(sw_addr + tt * 512);
+      const uint4 w1 = lds128(sw_addr + TPB * 512 + tt * 512);
+      if (!SPLIT_GROUPS || fit_cur[tt]) {
+        static_for<0, NS>([&](auto I) {
+          constexpr int S = decltype(I)::value;
+          uint32_t a0[4], a1[4];
+          dequant_kstep<FC, T, S>(w0, P[0][0], P[0][1], P[0][0], P[0][1], sTab, a0);
+          dequant_kstep<FC, T, S>(w1, P[1][0], P[1][1], P[1][0], P[1][1], sTab, a1);
 #pragma unroll
-            for (int j = 0; j < MBW / 2; ++j)
-              ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), bf[2 * j][0], bf[2 * j][1],
-                          bf[2 * j + 1][0], bf[2 * j + 1][1]);
-            uint32_t a[4];
-            dequant_kstep<FC, T, S>(w0, P[0][0], P[0][1], P[0][0], P[0][1], sTab, a);
+          for (int j = 0; j < MBW / 2; ++j) {
+            uint32_t b[4];
+            ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), b[0], b[1], b[2], b[3]);
+            acc[0][2 * j].template mma<T>(a0, b[0], b[1]);
+            acc[0][2 * j + 1].template mma<T>(a0, b[2], b[3]);
+            acc[1][2 * j].template mma<T>(a1, b[0], b[1]);
+            acc[1][2 * j + 1].template mma<T>(a1, b[2], b[3]);
+          }
+        });
+      } else if constexpr (SPLIT_GROUPS) {
+        // several groups in this tile: 8-wide k blocks, parameters reloaded at each boundary
+        const int kbase = static_cast<int>(k0) + tt * TK;
+        int gi = kbase / gs;
+        int bound = (gi + 1) * gs - kbase;
+        auto advance = [&](int blk) {
+          if (8 * blk >= bound) {
+            gi += 1;
+            bound += gs;
+            uint32_t s2[2], z2[2];
+            load_group(gi, s2, z2);
 #pragma unroll
-            for (int mb = 0; mb < MBW; ++mb) acc[0][mb].template mma<T>(a, bf[mb][0], bf[mb][1]);
-            dequant_kstep<FC, T, S>(w1, P[1][0], P[1][1], P[1][0], P[1][1], sTab, a);
-#pragma unroll
-            for (int mb = 0; mb < MBW; ++mb) acc[1][mb].template mma<T>(a, bf[mb][0], bf[mb][1]);
-          });
-        } else {
-          // several groups in this tile: 8-wide k blocks, parameters reloaded at each boundary
-          const int kbase = static_cast<int>(k0) + tt * TK;
-          int gi = kbase / gs;
-          int bound = (gi + 1) * gs - kbase;
-          auto advance = [&](int blk) {
-            if (8 * blk >= bound) {
-              gi += 1;
-              bound += gs;
-#pragma unroll
-              for (int bi = 0; bi < 2; ++bi) {
-                uint32_t s2 = 0u, z2 = 0u;
-                if (band_ok[bi]) load_group_raw(p, nrow0 + 16 * bi, gi, s2, z2);
-                rowp_make2<FC, T>(p, pbase, s2, z2, P[bi][0], P[bi][1]);
-              }
-            }
-          };
+            for (int bi = 0; bi < 2; ++bi) rowp_make2<FC, T>(p, pbase, s2[bi], z2[bi], P[bi][0], P[bi][1]);
+          }
+        };
 #pragma unroll 1
-          for (int S = 0; S < NS; ++S) {
-            uint32_t bf[MBW][2];
+        for (int S = 0; S < NS; ++S) {
+          advance(2 * S);
+          const RowP<T> Q00 = P[0][0], Q01 = P[0][1], Q10 = P[1][0], Q11 = P[1][1];
+          advance(2 * S + 1);
+          uint32_t a0[4], a1[4];
+          dequant_kstep_rt<FC, T>(w0, S, Q00, Q01, P[0][0], P[0][1], sTab, a0);
+          dequant_kstep_rt<FC, T>(w1, S, Q10, Q11, P[1][0], P[1][1], sTab, a1);
 #pragma unroll
-            for (int j = 0; j < MBW / 2; ++j)
-              ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), bf[2 * j][0], bf[2 * j][1],
-                          bf[2 * j + 1][0], bf[2 * j + 1][1]);
-            advance(2 * S);
-            const RowP<T> Q00 = P[0][0], Q01 = P[0][1], Q10 = P[1][0], Q11 = P[1][1];
-            advance(2 * S + 1);
-            uint32_t a[4];
-            dequant_kstep_rt<FC, T>(w0, S, Q00, Q01, P[0][0], P[0][1], sTab, a);
-#pragma unroll
-            for (int mb = 0; mb < MBW; ++mb) acc[0][mb].template mma<T>(a, bf[mb][0], bf[mb][1]);
-            dequant_kstep_rt<FC, T>(w1, S, Q10, Q11, P[1][0], P[1][1], sTab, a);
-#pragma unroll
-            for (int mb = 0; mb < MBW; ++mb) acc[1][mb].template mma<T>(a, bf[mb][0], bf[mb][1]);
+          for (int j = 0; j < MBW / 2; ++j) {
+            uint32_t b[4];
+            ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), b[0], b[1], b[2], b[3]);
+            acc[0][2 * j].template mma<T>(a0, b[0], b[1]);
+            acc[0][2 * j + 1].template mma<T>(a0, b[2], b[3]);
+            acc[1][2 * j].template mma<T>(a1, b[0], b[1]);
+            acc[1][2 * j + 1].template mma<T>(a1, b[2], b[3]);
           }
         }
       }
@@ -262,9 +334,9 @@ __global__ void __launch_bounds__(256, BM == 64 ? 2 : 1) gemm_kernel(const KPara
       }
   }
   if (splitk_arrive(p, by * gridDim.x + bx)) {
-    const long long nb0 = static_cast<long long>(bx) * 128;
-    splitk_reduce<T>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,
-                     static_cast<int>(min(128LL, N - nb0)));
+    const long long nb0 = static_cast<long long>(bx) * BN;
+    splitk_reduce<T, BN>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,
+                         static_cast<int>(min(static_cast<long long>(BN), N - nb0)));
   }
 }
 

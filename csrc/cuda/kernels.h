@@ -27,7 +27,9 @@ __host__ __device__ constexpr int gemv2_smem(int ring_bytes, int a_row_bytes, in
 }
 
 // variant: gemv -> 0: M<=8, 1: M<=16 (n8 blocks 1 / 2); gemv2 -> 0: one n8 block, 4 tiles per warp
-// and chunk, 1: one block, 2 tiles, 2: two blocks, 1 tile; + 3 with zero points; gemm -> 0: BM=64, 1: BM=128.
+// and chunk, 1: one block, 2 tiles, 2: two blocks, 1 tile; + 3 with zero points; gemm -> 0: 128 (weight rows)
+// x 32 (activation rows) tile, 1: 128 x 64, 2: 256 x 32, 3: 256 x 64, 4: 128 x 32 for groups
+// that end inside packed tiles.
 KernelEntry gemv_entry(int tc, int fc, int variant);
 KernelEntry gemm_entry(int tc, int fc, int variant);
 KernelEntry gemv2_entry(int tc, int fc, int variant);  // f16 / bf16 with float32 accumulation only

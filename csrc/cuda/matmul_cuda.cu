@@ -256,8 +256,7 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16
                  : a.accum_dtype == DType::kF16 ? cudak::TC_F16ACC16
                                                  : cudak::TC_F16;
-  const int64_t ncols = (N + 127) / 128;
-  const int64_t counter_bytes = ((ncols * ((M + 63) / 64)) * 4 + 255) / 256 * 256;
+  const int64_t counter_bytes = static_cast<int64_t>(cuda_counter_bytes(M, N));
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   const size_t a_row = static_cast<size_t>(K) * 2, c_row = static_cast<size_t>(N) * dtype_size(a.out_dtype);
 
@@ -295,10 +294,16 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     return "";
   }
 
-  const int BM = plan == kPlanGemm64 ? 64 : 128;
-  const int BK = std::max(64, tile_k(bits));
+  // Plan 2: 128 weight rows x 32 (M <= 32) or 64 activation rows per CTA; plan 3: 256 x 32 or 64.
+  // Groups that end inside packed tiles take the 128 x 32 kernel with the per-8-column path.
+  const bool split_groups = mode != cudak::MODE_NONE && gs % tile_k(bits) != 0;
+  const int BN = plan == kPlanGemm64 || split_groups ? 128 : 256;
+  const int BM = M > 32 && !split_groups ? 64 : 32;
+  const int variant = split_groups ? 4 : (BN == 256 ? 2 : 0) + (BM == 64 ? 1 : 0);
+  const int BK = gemm_stage_k(bits);
   const int64_t KB = (K + BK - 1) / BK;
   const int64_t split = std::min<int64_t>({split_k, KB, 65535});
+  const int64_t nblocks = (N + BN - 1) / BN;
   const int64_t max_rows = int64_t{65535} * BM;
   for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
     const int64_t ms = std::min<int64_t>(max_rows, M - m0);
@@ -311,12 +316,12 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     if (split > 1) {
       k.counters = reinterpret_cast<unsigned int*>(ws);
       k.partial = reinterpret_cast<float*>(ws + counter_bytes);
-      cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(ncols * mblocks) * 4, stream);
+      cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
       if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
     }
-    const KernelEntry ke = cudak::gemm_entry(tc, fc, BM == 64 ? 0 : 1);
+    const KernelEntry ke = cudak::gemm_entry(tc, fc, variant);
     std::string err = launch(
-        ke, dim3(static_cast<unsigned>(ncols), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
+        ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
         stream);
     if (!err.empty()) return err;
   }

@@ -11,8 +11,9 @@
 //      the m16n8k16 A operand and multiplies with the activations (the B
 //      operand, staged in shared memory). 16 rows of M per launch (larger M
 //      runs in slices of 16 rows).
-//   2  tensor-core GEMM, block tile 128 (n) x 64 (m), cp.async pipeline.
-//   3  tensor-core GEMM, block tile 128 (n) x 128 (m).
+//   2  tensor-core GEMM (gemm.cuh), 128 weight rows x 32 or 64 activation
+//      rows per CTA (32 for M <= 32), cp.async pipeline.
+//   3  the same GEMM with 256 weight rows per CTA (one CTA per SM at 64 activation rows).
 //   4  decode kernel v2 (gemv2.cuh): one CTA per 32 weight rows over all of
 //      K, group scales applied to float32 partial sums, no workspace, one
 //      launch per 16 rows of M. Cases it cannot run (float16 accumulation,
@@ -39,14 +40,22 @@ enum CudaPlanId : int64_t {
   kPlanGemv2 = 4,
 };
 
+// Split-K counters: one per output tile of the smallest tile (128 x 32), padded
+// to 256 bytes; mirrors bitblas_jax/gpu_plan.py workspace_bytes().
+inline size_t cuda_counter_bytes(int64_t M, int64_t N) {
+  const int64_t counters = ((N + 127) / 128) * ((M + 31) / 32);
+  return static_cast<size_t>((counters * 4 + 255) / 256 * 256);
+}
+
 // Bytes of workspace a (plan, split_k) needs for an M x N output; mirrors
 // bitblas_jax/gpu_plan.py workspace_bytes(). 0 when split_k <= 1.
 inline size_t cuda_workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int64_t N) {
   if (split_k <= 1 || plan == kPlanAuto || plan == kPlanGemv2) return 0;
-  const int64_t counters = ((N + 127) / 128) * ((M + 63) / 64);
-  const int64_t counter_bytes = (counters * 4 + 255) / 256 * 256;
-  return static_cast<size_t>(counter_bytes + split_k * M * N * 4);
+  return cuda_counter_bytes(M, N) + static_cast<size_t>(split_k * M * N * 4);
 }
+
+// k per pipeline stage of the GEMM plans 2 / 3 (csrc/cuda/gemm.cuh GemmCfg::BK).
+inline int gemm_stage_k(int bits) { return (bits >= 4 ? 2 : 1) * (256 / bits); }
 
 // Computes args.C on `stream`. Returns "" on success, else a message; never
 // aborts, never synchronizes, never allocates (CUDA-graph capturable).
