@@ -18,9 +18,9 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
           A's dtype, then XLA's own dot (cuBLAS) multiplies (no custom-call plan)
 
 Under JAX: plan 4 at decode sizes (M <= 8, or M <= 16 on layers of 8192 x 8192 weights and
-up), then plan 2 up to gemm_max_m() rows (32 on those large layers, none on smaller ones;
+up), then plan 2 / 3 (gemm_plan) up to gemm_max_m() rows (32 on those large layers, none on smaller ones;
 BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. The torch shim, which has no XLA dot,
-runs plan 4 up to M = 32 and plan 2 above.
+runs plan 4 up to M = 32 and plan 2 / 3 above.
 
 The number of SMs defaults to 132 (H100 SXM); set BITBLAS_JAX_NUM_SMS to
 plan for another GPU.
@@ -51,6 +51,7 @@ GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H
 GEMM_MAX_M = 32          # JAX, layers of 8192 x 8192 weights and up: up to here the GEMM (plan 2)
                          # beats dequantize + XLA's dot (plan 5); on smaller layers plan 5 wins from 9 rows
 _GEMM_MAX_SPLIT = 8
+_GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
 
 
 class CudaPlan(NamedTuple):
@@ -92,6 +93,12 @@ def gemm_tile(plan: int, M: int, bits: int, mode: str, group_size: int) -> tuple
     if mode != "none" and group_size % (256 // bits) != 0:   # groups end inside packed tiles
         return 128, 32
     return (128 if plan == PLAN_GEMM64 else 256), (64 if M > 32 else 32)
+
+
+def gemm_plan(M: int, N: int) -> int:
+    """Plan 3 (256-row tiles: half the activation reads) once its tiles alone fill the GPU, else
+    plan 2 (H100 kernel timings, benchmarks/RESULTS.md v2.3)."""
+    return PLAN_GEMM128 if -(-N // 256) * -(-M // (64 if M > 32 else 32)) >= _GEMM256_MIN_TILES else PLAN_GEMM64
 
 
 def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_size: int) -> int:
@@ -170,5 +177,6 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         split = max(1, round(target / gcols))
         split = max(1, min(split, max(1, kt // _GEMV_MIN_TILES), partial_cap))
         return CudaPlan(PLAN_GEMV, split, workspace_bytes(PLAN_GEMV, split, M, N))
-    split = gemm_split(PLAN_GEMM64, M, N, K, bits, mode, group_size)
-    return CudaPlan(PLAN_GEMM64, split, workspace_bytes(PLAN_GEMM64, split, M, N))
+    gplan = gemm_plan(M, N)
+    split = gemm_split(gplan, M, N, K, bits, mode, group_size)
+    return CudaPlan(gplan, split, workspace_bytes(gplan, split, M, N))

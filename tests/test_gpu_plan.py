@@ -30,7 +30,7 @@ def test_v2_activation_staging_limits_low_bit_formats():
 
 def test_past_16_rows_jax_runs_the_gemm_then_dequantizes_then_dots():
     assert plan(17) == gp.CudaPlan(gp.PLAN_GEMM64, 4, gp.workspace_bytes(gp.PLAN_GEMM64, 4, 17, 8192))
-    assert plan(32, N=28672).plan == gp.PLAN_GEMM64
+    assert plan(32, N=28672) == gp.CudaPlan(gp.PLAN_GEMM128, 2, gp.workspace_bytes(gp.PLAN_GEMM128, 2, 32, 28672))
     assert plan(33).plan == gp.PLAN_DEQUANT_DOT
     assert plan(16, N=4096, K=11008).plan == gp.PLAN_DEQUANT_DOT  # small layers from 9 rows
     assert plan(4, N=4096, K=11008).plan == gp.PLAN_GEMV2
@@ -43,6 +43,15 @@ def test_gemm_max_m_env_override(monkeypatch):
     assert plan(257).plan == gp.PLAN_DEQUANT_DOT
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "16")
     assert plan(17).plan == gp.PLAN_DEQUANT_DOT
+
+
+def test_gemm_plan_takes_256_row_tiles_when_they_fill_the_gpu():
+    assert gp.gemm_plan(32, 8192) == gp.PLAN_GEMM64      # 32 tiles of 256 x 32
+    assert gp.gemm_plan(32, 28672) == gp.PLAN_GEMM128    # 112
+    assert gp.gemm_plan(128, 8192) == gp.PLAN_GEMM64     # 64 tiles of 256 x 64
+    assert gp.gemm_plan(256, 8192) == gp.PLAN_GEMM128    # 128
+    assert gp.gemm_plan(256, 4096) == gp.PLAN_GEMM64
+    assert plan(64, N=28672, allow_xla_dot=False).plan == gp.PLAN_GEMM128
 
 
 def test_gemm_tiles_and_split():

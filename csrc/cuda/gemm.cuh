@@ -243,6 +243,18 @@ __global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) g
     const uint32_t sw_addr = smem_addr(sw) + (2 * wn) * TPB * 512 + lane * 16;
     const long long k0 = static_cast<long long>(kb) * BK;
     const int ntv = static_cast<int>(min(static_cast<long long>(TPB), (K - k0) / TK));
+    // one k-step: both bands' A fragments times the warp's MBW activation blocks at column kk
+    auto mma_kstep = [&](const uint32_t (&a0)[4], const uint32_t (&a1)[4], int kk) {
+#pragma unroll
+      for (int j = 0; j < MBW / 2; ++j) {
+        uint32_t b[4];
+        ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + kk), b[0], b[1], b[2], b[3]);
+        acc[0][2 * j].template mma<T>(a0, b[0], b[1]);
+        acc[0][2 * j + 1].template mma<T>(a0, b[2], b[3]);
+        acc[1][2 * j].template mma<T>(a1, b[0], b[1]);
+        acc[1][2 * j + 1].template mma<T>(a1, b[2], b[3]);
+      }
+    };
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
       if (tt >= ntv) continue;
@@ -257,15 +269,7 @@ __global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) g
           uint32_t a0[4], a1[4];
           dequant_kstep<FC, T, S>(w0, P[0][0], P[0][1], P[0][0], P[0][1], sTab, a0);
           dequant_kstep<FC, T, S>(w1, P[1][0], P[1][1], P[1][0], P[1][1], sTab, a1);
-#pragma unroll
-          for (int j = 0; j < MBW / 2; ++j) {
-            uint32_t b[4];
-            ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), b[0], b[1], b[2], b[3]);
-            acc[0][2 * j].template mma<T>(a0, b[0], b[1]);
-            acc[0][2 * j + 1].template mma<T>(a0, b[2], b[3]);
-            acc[1][2 * j].template mma<T>(a1, b[0], b[1]);
-            acc[1][2 * j + 1].template mma<T>(a1, b[2], b[3]);
-          }
+          mma_kstep(a0, a1, tt * TK + S * 16);
         });
       } else if constexpr (SPLIT_GROUPS) {
         // several groups in this tile: 8-wide k blocks, parameters reloaded at each boundary
@@ -290,15 +294,7 @@ __global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) g
           uint32_t a0[4], a1[4];
           dequant_kstep_rt<FC, T>(w0, S, Q00, Q01, P[0][0], P[0][1], sTab, a0);
           dequant_kstep_rt<FC, T>(w1, S, Q10, Q11, P[1][0], P[1][1], sTab, a1);
-#pragma unroll
-          for (int j = 0; j < MBW / 2; ++j) {
-            uint32_t b[4];
-            ldmatrix_x4(sa_addr + 2u * (16 * j * LDA + tt * TK + S * 16), b[0], b[1], b[2], b[3]);
-            acc[0][2 * j].template mma<T>(a0, b[0], b[1]);
-            acc[0][2 * j + 1].template mma<T>(a0, b[2], b[3]);
-            acc[1][2 * j].template mma<T>(a1, b[0], b[1]);
-            acc[1][2 * j + 1].template mma<T>(a1, b[2], b[3]);
-          }
+          mma_kstep(a0, a1, tt * TK + S * 16);
         }
       }
     }
