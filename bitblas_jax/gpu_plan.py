@@ -34,8 +34,8 @@ from . import formats
 
 PLAN_AUTO = 0
 PLAN_GEMV = 1
-PLAN_GEMM64 = 2
-PLAN_GEMM128 = 3
+PLAN_GEMM = 2
+PLAN_GEMM_WIDE = 3
 PLAN_GEMV2 = 4
 PLAN_DEQUANT_DOT = 5
 
@@ -92,13 +92,13 @@ def gemm_tile(plan: int, M: int, bits: int, mode: str, group_size: int) -> tuple
     """(weight rows, activation rows) of a plan 2 / 3 CTA (matmul_cuda.cu)."""
     if mode != "none" and group_size % (256 // bits) != 0:   # groups end inside packed tiles
         return 128, 32
-    return (128 if plan == PLAN_GEMM64 else 256), (64 if M > 32 else 32)
+    return (128 if plan == PLAN_GEMM else 256), (64 if M > 32 else 32)
 
 
 def gemm_plan(M: int, N: int) -> int:
     """Plan 3 (256-row tiles: half the activation reads) once its tiles alone fill the GPU, else
     plan 2 (H100 kernel timings, benchmarks/RESULTS.md v2.3)."""
-    return PLAN_GEMM128 if -(-N // 256) * -(-M // (64 if M > 32 else 32)) >= _GEMM256_MIN_TILES else PLAN_GEMM64
+    return PLAN_GEMM_WIDE if -(-N // 256) * -(-M // (64 if M > 32 else 32)) >= _GEMM256_MIN_TILES else PLAN_GEMM
 
 
 def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_size: int) -> int:

@@ -77,7 +77,7 @@ def test_gpu_gemm_plan(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, accum, a_dtype, mode,
-                              1024 if group == -1 else group).plan == gpu_plan.PLAN_GEMM64
+                              1024 if group == -1 else group).plan == gpu_plan.PLAN_GEMM
     case = make_case(rng, fmt, mode, group, a_dtype, accum, a_dtype, True, M=M, N=272, K=1024)
     check_gpu_and_cpu(case)
 

@@ -29,8 +29,8 @@ def test_v2_activation_staging_limits_low_bit_formats():
 
 
 def test_past_16_rows_jax_runs_the_gemm_then_dequantizes_then_dots():
-    assert plan(17) == gp.CudaPlan(gp.PLAN_GEMM64, 4, gp.workspace_bytes(gp.PLAN_GEMM64, 4, 17, 8192))
-    assert plan(32, N=28672) == gp.CudaPlan(gp.PLAN_GEMM128, 2, gp.workspace_bytes(gp.PLAN_GEMM128, 2, 32, 28672))
+    assert plan(17) == gp.CudaPlan(gp.PLAN_GEMM, 4, gp.workspace_bytes(gp.PLAN_GEMM, 4, 17, 8192))
+    assert plan(32, N=28672) == gp.CudaPlan(gp.PLAN_GEMM_WIDE, 2, gp.workspace_bytes(gp.PLAN_GEMM_WIDE, 2, 32, 28672))
     assert plan(33).plan == gp.PLAN_DEQUANT_DOT
     assert plan(16, N=4096, K=11008).plan == gp.PLAN_DEQUANT_DOT  # small layers from 9 rows
     assert plan(4, N=4096, K=11008).plan == gp.PLAN_GEMV2
@@ -39,43 +39,43 @@ def test_past_16_rows_jax_runs_the_gemm_then_dequantizes_then_dots():
 
 def test_gemm_max_m_env_override(monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "256")
-    assert plan(256, N=4096, K=4096).plan == gp.PLAN_GEMM64
+    assert plan(256, N=4096, K=4096).plan == gp.PLAN_GEMM
     assert plan(257).plan == gp.PLAN_DEQUANT_DOT
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "16")
     assert plan(17).plan == gp.PLAN_DEQUANT_DOT
 
 
 def test_gemm_plan_takes_256_row_tiles_when_they_fill_the_gpu():
-    assert gp.gemm_plan(32, 8192) == gp.PLAN_GEMM64      # 32 tiles of 256 x 32
-    assert gp.gemm_plan(32, 28672) == gp.PLAN_GEMM128    # 112
-    assert gp.gemm_plan(128, 8192) == gp.PLAN_GEMM64     # 64 tiles of 256 x 64
-    assert gp.gemm_plan(256, 8192) == gp.PLAN_GEMM128    # 128
-    assert gp.gemm_plan(256, 4096) == gp.PLAN_GEMM64
-    assert plan(64, N=28672, allow_xla_dot=False).plan == gp.PLAN_GEMM128
+    assert gp.gemm_plan(32, 8192) == gp.PLAN_GEMM      # 32 tiles of 256 x 32
+    assert gp.gemm_plan(32, 28672) == gp.PLAN_GEMM_WIDE    # 112
+    assert gp.gemm_plan(128, 8192) == gp.PLAN_GEMM     # 64 tiles of 256 x 64
+    assert gp.gemm_plan(256, 8192) == gp.PLAN_GEMM_WIDE    # 128
+    assert gp.gemm_plan(256, 4096) == gp.PLAN_GEMM
+    assert plan(64, N=28672, allow_xla_dot=False).plan == gp.PLAN_GEMM_WIDE
 
 
 def test_gemm_tiles_and_split():
-    assert gp.gemm_tile(gp.PLAN_GEMM64, 32, 4, "scale", 128) == (128, 32)
-    assert gp.gemm_tile(gp.PLAN_GEMM64, 33, 4, "scale", 128) == (128, 64)
-    assert gp.gemm_tile(gp.PLAN_GEMM128, 64, 4, "scale", 128) == (256, 64)
-    assert gp.gemm_tile(gp.PLAN_GEMM128, 64, 4, "scale", 32) == (128, 32)  # groups inside int4 tiles
-    assert gp.gemm_tile(gp.PLAN_GEMM128, 64, 8, "scale", 32) == (256, 64)  # int8 tiles are 32 wide
+    assert gp.gemm_tile(gp.PLAN_GEMM, 32, 4, "scale", 128) == (128, 32)
+    assert gp.gemm_tile(gp.PLAN_GEMM, 33, 4, "scale", 128) == (128, 64)
+    assert gp.gemm_tile(gp.PLAN_GEMM_WIDE, 64, 4, "scale", 128) == (256, 64)
+    assert gp.gemm_tile(gp.PLAN_GEMM_WIDE, 64, 4, "scale", 32) == (128, 32)  # groups inside int4 tiles
+    assert gp.gemm_tile(gp.PLAN_GEMM_WIDE, 64, 8, "scale", 32) == (256, 64)  # int8 tiles are 32 wide
     # one wave of two CTAs per SM: 64 tiles of 128 x 64 at 8192 x 8192, M = 64 -> 4 ways
-    assert gp.gemm_split(gp.PLAN_GEMM64, 64, 8192, 8192, 4, "scale", 128) == 4
+    assert gp.gemm_split(gp.PLAN_GEMM, 64, 8192, 8192, 4, "scale", 128) == 4
     # one CTA per SM for the 256 x 64 tile: 32 tiles -> 4 ways
-    assert gp.gemm_split(gp.PLAN_GEMM128, 64, 8192, 8192, 4, "scale", 128) == 4
+    assert gp.gemm_split(gp.PLAN_GEMM_WIDE, 64, 8192, 8192, 4, "scale", 128) == 4
     # at least 4 stages of 128 k per split, at most 8 ways
-    assert gp.gemm_split(gp.PLAN_GEMM64, 64, 256, 1024, 4, "scale", 128) == 2
-    assert gp.gemm_split(gp.PLAN_GEMM64, 32, 128, 65536, 4, "scale", 128) == 8
+    assert gp.gemm_split(gp.PLAN_GEMM, 64, 256, 1024, 4, "scale", 128) == 2
+    assert gp.gemm_split(gp.PLAN_GEMM, 32, 128, 65536, 4, "scale", 128) == 8
     # the workspace: counters for the smallest tile (128 x 32) + the fp32 partials
-    assert gp.workspace_bytes(gp.PLAN_GEMM64, 4, 64, 8192) == 64 * 2 * 4 + 4 * 64 * 8192 * 4
+    assert gp.workspace_bytes(gp.PLAN_GEMM, 4, 64, 8192) == 64 * 2 * 4 + 4 * 64 * 8192 * 4
 
 
 @pytest.mark.parametrize("M", [256, 1024, 4096])
 def test_large_m_dequantizes_then_uses_xla_dot(M):
     assert plan(M).plan == gp.PLAN_DEQUANT_DOT
     # the torch shim has no XLA dot: it gets a tensor-core GEMM plan instead
-    assert plan(M, allow_xla_dot=False).plan in (gp.PLAN_GEMM64, gp.PLAN_GEMM128)
+    assert plan(M, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
 
 
 def test_v2_limits_fall_back_to_v1():

@@ -242,10 +242,10 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   const int64_t gs = kp.gs;
 
   if (plan == kPlanAuto) {
-    plan = M <= 32 ? kPlanGemv2 : (M <= 64 ? kPlanGemm64 : kPlanGemm128);
+    plan = M <= 32 ? kPlanGemv2 : (M <= 64 ? kPlanGemm : kPlanGemmWide);
     split_k = 1;
   }
-  if (plan != kPlanGemv && plan != kPlanGemm64 && plan != kPlanGemm128 && plan != kPlanGemv2)
+  if (plan != kPlanGemv && plan != kPlanGemm && plan != kPlanGemmWide && plan != kPlanGemv2)
     return "unknown plan " + std::to_string(plan);
   if (split_k < 1) split_k = 1;
   const size_t need = cuda_workspace_bytes(plan, split_k, M, N);
@@ -297,7 +297,7 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   // Plan 2: 128 weight rows x 32 (M <= 32) or 64 activation rows per CTA; plan 3: 256 x 32 or 64.
   // Groups that end inside packed tiles take the 128 x 32 kernel with the per-8-column path.
   const bool split_groups = mode != cudak::MODE_NONE && gs % tile_k(bits) != 0;
-  const int BN = plan == kPlanGemm64 || split_groups ? 128 : 256;
+  const int BN = plan == kPlanGemm || split_groups ? 128 : 256;
   const int BM = M > 32 && !split_groups ? 64 : 32;
   const int variant = split_groups ? 4 : (BN == 256 ? 2 : 0) + (BM == 64 ? 1 : 0);
   const int BK = gemm_stage_k(bits);

@@ -35,8 +35,8 @@ namespace bitblas_jax {
 enum CudaPlanId : int64_t {
   kPlanAuto = 0,
   kPlanGemv = 1,
-  kPlanGemm64 = 2,
-  kPlanGemm128 = 3,
+  kPlanGemm = 2,
+  kPlanGemmWide = 3,
   kPlanGemv2 = 4,
 };
 
