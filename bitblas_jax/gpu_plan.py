@@ -16,17 +16,24 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
           no split-K, no workspace, one launch per 16 rows
   plan 5  larger M (JAX only): the dequantize kernel writes the weight [N, K] in
           A's dtype, then XLA's own dot (cuBLAS) multiplies (no custom-call plan)
+  plan 6  Hopper GEMM (csrc/cuda/gemm_wgmma.cuh, sm_90 only): wgmma with the
+          dequantized weight as the register operand, 128 weight rows x 32, 64 or
+          128 activation rows per CTA, split-K
+  plan 7  the same with 256 activation rows per CTA (many tiles: large M)
 
 Under JAX: plan 4 at decode sizes (M <= 8, or M <= 16 on layers of 8192 x 8192 weights and
-up), then plan 2 / 3 (gemm_plan) up to gemm_max_m() rows (32 on those large layers, none on smaller ones;
-BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. The torch shim, which has no XLA dot,
-runs plan 4 up to M = 32 and plan 2 / 3 above.
+up), then the GEMM up to gemm_max_m() rows (64 on those large layers with plan 6 on an H100, 32 with
+plan 2 / 3 elsewhere, none on smaller layers; BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5.
+The torch shim, which has no XLA dot, runs plan 4 up to M = 32 and the GEMM above.
+Plans 6 / 7 run where wgmma_fits(): an sm_90 GPU (hopper()), float32 accumulation, groups of whole
+packed tiles, K a multiple of the stage's k; elsewhere plan 2 / 3.
 
 The number of SMs defaults to 132 (H100 SXM); set BITBLAS_JAX_NUM_SMS to
 plan for another GPU.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -38,6 +45,8 @@ PLAN_GEMM = 2
 PLAN_GEMM_WIDE = 3
 PLAN_GEMV2 = 4
 PLAN_DEQUANT_DOT = 5
+PLAN_WGMMA = 6
+PLAN_WGMMA_TALL = 7
 
 
 GEMV_MAX_M = 16          # rows per gemv launch (larger M runs in slices)
@@ -52,6 +61,10 @@ GEMM_MAX_M = 32          # JAX, layers of 8192 x 8192 weights and up: up to here
                          # beats dequantize + XLA's dot (plan 5); on smaller layers plan 5 wins from 9 rows
 _GEMM_MAX_SPLIT = 8
 _GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
+WGMMA_MAX_M = 64         # JAX on an H100, layers of 8192 x 8192 weights and up: plan 6 up to here
+_WGMMA_TALL_MIN_TILES = 200  # plan 7 from this many 128 x 256 output tiles
+_WGMMA_MAX_SPLIT = 4
+_WGMMA_PARTIAL_CAP = 8 << 20
 
 
 class CudaPlan(NamedTuple):
@@ -76,16 +89,77 @@ def workspace_bytes(plan: int, split_k: int, M: int, N: int) -> int:
     return counter_bytes + split_k * M * N * 4
 
 
-def gemm_max_m(N: int, K: int) -> int:
-    """Largest M that runs the custom GEMM (plan 2) under JAX; larger M runs plan 5.
-    BITBLAS_JAX_GEMM_MAX_M overrides it for every layer size (16 or less: never)."""
+@functools.lru_cache(maxsize=None)
+def _jax_gpu_is_sm90() -> bool:
+    try:
+        import jax
+        return any(getattr(d, "compute_capability", None) == "9.0" for d in jax.devices("gpu"))
+    except Exception:  # no GPU backend
+        return False
+
+
+def hopper(detect=_jax_gpu_is_sm90) -> bool:
+    """Whether plans 6 / 7 (sm_90a kernels) can run: detect() (default: JAX's GPU is compute
+    capability 9.0). BITBLAS_JAX_HOPPER=0 / 1 overrides it (A/B timing, plan tests)."""
+    env = os.environ.get("BITBLAS_JAX_HOPPER")
+    if env in ("0", "1"):
+        return env == "1"
+    return bool(detect())
+
+
+def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
+    """Largest M that runs the custom GEMM (plan 6 where wgmma, else plan 2) under JAX; larger M
+    runs plan 5. BITBLAS_JAX_GEMM_MAX_M overrides it for every layer size (16 or less: never)."""
     env = os.environ.get("BITBLAS_JAX_GEMM_MAX_M")
     if env is not None:
         try:
             return int(env)
         except ValueError:
             pass
-    return GEMM_MAX_M if N * K >= _SMALL_LAYER else 0
+    if N * K < _SMALL_LAYER:
+        return 0
+    return WGMMA_MAX_M if wgmma else GEMM_MAX_M
+
+
+def wgmma_tile(plan: int, M: int) -> tuple[int, int]:
+    """(weight rows, activation rows) of a plan 6 / 7 CTA (matmul_cuda.h wgmma_tile)."""
+    if plan == PLAN_WGMMA_TALL:
+        return 128, 256
+    return 128, (32 if M <= 32 else 64 if M <= 64 else 128)
+
+
+def wgmma_stage_k(bits: int, bm: int) -> int:
+    """k per stage of plans 6 / 7 (matmul_cuda.h wgmma_stage_k)."""
+    return max(128 if bm <= 64 else 64, 256 // bits)
+
+
+def wgmma_fits(M: int, N: int, K: int, bits: int, accum_dtype: str, mode: str, group_size: int,
+               sm90: bool) -> bool:
+    """Whether plan 6 / 7 runs the Hopper kernel (else the C++ side runs plan 2 instead)."""
+    if not sm90 or accum_dtype != "float32":
+        return False
+    if mode != "none" and group_size % (256 // bits) != 0:   # groups of whole packed tiles
+        return False
+    return K % wgmma_stage_k(bits, wgmma_tile(wgmma_plan(M, N), M)[1]) == 0
+
+
+def wgmma_plan(M: int, N: int) -> int:
+    """Plan 7 (256 activation rows per CTA) past 128 rows once its tiles fill the GPU about 1.5 times over, else
+    plan 6 (H100 kernel timings, benchmarks/RESULTS.md v3)."""
+    tall = M > 128 and -(-N // 128) * -(-M // 256) >= _WGMMA_TALL_MIN_TILES
+    return PLAN_WGMMA_TALL if tall else PLAN_WGMMA
+
+
+def wgmma_split(plan: int, M: int, N: int, K: int, bits: int) -> int:
+    """Split-K of plans 6 / 7: about one wave of resident CTAs (two per SM up to 128 x 128 tiles),
+    at least 4 stages per split, at most 4 splits, fp32 partials of at most 8 MB."""
+    bn, bm = wgmma_tile(plan, M)
+    tiles = -(-N // bn) * -(-M // bm)
+    stages = K // wgmma_stage_k(bits, bm)
+    per_sm = 1 if bm > 128 else 2
+    split = max(1, round(per_sm * num_sms() / tiles))
+    split = min(split, _WGMMA_MAX_SPLIT, max(1, stages // 4), max(1, _WGMMA_PARTIAL_CAP // (4 * M * N)))
+    return max(1, split)
 
 
 def gemm_tile(plan: int, M: int, bits: int, mode: str, group_size: int) -> tuple[int, int]:
@@ -147,24 +221,28 @@ def gemv2_fits(M: int, bits: int, accum_dtype: str, mode: str, group_size: int) 
 
 
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
-              mode: str, group_size: int, allow_xla_dot: bool = True) -> CudaPlan:
+              mode: str, group_size: int, allow_xla_dot: bool = True, sm90: bool | None = None) -> CudaPlan:
     """The kernel plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU.
 
     allow_xla_dot: whether plan 5 (dequantize, then the caller's own dot) is
     possible; the torch shim, which runs the custom kernels only, says no.
+    sm90: whether the GPU is an sm_90 one (plans 6 / 7); None asks hopper().
     """
     del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
     bits = formats.get_format(W_dtype).bits
     if M <= 0:
         return CudaPlan(PLAN_GEMV, 1, 0)
+    if sm90 is None:
+        sm90 = hopper()
+    wgmma = wgmma_fits(M, N, K, bits, accum_dtype, mode, group_size, sm90)
     # H100 measurements (benchmarks/RESULTS.md): plan 4 up to 16 rows (8 on
     # layers under 8192 x 8192 weights, where its doubled mma work at 9..16
     # rows loses), then the GEMM up to gemm_max_m() rows, then dequantize + XLA's dot.
     decode_max = (GEMV_MAX_M if N * K >= _SMALL_LAYER else 8) if allow_xla_dot else GEMV_PLAN_MAX_M
     if M <= decode_max and gemv2_fits(M, bits, accum_dtype, mode, group_size):
         return CudaPlan(PLAN_GEMV2, 1, 0)
-    if allow_xla_dot and M > max(decode_max, gemm_max_m(N, K)):
+    if allow_xla_dot and M > max(decode_max, gemm_max_m(N, K, wgmma)):
         return CudaPlan(PLAN_DEQUANT_DOT, 1, 0)
     if M <= GEMV_PLAN_MAX_M and not (allow_xla_dot and M > 8):
         # what v2 cannot run (float16 accumulation, groups not whole tiles, too little
@@ -177,6 +255,10 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         split = max(1, round(target / gcols))
         split = max(1, min(split, max(1, kt // _GEMV_MIN_TILES), partial_cap))
         return CudaPlan(PLAN_GEMV, split, workspace_bytes(PLAN_GEMV, split, M, N))
+    if wgmma:
+        gplan = wgmma_plan(M, N)
+        split = wgmma_split(gplan, M, N, K, bits)
+        return CudaPlan(gplan, split, workspace_bytes(gplan, split, M, N))
     gplan = gemm_plan(M, N)
     split = gemm_split(gplan, M, N, K, bits, mode, group_size)
     return CudaPlan(gplan, split, workspace_bytes(gplan, split, M, N))

@@ -5,7 +5,9 @@
 //        -Xcompiler -fopenmp scripts/cuda_selftest.cu csrc/cuda/*.cu -o build/cuda_selftest -lgomp
 // Run:
 //   build/cuda_selftest [--cases N] [--seed S] [--no-big] [--no-time] [--time-only] [--mid]
-//   (--mid: the GEMM plans 2 / 3 at M = 16..256 over their split-K choices, kernel-only timings)
+//                       [--mid-plans 6,7]
+//   (--mid: the GEMM plans 2 / 3 at M = 16..256 and 6 / 7 up to 4096 over their split-K
+//   choices, kernel-only timings; --mid-plans: only those plans)
 //
 // Correctness: random cases over format x mode x activation dtype x accumulation
 // x output dtype x group size x M x bias x plan x split_k (and misaligned A),
@@ -339,7 +341,7 @@ static int correctness(int rounds, uint64_t seed, bool big) {
   std::mt19937_64 rng(seed);
   int fails = 0, total = 0;
   double worst[3] = {0, 0, 0};
-  const int64_t Ms[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 130};
+  const int64_t Ms[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 130, 257};
   const int64_t Ns[] = {16, 48, 128, 144, 272};
   for (int round = 0; round < rounds; ++round) {
     for (int f = 0; f < 14; ++f) {
@@ -364,10 +366,12 @@ static int correctness(int rounds, uint64_t seed, bool big) {
           gss.push_back(c.K);
           c.gs = gss[rng() % gss.size()];
           c.bias = rng() & 1;
+          // plans: decode (1 / 4), GEMM (2 / 3), Hopper GEMM (6 / 7; plan 2 elsewhere)
+          const int64_t pick = rng() % 6;
           if (c.M <= 16)
-            c.plan = (rng() % 4 == 0) ? 2 + rng() % 2 : (rng() % 2 ? 4 : 1);
+            c.plan = pick < 2 ? 2 + pick : pick == 2 || pick == 4 ? 4 : pick == 3 ? 6 + rng() % 2 : 1;
           else
-            c.plan = (rng() % 5 == 0) ? 1 + 3 * (rng() % 2) : 2 + rng() % 2;
+            c.plan = pick == 0 ? 1 + 3 * (rng() % 2) : pick <= 2 ? 1 + pick : 6 + rng() % 2;
           const int64_t splits[] = {1, 1, 2, 3, 5};
           c.split = splits[rng() % 5];
           c.a_misalign = (rng() % 10 == 0) ? 1 : 0;
@@ -388,9 +392,9 @@ static int correctness(int rounds, uint64_t seed, bool big) {
     // > 2^31 packed bytes: 64-bit tile offsets
     Case c{WFormat::kInt8, ScaleMode::kScale, DType::kF16, DType::kF32, DType::kF32, 2, 32768, 69632, 128,
            true, 1, 2, 0};
-    for (int64_t plan : {1, 2, 4}) {
+    for (int64_t plan : {1, 2, 4, 6}) {
       c.plan = plan;
-      c.M = plan == 2 ? 65 : 2;
+      c.M = plan == 2 || plan == 6 ? 65 : 2;
       std::string err;
       const double rel = run_case(c, rng, &err, true);
       ++total;
@@ -522,15 +526,20 @@ static double copy_bandwidth() {
   return 2.0 * bytes * 5 / (ms * 1e-3) / 1e12;
 }
 
-// The GEMM plans at M = 16..256 over their split-K choices (kernel-only, CUDA graph).
-static void timing_mid() {
+// The GEMM plans over M and their split-K choices (kernel-only, CUDA graph): plans 2 / 3 up
+// to M = 256, the Hopper plans 6 / 7 up to 4096.
+static void timing_mid(const std::vector<int64_t>& plans) {
   printf("%5s %6s %6s %6s %4s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call", "us/graph",
          "TFLOP/s");
-  const int64_t shapes[][2] = {{8192, 8192}, {4096, 4096}, {28672, 8192}};
+  const int64_t shapes[][2] = {{8192, 8192}, {28672, 8192}, {4096, 4096}};
   for (const auto& nk : shapes)
-    for (int64_t M : {16, 32, 64, 128, 256})
-      for (int64_t plan : {2, 3})
+    for (int64_t M : {16, 32, 64, 128, 256, 512, 1024, 4096})
+      for (int64_t plan : plans)
         for (int64_t split : {1, 2, 4, 8}) {
+          const bool wg = plan >= 6;
+          if (!wg && M > 256) continue;
+          if (wg && split > (M <= 256 ? 4 : M <= 512 ? 2 : 1)) continue;
+          if (nk[0] == 4096 && M > 1024) continue;
           const double wbytes = nk[0] * nk[1] / 2.0;
           const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
           const TimeRes r = time_cfg(M, nk[0], nk[1], plan, split, WFormat::kInt4, 128, bufs);
@@ -585,6 +594,7 @@ int main(int argc, char** argv) {
   int rounds = 2;
   uint64_t seed = 0x5eed;
   bool big = true, do_time = true, do_check = true, mid = false;
+  std::vector<int64_t> mid_plans = {2, 3, 6, 7};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--one" && i + 6 < argc) {
@@ -604,10 +614,16 @@ int main(int argc, char** argv) {
     else if (a == "--no-time") do_time = false;
     else if (a == "--time-only") do_check = false;
     else if (a == "--mid") mid = true;
+    else if (a == "--mid-plans" && i + 1 < argc) {  // e.g. --mid-plans 6,7
+      mid = true;
+      mid_plans.clear();
+      for (const char* q = argv[++i]; *q; ++q)
+        if (*q >= '0' && *q <= '9') mid_plans.push_back(*q - '0');
+    }
   }
   int fails = 0;
   if (do_check) fails = correctness(rounds, seed, big);
   if (do_time) timing();
-  if (mid) timing_mid();
+  if (mid) timing_mid(mid_plans);
   return fails ? 1 : 0;
 }

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitblas_jax import _ext
+from bitblas_jax import _ext, formats
 
 from cases import all_format_modes, check, error_bound, make_case
 
@@ -76,9 +76,49 @@ def test_gpu_gemm_plan(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
     every M here (BITBLAS_JAX_GEMM_MAX_M), since on these small layers JAX would pick plan 5."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", "0")
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, accum, a_dtype, mode,
                               1024 if group == -1 else group).plan == gpu_plan.PLAN_GEMM
     case = make_case(rng, fmt, mode, group, a_dtype, accum, a_dtype, True, M=M, N=272, K=1024)
+    check_gpu_and_cpu(case)
+
+
+def _wgmma_matrix():
+    for i, ((fmt, mode), a_dtype) in enumerate(itertools.product(all_format_modes(), ("float16", "bfloat16"))):
+        tile_k = 256 // formats.get_format(fmt).bits   # groups of whole packed tiles
+        g = -1 if mode == "none" else (-1, max(128, tile_k), 512)[i % 3]
+        M = (17, 33, 64, 130, 300)[i % 5]
+        yield pytest.param(fmt, mode, g, a_dtype, M, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
+
+
+def _needs_sm90():
+    import jax
+    if not any(getattr(d, "compute_capability", None) == "9.0" for d in jax.devices("gpu")):
+        pytest.skip("plans 6 / 7 run on sm_90 GPUs only")
+
+
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,M", list(_wgmma_matrix()))
+def test_gpu_wgmma_plan(rng, monkeypatch, fmt, mode, group, a_dtype, M):
+    """The Hopper GEMM (plan 6, split-K, partial 128-row tiles) through JAX on every format and mode,
+    forced for every M (BITBLAS_JAX_GEMM_MAX_M)."""
+    from bitblas_jax import gpu_plan
+    _needs_sm90()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode,
+                              1024 if group == -1 else group).plan == gpu_plan.PLAN_WGMMA
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=272, K=1024)
+    check_gpu_and_cpu(case)
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint8"])
+def test_gpu_wgmma_tall_plan(rng, monkeypatch, fmt):
+    """Plan 7 (256 activation rows per CTA) where its tiles fill the GPU: 28672 weight rows, M = 257."""
+    from bitblas_jax import gpu_plan
+    _needs_sm90()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    assert gpu_plan.plan_cuda(257, 28672, 512, fmt, "float16", "float32", "float16", "scale",
+                              128).plan == gpu_plan.PLAN_WGMMA_TALL
+    case = make_case(rng, fmt, "scale", 128, "float16", "float32", "float16", False, M=257, N=28672, K=512)
     check_gpu_and_cpu(case)
 
 

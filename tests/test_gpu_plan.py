@@ -6,8 +6,8 @@ import pytest
 from bitblas_jax import gpu_plan as gp
 
 
-def plan(M, N=8192, K=8192, fmt="int4", accum="float32", mode="scale", group=128, **kw):
-    return gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, group, **kw)
+def plan(M, N=8192, K=8192, fmt="int4", accum="float32", mode="scale", group=128, sm90=False, **kw):
+    return gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, group, sm90=sm90, **kw)
 
 
 @pytest.mark.parametrize("M", [1, 4, 16])
@@ -95,3 +95,44 @@ def test_gemv2_smem_formula_matches_the_kernel_config():
     assert gp.gemv2_smem_bytes(1, 2, 1, 4) == 6 * 8192 + 6 * 8 * (128 + 8) * 2   # under 4 bits: one tile
     assert gp.gemv2_smem_bytes(16, 4, 2, 1) == 4 * 8192 + 16 * 4 * 8 * (64 + 8) * 2
     assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2
+
+
+def test_hopper_runs_the_wgmma_gemm_up_to_64_rows_on_large_layers():
+    assert plan(17, sm90=True) == gp.CudaPlan(gp.PLAN_WGMMA, 4, gp.workspace_bytes(gp.PLAN_WGMMA, 4, 17, 8192))
+    assert plan(64, sm90=True).plan == gp.PLAN_WGMMA
+    assert plan(65, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(64, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT   # small layers: plan 5
+    assert plan(64, sm90=False).plan == gp.PLAN_DEQUANT_DOT                  # elsewhere: 32 rows, plan 2
+    assert plan(32, sm90=False).plan == gp.PLAN_GEMM
+
+
+def test_wgmma_needs_float32_accumulation_and_whole_tile_groups():
+    assert plan(64, sm90=True, allow_xla_dot=False).plan == gp.PLAN_WGMMA
+    assert plan(64, accum="float16", sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
+    assert plan(64, group=32, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
+    assert plan(64, K=8192 + 64, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
+    assert gp.wgmma_stage_k(4, 64) == 128 and gp.wgmma_stage_k(4, 128) == 64 and gp.wgmma_stage_k(1, 32) == 256
+
+
+def test_wgmma_tiles_plan_and_split():
+    assert gp.wgmma_tile(gp.PLAN_WGMMA, 32) == (128, 32)
+    assert gp.wgmma_tile(gp.PLAN_WGMMA, 33) == (128, 64)
+    assert gp.wgmma_tile(gp.PLAN_WGMMA, 300) == (128, 128)
+    assert gp.wgmma_tile(gp.PLAN_WGMMA_TALL, 300) == (128, 256)
+    assert gp.wgmma_plan(64, 28672) == gp.PLAN_WGMMA          # 256-row tiles only past 128 rows
+    assert gp.wgmma_plan(256, 28672) == gp.PLAN_WGMMA_TALL    # 224 tiles
+    assert gp.wgmma_plan(512, 8192) == gp.PLAN_WGMMA          # 128 tiles
+    assert gp.wgmma_plan(1024, 8192) == gp.PLAN_WGMMA_TALL
+    # H100 kernel sweep (benchmarks/RESULTS.md v3): split 4 at 64 tiles, 1 once partials pass 8 MB
+    assert gp.wgmma_split(gp.PLAN_WGMMA, 64, 8192, 8192, 4) == 4
+    assert gp.wgmma_split(gp.PLAN_WGMMA, 256, 8192, 8192, 4) == 1
+    assert gp.wgmma_split(gp.PLAN_WGMMA, 32, 28672, 8192, 4) == 1
+
+
+def test_hopper_env_override(monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
+    assert gp.hopper(lambda: False) and plan(64, sm90=None).plan == gp.PLAN_WGMMA
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", "0")
+    assert not gp.hopper(lambda: True) and plan(64, sm90=None).plan == gp.PLAN_DEQUANT_DOT
+    monkeypatch.delenv("BITBLAS_JAX_HOPPER")
+    assert gp.hopper(lambda: True) and not gp.hopper(lambda: False)

@@ -64,10 +64,11 @@ def has_cuda_kernels() -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size):
-    from ..gpu_plan import plan_cuda
+    from ..gpu_plan import hopper, plan_cuda
+    sm90 = hopper(lambda: torch.cuda.get_device_capability(device_index) == (9, 0))
     with torch.cuda.device(device_index):
         p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size,
-                      allow_xla_dot=False)
+                      allow_xla_dot=False, sm90=sm90)
     return int(p.plan), int(p.split_k), int(p.workspace_bytes)
 
 

@@ -35,6 +35,14 @@ KernelEntry gemv2_entry(int tc, int fc, int variant) {
   }
 }
 
+KernelEntry wgmma_entry(int tc, int fc, int variant) {
+  switch (tc) {
+    case TC_F16: return wgmma_entry_f16(fc, variant);
+    case TC_BF16: return wgmma_entry_bf16(fc, variant);
+    default: return KernelEntry{};
+  }
+}
+
 KernelEntry gemm_entry(int tc, int fc, int variant) {
   switch (tc) {
     case TC_F16: return gemm_entry_f16(fc, variant);
@@ -76,6 +84,7 @@ struct DeviceInfo {
   int dev = 0;
   int smem_optin = 0;  // largest dynamic shared memory a block may opt in to
   bool pdl = false;    // programmatic dependent launch (sm_90+) and not turned off
+  bool sm90 = false;   // compute capability 9.0: the sm_90a kernels (wgmma) run
 };
 
 // Per-device facts, queried once per device.
@@ -90,12 +99,14 @@ std::string device_info(DeviceInfo* out) {
   if (it == known.end()) {
     DeviceInfo info;
     info.dev = dev;
-    int major = 0;
+    int major = 0, minor = 0;
     e = cudaDeviceGetAttribute(&info.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     if (e != cudaSuccess) return cuda_error("cudaDeviceGetAttribute", e);
     const char* env = std::getenv("BITBLAS_JAX_PDL");  // "0": launch without PDL (A/B timing)
     info.pdl = major >= 9 && !(env != nullptr && std::string(env) == "0");
+    info.sm90 = major == 9 && minor == 0;
     it = known.emplace(dev, info).first;
   }
   *out = it->second;
@@ -245,7 +256,8 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     plan = M <= 32 ? kPlanGemv2 : (M <= 64 ? kPlanGemm : kPlanGemmWide);
     split_k = 1;
   }
-  if (plan != kPlanGemv && plan != kPlanGemm && plan != kPlanGemmWide && plan != kPlanGemv2)
+  if (plan != kPlanGemv && plan != kPlanGemm && plan != kPlanGemmWide && plan != kPlanGemv2 &&
+      plan != kPlanWgmma && plan != kPlanWgmmaTall)
     return "unknown plan " + std::to_string(plan);
   if (split_k < 1) split_k = 1;
   const size_t need = cuda_workspace_bytes(plan, split_k, M, N);
@@ -294,38 +306,58 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     return "";
   }
 
+  // The GEMMs: a grid of BN x BM output tiles x split, in launches of at most 65535 tile rows.
+  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM, int stage_k) -> std::string {
+    const int64_t KB = (K + stage_k - 1) / stage_k;
+    const int64_t split = std::min<int64_t>({split_k, KB, 65535});
+    const int64_t nblocks = (N + BN - 1) / BN;
+    const int64_t max_rows = int64_t{65535} * BM;
+    for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
+      const int64_t ms = std::min<int64_t>(max_rows, M - m0);
+      KParams k = kp;
+      k.M = ms;
+      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+      k.split = static_cast<int>(split);
+      const int64_t mblocks = (ms + BM - 1) / BM;
+      if (split > 1) {
+        k.counters = reinterpret_cast<unsigned int*>(ws);
+        k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+        cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
+        if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
+      }
+      std::string err = launch(
+          ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
+          stream);
+      if (!err.empty()) return err;
+    }
+    return "";
+  };
+
+  const bool split_groups = mode != cudak::MODE_NONE && gs % tile_k(bits) != 0;
+  if (plan == kPlanWgmma || plan == kPlanWgmmaTall) {
+    // Plans 6 / 7 where they can run, else plan 2 with the same split (same workspace).
+    DeviceInfo info;
+    if (std::string err = device_info(&info); !err.empty()) return err;
+    if (info.sm90 && tc != cudak::TC_F16ACC16 && !split_groups) {
+      WgmmaTile t = wgmma_tile(plan, M);
+      KernelEntry ke = cudak::wgmma_entry(tc, fc, t.variant);
+      if (ke.fn == nullptr) {  // stages too large for this tile (1-bit): 128 x up to 128
+        t = wgmma_tile(kPlanWgmma, M);
+        ke = cudak::wgmma_entry(tc, fc, t.variant);
+      }
+      const int stage_k = wgmma_stage_k(bits, t.bm);
+      if (ke.fn != nullptr && K % stage_k == 0) return run_tiles(ke, t.bn, t.bm, stage_k);
+    }
+    plan = kPlanGemm;
+  }
+
   // Plan 2: 128 weight rows x 32 (M <= 32) or 64 activation rows per CTA; plan 3: 256 x 32 or 64.
   // Groups that end inside packed tiles take the 128 x 32 kernel with the per-8-column path.
-  const bool split_groups = mode != cudak::MODE_NONE && gs % tile_k(bits) != 0;
   const int BN = plan == kPlanGemm || split_groups ? 128 : 256;
   const int BM = M > 32 && !split_groups ? 64 : 32;
   const int variant = split_groups ? 4 : (BN == 256 ? 2 : 0) + (BM == 64 ? 1 : 0);
-  const int BK = gemm_stage_k(bits);
-  const int64_t KB = (K + BK - 1) / BK;
-  const int64_t split = std::min<int64_t>({split_k, KB, 65535});
-  const int64_t nblocks = (N + BN - 1) / BN;
-  const int64_t max_rows = int64_t{65535} * BM;
-  for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
-    const int64_t ms = std::min<int64_t>(max_rows, M - m0);
-    KParams k = kp;
-    k.M = ms;
-    k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
-    k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
-    k.split = static_cast<int>(split);
-    const int64_t mblocks = (ms + BM - 1) / BM;
-    if (split > 1) {
-      k.counters = reinterpret_cast<unsigned int*>(ws);
-      k.partial = reinterpret_cast<float*>(ws + counter_bytes);
-      cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
-      if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
-    }
-    const KernelEntry ke = cudak::gemm_entry(tc, fc, variant);
-    std::string err = launch(
-        ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
-        stream);
-    if (!err.empty()) return err;
-  }
-  return "";
+  return run_tiles(cudak::gemm_entry(tc, fc, variant), BN, BM, gemm_stage_k(bits));
 }
 
 std::string dequantize_cuda(const MatmulArgs& a, cudaStream_t stream) {

@@ -14,6 +14,13 @@
 //   2  tensor-core GEMM (gemm.cuh), 128 weight rows x 32 or 64 activation
 //      rows per CTA (32 for M <= 32), cp.async pipeline.
 //   3  the same GEMM with 256 weight rows per CTA (one CTA per SM at 64 activation rows).
+//   6  Hopper GEMM (gemm_wgmma.cuh, sm_90a): wgmma with the dequantized weight
+//      in registers, 128 weight rows x 32, 64 or 128 activation rows per CTA
+//      (the smallest that holds M, at most 128).
+//   7  the same with 128 weight rows x 256 activation rows per CTA.
+//      Plans 6 / 7 need an sm_90 GPU, float32 accumulation, groups of whole
+//      packed tiles and K a multiple of wgmma_stage_k(); elsewhere they run
+//      plan 2 with the same split_k.
 //   4  decode kernel v2 (gemv2.cuh): one CTA per 32 weight rows over all of
 //      K, group scales applied to float32 partial sums, no workspace, one
 //      launch per 16 rows of M. Cases it cannot run (float16 accumulation,
@@ -25,6 +32,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -38,7 +46,22 @@ enum CudaPlanId : int64_t {
   kPlanGemm = 2,
   kPlanGemmWide = 3,
   kPlanGemv2 = 4,
+  kPlanWgmma = 6,
+  kPlanWgmmaTall = 7,
 };
+
+// CTA tile of plans 6 / 7 and its kernel variant (kernels.h); mirrors bitblas_jax/gpu_plan.py wgmma_tile().
+struct WgmmaTile {
+  int bn, bm, variant;
+};
+inline WgmmaTile wgmma_tile(int64_t plan, int64_t M) {
+  if (plan == kPlanWgmmaTall) return {128, 256, 3};
+  return M <= 32 ? WgmmaTile{128, 32, 0} : M <= 64 ? WgmmaTile{128, 64, 1} : WgmmaTile{128, 128, 2};
+}
+
+// k per pipeline stage of plans 6 / 7 (gemm_wgmma.cuh WgmmaCfg::BK): whole packed tiles, at least
+// 128 for tiles of <= 64 activation rows, else at least 64.
+inline int wgmma_stage_k(int bits, int bm) { return std::max(bm <= 64 ? 128 : 64, 256 / bits); }
 
 // Split-K counters: one per output tile of the smallest tile (128 x 32), padded
 // to 256 bytes; mirrors bitblas_jax/gpu_plan.py workspace_bytes().
