@@ -151,15 +151,12 @@ def wgmma_plan(M: int, N: int) -> int:
 
 
 def wgmma_split(plan: int, M: int, N: int, K: int, bits: int) -> int:
-    """Split-K of plans 6 / 7: about one wave of resident CTAs (two per SM up to 128 x 128 tiles),
-    at least 4 stages per split, at most 4 splits, fp32 partials of at most 8 MB."""
+    """Split-K of plans 6 / 7 (_one_wave_split): two CTAs per SM up to 128 x 128 tiles, at most 4
+    splits, fp32 partials of at most 8 MB."""
     bn, bm = wgmma_tile(plan, M)
-    tiles = -(-N // bn) * -(-M // bm)
-    stages = K // wgmma_stage_k(bits, bm)
     per_sm = 1 if bm > 128 else 2
-    split = max(1, round(per_sm * num_sms() / tiles))
-    split = min(split, _WGMMA_MAX_SPLIT, max(1, stages // 4), max(1, _WGMMA_PARTIAL_CAP // (4 * M * N)))
-    return max(1, split)
+    return _one_wave_split(M, N, -(-N // bn) * -(-M // bm), per_sm, K // wgmma_stage_k(bits, bm),
+                           _WGMMA_MAX_SPLIT, _WGMMA_PARTIAL_CAP)
 
 
 def gemm_tile(plan: int, M: int, bits: int, mode: str, group_size: int) -> tuple[int, int]:
@@ -175,16 +172,20 @@ def gemm_plan(M: int, N: int) -> int:
     return PLAN_GEMM_WIDE if -(-N // 256) * -(-M // (64 if M > 32 else 32)) >= _GEMM256_MIN_TILES else PLAN_GEMM
 
 
+def _one_wave_split(M: int, N: int, tiles: int, per_sm: int, stages: int, max_split: int,
+                    partial_cap: int) -> int:
+    """Split-K of a GEMM plan: about one wave of resident CTAs (per_sm per SM), at least 4 stages per
+    split, at most max_split, fp32 partials of at most partial_cap bytes (they stay in L2)."""
+    split = round(per_sm * num_sms() / tiles)
+    return max(1, min(split, max_split, stages // 4, partial_cap // (4 * M * N)))
+
+
 def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_size: int) -> int:
-    """Split-K of plan 2 / 3: about one wave of resident CTAs, at least 4 stages per split,
-    fp32 partials small enough to stay in L2."""
+    """Split-K of plan 2 / 3 (_one_wave_split)."""
     bn, bm = gemm_tile(plan, M, bits, mode, group_size)
-    tiles = -(-N // bn) * -(-M // bm)
     stages = -(-K // ((2 if bits >= 4 else 1) * (256 // bits)))   # gemm_stage_k in matmul_cuda.h
     per_sm = 1 if bn * bm > 128 * 64 else 2   # resident CTAs per SM (gemm.cuh launch bounds)
-    split = max(1, round(per_sm * num_sms() / tiles))
-    split = min(split, _GEMM_MAX_SPLIT, max(1, stages // 4), max(1, _PARTIAL_CAP // (4 * M * N)))
-    return max(1, split)
+    return _one_wave_split(M, N, -(-N // bn) * -(-M // bm), per_sm, stages, _GEMM_MAX_SPLIT, _PARTIAL_CAP)
 
 
 def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:

@@ -1,18 +1,17 @@
 // Plan 6: the Hopper GEMM (sm_90a), wgmma with the dequantized weight as the
 // register A operand.
 //
-// Grid (ceil(N/BN), ceil(M/BM), split). A CTA of two warpgroups computes a
-// BN = 128 MW (weight rows) x BM (activation rows, BM = 32..256 = the wgmma n)
-// tile of C^T over a K range. Warpgroup w owns MW blocks of 64 weight rows;
-// its warp i the 16-row band i of each block: each lane dequantizes its
-// 16-byte chunk of the band's
+// Grid (ceil(N/128), ceil(M/BM), split). A CTA of two warpgroups computes a
+// 128 (weight rows) x BM (activation rows, BM = 32..256 = the wgmma n) tile of
+// C^T over a K range. Warpgroup w owns weight rows 64w..64w+63, its warp i the
+// 16-row band 4w+i: each lane dequantizes its 16-byte chunk of the band's
 // packed tile straight into the m16n8k16 A-fragment layout, which is the
 // per-warp slice of wgmma's 64 x 16 register A operand, so decoded weights
 // never touch shared memory. The activations are the B operand: a BM x BK
 // stage in shared memory, K-major with the 128-byte swizzle (64-k sub-tiles,
 // 16-byte chunk j of row r at chunk j ^ (r & 7)), read by wgmma through a
-// matrix descriptor. MW wgmmas per k-step of 16 (one commit group); up to
-// WINDOW groups stay in flight while the next k-steps are decoded.
+// matrix descriptor. One wgmma per k-step of 16 (one commit group); up to
+// WINDOW of them stay in flight while the next k-steps are decoded.
 // Stages (packed tiles of the CTA's 8 bands + the activation tile) go through
 // a cp.async ring. A stage's slot is refilled two iterations after it was
 // read: by then every wgmma that read it has retired (a stage has at least
@@ -25,7 +24,7 @@
 namespace bitblas_jax {
 namespace cudak {
 
-template <int FC, int BM, int MW>
+template <int FC, int BM>
 struct WgmmaCfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;              // k per packed tile
@@ -34,16 +33,16 @@ struct WgmmaCfg {
   static constexpr int KMIN = BM <= 64 ? 128 : 64;
   static constexpr int TPB = TK >= KMIN ? 1 : KMIN / TK;  // tiles per band and stage
   static constexpr int BK = TPB * TK;
-  static constexpr int BN = 128 * MW;                // weight rows per CTA (two warpgroups)
+  static constexpr int BN = 128;                     // weight rows per CTA (two warpgroups)
   // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them
   // asynchronous (one tile per stage), else 2
-  static constexpr int WINDOW = BM * MW >= 128 || TPB > 1 ? 2 : 3;
+  static constexpr int WINDOW = BM >= 128 || TPB > 1 ? 2 : 3;
   static constexpr int NB = BN / 16;                 // bands per CTA
   static constexpr int A_BYTES = BM * BK * 2;        // activation stage: BK / 64 sub-tiles of BM x 128 bytes
   static constexpr int W_BYTES = NB * TPB * 512;
   static constexpr int STAGE_BYTES = A_BYTES + W_BYTES;
   // two CTAs per SM where their accumulators and four stages fit, else one
-  static constexpr int CTAS = BM * MW <= 128 && 4 * STAGE_BYTES <= 106 * 1024 ? 2 : 1;
+  static constexpr int CTAS = BM <= 128 && 4 * STAGE_BYTES <= 106 * 1024 ? 2 : 1;
   static constexpr int BUDGET = (CTAS == 2 ? 106 : 220) * 1024;
   static constexpr int STAGES = BUDGET / STAGE_BYTES < 8 ? BUDGET / STAGE_BYTES : 8;
   static constexpr int SMEM = STAGES * STAGE_BYTES + 1024;  // + slack to align the ring to 1024 bytes
@@ -73,10 +72,10 @@ __device__ __forceinline__ void fence_acc(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-template <int FC, typename T, int BM, int MW>
-__global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_kernel(const KParams p) {
+template <int FC, typename T, int BM>
+__global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel(const KParams p) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = WgmmaCfg<FC, BM, MW>;
+  using Cfg = WgmmaCfg<FC, BM>;
   constexpr int TK = Cfg::TK, TPB = Cfg::TPB, BK = Cfg::BK, STAGES = Cfg::STAGES, NB = Cfg::NB;
   constexpr int NS = TK / 16;  // k-steps per tile
   constexpr int ND = BM / 2;   // accumulators per thread
@@ -86,7 +85,6 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
-  const int wg = warp >> 2, wi = warp & 3;
   const long long M = p.M, N = p.N, K = p.K;
   const int nbands = static_cast<int>(N >> 4);
   const int bx = blockIdx.x, by = blockIdx.y, bz = blockIdx.z;
@@ -141,25 +139,16 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
     cp_async_commit();
   };
 
-  float acc[MW][ND];
+  float acc[ND];
 #pragma unroll
-  for (int b = 0; b < MW; ++b) {
-#pragma unroll
-    for (int i = 0; i < ND; ++i) acc[b][i] = 0.f;
-    fence_acc(acc[b]);
-  }
+  for (int i = 0; i < ND; ++i) acc[i] = 0.f;
+  fence_acc(acc);
 
-  // this warp's bands: band_local[b] of the CTA; this lane's rows nrow0[b], nrow0[b] + 8
+  // this warp's band: CTA band `warp` (warpgroup warp / 4, its warp warp % 4); this lane's rows nrow0, nrow0 + 8
   const RowP<T> pbase = rowp_base<FC, T>(p);
-  int band_local[MW];
-  bool band_ok[MW];
-  long long nrow0[MW];
-#pragma unroll
-  for (int b = 0; b < MW; ++b) {
-    band_local[b] = (wg * MW + b) * 4 + wi;
-    band_ok[b] = bx * NB + band_local[b] < nbands;
-    nrow0[b] = static_cast<long long>(bx * NB + band_local[b]) * 16 + g;
-  }
+  const int band = bx * NB + warp;
+  const bool band_ok = band < nbands;
+  const long long nrow0 = static_cast<long long>(band) * 16 + g;
 
   // Scales / zeros of the next stage's tiles, read while this one computes.
   // Groups are whole tiles here (the host sends other group sizes to plan 2);
@@ -171,16 +160,13 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
     gi_run = kb0 * TPB / tiles_per_group;
     ti_run = kb0 * TPB - gi_run * tiles_per_group;
   }
-  uint32_t s_nx[TPB][MW], z_nx[TPB][MW];
+  uint32_t s_nx[TPB], z_nx[TPB];
   auto prefetch = [&](int kb) {
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
-#pragma unroll
-      for (int b = 0; b < MW; ++b) s_nx[tt][b] = z_nx[tt][b] = 0u;
+      s_nx[tt] = z_nx[tt] = 0u;
       if (!has_groups || kb >= kb1) continue;
-#pragma unroll
-      for (int b = 0; b < MW; ++b)
-        if (band_ok[b]) load_group_raw(p, nrow0[b], gi_run, s_nx[tt][b], z_nx[tt][b]);
+      if (band_ok) load_group_raw(p, nrow0, gi_run, s_nx[tt], z_nx[tt]);
       if (++ti_run == tiles_per_group) {
         ti_run = 0;
         ++gi_run;
@@ -198,14 +184,12 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
   prefetch(kb0);
 
   for (int kb = kb0, it = 0; kb < kb1; ++kb, ++it) {
-    uint32_t s_cur[TPB][MW], z_cur[TPB][MW];
+    uint32_t s_cur[TPB], z_cur[TPB];
 #pragma unroll
-    for (int tt = 0; tt < TPB; ++tt)
-#pragma unroll
-      for (int b = 0; b < MW; ++b) {
-        s_cur[tt][b] = s_nx[tt][b];
-        z_cur[tt][b] = z_nx[tt][b];
-      }
+    for (int tt = 0; tt < TPB; ++tt) {
+      s_cur[tt] = s_nx[tt];
+      z_cur[tt] = z_nx[tt];
+    }
     prefetch(kb + 1);
     cp_async_wait<STAGES - 3>();
     fence_proxy_async_smem();
@@ -219,41 +203,32 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
         cp_async_commit();
     }
     const uint32_t sbase = ring + (it % STAGES) * Cfg::STAGE_BYTES;
-    const uint32_t sw_addr = sbase + Cfg::A_BYTES + lane * 16;
+    const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
-      RowP<T> P[MW][2];
-      uint4 w[MW];
-#pragma unroll
-      for (int b = 0; b < MW; ++b) {
-        rowp_make2<FC, T>(p, pbase, s_cur[tt][b], z_cur[tt][b], P[b][0], P[b][1]);
-        w[b] = lds128(sw_addr + (band_local[b] * TPB + tt) * 512);
-      }
+      RowP<T> P0, P1;
+      rowp_make2<FC, T>(p, pbase, s_cur[tt], z_cur[tt], P0, P1);
+      const uint4 w = lds128(sw_addr + tt * 512);
       static_for<0, NS>([&](auto I) {
         constexpr int S = decltype(I)::value;
         const int kk = tt * TK + S * 16;
-        uint32_t a[MW][4];
-#pragma unroll
-        for (int b = 0; b < MW; ++b) dequant_kstep<FC, T, S>(w[b], P[b][0], P[b][1], P[b][0], P[b][1], sTab, a[b]);
+        uint32_t a[4];
+        dequant_kstep<FC, T, S>(w, P0, P1, P0, P1, sTab, a);
         const uint64_t desc = wgmma_desc_sw128(sbase + (kk >> 6) * (BM * 128) + (kk & 63) * 2);
         wgmma_fence();
-#pragma unroll
-        for (int b = 0; b < MW; ++b) wgmma_rs<BM, T>(acc[b], a[b], desc);
+        wgmma_rs<BM, T>(acc, a, desc);
         wgmma_commit();
         wgmma_wait<Cfg::WINDOW - 1>();
       });
     }
   }
   wgmma_wait<0>();
-#pragma unroll
-  for (int b = 0; b < MW; ++b) fence_acc(acc[b]);
+  fence_acc(acc);
   cp_async_wait<0>();
 
-  // ---- epilogue: acc[b][4j + e] is weight row nrow0[b] + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----
+  // ---- epilogue: acc[4j + e] is weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----
   float* part = p.partial + static_cast<long long>(bz) * M * N;
-#pragma unroll
-  for (int b = 0; b < MW; ++b) {
-    if (!band_ok[b]) continue;
+  if (band_ok) {
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
@@ -261,9 +236,9 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM, MW>::CTAS) gemm_wgmma_ke
         const long long m = m0 + 8 * j + 2 * c + (e & 1);
         if (m >= M) continue;
         if (p.split == 1)
-          store_out<T>(p, m, nrow0[b] + 8 * (e >> 1), acc[b][4 * j + e]);
+          store_out<T>(p, m, nrow0 + 8 * (e >> 1), acc[4 * j + e]);
         else
-          part[m * N + nrow0[b] + 8 * (e >> 1)] = acc[b][4 * j + e];
+          part[m * N + nrow0 + 8 * (e >> 1)] = acc[4 * j + e];
       }
   }
   if (p.split == 1) return;
