@@ -124,6 +124,18 @@ __device__ __forceinline__ uint4 ldg_stream(const void* ptr) {
   return r;
 }
 
+// 16- / 8-bit loads straight into a 32-bit register (zero-extended by the load
+// itself, so no masking instruction waits on the load right after it).
+__device__ __forceinline__ uint32_t ldg_u16_u32(const void* base, long long idx) {
+  uint32_t v;
+  asm("ld.global.nc.u16 %0, [%1];" : "=r"(v) : "l"(reinterpret_cast<const uint16_t*>(base) + idx));
+  return v;
+}
+__device__ __forceinline__ uint32_t ldg_u8_u32(const void* base, long long idx) {
+  uint32_t v;
+  asm("ld.global.nc.u8 %0, [%1];" : "=r"(v) : "l"(reinterpret_cast<const uint8_t*>(base) + idx));
+  return v;
+}
 __device__ __forceinline__ uint16_t ldg_u16(const void* base, long long idx) {
   return __ldg(reinterpret_cast<const unsigned short*>(base) + idx);
 }
@@ -523,19 +535,63 @@ __device__ __forceinline__ void init_nf4_tab(typename TT<T>::T2* tab) {
   for (int i = threadIdx.x; i < 256; i += blockDim.x) tab[i] = TT<T>::f22(kNF4Values[i & 15], kNF4Values[i >> 4]);
 }
 
-// Raw scale / zero bits of rows n and n+8 at group gi (packed: row n low 16 bits).
+// Scale / zero bits of rows n and n+8 at one group, as loaded: kept apart until
+// used (GroupBits::pack), so a load issued a stage ahead is not waited for at once.
+struct GroupBits {
+  uint32_t s0, s1, z0, z1;
+  // (s, z): row n in the low 16 bits, row n+8 in the high 16 bits
+  __device__ __forceinline__ void pack(uint32_t& s, uint32_t& z) const {
+    s = s0 | (s1 << 16);
+    z = z0 | (z1 << 16);
+  }
+};
+__device__ __forceinline__ GroupBits load_group_bits(const KParams& p, long long n, int gi) {
+  GroupBits b{0u, 0u, 0u, 0u};
+  if (p.mode == MODE_NONE) return b;
+  const long long i0 = n * p.G + gi, i1 = i0 + 8LL * p.G;
+  b.s0 = ldg_u16_u32(p.scale, i0);
+  b.s1 = ldg_u16_u32(p.scale, i1);
+  if (p.mode == MODE_QUANT) {
+    b.z0 = ldg_u8_u32(p.zeros, i0);
+    b.z1 = ldg_u8_u32(p.zeros, i1);
+  } else if (p.mode >= MODE_ORIGINAL) {
+    b.z0 = ldg_u16_u32(p.zeros, i0);
+    b.z1 = ldg_u16_u32(p.zeros, i1);
+  }
+  return b;
+}
+// The scale / zero rows n and n+8 of one lane, addressed once: load(p, gi) is
+// a few instructions per group (row n+8 and the zero size come from the
+// kernel parameters, which live in the constant bank, not in registers).
+struct GroupRows {
+  const uint8_t* s = nullptr;  // &scale[n, 0] (null: no groups)
+  const uint8_t* z = nullptr;  // &zeros[n, 0] (null: no zeros)
+  __device__ __forceinline__ GroupRows(const KParams& p, long long n) {
+    if (p.mode == MODE_NONE) return;
+    s = static_cast<const uint8_t*>(p.scale) + n * p.G * 2;
+    if (p.mode == MODE_QUANT)
+      z = static_cast<const uint8_t*>(p.zeros) + n * p.G;
+    else if (p.mode >= MODE_ORIGINAL)
+      z = static_cast<const uint8_t*>(p.zeros) + n * p.G * 2;
+  }
+  __device__ __forceinline__ GroupBits load(const KParams& p, int gi) const {
+    GroupBits b{0u, 0u, 0u, 0u};
+    if (s == nullptr) return b;
+    const long long g8 = 8LL * p.G;  // elements from row n to row n+8
+    b.s0 = ldg_u16_u32(s, gi);
+    b.s1 = ldg_u16_u32(s, gi + g8);
+    if (z != nullptr) {
+      const bool zbyte = p.mode == MODE_QUANT;
+      b.z0 = zbyte ? ldg_u8_u32(z, gi) : ldg_u16_u32(z, gi);
+      b.z1 = zbyte ? ldg_u8_u32(z, gi + g8) : ldg_u16_u32(z, gi + g8);
+    }
+    return b;
+  }
+};
+// The same, packed at once (for loads used right away).
 __device__ __forceinline__ void load_group_raw(const KParams& p, long long n, int gi, uint32_t& s,
                                                uint32_t& z) {
-  s = 0u;
-  z = 0u;
-  if (p.mode == MODE_NONE) return;
-  const long long i0 = n * p.G + gi, i1 = i0 + 8LL * p.G;
-  s = ldg_u16(p.scale, i0) | (static_cast<uint32_t>(ldg_u16(p.scale, i1)) << 16);
-  if (p.mode == MODE_QUANT) {
-    z = ldg_u8(p.zeros, i0) | (static_cast<uint32_t>(ldg_u8(p.zeros, i1)) << 16);
-  } else if (p.mode >= MODE_ORIGINAL) {
-    z = ldg_u16(p.zeros, i0) | (static_cast<uint32_t>(ldg_u16(p.zeros, i1)) << 16);
-  }
+  load_group_bits(p, n, gi).pack(s, z);
 }
 
 // ---- epilogue ---------------------------------------------------------------------

@@ -113,30 +113,38 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
   const uint16_t* asrc = Ag + (m0 + ar) * K + av * 8;
   const uint32_t aoff = (av >> 3) * (BM * 128) + ar * 128 + (((av & 7) ^ (ar & 7)) << 4);
 
-  auto load_stage = [&](int st, int kb) {
-    const long long k0 = static_cast<long long>(kb) * BK;
+  // Stages are loaded in k order: running sources, advanced one stage per load.
+  const uint8_t* wnext = wsrc + static_cast<long long>(kb0) * TPB * 512;
+  const uint16_t* anext = asrc + static_cast<long long>(kb0) * BK;
+  long long k_load = static_cast<long long>(kb0) * BK;
+  uint32_t w_ok = 0u, a_ok = 0u;  // copy passes in range (rows past M stay unloaded:
+#pragma unroll                    // they only meet outputs that are never stored)
+  for (int j = 0; j < WIT; ++j) w_ok |= static_cast<uint32_t>(bx * NB + wb + j * BPI < nbands) << j;
+#pragma unroll
+  for (int j = 0; j < AIT; ++j) a_ok |= static_cast<uint32_t>(ar + j * RPP < BM && m0 + ar + j * RPP < M) << j;
+
+  auto load_stage = [&](int st) {
     const uint32_t sbase = ring + st * Cfg::STAGE_BYTES;
 #pragma unroll
     for (int j = 0; j < WIT; ++j)
-      if (bx * NB + wb + j * BPI < nbands)
-        cp_async16_stream(sbase + woff + j * BPI * TPB * 512,
-                          wsrc + j * BPI * band_stride + static_cast<long long>(kb) * TPB * 512);
-    // rows past M stay unloaded: they only meet outputs that are never stored
+      if ((w_ok >> j) & 1u) cp_async16_stream(sbase + woff + j * BPI * TPB * 512, wnext + j * BPI * band_stride);
     if (p.a_aligned) {
 #pragma unroll
       for (int j = 0; j < AIT; ++j)
-        if (ar + j * RPP < BM && m0 + ar + j * RPP < M)
-          cp_async16_stream(sbase + aoff + j * RPP * 128, asrc + j * RPP * K + k0);
+        if ((a_ok >> j) & 1u) cp_async16_stream(sbase + aoff + j * RPP * 128, anext + j * RPP * K);
     } else {
       uint16_t* sa = reinterpret_cast<uint16_t*>(smem + (sbase - smem_addr(smem)));
       for (int i = tid; i < BM * BK; i += 256) {
         const int r = i / BK, kk = i % BK;
         if (m0 + r < M)
           sa[(kk >> 6) * (BM * 64) + r * 64 + ((((kk >> 3) & 7) ^ (r & 7)) << 3) + (kk & 7)] =
-              Ag[(m0 + r) * K + k0 + kk];
+              Ag[(m0 + r) * K + k_load + kk];
       }
     }
     cp_async_commit();
+    wnext += TPB * 512;
+    anext += BK;
+    k_load += BK;
   };
 
   float acc[ND];
@@ -160,13 +168,14 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
     gi_run = kb0 * TPB / tiles_per_group;
     ti_run = kb0 * TPB - gi_run * tiles_per_group;
   }
-  uint32_t s_nx[TPB], z_nx[TPB];
+  const GroupRows grows(p, band_ok ? nrow0 : 0);
+  GroupBits g_nx[TPB];
   auto prefetch = [&](int kb) {
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
-      s_nx[tt] = z_nx[tt] = 0u;
+      g_nx[tt] = GroupBits{0u, 0u, 0u, 0u};
       if (!has_groups || kb >= kb1) continue;
-      if (band_ok) load_group_raw(p, nrow0, gi_run, s_nx[tt], z_nx[tt]);
+      if (band_ok) g_nx[tt] = grows.load(p, gi_run);
       if (++ti_run == tiles_per_group) {
         ti_run = 0;
         ++gi_run;
@@ -177,19 +186,16 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
 #pragma unroll
   for (int s = 0; s < STAGES - 2; ++s) {
     if (kb0 + s < kb1)
-      load_stage(s, kb0 + s);
+      load_stage(s);
     else
       cp_async_commit();
   }
   prefetch(kb0);
 
   for (int kb = kb0, it = 0; kb < kb1; ++kb, ++it) {
-    uint32_t s_cur[TPB], z_cur[TPB];
+    GroupBits g_cur[TPB];
 #pragma unroll
-    for (int tt = 0; tt < TPB; ++tt) {
-      s_cur[tt] = s_nx[tt];
-      z_cur[tt] = z_nx[tt];
-    }
+    for (int tt = 0; tt < TPB; ++tt) g_cur[tt] = g_nx[tt];
     prefetch(kb + 1);
     cp_async_wait<STAGES - 3>();
     fence_proxy_async_smem();
@@ -198,7 +204,7 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
       // refill the slot read two iterations ago (its wgmmas have retired)
       const int nk = kb + STAGES - 2;
       if (nk < kb1)
-        load_stage((it + STAGES - 2) % STAGES, nk);
+        load_stage((it + STAGES - 2) % STAGES);
       else
         cp_async_commit();
     }
@@ -207,7 +213,9 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
       RowP<T> P0, P1;
-      rowp_make2<FC, T>(p, pbase, s_cur[tt], z_cur[tt], P0, P1);
+      uint32_t s2, z2;
+      g_cur[tt].pack(s2, z2);  // the first use of the loads issued a stage ago
+      rowp_make2<FC, T>(p, pbase, s2, z2, P0, P1);
       const uint4 w = lds128(sw_addr + tt * 512);
       static_for<0, NS>([&](auto I) {
         constexpr int S = decltype(I)::value;
