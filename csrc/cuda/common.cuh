@@ -545,20 +545,24 @@ struct GroupBits {
     z = z0 | (z1 << 16);
   }
 };
-__device__ __forceinline__ GroupBits load_group_bits(const KParams& p, long long n, int gi) {
+// The loads behind GroupRows and load_group_raw: element i of the scale / zero
+// rows at s / z (z null: no zeros) and element i of the rows 8 below them.
+__device__ __forceinline__ GroupBits load_group_at(const KParams& p, const uint8_t* s, const uint8_t* z,
+                                                   long long i) {
   GroupBits b{0u, 0u, 0u, 0u};
-  if (p.mode == MODE_NONE) return b;
-  const long long i0 = n * p.G + gi, i1 = i0 + 8LL * p.G;
-  b.s0 = ldg_u16_u32(p.scale, i0);
-  b.s1 = ldg_u16_u32(p.scale, i1);
-  if (p.mode == MODE_QUANT) {
-    b.z0 = ldg_u8_u32(p.zeros, i0);
-    b.z1 = ldg_u8_u32(p.zeros, i1);
-  } else if (p.mode >= MODE_ORIGINAL) {
-    b.z0 = ldg_u16_u32(p.zeros, i0);
-    b.z1 = ldg_u16_u32(p.zeros, i1);
+  const long long g8 = 8LL * p.G;  // elements from row n to row n+8
+  b.s0 = ldg_u16_u32(s, i);
+  b.s1 = ldg_u16_u32(s, i + g8);
+  if (z != nullptr) {
+    const bool zbyte = p.mode == MODE_QUANT;
+    b.z0 = zbyte ? ldg_u8_u32(z, i) : ldg_u16_u32(z, i);
+    b.z1 = zbyte ? ldg_u8_u32(z, i + g8) : ldg_u16_u32(z, i + g8);
   }
   return b;
+}
+// The zeros of a mode, or null (MODE_QUANT is >= MODE_ORIGINAL: 8-bit zeros).
+__device__ __forceinline__ const uint8_t* group_zeros(const KParams& p) {
+  return p.mode >= MODE_ORIGINAL ? static_cast<const uint8_t*>(p.zeros) : nullptr;
 }
 // The scale / zero rows n and n+8 of one lane, addressed once: load(p, gi) is
 // a few instructions per group (row n+8 and the zero size come from the
@@ -569,29 +573,20 @@ struct GroupRows {
   __device__ __forceinline__ GroupRows(const KParams& p, long long n) {
     if (p.mode == MODE_NONE) return;
     s = static_cast<const uint8_t*>(p.scale) + n * p.G * 2;
-    if (p.mode == MODE_QUANT)
-      z = static_cast<const uint8_t*>(p.zeros) + n * p.G;
-    else if (p.mode >= MODE_ORIGINAL)
-      z = static_cast<const uint8_t*>(p.zeros) + n * p.G * 2;
+    if (const uint8_t* z0 = group_zeros(p)) z = z0 + n * p.G * (p.mode == MODE_QUANT ? 1 : 2);
   }
   __device__ __forceinline__ GroupBits load(const KParams& p, int gi) const {
-    GroupBits b{0u, 0u, 0u, 0u};
-    if (s == nullptr) return b;
-    const long long g8 = 8LL * p.G;  // elements from row n to row n+8
-    b.s0 = ldg_u16_u32(s, gi);
-    b.s1 = ldg_u16_u32(s, gi + g8);
-    if (z != nullptr) {
-      const bool zbyte = p.mode == MODE_QUANT;
-      b.z0 = zbyte ? ldg_u8_u32(z, gi) : ldg_u16_u32(z, gi);
-      b.z1 = zbyte ? ldg_u8_u32(z, gi + g8) : ldg_u16_u32(z, gi + g8);
-    }
-    return b;
+    return s == nullptr ? GroupBits{0u, 0u, 0u, 0u} : load_group_at(p, s, z, gi);
   }
 };
 // The same, packed at once (for loads used right away).
 __device__ __forceinline__ void load_group_raw(const KParams& p, long long n, int gi, uint32_t& s,
                                                uint32_t& z) {
-  load_group_bits(p, n, gi).pack(s, z);
+  if (p.mode == MODE_NONE) {
+    s = z = 0u;
+    return;
+  }
+  load_group_at(p, static_cast<const uint8_t*>(p.scale), group_zeros(p), n * p.G + gi).pack(s, z);
 }
 
 // ---- epilogue ---------------------------------------------------------------------
