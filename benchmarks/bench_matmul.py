@@ -147,7 +147,7 @@ def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
     S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, adt)
     wbytes = W.nbytes + S.nbytes
     n = copies_for(wbytes)
-    ws = [(W + jnp.uint8(i), S) for i in range(n)]     # distinct buffers, same statistics
+    ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(n)]  # distinct buffers, same statistics
     A = jnp.asarray(rng.standard_normal((M, K)), adt)
     r = timed_rotation(lambda a, w, s: mm(a, w, scale=s), A, ws, repeats, wbytes)
     r["weight_bytes"] = int(wbytes)

@@ -341,6 +341,17 @@ static int correctness(int rounds, uint64_t seed, bool big) {
   std::mt19937_64 rng(seed);
   int fails = 0, total = 0;
   double worst[3] = {0, 0, 0};
+  auto check = [&](const Case& c, int dt) {
+    std::string err;
+    const double rel = run_case(c, rng, &err);
+    const double tol = tolerance(c);
+    ++total;
+    worst[dt] = std::max(worst[dt], rel);
+    if (!err.empty() || !(rel <= tol)) {
+      ++fails;
+      printf("FAIL %s: rel=%.3e tol=%.1e %s\n", describe(c).c_str(), rel, tol, err.c_str());
+    }
+  };
   const int64_t Ms[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 130, 257};
   const int64_t Ns[] = {16, 48, 128, 144, 272};
   for (int round = 0; round < rounds; ++round) {
@@ -375,17 +386,24 @@ static int correctness(int rounds, uint64_t seed, bool big) {
           const int64_t splits[] = {1, 1, 2, 3, 5};
           c.split = splits[rng() % 5];
           c.a_misalign = (rng() % 10 == 0) ? 1 : 0;
-          std::string err;
-          const double rel = run_case(c, rng, &err);
-          const double tol = tolerance(c);
-          ++total;
-          worst[dt] = std::max(worst[dt], rel);
-          if (!err.empty() || !(rel <= tol)) {
-            ++fails;
-            printf("FAIL %s: rel=%.3e tol=%.1e %s\n", describe(c).c_str(), rel, tol, err.c_str());
-          }
+          check(c, dt);
         }
       }
+    }
+  }
+  // The decode kernel's paired group loads (two groups per warp chunk: 2 gs = the k of 4 or 2
+  // tiles), next to a group count that rules them out (K = 1664: 13 groups of 128).
+  for (WFormat fmt : {WFormat::kInt4, WFormat::kUInt4, WFormat::kNF4, WFormat::kFP4E2M1, WFormat::kInt8,
+                      WFormat::kUInt8, WFormat::kFP8E4M3}) {
+    for (ScaleMode mode : modes_for(fmt)) {
+      if (mode == ScaleMode::kNone) continue;
+      for (int64_t gs : {32, 64, 128})
+        for (int64_t M : {1, 6}) {
+          const int dt = static_cast<int>(rng() % 3);
+          Case c{fmt, mode, dt == 2 ? DType::kBF16 : DType::kF16, dt == 1 ? DType::kF16 : DType::kF32,
+                 static_cast<DType>(rng() % 3), M, 272, (rng() & 1) ? 2048 : 1664, gs, (rng() & 1) != 0, 4, 1, 0};
+          check(c, dt);
+        }
     }
   }
   if (big) {
@@ -598,14 +616,17 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--one" && i + 6 < argc) {
-      // --one M N K plan split fmt_id: time one int4-style config (for profilers)
+      // --one M N K plan split fmt_id [group_size]: time one config (for profilers); group
+      // size 128 unless given (K: per channel)
       const int64_t M = atoll(argv[i + 1]), N = atoll(argv[i + 2]), K = atoll(argv[i + 3]);
       const int64_t plan = atoll(argv[i + 4]), split = atoll(argv[i + 5]);
       const WFormat f = static_cast<WFormat>(atoi(argv[i + 6]));
-      const TimeRes r = time_cfg(M, N, K, plan, split, f, 128, 2);
-      printf("one: %s M=%ld N=%ld K=%ld plan=%ld split=%ld: %.2f us/call, %.2f us/graph\n",
-             kFmtNames[static_cast<int>(f)], (long)M, (long)N, (long)K, (long)plan, (long)split, r.us_launch,
-             r.us_graph);
+      const int64_t gs = i + 7 < argc ? atoll(argv[i + 7]) : 128;
+      const double wbytes = static_cast<double>(N) * K * format_bits(f) / 8.0;
+      const TimeRes r = time_cfg(M, N, K, plan, split, f, gs, std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes))));
+      printf("one: %s M=%ld N=%ld K=%ld gs=%ld plan=%ld split=%ld: %.2f us/call, %.2f us/graph\n",
+             kFmtNames[static_cast<int>(f)], (long)M, (long)N, (long)K, (long)gs, (long)plan, (long)split,
+             r.us_launch, r.us_graph);
       return 0;
     }
     if (a == "--rounds" && i + 1 < argc) rounds = atoi(argv[++i]);

@@ -136,6 +136,10 @@ __device__ __forceinline__ uint32_t ldg_u8_u32(const void* base, long long idx) 
   asm("ld.global.nc.u8 %0, [%1];" : "=r"(v) : "l"(reinterpret_cast<const uint8_t*>(base) + idx));
   return v;
 }
+// 32 bits at a 4-byte aligned address (read-only path)
+__device__ __forceinline__ uint32_t ldg_u32_at(const void* addr) {
+  return __ldg(reinterpret_cast<const unsigned int*>(addr));
+}
 __device__ __forceinline__ uint16_t ldg_u16(const void* base, long long idx) {
   return __ldg(reinterpret_cast<const unsigned short*>(base) + idx);
 }

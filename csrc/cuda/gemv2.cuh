@@ -17,7 +17,7 @@
 // So the weight is never rounded to A's dtype (at least as accurate as v1).
 // Needs group_size % TK == 0 (groups of whole tiles) unless mode is none. Each
 // lane reads its rows' scales (and zeros) straight from global memory, L1-cached,
-// one chunk ahead. ZEROS (modes original / rescale / quantized) is a template
+// one or two chunks ahead. ZEROS (modes original / rescale / quantized) is a template
 // flag so the hot loop has no predicated mma or mode branches.
 #pragma once
 
@@ -145,12 +145,26 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const int zsize = mode == MODE_QUANT ? 1 : 2;
   const uint8_t* sbase = has_scale ? static_cast<const uint8_t*>(p.scale) + row0 * G * 2 : nullptr;
   const uint8_t* zbase = ZEROS ? static_cast<const uint8_t*>(p.zeros) + row0 * G * zsize : nullptr;
+  // Paired groups: when a warp's chunk holds exactly two groups (2 gs = WK, e.g. int4 group 128
+  // with 4 tiles), its first group index is even, so one aligned load per row, issued ahead
+  // with the rest, brings both groups' bits (the second in the high half) instead of a load in
+  // the middle of the chunk that the chunk's last flush would wait for.
+  const bool pair = U >= 2 && has_scale && 2 * gs == WK && (G & 1) == 0 &&  // (groups are whole tiles)
+                    (reinterpret_cast<uintptr_t>(p.scale) & 3u) == 0 &&
+                    (!ZEROS || (reinterpret_cast<uintptr_t>(p.zeros) & (2u * zsize - 1u)) == 0);
+  const int glast = pair ? G - 2 : G - 1;  // the last group a load may start at
   auto load_group = [&](int gi, uint32_t (&sr)[4], uint32_t (&zr)[4]) {
     if (!has_scale) return;
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      sr[q] = ldg_u16(sbase, q_off[q] + gi);
-      if constexpr (ZEROS) zr[q] = zsize == 1 ? ldg_u8(zbase, q_off[q] + gi) : ldg_u16(zbase, q_off[q] + gi);
+      const int i = q_off[q] + gi;
+      if (pair) {
+        sr[q] = ldg_u32_at(sbase + 2ll * i);
+        if constexpr (ZEROS) zr[q] = zsize == 1 ? ldg_u16(zbase + i, 0) : ldg_u32_at(zbase + 2ll * i);
+      } else {
+        sr[q] = ldg_u16(sbase, i);
+        if constexpr (ZEROS) zr[q] = zsize == 1 ? ldg_u8(zbase, i) : ldg_u16(zbase, i);
+      }
     }
   };
 
@@ -170,36 +184,42 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[0][mb][e] = acc[1][mb][e] = tacc[0][mb][e] = tacc[1][mb][e] = tsum[mb][e] = 0.f;
 
-  // acc += s * tacc - zs * tsum for one group's raw scales / zeros; clears tacc / tsum.
-  auto flush = [&](const uint32_t (&sr)[4], const uint32_t (&zr)[4]) {
+  // One group's factors per row q (rows g, g+8 of both bands) from its raw bits: sv, the scale
+  // times the factor the raw decode left out, and zs, the zero term (z * s, or z when rescaled).
+  // Every way to the current group's factors ends here, in one instruction per row that reads
+  // the raw bits; so the flushes read only these registers and carry no scoreboard wait on the
+  // loads in flight (a flush reading loaded bits would wait for all of them).
+  auto group_factors = [&](const uint32_t (&sr)[4], const uint32_t (&zr)[4], float (&sv)[4], float (&zs)[4]) {
 #pragma unroll
-    for (int bi = 0; bi < 2; ++bi) {
-      float s[2], zs[2] = {0.f, 0.f}, sv[2];  // sv: s times the factor the raw decode left out
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int q = 2 * bi + h;
-        s[h] = has_scale ? TT<T>::tof(static_cast<uint16_t>(sr[q])) : 1.f;
-        sv[h] = s[h] * raw_value_scale<FC, T>();
-        if constexpr (ZEROS) {
-          if (mode == MODE_RESCALE) {
-            zs[h] = TT<T>::tof(static_cast<uint16_t>(zr[q]));
-          } else if (mode == MODE_ORIGINAL) {
-            zs[h] = TT<T>::tof(static_cast<uint16_t>(zr[q])) * s[h];
-          } else {
-            zs[h] = static_cast<float>(p.zeros_signed ? static_cast<int>(static_cast<int8_t>(zr[q] & 0xffu))
-                                                      : static_cast<int>(zr[q] & 0xffu)) * s[h];
-          }
+    for (int q = 0; q < 4; ++q) {
+      const float s = has_scale ? TT<T>::tof(static_cast<uint16_t>(sr[q])) : 1.f;
+      sv[q] = s * raw_value_scale<FC, T>();
+      zs[q] = 0.f;
+      if constexpr (ZEROS) {
+        if (mode == MODE_RESCALE) {
+          zs[q] = TT<T>::tof(static_cast<uint16_t>(zr[q]));
+        } else if (mode == MODE_ORIGINAL) {
+          zs[q] = TT<T>::tof(static_cast<uint16_t>(zr[q])) * s;
+        } else {
+          zs[q] = static_cast<float>(p.zeros_signed ? static_cast<int>(static_cast<int8_t>(zr[q] & 0xffu))
+                                                    : static_cast<int>(zr[q] & 0xffu)) * s;
         }
       }
+    }
+  };
+  // acc += sv * tacc - zs * tsum for one group; clears tacc / tsum.
+  auto flush = [&](const float (&sv)[4], const float (&zs)[4]) {
+#pragma unroll
+    for (int bi = 0; bi < 2; ++bi)
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float a = ZEROS ? fmaf(-zs[e >> 1], tsum[mb][e], acc[bi][mb][e]) : acc[bi][mb][e];
-          acc[bi][mb][e] = fmaf(sv[e >> 1], tacc[bi][mb][e], a);
+          const int q = 2 * bi + (e >> 1);
+          const float a = ZEROS ? fmaf(-zs[q], tsum[mb][e], acc[bi][mb][e]) : acc[bi][mb][e];
+          acc[bi][mb][e] = fmaf(sv[q], tacc[bi][mb][e], a);
           tacc[bi][mb][e] = 0.f;
         }
-    }
     if constexpr (ZEROS) {
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb)
@@ -217,20 +237,49 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
     dq = CHK / gs;
     dr = CHK - dq * gs;
   }
-  uint32_t sc[4] = {0u, 0u, 0u, 0u}, zc[4] = {0u, 0u, 0u, 0u};
-  load_group(min(gi, G - 1), sc, zc);
+  // Chunks ahead that a group's bits are loaded (H100, 28672 x 8192 int4 g128, M = 1: 49.6 us with
+  // the flush reading loaded bits, 47.8 us one chunk ahead, 46.9 us two). Kernels with zeros keep
+  // one (two spill there), and so do those with one tile per chunk (int2 ran 9% slower with two).
+  constexpr int AHEAD = ZEROS || U == 1 ? 1 : 2;
+  auto advance = [&](int& g, int& r) {  // (group, offset) of a warp's chunk -> of its next one
+    g += dq;
+    r += dr;
+    if (r >= gs) {
+      r -= gs;
+      ++g;
+    }
+  };
+  // The raw bits of a chunk's (first) group are loaded AHEAD chunks ahead, one register set per
+  // chunk in flight (with two, the loop body is instantiated for each set): in this kernel a
+  // global load queues behind the copies in flight, about a chunk's worth. sv / zs: the current
+  // group's factors; s_hi / z_hi: with paired groups, the chunk's second group's bits.
+  uint32_t sA[4] = {0u, 0u, 0u, 0u}, zA[4] = {0u, 0u, 0u, 0u}, sB[4] = {0u, 0u, 0u, 0u},
+           zB[4] = {0u, 0u, 0u, 0u}, s_hi[4], z_hi[4];
+  float sv[4], zs[4];
+  int gl = gi, rl = rem;  // the chunk whose bits are loaded next
+  load_group(min(gl, glast), sA, zA);
+  advance(gl, rl);
+  if (AHEAD == 2) {
+    load_group(min(gl, glast), sB, zB);
+    advance(gl, rl);
+  }
 
-  for (int i = 0; i < nmine; ++i) {
+  auto chunk = [&](int i, uint32_t (&sb)[4], uint32_t (&zb)[4]) {
+    group_factors(sb, zb, sv, zs);  // waits for loads AHEAD chunks old
+    if (pair) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        s_hi[q] = sb[q] >> 16;
+        z_hi[q] = zb[q] >> (8 * zsize);
+      }
+    }
+    // Chunk i + AHEAD's bits before this chunk's copies: queued behind them, the loads would
+    // hold their address registers (reused here) longer.
+    if (i + AHEAD < nmine) load_group(min(gl, glast), sb, zb);
+    advance(gl, rl);
     cp_async_wait<NST - 2>();
     __syncwarp();
     issue(i + NST - 1);
-    int gn = gi + dq, rn = rem + dr;
-    if (rn >= gs) {
-      rn -= gs;
-      ++gn;
-    }
-    uint32_t sn[4] = {0u, 0u, 0u, 0u}, zn[4] = {0u, 0u, 0u, 0u};
-    if (i + 1 < nmine) load_group(min(gn, G - 1), sn, zn);
     const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
     const int slot = i % NST;
     const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDW);
@@ -241,8 +290,14 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
       constexpr int u = decltype(UI)::value;
       if (t0 + u >= KT) return;
       if (u > 0 && u * TK == nb) {  // a group starts at this tile
-        flush(sc, zc);
-        load_group(++gm, sc, zc);
+        flush(sv, zs);
+        if (pair) {
+          group_factors(s_hi, z_hi, sv, zs);
+        } else {  // not paired: loaded here, waited for at once
+          uint32_t sr[4], zr[4];
+          load_group(++gm, sr, zr);
+          group_factors(sr, zr, sv, zs);
+        }
         nb += gs;
       }
       const uint4 w0 = lds128(wring + slot * WSTAGE + u * 1024);
@@ -274,14 +329,16 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
         });
       });
     });
-    flush(sc, zc);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      sc[q] = sn[q];
-      zc[q] = zn[q];
+    flush(sv, zs);
+    advance(gi, rem);
+  };
+  if (AHEAD == 2) {
+    for (int i = 0; i < nmine; i += 2) {
+      chunk(i, sA, zA);
+      if (i + 1 < nmine) chunk(i + 1, sB, zB);
     }
-    gi = gn;
-    rem = rn;
+  } else {
+    for (int i = 0; i < nmine; ++i) chunk(i, sA, zA);
   }
   cp_async_wait<0>();
   __syncthreads();
