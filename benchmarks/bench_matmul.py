@@ -60,23 +60,27 @@ def time_jit(fn, args, per_call: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     calls = int(min(500, max(4, math.ceil(SAMPLE_S / max(time.perf_counter() - t0, 1e-6)))))
-    ts = []
+    ts, hs = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(calls):
             out = fn(*args)
+        t1 = time.perf_counter()
         jax.block_until_ready(out)
         ts.append((time.perf_counter() - t0) * 1e6 / (per_call * calls))
+        hs.append((t1 - t0) * 1e6 / (per_call * calls))
     ts = np.asarray(ts)
-    return dict(us=float(np.median(ts)), p10=float(np.percentile(ts, 10)), p90=float(np.percentile(ts, 90)))
+    # host_us: the dispatch loop's time per op; near `us`, the host (XLA's per-op path) bounds the op
+    return dict(us=float(np.median(ts)), p10=float(np.percentile(ts, 10)), p90=float(np.percentile(ts, 90)),
+                host_us=float(np.median(hs)))
 
 
 GPU_TIME = False  # --gpu-time: also measure the GPU busy time per op from a profiler trace
 
 
-def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
-    """GPU busy time per op: the union of the device streams' activity (CUPTI kernel / copy records in
-    a profiler trace) over `calls` calls of `fn`, divided by the ops they ran; None without device records."""
+def device_spans(fn, args, calls: int = 4) -> list[tuple[float, float, str]] | None:
+    """(start us, end us, name) of every device-stream record (CUPTI kernels / copies) in a profiler trace
+    of `calls` calls of `fn`, sorted by start; None without device records."""
     jax.block_until_ready(fn(*args))
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
@@ -93,16 +97,25 @@ def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
              if e.get("ph") == "M" and e.get("name") in ("process_name", "thread_name")}
     streams = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
                and names.get((e["pid"], None), "").startswith("/device:GPU") and "Stream" in e["args"]["name"]}
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+    spans = sorted((e["ts"], e["ts"] + e["dur"], e.get("name", "")) for e in events
                    if e.get("ph") == "X" and (e.get("pid"), e.get("tid")) in streams)
     if not spans:
         device_threads = sorted({n for (pid, tid), n in names.items()
                                  if tid is not None and names.get((pid, None), "").startswith("/device:GPU")})
         if device_threads:
-            print("gpu_busy_us: no stream records among the device threads", device_threads, flush=True)
+            print("device_spans: no stream records among the device threads", device_threads, flush=True)
+        return None
+    return spans
+
+
+def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
+    """GPU busy time per op: the union of the device streams' activity over `calls` calls of `fn`
+    (device_spans), divided by the ops they ran; None without device records."""
+    spans = device_spans(fn, args, calls)
+    if not spans:
         return None
     busy, end = 0.0, -math.inf
-    for t0, t1 in spans:
+    for t0, t1, _ in spans:
         if t1 > end:
             busy += t1 - max(t0, end)
             end = t1
@@ -134,7 +147,32 @@ def timed_rotation(fn, A, ws, repeats, weight_bytes):
     r = time_jit(f, (As, ws), n, repeats)
     if GPU_TIME:
         r["gpu_us"] = gpu_busy_us(f, (As, ws), n)
+    if TRACE:
+        print(f"  {r['us']:.2f} us per op, host dispatch {r['host_us']:.2f} us per op, {n} ops per call", flush=True)
+        print_timeline(f, (As, ws), n)
     return r
+
+
+TRACE = False  # --trace: print each timed op's kernels and the idle gaps between them (profiler trace)
+
+
+def print_timeline(fn, args, ops: int, calls: int = 4):
+    """Where an op's wall time goes: the median duration of each kernel it launches, the median idle
+    gap between records inside a jit call, and the idle time between calls, per op."""
+    spans = device_spans(fn, args, calls)
+    if not spans:
+        return
+    per_name: dict[str, list[float]] = {}
+    for t0, t1, name in spans:
+        per_name.setdefault(name[:60], []).append(t1 - t0)
+    gaps = sorted(max(0.0, b[0] - a[1]) for a, b in zip(spans, spans[1:]))
+    # the calls - 1 largest gaps are taken as the gaps between calls, the rest as gaps inside a call
+    inner, between = gaps[:len(gaps) - (calls - 1)], gaps[len(gaps) - (calls - 1):]
+    print(f"  trace: {len(spans) / calls:.0f} records per call of {ops} ops; gap inside a call median "
+          f"{np.median(inner) if inner else 0:.2f} us (sum per op {sum(inner) / (calls * ops):.2f}); "
+          f"between calls {', '.join(f'{g:.1f}' for g in between)} us", flush=True)
+    for name, ds in sorted(per_name.items(), key=lambda kv: -sum(kv[1])):
+        print(f"    {len(ds) / calls:5.1f}/call  median {np.median(ds):8.2f} us  {name}", flush=True)
 
 
 def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
@@ -224,9 +262,11 @@ def main():
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--gpu-time", action="store_true", help="also the GPU busy time per op (profiler trace)")
+    p.add_argument("--trace", action="store_true", help="print each op's kernels and idle gaps (profiler trace)")
+    p.add_argument("--call-mb", type=int, default=256, help="weight MB streamed per jit call")
     args = p.parse_args()
-    global GPU_TIME
-    GPU_TIME = args.gpu_time
+    global GPU_TIME, TRACE, CALL_BYTES
+    GPU_TIME, TRACE, CALL_BYTES = args.gpu_time, args.trace, args.call_mb << 20
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else \
         ([(4096, 4096), (8192, 8192), (28672, 8192)] if args.quick else SHAPES)
     Ms = [int(m) for m in args.Ms.split(",")] if args.Ms else ([1, 16, 128, 1024] if args.quick else MS)

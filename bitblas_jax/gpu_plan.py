@@ -56,7 +56,7 @@ _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
 _SMALL_LAYER = 8192 * 8192  # below this many weights plan 5 beats plan 4 at M = 9..16
-GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM
+GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM (ring + activations)
 GEMM_MAX_M = 32          # JAX, layers of 8192 x 8192 weights and up: up to here the GEMM (plan 2)
                          # beats dequantize + XLA's dot (plan 5); on smaller layers plan 5 wins from 9 rows
 _GEMM_MAX_SPLIT = 8
@@ -194,7 +194,12 @@ def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
     stages = 3 if tiles == 4 else 6 if n8_blocks == 1 and tiles == 1 else 4
     ring = stages * 8 * tiles * 1024
     a_row = stages * 8 * (tiles * (256 // bits) + 8) * 2   # each warp's own activation columns
-    return ring + M * a_row
+    return ring + M * a_row + gemv2_stage_bytes(bits, tiles)
+
+
+def gemv2_stage_bytes(bits: int, tiles: int) -> int:
+    """The v2 kernel's staged scales, outside GEMV2_SMEM_CAP (Gemv2Cfg::STAGE_BYTES: 4-tile kernels)."""
+    return 3 * 8 * 128 if bits >= 4 and tiles == 4 else 0
 
 
 # the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them
@@ -206,7 +211,7 @@ def gemv2_launch_smem(M: int, bits: int) -> int | None:
     most tiles per warp that fits, else the two-block one; None when none fits (csrc: gemv2_smem_for)."""
     for n8, tiles in _GEMV2_VARIANTS[(0 if M <= 8 else 2):]:
         nbytes = gemv2_smem_bytes(M, bits, n8, tiles)
-        if nbytes <= GEMV2_SMEM_CAP:
+        if nbytes - gemv2_stage_bytes(bits, tiles) <= GEMV2_SMEM_CAP:
             return nbytes
     return None
 

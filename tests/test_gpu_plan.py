@@ -89,8 +89,9 @@ def test_v2_limits_fall_back_to_v1():
 
 
 def test_gemv2_smem_formula_matches_the_kernel_config():
-    # gemv2.cuh: ring NST*8*U KB; activations NST*8*(U*TK+8)*2 B per row (a slice per warp); scales not in smem
-    assert gp.gemv2_smem_bytes(1, 4, 1, 4) == 3 * 8 * 4096 + 3 * 8 * (4 * 64 + 8) * 2
+    # gemv2.cuh: ring NST*8*U KB; activations NST*8*(U*TK+8)*2 B per row; 4-tile kernels: 128 B of staged
+    # scales per warp and stage
+    assert gp.gemv2_smem_bytes(1, 4, 1, 4) == 3 * 8 * 4096 + 3 * 8 * (4 * 64 + 8) * 2 + 3 * 8 * 128
     assert gp.gemv2_smem_bytes(1, 4, 1, 2) == 4 * 8 * 2048 + 4 * 8 * (2 * 64 + 8) * 2
     assert gp.gemv2_smem_bytes(1, 2, 1, 4) == 6 * 8192 + 6 * 8 * (128 + 8) * 2   # under 4 bits: one tile
     assert gp.gemv2_smem_bytes(16, 4, 2, 1) == 4 * 8192 + 16 * 4 * 8 * (64 + 8) * 2

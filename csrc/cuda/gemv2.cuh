@@ -15,10 +15,14 @@
 // column sums of the activations (an extra mma against an all-ones fragment):
 //   sum_k w a = s * sum_k v a - zs * sum_k a,  zs = z*s (original, quantized) or z (rescale).
 // So the weight is never rounded to A's dtype (at least as accurate as v1).
-// Needs group_size % TK == 0 (groups of whole tiles) unless mode is none. Each
-// lane reads its rows' scales (and zeros) straight from global memory, L1-cached,
-// one or two chunks ahead. ZEROS (modes original / rescale / quantized) is a template
-// flag so the hot loop has no predicated mma or mode branches.
+// Needs group_size % TK == 0 (groups of whole tiles) unless mode is none. With 4
+// tiles per chunk, no zeros and exactly two groups per chunk (2 gs == WK: int4 group
+// 128, int8 group 64), the chunk's scales travel with its weights: one 32-bit word per
+// row (both groups) into a scale stage, in the same cp.async group, so no flush waits
+// on a global load. Otherwise each lane reads its rows' scales (and zeros) straight
+// from global memory, L1-cached, one or two chunks ahead. ZEROS (modes original /
+// rescale / quantized) is a template flag so the hot loop has no predicated mma or
+// mode branches.
 #pragma once
 
 #include <climits>
@@ -41,6 +45,8 @@ struct Gemv2Cfg {
   static constexpr int WSTAGE = U * 1024;                  // weight bytes per warp and stage (U tiles x 2 bands)
   static constexpr int RING_BYTES = 8 * NST * WSTAGE;
   static constexpr int A_ROW_BYTES = 8 * NST * LDW * 2;    // activation ring bytes per row of M
+  static constexpr int SSTAGE = U == 4 ? 32 * 4 : 0;       // staged scale bytes per warp and stage (32 rows)
+  static constexpr int STAGE_BYTES = 8 * NST * SSTAGE;     // after the activations
 };
 
 template <int FC, typename T, int MB, int UT, bool ZEROS>
@@ -72,9 +78,16 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   // syncs only itself: no CTA barrier in the main loop, so warps drift freely.
   const uint32_t wring = smem_addr(smem) + warp * NST * WSTAGE + lane * 16;                          // [NST][WSTAGE]
   uint16_t* sAw = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES) + warp * NST * M * LDW;  // [NST][M][LDW]
+  const uint32_t sring = smem_addr(smem) + Cfg::RING_BYTES + M * Cfg::A_ROW_BYTES + warp * NST * Cfg::SSTAGE;  // [NST][32]
   const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp * U) * 512 + lane * 16;
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
+  // Staged scales (see the top): the chunk's first group index is even, so one aligned
+  // 32-bit word per row holds both of its groups.
+  const bool staged = Cfg::SSTAGE > 0 && !ZEROS && has_scale && 2 * gs == WK && (G & 1) == 0 &&
+                      (reinterpret_cast<uintptr_t>(p.scale) & 3u) == 0;
+  const uint8_t* scta = has_scale ? static_cast<const uint8_t*>(p.scale) + static_cast<long long>(band0) * 16 * G * 2
+                                  : nullptr;
 
   // Chunk i: this warp's U weight tiles (both bands) and the matching
   // activation columns of all M rows, into ring slot i % NST.
@@ -99,6 +112,9 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
           }
         }
       }
+      if (staged && lane < rows)  // row `lane`'s word of the chunk's two groups
+        cp_async4(sring + slot * Cfg::SSTAGE + lane * 4,
+                  scta + (static_cast<long long>(lane) * G + static_cast<long long>(t0) * TK / gs) * 2);
       const int klen = min(U, KT - t0) * TK;
       uint16_t* dst = sAw + slot * M * LDW;
       const long long k0 = static_cast<long long>(t0) * TK;
@@ -257,31 +273,42 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
            zB[4] = {0u, 0u, 0u, 0u}, s_hi[4], z_hi[4];
   float sv[4], zs[4];
   int gl = gi, rl = rem;  // the chunk whose bits are loaded next
-  load_group(min(gl, glast), sA, zA);
-  advance(gl, rl);
-  if (AHEAD == 2) {
-    load_group(min(gl, glast), sB, zB);
+  if (!staged) {
+    load_group(min(gl, glast), sA, zA);
     advance(gl, rl);
+    if (AHEAD == 2) {
+      load_group(min(gl, glast), sB, zB);
+      advance(gl, rl);
+    }
   }
+  auto split_pair = [&](const uint32_t (&sb)[4], const uint32_t (&zb)[4]) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      s_hi[q] = sb[q] >> 16;
+      z_hi[q] = zb[q] >> (8 * zsize);
+    }
+  };
 
   auto chunk = [&](int i, uint32_t (&sb)[4], uint32_t (&zb)[4]) {
-    group_factors(sb, zb, sv, zs);  // waits for loads AHEAD chunks old
-    if (pair) {
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        s_hi[q] = sb[q] >> 16;
-        z_hi[q] = zb[q] >> (8 * zsize);
-      }
+    if (!staged) {
+      group_factors(sb, zb, sv, zs);  // waits for loads AHEAD chunks old
+      if (pair) split_pair(sb, zb);
+      // Chunk i + AHEAD's bits before this chunk's copies: queued behind them, the loads would
+      // hold their address registers (reused here) longer.
+      if (i + AHEAD < nmine) load_group(min(gl, glast), sb, zb);
+      advance(gl, rl);
     }
-    // Chunk i + AHEAD's bits before this chunk's copies: queued behind them, the loads would
-    // hold their address registers (reused here) longer.
-    if (i + AHEAD < nmine) load_group(min(gl, glast), sb, zb);
-    advance(gl, rl);
     cp_async_wait<NST - 2>();
     __syncwarp();
     issue(i + NST - 1);
     const int t0 = (i * 8 + warp) * U;  // this warp's first tile of the chunk
     const int slot = i % NST;
+    if (staged) {  // rows g, g+8, g+16, g+24 (q_off): both groups' bits, arrived with the weights
+#pragma unroll
+      for (int q = 0; q < 4; ++q) sb[q] = lds32(sring + slot * Cfg::SSTAGE + (g + 8 * q) * 4);
+      group_factors(sb, zb, sv, zs);
+      split_pair(sb, zb);
+    }
     const uint32_t aslot = 2u * static_cast<uint32_t>(slot * M * LDW);
     // k offset (from the chunk's first k) where the next group starts; groups
     // are whole tiles, so a boundary inside the chunk is at a tile start

@@ -15,10 +15,13 @@ struct KernelEntry {
   bool pdl = false;          // launch with programmatic dependent launch (the kernel calls griddep_wait first)
   // gemv only: a launch needs fixed_smem + (grouped ? group_smem : 0) + rows * row_smem
   int fixed_smem = 0, group_smem = 0, row_smem = 0;
+  int stage_smem = 0;  // gemv2: the staged scales, after the activations (not under kGemv2SmemCap)
 };
 
-// Dynamic shared memory cap of the v2 decode kernel: two CTAs per H100 SM
-// (mirrored by bitblas_jax/gpu_plan.py GEMV2_SMEM_CAP).
+// Dynamic shared memory cap of the v2 decode kernel's ring and activations: two CTAs per H100 SM
+// (mirrored by bitblas_jax/gpu_plan.py GEMV2_SMEM_CAP). The staged scales (3 KB, 4-tile kernels) come
+// on top; every such launch stays under 113 KB, so two CTAs (1 KB reserved each, nf4's 1 KB table)
+// still fit an H100 SM's 228 KB.
 constexpr int kGemv2SmemCap = 110 * 1024;
 
 // Dynamic shared memory of a launch (mirrored by bitblas_jax/gpu_plan.py gemv2_smem_bytes).

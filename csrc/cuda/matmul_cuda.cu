@@ -177,7 +177,7 @@ int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t gs, int mode, int* varian
     const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms));
     if (bytes <= cudak::kGemv2SmemCap) {
       *variant = vz;
-      return bytes;
+      return bytes + ke.stage_smem;
     }
   }
   return -1;
