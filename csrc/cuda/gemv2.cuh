@@ -82,10 +82,17 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp * U) * 512 + lane * 16;
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
-  // Staged scales (see the top): the chunk's first group index is even, so one aligned
-  // 32-bit word per row holds both of its groups.
-  const bool staged = Cfg::SSTAGE > 0 && !ZEROS && has_scale && 2 * gs == WK && (G & 1) == 0 &&
-                      (reinterpret_cast<uintptr_t>(p.scale) & 3u) == 0;
+  const int zsize = mode == MODE_QUANT ? 1 : 2;
+  // Paired groups: when a warp's chunk holds exactly two groups (2 gs = WK, e.g. int4 group 128
+  // with 4 tiles), its first group index is even, so one aligned load per row, issued ahead
+  // with the rest, brings both groups' bits (the second in the high half) instead of a load in
+  // the middle of the chunk that the chunk's last flush would wait for.
+  const bool pair = U >= 2 && has_scale && 2 * gs == WK && (G & 1) == 0 &&  // (groups are whole tiles)
+                    (reinterpret_cast<uintptr_t>(p.scale) & 3u) == 0 &&
+                    (!ZEROS || (reinterpret_cast<uintptr_t>(p.zeros) & (2u * zsize - 1u)) == 0);
+  // Staged scales (see the top): with paired groups, the word of a row's two groups is copied
+  // with the chunk's weights instead of loaded ahead.
+  const bool staged = Cfg::SSTAGE > 0 && !ZEROS && pair;
   const uint8_t* scta = has_scale ? static_cast<const uint8_t*>(p.scale) + static_cast<long long>(band0) * 16 * G * 2
                                   : nullptr;
 
@@ -158,16 +165,8 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   // global memory (L1-cached) one chunk ahead: q = 2 * band + (row >= 8).
   const long long row0 = static_cast<long long>(band0) * 16 + g;
   const int q_off[4] = {0, 8 * G, (two ? 16 : 0) * G, (two ? 24 : 8) * G};
-  const int zsize = mode == MODE_QUANT ? 1 : 2;
   const uint8_t* sbase = has_scale ? static_cast<const uint8_t*>(p.scale) + row0 * G * 2 : nullptr;
   const uint8_t* zbase = ZEROS ? static_cast<const uint8_t*>(p.zeros) + row0 * G * zsize : nullptr;
-  // Paired groups: when a warp's chunk holds exactly two groups (2 gs = WK, e.g. int4 group 128
-  // with 4 tiles), its first group index is even, so one aligned load per row, issued ahead
-  // with the rest, brings both groups' bits (the second in the high half) instead of a load in
-  // the middle of the chunk that the chunk's last flush would wait for.
-  const bool pair = U >= 2 && has_scale && 2 * gs == WK && (G & 1) == 0 &&  // (groups are whole tiles)
-                    (reinterpret_cast<uintptr_t>(p.scale) & 3u) == 0 &&
-                    (!ZEROS || (reinterpret_cast<uintptr_t>(p.zeros) & (2u * zsize - 1u)) == 0);
   const int glast = pair ? G - 2 : G - 1;  // the last group a load may start at
   auto load_group = [&](int gi, uint32_t (&sr)[4], uint32_t (&zr)[4]) {
     if (!has_scale) return;
