@@ -20,7 +20,7 @@ namespace cudak {
 // choice and offsets are runtime constants).
 enum FmtClass : int {
   FC_I1 = 0, FC_I2, FC_I4, FC_I8,  // int / uint of that width (magic-number decode)
-  FC_NF4,                          // nf4 (256-entry pair table in shared memory)
+  FC_NF4,                          // nf4 (32-word table in shared memory, init_nf4_tab)
   FC_FP4,                          // fp4_e2m1 (bit-field decode)
   FC_E4M3, FC_E5M2,                // fp8 (shift decode)
   FC_F16, FC_BF16,                 // dense 16-bit weights
@@ -421,8 +421,15 @@ __device__ __forceinline__ typename TT<T>::T2 decode_pair(uint32_t q, const RowP
       return __floats2bfloat162_rn(__uint_as_float(lo) - P.fsub, __uint_as_float(hi) - P.fsub);
     }
   } else if constexpr (FC == FC_NF4) {
-    const uint32_t idx = ((q >> (4 * J)) & 0xfu) | ((q >> (12 + 4 * J)) & 0xf0u);
-    return tab[idx];
+    // Two lookups in the 32-word table (init_nf4_tab): one bank per word, so a warp's
+    // lookups never conflict. The nibbles' byte offsets (4 n) are spread once per word,
+    // bytes of x4: n0 n2 n4 n6, of y4: n1 n3 n5 n7 (shared by the word's four pairs).
+    const uint32_t x4 = (q << 2) & 0x3c3c3c3cu, y4 = (q >> 2) & 0x3c3c3c3cu;
+    const uint32_t r = (J & 1) ? y4 : x4;
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(tab);
+    const uint32_t lo = *reinterpret_cast<const uint32_t*>(base + __byte_perm(r, 0u, 0x4440u | (J >> 1)));
+    const uint32_t hi = *reinterpret_cast<const uint32_t*>(base + 64 + __byte_perm(r, 0u, 0x4442u | (J >> 1)));
+    return as_t2<T2>(lo | hi);
   } else if constexpr (FC == FC_FP4) {
     const T2 x = as_t2<T2>(fp4_pair_bits<T, J>(q));
     if constexpr (RAW && raw_value_scale<FC, T>() != 1.f) return x;
@@ -536,7 +543,10 @@ __device__ __forceinline__ void dequant_kstep_rt(const uint4& w, int S, const Ro
   }
 }
 
-// The NF4 pair table: entry i = (value[i & 15], value[i >> 4]).
+// The NF4 table: words 0..15 hold value n in the low half (high half 0), words 16..31
+// value n in the high half, so a pair is two lookups OR-ed. 32 words, one per bank.
+template <int FC>
+__host__ __device__ constexpr int nf4_tab_words() { return FC == FC_NF4 ? 32 : 1; }
 __device__ __constant__ static const float kNF4Values[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
@@ -545,7 +555,8 @@ __device__ __constant__ static const float kNF4Values[16] = {
 
 template <typename T>
 __device__ __forceinline__ void init_nf4_tab(typename TT<T>::T2* tab) {
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) tab[i] = TT<T>::f22(kNF4Values[i & 15], kNF4Values[i >> 4]);
+  for (int i = threadIdx.x; i < 32; i += blockDim.x)
+    tab[i] = i < 16 ? TT<T>::f22(kNF4Values[i], 0.f) : TT<T>::f22(0.f, kNF4Values[i - 16]);
 }
 
 // Scale / zero bits of rows n and n+8 at one group, as loaded: kept apart until

@@ -15,7 +15,7 @@ template <int FC, typename T>
 __global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const KParams p) {
   constexpr int TK = 256 / fc_bits(FC), NS = TK / 16, LDT = TK + 8;  // padded row (halves)
   __shared__ __align__(16) uint16_t st[kDequantWarps][16 * LDT];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
   if constexpr (FC == FC_NF4) {
     init_nf4_tab<T>(sTab);
     __syncthreads();

@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) g
   constexpr int NS = TK / 16;  // k-steps per tile
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;

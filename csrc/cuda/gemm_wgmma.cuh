@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
   constexpr int ND = BM / 2;   // accumulators per thread
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;

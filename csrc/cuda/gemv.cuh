@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParam
   // Dynamic shared memory: [ring: 8 warps x NST stages][scales+zeros if grouped][A: rows < M]
   // (gemv_smem_bytes() on the host sizes it the same way).
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ T2 sTab[nf4_tab_words<FC>()];
   uint16_t* sS = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES);  // [ROWS][GPC]
   uint16_t* sZ = sS + ROWS * GPC;
   uint16_t* sA = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES + (p.mode != MODE_NONE ? Cfg::SZ_BYTES : 0));

@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   constexpr uint32_t kOnes = std::is_same<T, __half>::value ? 0x3c003c00u : 0x3f803f80u;
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ typename TT<T>::T2 sTab[FC == FC_NF4 ? 256 : 1];
+  __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2;

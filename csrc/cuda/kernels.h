@@ -20,7 +20,7 @@ struct KernelEntry {
 
 // Dynamic shared memory cap of the v2 decode kernel's ring and activations: two CTAs per H100 SM
 // (mirrored by bitblas_jax/gpu_plan.py GEMV2_SMEM_CAP). The staged scales (3 KB, 4-tile kernels) come
-// on top; every such launch stays under 113 KB, so two CTAs (1 KB reserved each, nf4's 1 KB table)
+// on top; every such launch stays under 113 KB, so two CTAs (1 KB reserved each, nf4's 128-byte table)
 // still fit an H100 SM's 228 KB.
 constexpr int kGemv2SmemCap = 110 * 1024;
 
