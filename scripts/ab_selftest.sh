@@ -2,20 +2,24 @@
 # A/B of the kernel-only timings on the GPU machine: this tree against headsrc/, a base commit's kernels
 # (make it here first: mkdir headsrc && git archive BASE csrc scripts/cuda_selftest.cu | tar -x -C headsrc;
 # it travels as an untracked folder). Both are built as cuda_selftest; each case runs old, new, twice.
+# AB_TREES="old=headsrc new=. x=expdir" times more variants (label=source root, in that order).
 # Usage: bash scripts/ab_selftest.sh "M N K plan split fmt_id [gs]" ...   (cuda_selftest --one's arguments)
 set -uo pipefail
 NV="nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fopenmp"
+TREES=${AB_TREES:-"old=headsrc new=."}
 build() {  # $1: source root, $2: out dir
   mkdir -p "$2"
   for f in "$1"/csrc/cuda/*.cu "$1"/scripts/cuda_selftest.cu; do
     $NV -I"$1"/csrc/include -I"$1"/csrc/cuda -c "$f" -o "$2/$(basename "$f").o" &
   done
 }
-build . build/ab_new; build headsrc build/ab_old; wait
-nvcc -gencode=arch=compute_90a,code=sm_90a build/ab_new/*.o -o build/ab_new/st -lgomp || exit 1
-nvcc -gencode=arch=compute_90a,code=sm_90a build/ab_old/*.o -o build/ab_old/st -lgomp || exit 1
+for t in $TREES; do build "${t#*=}" "build/ab_${t%%=*}"; done
+wait
+for t in $TREES; do
+  nvcc -gencode=arch=compute_90a,code=sm_90a build/ab_${t%%=*}/*.o -o build/ab_${t%%=*}/st -lgomp || exit 1
+done
 for rep in 1 2; do
   for c in "$@"; do
-    for v in old new; do echo -n "$v "; build/ab_$v/st --one $c | sed 's/^one: //'; done
+    for t in $TREES; do v=${t%%=*}; echo -n "$v "; build/ab_$v/st --one $c | sed 's/^one: //'; done
   done
 done

@@ -82,6 +82,7 @@ struct TT<__half> {
   static constexpr uint32_t kMagic = 0x64006400u;  // 1024.0 in both halves
   static constexpr float kBase = 1024.f;
   static constexpr float kExact = 2048.f;           // integers up to this are exact
+  static constexpr uint32_t kSixteenth = 0x2c002c00u;  // 1/16
   static __device__ __forceinline__ T2 f2(float a) { return __float2half2_rn(a); }
   static __device__ __forceinline__ T2 f22(float a, float b) { return __floats2half2_rn(a, b); }
   static __device__ __forceinline__ float tof(uint16_t bits) {
@@ -94,6 +95,7 @@ struct TT<__nv_bfloat16> {
   static constexpr uint32_t kMagic = 0x43004300u;  // 128.0
   static constexpr float kBase = 128.f;
   static constexpr float kExact = 256.f;
+  static constexpr uint32_t kSixteenth = 0x3d803d80u;  // 1/16
   static __device__ __forceinline__ T2 f2(float a) { return __float2bfloat162_rn(a); }
   static __device__ __forceinline__ T2 f22(float a, float b) { return __floats2bfloat162_rn(a, b); }
   static __device__ __forceinline__ float tof(uint16_t bits) {
@@ -151,8 +153,8 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
 }
 // 4 bytes (a 4-byte aligned source), through L1.
 __device__ __forceinline__ void cp_async4(uint32_t smem, const void* gmem) {
@@ -273,7 +275,8 @@ struct Acc<true> {
 template <typename T>
 struct RowP {
   typename TT<T>::T2 vm, vs, mul, add;
-  typename TT<T>::T2 vs_hi;  // int4 into fp16: offset for the high-nibble pairs (x = 1024 + 16 code)
+  typename TT<T>::T2 vs_hi;  // offset of fields read in place at bit 4 (x = base + 16 code, times 1/16):
+                             // int4's high nibbles in a half, half of int2's fields
   float fsub;
 };
 
@@ -282,6 +285,12 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t m
   uint32_t r;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));
   return r;
+}
+
+// The integer offset of a field read in place at bit 4 (see vs_hi): x / 16 = base / 16 + code.
+template <typename T>
+__device__ __forceinline__ float hi_field_sub(float sub) {
+  return sub - TT<T>::kBase + TT<T>::kBase / 16.f;
 }
 
 // The constants of the "none" mode (the start point for every group).
@@ -296,7 +305,7 @@ __device__ __forceinline__ RowP<T> rowp_base(const KParams& p) {
   const float sub = p.val_mul * base + p.val_off;
   r.vm = X::f2(p.val_mul * xmul);
   r.vs = X::f2(-sub);
-  r.vs_hi = X::f2(-(sub - 960.f));
+  r.vs_hi = X::f2(-hi_field_sub<T>(sub));
   r.fsub = sub;
   r.mul = X::f2(1.f);
   r.add = X::f2(0.f);
@@ -316,9 +325,9 @@ __device__ __forceinline__ void quant_zero(const KParams& p, const RowP<T>& base
   } else {
     if constexpr (fc_is_int(FC)) {
       const float sub = base.fsub + static_cast<float>(q);
-      if (fabsf(sub) <= X::kExact) {
+      if (fabsf(sub) <= X::kExact && fabsf(hi_field_sub<T>(sub)) <= X::kExact) {
         P.vs = X::f2(-sub);
-        P.vs_hi = X::f2(-(sub - 960.f));
+        P.vs_hi = X::f2(-hi_field_sub<T>(sub));
         return;
       }
     }
@@ -402,14 +411,23 @@ __device__ __forceinline__ typename TT<T>::T2 decode_pair(uint32_t q, const RowP
     // odd pairs take the high nibble in place: x = 1024 + 16 code, v = x / 16 - (64 + off)
     const uint32_t qs = J >= 2 ? (q >> 8) : q;
     if constexpr (J & 1) {
-      return __hfma2(as_t2<T2>(and_or(qs, 0x00f000f0u, X::kMagic)), as_t2<T2>(0x2c002c00u), P.vs_hi);
+      return __hfma2(as_t2<T2>(and_or(qs, 0x00f000f0u, X::kMagic)), as_t2<T2>(X::kSixteenth), P.vs_hi);
     } else {
       return __hfma2(as_t2<T2>(and_or(qs, 0x000f000fu, X::kMagic)), P.vm, P.vs);
     }
-  } else if constexpr (FC == FC_I2 || FC == FC_I4) {
-    constexpr int B = fc_bits(FC);
-    constexpr uint32_t mask = ((1u << B) - 1u) * 0x00010001u;
-    const uint32_t x = and_or(q >> (J * B), mask, X::kMagic);
+  } else if constexpr (FC == FC_I2) {
+    // Fields at bits 0 and 4 are read in place (bit 4: x = base + 16 code, times 1/16), so
+    // one shift serves two pairs: q for pairs 0 / 2, q >> 2 for 1 / 3, q >> 8 for 4 / 6,
+    // q >> 10 for 5 / 7 (three shifts a word instead of seven).
+    constexpr int SH = (J & 1) * 2 + (J & 4) * 2;
+    const uint32_t qs = SH ? q >> SH : q;
+    if constexpr (J & 2) {
+      return __hfma2(as_t2<T2>(and_or(qs, 0x00300030u, X::kMagic)), as_t2<T2>(X::kSixteenth), P.vs_hi);
+    } else {
+      return __hfma2(as_t2<T2>(and_or(qs, 0x00030003u, X::kMagic)), P.vm, P.vs);
+    }
+  } else if constexpr (FC == FC_I4) {  // into a bf16 (a high nibble in place would reach the exponent)
+    const uint32_t x = and_or(q >> (J * 4), 0x000f000fu, X::kMagic);
     return __hfma2(as_t2<T2>(x), P.vm, P.vs);
   } else if constexpr (FC == FC_I8) {
     if constexpr (kHalf) {

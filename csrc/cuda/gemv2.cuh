@@ -96,6 +96,15 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
   const uint8_t* scta = has_scale ? static_cast<const uint8_t*>(p.scale) + static_cast<long long>(band0) * 16 * G * 2
                                   : nullptr;
 
+  // This lane's activation vectors of a chunk: column a_col (16 bytes) of rows a_row0, a_row0 + RPT,
+  // ... below M. They are the same in every chunk, so their addresses are set here once.
+  constexpr int RPT = 32 / VPW;  // rows per pass of the warp
+  static_assert(32 % VPW == 0, "a chunk's activation row is a whole number of 16-byte vectors per lane");
+  const int a_row0 = lane / VPW, a_col = lane % VPW;
+  const uint16_t* a_src = Ag + a_row0 * K + warp * WK + 8 * a_col;  // + i * CHK for chunk i
+  const long long a_rstride = RPT * K;
+  const uint32_t a_dst = smem_addr(sAw) + 2u * static_cast<uint32_t>(a_row0 * LDW + 8 * a_col);
+
   // Chunk i: this warp's U weight tiles (both bands) and the matching
   // activation columns of all M rows, into ring slot i % NST.
   auto issue = [&](int i) {
@@ -126,9 +135,10 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
       uint16_t* dst = sAw + slot * M * LDW;
       const long long k0 = static_cast<long long>(t0) * TK;
       if (p.a_aligned) {
-        for (int v = lane; v < M * VPW; v += 32) {
-          const int r = v / VPW, j = v % VPW;
-          if (8 * j < klen) cp_async16(dst + r * LDW + 8 * j, Ag + r * K + k0 + 8 * j);
+        if (8 * a_col < klen) {
+          const uint16_t* src = a_src + static_cast<long long>(i) * CHK;
+          uint32_t d = a_dst + 2u * static_cast<uint32_t>(slot * M * LDW);
+          for (int r = a_row0; r < M; r += RPT, src += a_rstride, d += 2 * RPT * LDW) cp_async16(d, src);
         }
       } else {
         for (int v = lane; v < M * klen; v += 32) {
