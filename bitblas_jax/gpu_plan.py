@@ -191,7 +191,7 @@ def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_si
 def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
     """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh Gemv2Cfg, kernels.h gemv2_smem)."""
     tiles = tiles if bits >= 4 else 1       # consecutive tiles per warp and chunk (Gemv2Cfg::U)
-    stages = 3 if tiles == 4 else 6 if n8_blocks == 1 and tiles == 1 else 4
+    stages = 3 if tiles == 4 else 2 if n8_blocks == 2 and tiles == 2 else 6 if n8_blocks == 1 and tiles == 1 else 4
     ring = stages * 8 * tiles * 1024
     a_row = stages * 8 * (tiles * (256 // bits) + 8) * 2   # each warp's own activation columns
     return ring + M * a_row + gemv2_stage_bytes(bits, tiles)
@@ -203,12 +203,13 @@ def gemv2_stage_bytes(bits: int, tiles: int) -> int:
 
 
 # the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them
-_GEMV2_VARIANTS = ((1, 4), (1, 2), (2, 1))
+_GEMV2_VARIANTS = ((1, 4), (1, 2), (2, 2), (2, 1))
 
 
 def gemv2_launch_smem(M: int, bits: int) -> int | None:
     """Shared memory of the v2 launch for M <= 16 rows: up to 8 rows the one-n8-block kernel with the
-    most tiles per warp that fits, else the two-block one; None when none fits (csrc: gemv2_smem_for)."""
+    most tiles per warp that fits, else the two-block one with the most; None when none fits (csrc:
+    gemv2_smem_for)."""
     for n8, tiles in _GEMV2_VARIANTS[(0 if M <= 8 else 2):]:
         nbytes = gemv2_smem_bytes(M, bits, n8, tiles)
         if nbytes - gemv2_stage_bytes(bits, tiles) <= GEMV2_SMEM_CAP:

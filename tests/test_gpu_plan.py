@@ -18,11 +18,14 @@ def test_decode_runs_the_v2_kernel_without_workspace(M, fmt):
 
 
 def test_v2_activation_staging_limits_low_bit_formats():
-    # int4: four tiles per warp at one row, two up to 5 rows, then the two-n8-block kernel (one tile)
+    # int4: four tiles per warp at one row, two up to 5 rows, then the two-n8-block kernel (two tiles,
+    # two stages); int2 (one tile per chunk below 4 bits) takes the two-block kernel from 5 rows
     assert gp.gemv2_launch_smem(1, 4) == gp.gemv2_smem_bytes(1, 4, 1, 4)
     assert gp.gemv2_launch_smem(2, 4) == gp.gemv2_smem_bytes(2, 4, 1, 2)
     assert gp.gemv2_launch_smem(5, 4) == gp.gemv2_smem_bytes(5, 4, 1, 2)
-    assert gp.gemv2_launch_smem(8, 4) == gp.gemv2_smem_bytes(8, 4, 2, 1)
+    assert gp.gemv2_launch_smem(8, 4) == gp.gemv2_smem_bytes(8, 4, 2, 2)
+    assert gp.gemv2_launch_smem(16, 4) == gp.gemv2_smem_bytes(16, 4, 2, 2)
+    assert gp.gemv2_launch_smem(5, 2) == gp.gemv2_smem_bytes(5, 2, 2, 1)
     assert plan(8, fmt="int2").plan == gp.PLAN_GEMV2
     # int2's 128-column tiles of 10+ rows do not fit next to the ring: v1 runs them
     assert plan(16, fmt="int2", allow_xla_dot=False).plan == gp.PLAN_GEMV
@@ -95,6 +98,7 @@ def test_gemv2_smem_formula_matches_the_kernel_config():
     assert gp.gemv2_smem_bytes(1, 4, 1, 2) == 4 * 8 * 2048 + 4 * 8 * (2 * 64 + 8) * 2
     assert gp.gemv2_smem_bytes(1, 2, 1, 4) == 6 * 8192 + 6 * 8 * (128 + 8) * 2   # under 4 bits: one tile
     assert gp.gemv2_smem_bytes(16, 4, 2, 1) == 4 * 8192 + 16 * 4 * 8 * (64 + 8) * 2
+    assert gp.gemv2_smem_bytes(16, 4, 2, 2) == 2 * 16384 + 16 * 2 * 8 * (2 * 64 + 8) * 2   # two stages
     assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2
 
 

@@ -39,7 +39,9 @@ struct Gemv2Cfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;                    // k per tile
   static constexpr int U = BITS >= 4 ? UT : 1;             // consecutive tiles per warp and chunk
-  static constexpr int NST = U == 4 ? 3 : MB == 1 && U == 1 ? 6 : 4;  // ring stages (chunks)
+  // ring stages (chunks); two for 16 rows with 2 tiles, whose activations fill the ring cap (at 16 rows
+  // a chunk takes longer to compute than to load, so one chunk in flight suffices)
+  static constexpr int NST = U == 4 ? 3 : MB == 2 && U == 2 ? 2 : MB == 1 && U == 1 ? 6 : 4;
   static constexpr int WK = U * TK;                        // k per warp and chunk
   static constexpr int LDW = WK + 8;                       // activation row stride in halves (ldmatrix bank spread)
   static constexpr int WSTAGE = U * 1024;                  // weight bytes per warp and stage (U tiles x 2 bands)
