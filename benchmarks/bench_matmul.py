@@ -350,9 +350,15 @@ def _plot(rows, path):
         return
     fig, ax = plt.subplots(figsize=(10, 6))
     keys = sorted({(r["N"], r["K"], r["format"]) for r in rows})
+    # one colour per shape, one line style and marker per format, so every line stays distinguishable
+    shapes = sorted({(N, K) for N, K, _ in keys})
+    fmts = sorted({f for _, _, f in keys})
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
     for (N, K, f) in keys:
         rs = sorted((r for r in rows if (r["N"], r["K"], r["format"]) == (N, K, f)), key=lambda r: r["M"])
-        ax.plot([r["M"] for r in rs], [r["x_fp16"] for r in rs], marker="o", label=f"{N}x{K} {f}", lw=1)
+        ls, mk = styles[fmts.index(f) % len(styles)]
+        ax.plot([r["M"] for r in rs], [r["x_fp16"] for r in rs], marker=mk, ls=ls, lw=1.2,
+                color=plt.cm.tab10(shapes.index((N, K)) % 10), label=f"{N}x{K} {f}")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("M (tokens)")
