@@ -188,18 +188,30 @@ def gemm_split(plan: int, M: int, N: int, K: int, bits: int, mode: str, group_si
     return _one_wave_split(M, N, -(-N // bn) * -(-M // bm), per_sm, stages, _GEMM_MAX_SPLIT, _PARTIAL_CAP)
 
 
-def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
-    """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh Gemv2Cfg, kernels.h gemv2_smem)."""
-    tiles = tiles if bits >= 4 else 1       # consecutive tiles per warp and chunk (Gemv2Cfg::U)
+def _gemv2_stages(bits: int, n8_blocks: int, tiles: int) -> tuple[int, int]:
+    """(tiles per warp and chunk, ring stages) of a v2 decode kernel (csrc/cuda/gemv2.cuh Gemv2Cfg U, NST)."""
+    tiles = tiles if bits >= 4 else 1       # formats under 4 bits take one tile per chunk
     stages = 3 if tiles == 4 else 2 if n8_blocks == 2 and tiles == 2 else 6 if n8_blocks == 1 and tiles == 1 else 4
+    return tiles, stages
+
+
+def _gemv2_capped_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
+    """Ring + activations, the part under GEMV2_SMEM_CAP (kernels.h gemv2_smem)."""
+    tiles, stages = _gemv2_stages(bits, n8_blocks, tiles)
     ring = stages * 8 * tiles * 1024
     a_row = stages * 8 * (tiles * (256 // bits) + 8) * 2   # each warp's own activation columns
-    return ring + M * a_row + gemv2_stage_bytes(bits, tiles)
+    return ring + M * a_row
 
 
-def gemv2_stage_bytes(bits: int, tiles: int) -> int:
+def gemv2_stage_bytes(bits: int, n8_blocks: int, tiles: int) -> int:
     """The v2 kernel's staged scales, outside GEMV2_SMEM_CAP (Gemv2Cfg::STAGE_BYTES: 4-tile kernels)."""
-    return 3 * 8 * 128 if bits >= 4 and tiles == 4 else 0
+    tiles, stages = _gemv2_stages(bits, n8_blocks, tiles)
+    return stages * 8 * 128 if tiles == 4 else 0
+
+
+def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
+    """Shared memory of one v2 decode launch of M <= 16 rows (csrc/cuda/gemv2.cuh Gemv2Cfg)."""
+    return _gemv2_capped_bytes(M, bits, n8_blocks, tiles) + gemv2_stage_bytes(bits, n8_blocks, tiles)
 
 
 # the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them
@@ -211,9 +223,8 @@ def gemv2_launch_smem(M: int, bits: int) -> int | None:
     most tiles per warp that fits, else the two-block one with the most; None when none fits (csrc:
     gemv2_smem_for)."""
     for n8, tiles in _GEMV2_VARIANTS[(0 if M <= 8 else 2):]:
-        nbytes = gemv2_smem_bytes(M, bits, n8, tiles)
-        if nbytes - gemv2_stage_bytes(bits, tiles) <= GEMV2_SMEM_CAP:
-            return nbytes
+        if _gemv2_capped_bytes(M, bits, n8, tiles) <= GEMV2_SMEM_CAP:
+            return gemv2_smem_bytes(M, bits, n8, tiles)
     return None
 
 
