@@ -4,9 +4,10 @@
     python benchmarks/bench_matmul.py                   # the issue's full sweep
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 
-Timing: every timed jit call runs the op many times (about 256 MB of weight traffic, at most 64 ops),
-cycling over R distinct weight copies (together > 2x the 50 MB L2, so each weight comes from HBM) and
-distinct activations (so XLA cannot merge the ops); a sample dispatches enough calls back to back for
+Timing: every timed jit call runs the op many times (about 256 MB of weight traffic, 2 to 64 ops),
+each op on its own weight copy (together > 2x the 50 MB L2, so each weight comes from HBM; a copy used
+twice in one call would let XLA merge the two dots into one, or reuse one dequantized weight) and its
+own activations; a sample dispatches enough calls back to back for
 20 ms of GPU time and syncs once, so dispatch and sync are < 1% of it; time = wall / ops, after a
 warm-up; the median over repeats is reported with its 10..90% spread.
 --gpu-time adds the GPU busy time per op from a profiler trace (the union of the device streams'
@@ -42,11 +43,13 @@ FORMATS = {
     "fp8": ("float8_e4m3fn", -1, "float16"),
 }
 L2_BYTES = 50 * 2**20
+CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 
 
 def copies_for(nbytes: int) -> int:
-    """Distinct buffers so that one timed call streams > 2x L2 (at least 2, at most 16)."""
-    return int(min(16, max(2, math.ceil(2 * L2_BYTES / max(nbytes, 1)))))
+    """Ops per timed call, each on its own weight copy: about CALL_BYTES of weight traffic (> 2x L2),
+    at least 2, at most 64."""
+    return int(min(64, max(2, math.ceil(max(CALL_BYTES, 2 * L2_BYTES) / max(nbytes, 1)))))
 
 
 SAMPLE_S = 0.02  # GPU time per timing sample: the dispatch of the first call and the final sync are < 1% of it
@@ -130,20 +133,11 @@ def copy_bandwidth() -> float:
     return 2 * x.nbytes / (t * 1e-6) / 1e12
 
 
-CALL_BYTES = 256 << 20  # weight bytes streamed per jit call (at most 64 ops)
-
-
-def ops_per_call(weight_bytes: int, copies: int) -> int:
-    """Ops per jit call: about CALL_BYTES of weight traffic, whole rotations, 64 ops at most."""
-    rotations = math.ceil(CALL_BYTES / (max(weight_bytes, 1) * copies))
-    return max(copies, min(64 // copies, rotations) * copies)
-
-
-def timed_rotation(fn, A, ws, repeats, weight_bytes):
-    """Median us of fn(a, *w) over ops that cycle through the weights ws and distinct activations."""
-    n = ops_per_call(weight_bytes, len(ws))
+def timed_rotation(fn, A, ws, repeats):
+    """Median us of fn(a, *w) over one op per weight copy in ws (copies_for), each with its own activations."""
+    n = len(ws)
     As = [A * (1 + 1e-3 * j) for j in range(n)]
-    f = jax.jit(lambda As, ws: [fn(As[j], *ws[j % len(ws)]) for j in range(n)])
+    f = jax.jit(lambda As, ws: [fn(As[j], *ws[j]) for j in range(n)])
     r = time_jit(f, (As, ws), n, repeats)
     if GPU_TIME:
         r["gpu_us"] = gpu_busy_us(f, (As, ws), n)
@@ -187,7 +181,7 @@ def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
     n = copies_for(wbytes)
     ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(n)]  # distinct buffers, same statistics
     A = jnp.asarray(rng.standard_normal((M, K)), adt)
-    r = timed_rotation(lambda a, w, s: mm(a, w, scale=s), A, ws, repeats, wbytes)
+    r = timed_rotation(lambda a, w, s: mm(a, w, scale=s), A, ws, repeats)
     r["weight_bytes"] = int(wbytes)
     return r
 
@@ -207,7 +201,7 @@ def bench_xla_dense(M, N, K, dtype, rng, repeats):
     n = copies_for(W.nbytes)
     ws = [(W + i,) for i in range(n)]
     A = jnp.asarray(rng.standard_normal((M, K)), dtype)
-    return timed_rotation(lambda a, w: a @ w.T, A, ws, repeats, W.nbytes)
+    return timed_rotation(lambda a, w: a @ w.T, A, ws, repeats)
 
 
 def bench_xla_int4(M, N, K, group, rng, repeats):
@@ -223,9 +217,10 @@ def bench_xla_int4(M, N, K, group, rng, repeats):
         return a @ wd.T
 
     n = copies_for(N * K // 2)
-    ws = [(Wi if i == 0 else jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4), S * (1 + i)) for i in range(n)]
+    shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
+    ws = [(shift(Wi, i), S * (1 + i)) for i in range(n)]
     A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
-    return timed_rotation(f, A, ws, repeats, N * K // 2)
+    return timed_rotation(f, A, ws, repeats)
 
 
 def bench_torch(M, N, K):
@@ -261,6 +256,8 @@ def main():
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--fp16-baseline-only", action="store_true",
+                   help="time only the XLA fp16 dot besides bitblas_jax (A/B of plan rules); XLA int4 ratios nan")
     p.add_argument("--gpu-time", action="store_true", help="also the GPU busy time per op (profiler trace)")
     p.add_argument("--trace", action="store_true", help="print each op's kernels and idle gaps (profiler trace)")
     p.add_argument("--call-mb", type=int, default=256, help="weight MB streamed per jit call")
@@ -279,13 +276,14 @@ def main():
     rows = []
     for (N, K) in shapes:
         for M in Ms:
-            xla = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats),
-                   "bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats),
-                   "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats),
-                   "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)}
+            xla = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats)}
+            if not args.fp16_baseline_only:
+                xla.update({"bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats),
+                            "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats),
+                            "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)})
             base = {k: v["us"] for k, v in xla.items()}
             base.update({k + "_gpu": v["gpu_us"] for k, v in xla.items() if v.get("gpu_us")})
-            if not args.no_torch:
+            if not (args.no_torch or args.fp16_baseline_only):
                 base.update(bench_torch(M, N, K))
             for name in fmts:
                 W_dtype, g, adt = FORMATS[name]
@@ -296,7 +294,7 @@ def main():
                            weight_tbps=r["weight_bytes"] / (r["us"] * 1e-6) / 1e12)
                 row["pct_copy_bw"] = 100 * row["weight_tbps"] / bw
                 row["x_fp16"] = base["fp16"] / r["us"]
-                row["x_xla_int4"] = base["xla_int4_g128"] / r["us"]
+                row["x_xla_int4"] = base.get("xla_int4_g128", math.nan) / r["us"]
                 if "torch_int4" in base:
                     row["x_torch_int4"] = base["torch_int4"] / r["us"]
                 if r.get("gpu_us") and base.get("fp16_gpu"):

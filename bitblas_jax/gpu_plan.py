@@ -21,9 +21,11 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
           128 activation rows per CTA, split-K
   plan 7  the same with 256 activation rows per CTA (many tiles: large M)
 
-Under JAX: plan 4 at decode sizes (M <= 8, or M <= 16 on layers of 8192 x 8192 weights and
-up), then the GEMM up to gemm_max_m() rows (64 on those large layers with plan 6 on an H100, 32 with
-plan 2 / 3 elsewhere, none on smaller layers; BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5.
+Under JAX: plan 4 at decode sizes (M <= 16), then the GEMM up to gemm_max_m() rows (plan 6 on an
+H100: 256 on layers of 8192 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
+BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. Plan 5 writes and re-reads a 16-bit weight:
+at M <= 256 it runs at 0.4-0.6x the fp16 dot (benchmarks/RESULTS.md v3.7), so it only takes the
+small layers' M = 65..256 on an H100, where the GEMM's few tiles do worse (0.3-0.4x).
 The torch shim, which has no XLA dot, runs plan 4 up to M = 32 and the GEMM above.
 Plans 6 / 7 run where wgmma_fits(): an sm_90 GPU (hopper()), float32 accumulation, groups of whole
 packed tiles, K a multiple of the stage's k; elsewhere plan 2 / 3.
@@ -55,13 +57,13 @@ GEMV_ROWS = 256          # weight rows per gemv CTA
 _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
-_SMALL_LAYER = 8192 * 8192  # below this many weights plan 5 beats plan 4 at M = 9..16
+_WGMMA_LAYER = 8192 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 256 (RESULTS.md v3.7)
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM (ring + activations)
-GEMM_MAX_M = 32          # JAX, layers of 8192 x 8192 weights and up: up to here the GEMM (plan 2)
-                         # beats dequantize + XLA's dot (plan 5); on smaller layers plan 5 wins from 9 rows
+GEMM_MAX_M = 64          # JAX, plan 2 / 3 (no wgmma): up to here the GEMM beats dequantize + XLA's dot
 _GEMM_MAX_SPLIT = 8
 _GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
-WGMMA_MAX_M = 64         # JAX on an H100, layers of 8192 x 8192 weights and up: plan 6 up to here
+WGMMA_MAX_M = 256        # JAX on an H100, layers of _WGMMA_LAYER weights and up: plans 6 / 7 up to here
+WGMMA_SMALL_MAX_M = 64   # smaller layers: plan 6 up to here, then plan 5
 _WGMMA_TALL_MIN_TILES = 200  # plan 7 from this many 128 x 256 output tiles
 _WGMMA_MAX_SPLIT = 4
 _WGMMA_PARTIAL_CAP = 8 << 20
@@ -116,9 +118,9 @@ def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
             return int(env)
         except ValueError:
             pass
-    if N * K < _SMALL_LAYER:
-        return 0
-    return WGMMA_MAX_M if wgmma else GEMM_MAX_M
+    if not wgmma:
+        return GEMM_MAX_M
+    return WGMMA_MAX_M if N * K >= _WGMMA_LAYER else WGMMA_SMALL_MAX_M
 
 
 def wgmma_tile(plan: int, M: int) -> tuple[int, int]:
@@ -129,8 +131,10 @@ def wgmma_tile(plan: int, M: int) -> tuple[int, int]:
 
 
 def wgmma_stage_k(bits: int, bm: int) -> int:
-    """k per stage of plans 6 / 7 (matmul_cuda.h wgmma_stage_k)."""
-    return max(128 if bm <= 64 else 64, 256 // bits)
+    """k per stage of plans 6 / 7 (matmul_cuda.h wgmma_stage_k): at least 128 for tiles of <= 64
+    activation rows where four such stages fit two CTAs per SM (106 KB), else at least 64."""
+    long_stages = bm <= 64 and 4 * (bm * 128 * 2 + 8 * 16 * 128 * bits // 8) <= 106 * 1024
+    return max(128 if long_stages else 64, 256 // bits)
 
 
 def wgmma_fits(M: int, N: int, K: int, bits: int, accum_dtype: str, mode: str, group_size: int,
@@ -254,10 +258,9 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     if sm90 is None:
         sm90 = hopper()
     wgmma = wgmma_fits(M, N, K, bits, accum_dtype, mode, group_size, sm90)
-    # H100 measurements (benchmarks/RESULTS.md): plan 4 up to 16 rows (8 on
-    # layers under 8192 x 8192 weights, where its doubled mma work at 9..16
-    # rows loses), then the GEMM up to gemm_max_m() rows, then dequantize + XLA's dot.
-    decode_max = (GEMV_MAX_M if N * K >= _SMALL_LAYER else 8) if allow_xla_dot else GEMV_PLAN_MAX_M
+    # H100 measurements (benchmarks/RESULTS.md v3.7): plan 4 up to 16 rows, then the
+    # GEMM up to gemm_max_m() rows, then dequantize + XLA's dot.
+    decode_max = GEMV_MAX_M if allow_xla_dot else GEMV_PLAN_MAX_M
     if M <= decode_max and gemv2_fits(M, bits, accum_dtype, mode, group_size):
         return CudaPlan(PLAN_GEMV2, 1, 0)
     if allow_xla_dot and M > max(decode_max, gemm_max_m(N, K, wgmma)):

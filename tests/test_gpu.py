@@ -73,7 +73,7 @@ def _gemm_matrix():
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,accum,M", list(_gemm_matrix()))
 def test_gpu_gemm_plan(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
     """The tensor-core GEMM (plan 2, with split-K) through JAX on every format and mode: forced for
-    every M here (BITBLAS_JAX_GEMM_MAX_M), since on these small layers JAX would pick plan 5."""
+    every M here (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0), since on an H100 JAX picks plan 6 or 5."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "0")

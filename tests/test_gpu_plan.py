@@ -34,8 +34,9 @@ def test_v2_activation_staging_limits_low_bit_formats():
 def test_past_16_rows_jax_runs_the_gemm_then_dequantizes_then_dots():
     assert plan(17) == gp.CudaPlan(gp.PLAN_GEMM, 4, gp.workspace_bytes(gp.PLAN_GEMM, 4, 17, 8192))
     assert plan(32, N=28672) == gp.CudaPlan(gp.PLAN_GEMM_WIDE, 2, gp.workspace_bytes(gp.PLAN_GEMM_WIDE, 2, 32, 28672))
-    assert plan(33).plan == gp.PLAN_DEQUANT_DOT
-    assert plan(16, N=4096, K=11008).plan == gp.PLAN_DEQUANT_DOT  # small layers from 9 rows
+    assert plan(64).plan == gp.PLAN_GEMM and plan(65).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(64, N=4096, K=4096).plan == gp.PLAN_GEMM       # every layer size
+    assert plan(16, N=4096, K=4096).plan == gp.PLAN_GEMV2      # plan 4 up to 16 rows on every layer
     assert plan(4, N=4096, K=11008).plan == gp.PLAN_GEMV2
     assert plan(32, allow_xla_dot=False).plan == gp.PLAN_GEMV2
 
@@ -102,13 +103,16 @@ def test_gemv2_smem_formula_matches_the_kernel_config():
     assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2
 
 
-def test_hopper_runs_the_wgmma_gemm_up_to_64_rows_on_large_layers():
+def test_hopper_runs_the_wgmma_gemm_up_to_256_rows_on_large_layers():
     assert plan(17, sm90=True) == gp.CudaPlan(gp.PLAN_WGMMA, 4, gp.workspace_bytes(gp.PLAN_WGMMA, 4, 17, 8192))
-    assert plan(64, sm90=True).plan == gp.PLAN_WGMMA
-    assert plan(65, sm90=True).plan == gp.PLAN_DEQUANT_DOT
-    assert plan(64, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT   # small layers: plan 5
-    assert plan(64, sm90=False).plan == gp.PLAN_DEQUANT_DOT                  # elsewhere: 32 rows, plan 2
-    assert plan(32, sm90=False).plan == gp.PLAN_GEMM
+    assert plan(256, sm90=True).plan == gp.PLAN_WGMMA
+    assert plan(256, N=28672, sm90=True).plan == gp.PLAN_WGMMA_TALL
+    assert plan(257, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(256, N=8192, K=4096, sm90=True).plan == gp.PLAN_WGMMA          # from 8192 x 4096 weights
+    assert plan(64, N=4096, K=4096, sm90=True).plan == gp.PLAN_WGMMA           # smaller layers: up to 64
+    assert plan(65, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(65, sm90=False).plan == gp.PLAN_DEQUANT_DOT                    # elsewhere: 64 rows, plan 2
+    assert plan(64, sm90=False).plan == gp.PLAN_GEMM
 
 
 def test_wgmma_needs_float32_accumulation_and_whole_tile_groups():
@@ -116,7 +120,7 @@ def test_wgmma_needs_float32_accumulation_and_whole_tile_groups():
     assert plan(64, accum="float16", sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
     assert plan(64, group=32, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
     assert plan(64, K=8192 + 64, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
-    assert gp.wgmma_stage_k(4, 64) == 128 and gp.wgmma_stage_k(4, 128) == 64 and gp.wgmma_stage_k(1, 32) == 256
+    assert gp.wgmma_stage_k(4, 64) == 128 and gp.wgmma_stage_k(8, 64) == 64 and gp.wgmma_stage_k(8, 32) == 128 and gp.wgmma_stage_k(4, 128) == 64 and gp.wgmma_stage_k(1, 32) == 256
 
 
 def test_wgmma_tiles_plan_and_split():
@@ -138,6 +142,6 @@ def test_hopper_env_override(monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
     assert gp.hopper(lambda: False) and plan(64, sm90=None).plan == gp.PLAN_WGMMA
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "0")
-    assert not gp.hopper(lambda: True) and plan(64, sm90=None).plan == gp.PLAN_DEQUANT_DOT
+    assert not gp.hopper(lambda: True) and plan(64, sm90=None).plan == gp.PLAN_GEMM
     monkeypatch.delenv("BITBLAS_JAX_HOPPER")
     assert gp.hopper(lambda: True) and not gp.hopper(lambda: False)

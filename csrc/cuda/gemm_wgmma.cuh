@@ -19,6 +19,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "matmul_cuda.h"  // wgmma_long_stages: the host's stage k
 #include "wgmma_ops.cuh"
 
 namespace bitblas_jax {
@@ -28,9 +29,10 @@ template <int FC, int BM>
 struct WgmmaCfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;              // k per packed tile
-  // k per stage: whole packed tiles, at least 128 for tiles of <= 64 activation rows (fewer
-  // barriers; their stages are small), else at least 64 (one swizzled sub-tile)
-  static constexpr int KMIN = BM <= 64 ? 128 : 64;
+  // k per stage: whole packed tiles, at least 128 for tiles of <= 64 activation rows where four
+  // such stages fit two CTAs per SM (fewer barriers), else at least 64 (one swizzled sub-tile;
+  // 8-bit weights at 64 rows: a ring of three 128-k stages ran 27% slower than six 64-k ones)
+  static constexpr int KMIN = ::bitblas_jax::wgmma_long_stages(BITS, BM) ? 128 : 64;
   static constexpr int TPB = TK >= KMIN ? 1 : KMIN / TK;  // tiles per band and stage
   static constexpr int BK = TPB * TK;
   static constexpr int BN = 128;                     // weight rows per CTA (two warpgroups)

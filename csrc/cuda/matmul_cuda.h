@@ -59,9 +59,16 @@ inline WgmmaTile wgmma_tile(int64_t plan, int64_t M) {
   return M <= 32 ? WgmmaTile{128, 32, 0} : M <= 64 ? WgmmaTile{128, 64, 1} : WgmmaTile{128, 128, 2};
 }
 
+// Whether plans 6 / 7 take stages of at least 128 k (gemm_wgmma.cuh WgmmaCfg::KMIN): tiles of <= 64
+// activation rows where four such stages (BM x 128 activations + 8 bands x 128 k of weights) fit the
+// two-CTA shared-memory budget of 106 KB.
+constexpr bool wgmma_long_stages(int bits, int bm) {
+  return bm <= 64 && 4 * (bm * 128 * 2 + 8 * 16 * 128 * bits / 8) <= 106 * 1024;
+}
+
 // k per pipeline stage of plans 6 / 7 (gemm_wgmma.cuh WgmmaCfg::BK): whole packed tiles, at least
-// 128 for tiles of <= 64 activation rows, else at least 64.
-inline int wgmma_stage_k(int bits, int bm) { return std::max(bm <= 64 ? 128 : 64, 256 / bits); }
+// 128 where wgmma_long_stages(), else at least 64.
+inline int wgmma_stage_k(int bits, int bm) { return std::max(wgmma_long_stages(bits, bm) ? 128 : 64, 256 / bits); }
 
 // Split-K counters: one per output tile of the smallest tile (128 x 32), padded
 // to 256 bytes; mirrors bitblas_jax/gpu_plan.py workspace_bytes().
