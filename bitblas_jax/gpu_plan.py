@@ -218,7 +218,7 @@ def gemv2_smem_bytes(M: int, bits: int, n8_blocks: int, tiles: int) -> int:
     return _gemv2_capped_bytes(M, bits, n8_blocks, tiles) + gemv2_stage_bytes(bits, n8_blocks, tiles)
 
 
-# the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them
+# the v2 kernels (n8 blocks, tiles per warp and chunk) in the order the host tries them (kernels.h kGemv2Shapes)
 _GEMV2_VARIANTS = ((1, 4), (1, 2), (2, 2), (2, 1))
 
 

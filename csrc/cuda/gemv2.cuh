@@ -134,8 +134,6 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
         cp_async4(sring + slot * Cfg::SSTAGE + lane * 4,
                   scta + (static_cast<long long>(lane) * G + static_cast<long long>(t0) * TK / gs) * 2);
       const int klen = min(U, KT - t0) * TK;
-      uint16_t* dst = sAw + slot * M * LDW;
-      const long long k0 = static_cast<long long>(t0) * TK;
       if (p.a_aligned) {
         if (8 * a_col < klen) {
           const uint16_t* src = a_src + static_cast<long long>(i) * CHK;
@@ -143,6 +141,8 @@ __global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
           for (int r = a_row0; r < M; r += RPT, src += a_rstride, d += 2 * RPT * LDW) cp_async16(d, src);
         }
       } else {
+        uint16_t* dst = sAw + slot * M * LDW;
+        const long long k0 = static_cast<long long>(t0) * TK;
         for (int v = lane; v < M * klen; v += 32) {
           const int r = v / klen, j = v - r * klen;
           dst[r * LDW + j] = Ag[r * K + k0 + j];

@@ -29,8 +29,11 @@ __host__ __device__ constexpr int gemv2_smem(int ring_bytes, int a_row_bytes, in
   return ring_bytes + M * a_row_bytes;
 }
 
+// Shapes of the v2 decode kernel (variants 0..kGemv2Shapes - 1; + kGemv2Shapes with zero points).
+constexpr int kGemv2Shapes = 4;
+
 // variant: gemv -> 0: M<=8, 1: M<=16 (n8 blocks 1 / 2); gemv2 -> 0: one n8 block, 4 tiles per warp
-// and chunk, 1: one block, 2 tiles, 2: two blocks, 2 tiles, 3: two blocks, 1 tile; + 4 with zero points; gemm -> 0: 128 (weight rows)
+// and chunk, 1: one block, 2 tiles, 2: two blocks, 2 tiles, 3: two blocks, 1 tile; + kGemv2Shapes with zero points; gemm -> 0: 128 (weight rows)
 // x 32 (activation rows) tile, 1: 128 x 64, 2: 256 x 32, 3: 256 x 64, 4: 128 x 32 for groups
 // that end inside packed tiles; wgmma (sm_90a) -> weight rows x activation rows per CTA, 0: 128 x 32,
 // 1: 128 x 64, 2: 128 x 128, 3: 128 x 256 (a null fn where the stages do not fit).

@@ -170,8 +170,8 @@ size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
 int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t gs, int mode, int* variant) {
   if (tc == cudak::TC_F16ACC16 || ms > 16) return -1;
   if (mode != cudak::MODE_NONE && gs % tile_k(cudak::fc_bits(fc)) != 0) return -1;
-  for (int v = ms <= 8 ? 0 : 2; v < 4; ++v) {
-    const int vz = v + (mode >= cudak::MODE_ORIGINAL ? 4 : 0);
+  for (int v = ms <= 8 ? 0 : 2; v < cudak::kGemv2Shapes; ++v) {
+    const int vz = v + (mode >= cudak::MODE_ORIGINAL ? cudak::kGemv2Shapes : 0);
     const cudak::KernelEntry ke = cudak::gemv2_entry(tc, fc, vz);
     if (ke.fn == nullptr) return -1;
     const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms));
