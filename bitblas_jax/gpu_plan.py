@@ -155,10 +155,10 @@ def wgmma_plan(M: int, N: int) -> int:
 
 
 def wgmma_split(plan: int, M: int, N: int, K: int, bits: int) -> int:
-    """Split-K of plans 6 / 7 (_one_wave_split): two CTAs per SM up to 128 x 128 tiles, at most 4
+    """Split-K of plans 6 / 7 (_one_wave_split): two CTAs per SM up to 128 x 64 tiles, at most 4
     splits, fp32 partials of at most 8 MB."""
     bn, bm = wgmma_tile(plan, M)
-    per_sm = 1 if bm > 128 else 2
+    per_sm = 1 if bm > 64 else 2
     return _one_wave_split(M, N, -(-N // bn) * -(-M // bm), per_sm, K // wgmma_stage_k(bits, bm),
                            _WGMMA_MAX_SPLIT, _WGMMA_PARTIAL_CAP)
 

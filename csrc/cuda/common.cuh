@@ -659,24 +659,34 @@ __device__ __forceinline__ void store_out(const KParams& p, long long m, long lo
 
 // Split-K: every CTA of an output tile writes its fp32 partial, then the last
 // one to arrive sums all partials in split order and runs the epilogue.
-// Returns true in the CTA that must reduce (after a block-wide barrier).
+// Returns true in the CTA that must reduce (after a block-wide barrier). NT > 0: only threads
+// 0..NT-1 take part (named barrier 1), the rest of the block having left.
+template <int NT = 0>
 __device__ __forceinline__ bool splitk_arrive(const KParams& p, int tile) {
   __shared__ int s_last;
+  auto sync = [] {
+    if constexpr (NT > 0)
+      asm volatile("bar.sync 1, %0;\n" ::"n"(NT) : "memory");
+    else
+      __syncthreads();
+  };
   __threadfence();
-  __syncthreads();
+  sync();
   if (threadIdx.x == 0) {
     const unsigned prev = atomicAdd(p.counters + tile, 1u);
     s_last = prev == static_cast<unsigned>(p.split - 1);
   }
-  __syncthreads();
+  sync();
   if (s_last) __threadfence();
   return s_last != 0;
 }
 
-template <typename T, int W = 128>
+// NT > 0: threads 0..NT-1 reduce (as in splitk_arrive).
+template <typename T, int W = 128, int NT = 0>
 __device__ __forceinline__ void splitk_reduce(const KParams& p, long long m0, int mrows, long long n0,
                                               int ncols) {
-  for (int i = threadIdx.x; i < mrows * W; i += blockDim.x) {
+  const int nthreads = NT > 0 ? NT : static_cast<int>(blockDim.x);
+  for (int i = threadIdx.x; i < mrows * W; i += nthreads) {
     const int mi = i / W, j = i % W;
     if (j >= ncols) continue;
     const long long m = m0 + mi, n = n0 + j;

@@ -1,21 +1,25 @@
 // Plan 6: the Hopper GEMM (sm_90a), wgmma with the dequantized weight as the
 // register A operand.
 //
-// Grid (ceil(N/128), ceil(M/BM), split). A CTA of two warpgroups computes a
-// 128 (weight rows) x BM (activation rows, BM = 32..256 = the wgmma n) tile of
-// C^T over a K range. Warpgroup w owns weight rows 64w..64w+63, its warp i the
-// 16-row band 4w+i: each lane dequantizes its 16-byte chunk of the band's
-// packed tile straight into the m16n8k16 A-fragment layout, which is the
-// per-warp slice of wgmma's 64 x 16 register A operand, so decoded weights
-// never touch shared memory. The activations are the B operand: a BM x BK
-// stage in shared memory, K-major with the 128-byte swizzle (64-k sub-tiles,
-// 16-byte chunk j of row r at chunk j ^ (r & 7)), read by wgmma through a
-// matrix descriptor. One wgmma per k-step of 16 (one commit group); up to
-// WINDOW of them stay in flight while the next k-steps are decoded.
-// Stages (packed tiles of the CTA's 8 bands + the activation tile) go through
-// a cp.async ring. A stage's slot is refilled two iterations after it was
-// read: by then every wgmma that read it has retired (a stage has at least
-// WINDOW - 1 k-steps), so the ring needs no per-stage drain.
+// Grid (ceil(N/128), ceil(M/BM), split). A CTA of two consumer warpgroups and
+// one producer warpgroup computes a 128 (weight rows) x BM (activation rows, BM =
+// 32..256 = the wgmma n) tile of C^T over a K range. Consumer warpgroup w owns
+// weight rows 64w..64w+63, its warp i the 16-row band 4w+i: each lane
+// dequantizes its 16-byte chunk of the band's packed tile straight into the
+// m16n8k16 A-fragment layout, which is the per-warp slice of wgmma's 64 x 16
+// register A operand, so decoded weights never touch shared memory. The
+// activations are the B operand: a BM x BK stage in shared memory, K-major
+// with the 128-byte swizzle (64-k sub-tiles, 16-byte chunk j of row r at chunk
+// j ^ (r & 7)), read by wgmma through a matrix descriptor. One wgmma per
+// k-step of 16 (one commit group); up to WINDOW of them stay in flight while
+// the next k-steps are decoded.
+// The producer warpgroup (its registers handed to the consumers by setmaxnreg)
+// fills a ring of stages (packed tiles of the CTA's 8 bands by bulk copies,
+// the activation tile by cp.async), each stage with a "full" mbarrier; the
+// consumers wait on it and release the slot on its "empty" mbarrier once the
+// wgmmas that read it have retired (a stage has at least WINDOW - 1 k-steps,
+// so that is WINDOW - 1 k-steps into the next stage). So the consumer warps
+// issue no copies and meet no CTA-wide barrier in the loop.
 #pragma once
 
 #include "common.cuh"
@@ -39,13 +43,19 @@ struct WgmmaCfg {
   // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them
   // asynchronous (one tile per stage), else 2
   static constexpr int WINDOW = BM >= 128 || TPB > 1 ? 2 : 3;
-  static constexpr int NB = BN / 16;                 // bands per CTA
+  static constexpr int NB = BN / 16;                 // bands per CTA = consumer warps
+  static constexpr int THREADS = NB * 32 + 128;      // + the producer warpgroup
   static constexpr int A_BYTES = BM * BK * 2;        // activation stage: BK / 64 sub-tiles of BM x 128 bytes
   static constexpr int W_BYTES = NB * TPB * 512;
   static constexpr int STAGE_BYTES = A_BYTES + W_BYTES;
-  // two CTAs per SM where their accumulators and four stages fit, else one
-  static constexpr int CTAS = BM <= 128 && 4 * STAGE_BYTES <= 106 * 1024 ? 2 : 1;
+  // two CTAs per SM where four stages fit and the wgmma fits the launch's 80 registers per
+  // thread (ptxas checks a wgmma against the launch's count, not setmaxnreg's: m64n128 needs 94)
+  static constexpr int CTAS = BM <= 64 && 4 * STAGE_BYTES <= 106 * 1024 ? 2 : 1;
   static constexpr int BUDGET = (CTAS == 2 ? 106 : 220) * 1024;
+  // registers per thread after setmaxnreg: the producers give theirs to the consumers (the
+  // launch's 384 x (CTAS == 2 ? 80 : 168) per CTA: 128 x 32 + 256 x 104, or 128 x 40 + 256 x 232)
+  static constexpr int PRODUCER_REGS = CTAS == 2 ? 32 : 40;
+  static constexpr int CONSUMER_REGS = CTAS == 2 ? 104 : 232;
   static constexpr int STAGES = BUDGET / STAGE_BYTES < 8 ? BUDGET / STAGE_BYTES : 8;
   static constexpr int SMEM = STAGES * STAGE_BYTES + 1024;  // + slack to align the ring to 1024 bytes
   static constexpr bool kSupported = STAGES >= 3 && TPB * (TK / 16) >= WINDOW - 1;
@@ -67,6 +77,48 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_proxy_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+// mbarriers (shared::cta). The ring's "full" barrier of a stage completes when the producer
+// warpgroup's 128 cp.async arrivals and its expect_tx arrival are in and the bulk copies' bytes have
+// landed; the "empty" one when every consumer warp has released the slot.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Arrives once this thread's earlier cp.async copies have landed (counted in the barrier's init).
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Hands registers between warpgroups (every warp of a warpgroup runs it).
+template <int R>
+__device__ __forceinline__ void regs_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R>
+__device__ __forceinline__ void regs_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// One bulk copy global -> shared (16-byte aligned, a multiple of 16 bytes), counted on `bar`.
+__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
 // Keeps the compiler from moving accumulator reads / writes across a wgmma wait.
 template <int R>
 __device__ __forceinline__ void fence_acc(float (&d)[R]) {
@@ -75,7 +127,8 @@ __device__ __forceinline__ void fence_acc(float (&d)[R]) {
 }
 
 template <int FC, typename T, int BM>
-__global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel(const KParams p) {
+__global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::CTAS)
+    gemm_wgmma_kernel(const KParams p) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = WgmmaCfg<FC, BM>;
   constexpr int TK = Cfg::TK, TPB = Cfg::TPB, BK = Cfg::BK, STAGES = Cfg::STAGES, NB = Cfg::NB;
@@ -84,6 +137,7 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
 
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
+  __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -96,166 +150,166 @@ __global__ void __launch_bounds__(256, WgmmaCfg<FC, BM>::CTAS) gemm_wgmma_kernel
   const int kb0 = static_cast<int>(static_cast<long long>(bz) * KB / p.split);
   const int kb1 = static_cast<int>(static_cast<long long>(bz + 1) * KB / p.split);
   const uint32_t ring = (smem_addr(smem) + 1023u) & ~1023u;
-
-  if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);  // visible after the first barrier
-
-  // Stage copies, each thread's addresses computed once. Weights: CPB 16-byte
-  // chunks per band, BPI bands per pass. Activations: VPR 16-byte vectors per
-  // row, RPP rows per pass, stored swizzled (rows differ by multiples of 8
-  // between passes, so a thread's swizzle is fixed).
-  constexpr int CPB = TPB * 32, BPI = 256 / CPB, WIT = NB / BPI;
-  constexpr int VPR = BK / 8, RPP = 256 / VPR, AIT = (BM + RPP - 1) / RPP;
-  static_assert(256 % CPB == 0 && NB % BPI == 0 && 256 % VPR == 0 && RPP % 8 == 0, "stage copy shape");
+  const uint32_t full0 = smem_addr(&s_full[0]), empty0 = smem_addr(&s_empty[0]);
   const long long band_stride = static_cast<long long>(KT) * 512;
-  const int wb = tid / CPB, wrest = tid % CPB;
-  const uint8_t* wsrc = p.W + (static_cast<long long>(bx) * NB + wb) * band_stride + wrest * 16;
-  const uint32_t woff = Cfg::A_BYTES + wb * TPB * 512 + wrest * 16;  // offsets within a stage
-  const int ar = tid / VPR, av = tid % VPR;
-  const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
-  const uint16_t* asrc = Ag + (m0 + ar) * K + av * 8;
-  const uint32_t aoff = (av >> 3) * (BM * 128) + ar * 128 + (((av & 7) ^ (ar & 7)) << 4);
 
-  // Stages are loaded in k order: running sources, advanced one stage per load.
-  const uint8_t* wnext = wsrc + static_cast<long long>(kb0) * TPB * 512;
-  const uint16_t* anext = asrc + static_cast<long long>(kb0) * BK;
-  long long k_load = static_cast<long long>(kb0) * BK;
-  uint32_t w_ok = 0u, a_ok = 0u;  // copy passes in range (rows past M stay unloaded:
-#pragma unroll                    // they only meet outputs that are never stored)
-  for (int j = 0; j < WIT; ++j) w_ok |= static_cast<uint32_t>(bx * NB + wb + j * BPI < nbands) << j;
-#pragma unroll
-  for (int j = 0; j < AIT; ++j) a_ok |= static_cast<uint32_t>(ar + j * RPP < BM && m0 + ar + j * RPP < M) << j;
+  if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 129);  // the producers' expect_tx arrival + their 128 cp.async arrivals
+      mbar_init(empty0 + 8 * s, NB * 32);  // every consumer thread
+    }
+  }
+  __syncthreads();  // barriers and the nf4 table ready
 
-  auto load_stage = [&](int st) {
-    const uint32_t sbase = ring + st * Cfg::STAGE_BYTES;
+  if (warp >= NB) {
+    // ---- producer warpgroup: stages kb0..kb1-1 in k order into slots 0, 1, .., STAGES-1, 0, .. ----
+    // Weights: thread b < NB bulk-copies band b's TPB tiles (contiguous). Activations (A is
+    // 16-byte aligned: the host checks): thread pt = ri + 8 vi + 32 rq copies rows ri + 8 (rq + 4j),
+    // 16-byte vectors vi + 4t of each; its rows share r & 7, so its swizzled offsets are fixed.
+    regs_dec<Cfg::PRODUCER_REGS>();
+    constexpr int VPR = BK / 8, VT = VPR / 4;
+    static_assert(VPR % 4 == 0 && BM % 32 == 0, "activation copy shape");
+    const int pt = tid - NB * 32, ri = pt & 7, vi = (pt >> 3) & 3, rq = pt >> 5;
+    uint32_t soff[VT];
 #pragma unroll
-    for (int j = 0; j < WIT; ++j)
-      if ((w_ok >> j) & 1u) cp_async16_stream(sbase + woff + j * BPI * TPB * 512, wnext + j * BPI * band_stride);
-    if (p.a_aligned) {
+    for (int t = 0; t < VT; ++t) {
+      const int v = vi + 4 * t;
+      soff[t] = (v >> 3) * (BM * 128) + (ri + 8 * rq) * 128 + (((v & 7) ^ ri) << 4);
+    }
+    const long long rows_left = M - m0 - ri - 8 * rq;  // rows ri + 8 rq + 32j < M - m0 are in range
+    const int bands_here = min(NB, nbands - bx * NB);
+    const uint32_t w_bytes = static_cast<uint32_t>(bands_here) * TPB * 512;
+    const uint8_t* wsrc = p.W + (static_cast<long long>(bx) * NB + pt) * band_stride +
+                          static_cast<long long>(kb0) * TPB * 512;
+    const uint16_t* asrc = reinterpret_cast<const uint16_t*>(p.A) + (m0 + ri + 8 * rq) * K +
+                           static_cast<long long>(kb0) * BK + vi * 8;
+    int slot = 0;
+    uint32_t phase = 0;
+    for (int kb = kb0; kb < kb1; ++kb) {
+      if (kb - kb0 >= STAGES) mbar_wait(empty0 + 8 * slot, phase ^ 1u);
+      const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES, full = full0 + 8 * slot;
+      if (pt == 0) mbar_arrive_expect_tx(full, w_bytes);
+      __syncwarp();
+      if (pt < bands_here) bulk_copy_g2s(sbase + Cfg::A_BYTES + pt * TPB * 512, wsrc, TPB * 512, full);
 #pragma unroll
-      for (int j = 0; j < AIT; ++j)
-        if ((a_ok >> j) & 1u) cp_async16_stream(sbase + aoff + j * RPP * 128, anext + j * RPP * K);
-    } else {
-      uint16_t* sa = reinterpret_cast<uint16_t*>(smem + (sbase - smem_addr(smem)));
-      for (int i = tid; i < BM * BK; i += 256) {
-        const int r = i / BK, kk = i % BK;
-        if (m0 + r < M)
-          sa[(kk >> 6) * (BM * 64) + r * 64 + ((((kk >> 3) & 7) ^ (r & 7)) << 3) + (kk & 7)] =
-              Ag[(m0 + r) * K + k_load + kk];
+      for (int j = 0; j < BM / 32; ++j) {
+        if (32 * j >= rows_left) break;
+#pragma unroll
+        for (int t = 0; t < VT; ++t) cp_async16(sbase + soff[t] + j * 4096, asrc + j * 32 * K + t * 32);
+      }
+      mbar_arrive_cp_async(full);
+      wsrc += TPB * 512;
+      asrc += BK;
+      if (++slot == STAGES) {
+        slot = 0;
+        phase ^= 1u;
       }
     }
-    cp_async_commit();
-    wnext += TPB * 512;
-    anext += BK;
-    k_load += BK;
-  };
-
-  float acc[ND];
+    cp_async_wait<0>();  // this thread's copies have landed before it leaves
+    return;              // (the consumers run the epilogue; the bulk copies are theirs to wait for)
+  } else {
+    regs_inc<Cfg::CONSUMER_REGS>();
+    float acc[ND];
 #pragma unroll
-  for (int i = 0; i < ND; ++i) acc[i] = 0.f;
-  fence_acc(acc);
+    for (int i = 0; i < ND; ++i) acc[i] = 0.f;
+    fence_acc(acc);
 
-  // this warp's band: CTA band `warp` (warpgroup warp / 4, its warp warp % 4); this lane's rows nrow0, nrow0 + 8
-  const RowP<T> pbase = rowp_base<FC, T>(p);
-  const int band = bx * NB + warp;
-  const bool band_ok = band < nbands;
-  const long long nrow0 = static_cast<long long>(band) * 16 + g;
+    // ---- consumers: this warp's band: CTA band `warp`; this lane's rows nrow0, nrow0 + 8 ----
+    const RowP<T> pbase = rowp_base<FC, T>(p);
+    const int band = bx * NB + warp;
+    const bool band_ok = band < nbands;
+    const long long nrow0 = static_cast<long long>(band) * 16 + g;
 
-  // Scales / zeros of the next stage's tiles, read while this one computes.
-  // Groups are whole tiles here (the host sends other group sizes to plan 2);
-  // (gi_run, ti_run): the next tile's group and its index within the group.
-  const bool has_groups = p.mode != MODE_NONE;
-  const int tiles_per_group = has_groups ? p.gs / TK : 1;
-  int gi_run = 0, ti_run = 0;
-  if (has_groups) {
-    gi_run = kb0 * TPB / tiles_per_group;
-    ti_run = kb0 * TPB - gi_run * tiles_per_group;
-  }
-  const GroupRows grows(p, band_ok ? nrow0 : 0);
-  GroupBits g_nx[TPB];
-  auto prefetch = [&](int kb) {
+    // Scales / zeros of the next stage's tiles, read while this one computes.
+    // Groups are whole tiles here (the host sends other group sizes to plan 2);
+    // (gi_run, ti_run): the next tile's group and its index within the group.
+    const bool has_groups = p.mode != MODE_NONE;
+    const int tiles_per_group = has_groups ? p.gs / TK : 1;
+    int gi_run = 0, ti_run = 0;
+    if (has_groups) {
+      gi_run = kb0 * TPB / tiles_per_group;
+      ti_run = kb0 * TPB - gi_run * tiles_per_group;
+    }
+    const GroupRows grows(p, band_ok ? nrow0 : 0);
+    GroupBits g_nx[TPB];
+    auto prefetch = [&](int kb) {
 #pragma unroll
-    for (int tt = 0; tt < TPB; ++tt) {
-      g_nx[tt] = GroupBits{0u, 0u, 0u, 0u};
-      if (!has_groups || kb >= kb1) continue;
-      if (band_ok) g_nx[tt] = grows.load(p, gi_run);
-      if (++ti_run == tiles_per_group) {
-        ti_run = 0;
-        ++gi_run;
+      for (int tt = 0; tt < TPB; ++tt) {
+        g_nx[tt] = GroupBits{0u, 0u, 0u, 0u};
+        if (!has_groups || kb >= kb1) continue;
+        if (band_ok) g_nx[tt] = grows.load(p, gi_run);
+        if (++ti_run == tiles_per_group) {
+          ti_run = 0;
+          ++gi_run;
+        }
+      }
+    };
+    prefetch(kb0);
+
+    int slot = 0, prev = STAGES - 1;  // this stage's slot and the one before it
+    uint32_t phase = 0;
+    for (int kb = kb0; kb < kb1; ++kb) {
+      GroupBits g_cur[TPB];
+#pragma unroll
+      for (int tt = 0; tt < TPB; ++tt) g_cur[tt] = g_nx[tt];
+      prefetch(kb + 1);
+      mbar_wait(full0 + 8 * slot, phase);
+      fence_proxy_async_smem();  // the producer's cp.async writes -> wgmma's reads
+      const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES;
+      const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
+      const bool release_prev = kb > kb0;
+#pragma unroll
+      for (int tt = 0; tt < TPB; ++tt) {
+        RowP<T> P0, P1;
+        uint32_t s2, z2;
+        g_cur[tt].pack(s2, z2);  // the first use of the loads issued a stage ago
+        rowp_make2<FC, T>(p, pbase, s2, z2, P0, P1);
+        const uint4 w = lds128(sw_addr + tt * 512);
+        static_for<0, NS>([&](auto I) {
+          constexpr int S = decltype(I)::value;
+          const int kk = tt * TK + S * 16;
+          uint32_t a[4];
+          dequant_kstep<FC, T, S>(w, P0, P1, P0, P1, sTab, a);
+          const uint64_t desc = wgmma_desc_sw128(sbase + (kk >> 6) * (BM * 128) + (kk & 63) * 2);
+          wgmma_fence();
+          wgmma_rs<BM, T>(acc, a, desc);
+          wgmma_commit();
+          wgmma_wait<Cfg::WINDOW - 1>();
+          // WINDOW - 1 k-steps into this stage every wgmma of the previous one has retired
+          if (tt * NS + S == Cfg::WINDOW - 2 && release_prev) mbar_arrive(empty0 + 8 * prev);
+        });
+      }
+      prev = slot;
+      if (++slot == STAGES) {
+        slot = 0;
+        phase ^= 1u;
       }
     }
-  };
+    wgmma_wait<0>();
+    fence_acc(acc);
 
+    // ---- epilogue: acc[4j + e] is weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----
+    float* part = p.partial + static_cast<long long>(bz) * M * N;
+    if (band_ok) {
 #pragma unroll
-  for (int s = 0; s < STAGES - 2; ++s) {
-    if (kb0 + s < kb1)
-      load_stage(s);
-    else
-      cp_async_commit();
-  }
-  prefetch(kb0);
-
-  for (int kb = kb0, it = 0; kb < kb1; ++kb, ++it) {
-    GroupBits g_cur[TPB];
+      for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
-    for (int tt = 0; tt < TPB; ++tt) g_cur[tt] = g_nx[tt];
-    prefetch(kb + 1);
-    cp_async_wait<STAGES - 3>();
-    fence_proxy_async_smem();
-    __syncthreads();
-    {
-      // refill the slot read two iterations ago (its wgmmas have retired)
-      const int nk = kb + STAGES - 2;
-      if (nk < kb1)
-        load_stage((it + STAGES - 2) % STAGES);
-      else
-        cp_async_commit();
+        for (int e = 0; e < 4; ++e) {
+          const long long m = m0 + 8 * j + 2 * c + (e & 1);
+          if (m >= M) continue;
+          if (p.split == 1)
+            store_out<T>(p, m, nrow0 + 8 * (e >> 1), acc[4 * j + e]);
+          else
+            part[m * N + nrow0 + 8 * (e >> 1)] = acc[4 * j + e];
+        }
     }
-    const uint32_t sbase = ring + (it % STAGES) * Cfg::STAGE_BYTES;
-    const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
-#pragma unroll
-    for (int tt = 0; tt < TPB; ++tt) {
-      RowP<T> P0, P1;
-      uint32_t s2, z2;
-      g_cur[tt].pack(s2, z2);  // the first use of the loads issued a stage ago
-      rowp_make2<FC, T>(p, pbase, s2, z2, P0, P1);
-      const uint4 w = lds128(sw_addr + tt * 512);
-      static_for<0, NS>([&](auto I) {
-        constexpr int S = decltype(I)::value;
-        const int kk = tt * TK + S * 16;
-        uint32_t a[4];
-        dequant_kstep<FC, T, S>(w, P0, P1, P0, P1, sTab, a);
-        const uint64_t desc = wgmma_desc_sw128(sbase + (kk >> 6) * (BM * 128) + (kk & 63) * 2);
-        wgmma_fence();
-        wgmma_rs<BM, T>(acc, a, desc);
-        wgmma_commit();
-        wgmma_wait<Cfg::WINDOW - 1>();
-      });
+    if (p.split == 1) return;
+    if (splitk_arrive<NB * 32>(p, by * gridDim.x + bx)) {  // the consumer warps only
+      const long long nb0 = static_cast<long long>(bx) * Cfg::BN;
+      splitk_reduce<T, Cfg::BN, NB * 32>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,
+                                         static_cast<int>(min(static_cast<long long>(Cfg::BN), N - nb0)));
     }
-  }
-  wgmma_wait<0>();
-  fence_acc(acc);
-  cp_async_wait<0>();
-
-  // ---- epilogue: acc[4j + e] is weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----
-  float* part = p.partial + static_cast<long long>(bz) * M * N;
-  if (band_ok) {
-#pragma unroll
-    for (int j = 0; j < BM / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const long long m = m0 + 8 * j + 2 * c + (e & 1);
-        if (m >= M) continue;
-        if (p.split == 1)
-          store_out<T>(p, m, nrow0 + 8 * (e >> 1), acc[4 * j + e]);
-        else
-          part[m * N + nrow0 + 8 * (e >> 1)] = acc[4 * j + e];
-      }
-  }
-  if (p.split == 1) return;
-  if (splitk_arrive(p, by * gridDim.x + bx)) {
-    const long long nb0 = static_cast<long long>(bx) * Cfg::BN;
-    splitk_reduce<T, Cfg::BN>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,
-                              static_cast<int>(min(static_cast<long long>(Cfg::BN), N - nb0)));
   }
 #endif
 }

@@ -339,7 +339,8 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
     // Plans 6 / 7 where they can run, else plan 2 with the same split (same workspace).
     DeviceInfo info;
     if (std::string err = device_info(&info); !err.empty()) return err;
-    if (info.sm90 && tc != cudak::TC_F16ACC16 && !split_groups) {
+    // (the producer warp copies the activations 16 bytes at a time: A must be 16-byte aligned)
+    if (info.sm90 && tc != cudak::TC_F16ACC16 && !split_groups && kp.a_aligned) {
       WgmmaTile t = wgmma_tile(plan, M);
       KernelEntry ke = cudak::wgmma_entry(tc, fc, t.variant);
       if (ke.fn == nullptr) {  // stages too large for this tile (1-bit): 128 x up to 128

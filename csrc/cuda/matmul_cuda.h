@@ -19,8 +19,8 @@
 //      (the smallest that holds M, at most 128).
 //   7  the same with 128 weight rows x 256 activation rows per CTA.
 //      Plans 6 / 7 need an sm_90 GPU, float32 accumulation, groups of whole
-//      packed tiles and K a multiple of wgmma_stage_k(); elsewhere they run
-//      plan 2 with the same split_k.
+//      packed tiles, 16-byte aligned activations and K a multiple of
+//      wgmma_stage_k(); elsewhere they run plan 2 with the same split_k.
 //   4  decode kernel v2 (gemv2.cuh): one CTA per 32 weight rows over all of
 //      K, group scales applied to float32 partial sums, no workspace, one
 //      launch per 16 rows of M. Cases it cannot run (float16 accumulation,
