@@ -3,6 +3,7 @@
 # (make it here first: mkdir headsrc && git archive BASE csrc scripts/cuda_selftest.cu | tar -x -C headsrc;
 # it travels as an untracked folder). Both are built as cuda_selftest; each case runs old, new, twice.
 # AB_TREES="old=headsrc new=. x=expdir" times more variants (label=source root, in that order).
+# AB_PREBUILT=1 takes build/ab_<label>/st as they are (built on the CPU machine and carried).
 # Usage: bash scripts/ab_selftest.sh "M N K plan split fmt_id [gs]" ...   (cuda_selftest --one's arguments)
 set -uo pipefail
 NV="nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fopenmp"
@@ -13,11 +14,13 @@ build() {  # $1: source root, $2: out dir
     $NV -I"$1"/csrc/include -I"$1"/csrc/cuda -c "$f" -o "$2/$(basename "$f").o" &
   done
 }
-for t in $TREES; do build "${t#*=}" "build/ab_${t%%=*}"; done
-wait
-for t in $TREES; do
-  nvcc -gencode=arch=compute_90a,code=sm_90a build/ab_${t%%=*}/*.o -o build/ab_${t%%=*}/st -lgomp || exit 1
-done
+if [ -z "${AB_PREBUILT:-}" ]; then
+  for t in $TREES; do build "${t#*=}" "build/ab_${t%%=*}"; done
+  wait
+  for t in $TREES; do
+    nvcc -gencode=arch=compute_90a,code=sm_90a build/ab_${t%%=*}/*.o -o build/ab_${t%%=*}/st -lgomp || exit 1
+  done
+fi
 for rep in 1 2; do
   for c in "$@"; do
     for t in $TREES; do v=${t%%=*}; echo -n "$v "; build/ab_$v/st --one $c | sed 's/^one: //'; done

@@ -58,4 +58,6 @@ if has bench; then
 fi
 echo
 echo "== gpu_check summary ($(cat "$OUT/gpu.txt")) =="
-for k in build selftest tests memcheck racecheck bench; do [ -n "${RESULT[$k]:-}" ] && printf '%-10s %s\n' "$k" "${RESULT[$k]}"; done
+for k in build selftest tests memcheck racecheck bench; do
+  if [ -n "${RESULT[$k]:-}" ]; then printf '%-10s %s\n' "$k" "${RESULT[$k]}"; fi
+done
