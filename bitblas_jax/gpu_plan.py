@@ -21,8 +21,8 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
           128 activation rows per CTA, split-K
   plan 7  the same with 256 activation rows per CTA (many tiles: large M)
 
-Under JAX: plan 4 at decode sizes (M <= 16), then the GEMM up to gemm_max_m() rows (plan 6 on an
-H100: 256 on layers of 8192 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
+Under JAX: plan 4 at decode sizes (M <= 16), then the GEMM up to gemm_max_m() rows (plans 6 / 7 on an
+H100: 512 on layers of 8192 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
 BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. Plan 5 writes and re-reads a 16-bit weight:
 at M <= 256 it runs at 0.4-0.6x the fp16 dot (benchmarks/RESULTS.md v3.7), so it only takes the
 small layers' M = 65..256 on an H100, where the GEMM's few tiles do worse (0.3-0.4x).
@@ -57,14 +57,14 @@ GEMV_ROWS = 256          # weight rows per gemv CTA
 _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
-_WGMMA_LAYER = 8192 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 256 (RESULTS.md v3.7)
+_WGMMA_LAYER = 8192 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 512 (RESULTS.md v3.7, v3.9)
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM (ring + activations)
 GEMM_MAX_M = 64          # JAX, plan 2 / 3 (no wgmma): up to here the GEMM beats dequantize + XLA's dot
 _GEMM_MAX_SPLIT = 8
 _GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
-WGMMA_MAX_M = 256        # JAX on an H100, layers of _WGMMA_LAYER weights and up: plans 6 / 7 up to here
+WGMMA_MAX_M = 512        # JAX on an H100, layers of _WGMMA_LAYER weights and up: plans 6 / 7 up to here
 WGMMA_SMALL_MAX_M = 64   # smaller layers: plan 6 up to here, then plan 5
-_WGMMA_TALL_MIN_TILES = 200  # plan 7 from this many 128 x 256 output tiles
+_WGMMA_TALL_MIN_TILES = 128  # plan 7 from this many 128 x 256 output tiles (about one wave)
 _WGMMA_MAX_SPLIT = 4
 _WGMMA_PARTIAL_CAP = 8 << 20
 
@@ -131,9 +131,11 @@ def wgmma_tile(plan: int, M: int) -> tuple[int, int]:
 
 
 def wgmma_stage_k(bits: int, bm: int) -> int:
-    """k per stage of plans 6 / 7 (matmul_cuda.h wgmma_stage_k): at least 128 for tiles of <= 64
-    activation rows where four such stages fit two CTAs per SM (106 KB), else at least 64."""
-    long_stages = bm <= 64 and 4 * (bm * 128 * 2 + 8 * 16 * 128 * bits // 8) <= 106 * 1024
+    """k per stage of plans 6 / 7 (matmul_cuda.h wgmma_stage_k): at least 128 where enough such
+    stages fit (four in 106 KB for tiles of <= 64 activation rows, two CTAs per SM; three in 220 KB
+    above, one CTA per SM), else at least 64."""
+    stage = bm * 128 * 2 + 8 * 16 * 128 * bits // 8   # activations + 8 bands of weights, 128 k
+    long_stages = 4 * stage <= 106 * 1024 if bm <= 64 else 3 * stage <= 220 * 1024
     return max(128 if long_stages else 64, 256 // bits)
 
 
@@ -148,8 +150,9 @@ def wgmma_fits(M: int, N: int, K: int, bits: int, accum_dtype: str, mode: str, g
 
 
 def wgmma_plan(M: int, N: int) -> int:
-    """Plan 7 (256 activation rows per CTA) past 128 rows once its tiles fill the GPU about 1.5 times over, else
-    plan 6 (H100 kernel timings, benchmarks/RESULTS.md v3)."""
+    """Plan 7 (256 activation rows per CTA) past 128 rows once its tiles about fill the GPU, else plan 6
+    (kernel timings, benchmarks/RESULTS.md v3.9: M = 512 on 8192^2, 128 tiles, ran 107 us in plan 7
+    against 137 in plan 6)."""
     tall = M > 128 and -(-N // 128) * -(-M // 256) >= _WGMMA_TALL_MIN_TILES
     return PLAN_WGMMA_TALL if tall else PLAN_WGMMA
 

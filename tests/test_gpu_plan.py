@@ -103,11 +103,12 @@ def test_gemv2_smem_formula_matches_the_kernel_config():
     assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2
 
 
-def test_hopper_runs_the_wgmma_gemm_up_to_256_rows_on_large_layers():
+def test_hopper_runs_the_wgmma_gemm_up_to_512_rows_on_large_layers():
     assert plan(17, sm90=True) == gp.CudaPlan(gp.PLAN_WGMMA, 4, gp.workspace_bytes(gp.PLAN_WGMMA, 4, 17, 8192))
     assert plan(256, sm90=True).plan == gp.PLAN_WGMMA
     assert plan(256, N=28672, sm90=True).plan == gp.PLAN_WGMMA_TALL
-    assert plan(257, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(512, sm90=True).plan == gp.PLAN_WGMMA_TALL                     # 128 tiles
+    assert plan(513, sm90=True).plan == gp.PLAN_DEQUANT_DOT
     assert plan(256, N=8192, K=4096, sm90=True).plan == gp.PLAN_WGMMA          # from 8192 x 4096 weights
     assert plan(64, N=4096, K=4096, sm90=True).plan == gp.PLAN_WGMMA           # smaller layers: up to 64
     assert plan(65, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
@@ -120,7 +121,10 @@ def test_wgmma_needs_float32_accumulation_and_whole_tile_groups():
     assert plan(64, accum="float16", sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
     assert plan(64, group=32, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
     assert plan(64, K=8192 + 64, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
-    assert gp.wgmma_stage_k(4, 64) == 128 and gp.wgmma_stage_k(8, 64) == 64 and gp.wgmma_stage_k(8, 32) == 128 and gp.wgmma_stage_k(4, 128) == 64 and gp.wgmma_stage_k(1, 32) == 256
+    # k per stage: (bits, activation rows) -> k (matmul_cuda.h wgmma_stage_k)
+    stage_k = {(4, 64): 128, (8, 64): 64, (8, 32): 128, (4, 128): 128, (16, 128): 128, (4, 256): 128, (8, 256): 64, (1, 32): 256}
+    assert {key: gp.wgmma_stage_k(*key) for key in stage_k} == stage_k
+    assert plan(128, K=8192 + 64, sm90=True, allow_xla_dot=False).plan in (gp.PLAN_GEMM, gp.PLAN_GEMM_WIDE)
 
 
 def test_wgmma_tiles_plan_and_split():
@@ -130,7 +134,9 @@ def test_wgmma_tiles_plan_and_split():
     assert gp.wgmma_tile(gp.PLAN_WGMMA_TALL, 300) == (128, 256)
     assert gp.wgmma_plan(64, 28672) == gp.PLAN_WGMMA          # 256-row tiles only past 128 rows
     assert gp.wgmma_plan(256, 28672) == gp.PLAN_WGMMA_TALL    # 224 tiles
-    assert gp.wgmma_plan(512, 8192) == gp.PLAN_WGMMA          # 128 tiles
+    assert gp.wgmma_plan(512, 8192) == gp.PLAN_WGMMA_TALL     # 128 tiles: about one wave
+    assert gp.wgmma_plan(512, 4096) == gp.PLAN_WGMMA          # 64
+    assert gp.wgmma_plan(256, 8192) == gp.PLAN_WGMMA
     assert gp.wgmma_plan(1024, 8192) == gp.PLAN_WGMMA_TALL
     # H100 kernel sweep (benchmarks/RESULTS.md v3): split 4 at 64 tiles, 1 once partials pass 8 MB
     assert gp.wgmma_split(gp.PLAN_WGMMA, 64, 8192, 8192, 4) == 4

@@ -33,16 +33,16 @@ template <int FC, int BM>
 struct WgmmaCfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;              // k per packed tile
-  // k per stage: whole packed tiles, at least 128 for tiles of <= 64 activation rows where four
-  // such stages fit two CTAs per SM (fewer barriers), else at least 64 (one swizzled sub-tile;
-  // 8-bit weights at 64 rows: a ring of three 128-k stages ran 27% slower than six 64-k ones)
+  // k per stage: whole packed tiles, at least 128 where wgmma_long_stages() (enough such stages
+  // fit), else at least 64 (one swizzled sub-tile; 8-bit weights at 64 rows: a ring of three
+  // 128-k stages ran 27% slower than six 64-k ones)
   static constexpr int KMIN = ::bitblas_jax::wgmma_long_stages(BITS, BM) ? 128 : 64;
   static constexpr int TPB = TK >= KMIN ? 1 : KMIN / TK;  // tiles per band and stage
   static constexpr int BK = TPB * TK;
   static constexpr int BN = 128;                     // weight rows per CTA (two warpgroups)
-  // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them
-  // asynchronous (one tile per stage), else 2
-  static constexpr int WINDOW = BM >= 128 || TPB > 1 ? 2 : 3;
+  // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them asynchronous (one
+  // tile per stage; at 128 rows 3 ran 2% slower than 2, at 256 rows 1.5% faster), else 2
+  static constexpr int WINDOW = TPB > 1 || BM == 128 ? 2 : 3;
   static constexpr int NB = BN / 16;                 // bands per CTA = consumer warps
   static constexpr int THREADS = NB * 32 + 128;      // + the producer warpgroup
   static constexpr int A_BYTES = BM * BK * 2;        // activation stage: BK / 64 sub-tiles of BM x 128 bytes
@@ -307,8 +307,9 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     if (p.split == 1) return;
     if (splitk_arrive<NB * 32>(p, by * gridDim.x + bx)) {  // the consumer warps only
       const long long nb0 = static_cast<long long>(bx) * Cfg::BN;
-      splitk_reduce<T, Cfg::BN, NB * 32>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,
-                                         static_cast<int>(min(static_cast<long long>(Cfg::BN), N - nb0)));
+      constexpr int R = BM >= 128 ? 4 : 2, SB = BM >= 128 ? 4 : 2;  // 168 registers a thread, or 80
+      splitk_reduce<T, Cfg::BN, NB * 32, R, SB>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)),
+                                                nb0, static_cast<int>(min(static_cast<long long>(Cfg::BN), N - nb0)));
     }
   }
 #endif

@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParam
   }
   if (splitk_arrive(p, blockIdx.x)) {
     const long long nb0 = static_cast<long long>(blockIdx.x) * ROWS;
-    splitk_reduce<T, ROWS>(p, 0, M, nb0, static_cast<int>(min(static_cast<long long>(ROWS), N - nb0)));
+    splitk_reduce<T, ROWS, 0, 1, 4>(p, 0, M, nb0, static_cast<int>(min(static_cast<long long>(ROWS), N - nb0)));
   }
 }
 

@@ -59,11 +59,14 @@ inline WgmmaTile wgmma_tile(int64_t plan, int64_t M) {
   return M <= 32 ? WgmmaTile{128, 32, 0} : M <= 64 ? WgmmaTile{128, 64, 1} : WgmmaTile{128, 128, 2};
 }
 
-// Whether plans 6 / 7 take stages of at least 128 k (gemm_wgmma.cuh WgmmaCfg::KMIN): tiles of <= 64
-// activation rows where four such stages (BM x 128 activations + 8 bands x 128 k of weights) fit the
-// two-CTA shared-memory budget of 106 KB.
+// Whether plans 6 / 7 take stages of at least 128 k (gemm_wgmma.cuh WgmmaCfg::KMIN), which pay the
+// stage's waits and scale loads half as often: where enough such stages (BM x 128 activations + 8
+// bands x 128 k of weights) fit, four in the two-CTA budget of 106 KB for tiles of <= 64 activation
+// rows, three in the one-CTA budget of 220 KB above (128 rows: every format; 256 rows: <= 4 bits).
+constexpr int wgmma_long_stage_bytes(int bits, int bm) { return bm * 128 * 2 + 8 * 16 * 128 * bits / 8; }
 constexpr bool wgmma_long_stages(int bits, int bm) {
-  return bm <= 64 && 4 * (bm * 128 * 2 + 8 * 16 * 128 * bits / 8) <= 106 * 1024;
+  return bm <= 64 ? 4 * wgmma_long_stage_bytes(bits, bm) <= 106 * 1024
+                  : 3 * wgmma_long_stage_bytes(bits, bm) <= 220 * 1024;
 }
 
 // k per pipeline stage of plans 6 / 7 (gemm_wgmma.cuh WgmmaCfg::BK): whole packed tiles, at least
