@@ -22,10 +22,10 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
   plan 7  the same with 256 activation rows per CTA (many tiles: large M)
 
 Under JAX: plan 4 at decode sizes (M <= 16), then the GEMM up to gemm_max_m() rows (plans 6 / 7 on an
-H100: 512 on layers of 8192 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
+H100 / H200: 512 on layers of 4096 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
 BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. Plan 5 writes and re-reads a 16-bit weight:
-at M <= 256 it runs at 0.4-0.6x the fp16 dot (benchmarks/RESULTS.md v3.7), so it only takes the
-small layers' M = 65..256 on an H100, where the GEMM's few tiles do worse (0.3-0.4x).
+at M <= 512 it ran 1.07-3.2x slower than plans 6 / 7 on the H200 (benchmarks/RESULTS.md v3.9); at
+M = 1024 the two were level (4096^2: 67.6 / 67.9 us) or plan 7 4% ahead (8192^2), so plan 5 keeps it.
 The torch shim, which has no XLA dot, runs plan 4 up to M = 32 and the GEMM above.
 Plans 6 / 7 run where wgmma_fits(): an sm_90 GPU (hopper()), float32 accumulation, groups of whole
 packed tiles, K a multiple of the stage's k; elsewhere plan 2 / 3.
@@ -57,7 +57,7 @@ GEMV_ROWS = 256          # weight rows per gemv CTA
 _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
-_WGMMA_LAYER = 8192 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 512 (RESULTS.md v3.7, v3.9)
+_WGMMA_LAYER = 4096 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 512 (RESULTS.md v3.9)
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM (ring + activations)
 GEMM_MAX_M = 64          # JAX, plan 2 / 3 (no wgmma): up to here the GEMM beats dequantize + XLA's dot
 _GEMM_MAX_SPLIT = 8

@@ -109,9 +109,10 @@ def test_hopper_runs_the_wgmma_gemm_up_to_512_rows_on_large_layers():
     assert plan(256, N=28672, sm90=True).plan == gp.PLAN_WGMMA_TALL
     assert plan(512, sm90=True).plan == gp.PLAN_WGMMA_TALL                     # 128 tiles
     assert plan(513, sm90=True).plan == gp.PLAN_DEQUANT_DOT
-    assert plan(256, N=8192, K=4096, sm90=True).plan == gp.PLAN_WGMMA          # from 8192 x 4096 weights
-    assert plan(64, N=4096, K=4096, sm90=True).plan == gp.PLAN_WGMMA           # smaller layers: up to 64
-    assert plan(65, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(512, N=4096, K=4096, sm90=True).plan == gp.PLAN_WGMMA          # from 4096 x 4096 weights
+    assert plan(513, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(64, N=1024, K=4096, sm90=True).plan == gp.PLAN_WGMMA           # smaller layers: up to 64
+    assert plan(65, N=1024, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
     assert plan(65, sm90=False).plan == gp.PLAN_DEQUANT_DOT                    # elsewhere: 64 rows, plan 2
     assert plan(64, sm90=False).plan == gp.PLAN_GEMM
 
