@@ -261,7 +261,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     if sm90 is None:
         sm90 = hopper()
     wgmma = wgmma_fits(M, N, K, bits, accum_dtype, mode, group_size, sm90)
-    # H100 measurements (benchmarks/RESULTS.md v3.7): plan 4 up to 16 rows, then the
+    # H100 / H200 measurements (benchmarks/RESULTS.md v3.7, v3.9): plan 4 up to 16 rows, then the
     # GEMM up to gemm_max_m() rows, then dequantize + XLA's dot.
     decode_max = GEMV_MAX_M if allow_xla_dot else GEMV_PLAN_MAX_M
     if M <= decode_max and gemv2_fits(M, bits, accum_dtype, mode, group_size):
