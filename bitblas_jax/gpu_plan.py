@@ -22,10 +22,11 @@ csrc/cuda/matmul_cuda.h (cuda_workspace_bytes).
   plan 7  the same with 256 activation rows per CTA (many tiles: large M)
 
 Under JAX: plan 4 at decode sizes (M <= 16), then the GEMM up to gemm_max_m() rows (plans 6 / 7 on an
-H100 / H200: 512 on layers of 4096 x 4096 weights and up, 64 below; plan 2 / 3 elsewhere: 64;
-BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. Plan 5 writes and re-reads a 16-bit weight:
-at M <= 512 it ran 1.07-3.2x slower than plans 6 / 7 on the H200 (benchmarks/RESULTS.md v3.9); at
-M = 1024 the two were level (4096^2: 67.6 / 67.9 us) or plan 7 4% ahead (8192^2), so plan 5 keeps it.
+H100 / H200: 1024 on layers of 4096 x 8192 weights and up, 512 from 4096 x 4096, 64 below; plan 2 / 3
+elsewhere: 64; BITBLAS_JAX_GEMM_MAX_M overrides it), larger M plan 5. Plan 5 writes and re-reads a
+16-bit weight: at M <= 512 it ran 1.07-3.2x slower than plans 6 / 7 on the H200 (benchmarks/RESULTS.md
+v3.9); at M = 1024 plan 7 took 2.5-12% less GPU time on 4096x11008 to 28672x8192 and was level on
+4096^2 (v3.10); at M = 4096 plan 5 is 12-23% faster everywhere.
 The torch shim, which has no XLA dot, runs plan 4 up to M = 32 and the GEMM above.
 Plans 6 / 7 run where wgmma_fits(): an sm_90 GPU (hopper()), float32 accumulation, groups of whole
 packed tiles, K a multiple of the stage's k; elsewhere plan 2 / 3.
@@ -58,11 +59,13 @@ _GEMV_CTAS_PER_SM = 2    # resident 256-thread CTAs per SM (shared memory)
 _GEMV_MIN_TILES = 4      # packed k-tiles per warp per split, at least
 _PARTIAL_CAP = 16 << 20  # split-K fp32 partials stay in L2: at most this many bytes
 _WGMMA_LAYER = 4096 * 4096  # from this many weights plan 6 / 7 beats plan 5 up to M = 512 (RESULTS.md v3.9)
+_WGMMA_BIG_LAYER = 4096 * 8192  # from this many, plan 7 beats plan 5 up to M = 1024 too (RESULTS.md v3.10)
 GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H100 SM (ring + activations)
 GEMM_MAX_M = 64          # JAX, plan 2 / 3 (no wgmma): up to here the GEMM beats dequantize + XLA's dot
 _GEMM_MAX_SPLIT = 8
 _GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
 WGMMA_MAX_M = 512        # JAX on an H100, layers of _WGMMA_LAYER weights and up: plans 6 / 7 up to here
+WGMMA_BIG_MAX_M = 1024   # layers of _WGMMA_BIG_LAYER weights and up
 WGMMA_SMALL_MAX_M = 64   # smaller layers: plan 6 up to here, then plan 5
 _WGMMA_TALL_MIN_TILES = 128  # plan 7 from this many 128 x 256 output tiles (about one wave)
 _WGMMA_MAX_SPLIT = 4
@@ -120,6 +123,8 @@ def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
             pass
     if not wgmma:
         return GEMM_MAX_M
+    if N * K >= _WGMMA_BIG_LAYER:
+        return WGMMA_BIG_MAX_M
     return WGMMA_MAX_M if N * K >= _WGMMA_LAYER else WGMMA_SMALL_MAX_M
 
 

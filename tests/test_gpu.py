@@ -122,6 +122,18 @@ def test_gpu_wgmma_tall_plan(rng, monkeypatch, fmt):
     check_gpu_and_cpu(case)
 
 
+def test_gpu_wgmma_tall_plan_at_1000_rows_by_default(rng):
+    """The default rule's plan 7 past 512 rows on a layer of 4096 x 8192 weights (no override), with a
+    last 256-row tile that is partly empty (1000 = 3 x 256 + 232); the GPU only (the float64 reference)."""
+    from bitblas_jax import gpu_plan
+    _needs_sm90()
+    M, N, K = 1000, 4096, 8192
+    assert gpu_plan.plan_cuda(M, N, K, "int4", "bfloat16", "float32", "bfloat16", "scale",
+                              128).plan == gpu_plan.PLAN_WGMMA_TALL
+    case = make_case(rng, "int4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
+    check(case, run_on(case, GPUS[0]))
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
 def test_gpu_m_sweep(rng, M, a_dtype):

@@ -103,12 +103,17 @@ def test_gemv2_smem_formula_matches_the_kernel_config():
     assert gp.gemv2_smem_bytes(9, 8, 2, 1) == 4 * 8192 + 9 * 4 * 8 * (32 + 8) * 2
 
 
-def test_hopper_runs_the_wgmma_gemm_up_to_512_rows_on_large_layers():
+def test_hopper_runs_the_wgmma_gemm_up_to_512_or_1024_rows_on_large_layers():
     assert plan(17, sm90=True) == gp.CudaPlan(gp.PLAN_WGMMA, 4, gp.workspace_bytes(gp.PLAN_WGMMA, 4, 17, 8192))
     assert plan(256, sm90=True).plan == gp.PLAN_WGMMA
     assert plan(256, N=28672, sm90=True).plan == gp.PLAN_WGMMA_TALL
     assert plan(512, sm90=True).plan == gp.PLAN_WGMMA_TALL                     # 128 tiles
-    assert plan(513, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(1024, sm90=True).plan == gp.PLAN_WGMMA_TALL                    # from 4096 x 8192 weights
+    assert plan(1025, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(1024, N=4096, K=8192, sm90=True).plan == gp.PLAN_WGMMA_TALL
+    assert plan(1024, N=4096, K=11008, sm90=True).plan == gp.PLAN_WGMMA_TALL
+    assert plan(4096, N=28672, sm90=True).plan == gp.PLAN_DEQUANT_DOT
+    assert plan(513, N=4096, K=6144, sm90=True).plan == gp.PLAN_DEQUANT_DOT   # below 4096 x 8192: 512
     assert plan(512, N=4096, K=4096, sm90=True).plan == gp.PLAN_WGMMA          # from 4096 x 4096 weights
     assert plan(513, N=4096, K=4096, sm90=True).plan == gp.PLAN_DEQUANT_DOT
     assert plan(64, N=1024, K=4096, sm90=True).plan == gp.PLAN_WGMMA           # smaller layers: up to 64
