@@ -64,7 +64,7 @@ GEMV2_SMEM_CAP = 110 * 1024  # csrc/cuda/kernels.h kGemv2SmemCap: two CTAs per H
 GEMM_MAX_M = 64          # JAX, plan 2 / 3 (no wgmma): up to here the GEMM beats dequantize + XLA's dot
 _GEMM_MAX_SPLIT = 8
 _GEMM256_MIN_TILES = 100  # plan 3 from this many 256-row output tiles (28672 rows at M <= 64)
-WGMMA_MAX_M = 512        # JAX on an H100, layers of _WGMMA_LAYER weights and up: plans 6 / 7 up to here
+WGMMA_MAX_M = 512        # JAX on an H100, layers from _WGMMA_LAYER to under _WGMMA_BIG_LAYER weights: plans 6 / 7 up to here
 WGMMA_BIG_MAX_M = 1024   # layers of _WGMMA_BIG_LAYER weights and up
 WGMMA_SMALL_MAX_M = 64   # smaller layers: plan 6 up to here, then plan 5
 _WGMMA_TALL_MIN_TILES = 128  # plan 7 from this many 128 x 256 output tiles (about one wave)
