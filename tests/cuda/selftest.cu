@@ -2,7 +2,7 @@
 //
 // Build (from the repository root; sm_90a only is enough for an H100):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda \
-//        -Xcompiler -fopenmp scripts/cuda_selftest.cu csrc/cuda/*.cu -o build/cuda_selftest -lgomp
+//        -Xcompiler -fopenmp tests/cuda/selftest.cu csrc/cuda/*.cu -o build/cuda_selftest -lgomp
 // Run:
 //   build/cuda_selftest [--cases N] [--seed S] [--no-big] [--no-time] [--time-only] [--mid]
 //                       [--mid-plans 6,7]
@@ -47,19 +47,6 @@ using namespace bitblas_jax;
     }                                                                                            \
   } while (0)
 
-static const char* kFmtNames[] = {"int8", "int4", "int2", "int1", "uint8", "uint4", "uint2",
-                                  "uint1", "nf4", "fp4", "e4m3", "e5m2", "f16", "bf16"};
-static const char* kModeNames[] = {"none", "scale", "original", "rescale", "quantized"};
-static const char* kDtNames[] = {"f16", "bf16", "f32"};
-
-static const double kNF4[16] = {-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-                                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-                                0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
-                                0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-                                0.7229568362236023, 1.0};
-static const double kFP4[16] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-                                -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0};
-
 static uint16_t to_bits(double x, DType t) {
   if (t == DType::kF16) {
     __half h = __float2half_rn(static_cast<float>(x));
@@ -87,9 +74,6 @@ static double round_to(double x, DType t) {
   return from_bits(to_bits(x, t), t);
 }
 
-static bool is_signed_int(WFormat f) { return format_is_signed_int(f); }
-static bool is_int(WFormat f) { return static_cast<int>(f) <= 7; }
-
 static double decode(WFormat f, uint32_t c) {
   const int bits = format_bits(f);
   switch (f) {
@@ -97,8 +81,8 @@ static double decode(WFormat f, uint32_t c) {
       return static_cast<double>(static_cast<int>(c) - (1 << (bits - 1)));
     case WFormat::kInt1: return 2.0 * c - 1.0;
     case WFormat::kUInt8: case WFormat::kUInt4: case WFormat::kUInt2: case WFormat::kUInt1: return c;
-    case WFormat::kNF4: return kNF4[c];
-    case WFormat::kFP4E2M1: return kFP4[c];
+    case WFormat::kNF4: return kNF4Values[c];
+    case WFormat::kFP4E2M1: return kFP4E2M1Values[c];
     case WFormat::kFP8E4M3: {
       const int s = c >> 7, e = (c >> 3) & 15, m = c & 7;
       const double v = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1 + m / 8.0, e - 7);
@@ -137,9 +121,9 @@ struct Case {
 static std::string describe(const Case& c) {
   char buf[256];
   snprintf(buf, sizeof buf, "%s %s A=%s acc=%s out=%s M=%ld N=%ld K=%ld g=%ld bias=%d plan=%ld split=%ld mis=%d",
-           kFmtNames[static_cast<int>(c.fmt)], kModeNames[static_cast<int>(c.mode)],
-           kDtNames[static_cast<int>(c.a_dt)], kDtNames[static_cast<int>(c.acc_dt)],
-           kDtNames[static_cast<int>(c.out_dt)], (long)c.M, (long)c.N, (long)c.K, (long)c.gs, (int)c.bias,
+           format_name(c.fmt), mode_name(c.mode),
+           dtype_name(c.a_dt), dtype_name(c.acc_dt),
+           dtype_name(c.out_dt), (long)c.M, (long)c.N, (long)c.K, (long)c.gs, (int)c.bias,
            (long)c.plan, (long)c.split, c.a_misalign);
   return buf;
 }
@@ -184,7 +168,7 @@ static double run_case(const Case& cs, std::mt19937_64& rng, std::string* err_ou
   for (auto& z : Z16) z = to_bits(2.0 * U(rng), cs.a_dt);
   if (qz) {
     int lo = 0, hi = (1 << bits) - 1;
-    if (is_signed_int(cs.fmt)) { lo = -(1 << (bits - 1)); hi = (1 << (bits - 1)) - 1; }
+    if (format_is_signed_int(cs.fmt)) { lo = -(1 << (bits - 1)); hi = (1 << (bits - 1)) - 1; }
     for (auto& z : Z8) z = static_cast<uint8_t>(static_cast<int8_t>(lo + static_cast<int>(rng() % (hi - lo + 1))));
   }
   for (auto& b : Bias) b = to_bits(U(rng), cs.a_dt);
@@ -215,7 +199,7 @@ static double run_case(const Case& cs, std::mt19937_64& rng, std::string* err_ou
         case ScaleMode::kOriginal: v = (v - from_bits(Z16[gi], cs.a_dt)) * from_bits(S[gi], cs.a_dt); break;
         case ScaleMode::kRescale: v = v * from_bits(S[gi], cs.a_dt) - from_bits(Z16[gi], cs.a_dt); break;
         case ScaleMode::kQuantized: {
-          const double z = is_signed_int(cs.fmt) ? static_cast<double>(static_cast<int8_t>(Z8[gi])) : Z8[gi];
+          const double z = format_is_signed_int(cs.fmt) ? static_cast<double>(static_cast<int8_t>(Z8[gi])) : Z8[gi];
           v = (v - z) * from_bits(S[gi], cs.a_dt);
           break;
         }
@@ -332,7 +316,7 @@ static std::vector<ScaleMode> modes_for(WFormat f) {
   if (f == WFormat::kF16 || f == WFormat::kBF16) return {ScaleMode::kNone};
   if (f == WFormat::kInt1)
     return {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale};
-  if (is_int(f))
+  if (format_is_integer(f))
     return {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale, ScaleMode::kQuantized};
   return {ScaleMode::kNone, ScaleMode::kScale};
 }
@@ -547,7 +531,7 @@ static double copy_bandwidth() {
 // The GEMM plans over M and their split-K choices (kernel-only, CUDA graph): plans 2 / 3 up
 // to M = 256, the Hopper plans 6 / 7 up to 4096.
 static void timing_mid(const std::vector<int64_t>& plans) {
-  printf("%5s %6s %6s %6s %4s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call", "us/graph",
+  printf("%13s %6s %6s %6s %4s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call", "us/graph",
          "TFLOP/s");
   const int64_t shapes[][2] = {{8192, 8192}, {28672, 8192}, {4096, 4096}};
   for (const auto& nk : shapes)
@@ -561,7 +545,7 @@ static void timing_mid(const std::vector<int64_t>& plans) {
           const double wbytes = nk[0] * nk[1] / 2.0;
           const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
           const TimeRes r = time_cfg(M, nk[0], nk[1], plan, split, WFormat::kInt4, 128, bufs);
-          printf("%5s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.1f\n", "int4", (long)M, (long)nk[0], (long)nk[1],
+          printf("%13s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.1f\n", "int4", (long)M, (long)nk[0], (long)nk[1],
                  (long)plan, (long)split, r.us_launch, r.us_graph, 2.0 * M * nk[0] * nk[1] / (r.us_graph * 1e-6) / 1e12);
           fflush(stdout);
         }
@@ -594,14 +578,14 @@ static void timing() {
     cfgs.push_back({1, 8192, 8192, 1, 8, f});
     cfgs.push_back({1, 8192, 8192, 4, 1, f});
   }
-  printf("%5s %6s %6s %6s %4s %5s | %9s %9s | %8s %8s %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call",
+  printf("%13s %6s %6s %6s %4s %5s | %9s %9s | %8s %8s %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call",
          "us/graph", "floor_us", "TB/s", "TFLOP/s");
   for (const Cfg& c : cfgs) {
     const double wbytes = c.N * c.K * format_bits(c.fmt) / 8.0 + c.N * (c.K / 128) * 2.0;
     const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
     const TimeRes r = time_cfg(c.M, c.N, c.K, c.plan, c.split, c.fmt, 128, bufs);
     const double floor_us = wbytes / 3.0e12 * 1e6;
-    printf("%5s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.2f %8.2f %8.1f\n", kFmtNames[static_cast<int>(c.fmt)],
+    printf("%13s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.2f %8.2f %8.1f\n", format_name(c.fmt),
            (long)c.M, (long)c.N, (long)c.K, (long)c.plan, (long)c.split, r.us_launch, r.us_graph, floor_us,
            wbytes / (r.us_graph * 1e-6) / 1e12, 2.0 * c.M * c.N * c.K / (r.us_graph * 1e-6) / 1e12);
     fflush(stdout);
@@ -625,7 +609,7 @@ int main(int argc, char** argv) {
       const double wbytes = static_cast<double>(N) * K * format_bits(f) / 8.0;
       const TimeRes r = time_cfg(M, N, K, plan, split, f, gs, std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes))));
       printf("one: %s M=%ld N=%ld K=%ld gs=%ld plan=%ld split=%ld: %.2f us/call, %.2f us/graph\n",
-             kFmtNames[static_cast<int>(f)], (long)M, (long)N, (long)K, (long)gs, (long)plan, (long)split,
+             format_name(f), (long)M, (long)N, (long)K, (long)gs, (long)plan, (long)split,
              r.us_launch, r.us_graph);
       return 0;
     }

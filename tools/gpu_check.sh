@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a bare GPU machine (CUDA 13, nvcc, python3 with jax[cuda] and torch, no package registry):
 # build, run the test suite on the GPU, sanitize a subset, run a short benchmark, print a summary last.
-#   bash scripts/gpu_check.sh            # everything
-#   STEPS="build tests" bash scripts/gpu_check.sh   (steps: build selftest tests sanitize bench)
+#   bash tools/gpu_check.sh            # everything
+#   STEPS="build tests" bash tools/gpu_check.sh   (steps: build selftest tests sanitize bench)
 #   SELFTEST_PDL_AB=1: the selftest timings once more with BITBLAS_JAX_PDL=0
 #   SANITIZE_TOOLS="memcheck": the compute-sanitizer tools the sanitize step runs (default: memcheck racecheck)
 # Logs go to $OUT (or ./gpu_check_out).
@@ -24,7 +24,7 @@ fi
 python3 -c "import jax, bitblas_jax._ext as e; print('jax', jax.__version__, jax.devices(), 'cuda kernels:', e.has_cuda())"
 if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA graphs), files compiled in parallel
   t0=$SECONDS; mkdir -p build/selftest
-  for f in csrc/cuda/*.cu scripts/cuda_selftest.cu; do
+  for f in csrc/cuda/*.cu tests/cuda/selftest.cu; do
     nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda -Xcompiler -fopenmp \
       -c "$f" -o "build/selftest/$(basename "$f").o" &
   done
@@ -33,10 +33,10 @@ if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA 
     >"$OUT/selftest_build.log" 2>&1 || echo "selftest link failed"
   build/selftest/cuda_selftest ${SELFTEST_ARGS:-} >"$OUT/selftest.log" 2>&1
   RESULT[selftest]="rc=$? ($((SECONDS - t0)) s): $(grep -m1 -E 'passed|FAIL' "$OUT/selftest.log")"
-  sed -n '/^  fmt/,$p' "$OUT/selftest.log" | head -60
+  sed -n '/^ *fmt /,$p' "$OUT/selftest.log" | head -60
   if [ -n "${SELFTEST_PDL_AB:-}" ]; then  # the timings again, launched without programmatic dependent launch
     BITBLAS_JAX_PDL=0 build/selftest/cuda_selftest --time-only >"$OUT/selftest_nopdl.log" 2>&1
-    echo "-- without PDL --"; sed -n '/^  fmt/,$p' "$OUT/selftest_nopdl.log" | head -60
+    echo "-- without PDL --"; sed -n '/^ *fmt /,$p' "$OUT/selftest_nopdl.log" | head -60
   fi
 fi
 if has tests; then
@@ -47,7 +47,7 @@ fi
 if has sanitize; then
   for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
     compute-sanitizer --tool $tool --error-exitcode 9 --target-processes all \
-      python3 scripts/sanitize_cases.py >"$OUT/sanitize_$tool.log" 2>&1
+      python3 tests/cuda/sanitize_cases.py >"$OUT/sanitize_$tool.log" 2>&1
     rc=$?; RESULT[$tool]=$([ $rc = 0 ] && echo "clean" || echo "rc=$rc: $(grep -m1 -E 'ERROR SUMMARY|Error' "$OUT/sanitize_$tool.log")")
   done
 fi

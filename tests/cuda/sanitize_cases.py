@@ -1,12 +1,12 @@
 """A representative subset for compute-sanitizer: decode and tensor-core paths, split-K, every kind of format.
-Run with BITBLAS_JAX_GEMM_MAX_M=4096 to send every M > 16 here to the GEMM (plans 2 / 3) instead of plan 5."""
+Run with BITBLAS_JAX_GEMM_MAX_M=4096 to send every M > 16 here to gemm_mma instead of dequantize_then_dot."""
 import os
 import sys
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cases import check, make_case  # noqa: E402
 
 rng = np.random.default_rng(0)
