@@ -1,8 +1,10 @@
 """The one definition of the weight formats: names, bits, value ranges, decode.
 
 Every other module (config checks, packing, quantization, the NumPy reference,
-the README table) reads from here. The integer ids mirror
-csrc/include/bitblas_jax/kernel_api.h.
+the README table) reads from here; so does the C++ / CUDA side, through
+csrc/include/bitblas_jax/formats_generated.h, which tools/gen_formats_header.py
+writes from this file (ids, bits, kinds, names, allowed modes, the value tables).
+After changing anything here, run `python3 tools/gen_formats_header.py`.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ FP4_E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
 @dataclasses.dataclass(frozen=True)
 class WeightFormat:
     name: str
-    id: int             # WFormat in kernel_api.h
+    id: int             # WFormat in formats_generated.h
     bits: int           # stored bits per element
     kind: str           # "int", "uint", "table", "fp8", "dense"
     doc: str            # one line for the README table

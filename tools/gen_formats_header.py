@@ -128,6 +128,13 @@ def render() -> str:
     L += ["// Integer formats, signed or not (the formats with zero points)."]
     L += switch_fn("bool", "format_is_integer", "WFormat",
                    [(e, "true" if f.is_integer else "false") for e, f in wf], "false")
+    L += ["// The scale / zeros modes a format supports (formats.py allowed_modes), bit i for mode id i."]
+    L += switch_fn("uint32_t", "format_mode_mask", "WFormat",
+                   [(e, hex(sum(1 << fm.MODE_IDS[m] for m in fm.allowed_modes(f))) + "u") for e, f in wf], "0u")
+    L += ["constexpr bool format_allows_mode(WFormat f, ScaleMode m) {",
+          "  return static_cast<uint32_t>(m) < static_cast<uint32_t>(kNumScaleModes) &&",
+          "         ((format_mode_mask(f) >> static_cast<uint32_t>(m)) & 1u) != 0;",
+          "}", ""]
     L += ["// Names as bitblas_jax spells them."]
     L += switch_fn("const char*", "format_name", "WFormat", [(e, f'"{f.name}"') for e, f in wf], '"?"')
     L += switch_fn("const char*", "dtype_name", "DType",

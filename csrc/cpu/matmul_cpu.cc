@@ -228,14 +228,6 @@ void decode_grouped(const Problem& p, int64_t n0, int64_t k0, int64_t kc, float*
 
 // code -> element value, formats.py decode_codes.
 void build_lut(WFormat f, float* lut) {
-  static constexpr float kNF4[16] = {
-      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-      -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-      0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
-      0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
-      0.7229568362236023f, 1.0f};
-  static constexpr float kFP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                                     -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
   const int bits = format_bits(f);
   for (int c = 0; c < (1 << bits); ++c) {
     float v = 0.0f;
@@ -245,8 +237,8 @@ void build_lut(WFormat f, float* lut) {
         v = float(c - (1 << (bits - 1))); break;
       case WFormat::kUInt1: case WFormat::kUInt2: case WFormat::kUInt4: case WFormat::kUInt8:
         v = float(c); break;
-      case WFormat::kNF4: v = kNF4[c]; break;
-      case WFormat::kFP4E2M1: v = kFP4[c]; break;
+      case WFormat::kNF4: v = kNF4Values[c]; break;
+      case WFormat::kFP4E2M1: v = kFP4E2M1Values[c]; break;
       case WFormat::kFP8E4M3: v = cpu::fp8_e4m3fn_to_f32(uint8_t(c)); break;
       case WFormat::kFP8E5M2: v = cpu::fp8_e5m2_to_f32(uint8_t(c)); break;
       default: break;
@@ -379,27 +371,16 @@ void run_bands(const Problem& p, int64_t band_begin, int64_t band_end) {
 // ---------------------------------------------------------------------------
 // Setup.
 
-bool mode_allowed(WFormat f, ScaleMode m) {  // formats.py allowed_modes
-  if (m == ScaleMode::kNone) return true;
-  switch (f) {
-    case WFormat::kF16: case WFormat::kBF16: return false;
-    case WFormat::kNF4: case WFormat::kFP4E2M1: case WFormat::kFP8E4M3: case WFormat::kFP8E5M2:
-      return m == ScaleMode::kScale;
-    case WFormat::kInt1: return m != ScaleMode::kQuantized;
-    default: return true;
-  }
-}
-
 std::string validate(const MatmulArgs& a) {
   const int f = static_cast<int>(a.w_format), m = static_cast<int>(a.mode);
-  if (f < 0 || f > static_cast<int>(WFormat::kBF16)) return "bad w_format " + std::to_string(f);
-  if (m < 0 || m > static_cast<int>(ScaleMode::kQuantized)) return "bad mode " + std::to_string(m);
+  if (f < 0 || f >= kNumWFormats) return "bad w_format " + std::to_string(f);
+  if (m < 0 || m >= kNumScaleModes) return "bad mode " + std::to_string(m);
   for (DType t : {a.a_dtype, a.out_dtype})
     if (t != DType::kF16 && t != DType::kBF16 && t != DType::kF32)
       return "A / output dtype must be float16, bfloat16 or float32";
   if (a.accum_dtype != DType::kF32 && a.accum_dtype != DType::kF16)
     return "accum_dtype must be float32 or float16";
-  if (!mode_allowed(a.w_format, a.mode))
+  if (!format_allows_mode(a.w_format, a.mode))
     return "this scale / zeros mode is not allowed for the weight format";
   const int bits = format_bits(a.w_format);
   if (a.M < 0 || a.N <= 0 || a.K <= 0) return "need M >= 0 and N, K > 0";

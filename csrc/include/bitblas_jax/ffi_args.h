@@ -32,8 +32,8 @@ inline ffi::Error arg_error(const std::string& what) {
 inline ffi::Error set_weight_args(ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::AnyBuffer zeros,
                                   ffi::DataType a_type, int64_t w_format, int64_t mode, int64_t group_size,
                                   int64_t N, int64_t K, MatmulArgs* args) {
-  if (w_format < 0 || w_format > static_cast<int64_t>(WFormat::kBF16)) return arg_error("bad w_format");
-  if (mode < 0 || mode > static_cast<int64_t>(ScaleMode::kQuantized)) return arg_error("bad mode");
+  if (w_format < 0 || w_format >= kNumWFormats) return arg_error("bad w_format");
+  if (mode < 0 || mode >= kNumScaleModes) return arg_error("bad mode");
   args->w_format = static_cast<WFormat>(w_format);
   args->mode = static_cast<ScaleMode>(mode);
   const int bits = format_bits(args->w_format);
@@ -71,7 +71,7 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
                                    ffi::AnyBuffer C, int64_t w_format, int64_t mode,
                                    int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K,
                                    MatmulArgs* args) {
-  if (accum_dtype < 0 || accum_dtype > 2) return arg_error("bad accum_dtype");
+  if (accum_dtype < 0 || accum_dtype >= kNumDTypes) return arg_error("bad accum_dtype");
   args->accum_dtype = static_cast<DType>(accum_dtype);
   if (!to_dtype(A.element_type(), &args->a_dtype)) return arg_error("A must be f16, bf16 or f32");
   if (!to_dtype(C.element_type(), &args->out_dtype)) return arg_error("C must be f16, bf16 or f32");

@@ -110,6 +110,32 @@ constexpr bool format_is_integer(WFormat v) {
   return false;
 }
 
+// The scale / zeros modes a format supports (formats.py allowed_modes), bit i for mode id i.
+constexpr uint32_t format_mode_mask(WFormat v) {
+  switch (v) {
+    case WFormat::kInt8: return 0x1fu;
+    case WFormat::kInt4: return 0x1fu;
+    case WFormat::kInt2: return 0x1fu;
+    case WFormat::kInt1: return 0xfu;
+    case WFormat::kUInt8: return 0x1fu;
+    case WFormat::kUInt4: return 0x1fu;
+    case WFormat::kUInt2: return 0x1fu;
+    case WFormat::kUInt1: return 0x1fu;
+    case WFormat::kNF4: return 0x3u;
+    case WFormat::kFP4E2M1: return 0x3u;
+    case WFormat::kFP8E4M3: return 0x3u;
+    case WFormat::kFP8E5M2: return 0x3u;
+    case WFormat::kF16: return 0x1u;
+    case WFormat::kBF16: return 0x1u;
+  }
+  return 0u;
+}
+
+constexpr bool format_allows_mode(WFormat f, ScaleMode m) {
+  return static_cast<uint32_t>(m) < static_cast<uint32_t>(kNumScaleModes) &&
+         ((format_mode_mask(f) >> static_cast<uint32_t>(m)) & 1u) != 0;
+}
+
 // Names as bitblas_jax spells them.
 constexpr const char* format_name(WFormat v) {
   switch (v) {

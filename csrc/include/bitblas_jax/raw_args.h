@@ -14,10 +14,11 @@ inline MatmulArgs raw_matmul_args(int64_t M, int64_t N, int64_t K, int w_format,
                                   int accum_dtype, int out_dtype, int mode, int64_t group_size,
                                   uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t zeros,
                                   uintptr_t bias, uintptr_t C) {
-  if (w_format < 0 || w_format > static_cast<int>(WFormat::kBF16)) throw std::invalid_argument("bad w_format");
-  if (a_dtype < 0 || a_dtype > 2 || accum_dtype < 0 || accum_dtype > 2 || out_dtype < 0 || out_dtype > 2)
+  if (w_format < 0 || w_format >= kNumWFormats) throw std::invalid_argument("bad w_format");
+  if (a_dtype < 0 || a_dtype >= kNumDTypes || accum_dtype < 0 || accum_dtype >= kNumDTypes ||
+      out_dtype < 0 || out_dtype >= kNumDTypes)
     throw std::invalid_argument("bad dtype id");
-  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) throw std::invalid_argument("bad mode");
+  if (mode < 0 || mode >= kNumScaleModes) throw std::invalid_argument("bad mode");
   MatmulArgs a;
   a.M = M;
   a.N = N;
