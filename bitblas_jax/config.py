@@ -40,7 +40,7 @@ class MatmulConfig:
 
     def __post_init__(self, bias):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        if bias is not None:              # seed spelling: bias=None/False/True
+        if bias is not None:              # the quick start's spelling: bias=None/False/True
             set_("with_bias", bool(bias) or self.with_bias)
         M = self.M
         if M is not None:

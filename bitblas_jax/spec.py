@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from . import formats
 
 
@@ -32,7 +34,6 @@ class KernelSpec:
 
     def ffi_attrs(self) -> dict:
         """Attributes of the "bitblas_jax_matmul" custom call (csrc/include/bitblas_jax/ffi_args.h)."""
-        import numpy as np
         return dict(w_format=np.int64(self.format.id), mode=np.int64(formats.MODE_IDS[self.mode]),
                     group_size=np.int64(self.group_size),
                     accum_dtype=np.int64(formats.DTYPE_IDS[self.accum_dtype]),

@@ -1,5 +1,11 @@
-"""Config validation, bad input, quantize, layout, and the seed quick start written in JAX."""
+"""Config validation, bad input, quantize, layout, BitBLAS's quick start written in JAX, and the
+package's import graph."""
 from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +18,7 @@ from bitblas_jax import formats, layout, reference
 from cases import check, make_case, random_values
 
 
-# ---- the seed's quick start, in JAX ------------------------------------------
+# ---- BitBLAS's quick start, in JAX ------------------------------------------
 def test_quickstart_int4_fp16(rng):
     """QuickStart.md: W_INT4 A_FP16, M=32 N=1024 K=1024, accum and out float16."""
     cfg = bj.MatmulConfig(M=32, N=1024, K=1024, A_dtype="float16", W_dtype="int4",
@@ -199,3 +205,91 @@ def test_empty_m(rng):
 def test_float32_activations_quantized_zeros(rng):
     case = make_case(rng, "int8", "quantized", 32, "float32", "float32", "float32", True)
     check(case, case.run())
+
+
+# ---- import graph ---------------------------------------------------------------------
+PACKAGE_DIR = pathlib.Path(bj.__file__).parent
+
+
+def _bound_names(tree) -> set[str]:
+    """Names a module binds at top level (imports, defs, classes, assignments)."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def package_imports() -> dict[str, set[str]]:
+    """{module: the bitblas_jax modules it imports}, from the source, every import statement
+    (function-level ones too: an import deferred into a function still closes a circle).
+    ``from pkg import x`` is an edge to the module pkg.x when there is one, to pkg when its
+    __init__ binds x, and to nothing otherwise (x is then a compiled extension module)."""
+    trees, is_pkg = {}, {}
+    for f in PACKAGE_DIR.rglob("*.py"):
+        parts = f.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        trees[name], is_pkg[name] = ast.parse(f.read_text(), str(f)), parts[-1] == "__init__"
+    bound = {name: _bound_names(tree) for name, tree in trees.items()}
+    graph = {}
+    for name, tree in trees.items():
+        package = name if is_pkg[name] else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                for a in node.names:
+                    if f"{target}.{a.name}" in trees:
+                        deps.add(f"{target}.{a.name}")
+                    elif target in trees and (not is_pkg[target] or a.name in bound[target]):
+                        deps.add(target)
+        graph[name] = {d for d in deps if d in trees and d != name}
+    return graph
+
+
+def test_import_graph_has_no_cycle():
+    graph = package_imports()
+    assert "bitblas_jax.gptq_awq" in graph and "bitblas_jax.flax.checkpoints" in graph
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycle = stack[stack.index(d):] + [d]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_gptq_awq_is_numpy_only():
+    """The GPTQ / AWQ codecs serve both front ends, so they import neither (nor the package)."""
+    tree = ast.parse((PACKAGE_DIR / "gptq_awq.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {(n.module or "").split(".")[0] if not n.level else "." for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "typing", "numpy"}, imported
+
+
+@pytest.mark.parametrize("module,absent", [
+    ("bitblas_jax.gptq_awq", ("flax", "torch")),
+    ("bitblas_jax.flax.checkpoints", ("torch",)),
+])
+def test_module_imports_alone(module, absent):
+    code = (f"import sys, {module}\n"
+            f"bad = [m for m in {absent!r} if m in sys.modules]\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

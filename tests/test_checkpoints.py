@@ -1,4 +1,5 @@
-"""bitblas_jax.checkpoints: GPTQ / AWQ unpacking and import, Orbax / safetensors round trips.
+"""bitblas_jax.gptq_awq (GPTQ / AWQ unpacking) and bitblas_jax.flax.checkpoints (GPTQ / AWQ
+import, Orbax / safetensors round trips).
 
 The GPTQ and AutoAWQ files are built here with packers written from the published
 packing rules (AutoGPTQ's QuantLinear.pack loop, AutoAWQ's WQLinear_GEMM.from_linear
@@ -18,16 +19,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bitblas_jax import checkpoints as ckpt
-from bitblas_jax.flax import Linear, quantize_model, quantized_layers
+from bitblas_jax import gptq_awq
+from bitblas_jax.flax import Linear, checkpoints, quantize_model, quantized_layers
 
 U = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
 
 
 # ---- reference packers (from the published loops) -------------------------------------------
-def autogptq_pack(intweight_kn, zeros_gn, bits, v1=True):
+def autogptq_pack(intweight_kn, zeros_gn, bits, zero_minus_one=True):
     """AutoGPTQ QuantLinear.pack: qweight [K*bits/32, N], qzeros [G, N*bits/32], int32.
-    v1 stores zero - 1 (the +1 is added back at load time)."""
+    zero_minus_one: store zero - 1 as version-1 GPTQ files do (the +1 is added back at
+    load time); False: store the zero ("gptq_v2" files)."""
     K, N = intweight_kn.shape
     per = 32 // bits
     intweight = intweight_kn.astype(np.uint32)
@@ -38,7 +40,7 @@ def autogptq_pack(intweight_kn, zeros_gn, bits, v1=True):
             qweight[row] |= intweight[j] << (bits * (j - i))
         i += per
         row += 1
-    zeros = zeros_gn.astype(np.int64) - (1 if v1 else 0)
+    zeros = zeros_gn.astype(np.int64) - (1 if zero_minus_one else 0)
     assert zeros.min() >= 0
     zeros = zeros.astype(np.uint32)
     qzeros = np.zeros((zeros.shape[0], N // per), dtype=np.uint32)
@@ -66,11 +68,11 @@ def autoawq_pack(intweight_kn, zeros_gn):
     return pack(intweight_kn), pack(zeros_gn)
 
 
-def gptq_layer(rng, K, N, bits, group_size, act_order, v1):
+def gptq_layer(rng, K, N, bits, group_size, act_order, zero_minus_one):
     """Random GPTQ layer: ints [K, N], zeros [G, N], fp16 scales [G, N], g_idx [K]."""
     G = K // group_size
     q = rng.integers(0, 2**bits, (K, N))
-    zlo = 1 if v1 else 0               # v1 cannot store zero 0 (it would be -1)
+    zlo = 1 if zero_minus_one else 0   # zero 0 cannot be stored as zero - 1 (it would be -1)
     z = rng.integers(zlo, 2**bits, (G, N))
     s = (rng.uniform(0.5, 1.5, (G, N)) / 2**bits).astype(np.float16)
     g_idx = np.arange(K) // group_size
@@ -107,8 +109,8 @@ def check_layer(layer, wd_nk, rng, M=4, a_dtype="float16", bias=None):
 def test_unpack_gptq_and_layer(rng, bits, group_size, act_order, version):
     K, N = 256, 64
     q, z, s, g_idx = gptq_layer(rng, K, N, bits, group_size, act_order, version == 1)
-    qweight, qzeros = autogptq_pack(q, z, bits, v1=version == 1)
-    up = ckpt.unpack_gptq(qweight, qzeros, s, g_idx, bits=bits, version=version)
+    qweight, qzeros = autogptq_pack(q, z, bits, zero_minus_one=version == 1)
+    up = gptq_awq.unpack_gptq(qweight, qzeros, s, g_idx, bits=bits, version=version)
     assert up.values.dtype == np.uint8 and up.zeros.dtype == np.uint8 and up.W_dtype == f"uint{bits}"
     assert up.group_size == group_size
     G = K // group_size
@@ -138,17 +140,17 @@ def test_gptq_bf16_activations_and_errors(rng):
     wd = ref_weight_nk(q, z, s.astype(jnp.bfloat16).astype(np.float64), g_idx, "bfloat16")
     check_layer(layer, wd, rng, a_dtype="bfloat16")
     with pytest.raises(ValueError, match="bits=3"):
-        ckpt.unpack_gptq(qweight, qzeros, s, g_idx, bits=3)
+        gptq_awq.unpack_gptq(qweight, qzeros, s, g_idx, bits=3)
     bad = g_idx.copy()
     bad[0] = (bad[0] + 1) % 2           # one channel moves to the other group: sizes 127 / 129
     with pytest.raises(ValueError, match="unequal"):
-        ckpt.unpack_gptq(qweight, qzeros, s, bad, bits=4)
+        gptq_awq.unpack_gptq(qweight, qzeros, s, bad, bits=4)
 
 
-def test_v1_zero_wraps_like_bitblas():
-    # v1 stores zero - 1; a stored all-ones field means zero = 2**bits -> (qz + 1) & mask = 0
-    qzeros = ckpt.pack_int32(np.full((1, 8), 15), 4, axis=1)
-    up = ckpt.unpack_gptq(np.zeros((8, 8), np.int32), qzeros, np.ones((1, 8), np.float16), bits=4)
+def test_gptq_stored_zero_minus_one_wraps_like_bitblas():
+    # version 1 stores zero - 1; a stored all-ones field means zero = 2**bits -> (qz + 1) & mask = 0
+    qzeros = gptq_awq.pack_int32(np.full((1, 8), 15), 4, axis=1)
+    up = gptq_awq.unpack_gptq(np.zeros((8, 8), np.int32), qzeros, np.ones((1, 8), np.float16), bits=4)
     assert not up.zeros.any()
 
 
@@ -161,7 +163,7 @@ def test_unpack_awq_and_layer(rng):
     s = (rng.uniform(0.5, 1.5, (G, N)) / 16).astype(np.float16)
     qweight, qzeros = autoawq_pack(q, z)
     assert qweight.shape == (K, N // 8) and qzeros.shape == (G, N // 8)
-    up = ckpt.unpack_awq(qweight, qzeros, s)
+    up = gptq_awq.unpack_awq(qweight, qzeros, s)
     np.testing.assert_array_equal(up.values, q.T)
     np.testing.assert_array_equal(up.zeros, z.T)
     assert up.perm is None and up.group_size == gs
@@ -170,9 +172,9 @@ def test_unpack_awq_and_layer(rng):
     wd = ref_weight_nk(q, z, s, g_idx)
     check_layer(layer, wd, rng)
     # the library's own packers are the inverses
-    np.testing.assert_array_equal(ckpt.pack_awq(up.values, up.zeros, up.scales)[0], qweight)
-    np.testing.assert_array_equal(ckpt.pack_gptq(up.values, up.zeros, up.scales, bits=4, version=2)[0],
-                                  autogptq_pack(q, z, 4, v1=False)[0])
+    np.testing.assert_array_equal(gptq_awq.pack_awq(up.values, up.zeros, up.scales)[0], qweight)
+    np.testing.assert_array_equal(gptq_awq.pack_gptq(up.values, up.zeros, up.scales, bits=4, version=2)[0],
+                                  autogptq_pack(q, z, 4, zero_minus_one=False)[0])
 
 
 # ---- whole-model import ----------------------------------------------------------------------------
@@ -201,8 +203,8 @@ def test_import_whole_checkpoint(rng, tmp_path, kind):
         for name, (K, N) in {"q_proj": (256, 128), "o_proj": (128, 256)}.items():
             prefix = f"model.layers.{i}.self_attn.{name}"
             if kind == "gptq":
-                q, z, s, g_idx = gptq_layer(rng, K, N, 4, 64, act_order=(i == 1), v1=False)
-                qweight, qzeros = autogptq_pack(q, z, 4, v1=False)
+                q, z, s, g_idx = gptq_layer(rng, K, N, 4, 64, act_order=(i == 1), zero_minus_one=False)
+                qweight, qzeros = autogptq_pack(q, z, 4, zero_minus_one=False)
                 tensors[f"{prefix}.g_idx"] = g_idx
             else:
                 q = rng.integers(0, 16, (K, N))
@@ -222,7 +224,7 @@ def test_import_whole_checkpoint(rng, tmp_path, kind):
                                            "desc_act": True, "checkpoint_format": "gptq_v2"}}, f)
     model = Tiny(nnx.Rngs(0))
     name_map = {r"^layers": "model.layers"}
-    (ckpt.import_gptq if kind == "gptq" else ckpt.import_awq)(model, str(d), name_map=name_map)
+    (checkpoints.import_gptq if kind == "gptq" else checkpoints.import_awq)(model, str(d), name_map=name_map)
     assert sorted(quantized_layers(model)) == sorted(
         f"layers/{i}/self_attn/{n}" for i in range(2) for n in ("q_proj", "o_proj"))
     assert type(model.lm_head) is nnx.Linear
@@ -233,7 +235,7 @@ def test_import_whole_checkpoint(rng, tmp_path, kind):
         np.testing.assert_array_equal(np.asarray(layer.dequantize()).astype(np.float64), wd)
         check_layer(layer, wd, rng)
     with pytest.raises(ValueError, match="match no"):
-        ckpt.import_gptq(Tiny(nnx.Rngs(0)), tensors, bits=4, verbose=False)
+        checkpoints.import_gptq(Tiny(nnx.Rngs(0)), tensors, bits=4, verbose=False)
 
 
 # ---- save / load round trips --------------------------------------------------------------------------
@@ -289,8 +291,8 @@ def test_round_trip_bit_exact(rng, tmp_path, fmt):
     x = jnp.asarray(rng.standard_normal((3, 256)), jnp.float32)
     outs = model(x)
     path = tmp_path / ("ck" if fmt == "orbax" else "m.safetensors")
-    save = ckpt.save_orbax if fmt == "orbax" else ckpt.save_safetensors
-    load = ckpt.load_orbax if fmt == "orbax" else ckpt.load_safetensors
+    save = checkpoints.save_orbax if fmt == "orbax" else checkpoints.save_safetensors
+    load = checkpoints.load_orbax if fmt == "orbax" else checkpoints.load_safetensors
     save(path, model)
     targets = [Mixed(nnx.Rngs(seed + 1), seed + 1),                   # same structure, other values
                FloatMixed(nnx.Rngs(1)),                              # float model: layout applied
@@ -307,8 +309,8 @@ def test_load_errors(tmp_path):
     model = quantize_model(FloatMixed(nnx.Rngs(0)), "int4", 64, exclude=("lm_head", "d"), progress=False,
                            verbose=False)
     p = str(tmp_path / "m.safetensors")
-    ckpt.save_safetensors(p, model)
-    tensors, meta = ckpt.read_safetensors(p, with_metadata=True)
+    checkpoints.save_safetensors(p, model)
+    tensors, meta = checkpoints.read_safetensors(p, with_metadata=True)
     assert tensors["a.qweight"].dtype == np.uint8 and tensors["lm_head.kernel"].dtype == jnp.bfloat16
     assert json.loads(meta["bitblas_jax.layout"])["format"] == "bitblas_jax/1"
 
@@ -317,12 +319,12 @@ def test_load_errors(tmp_path):
             self.a = nnx.Linear(128, 64, rngs=rngs)
 
     with pytest.raises(ValueError, match="does not exist|in, out"):
-        ckpt.load_safetensors(p, Other(nnx.Rngs(0)))
+        checkpoints.load_safetensors(p, Other(nnx.Rngs(0)))
     # a structure that matches but lacks a tensor: strict load refuses
     partial = {k: np.array(v) for k, v in tensors.items() if k != "norm.scale"}
     import safetensors.numpy
     safetensors.numpy.save_file(partial, str(tmp_path / "p.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="missing"):
-        ckpt.load_safetensors(str(tmp_path / "p.safetensors"), FloatMixed(nnx.Rngs(0)))
-    ckpt.load_safetensors(str(tmp_path / "p.safetensors"), FloatMixed(nnx.Rngs(0)), strict=False)
+        checkpoints.load_safetensors(str(tmp_path / "p.safetensors"), FloatMixed(nnx.Rngs(0)))
+    checkpoints.load_safetensors(str(tmp_path / "p.safetensors"), FloatMixed(nnx.Rngs(0)), strict=False)
     assert os.path.exists(p)

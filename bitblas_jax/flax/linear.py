@@ -31,11 +31,12 @@ from flax import nnx
 
 from .. import formats, layout
 from ..config import MatmulConfig
+from ..gptq_awq import UnpackedQuant, unpack_awq, unpack_gptq
 from ..matmul import Matmul
 from ..quantize import quantize
 
 __all__ = ["QuantizedWeight", "Linear", "Dense", "make_config", "quantize_dense_params",
-           "QUANT_COLLECTION"]
+           "QUANT_COLLECTION", "array_nbytes", "variable_value"]
 
 default_kernel_init = nnx.initializers.lecun_normal()
 default_bias_init = nnx.initializers.zeros_init()
@@ -101,7 +102,8 @@ def _empty_arrays(cfg: MatmulConfig, permute_inputs: bool) -> dict:
     return out
 
 
-def _nbytes(x) -> int:
+def array_nbytes(x) -> int:
+    """Bytes of an array or jax.ShapeDtypeStruct (abstract models have no buffers to ask)."""
     return int(np.prod(x.shape, dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
 
 
@@ -197,7 +199,7 @@ def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, pe
     return Matmul(cfg)(x, qweight, scale=scales, zeros=zeros, bias=bias)
 
 
-def _value(v):
+def variable_value(v):
     """A Variable's array (None for an absent one); works for abstract values too."""
     return None if v is None else v.get_value()
 
@@ -279,8 +281,8 @@ class Linear(nnx.Module):
     # -- call ------------------------------------------------------------------------------
     def __call__(self, inputs, out_sharding=None) -> jax.Array:
         """y[..., N] = inputs[..., K] @ dequant(W)^T (+ bias), in out_dtype."""
-        y = _apply(self.config, inputs, _value(self.qweight), _value(self.scales), _value(self.zeros),
-                   _value(self.bias), _value(self.perm))
+        y = _apply(self.config, inputs, *(variable_value(v) for v in
+                                          (self.qweight, self.scales, self.zeros, self.bias, self.perm)))
         if out_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, out_sharding)
         return y
@@ -292,9 +294,9 @@ class Linear(nnx.Module):
 
     def dequantize(self) -> jax.Array:
         """The float weight [out_features, in_features] in A_dtype, in the ORIGINAL input order."""
-        w = self.matmul.dequantize(_value(self.qweight), _value(self.scales), _value(self.zeros))
+        w = self.matmul.dequantize(*(variable_value(v) for v in (self.qweight, self.scales, self.zeros)))
         if self.perm is not None:
-            inv = jnp.argsort(_value(self.perm))
+            inv = jnp.argsort(variable_value(self.perm))
             w = jnp.take(w, inv, axis=1)
         return w
 
@@ -304,8 +306,8 @@ class Linear(nnx.Module):
         return self.dequantize().T
 
     def nbytes(self) -> int:
-        return int(sum(_nbytes(_value(v)) for v in (self.qweight, self.scales, self.zeros, self.bias, self.perm)
-                       if v is not None))
+        return int(sum(array_nbytes(variable_value(v))
+                       for v in (self.qweight, self.scales, self.zeros, self.bias, self.perm) if v is not None))
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
@@ -339,7 +341,7 @@ class Linear(nnx.Module):
         is carried over (reversed for the [out, in] layout).
         """
         kernel_var = linear.kernel
-        kernel = _value(kernel_var)
+        kernel = variable_value(kernel_var)
         if len(kernel.shape) != 2:
             raise ValueError(f"from_linear needs a 2-D kernel, got shape {kernel.shape}")
         K, N = kernel.shape
@@ -352,7 +354,7 @@ class Linear(nnx.Module):
         cfg = make_config(K, N, use_bias=use_bias, W_dtype=W_dtype, group_size=group_size,
                           with_scaling=with_scaling, with_zeros=with_zeros, zeros_mode=zeros_mode,
                           A_dtype=A_dtype, dtype=dtype, accum_dtype=accum_dtype, out_dtype=out_dtype)
-        bias = _value(linear.bias) if use_bias else None
+        bias = variable_value(linear.bias) if use_bias else None
         if _is_abstract(kernel, bias):
             arrays = _empty_arrays(cfg, False)
         else:
@@ -371,9 +373,9 @@ class Linear(nnx.Module):
                        bias_metadata=_variable_metadata(linear.bias) if use_bias else {}, _arrays=arrays)
 
     @classmethod
-    def from_unpacked(cls, unpacked, bias=None, *, A_dtype=None, dtype=None,
+    def from_unpacked(cls, unpacked: UnpackedQuant, bias=None, *, A_dtype=None, dtype=None,
                       accum_dtype: str = "float32", out_dtype=None) -> "Linear":
-        """A layer from a checkpoints.UnpackedQuant (GPTQ / AWQ): uint{bits} weights,
+        """A layer from a gptq_awq.UnpackedQuant (GPTQ / AWQ): uint{bits} weights,
         zeros_mode="quantized", the act-order permutation (if any) applied to the inputs.
         The activation dtype defaults to the scales' dtype when float16 / bfloat16."""
         if A_dtype is None and dtype is None:
@@ -387,15 +389,13 @@ class Linear(nnx.Module):
     @classmethod
     def from_gptq(cls, qweight, qzeros, scales, g_idx=None, bias=None, *, bits: int = 4,
                   version: int = 1, **kwargs) -> "Linear":
-        """A layer from one GPTQ module's tensors (see checkpoints.unpack_gptq)."""
-        from ..checkpoints import unpack_gptq
+        """A layer from one GPTQ module's tensors (see gptq_awq.unpack_gptq)."""
         return cls.from_unpacked(unpack_gptq(qweight, qzeros, scales, g_idx, bits=bits, version=version),
                                  bias, **kwargs)
 
     @classmethod
     def from_awq(cls, qweight, qzeros, scales, bias=None, **kwargs) -> "Linear":
-        """A layer from one AutoAWQ (GEMM) module's tensors (see checkpoints.unpack_awq)."""
-        from ..checkpoints import unpack_awq
+        """A layer from one AutoAWQ (GEMM) module's tensors (see gptq_awq.unpack_awq)."""
         return cls.from_unpacked(unpack_awq(qweight, qzeros, scales), bias, **kwargs)
 
     def layout_metadata(self) -> dict:

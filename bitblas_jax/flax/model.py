@@ -13,10 +13,10 @@ import jax
 from flax import nnx
 
 from ..progress import ProgressBar
-from .linear import Linear, _nbytes, _value
+from .linear import Linear, array_nbytes, variable_value
 
 __all__ = ["quantize_model", "QuantizeSummary", "quantized_layers", "path_str",
-           "iter_linears", "replace_module"]
+           "iter_linears", "get_module", "replace_module"]
 
 _OPTION_KEYS = ("W_dtype", "group_size", "with_scaling", "with_zeros", "zeros_mode", "A_dtype",
                 "dtype", "accum_dtype", "out_dtype")
@@ -44,14 +44,21 @@ def _child(node, key):
     return node[key]
 
 
+def get_module(model, path: Sequence[Any]):
+    """The module at `path` (attribute names and list / dict keys, as iter_linears gives).
+    Raises KeyError / IndexError / AttributeError / TypeError when the path does not exist."""
+    node = model
+    for k in path:
+        node = _child(node, k)
+    return node
+
+
 def replace_module(model, path: Sequence[Any], new) -> None:
     """Set the module at `path` (attribute names and list / dict keys) to `new`, in place."""
     path = tuple(path)
     if not path:
         raise ValueError("cannot replace the root module")
-    parent = model
-    for k in path[:-1]:
-        parent = _child(parent, k)
+    parent = get_module(model, path[:-1])
     key = path[-1]
     if isinstance(parent, nnx.Module) and isinstance(key, str) and hasattr(parent, key):
         setattr(parent, key, new)
@@ -86,7 +93,7 @@ class QuantizeSummary:
 
 
 def _state_bytes(model) -> int:
-    return sum(_nbytes(leaf) for leaf in jax.tree.leaves(nnx.state(model))
+    return sum(array_nbytes(leaf) for leaf in jax.tree.leaves(nnx.state(model))
                if hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
 
 
@@ -202,7 +209,7 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
                     summary.kept[ps] = why
                     continue
                 summary.layer_bytes_before += sum(
-                    _nbytes(_value(v)) for v in (module.kernel, module.bias) if v is not None)
+                    array_nbytes(variable_value(v)) for v in (module.kernel, module.bias) if v is not None)
                 summary.layer_bytes_after += new.nbytes()
                 replace_module(model, path, new)
                 summary.converted.append(ps)

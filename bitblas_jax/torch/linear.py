@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import checkpoints, formats, layout
+from .. import formats, gptq_awq, layout
 from ..config import MatmulConfig
 from ..progress import ProgressBar
 from ..quantize import quantize as _quantize
@@ -250,7 +250,7 @@ class Linear(nn.Module):
                                  "(expected an AutoGPTQ / GPTQModel QuantLinear)")
         bits = int(getattr(module, "bits", 0) or bits or 4)
         g_idx = getattr(module, "g_idx", None)
-        return checkpoints.unpack_gptq(
+        return gptq_awq.unpack_gptq(
             _to_numpy(module.qweight, "qweight"), _to_numpy(module.qzeros, "qzeros"),
             _to_numpy(module.scales, "scales"), None if g_idx is None else _to_numpy(g_idx, "g_idx"),
             bits=bits, version=version)
@@ -258,8 +258,9 @@ class Linear(nn.Module):
     def repack_from_gptq(self, gptq_module: nn.Module, device=None, version: int = 1) -> None:
         """Load an AutoGPTQ / GPTQModel QuantLinear (qweight, qzeros, scales, g_idx, bias).
 
-        version=1: the classic checkpoint zero rule zero = (qzeros + 1) & mask (as BitBLAS's
-        repack_from_gptq); version=2: GPTQ-v2 (zero = qzeros). Act-order (a g_idx that is
+        version: the GPTQ file format's number (gptq_awq.unpack_gptq). 1: the stored zero is
+        zero - 1, so zero = (qzeros + 1) & mask (as BitBLAS's repack_from_gptq); 2: "gptq_v2"
+        files (zero = qzeros). Act-order (a g_idx that is
         not k // group_size) is kept as the `perm` buffer applied to the input.
         The layer must have been built with W_dtype uint{bits} or int{bits}, with_scaling=True
         and the checkpoint's group size; with_zeros=True in any zeros_mode ("quantized"
@@ -272,7 +273,7 @@ class Linear(nn.Module):
         self._load_unpacked(uq, getattr(gptq_module, "bias", None), "repack_from_gptq")
 
     def repack_from_gptq_v2(self, gptq_module: nn.Module, device=None) -> None:
-        """repack_from_gptq with the GPTQ-v2 zero rule (zero = qzeros, no +1)."""
+        """repack_from_gptq for "gptq_v2" files (zero = qzeros, no +1)."""
         self.repack_from_gptq(gptq_module, device=device, version=2)
 
     def repack_from_awq(self, awq_module: nn.Module, device=None) -> None:
@@ -280,14 +281,14 @@ class Linear(nn.Module):
         for name in ("qweight", "qzeros", "scales"):
             if getattr(awq_module, name, None) is None:
                 raise ValueError(f"repack_from_awq: the module has no {name!r} tensor")
-        uq = checkpoints.unpack_awq(_to_numpy(awq_module.qweight, "qweight"), _to_numpy(awq_module.qzeros, "qzeros"),
-                                    _to_numpy(awq_module.scales, "scales"), bits=4)
+        uq = gptq_awq.unpack_awq(_to_numpy(awq_module.qweight, "qweight"), _to_numpy(awq_module.qzeros, "qzeros"),
+                                 _to_numpy(awq_module.scales, "scales"), bits=4)
         if device is not None:
             self.to(device)
         self._load_unpacked(uq, getattr(awq_module, "bias", None), "repack_from_awq")
 
     def _load_unpacked(self, uq, bias, where) -> None:
-        """values / zeros (uint) / scales / perm of checkpoints.UnpackedQuant -> this layer's config."""
+        """values / zeros (uint) / scales / perm of gptq_awq.UnpackedQuant -> this layer's config."""
         cfg, fmt = self.config, self.config.format
         N, K = uq.values.shape
         if (N, K) != (cfg.N, cfg.K):
