@@ -90,17 +90,18 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
-    from .gpu_plan import PLAN_DEQUANT_DOT, plan_cuda
+    from .gpu_plan import plan_cuda
     A2 = _as_2d(A, spec)
     M = A2.shape[0]
     plan = plan_cuda(M, spec.N, spec.K, spec.w_format, spec.a_dtype, spec.accum_dtype,
                      spec.out_dtype, spec.mode, spec.group_size)
-    if plan.plan == PLAN_DEQUANT_DOT:
+    if plan.kernel == "dequantize_then_dot":
         return _dequant_dot_call(A, W, scale, zeros, bias, spec=spec)
     out, _ = jax.ffi.ffi_call(TARGET, (
         jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(spec.out_dtype)),
         jax.ShapeDtypeStruct((max(int(plan.workspace_bytes), 16),), jnp.uint8)))(
-        A2, W, scale, zeros, bias, plan=np.int64(plan.plan), split_k=np.int64(plan.split_k),
+        A2, W, scale, zeros, bias, kernel=np.int64(plan.kernel_id), tile=np.int64(plan.tile),
+        split_k=np.int64(plan.split_k),
         **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
 

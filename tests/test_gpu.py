@@ -71,14 +71,15 @@ def _gemm_matrix():
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,accum,M", list(_gemm_matrix()))
-def test_gpu_gemm_plan(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
-    """The tensor-core GEMM (plan 2, with split-K) through JAX on every format and mode: forced for
-    every M here (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0), since on an H100 JAX picks plan 6 or 5."""
+def test_gpu_gemm_mma(rng, monkeypatch, fmt, mode, group, a_dtype, accum, M):
+    """gemm_mma (with split-K) through JAX on every format and mode: forced for every M here
+    (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0), since on an H100 / H200 JAX picks gemm_wgmma or
+    dequantize_then_dot."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "0")
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, accum, a_dtype, mode,
-                              1024 if group == -1 else group).plan == gpu_plan.PLAN_GEMM
+                              1024 if group == -1 else group).kernel == "gemm_mma"
     case = make_case(rng, fmt, mode, group, a_dtype, accum, a_dtype, True, M=M, N=272, K=1024)
     check_gpu_and_cpu(case)
 
@@ -94,42 +95,43 @@ def _wgmma_matrix():
 def _needs_sm90():
     import jax
     if not any(getattr(d, "compute_capability", None) == "9.0" for d in jax.devices("gpu")):
-        pytest.skip("plans 6 / 7 run on sm_90 GPUs only")
+        pytest.skip("gemm_wgmma runs on sm_90 GPUs only")
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M", list(_wgmma_matrix()))
-def test_gpu_wgmma_plan(rng, monkeypatch, fmt, mode, group, a_dtype, M):
-    """The Hopper GEMM (plan 6, split-K, partial 128-row tiles) through JAX on every format and mode,
+def test_gpu_gemm_wgmma(rng, monkeypatch, fmt, mode, group, a_dtype, M):
+    """gemm_wgmma (split-K, partial tiles of up to 128 rows) through JAX on every format and mode,
     forced for every M (BITBLAS_JAX_GEMM_MAX_M)."""
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode,
-                              1024 if group == -1 else group).plan == gpu_plan.PLAN_WGMMA
+                              1024 if group == -1 else group).kernel == "gemm_wgmma"
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=272, K=1024)
     check_gpu_and_cpu(case)
 
 
 @pytest.mark.parametrize("fmt", ["int4", "uint8"])
-def test_gpu_wgmma_tall_plan(rng, monkeypatch, fmt):
-    """Plan 7 (256 activation rows per CTA) where its tiles fill the GPU: 28672 weight rows, M = 257."""
+def test_gpu_gemm_wgmma_tall_tile(rng, monkeypatch, fmt):
+    """gemm_wgmma's tall tile (256 activation rows per CTA) where its tiles fill the GPU: 28672 weight
+    rows, M = 257."""
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
-    assert gpu_plan.plan_cuda(257, 28672, 512, fmt, "float16", "float32", "float16", "scale",
-                              128).plan == gpu_plan.PLAN_WGMMA_TALL
+    p = gpu_plan.plan_cuda(257, 28672, 512, fmt, "float16", "float32", "float16", "scale", 128)
+    assert p.kernel == "gemm_wgmma" and gpu_plan.tile_dims(p) == (128, 256)
     case = make_case(rng, fmt, "scale", 128, "float16", "float32", "float16", False, M=257, N=28672, K=512)
     check_gpu_and_cpu(case)
 
 
-def test_gpu_wgmma_tall_plan_at_1000_rows_by_default(rng):
-    """The default rule's plan 7 past 512 rows on a layer of 4096 x 8192 weights (no override), with a
+def test_gpu_gemm_wgmma_tall_tile_at_1000_rows_by_default(rng):
+    """The default rule's gemm_wgmma tall tile past 512 rows on a layer of 4096 x 8192 weights (no override), with a
     last 256-row tile that is partly empty (1000 = 3 x 256 + 232); the GPU only (the float64 reference)."""
     from bitblas_jax import gpu_plan
     _needs_sm90()
     M, N, K = 1000, 4096, 8192
-    assert gpu_plan.plan_cuda(M, N, K, "int4", "bfloat16", "float32", "bfloat16", "scale",
-                              128).plan == gpu_plan.PLAN_WGMMA_TALL
+    p = gpu_plan.plan_cuda(M, N, K, "int4", "bfloat16", "float32", "bfloat16", "scale", 128)
+    assert p.kernel == "gemm_wgmma" and gpu_plan.tile_dims(p) == (128, 256)
     case = make_case(rng, "int4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
     check(case, run_on(case, GPUS[0]))
 

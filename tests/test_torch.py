@@ -549,19 +549,19 @@ def test_cuda_compile_and_device_errors(rng):
 @gpu
 @pytest.mark.gpu
 def test_cuda_split_k_workspace_streams_and_graph(rng):
-    """Shapes whose plan splits K (the workspace path): eager, two streams at once, a CUDA graph."""
+    """Shapes whose plan splits K (decode_splitk: groups of 32 end inside int4's 64-wide packed tiles, so
+    decode cannot run them): eager, two streams at once, a CUDA graph."""
     from bitblas_jax.torch import ops
-    case = make_case(rng, "int4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=1, N=256, K=4096)
+    case = make_case(rng, "int4", "scale", 32, "bfloat16", "float32", "bfloat16", True, M=1, N=256, K=4096)
     lin = linear_for(case, "cuda")
     splits = {}
     for M in (1, 3, 16):
         splits[M] = ops._plan(torch.cuda.current_device(), M, 256, 4096, "int4", "bfloat16", "float32",
-                              "bfloat16", "scale", 128)[1]
+                              "bfloat16", "scale", 32)[2]
         A = rng.standard_normal((M, 4096)).astype(case.A.dtype)
         check(case, to_numpy(lin(to_torch(A, "cuda"))), A=A)
     M = 3
-    if splits[M] <= 1:
-        pytest.skip(f"the plan no longer splits K at M=3 (splits {splits}); nothing to test here")
+    assert splits[M] > 1, f"the plan does not split K at M=3 (splits {splits}): this test needs a case that does"
     As = [rng.standard_normal((M, 4096)).astype(case.A.dtype) for _ in range(2)]
     streams = [torch.cuda.Stream(), torch.cuda.Stream()]
     outs = [None, None]

@@ -4,7 +4,7 @@
 # it travels as an untracked folder). Both are built as cuda_selftest; each case runs old, new, twice.
 # AB_TREES="old=headsrc new=. x=expdir" times more variants (label=source root, in that order).
 # AB_PREBUILT=1 takes build/ab_<label>/st as they are (built on the CPU machine and carried).
-# Usage: bash tools/ab_selftest.sh "M N K plan split fmt_id [gs]" ...   (cuda_selftest --one's arguments)
+# Usage: bash tools/ab_selftest.sh "M N K kernel split fmt_id [gs]" ...   (cuda_selftest --one's arguments; kernel: decode, decode_splitk, gemm_mma, gemm_mma_wide, gemm_wgmma, gemm_wgmma_tall)
 set -uo pipefail
 NV="nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fopenmp"
 TREES=${AB_TREES:-"old=headsrc new=."}

@@ -63,13 +63,14 @@ def has_cuda_kernels() -> bool:
 
 
 @functools.lru_cache(maxsize=8192)
-def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size):
+def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size, a_aligned=True):
+    """(kernel id, tile, split_k, workspace bytes) of gpu_plan.plan_cuda for this device."""
     from ..gpu_plan import hopper, plan_cuda
     sm90 = hopper(lambda: torch.cuda.get_device_capability(device_index) == (9, 0))
     with torch.cuda.device(device_index):
         p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size,
-                      allow_xla_dot=False, sm90=sm90)
-    return int(p.plan), int(p.split_k), int(p.workspace_bytes)
+                      allow_xla_dot=False, sm90=sm90, a_aligned=a_aligned)
+    return p.kernel_id, int(p.tile), int(p.split_k), int(p.workspace_bytes)
 
 
 def _current_device() -> int:
@@ -220,14 +221,16 @@ def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                                "time); reinstall with nvcc on PATH, or run on CPU")
         current = _current_device()
         index = A.device.index if A.device.index is not None else current
-        plan, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g)
+        # a slice of a tensor may start off the 16-byte grid that gemm_wgmma's copies need
+        kid, tile, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g,
+                                             A2.data_ptr() % 16 == 0)
         stream = _raw_stream(index)
         ws = _workspace(ws_bytes, A.device) if ws_bytes else None
         if index == current:
-            kernel(M, N, K, *ids, *ptrs, plan, split_k, _ptr(ws), ws_bytes, stream)
+            kernel(M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
         else:
             with torch.cuda.device(index):   # launch in the tensors' device context
-                kernel(M, N, K, *ids, *ptrs, plan, split_k, _ptr(ws), ws_bytes, stream)
+                kernel(M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
     else:
         raise ValueError(f"bitblas_jax::matmul: A is on {A.device}; only cpu and cuda tensors are supported")
     return C if flat else C.reshape(*A.shape[:-1], N)

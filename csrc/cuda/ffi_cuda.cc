@@ -25,8 +25,8 @@ ffi::Error to_ffi_error(const std::string& err) {
 ffi::Error MatmulCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
                           ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> C,
                           ffi::Result<ffi::AnyBuffer> workspace, int64_t w_format, int64_t mode,
-                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K, int64_t plan,
-                          int64_t split_k) {
+                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K, int64_t kernel,
+                          int64_t tile, int64_t split_k) {
   MatmulArgs args;
   if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *C, w_format, mode, group_size,
                                       accum_dtype, N, K, &args);
@@ -35,22 +35,25 @@ ffi::Error MatmulCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
   if (workspace->element_type() != ffi::DataType::U8 || workspace->dimensions().size() != 1)
     return arg_error("workspace must be a 1-D uint8 buffer");
   const std::string err =
-      matmul_cuda(args, plan, split_k, workspace->untyped_data(), workspace->size_bytes(), stream);
+      matmul_cuda(args, static_cast<plan::Kernel>(kernel), static_cast<int>(tile), split_k,
+                  workspace->untyped_data(), workspace->size_bytes(), stream);
   if (!err.empty()) return to_ffi_error(err);
   return ffi::Error::Success();
 }
 
-// Binding: stream, A, W, scale, zeros, bias, C, workspace, the CPU attributes + plan, split_k.
+// Binding: stream, A, W, scale, zeros, bias, C, workspace, the CPU attributes + the plan's kernel,
+// tile and split_k (bitblas_jax/gpu_plan.py, from plan::make_plan).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     bitblas_jax_matmul_cuda, MatmulCudaImpl,
     BITBLAS_JAX_MATMUL_ATTRS(
         BITBLAS_JAX_MATMUL_OPERANDS(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>())
             .Ret<ffi::AnyBuffer>() /* workspace */)
-        .Attr<int64_t>("plan")
+        .Attr<int64_t>("kernel")
+        .Attr<int64_t>("tile")
         .Attr<int64_t>("split_k"),
     {ffi::Traits::kCmdBufferCompatible});
 
-// The large-M path's first half: the dequantized weight [N, K] in the output's
+// dequantize_then_dot's first half: the dequantized weight [N, K] in the output's
 // dtype (f16 / bf16), then XLA's dot (bitblas_jax/primitive.py).
 ffi::Error DequantizeCudaImpl(cudaStream_t stream, ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::AnyBuffer zeros,
                               ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode, int64_t group_size,
@@ -87,7 +90,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
 // stream (torch's current stream, as an int); the caller sets the device.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
                 int mode, int64_t group_size, uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t zeros,
-                uintptr_t bias, uintptr_t C, int64_t plan, int64_t split_k, uintptr_t workspace,
+                uintptr_t bias, uintptr_t C, int64_t kernel, int64_t tile, int64_t split_k, uintptr_t workspace,
                 int64_t workspace_bytes, uintptr_t stream) {
   if (workspace_bytes < 0) throw std::invalid_argument("bad workspace_bytes");
   const MatmulArgs a = raw_matmul_args(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode,
@@ -95,14 +98,11 @@ void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int 
   std::string err;
   {
     py::gil_scoped_release release;
-    err = matmul_cuda(a, plan, split_k, reinterpret_cast<void*>(workspace),
+    err = matmul_cuda(a, static_cast<plan::Kernel>(kernel), static_cast<int>(tile), split_k,
+                      reinterpret_cast<void*>(workspace),
                       static_cast<size_t>(workspace_bytes), reinterpret_cast<cudaStream_t>(stream));
   }
   if (!err.empty()) throw std::runtime_error("bitblas_jax matmul (cuda): " + err);
-}
-
-size_t workspace_bytes(int64_t plan, int64_t split_k, int64_t M, int64_t N) {
-  return cuda_workspace_bytes(plan, split_k, M, N);
 }
 
 }  // namespace
@@ -120,6 +120,4 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,
         "Run the CUDA kernels on raw device pointers and a raw cudaStream_t (torch shim).");
-  m.def("workspace_bytes", &bitblas_jax::workspace_bytes,
-        "Workspace bytes a (plan, split_k) needs for an M x N output (mirrors gpu_plan.py).");
 }

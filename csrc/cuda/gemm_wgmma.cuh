@@ -1,4 +1,4 @@
-// Plan 6: the Hopper GEMM (sm_90a), wgmma with the dequantized weight as the
+// The Hopper GEMM (sm_90a), wgmma with the dequantized weight as the
 // register A operand.
 //
 // Grid (ceil(N/128), ceil(M/BM), split). A CTA of two consumer warpgroups and
@@ -23,7 +23,7 @@
 #pragma once
 
 #include "common.cuh"
-#include "matmul_cuda.h"  // wgmma_long_stages: the host's stage k
+#include "bitblas_jax/plan.h"  // stage k, ring depth, CTAs per SM
 #include "wgmma_ops.cuh"
 
 namespace bitblas_jax {
@@ -32,33 +32,30 @@ namespace cudak {
 template <int FC, int BM>
 struct WgmmaCfg {
   static constexpr int BITS = fc_bits(FC);
-  static constexpr int TK = 256 / BITS;              // k per packed tile
-  // k per stage: whole packed tiles, at least 128 where wgmma_long_stages() (enough such stages
-  // fit), else at least 64 (one swizzled sub-tile; 8-bit weights at 64 rows: a ring of three
-  // 128-k stages ran 27% slower than six 64-k ones)
-  static constexpr int KMIN = ::bitblas_jax::wgmma_long_stages(BITS, BM) ? 128 : 64;
-  static constexpr int TPB = TK >= KMIN ? 1 : KMIN / TK;  // tiles per band and stage
-  static constexpr int BK = TPB * TK;
-  static constexpr int BN = 128;                     // weight rows per CTA (two warpgroups)
-  // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them asynchronous (one
-  // tile per stage; at 128 rows 3 ran 2% slower than 2, at 256 rows 1.5% faster), else 2
-  static constexpr int WINDOW = TPB > 1 || BM == 128 ? 2 : 3;
+  static constexpr int TK = plan::packed_tile_k(BITS);      // k per packed tile
+  // k per stage: whole packed tiles, at least 128 where enough such stages fit, else at least 64
+  // (8-bit weights at 64 rows: a ring of three 128-k stages ran 27% slower than six 64-k ones)
+  static constexpr int BK = plan::wgmma_stage_k(BITS, BM);
+  static constexpr int TPB = plan::wgmma_tiles_per_stage(BITS, BM);  // tiles per band and stage
+  static constexpr int BN = plan::kWgmmaWeightRows;        // weight rows per CTA (two warpgroups)
+  // k-steps of wgmmas in flight (at 128 rows 3 ran 2% slower than 2, at 256 rows 1.5% faster)
+  static constexpr int WINDOW = plan::wgmma_window(BITS, BM);
   static constexpr int NB = BN / 16;                 // bands per CTA = consumer warps
   static constexpr int THREADS = NB * 32 + 128;      // + the producer warpgroup
   static constexpr int A_BYTES = BM * BK * 2;        // activation stage: BK / 64 sub-tiles of BM x 128 bytes
   static constexpr int W_BYTES = NB * TPB * 512;
-  static constexpr int STAGE_BYTES = A_BYTES + W_BYTES;
+  static constexpr int STAGE_BYTES = plan::wgmma_stage_bytes(BITS, BM);
   // two CTAs per SM where four stages fit and the wgmma fits the launch's 80 registers per
   // thread (ptxas checks a wgmma against the launch's count, not setmaxnreg's: m64n128 needs 94)
-  static constexpr int CTAS = BM <= 64 && 4 * STAGE_BYTES <= 106 * 1024 ? 2 : 1;
-  static constexpr int BUDGET = (CTAS == 2 ? 106 : 220) * 1024;
+  static constexpr int CTAS = plan::wgmma_ctas_per_sm(BITS, BM);
   // registers per thread after setmaxnreg: the producers give theirs to the consumers (the
   // launch's 384 x (CTAS == 2 ? 80 : 168) per CTA: 128 x 32 + 256 x 104, or 128 x 40 + 256 x 232)
   static constexpr int PRODUCER_REGS = CTAS == 2 ? 32 : 40;
   static constexpr int CONSUMER_REGS = CTAS == 2 ? 104 : 232;
-  static constexpr int STAGES = BUDGET / STAGE_BYTES < 8 ? BUDGET / STAGE_BYTES : 8;
-  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024;  // + slack to align the ring to 1024 bytes
-  static constexpr bool kSupported = STAGES >= 3 && TPB * (TK / 16) >= WINDOW - 1;
+  static constexpr int STAGES = plan::wgmma_stages(BITS, BM);
+  static constexpr int SMEM = plan::wgmma_smem_bytes(BITS, BM);  // + slack to align the ring to 1024 bytes
+  static constexpr bool kSupported = plan::wgmma_supported(BITS, BM);
+  static_assert(STAGE_BYTES == A_BYTES + W_BYTES, "plan.h sizes the stage");
   static_assert(A_BYTES % 1024 == 0 && W_BYTES % 1024 == 0, "stages keep the 1024-byte swizzle alignment");
 };
 
@@ -222,7 +219,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
 
     // Scales / zeros of the next stage's tiles, read while this one computes.
-    // Groups are whole tiles here (the host sends other group sizes to plan 2);
+    // Groups are whole tiles here (the plan sends other group sizes to gemm_mma);
     // (gi_run, ti_run): the next tile's group and its index within the group.
     const bool has_groups = p.mode != MODE_NONE;
     const int tiles_per_group = has_groups ? p.gs / TK : 1;

@@ -1,4 +1,4 @@
-// Host dispatcher of the CUDA backend: checks, plan -> kernel, split-K setup.
+// Host dispatcher of the CUDA backend: checks, the plan's kernel and tile -> a launch, split-K setup.
 // No allocation, no synchronization, no queries of the stream: it only
 // enqueues (a memset of the split-K counters and the kernel), so it can be
 // captured into a CUDA graph.
@@ -18,36 +18,36 @@
 namespace bitblas_jax {
 namespace cudak {
 
-KernelEntry gemv_entry(int tc, int fc, int variant) {
+KernelEntry decode_splitk_entry(int tc, int fc, int tile) {
   switch (tc) {
-    case TC_F16: return gemv_entry_f16(fc, variant);
-    case TC_F16ACC16: return gemv_entry_f16acc16(fc, variant);
-    case TC_BF16: return gemv_entry_bf16(fc, variant);
+    case TC_F16: return decode_splitk_entry_f16(fc, tile);
+    case TC_F16ACC16: return decode_splitk_entry_f16acc16(fc, tile);
+    case TC_BF16: return decode_splitk_entry_bf16(fc, tile);
     default: return KernelEntry{};
   }
 }
 
-KernelEntry gemv2_entry(int tc, int fc, int variant) {
+KernelEntry decode_entry(int tc, int fc, int tile) {
   switch (tc) {
-    case TC_F16: return gemv2_entry_f16(fc, variant);
-    case TC_BF16: return gemv2_entry_bf16(fc, variant);
+    case TC_F16: return decode_entry_f16(fc, tile);
+    case TC_BF16: return decode_entry_bf16(fc, tile);
     default: return KernelEntry{};
   }
 }
 
-KernelEntry wgmma_entry(int tc, int fc, int variant) {
+KernelEntry gemm_wgmma_entry(int tc, int fc, int tile) {
   switch (tc) {
-    case TC_F16: return wgmma_entry_f16(fc, variant);
-    case TC_BF16: return wgmma_entry_bf16(fc, variant);
+    case TC_F16: return gemm_wgmma_entry_f16(fc, tile);
+    case TC_BF16: return gemm_wgmma_entry_bf16(fc, tile);
     default: return KernelEntry{};
   }
 }
 
-KernelEntry gemm_entry(int tc, int fc, int variant) {
+KernelEntry gemm_mma_entry(int tc, int fc, int tile) {
   switch (tc) {
-    case TC_F16: return gemm_entry_f16(fc, variant);
-    case TC_F16ACC16: return gemm_entry_f16acc16(fc, variant);
-    case TC_BF16: return gemm_entry_bf16(fc, variant);
+    case TC_F16: return gemm_mma_entry_f16(fc, tile);
+    case TC_F16ACC16: return gemm_mma_entry_f16acc16(fc, tile);
+    case TC_BF16: return gemm_mma_entry_bf16(fc, tile);
     default: return KernelEntry{};
   }
 }
@@ -162,27 +162,6 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
 
-// The v2 decode kernel for ms <= 16 rows: its variant (kernels.h) in *variant
-// and its shared memory, or -1 where v2 cannot run (float16 accumulation,
-// groups not whole tiles, too little shared memory). Up to 8 rows take the
-// one-n8-block kernel with the most tiles per warp and chunk that fits (4, 2),
-// else the two-block one with the most (2, 1). Mirrors gpu_plan.py gemv2_launch_smem.
-int gemv2_smem_for(int tc, int fc, int64_t ms, int64_t gs, int mode, int* variant) {
-  if (tc == cudak::TC_F16ACC16 || ms > 16) return -1;
-  if (mode != cudak::MODE_NONE && gs % tile_k(cudak::fc_bits(fc)) != 0) return -1;
-  for (int v = ms <= 8 ? 0 : 2; v < cudak::kGemv2Shapes; ++v) {
-    const int vz = v + (mode >= cudak::MODE_ORIGINAL ? cudak::kGemv2Shapes : 0);
-    const cudak::KernelEntry ke = cudak::gemv2_entry(tc, fc, vz);
-    if (ke.fn == nullptr) return -1;
-    const int bytes = cudak::gemv2_smem(ke.fixed_smem, ke.row_smem, static_cast<int>(ms));
-    if (bytes <= cudak::kGemv2SmemCap) {
-      *variant = vz;
-      return bytes + ke.stage_smem;
-    }
-  }
-  return -1;
-}
-
 // Checks of the weight operands (W, scale, zeros, shapes) and the kernel
 // parameters they give; "" when fine.
 std::string weight_params(const MatmulArgs& a, KParams* kp) {
@@ -230,8 +209,9 @@ std::string weight_params(const MatmulArgs& a, KParams* kp) {
 
 }  // namespace
 
-std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void* workspace,
+std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int64_t split_k, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream) {
+  using plan::Kernel;
   const int64_t M = a.M, N = a.N, K = a.K;
   if (M < 0) return "bad shape: M must be >= 0";
   if (M == 0) return "";
@@ -250,56 +230,59 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   if (std::string err = weight_params(a, &kp); !err.empty()) return err;
   kp.a_aligned = reinterpret_cast<uintptr_t>(a.A) % 16 == 0;
   const int mode = kp.mode;
-  const int64_t gs = kp.gs;
-
-  if (plan == kPlanAuto) {
-    plan = M <= 32 ? kPlanGemv2 : (M <= 64 ? kPlanGemm : kPlanGemmWide);
-    split_k = 1;
-  }
-  if (plan != kPlanGemv && plan != kPlanGemm && plan != kPlanGemmWide && plan != kPlanGemv2 &&
-      plan != kPlanWgmma && plan != kPlanWgmmaTall)
-    return "unknown plan " + std::to_string(plan);
-  if (split_k < 1) split_k = 1;
-  const size_t need = cuda_workspace_bytes(plan, split_k, M, N);
-  if (need > 0 && (workspace == nullptr || workspace_bytes < need))
-    return "workspace too small: plan " + std::to_string(plan) + " split_k " + std::to_string(split_k) +
-           " needs " + std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes);
-
   const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16
                  : a.accum_dtype == DType::kF16 ? cudak::TC_F16ACC16
                                                  : cudak::TC_F16;
-  const int64_t counter_bytes = static_cast<int64_t>(cuda_counter_bytes(M, N));
+  const bool whole_groups = plan::groups_in_whole_tiles(mode != cudak::MODE_NONE, kp.gs, bits);
+
+  const int k = static_cast<int>(kernel);
+  if (k < 0 || k >= plan::kNumKernels || kernel == Kernel::kDequantizeThenDot)
+    return "kernel " + std::to_string(k) + " is not a matmul kernel";
+  const plan::Plan p = plan::finish(kernel, tile, split_k, M, N, K, bits);
+  const std::string name = plan::kernel_name(kernel);
+  if (p.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < static_cast<size_t>(p.workspace_bytes)))
+    return "workspace too small: " + name + " with split_k " + std::to_string(p.split_k) + " needs " +
+           std::to_string(p.workspace_bytes) + " bytes, got " + std::to_string(workspace_bytes);
+
+  const int64_t counter_bytes = plan::counter_bytes(M, N);
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   const size_t a_row = static_cast<size_t>(K) * 2, c_row = static_cast<size_t>(N) * dtype_size(a.out_dtype);
 
-  if (plan == kPlanGemv || plan == kPlanGemv2) {
-    // Slices of 16 rows of M. Plan 4 runs v2 where it can, else v1 without
-    // split-K (which needs no workspace).
-    const int64_t split = plan == kPlanGemv ? std::min<int64_t>({split_k, kp.KT, 65535}) : 1;
-    const int64_t gcols = (N + 255) / 256;  // v1: 256 weight rows per CTA
-    for (int64_t m0 = 0; m0 < M; m0 += 16) {
-      const int64_t ms = std::min<int64_t>(16, M - m0);
-      KParams k = kp;
-      k.M = ms;
-      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
-      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
-      k.split = static_cast<int>(split);
-      int v2_variant = 0;
-      const int v2_smem = plan == kPlanGemv2 ? gemv2_smem_for(tc, fc, ms, gs, mode, &v2_variant) : -1;
+  if (kernel == Kernel::kDecode || kernel == Kernel::kDecodeSplitK) {
+    if (kernel == Kernel::kDecode) {
+      if (tc == cudak::TC_F16ACC16) return "decode needs float32 accumulation (decode_splitk runs float16)";
+      if (!whole_groups) return "decode needs groups of whole packed tiles (decode_splitk runs the others)";
+      if (p.tile < 0 || (M > plan::kDecodeMaxRows && M % plan::kDecodeMaxRows && p.tail_tile < 0))
+        return "decode: no shape fits " + std::to_string(M) + " rows in shared memory";
+    } else if (p.split_k > kp.KT || p.split_k > 65535) {
+      return "decode_splitk: split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(kp.KT) +
+             " packed tiles of K";
+    }
+    // Launches of 16 activation rows each.
+    const int64_t gcols = plan::ceil_div(N, plan::kDecodeSplitKRows);
+    for (int64_t m0 = 0; m0 < M; m0 += plan::kDecodeMaxRows) {
+      const int64_t ms = std::min<int64_t>(plan::kDecodeMaxRows, M - m0);
+      KParams kl = kp;
+      kl.M = ms;
+      kl.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+      kl.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+      kl.split = static_cast<int>(p.split_k);
       std::string err;
-      if (v2_smem >= 0) {
-        err = launch(cudak::gemv2_entry(tc, fc, v2_variant), dim3(static_cast<unsigned>((N + 31) / 32)), k, stream,
-                     v2_smem);
+      if (kernel == Kernel::kDecode) {
+        const int shape = ms == plan::kDecodeMaxRows || M <= plan::kDecodeMaxRows ? p.tile : p.tail_tile;
+        const int entry = shape + (mode >= cudak::MODE_ORIGINAL ? plan::kNumDecodeShapes : 0);
+        err = launch(cudak::decode_entry(tc, fc, entry), dim3(static_cast<unsigned>(plan::ceil_div(N, plan::kDecodeRowsPerCta))),
+                     kl, stream, plan::decode_smem_bytes(bits, shape, ms));
       } else {
-        if (split > 1) {
-          k.counters = reinterpret_cast<unsigned int*>(ws);
-          k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+        if (p.split_k > 1) {
+          kl.counters = reinterpret_cast<unsigned int*>(ws);
+          kl.partial = reinterpret_cast<float*>(ws + counter_bytes);
           cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(gcols) * 4, stream);
           if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
         }
-        const KernelEntry ke = cudak::gemv_entry(tc, fc, ms <= 8 ? 0 : 1);
+        const KernelEntry ke = cudak::decode_splitk_entry(tc, fc, ms <= 8 ? 0 : 1);
         const int smem = ke.fixed_smem + (mode != 0 ? ke.group_smem : 0) + static_cast<int>(ms) * ke.row_smem;
-        err = launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(split)), k, stream, smem);
+        err = launch(ke, dim3(static_cast<unsigned>(gcols), static_cast<unsigned>(p.split_k)), kl, stream, smem);
       }
       if (!err.empty()) return err;
     }
@@ -307,58 +290,54 @@ std::string matmul_cuda(const MatmulArgs& a, int64_t plan, int64_t split_k, void
   }
 
   // The GEMMs: a grid of BN x BM output tiles x split, in launches of at most 65535 tile rows.
-  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM, int stage_k) -> std::string {
-    const int64_t KB = (K + stage_k - 1) / stage_k;
-    const int64_t split = std::min<int64_t>({split_k, KB, 65535});
-    const int64_t nblocks = (N + BN - 1) / BN;
+  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM) -> std::string {
+    const int64_t stages = plan::ceil_div(K, p.stage_k);
+    if (p.split_k > stages || p.split_k > 65535)
+      return name + ": split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(stages) +
+             " stages of K";
+    const int64_t nblocks = plan::ceil_div(N, BN);
     const int64_t max_rows = int64_t{65535} * BM;
     for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
       const int64_t ms = std::min<int64_t>(max_rows, M - m0);
-      KParams k = kp;
-      k.M = ms;
-      k.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
-      k.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
-      k.split = static_cast<int>(split);
-      const int64_t mblocks = (ms + BM - 1) / BM;
-      if (split > 1) {
-        k.counters = reinterpret_cast<unsigned int*>(ws);
-        k.partial = reinterpret_cast<float*>(ws + counter_bytes);
+      KParams kl = kp;
+      kl.M = ms;
+      kl.A = static_cast<const uint8_t*>(a.A) + m0 * a_row;
+      kl.C = static_cast<uint8_t*>(a.C) + m0 * c_row;
+      kl.split = static_cast<int>(p.split_k);
+      const int64_t mblocks = plan::ceil_div(ms, BM);
+      if (p.split_k > 1) {
+        kl.counters = reinterpret_cast<unsigned int*>(ws);
+        kl.partial = reinterpret_cast<float*>(ws + counter_bytes);
         cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
         if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
       }
       std::string err = launch(
-          ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(split)), k,
-          stream);
+          ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
+          kl, stream);
       if (!err.empty()) return err;
     }
     return "";
   };
 
-  const bool split_groups = mode != cudak::MODE_NONE && gs % tile_k(bits) != 0;
-  if (plan == kPlanWgmma || plan == kPlanWgmmaTall) {
-    // Plans 6 / 7 where they can run, else plan 2 with the same split (same workspace).
+  if (kernel == Kernel::kGemmWgmma) {
+    if (tile < 0 || tile >= plan::kNumWgmmaTiles) return "gemm_wgmma: bad tile " + std::to_string(tile);
     DeviceInfo info;
     if (std::string err = device_info(&info); !err.empty()) return err;
-    // (the producer warp copies the activations 16 bytes at a time: A must be 16-byte aligned)
-    if (info.sm90 && tc != cudak::TC_F16ACC16 && !split_groups && kp.a_aligned) {
-      WgmmaTile t = wgmma_tile(plan, M);
-      KernelEntry ke = cudak::wgmma_entry(tc, fc, t.variant);
-      if (ke.fn == nullptr) {  // stages too large for this tile (1-bit): 128 x up to 128
-        t = wgmma_tile(kPlanWgmma, M);
-        ke = cudak::wgmma_entry(tc, fc, t.variant);
-      }
-      const int stage_k = wgmma_stage_k(bits, t.bm);
-      if (ke.fn != nullptr && K % stage_k == 0) return run_tiles(ke, t.bn, t.bm, stage_k);
-    }
-    plan = kPlanGemm;
+    if (!info.sm90) return "gemm_wgmma needs an sm_90 GPU (the plan's sm90 flag was wrong)";
+    if (tc == cudak::TC_F16ACC16) return "gemm_wgmma needs float32 accumulation";
+    if (!whole_groups) return "gemm_wgmma needs groups of whole packed tiles";
+    // (the producer warp copies the activations 16 bytes at a time)
+    if (!kp.a_aligned) return "gemm_wgmma needs A 16-byte aligned (plan with a_aligned = false)";
+    if (K % p.stage_k != 0) return "gemm_wgmma: K must be a multiple of " + std::to_string(p.stage_k);
+    const KernelEntry ke = cudak::gemm_wgmma_entry(tc, fc, tile);
+    if (ke.fn == nullptr) return "gemm_wgmma: this format's stages do not fit the tile";
+    return run_tiles(ke, plan::kWgmmaTiles[tile].weight_rows, plan::kWgmmaTiles[tile].act_rows);
   }
 
-  // Plan 2: 128 weight rows x 32 (M <= 32) or 64 activation rows per CTA; plan 3: 256 x 32 or 64.
-  // Groups that end inside packed tiles take the 128 x 32 kernel with the per-8-column path.
-  const int BN = plan == kPlanGemm || split_groups ? 128 : 256;
-  const int BM = M > 32 && !split_groups ? 64 : 32;
-  const int variant = split_groups ? 4 : (BN == 256 ? 2 : 0) + (BM == 64 ? 1 : 0);
-  return run_tiles(cudak::gemm_entry(tc, fc, variant), BN, BM, gemm_stage_k(bits));
+  if (tile < 0 || tile >= plan::kNumMmaTiles) return "gemm_mma: bad tile " + std::to_string(tile);
+  if (!whole_groups && !plan::kMmaTiles[tile].groups_inside_tiles)
+    return "gemm_mma: groups that end inside packed tiles need the groups-in-tiles tile";
+  return run_tiles(cudak::gemm_mma_entry(tc, fc, tile), plan::kMmaTiles[tile].weight_rows, plan::kMmaTiles[tile].act_rows);
 }
 
 std::string dequantize_cuda(const MatmulArgs& a, cudaStream_t stream) {
@@ -370,7 +349,7 @@ std::string dequantize_cuda(const MatmulArgs& a, cudaStream_t stream) {
   const int tc = a.a_dtype == DType::kBF16 ? cudak::TC_BF16 : cudak::TC_F16;
   const int64_t blocks = ((a.N / kTileN) * kp.KT + cudak::kDequantWarps - 1) / cudak::kDequantWarps;
   if (blocks >= (int64_t{1} << 31)) return "weight too large to dequantize in one launch";
-  return launch(cudak::dequant_entry(tc, fmt_class(a.w_format)), dim3(static_cast<unsigned>(blocks)), kp,
+  return launch(cudak::dequantize_entry(tc, fmt_class(a.w_format)), dim3(static_cast<unsigned>(blocks)), kp,
                 stream);
 }
 

@@ -5,12 +5,14 @@
 //        -Xcompiler -fopenmp tests/cuda/selftest.cu csrc/cuda/*.cu -o build/cuda_selftest -lgomp
 // Run:
 //   build/cuda_selftest [--cases N] [--seed S] [--no-big] [--no-time] [--time-only] [--mid]
-//                       [--mid-plans 6,7]
-//   (--mid: the GEMM plans 2 / 3 at M = 16..256 and 6 / 7 up to 4096 over their split-K
-//   choices, kernel-only timings; --mid-plans: only those plans)
+//                       [--mid-kernels gemm_wgmma,gemm_wgmma_tall]
+//   (--mid: gemm_mma (narrow and wide tiles) at M = 16..256 and gemm_wgmma (and its tall tile) up
+//   to 4096 over their split-K choices, kernel-only timings; --mid-kernels: only those)
+//   build/cuda_selftest --one M N K kernel split fmt_id [group_size]: time one configuration
+//   (kernel: decode, decode_splitk, gemm_mma, gemm_mma_wide, gemm_wgmma, gemm_wgmma_tall)
 //
 // Correctness: random cases over format x mode x activation dtype x accumulation
-// x output dtype x group size x M x bias x plan x split_k (and misaligned A),
+// x output dtype x group size x M x bias x kernel and tile x split_k (and misaligned A),
 // packed with layout.h's index math, checked against a float64 host reference
 // that dequantizes like bitblas_jax/reference.py (value -> scale/zeros in float64
 // -> rounded to A's dtype) by ||out - ref|| / ||ref||; the output is poisoned
@@ -108,23 +110,88 @@ static void store_code(uint8_t* W, int64_t K, int bits, int64_t n, int64_t k, ui
   memcpy(W + slot.byte, &w, 4);
 }
 
+// A kernel to test and, for the GEMMs, whether its wide (gemm_mma: 256 weight rows) or tall
+// (gemm_wgmma: 256 activation rows) tile.
+struct Choice {
+  plan::Kernel kernel;
+  bool big_tile = false;
+};
+constexpr Choice kDecode{plan::Kernel::kDecode}, kDecodeSplitK{plan::Kernel::kDecodeSplitK},
+    kGemmMma{plan::Kernel::kGemmMma}, kGemmMmaWide{plan::Kernel::kGemmMma, true},
+    kGemmWgmma{plan::Kernel::kGemmWgmma}, kGemmWgmmaTall{plan::Kernel::kGemmWgmma, true};
+
+static std::string choice_name(const Choice& c) {
+  return std::string(plan::kernel_name(c.kernel)) +
+         (c.big_tile ? (c.kernel == plan::Kernel::kGemmMma ? "_wide" : "_tall") : "");
+}
+
+static bool parse_choice(const std::string& name, Choice* out) {
+  for (const Choice& c : {kDecode, kDecodeSplitK, kGemmMma, kGemmMmaWide, kGemmWgmma, kGemmWgmmaTall})
+    if (name == choice_name(c)) {
+      *out = c;
+      return true;
+    }
+  return false;
+}
+
+struct Launch {
+  plan::Kernel kernel;
+  int tile;
+};
+
+// The (kernel, tile) that runs a problem when `want` is asked for: the wanted kernel and tile where
+// they can run it, else what the plan would run in their place (decode -> decode_splitk,
+// gemm_wgmma -> gemm_mma), so random cases always hand the dispatcher a valid plan.
+static Launch launch_for(const Choice& want, int64_t M, int64_t N, int64_t K, WFormat fmt, ScaleMode mode,
+                         int64_t gs, DType acc, bool a_aligned) {
+  static const bool sm90 = [] {
+    int dev = 0, major = 0, minor = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    return major == 9 && minor == 0;
+  }();
+  plan::PlanQuery q;
+  q.M = M, q.N = N, q.K = K, q.bits = format_bits(fmt), q.accum_f32 = acc == DType::kF32;
+  q.mode = static_cast<int>(mode), q.group_size = gs, q.sm90 = sm90, q.a_aligned = a_aligned;
+  const bool whole = plan::groups_in_whole_tiles(mode != ScaleMode::kNone, gs, q.bits);
+  switch (want.kernel) {
+    case plan::Kernel::kDecode:
+      if (plan::decode_fits(q)) return {plan::Kernel::kDecode, 0};
+      return {plan::Kernel::kDecodeSplitK, 0};
+    case plan::Kernel::kGemmWgmma:
+      if (plan::wgmma_fits(q)) {
+        const bool tall = want.big_tile && plan::wgmma_supported(q.bits, 256) && K % plan::wgmma_stage_k(q.bits, 256) == 0;
+        return {plan::Kernel::kGemmWgmma, tall ? plan::kWgmma128x256 : plan::wgmma_tile_for(q) == plan::kWgmma128x256
+                                                                            ? plan::kWgmma128x128
+                                                                            : plan::wgmma_tile_for(q)};
+      }
+      break;
+    case plan::Kernel::kGemmMma: break;
+    default: return {want.kernel, 0};
+  }
+  if (!whole) return {plan::Kernel::kGemmMma, plan::kMma128x32GroupsInTiles};
+  return {plan::Kernel::kGemmMma, (want.big_tile ? 2 : 0) + (M > 32 ? 1 : 0)};
+}
+
 struct Case {
   WFormat fmt;
   ScaleMode mode;
   DType a_dt, acc_dt, out_dt;
   int64_t M, N, K, gs;
   bool bias;
-  int64_t plan, split;
+  Choice choice;
+  int64_t split;
   int a_misalign;  // elements of offset of A (0: aligned)
 };
 
 static std::string describe(const Case& c) {
   char buf[256];
-  snprintf(buf, sizeof buf, "%s %s A=%s acc=%s out=%s M=%ld N=%ld K=%ld g=%ld bias=%d plan=%ld split=%ld mis=%d",
+  snprintf(buf, sizeof buf, "%s %s A=%s acc=%s out=%s M=%ld N=%ld K=%ld g=%ld bias=%d kernel=%s split=%ld mis=%d",
            format_name(c.fmt), mode_name(c.mode),
            dtype_name(c.a_dt), dtype_name(c.acc_dt),
            dtype_name(c.out_dt), (long)c.M, (long)c.N, (long)c.K, (long)c.gs, (int)c.bias,
-           (long)c.plan, (long)c.split, c.a_misalign);
+           choice_name(c.choice).c_str(), (long)c.split, c.a_misalign);
   return buf;
 }
 
@@ -244,7 +311,9 @@ static double run_case(const Case& cs, std::mt19937_64& rng, std::string* err_ou
     CK(cudaMalloc(&dB, N * 2));
     CK(cudaMemcpy(dB, Bias.data(), N * 2, cudaMemcpyHostToDevice));
   }
-  const size_t wsb = cuda_workspace_bytes(cs.plan, cs.split, M, N);
+  const Launch run = launch_for(cs.choice, M, N, K, cs.fmt, cs.mode, cs.gs, cs.acc_dt, cs.a_misalign == 0);
+  const plan::Plan p = plan::finish(run.kernel, run.tile, cs.split, M, N, K, format_bits(cs.fmt));
+  const size_t wsb = static_cast<size_t>(p.workspace_bytes);
   if (wsb) {
     CK(cudaMalloc(&dWs, wsb));
     CK(cudaMemset(dWs, 0xab, wsb));  // garbage: the kernel must not rely on it
@@ -254,7 +323,7 @@ static double run_case(const Case& cs, std::mt19937_64& rng, std::string* err_ou
   args.w_format = cs.fmt; args.a_dtype = cs.a_dt; args.accum_dtype = cs.acc_dt; args.out_dtype = cs.out_dt;
   args.mode = cs.mode; args.group_size = cs.gs;
   args.A = dA + 2 * cs.a_misalign; args.W = dW; args.scale = dS; args.zeros = dZ; args.bias = dB; args.C = dC;
-  std::string err = matmul_cuda(args, cs.plan, cs.split, dWs, wsb, nullptr);
+  std::string err = matmul_cuda(args, run.kernel, run.tile, cs.split, dWs, wsb, nullptr);
   cudaError_t e = cudaDeviceSynchronize();
   if (err.empty() && e != cudaSuccess) err = std::string("sync: ") + cudaGetErrorString(e);
   double rel = INFINITY;
@@ -361,15 +430,24 @@ static int correctness(int rounds, uint64_t seed, bool big) {
           gss.push_back(c.K);
           c.gs = gss[rng() % gss.size()];
           c.bias = rng() & 1;
-          // plans: decode (1 / 4), GEMM (2 / 3), Hopper GEMM (6 / 7; plan 2 elsewhere)
+          // kernels: decode, decode_splitk, gemm_mma (narrow / wide), gemm_wgmma (gemm_mma off sm_90)
           const int64_t pick = rng() % 6;
+          const Choice wgmma = (rng() % 2) ? kGemmWgmmaTall : kGemmWgmma;
           if (c.M <= 16)
-            c.plan = pick < 2 ? 2 + pick : pick == 2 || pick == 4 ? 4 : pick == 3 ? 6 + rng() % 2 : 1;
+            c.choice = pick == 0 ? kGemmMma : pick == 1 ? kGemmMmaWide : pick == 2 || pick == 4 ? kDecode
+                       : pick == 3 ? wgmma : kDecodeSplitK;
           else
-            c.plan = pick == 0 ? 1 + 3 * (rng() % 2) : pick <= 2 ? 1 + pick : 6 + rng() % 2;
+            c.choice = pick == 0 ? ((rng() % 2) ? kDecode : kDecodeSplitK) : pick == 1 ? kGemmMma
+                       : pick == 2 ? kGemmMmaWide : wgmma;
           const int64_t splits[] = {1, 1, 2, 3, 5};
           c.split = splits[rng() % 5];
           c.a_misalign = (rng() % 10 == 0) ? 1 : 0;
+          // the dispatcher launches only splits the problem has stages for (decode: none)
+          const Launch l = launch_for(c.choice, c.M, c.N, c.K, c.fmt, c.mode, c.gs, c.acc_dt, c.a_misalign == 0);
+          const int64_t stages = l.kernel == plan::Kernel::kDecodeSplitK ? c.K / tk
+                                 : l.kernel == plan::Kernel::kDecode ? 1
+                                 : plan::ceil_div(c.K, plan::finish(l.kernel, l.tile, 1, c.M, c.N, c.K, bits).stage_k);
+          c.split = std::min(c.split, stages);
           check(c, dt);
         }
       }
@@ -385,7 +463,7 @@ static int correctness(int rounds, uint64_t seed, bool big) {
         for (int64_t M : {1, 6}) {
           const int dt = static_cast<int>(rng() % 3);
           Case c{fmt, mode, dt == 2 ? DType::kBF16 : DType::kF16, dt == 1 ? DType::kF16 : DType::kF32,
-                 static_cast<DType>(rng() % 3), M, 272, (rng() & 1) ? 2048 : 1664, gs, (rng() & 1) != 0, 4, 1, 0};
+                 static_cast<DType>(rng() % 3), M, 272, (rng() & 1) ? 2048 : 1664, gs, (rng() & 1) != 0, kDecode, 1, 0};
           check(c, dt);
         }
     }
@@ -393,10 +471,11 @@ static int correctness(int rounds, uint64_t seed, bool big) {
   if (big) {
     // > 2^31 packed bytes: 64-bit tile offsets
     Case c{WFormat::kInt8, ScaleMode::kScale, DType::kF16, DType::kF32, DType::kF32, 2, 32768, 69632, 128,
-           true, 1, 2, 0};
-    for (int64_t plan : {1, 2, 4, 6}) {
-      c.plan = plan;
-      c.M = plan == 2 || plan == 6 ? 65 : 2;
+           true, kDecodeSplitK, 2, 0};
+    for (const Choice& k : {kDecodeSplitK, kGemmMma, kDecode, kGemmWgmma}) {
+      c.choice = k;
+      c.M = k.kernel == plan::Kernel::kGemmMma || k.kernel == plan::Kernel::kGemmWgmma ? 65 : 2;
+      c.split = k.kernel == plan::Kernel::kDecode ? 1 : 2;
       std::string err;
       const double rel = run_case(c, rng, &err, true);
       ++total;
@@ -418,9 +497,10 @@ struct TimeRes {
   double us_launch, us_graph;
 };
 
-static TimeRes time_cfg(int64_t M, int64_t N, int64_t K, int64_t plan, int64_t split, WFormat fmt, int64_t gs,
-                        int reps_buf) {
+static TimeRes time_cfg(int64_t M, int64_t N, int64_t K, const Choice& choice, int64_t split, WFormat fmt,
+                        int64_t gs, int reps_buf) {
   const int bits = format_bits(fmt);
+  const Launch run = launch_for(choice, M, N, K, fmt, ScaleMode::kScale, gs, DType::kF32, true);
   const size_t wbytes = static_cast<size_t>(N) * K * bits / 8;
   const int64_t G = K / gs;
   std::vector<uint8_t*> Ws(reps_buf);
@@ -442,7 +522,7 @@ static TimeRes time_cfg(int64_t M, int64_t N, int64_t K, int64_t plan, int64_t s
   CK(cudaMalloc(&dA, M * K * 2));
   CK(cudaMemcpy(dA, ha.data(), M * K * 2, cudaMemcpyHostToDevice));
   CK(cudaMalloc(&dC, M * N * 2));
-  const size_t wsb = cuda_workspace_bytes(plan, split, M, N);
+  const size_t wsb = static_cast<size_t>(plan::finish(run.kernel, run.tile, split, M, N, K, bits).workspace_bytes);
   void* dWs = nullptr;
   if (wsb) CK(cudaMalloc(&dWs, wsb));
   cudaStream_t st;
@@ -452,7 +532,7 @@ static TimeRes time_cfg(int64_t M, int64_t N, int64_t K, int64_t plan, int64_t s
     a.M = M; a.N = N; a.K = K; a.w_format = fmt; a.a_dtype = DType::kF16; a.accum_dtype = DType::kF32;
     a.out_dtype = DType::kF16; a.mode = ScaleMode::kScale; a.group_size = gs;
     a.A = dA; a.W = Ws[i % reps_buf]; a.scale = Ss[i % reps_buf]; a.C = dC;
-    std::string err = matmul_cuda(a, plan, split, dWs, wsb, st);
+    std::string err = matmul_cuda(a, run.kernel, run.tile, split, dWs, wsb, st);
     if (!err.empty()) {
       fprintf(stderr, "timing call failed: %s\n", err.c_str());
       exit(3);
@@ -528,25 +608,25 @@ static double copy_bandwidth() {
   return 2.0 * bytes * 5 / (ms * 1e-3) / 1e12;
 }
 
-// The GEMM plans over M and their split-K choices (kernel-only, CUDA graph): plans 2 / 3 up
-// to M = 256, the Hopper plans 6 / 7 up to 4096.
-static void timing_mid(const std::vector<int64_t>& plans) {
-  printf("%13s %6s %6s %6s %4s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call", "us/graph",
-         "TFLOP/s");
+// The GEMMs over M and their split-K choices (kernel-only, CUDA graph): gemm_mma up to M = 256,
+// gemm_wgmma up to 4096.
+static void timing_mid(const std::vector<Choice>& kernels) {
+  printf("%13s %6s %6s %6s %16s %5s | %9s %9s | %8s\n", "fmt", "M", "N", "K", "kernel", "split", "us/call",
+         "us/graph", "TFLOP/s");
   const int64_t shapes[][2] = {{8192, 8192}, {28672, 8192}, {4096, 4096}};
   for (const auto& nk : shapes)
     for (int64_t M : {16, 32, 64, 128, 256, 512, 1024, 4096})
-      for (int64_t plan : plans)
+      for (const Choice& kernel : kernels)
         for (int64_t split : {1, 2, 4, 8}) {
-          const bool wg = plan >= 6;
+          const bool wg = kernel.kernel == plan::Kernel::kGemmWgmma;
           if (!wg && M > 256) continue;
           if (wg && split > (M <= 256 ? 4 : M <= 512 ? 2 : 1)) continue;
           if (nk[0] == 4096 && M > 1024) continue;
           const double wbytes = nk[0] * nk[1] / 2.0;
           const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
-          const TimeRes r = time_cfg(M, nk[0], nk[1], plan, split, WFormat::kInt4, 128, bufs);
-          printf("%13s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.1f\n", "int4", (long)M, (long)nk[0], (long)nk[1],
-                 (long)plan, (long)split, r.us_launch, r.us_graph, 2.0 * M * nk[0] * nk[1] / (r.us_graph * 1e-6) / 1e12);
+          const TimeRes r = time_cfg(M, nk[0], nk[1], kernel, split, WFormat::kInt4, 128, bufs);
+          printf("%13s %6ld %6ld %6ld %16s %5ld | %9.2f %9.2f | %8.1f\n", "int4", (long)M, (long)nk[0], (long)nk[1],
+                 choice_name(kernel).c_str(), (long)split, r.us_launch, r.us_graph, 2.0 * M * nk[0] * nk[1] / (r.us_graph * 1e-6) / 1e12);
           fflush(stdout);
         }
 }
@@ -557,36 +637,35 @@ static void timing() {
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   printf("d2d copy: %.2f TB/s (read + write)\n", copy_bandwidth());
   struct Cfg {
-    int64_t M, N, K, plan, split;
+    int64_t M, N, K;
+    Choice kernel;
+    int64_t split;
     WFormat fmt;
   };
   std::vector<Cfg> cfgs;
   const WFormat i4 = WFormat::kInt4;
   for (int64_t nk : {8192, 4096}) {
     for (int64_t M : {1, 4, 16}) {
-      cfgs.push_back({M, nk, nk, 4, 1, i4});
-      for (int64_t s : {8}) {
-        if (M == 4 && s != 8 && s != 16) continue;
-        cfgs.push_back({M, nk, nk, 1, s, i4});
-      }
+      cfgs.push_back({M, nk, nk, kDecode, 1, i4});
+      cfgs.push_back({M, nk, nk, kDecodeSplitK, 8, i4});
     }
-    for (int64_t M : {32, 64}) cfgs.push_back({M, nk, nk, 4, 1, i4});
+    for (int64_t M : {32, 64}) cfgs.push_back({M, nk, nk, kDecode, 1, i4});
   }
-  for (int64_t M : {1, 16}) cfgs.push_back({M, 28672, 8192, 4, 1, i4});
-  cfgs.push_back({1, 8192, 28672, 4, 1, i4});
+  for (int64_t M : {1, 16}) cfgs.push_back({M, 28672, 8192, kDecode, 1, i4});
+  cfgs.push_back({1, 8192, 28672, kDecode, 1, i4});
   for (WFormat f : {WFormat::kUInt8, WFormat::kInt2, WFormat::kUInt1, WFormat::kNF4, WFormat::kFP4E2M1, WFormat::kFP8E4M3, WFormat::kF16}) {
-    cfgs.push_back({1, 8192, 8192, 1, 8, f});
-    cfgs.push_back({1, 8192, 8192, 4, 1, f});
+    cfgs.push_back({1, 8192, 8192, kDecodeSplitK, 8, f});
+    cfgs.push_back({1, 8192, 8192, kDecode, 1, f});
   }
-  printf("%13s %6s %6s %6s %4s %5s | %9s %9s | %8s %8s %8s\n", "fmt", "M", "N", "K", "plan", "split", "us/call",
+  printf("%13s %6s %6s %6s %16s %5s | %9s %9s | %8s %8s %8s\n", "fmt", "M", "N", "K", "kernel", "split", "us/call",
          "us/graph", "floor_us", "TB/s", "TFLOP/s");
   for (const Cfg& c : cfgs) {
     const double wbytes = c.N * c.K * format_bits(c.fmt) / 8.0 + c.N * (c.K / 128) * 2.0;
     const int bufs = std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes)));
-    const TimeRes r = time_cfg(c.M, c.N, c.K, c.plan, c.split, c.fmt, 128, bufs);
+    const TimeRes r = time_cfg(c.M, c.N, c.K, c.kernel, c.split, c.fmt, 128, bufs);
     const double floor_us = wbytes / 3.0e12 * 1e6;
-    printf("%13s %6ld %6ld %6ld %4ld %5ld | %9.2f %9.2f | %8.2f %8.2f %8.1f\n", format_name(c.fmt),
-           (long)c.M, (long)c.N, (long)c.K, (long)c.plan, (long)c.split, r.us_launch, r.us_graph, floor_us,
+    printf("%13s %6ld %6ld %6ld %16s %5ld | %9.2f %9.2f | %8.2f %8.2f %8.1f\n", format_name(c.fmt),
+           (long)c.M, (long)c.N, (long)c.K, choice_name(c.kernel).c_str(), (long)c.split, r.us_launch, r.us_graph, floor_us,
            wbytes / (r.us_graph * 1e-6) / 1e12, 2.0 * c.M * c.N * c.K / (r.us_graph * 1e-6) / 1e12);
     fflush(stdout);
   }
@@ -596,20 +675,25 @@ int main(int argc, char** argv) {
   int rounds = 2;
   uint64_t seed = 0x5eed;
   bool big = true, do_time = true, do_check = true, mid = false;
-  std::vector<int64_t> mid_plans = {2, 3, 6, 7};
+  std::vector<Choice> mid_kernels = {kGemmMma, kGemmMmaWide, kGemmWgmma, kGemmWgmmaTall};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--one" && i + 6 < argc) {
-      // --one M N K plan split fmt_id [group_size]: time one config (for profilers); group
+      // --one M N K kernel split fmt_id [group_size]: time one config (for profilers); group
       // size 128 unless given (K: per channel)
       const int64_t M = atoll(argv[i + 1]), N = atoll(argv[i + 2]), K = atoll(argv[i + 3]);
-      const int64_t plan = atoll(argv[i + 4]), split = atoll(argv[i + 5]);
+      Choice kernel;
+      if (!parse_choice(argv[i + 4], &kernel)) {
+        fprintf(stderr, "--one: unknown kernel %s\n", argv[i + 4]);
+        return 2;
+      }
+      const int64_t split = atoll(argv[i + 5]);
       const WFormat f = static_cast<WFormat>(atoi(argv[i + 6]));
       const int64_t gs = i + 7 < argc ? atoll(argv[i + 7]) : 128;
       const double wbytes = static_cast<double>(N) * K * format_bits(f) / 8.0;
-      const TimeRes r = time_cfg(M, N, K, plan, split, f, gs, std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes))));
-      printf("one: %s M=%ld N=%ld K=%ld gs=%ld plan=%ld split=%ld: %.2f us/call, %.2f us/graph\n",
-             format_name(f), (long)M, (long)N, (long)K, (long)gs, (long)plan, (long)split,
+      const TimeRes r = time_cfg(M, N, K, kernel, split, f, gs, std::max<int>(2, static_cast<int>(std::ceil(160e6 / wbytes))));
+      printf("one: %s M=%ld N=%ld K=%ld gs=%ld kernel=%s split=%ld: %.2f us/call, %.2f us/graph\n",
+             format_name(f), (long)M, (long)N, (long)K, (long)gs, choice_name(kernel).c_str(), (long)split,
              r.us_launch, r.us_graph);
       return 0;
     }
@@ -619,16 +703,25 @@ int main(int argc, char** argv) {
     else if (a == "--no-time") do_time = false;
     else if (a == "--time-only") do_check = false;
     else if (a == "--mid") mid = true;
-    else if (a == "--mid-plans" && i + 1 < argc) {  // e.g. --mid-plans 6,7
+    else if (a == "--mid-kernels" && i + 1 < argc) {  // e.g. --mid-kernels gemm_wgmma,gemm_wgmma_tall
       mid = true;
-      mid_plans.clear();
-      for (const char* q = argv[++i]; *q; ++q)
-        if (*q >= '0' && *q <= '9') mid_plans.push_back(*q - '0');
+      mid_kernels.clear();
+      std::string list = argv[++i];
+      for (size_t pos = 0; pos <= list.size();) {
+        const size_t end = std::min(list.find(',', pos), list.size());
+        Choice c;
+        if (!parse_choice(list.substr(pos, end - pos), &c)) {
+          fprintf(stderr, "--mid-kernels: unknown kernel %s\n", list.substr(pos, end - pos).c_str());
+          return 2;
+        }
+        mid_kernels.push_back(c);
+        pos = end + 1;
+      }
     }
   }
   int fails = 0;
   if (do_check) fails = correctness(rounds, seed, big);
   if (do_time) timing();
-  if (mid) timing_mid(mid_plans);
+  if (mid) timing_mid(mid_kernels);
   return fails ? 1 : 0;
 }

@@ -1,4 +1,4 @@
-// Plan 4: the decode kernel, v2 (M <= 16 per launch, float32 accumulation).
+// The decode kernel: small M (at most 16 rows per launch), float32 accumulation.
 //
 // One CTA of 8 warps owns two 16-row bands (32 weight rows) and the whole K:
 // no split-K across CTAs, so no workspace, no memset, one launch. The K tiles
@@ -14,7 +14,7 @@
 // group's k-steps instead of to every weight, and zero points through the
 // column sums of the activations (an extra mma against an all-ones fragment):
 //   sum_k w a = s * sum_k v a - zs * sum_k a,  zs = z*s (original, quantized) or z (rescale).
-// So the weight is never rounded to A's dtype (at least as accurate as v1).
+// So the weight is never rounded to A's dtype (at least as accurate as rounding it).
 // Needs group_size % TK == 0 (groups of whole tiles) unless mode is none. With 4
 // tiles per chunk, no zeros and exactly two groups per chunk (2 gs == WK: int4 group
 // 128, int8 group 64), the chunk's scales travel with its weights: one 32-bit word per
@@ -32,28 +32,28 @@
 namespace bitblas_jax {
 namespace cudak {
 
-// UT: consecutive tiles per warp and chunk (formats under 4 bits use 1); the
-// host picks the largest whose ring fits (matmul_cuda.cu gemv2_smem_for).
+// MB x UT: a decode shape (plan.h DecodeShape: n8 blocks, tiles per warp and chunk; formats under
+// 4 bits use one tile); the plan picks the shape, and every size here comes from plan.h.
 template <int FC, int MB, int UT>
-struct Gemv2Cfg {
+struct DecodeCfg {
   static constexpr int BITS = fc_bits(FC);
-  static constexpr int TK = 256 / BITS;                    // k per tile
-  static constexpr int U = BITS >= 4 ? UT : 1;             // consecutive tiles per warp and chunk
-  // ring stages (chunks); two for 16 rows with 2 tiles, whose activations fill the ring cap (at 16 rows
-  // a chunk takes longer to compute than to load, so one chunk in flight suffices)
-  static constexpr int NST = U == 4 ? 3 : MB == 2 && U == 2 ? 2 : MB == 1 && U == 1 ? 6 : 4;
-  static constexpr int WK = U * TK;                        // k per warp and chunk
-  static constexpr int LDW = WK + 8;                       // activation row stride in halves (ldmatrix bank spread)
-  static constexpr int WSTAGE = U * 1024;                  // weight bytes per warp and stage (U tiles x 2 bands)
-  static constexpr int RING_BYTES = 8 * NST * WSTAGE;
-  static constexpr int A_ROW_BYTES = 8 * NST * LDW * 2;    // activation ring bytes per row of M
-  static constexpr int SSTAGE = U == 4 ? 32 * 4 : 0;       // staged scale bytes per warp and stage (32 rows)
-  static constexpr int STAGE_BYTES = 8 * NST * SSTAGE;     // after the activations
+  static constexpr int TK = plan::packed_tile_k(BITS);        // k per tile
+  static constexpr int U = plan::decode_tiles(BITS, UT);        // consecutive tiles per warp and chunk
+  static constexpr int NST = plan::decode_stages(BITS, MB, UT);  // ring stages (chunks)
+  static constexpr int WK = U * TK;                             // k per warp and chunk
+  static constexpr int LDW = plan::decode_act_stride(BITS, UT); // activation row stride in halves
+  static constexpr int WSTAGE = plan::decode_warp_stage_bytes(BITS, UT);  // weight bytes per warp and stage
+  static constexpr int RING_BYTES = plan::decode_ring_bytes(BITS, MB, UT);
+  static constexpr int A_ROW_BYTES = plan::decode_act_row_bytes(BITS, MB, UT);  // activation ring bytes per row of M
+  static constexpr int SSTAGE = U == 4 ? 32 * 4 : 0;            // staged scale bytes per warp and stage (32 rows)
+  static constexpr int STAGE_BYTES = plan::decode_scale_stage_bytes(BITS, MB, UT);  // after the activations
+  static_assert(STAGE_BYTES == 8 * NST * SSTAGE, "plan.h sizes the scale stage");
+  static_assert(WK + 8 == LDW && RING_BYTES == 8 * NST * WSTAGE, "plan.h sizes the ring");
 };
 
 template <int FC, typename T, int MB, int UT, bool ZEROS>
-__global__ void __launch_bounds__(256, 2) gemv2_kernel(const KParams p) {
-  using Cfg = Gemv2Cfg<FC, MB, UT>;
+__global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
+  using Cfg = DecodeCfg<FC, MB, UT>;
   constexpr int TK = Cfg::TK, NS = TK / 16, NST = Cfg::NST, LDW = Cfg::LDW, WK = Cfg::WK, U = Cfg::U;
   constexpr int WSTAGE = Cfg::WSTAGE;
   constexpr int CHK = 8 * WK;   // k per chunk (all warps)

@@ -1,8 +1,8 @@
-// Plans 2 / 3: the tensor-core GEMM for M > 16 (v2: the mid-M kernel).
+// The mma.sync tensor-core GEMM (any sm_80+ GPU) for M past the decode kernels.
 //
 // Grid (ceil(N/BN), ceil(M/BM), split). A CTA of 8 warps computes a BN (weight
-// rows) x BM (activation rows) tile of C^T over a K range: BN = 128 (plan 2)
-// or 256 (plan 3), BM = 32 (M <= 32) or 64. The warps stand
+// rows) x BM (activation rows) tile of C^T over a K range: BN = 128 or 256
+// (plan.h kMmaTiles: the wide tile halves the activation reads), BM = 32 (M <= 32) or 64. The warps stand
 // WNW along n and 8/WNW along m; each owns two 16-row bands and WM = BM*WNW/8
 // activation rows, so every decoded weight fragment feeds WM/8 mma.
 // Stages of BK = TPB packed tiles per band (TPB = 2 for 4 to 16 bits, else 1)
@@ -23,23 +23,25 @@ namespace bitblas_jax {
 namespace cudak {
 
 template <int FC, int BM, int WNW>
-struct GemmCfg {
+struct GemmMmaCfg {
   static constexpr int BITS = fc_bits(FC);
-  static constexpr int TK = 256 / BITS;            // k per packed tile
-  static constexpr int TPB = BITS >= 4 ? 2 : 1;    // tiles per band and stage
-  static constexpr int BK = TPB * TK;              // k per stage
+  static constexpr int TK = plan::packed_tile_k(BITS);   // k per packed tile
+  static constexpr int TPB = plan::mma_tiles_per_stage(BITS);  // tiles per band and stage
+  static constexpr int BK = plan::mma_stage_k(BITS);      // k per stage
   static constexpr int BN = WNW * 32;              // weight rows per CTA (two bands per warp)
   static constexpr int NB = BN / 16;               // bands per CTA
   static constexpr int WM = BM * WNW / 8;          // activation rows per warp
   static constexpr int MBW = WM / 8;               // n8 blocks per warp
-  static constexpr int LDA = BK + 8;
+  static constexpr int LDA = plan::mma_act_stride(BITS);
   static constexpr int W_BYTES = NB * TPB * 512;
   static constexpr int A_BYTES = BM * LDA * 2;
   static constexpr int STAGE_BYTES = W_BYTES + A_BYTES;
-  // two CTAs per SM where they fit (MBW < 8), else one with deeper stages
-  static constexpr int STAGES = MBW >= 8 ? (4 * STAGE_BYTES <= 220 * 1024 ? 4 : 3)
-                                         : (4 * STAGE_BYTES <= 110 * 1024 ? 4 : 3);
-  static constexpr int SMEM = STAGES * STAGE_BYTES;
+  // the plan's tile of these dimensions: its stage count and shared memory (plan.h)
+  static constexpr int TILE = (BN == 256 ? 2 : 0) + (BM == 64 ? 1 : 0);
+  static constexpr int STAGES = plan::mma_stages(BITS, TILE);
+  static constexpr int SMEM = plan::mma_smem_bytes(BITS, TILE);
+  static_assert(plan::kMmaTiles[TILE].weight_rows == BN && plan::kMmaTiles[TILE].act_rows == BM, "plan.h tile");
+  static_assert(plan::mma_stage_bytes(BITS, TILE) == STAGE_BYTES, "plan.h sizes the stage");
   static_assert(MBW % 2 == 0, "ldmatrix.x4 loads two n8 blocks");
   static_assert(3 * STAGE_BYTES <= 227 * 1024, "stages do not fit in shared memory");
 };
@@ -49,8 +51,8 @@ struct GemmCfg {
 // SPLIT_GROUPS: groups may end inside a packed tile (group_size % tile_k != 0):
 // such tiles go through a slower path with per-8-column parameters.
 template <int FC, typename T, bool ACC16, int BM, int WNW, bool SPLIT_GROUPS>
-__global__ void __launch_bounds__(256, GemmCfg<FC, BM, WNW>::MBW >= 8 ? 1 : 2) gemm_kernel(const KParams p) {
-  using Cfg = GemmCfg<FC, BM, WNW>;
+__global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, WNW>::TILE)) gemm_mma_kernel(const KParams p) {
+  using Cfg = GemmMmaCfg<FC, BM, WNW>;
   constexpr int TK = Cfg::TK, BK = Cfg::BK, TPB = Cfg::TPB, STAGES = Cfg::STAGES, LDA = Cfg::LDA;
   constexpr int NB = Cfg::NB, BN = Cfg::BN, WM = Cfg::WM, MBW = Cfg::MBW;
   constexpr int NS = TK / 16;  // k-steps per tile

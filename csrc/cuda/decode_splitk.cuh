@@ -1,4 +1,5 @@
-// Plan 1: the small-M ("gemv", decode) kernel.
+// The split-K decode kernel: small M where the decode kernel cannot run (float16 accumulation,
+// groups that end inside packed tiles).
 //
 // Grid (ceil(N/256), split). A CTA of 8 warps owns 16 row bands of 16 weight
 // rows (256 rows of N) and one K range [t0, t1) of packed tiles; each warp
@@ -21,10 +22,10 @@ namespace bitblas_jax {
 namespace cudak {
 
 template <int FC, int MB>
-struct GemvCfg {
+struct DecodeSplitKCfg {
   static constexpr int BITS = fc_bits(FC);
   static constexpr int TK = 256 / BITS;
-  static constexpr int ROWS = 256;                     // weight rows per CTA
+  static constexpr int ROWS = plan::kDecodeSplitKRows;  // weight rows per CTA
   static constexpr int U = 2;                          // k-tiles per stage
   static constexpr int NST = 3;                        // ring stages
   static constexpr int KCH = MB == 1 ? 2048 : 1024;    // activation chunk (k)
@@ -38,10 +39,10 @@ struct GemvCfg {
 };
 
 template <int FC, typename T, bool ACC16, int MB>
-__global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParams p) {
+__global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) decode_splitk_kernel(const KParams p) {
   using X = TT<T>;
   using T2 = typename X::T2;
-  using Cfg = GemvCfg<FC, MB>;
+  using Cfg = DecodeSplitKCfg<FC, MB>;
   constexpr int TK = Cfg::TK;     // tile k
   constexpr int NS = TK / 16;     // k-steps per tile
   constexpr int U = Cfg::U, NST = Cfg::NST, LDA = Cfg::LDA, GPC = Cfg::GPC, ROWS = Cfg::ROWS;
@@ -49,7 +50,7 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) gemv_kernel(const KParam
   constexpr int STAGE = U * 2 * 512;  // bytes per warp and stage
 
   // Dynamic shared memory: [ring: 8 warps x NST stages][scales+zeros if grouped][A: rows < M]
-  // (gemv_smem_bytes() on the host sizes it the same way).
+  // (the host sizes each launch from the KernelEntry fields the instantiation sets from this config).
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ T2 sTab[nf4_tab_words<FC>()];
   uint16_t* sS = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES);  // [ROWS][GPC]

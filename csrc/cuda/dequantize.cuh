@@ -1,6 +1,6 @@
 // Dequantize the packed weight to a row-major [N, K] matrix in A's dtype (the
 // large-M path: this, then XLA's own dot, i.e. cuBLAS). Rounds exactly like
-// the v1 kernels and bitblas_jax/reference.py: w = (v - z) * s etc. in T.
+// gemm_mma, decode_splitk and bitblas_jax/reference.py: w = (v - z) * s etc. in T.
 // One warp per 512-byte tile, 4 per CTA: decode + scale in registers (the m16n8k16
 // fragment order of docs/LAYOUT.md), transpose through shared memory, then
 // 16-byte row-contiguous stores.
@@ -12,7 +12,7 @@ namespace bitblas_jax {
 namespace cudak {
 
 template <int FC, typename T>
-__global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const KParams p) {
+__global__ void __launch_bounds__(kDequantWarps * 32) dequantize_kernel(const KParams p) {
   constexpr int TK = 256 / fc_bits(FC), NS = TK / 16, LDT = TK + 8;  // padded row (halves)
   __shared__ __align__(16) uint16_t st[kDequantWarps][16 * LDT];
   __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];

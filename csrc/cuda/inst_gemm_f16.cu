@@ -1,4 +1,0 @@
-#define BBJ_T __half
-#define BBJ_ACC16 false
-#define BBJ_ENTRY gemm_entry_f16
-#include "inst_gemm.inc"

@@ -1,4 +1,0 @@
-#define BBJ_T __nv_bfloat16
-#define BBJ_ACC16 false
-#define BBJ_ENTRY gemv_entry_bf16
-#include "inst_gemv.inc"

@@ -1,4 +1,0 @@
-#define BBJ_T __half
-#define BBJ_ACC16 true
-#define BBJ_ENTRY gemv_entry_f16acc16
-#include "inst_gemv.inc"

@@ -1,0 +1,364 @@
+// The kernel plan of the CUDA backend: which kernel runs C[M, N] = A[M, K] x dequant(W)[N, K]^T, with
+// which tile, how many ways K is split across CTAs, and every number that follows from that choice
+// (k per pipeline stage, shared memory of the decode kernel, workspace bytes).
+//
+// This header is the one owner of that arithmetic. The kernels' compile-time configurations
+// (decode.cuh DecodeCfg, gemm_mma.cuh GemmMmaCfg, gemm_wgmma.cuh WgmmaCfg) derive their sizes from the
+// functions here, the host dispatcher (matmul_cuda.cu) launches what a Plan says, and Python
+// (bitblas_jax/gpu_plan.py, through the _bitblas_plan module) asks make_plan() and keeps only the
+// measured M thresholds and the environment overrides. Pure C++17, usable from host and device code.
+#pragma once
+
+#include <cstdint>
+
+// Compile-time arithmetic: kernel configurations use it in constant expressions (device code reaches
+// it through --expt-relaxed-constexpr), the host at run time.
+#define BBJ_PLAN_FN constexpr
+
+namespace bitblas_jax {
+namespace plan {
+
+// ---- kernels, named by mechanism ---------------------------------------------------------------
+enum class Kernel : int {
+  // Small M: one CTA per 32 weight rows over all of K, a warp-private cp.async ring, group scales
+  // applied to fp32 partial sums; M <= 16 per launch (larger M in 16-row slices), no workspace.
+  kDecode = 0,
+  // Small M where kDecode cannot run (fp16 accumulation, groups that end inside packed tiles):
+  // 256 weight rows per CTA, K split across CTAs, the last CTA of a column reduces.
+  kDecodeSplitK = 1,
+  // mma.sync tensor-core GEMM with a cp.async pipeline (any sm_80+ GPU).
+  kGemmMma = 2,
+  // Hopper GEMM (sm_90a): warp-specialized, wgmma with the dequantized weight as register operand.
+  kGemmWgmma = 3,
+  // Large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot multiplies.
+  kDequantizeThenDot = 4,
+};
+constexpr int kNumKernels = 5;
+
+inline const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::kDecode: return "decode";
+    case Kernel::kDecodeSplitK: return "decode_splitk";
+    case Kernel::kGemmMma: return "gemm_mma";
+    case Kernel::kGemmWgmma: return "gemm_wgmma";
+    case Kernel::kDequantizeThenDot: return "dequantize_then_dot";
+  }
+  return "?";
+}
+
+// ---- the packed layout (docs/LAYOUT.md) --------------------------------------------------------
+constexpr int kTileRows = 16;                                 // weight rows of a packed tile
+BBJ_PLAN_FN int packed_tile_k(int bits) { return 256 / bits; }  // k of a 512-byte packed tile
+BBJ_PLAN_FN bool groups_in_whole_tiles(bool grouped, int64_t group_size, int bits) {
+  return !grouped || group_size % packed_tile_k(bits) == 0;
+}
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+constexpr int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// ---- decode: kernel shapes and shared memory ----------------------------------------------------
+// A shape is (n8 blocks of 8 activation rows, packed tiles per warp and chunk). More tiles per chunk
+// put more weight bytes in flight per warp; a second n8 block serves 9..16 rows from one weight read.
+struct DecodeShape {
+  int n8_blocks;
+  int tiles;
+};
+// In the order the plan tries them: up to 8 rows the one-block shapes, else the two-block ones,
+// each time the most tiles per chunk whose ring and activations fit kDecodeSmemCap.
+constexpr int kNumDecodeShapes = 4;
+constexpr DecodeShape kDecodeShapes[kNumDecodeShapes] = {{1, 4}, {1, 2}, {2, 2}, {2, 1}};
+constexpr int kDecodeWarps = 8;
+constexpr int kDecodeRowsPerCta = 32;   // two 16-row bands of weights per CTA
+constexpr int kDecodeMaxRows = 16;      // activation rows per launch (two n8 blocks)
+// Ring + activations of one CTA: two CTAs per H100 / H200 SM (228 KB, 1 KB reserved per CTA).
+// The staged scales (3 KB, 4-tile shapes) and nf4's 128-byte table come on top and still fit twice.
+constexpr int kDecodeSmemCap = 110 * 1024;
+
+// Formats under 4 bits take one tile per chunk (their tiles already hold 128..256 k).
+BBJ_PLAN_FN int decode_tiles(int bits, int tiles) { return bits >= 4 ? tiles : 1; }
+// Ring stages (chunks in flight): three for 4-tile chunks; two for 16 rows with 2 tiles, whose
+// activations fill the cap (at 16 rows a chunk takes longer to compute than to load); six for
+// one-tile one-block chunks (short chunks need more of them in flight); else four.
+BBJ_PLAN_FN int decode_stages(int bits, int n8_blocks, int tiles) {
+  return decode_tiles(bits, tiles) == 4                            ? 3
+         : n8_blocks == 2 && decode_tiles(bits, tiles) == 2       ? 2
+         : n8_blocks == 1 && decode_tiles(bits, tiles) == 1       ? 6
+                                                                   : 4;
+}
+// Weight bytes per warp and stage: `tiles` tiles x two 16-row bands x 512 bytes.
+BBJ_PLAN_FN int decode_warp_stage_bytes(int bits, int tiles) { return decode_tiles(bits, tiles) * 1024; }
+BBJ_PLAN_FN int decode_ring_bytes(int bits, int n8_blocks, int tiles) {
+  return kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * decode_warp_stage_bytes(bits, tiles);
+}
+// Activation row stride in halves: the warp's k per chunk + 8 (spreads ldmatrix rows over banks).
+BBJ_PLAN_FN int decode_act_stride(int bits, int tiles) { return decode_tiles(bits, tiles) * packed_tile_k(bits) + 8; }
+// Activation ring bytes per row of M.
+BBJ_PLAN_FN int decode_act_row_bytes(int bits, int n8_blocks, int tiles) {
+  return kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * decode_act_stride(bits, tiles) * 2;
+}
+// Staged group scales (4-tile shapes: one 4-byte scale pair per row, 32 rows per warp and stage),
+// placed after the activations, outside kDecodeSmemCap.
+BBJ_PLAN_FN int decode_scale_stage_bytes(int bits, int n8_blocks, int tiles) {
+  return decode_tiles(bits, tiles) == 4 ? kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * 32 * 4 : 0;
+}
+BBJ_PLAN_FN int decode_capped_bytes(int bits, int shape, int64_t rows) {
+  return decode_ring_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles) +
+         static_cast<int>(rows) * decode_act_row_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles);
+}
+BBJ_PLAN_FN int decode_smem_bytes(int bits, int shape, int64_t rows) {
+  return decode_capped_bytes(bits, shape, rows) +
+         decode_scale_stage_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles);
+}
+// The shape for one launch of `rows` (1..16) activation rows, or -1 where none fits.
+BBJ_PLAN_FN int decode_shape_for(int bits, int64_t rows) {
+  for (int s = rows <= 8 ? 0 : 2; s < kNumDecodeShapes; ++s)
+    if (decode_capped_bytes(bits, s, rows) <= kDecodeSmemCap) return s;
+  return -1;
+}
+
+// ---- decode_splitk --------------------------------------------------------------------------------
+constexpr int kDecodeSplitKRows = 256;     // weight rows per CTA
+constexpr int kDecodeSplitKCtasPerSm = 2;  // resident 256-thread CTAs per SM (shared memory)
+constexpr int kDecodeSplitKMinTiles = 4;   // packed k-tiles per warp and split, at least
+
+// ---- gemm_mma: tiles --------------------------------------------------------------------------------
+// weight rows x activation rows per CTA; groups_inside_tiles: the per-8-column scale path for groups
+// that end inside packed tiles (group_size % tile_k != 0).
+struct MmaTile {
+  int weight_rows;
+  int act_rows;
+  bool groups_inside_tiles;
+};
+constexpr int kNumMmaTiles = 5;
+constexpr MmaTile kMmaTiles[kNumMmaTiles] = {
+    {128, 32, false}, {128, 64, false}, {256, 32, false}, {256, 64, false}, {128, 32, true}};
+enum MmaTileId : int { kMma128x32 = 0, kMma128x64 = 1, kMma256x32 = 2, kMma256x64 = 3, kMma128x32GroupsInTiles = 4 };
+// Warps along the weight rows (each warp holds two 16-row bands).
+BBJ_PLAN_FN int mma_weight_warps(int tile) { return kMmaTiles[tile].weight_rows / 32; }
+// n8 blocks of activation rows per warp (8 warps per CTA).
+BBJ_PLAN_FN int mma_n8_per_warp(int tile) { return kMmaTiles[tile].act_rows * mma_weight_warps(tile) / 8 / 8; }
+// Warp tiles of 8 n8 blocks need more than 128 registers: one CTA per SM, else two.
+BBJ_PLAN_FN int mma_ctas_per_sm(int tile) { return mma_n8_per_warp(tile) >= 8 ? 1 : 2; }
+// Tiles per 16-row band and stage: two for >= 4 bits (128+ k per stage), one below.
+BBJ_PLAN_FN int mma_tiles_per_stage(int bits) { return bits >= 4 ? 2 : 1; }
+BBJ_PLAN_FN int mma_stage_k(int bits) { return mma_tiles_per_stage(bits) * packed_tile_k(bits); }
+BBJ_PLAN_FN int mma_act_stride(int bits) { return mma_stage_k(bits) + 8; }  // halves; bank spread
+BBJ_PLAN_FN int mma_stage_bytes(int bits, int tile) {
+  return kMmaTiles[tile].weight_rows / kTileRows * mma_tiles_per_stage(bits) * 512 +
+         kMmaTiles[tile].act_rows * mma_act_stride(bits) * 2;
+}
+// Four stages where they fit the SM's budget (220 KB for one CTA, 110 KB each for two), else three.
+BBJ_PLAN_FN int mma_stages(int bits, int tile) {
+  return 4 * mma_stage_bytes(bits, tile) <= (mma_ctas_per_sm(tile) == 1 ? 220 : 110) * 1024 ? 4 : 3;
+}
+BBJ_PLAN_FN int mma_smem_bytes(int bits, int tile) { return mma_stages(bits, tile) * mma_stage_bytes(bits, tile); }
+// The wide tiles (256 weight rows) read the activations half as often; they pay once their tiles
+// alone about fill the GPU (this many of them).
+constexpr int kMmaWideMinTiles = 100;
+constexpr int kMmaMaxSplit = 8;
+constexpr int64_t kMmaPartialCap = 16 << 20;  // split-K fp32 partials stay in L2: at most this many bytes
+
+// ---- gemm_wgmma: tiles ------------------------------------------------------------------------------
+struct WgmmaTile {
+  int weight_rows;
+  int act_rows;
+};
+constexpr int kNumWgmmaTiles = 4;
+constexpr WgmmaTile kWgmmaTiles[kNumWgmmaTiles] = {{128, 32}, {128, 64}, {128, 128}, {128, 256}};
+enum WgmmaTileId : int { kWgmma128x32 = 0, kWgmma128x64 = 1, kWgmma128x128 = 2, kWgmma128x256 = 3 };
+constexpr int kWgmmaWeightRows = 128;  // two consumer warpgroups, one 16-row band per warp
+
+// Shared-memory budgets: two CTAs per SM for tiles of <= 64 activation rows, one above.
+constexpr int kWgmmaTwoCtaBudget = 106 * 1024;
+constexpr int kWgmmaOneCtaBudget = 220 * 1024;
+// A stage of 128 k: BM x 128 activations + 8 bands x 128 k of weights.
+BBJ_PLAN_FN int wgmma_long_stage_bytes(int bits, int act_rows) { return act_rows * 128 * 2 + 8 * 16 * 128 * bits / 8; }
+// Stages of at least 128 k pay the stage's waits and scale loads half as often: taken where enough of
+// them fit (four in the two-CTA budget, three in the one-CTA budget).
+BBJ_PLAN_FN bool wgmma_long_stages(int bits, int act_rows) {
+  return act_rows <= 64 ? 4 * wgmma_long_stage_bytes(bits, act_rows) <= kWgmmaTwoCtaBudget
+                        : 3 * wgmma_long_stage_bytes(bits, act_rows) <= kWgmmaOneCtaBudget;
+}
+// k per stage: whole packed tiles, at least 128 where wgmma_long_stages(), else at least 64 (one
+// 128-byte swizzled sub-tile of 16-bit activations).
+BBJ_PLAN_FN int wgmma_stage_k(int bits, int act_rows) {
+  const int k_min = wgmma_long_stages(bits, act_rows) ? 128 : 64;
+  return k_min > packed_tile_k(bits) ? k_min : packed_tile_k(bits);
+}
+BBJ_PLAN_FN int wgmma_tiles_per_stage(int bits, int act_rows) { return wgmma_stage_k(bits, act_rows) / packed_tile_k(bits); }
+BBJ_PLAN_FN int wgmma_stage_bytes(int bits, int act_rows) {
+  return act_rows * wgmma_stage_k(bits, act_rows) * 2 + kWgmmaWeightRows / kTileRows * wgmma_tiles_per_stage(bits, act_rows) * 512;
+}
+BBJ_PLAN_FN int wgmma_ctas_per_sm(int bits, int act_rows) {
+  return act_rows <= 64 && 4 * wgmma_stage_bytes(bits, act_rows) <= kWgmmaTwoCtaBudget ? 2 : 1;
+}
+// As many stages as the CTA's budget holds, at most 8.
+BBJ_PLAN_FN int wgmma_stages(int bits, int act_rows) {
+  const int fit = (wgmma_ctas_per_sm(bits, act_rows) == 2 ? kWgmmaTwoCtaBudget : kWgmmaOneCtaBudget) /
+                  wgmma_stage_bytes(bits, act_rows);
+  return fit < 8 ? fit : 8;
+}
+// k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them asynchronous (one tile per
+// stage, tiles other than 128 activation rows), else 2.
+BBJ_PLAN_FN int wgmma_window(int bits, int act_rows) {
+  return wgmma_tiles_per_stage(bits, act_rows) > 1 || act_rows == 128 ? 2 : 3;
+}
+// A ring of at least three stages, and enough k-steps per stage for the window.
+BBJ_PLAN_FN bool wgmma_supported(int bits, int act_rows) {
+  return wgmma_stages(bits, act_rows) >= 3 &&
+         wgmma_tiles_per_stage(bits, act_rows) * (packed_tile_k(bits) / 16) >= wgmma_window(bits, act_rows) - 1;
+}
+// + 1 KB to align the ring to the 1024-byte swizzle.
+BBJ_PLAN_FN int wgmma_smem_bytes(int bits, int act_rows) {
+  return wgmma_stages(bits, act_rows) * wgmma_stage_bytes(bits, act_rows) + 1024;
+}
+// The tall tile (256 activation rows) from this many of its output tiles (about one wave).
+constexpr int kWgmmaTallMinTiles = 128;
+constexpr int kWgmmaMaxSplit = 4;
+constexpr int64_t kWgmmaPartialCap = 8 << 20;
+
+// ---- split-K workspace ----------------------------------------------------------------------------
+// One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
+// partial sums of every split.
+BBJ_PLAN_FN int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
+BBJ_PLAN_FN int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N) {
+  return split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
+             ? 0
+             : counter_bytes(M, N) + split_k * M * N * 4;
+}
+
+// ---- the plan ----------------------------------------------------------------------------------------
+enum : int { kModeNone = 0 };  // kernel_api.h ScaleMode::kNone: no group scales
+
+struct PlanQuery {
+  int64_t M = 0, N = 0, K = 0;
+  int bits = 4;                 // weight bits (format_bits)
+  bool accum_f32 = true;        // float32 accumulation (else float16)
+  int mode = 0;                 // ScaleMode (0: no scales)
+  int64_t group_size = 0;
+  bool sm90 = false;            // an sm_90 GPU: gemm_wgmma can run
+  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's producer copies 16 bytes at a time)
+  int num_sms = 132;
+  // Measured thresholds (bitblas_jax/gpu_plan.py): the largest M for each kernel; a GEMM larger than
+  // its max runs kDequantizeThenDot.
+  int64_t decode_max_m = 16;
+  int64_t decode_splitk_max_m = 8;
+  int64_t mma_max_m = 64;
+  int64_t wgmma_max_m = 1024;
+};
+
+struct Plan {
+  Kernel kernel = Kernel::kDecode;
+  int tile = 0;                 // MmaTileId / WgmmaTileId; decode: the shape of a full 16-row launch
+  int tail_tile = -1;           // decode: the shape of the last launch of M % 16 rows (-1: none)
+  int64_t split_k = 1;
+  int stage_k = 0;              // k per pipeline stage (GEMMs), packed tile k (decode kernels)
+  int64_t workspace_bytes = 0;
+};
+
+inline int64_t one_wave_split(int num_sms, int64_t tiles, int per_sm, int64_t stages, int64_t max_split,
+                              int64_t partial_cap, int64_t M, int64_t N) {
+  // about one wave of resident CTAs; at least 4 stages per split; fp32 partials within partial_cap
+  const double want = static_cast<double>(per_sm) * num_sms / static_cast<double>(tiles);
+  int64_t split = static_cast<int64_t>(want + 0.5);
+  // Python's round() rounds halves to even; keep the two identical
+  if (want + 0.5 == static_cast<double>(split) && split % 2 == 1) split -= 1;
+  split = min64(min64(split, max_split), min64(stages / 4, partial_cap / (4 * M * N)));
+  return max64(1, split);
+}
+
+// The numbers that follow from (kernel, tile, split_k) for one problem: what the dispatcher needs.
+inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits) {
+  (void)K;
+  Plan p;
+  p.kernel = kernel;
+  p.tile = tile;
+  p.split_k = split_k < 1 ? 1 : split_k;
+  switch (kernel) {
+    case Kernel::kDecode:
+      p.split_k = 1;
+      p.tile = decode_shape_for(bits, min64(M, kDecodeMaxRows));
+      p.tail_tile = M > kDecodeMaxRows && M % kDecodeMaxRows ? decode_shape_for(bits, M % kDecodeMaxRows) : -1;
+      p.stage_k = packed_tile_k(bits);
+      break;
+    case Kernel::kDecodeSplitK:
+      p.tile = 0;
+      p.stage_k = packed_tile_k(bits);
+      break;
+    case Kernel::kGemmMma: p.stage_k = mma_stage_k(bits); break;
+    case Kernel::kGemmWgmma: p.stage_k = wgmma_stage_k(bits, kWgmmaTiles[tile].act_rows); break;
+    case Kernel::kDequantizeThenDot:
+      p.tile = 0;
+      p.split_k = 1;
+      break;
+  }
+  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N);
+  return p;
+}
+
+// Whether every launch of M rows can run kDecode (16-row slices and the remainder).
+inline bool decode_fits(const PlanQuery& q) {
+  if (!q.accum_f32 || !groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return false;
+  if (decode_shape_for(q.bits, min64(q.M, kDecodeMaxRows)) < 0) return false;
+  return q.M % kDecodeMaxRows == 0 || decode_shape_for(q.bits, q.M % kDecodeMaxRows) >= 0;
+}
+
+// The gemm_wgmma tile for M rows: the tall tile past 128 rows once its tiles about fill the GPU
+// (where its stages fit), else the smallest tile that holds M (at most 128 rows).
+inline int wgmma_tile_for(const PlanQuery& q) {
+  const bool tall = q.M > 128 && ceil_div(q.N, 128) * ceil_div(q.M, 256) >= kWgmmaTallMinTiles;
+  if (tall && wgmma_supported(q.bits, 256)) return kWgmma128x256;
+  return q.M <= 32 ? kWgmma128x32 : q.M <= 64 ? kWgmma128x64 : kWgmma128x128;
+}
+
+// Whether gemm_wgmma runs this problem: an sm_90 GPU, fp32 accumulation, groups of whole packed
+// tiles, A 16-byte aligned, a supported stage ring and K a multiple of its stage's k.
+inline bool wgmma_fits(const PlanQuery& q) {
+  if (!q.sm90 || !q.accum_f32 || !q.a_aligned) return false;
+  if (!groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return false;
+  const int rows = kWgmmaTiles[wgmma_tile_for(q)].act_rows;
+  return wgmma_supported(q.bits, rows) && q.K % wgmma_stage_k(q.bits, rows) == 0;
+}
+
+inline int mma_tile_for(const PlanQuery& q) {
+  if (!groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return kMma128x32GroupsInTiles;
+  const bool wide = ceil_div(q.N, 256) * ceil_div(q.M, q.M > 32 ? 64 : 32) >= kMmaWideMinTiles;
+  return (wide ? 2 : 0) + (q.M > 32 ? 1 : 0);
+}
+
+inline Plan make_plan(const PlanQuery& q) {
+  const int64_t M = q.M, N = q.N, K = q.K;
+  if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
+  if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
+  const bool wgmma = wgmma_fits(q);
+  if (M > max64(q.decode_max_m, wgmma ? q.wgmma_max_m : q.mma_max_m))
+    return finish(Kernel::kDequantizeThenDot, 0, 1, M, N, K, q.bits);
+  if (M <= q.decode_splitk_max_m) {
+    const int64_t kt = K / packed_tile_k(q.bits);
+    const int64_t columns = ceil_div(N, kDecodeSplitKRows);
+    const int64_t target = static_cast<int64_t>(kDecodeSplitKCtasPerSm) * q.num_sms;  // about one wave
+    const double want = static_cast<double>(target) / static_cast<double>(columns);
+    int64_t split = static_cast<int64_t>(want + 0.5);
+    if (want + 0.5 == static_cast<double>(split) && split % 2 == 1) split -= 1;  // Python's round()
+    split = max64(1, min64(max64(1, split), min64(max64(1, kt / kDecodeSplitKMinTiles),
+                                                  max64(1, kMmaPartialCap / (4 * M * N)))));
+    return finish(Kernel::kDecodeSplitK, 0, split, M, N, K, q.bits);
+  }
+  if (wgmma) {
+    const int tile = wgmma_tile_for(q);
+    const int rows = kWgmmaTiles[tile].act_rows;
+    const int64_t tiles = ceil_div(N, kWgmmaWeightRows) * ceil_div(M, rows);
+    const int64_t split = one_wave_split(q.num_sms, tiles, rows > 64 ? 1 : 2, K / wgmma_stage_k(q.bits, rows),
+                                         kWgmmaMaxSplit, kWgmmaPartialCap, M, N);
+    return finish(Kernel::kGemmWgmma, tile, split, M, N, K, q.bits);
+  }
+  const int tile = mma_tile_for(q);
+  const int64_t tiles = ceil_div(N, kMmaTiles[tile].weight_rows) * ceil_div(M, kMmaTiles[tile].act_rows);
+  const int64_t split = one_wave_split(q.num_sms, tiles, mma_ctas_per_sm(tile), ceil_div(K, mma_stage_k(q.bits)),
+                                       kMmaMaxSplit, kMmaPartialCap, M, N);
+  return finish(Kernel::kGemmMma, tile, split, M, N, K, q.bits);
+}
+
+}  // namespace plan
+}  // namespace bitblas_jax

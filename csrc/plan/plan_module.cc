@@ -1,0 +1,90 @@
+// The pybind11 module _bitblas_plan: csrc/include/bitblas_jax/plan.h for Python. Built on every
+// install (no CUDA needed), so the plan of the CUDA backend is the same object on a machine without a
+// GPU, where tests check it, and in the process that launches the kernels.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "bitblas_jax/plan.h"
+
+namespace py = pybind11;
+namespace bp = bitblas_jax::plan;
+
+namespace {
+
+py::dict as_dict(const bp::Plan& p) {
+  py::dict d;
+  d["kernel"] = bp::kernel_name(p.kernel);
+  d["kernel_id"] = static_cast<int>(p.kernel);
+  d["tile"] = p.tile;
+  d["tail_tile"] = p.tail_tile;
+  d["split_k"] = p.split_k;
+  d["stage_k"] = p.stage_k;
+  d["workspace_bytes"] = p.workspace_bytes;
+  return d;
+}
+
+bp::Kernel kernel_by_name(const std::string& name) {
+  for (int k = 0; k < bp::kNumKernels; ++k)
+    if (name == bp::kernel_name(static_cast<bp::Kernel>(k))) return static_cast<bp::Kernel>(k);
+  throw py::value_error("unknown kernel '" + name + "'");
+}
+
+// (weight rows, activation rows) of a GEMM tile; decode kernels: (n8 blocks, tiles per chunk).
+py::tuple tile_dims(const std::string& kernel, int tile) {
+  const bp::Kernel k = kernel_by_name(kernel);
+  if (k == bp::Kernel::kGemmMma && tile >= 0 && tile < bp::kNumMmaTiles)
+    return py::make_tuple(bp::kMmaTiles[tile].weight_rows, bp::kMmaTiles[tile].act_rows);
+  if (k == bp::Kernel::kGemmWgmma && tile >= 0 && tile < bp::kNumWgmmaTiles)
+    return py::make_tuple(bp::kWgmmaTiles[tile].weight_rows, bp::kWgmmaTiles[tile].act_rows);
+  if (k == bp::Kernel::kDecode && tile >= 0 && tile < bp::kNumDecodeShapes)
+    return py::make_tuple(bp::kDecodeShapes[tile].n8_blocks, bp::kDecodeShapes[tile].tiles);
+  throw py::value_error("no tile " + std::to_string(tile) + " for kernel '" + kernel + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_bitblas_plan, m) {
+  m.doc() = "The kernel plan of bitblas_jax's CUDA backend (csrc/include/bitblas_jax/plan.h)";
+  m.def(
+      "make_plan",
+      [](int64_t M, int64_t N, int64_t K, int bits, bool accum_f32, int mode, int64_t group_size, bool sm90,
+         bool a_aligned, int num_sms, int64_t decode_max_m, int64_t decode_splitk_max_m, int64_t mma_max_m,
+         int64_t wgmma_max_m) {
+        bp::PlanQuery q;
+        q.M = M, q.N = N, q.K = K, q.bits = bits, q.accum_f32 = accum_f32, q.mode = mode;
+        q.group_size = group_size, q.sm90 = sm90, q.a_aligned = a_aligned, q.num_sms = num_sms;
+        q.decode_max_m = decode_max_m, q.decode_splitk_max_m = decode_splitk_max_m;
+        q.mma_max_m = mma_max_m, q.wgmma_max_m = wgmma_max_m;
+        return as_dict(bp::make_plan(q));
+      },
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("bits"), py::arg("accum_f32"), py::arg("mode"),
+      py::arg("group_size"), py::arg("sm90"), py::arg("a_aligned"), py::arg("num_sms"), py::arg("decode_max_m"),
+      py::arg("decode_splitk_max_m"), py::arg("mma_max_m"), py::arg("wgmma_max_m"),
+      "The plan for one problem (plan::make_plan), as a dict.");
+  m.def(
+      "finish",
+      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits) {
+        return as_dict(bp::finish(kernel_by_name(kernel), tile, split_k, M, N, K, bits));
+      },
+      py::arg("kernel"), py::arg("tile"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K"),
+      py::arg("bits"), "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
+  m.def("tile_dims", &tile_dims, py::arg("kernel"), py::arg("tile"),
+        "GEMM tiles: (weight rows, activation rows); decode shapes: (n8 blocks, tiles per chunk).");
+  m.def(
+      "decode_smem_bytes", [](int bits, int shape, int64_t rows) { return bp::decode_smem_bytes(bits, shape, rows); },
+      py::arg("bits"), py::arg("shape"), py::arg("rows"));
+  m.def(
+      "wgmma_stage_k", [](int bits, int act_rows) { return bp::wgmma_stage_k(bits, act_rows); }, py::arg("bits"),
+      py::arg("act_rows"));
+  m.def(
+      "workspace_bytes",
+      [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N) {
+        return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N);
+      },
+      py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"));
+  py::list names;
+  for (int k = 0; k < bp::kNumKernels; ++k) names.append(bp::kernel_name(static_cast<bp::Kernel>(k)));
+  m.attr("KERNELS") = names;
+}
