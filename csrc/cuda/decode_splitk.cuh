@@ -16,6 +16,7 @@
 // split > 1 writes fp32 partials and the last CTA of the column reduces them.
 #pragma once
 
+#include "bitblas_jax/plan.h"
 #include "common.cuh"
 
 namespace bitblas_jax {

@@ -17,6 +17,7 @@
 // the current stage computes.
 #pragma once
 
+#include "bitblas_jax/plan.h"
 #include "common.cuh"
 
 namespace bitblas_jax {

@@ -132,7 +132,7 @@ std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
 
 // Kernels that begin with griddep_wait (KernelEntry::pdl) go out with
 // programmatic stream serialization: they may start during the previous
-// kernel's tail and prefetch their weights (csrc/cuda/gemv2.cuh).
+// kernel's tail and prefetch their weights (csrc/cuda/decode.cuh).
 std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1) {
   if (ke.fn == nullptr) return "no kernel for this format / dtype combination";
   DeviceInfo info;
