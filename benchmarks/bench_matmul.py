@@ -1,6 +1,6 @@
 """bitblas_jax vs XLA (fp16/bf16 dot, jnp.int4 per-channel and group-128) vs PyTorch, same run.
 
-    python benchmarks/bench_matmul.py --quick           # a few rows (scripts/gpu_check.sh)
+    python benchmarks/bench_matmul.py --quick           # a few rows (tools/gpu_check.sh)
     python benchmarks/bench_matmul.py                   # the issue's full sweep
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 

@@ -1,5 +1,5 @@
 // Read-only bandwidth of a plain streaming kernel per buffer size (rotated over > L2), in a CUDA graph:
-// the realistic floor a decode kernel of that many weight bytes is compared with (benchmarks/RESULTS.md).
+// the realistic floor a decode kernel of that many weight bytes is compared with (docs/KERNELS.md).
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a tools/read_bandwidth.cu -o build/read_bandwidth
 #include <cstdio>
 #include <vector>

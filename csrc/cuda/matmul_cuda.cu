@@ -175,7 +175,7 @@ std::string weight_params(const MatmulArgs& a, KParams* kp) {
   if (gs <= 0 || K % gs != 0 || gs % 8 != 0)
     return "group_size must divide K and be a multiple of 8 (got " + std::to_string(gs) + ")";
   const int mode = static_cast<int>(a.mode);
-  if (mode < 0 || mode > static_cast<int>(ScaleMode::kQuantized)) return "bad mode";
+  if (mode < 0 || mode >= kNumScaleModes) return "bad mode";
   if (a.W == nullptr || a.C == nullptr) return "null W or output";
   if (mode != 0 && a.scale == nullptr) return "this mode needs scale";
   if (mode >= static_cast<int>(ScaleMode::kOriginal) && a.zeros == nullptr) return "this mode needs zeros";

@@ -381,13 +381,12 @@ static double tolerance(const Case& c) {
   return t;
 }
 
+// The modes a format allows (formats_generated.h, from bitblas_jax/formats.py).
 static std::vector<ScaleMode> modes_for(WFormat f) {
-  if (f == WFormat::kF16 || f == WFormat::kBF16) return {ScaleMode::kNone};
-  if (f == WFormat::kInt1)
-    return {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale};
-  if (format_is_integer(f))
-    return {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale, ScaleMode::kQuantized};
-  return {ScaleMode::kNone, ScaleMode::kScale};
+  std::vector<ScaleMode> modes;
+  for (int m = 0; m < kNumScaleModes; ++m)
+    if (format_allows_mode(f, static_cast<ScaleMode>(m))) modes.push_back(static_cast<ScaleMode>(m));
+  return modes;
 }
 
 static int correctness(int rounds, uint64_t seed, bool big) {
