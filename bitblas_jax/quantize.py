@@ -4,25 +4,37 @@ BitBLAS's quick start leaves "TODO(process weight to int4)"; this fills it:
     values, scale, zeros = quantize(weight, "int4", group_size=128)
     packed = matmul.transform_weight(values)
     C = matmul(A, packed, scale=scale)
+
+One algorithm, two executors. `_rtn` is written against an array namespace: NumPy
+runs it for NumPy inputs (the reference), jax.numpy runs it, jitted, for JAX arrays
+and inside traces (nnx.jit, vmap, eval_shape, jax.jit(init)), on the default device.
+The arithmetic is one IEEE operation at a time in the working precision (float64 for
+a float64 weight, else float32), so both give the same bits for the same input:
+  * a weight narrower than float32 (bf16, fp16) is widened to float32 first;
+  * every division is array / array of the same shape. XLA rewrites `x / constant`
+    and `x / broadcast(s)` into a multiplication by the reciprocal (not correctly
+    rounded), so the jax side materializes those divisors behind an
+    optimization_barrier, which XLA cannot see through;
+  * a product followed by a sum is split by a barrier too (a GPU would fuse it into
+    one FMA with a different rounding);
+  * the one sum (int1's mean |w|) is a fixed pairwise tree of elementwise adds,
+    not a reduction whose order the compiler picks.
+
+Non-finite weights: the NumPy path and the JAX path on concrete arrays raise
+ValueError. Under a trace the values are unknown, so a group holding NaN or inf
+gets a NaN scale (its outputs are NaN, never a finite guess); fp8 / 16-bit values
+carry NaN themselves; integer formats without a scale (with_scaling=False) have
+nowhere to put a NaN, so a run-time check raises when the traced computation runs.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from . import formats
 
 _FP8_MAX = {"float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
-
-
-def _nearest_code(x: np.ndarray, table) -> np.ndarray:
-    """Index of the nearest table entry (ties to the lower index)."""
-    t = np.asarray(table, np.float64)
-    order = np.argsort(t, kind="stable")
-    ts = t[order]
-    idx = np.clip(np.searchsorted(ts, x), 1, len(ts) - 1)
-    left, right = ts[idx - 1], ts[idx]
-    pick = np.where(np.abs(x - left) <= np.abs(right - x), idx - 1, idx)
-    return order[pick]
 
 
 def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = True,
@@ -34,91 +46,229 @@ def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = Tr
     in A_dtype or None; zeros: [N, K/group] in A_dtype (original, rescale), an
     integer array (quantized), or None. Scales are computed per group from the
     group's range: symmetric (absmax) without zeros, asymmetric (min..max) with.
+
+    A NumPy weight (or anything not a JAX array) gives NumPy arrays (the
+    reference); a JAX array, concrete or traced, gives JAX arrays computed by the
+    same arithmetic on its device, bit for bit the same. NaN / inf in the
+    weight raise ValueError (under a trace: see the module docstring).
     """
     fmt = formats.get_format(W_dtype)
-    w = np.asarray(weight, np.float64)
-    if w.ndim != 2:
-        raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
-    N, K = w.shape
-    if fmt.kind == "dense":
-        return w.astype(formats.DENSE_NUMPY[fmt.name]), None, None
+    ndim = len(getattr(weight, "shape", np.shape(weight)))
+    if ndim != 2:
+        raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(np.shape(weight))}")
+    N, K = (int(d) for d in np.shape(weight))
     if with_zeros and not with_scaling:
         raise ValueError("with_zeros=True needs with_scaling=True")
     mode = (zeros_mode if with_zeros else "scale") if with_scaling else "none"
-    if mode not in formats.allowed_modes(fmt):
+    if fmt.kind == "dense":
+        mode = "none"
+    elif mode not in formats.allowed_modes(fmt):
         raise ValueError(f"W_dtype={fmt.name!r} does not support mode {mode!r}; "
                          f"allowed: {formats.allowed_modes(fmt)}")
-    if not with_scaling:
-        return _round_values(fmt, w), None, None
-    g = K if group_size in (-1, None) else group_size
+    g = K if group_size in (-1, None) or mode == "none" else int(group_size)
     if g <= 0 or K % g:
         raise ValueError(f"group_size={group_size} must be -1 or divide K={K}")
-    adt = formats.NUMPY_DTYPES[A_dtype]
+    if A_dtype not in formats.NUMPY_DTYPES:
+        raise ValueError(f"A_dtype={A_dtype!r} is not supported; allowed: {sorted(formats.NUMPY_DTYPES)}")
+    if _is_jax(weight):
+        return _quantize_jax(weight, fmt.name, mode, g, A_dtype)
+    w = np.asarray(weight)
+    w = w.astype(np.float64 if w.dtype == np.float64 else np.float32)
+    _refuse_non_finite(np.isfinite(w))
+    return _rtn(_NUMPY, w, fmt, mode, g, formats.NUMPY_DTYPES[A_dtype])
+
+
+def _refuse_non_finite(finite) -> None:
+    """ValueError naming the argument and the first bad entry (finite: bool [N, K], concrete)."""
+    finite = np.asarray(finite)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise ValueError(f"quantize: weight holds NaN or inf ({len(bad)} entries, the first at "
+                         f"[{bad[0][0]}, {bad[0][1]}]); quantization would silently hide them")
+
+
+# ---- the two executors ---------------------------------------------------------------------------
+class _Ops:
+    """The array namespace `_rtn` runs on, plus the two things NumPy does not need."""
+
+    def __init__(self, xp, barrier, traced: bool):
+        self.xp, self.barrier, self.traced = xp, barrier, traced
+
+    def divide(self, x, d):
+        """x / d, correctly rounded: d broadcast to x's shape behind a barrier (see module doc)."""
+        xp = self.xp
+        d = xp.asarray(d, x.dtype)
+        if d.shape != x.shape:
+            d = self.barrier(xp.broadcast_to(d, x.shape))
+        return x / d
+
+
+_NUMPY = _Ops(np, lambda x: x, traced=False)
+
+
+def _is_jax(x) -> bool:
+    import jax
+    return isinstance(x, (jax.Array, jax.core.Tracer))
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_ops() -> _Ops:
+    import jax
+    import jax.numpy as jnp
+    return _Ops(jnp, jax.lax.optimization_barrier, traced=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted():
+    import jax
+
+    @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+    def run(w, fmt_name, mode, g, A_dtype):
+        w = w.astype(np.float64 if w.dtype == np.float64 else np.float32)
+        return _rtn(_jax_ops(), w, formats.get_format(fmt_name), mode, g,
+                    formats.NUMPY_DTYPES[A_dtype])
+    return run
+
+
+def _quantize_jax(weight, fmt_name: str, mode: str, g: int, A_dtype: str):
+    import jax
+    import jax.numpy as jnp
+    if not jnp.issubdtype(weight.dtype, jnp.floating) and not jnp.issubdtype(weight.dtype, jnp.integer):
+        raise TypeError(f"weight must be a float array, got {weight.dtype}")
+    if not isinstance(weight, jax.core.Tracer):
+        finite = jnp.isfinite(weight)
+        if not bool(jnp.all(finite)):
+            _refuse_non_finite(jax.device_get(finite))
+    return _jitted()(weight, fmt_name, mode, g, A_dtype)
+
+
+# ---- the algorithm ---------------------------------------------------------------------------------
+def _rtn(ops: _Ops, w, fmt: formats.WeightFormat, mode: str, g: int, adt):
+    """Round to nearest on a float32 / float64 weight [N, K]: (values, scale or None, zeros or None)."""
+    xp = ops.xp
+    N, K = w.shape
+    if fmt.kind == "dense":
+        return w.astype(formats.DENSE_NUMPY[fmt.name]), None, None
+    if mode == "none":
+        if ops.traced and fmt.kind != "fp8":
+            _check_finite_at_run_time(w)
+        return _round_values(ops, fmt, w), None, None
     wg = w.reshape(N, K // g, g)
-    if not with_zeros:
-        scale = _symmetric_scale(fmt, wg, adt)
-        vals = _round_values(fmt, wg / scale.astype(np.float64)[..., None])
-        return vals.reshape(N, K), scale, None
-    return _asymmetric(fmt, wg, zeros_mode, adt)
-
-
-def _safe(s: np.ndarray) -> np.ndarray:
-    return np.where(s > 0, s, 1.0)
-
-
-def _symmetric_scale(fmt, wg, adt) -> np.ndarray:
-    amax = np.abs(wg).max(-1)
-    if fmt.kind == "int":
-        top = 1.0 if fmt.bits == 1 else 2 ** (fmt.bits - 1) - 1
-        if fmt.bits == 1:
-            amax = np.abs(wg).mean(-1)            # {-1, +1} * mean |w| minimizes the L2 error
-        s = amax / top
-    elif fmt.kind == "uint":
-        s = amax / (2 ** fmt.bits - 1)
-    elif fmt.kind == "table":
-        s = amax / (1.0 if fmt.name == "nf4" else 6.0)
+    if mode == "scale":
+        scale = _symmetric_scale(ops, fmt, wg, adt)
+        vals = _round_values(ops, fmt, ops.divide(wg, scale.astype(w.dtype)[..., None]))
+        zeros = None
     else:
-        s = amax / _FP8_MAX[fmt.name]
-    s = _safe(s).astype(adt)
-    return np.where(s.astype(np.float64) > 0, s, np.ones((), adt))
+        vals, scale, zeros = _asymmetric(ops, fmt, wg, mode, adt)
+    if ops.traced:          # a group with NaN / inf: NaN scale (and float zeros), so its outputs are NaN
+        finite = xp.all(xp.isfinite(wg), axis=-1)
+        scale = xp.where(finite, scale, xp.asarray(np.nan, adt))
+        if zeros is not None and mode != "quantized":
+            zeros = xp.where(finite, zeros, xp.asarray(np.nan, adt))
+    return vals.reshape(N, K), scale, zeros
 
 
-def _round_values(fmt, x: np.ndarray) -> np.ndarray:
+def _check_finite_at_run_time(w) -> None:
+    """Integer codes without a scale cannot carry NaN: raise when the traced computation runs."""
+    import jax
+    import jax.numpy as jnp
+
+    def check(all_finite):
+        if not np.all(all_finite):          # an array of flags under vmap
+            raise ValueError("quantize: weight holds NaN or inf, and with_scaling=False leaves no "
+                             "scale to carry it into the output")
+    jax.debug.callback(check, jnp.all(jnp.isfinite(w)))
+
+
+def _tree_sum(ops: _Ops, x):
+    """Sum over the last axis by a fixed pairwise tree of elementwise adds (same order everywhere)."""
+    xp = ops.xp
+    n = x.shape[-1]
+    p = 1 << max(n - 1, 0).bit_length()
+    if p != n:
+        x = xp.concatenate([x, xp.zeros(x.shape[:-1] + (p - n,), x.dtype)], axis=-1)
+    while x.shape[-1] > 1:
+        h = x.shape[-1] // 2
+        x = x[..., :h] + x[..., h:]
+    return x[..., 0]
+
+
+def _nonzero(ops: _Ops, s, adt):
+    """A scale of 0 (all-zero group, or underflow in A_dtype) becomes 1: the values are 0 anyway."""
+    xp = ops.xp
+    return xp.where(s.astype(np.float32) > 0, s, xp.asarray(1, adt))
+
+
+def _symmetric_scale(ops: _Ops, fmt, wg, adt):
+    xp = ops.xp
+    if fmt.kind == "int" and fmt.bits == 1:
+        # {-1, +1} * mean |w| minimizes the L2 error
+        g = wg.shape[-1]
+        return _nonzero(ops, ops.divide(_tree_sum(ops, xp.abs(wg)), g).astype(adt), adt)
+    amax = xp.abs(wg).max(-1)
+    if fmt.kind == "int":
+        top = 2 ** (fmt.bits - 1) - 1
+    elif fmt.kind == "uint":
+        top = 2 ** fmt.bits - 1
+    elif fmt.kind == "table":
+        top = 1.0 if fmt.name == "nf4" else 6.0
+    else:
+        top = _FP8_MAX[fmt.name]
+    return _nonzero(ops, ops.divide(amax, top).astype(adt), adt)
+
+
+@functools.lru_cache(maxsize=None)
+def _sorted_table(name: str):
+    t = np.asarray(formats.NF4_VALUES if name == "nf4" else formats.FP4_E2M1_VALUES, np.float32)
+    order = np.argsort(t, kind="stable")
+    return t[order], order.astype(np.uint8)
+
+
+def _round_values(ops: _Ops, fmt, x):
+    """Element values of x = w / scale in the format's dtype."""
+    xp = ops.xp
     if fmt.kind == "int":
         if fmt.bits == 1:
-            return np.where(x >= 0, 1, -1).astype(np.int8)
+            return xp.where(x >= 0, 1, -1).astype(np.int8)
         lo, hi = fmt.value_range
-        return np.clip(np.rint(x), lo, hi).astype(np.int8 if fmt.bits <= 8 else np.int32)
+        return xp.clip(xp.rint(x), lo, hi).astype(np.int8)
     if fmt.kind == "uint":
         lo, hi = fmt.value_range
-        return np.clip(np.rint(x), lo, hi).astype(np.uint8)
+        return xp.clip(xp.rint(x), lo, hi).astype(np.uint8)
     if fmt.kind == "table":
-        table = formats.NF4_VALUES if fmt.name == "nf4" else formats.FP4_E2M1_VALUES
-        return _nearest_code(x, table).astype(np.uint8)
+        # nearest entry, ties to the lower sorted index
+        ts, order = _sorted_table(fmt.name)
+        ts_, order_ = xp.asarray(ts, x.dtype), xp.asarray(order)
+        idx = xp.clip(xp.searchsorted(ts_, x), 1, len(ts) - 1)
+        left, right = ts_[idx - 1], ts_[idx]
+        return order_[xp.where(xp.abs(x - left) <= xp.abs(right - x), idx - 1, idx)]
     m = _FP8_MAX[fmt.name]
-    return np.clip(x, -m, m).astype(formats.FP8_NUMPY[fmt.name])
+    # inf would clip to the largest finite value: make it NaN (no float8 format here keeps inf)
+    x = xp.where(xp.isfinite(x), xp.clip(x, -m, m), xp.asarray(np.nan, x.dtype))
+    return x.astype(formats.FP8_NUMPY[fmt.name])
 
 
-def _asymmetric(fmt, wg, zeros_mode, adt):
+def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
     """min..max of each group onto the integer grid [lo, hi]."""
-    N, G, g = wg.shape
+    xp = ops.xp
     lo, hi = fmt.value_range
     wmin, wmax = wg.min(-1), wg.max(-1)
-    scale = _safe((wmax - wmin) / (hi - lo)).astype(adt)
-    s = scale.astype(np.float64)
+    scale = _nonzero(ops, ops.divide(wmax - wmin, hi - lo).astype(adt), adt)
+    s = scale.astype(wg.dtype)
+    lo32 = wg.dtype.type(lo)
     if zeros_mode == "quantized":
-        zeros = np.clip(np.rint(lo - wmin / s), lo, hi).astype(fmt.zeros_dtype)
-        z = zeros.astype(np.float64)
-        vals = np.clip(np.rint(wg / s[..., None] + z[..., None]), lo, hi)
+        zeros = xp.clip(xp.rint(lo32 - wmin / s), lo, hi).astype(fmt.zeros_dtype)
+        z = zeros.astype(wg.dtype)[..., None]
+        vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     elif zeros_mode == "original":          # w = (q - z) * s
-        zeros = (lo - wmin / s).astype(adt)
-        z = zeros.astype(np.float64)
-        vals = np.clip(np.rint(wg / s[..., None] + z[..., None]), lo, hi)
+        zeros = (lo32 - wmin / s).astype(adt)
+        z = zeros.astype(wg.dtype)[..., None]
+        vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     else:                                   # rescale: w = q * s - z
-        zeros = (lo * s - wmin).astype(adt)
-        z = zeros.astype(np.float64)
-        vals = np.clip(np.rint((wg + z[..., None]) / s[..., None]), lo, hi)
+        zeros = (ops.barrier(lo32 * s) - wmin).astype(adt)
+        z = zeros.astype(wg.dtype)[..., None]
+        vals = xp.clip(xp.rint(ops.divide(wg + z, s[..., None])), lo, hi)
     if fmt.bits == 1:                       # int1's grid is {-1, +1}
-        vals = np.where(vals >= 0, 1, -1)
+        vals = xp.where(vals >= 0, 1, -1)
     dtype = np.uint8 if fmt.kind == "uint" else np.int8
-    return vals.reshape(N, G * g).astype(dtype), scale, zeros
+    return vals.astype(dtype), scale, zeros
