@@ -13,6 +13,13 @@ dequant then yields half2 pairs with one mask).
 The packed array is uint8 with shape [N, K * bits / 8]: the byte count of a
 plain packed matrix, but its rows are NOT weight rows. Always go through
 Matmul.transform_weight / Matmul.dequantize.
+
+K-shard order (row-parallel sharding): a column block of the packed array is not
+the packing of a K block (a row's bytes are a run of its band's tiles). The weight
+packed for `k_shards` shards is the packing of each K block placed side by side,
+[N, K_1 bytes | K_2 bytes | ...], so sharding its columns k_shards ways hands each
+device the packing of its K block. It is a fixed permutation of the packed bytes
+(to_k_shards / from_k_shards), no repacking.
 """
 from __future__ import annotations
 
@@ -72,6 +79,50 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
     for w in range(4):
         words[..., w] = np.bitwise_or.reduce(np.where(word == w, shifted, 0), axis=-1)
     return words.astype("<u4").view(np.uint8).reshape(packed_shape(N, K, bits))
+
+
+def pack_traced(codes, bits: int):
+    """`pack` in jax.numpy (jittable, for weights quantized on the device or under a trace)."""
+    import jax
+    import jax.numpy as jnp
+    N, K = codes.shape
+    check_shape(N, K, bits)
+    tk = tile_k(bits)
+    rows, cols, _, field = _lane_maps(bits)
+    n_frag = rows.shape[1]
+    gather = (rows * tk + cols).reshape(-1)
+    tiles = codes.astype(jnp.uint32).reshape(N // TILE_N, TILE_N, K // tk, tk).transpose(0, 2, 1, 3)
+    lane_vals = tiles.reshape(N // TILE_N, K // tk, TILE_N * tk)[..., gather]
+    shifted = lane_vals.reshape(N // TILE_N, K // tk, 32, n_frag) << jnp.asarray(field * bits, jnp.uint32)
+    # the fields of one word are disjoint bit ranges: their sum is their bitwise or
+    words = shifted.reshape(N // TILE_N, K // tk, 32, 4, n_frag // 4).sum(-1, dtype=jnp.uint32)
+    return jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(packed_shape(N, K, bits))
+
+
+def check_k_shards(N: int, K: int, bits: int, k_shards: int) -> None:
+    """K must split into k_shards blocks of whole tiles; raises ValueError naming the numbers."""
+    tk = tile_k(bits)
+    if k_shards < 1 or K % (k_shards * tk):
+        raise ValueError(f"k_shards={k_shards}: K={K} must split into {k_shards} blocks of whole "
+                         f"packed tiles ({tk} columns for {bits}-bit weights)")
+
+
+def to_k_shards(packed, N: int, K: int, bits: int, k_shards: int):
+    """The packed weight (NumPy or JAX) -> its K-shard order for k_shards shards."""
+    if k_shards == 1:
+        return packed
+    check_k_shards(N, K, bits, k_shards)
+    Kb = packed_shape(N, K, bits)[1]
+    return packed.reshape(N // TILE_N, k_shards, TILE_N, Kb // k_shards).transpose(0, 2, 1, 3).reshape(N, Kb)
+
+
+def from_k_shards(packed, N: int, K: int, bits: int, k_shards: int):
+    """Inverse of to_k_shards: the ordinary packed weight."""
+    if k_shards == 1:
+        return packed
+    check_k_shards(N, K, bits, k_shards)
+    Kb = packed_shape(N, K, bits)[1]
+    return packed.reshape(N // TILE_N, TILE_N, k_shards, Kb // k_shards).transpose(0, 2, 1, 3).reshape(N, Kb)
 
 
 def unpack(packed: np.ndarray, N: int, K: int, bits: int) -> np.ndarray:

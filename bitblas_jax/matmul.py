@@ -1,28 +1,37 @@
 """Matmul: BitBLAS's operator object, on the bitblas_matmul primitive."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dequant, formats, layout, primitive
+from . import dequant, formats, layout, partition, primitive
 from .config import MatmulConfig
 from .spec import KernelSpec
 
 
 class Matmul:
-    """C = A x dequant(W)^T for one MatmulConfig. Jittable, vmappable, differentiable.
+    """C = A x dequant(W)^T for one MatmulConfig. Jittable, vmappable, differentiable,
+    shardable (README, Sharding).
 
     Nothing is tuned or compiled at construction: the kernel choice is made at
     trace time from the static shapes.
+
+    k_shards: the number of K-shards the packed weight is laid out for (row-parallel
+    sharding: transform_weight then packs each K block on its own, docs/LAYOUT.md).
+    1 (default) is the ordinary layout. K must split into k_shards blocks of whole
+    packed tiles and of whole groups.
     """
 
-    def __init__(self, config: MatmulConfig, name: str = "matmul", **unused):
+    def __init__(self, config: MatmulConfig, name: str = "matmul", *, k_shards: int = 1, **unused):
         if not isinstance(config, MatmulConfig):
             raise TypeError(f"config must be a bitblas_jax.MatmulConfig, got {type(config).__name__}")
         self.config = config
         self.name = name
         self.spec = KernelSpec.from_config(config)
+        self.k_shards = check_k_shards(config, k_shards)
 
     # ---- weights ------------------------------------------------------------
     def transform_weight(self, weight, scale=None, zeros=None, bias=None) -> jax.Array:
@@ -31,8 +40,12 @@ class Matmul:
         Values: integers for int/uint formats, codes 0..15 for nf4/fp4, a float8
         array for fp8, a float array for float16/bfloat16. scale/zeros/bias, if
         given, are only checked (as in BitBLAS, only the weight is returned).
+        A JAX array is packed on its device (jittable); under a trace its values
+        cannot be checked, and values outside the format are masked to its bits.
         """
         cfg, fmt = self.config, self.config.format
+        if isinstance(weight, (jax.Array, jax.core.Tracer)):
+            return self._transform_on_device(weight, scale, zeros, bias)
         w = np.asarray(weight)
         if w.shape != (cfg.N, cfg.K):
             raise ValueError(f"transform_weight: weight must be [N, K] = {(cfg.N, cfg.K)}, got {w.shape}")
@@ -45,16 +58,38 @@ class Matmul:
             raise ValueError(f"transform_weight: {fmt.name} weight must hold integers, got {w.dtype}")
         formats.check_values(fmt, w)
         self._check_aux(scale, zeros, bias, "transform_weight", required=False)
-        return jnp.asarray(layout.pack(formats.values_to_codes(fmt, w), fmt.bits))
+        packed = layout.pack(formats.values_to_codes(fmt, w), fmt.bits)
+        return jnp.asarray(layout.to_k_shards(packed, cfg.N, cfg.K, fmt.bits, self.k_shards))
+
+    def _transform_on_device(self, weight, scale, zeros, bias) -> jax.Array:
+        cfg, fmt = self.config, self.config.format
+        if tuple(weight.shape) != (cfg.N, cfg.K):
+            raise ValueError(f"transform_weight: weight must be [N, K] = {(cfg.N, cfg.K)}, got {weight.shape}")
+        self._check_aux(scale, zeros, bias, "transform_weight", required=False)
+        if not isinstance(weight, jax.core.Tracer) and fmt.kind in ("int", "uint", "table"):
+            lo, hi = fmt.value_range if fmt.is_integer else (0, 15)
+            w = weight.astype(jnp.float32)
+            bad = ~((w >= lo) & (w <= hi) & (w == jnp.round(w)))
+            if fmt.kind == "int" and fmt.bits == 1:
+                bad = bad | (w == 0)
+            if bool(jnp.any(bad)):
+                raise ValueError(f"transform_weight: {fmt.name} element values must be integers in "
+                                 f"[{lo}, {hi}]" + (" (-1 or +1)" if fmt.bits == 1 and fmt.kind == "int" else ""))
+        return _pack_on_device(partition.unsharded_type(weight), fmt.name, cfg.N, cfg.K, self.k_shards)
 
     def dequantize(self, W_packed, scale=None, zeros=None) -> jax.Array:
         """The [N, K] weight the matmul multiplies with, in A_dtype."""
         self._check_weight(W_packed, "dequantize")
         scale, zeros, _ = self._check_aux(scale, zeros, None, "dequantize", bias_required=False)
-        return dequant.dequantize(W_packed, self.spec, scale, zeros)
+        return dequant.dequantize(primitive.standard_weight(W_packed, self.spec, self.k_shards),
+                                  self.spec, scale, zeros)
 
     # ---- the op -----------------------------------------------------------------
-    def __call__(self, A, W_packed, scale=None, zeros=None, bias=None) -> jax.Array:
+    def __call__(self, A, W_packed, scale=None, zeros=None, bias=None, *, k_block: bool = False) -> jax.Array:
+        """C = A @ dequant(W)^T (+ bias). Inside shard_map, an A and W that vary over the same
+        mesh axis are a K block (row-parallel by hand): W must then be the packing of this
+        device's K block (Matmul(full_config, k_shards=n).transform_weight, sharded on its
+        columns), which the call cannot see, so it raises unless k_block=True says so."""
         cfg = self.config
         A = jnp.asarray(A)
         if A.ndim < 1 or A.shape[-1] != cfg.K:
@@ -63,13 +98,22 @@ class Matmul:
             raise TypeError(f"{self.name}: A must be {cfg.A_dtype} (MatmulConfig.A_dtype), got {A.dtype}")
         self._check_weight(W_packed, self.name)
         scale, zeros, bias = self._check_aux(scale, zeros, bias, self.name)
+        if not k_block:
+            shared = primitive.varying_axes(jax.typeof(A)) & primitive.varying_axes(jax.typeof(W_packed))
+            if shared:
+                raise ValueError(
+                    f"{self.name}: inside shard_map, A and W_packed both vary over mesh axes "
+                    f"{sorted(shared)}: a K block (row-parallel). A column block of a packed weight is "
+                    "not the packing of a K block (docs/LAYOUT.md): pack the full weight with "
+                    "Matmul(config, k_shards=n).transform_weight(values), shard its columns, and pass "
+                    "k_block=True here; or leave the partitioning to jax.jit (README, Sharding)")
         adt = jnp.dtype(cfg.A_dtype)
         return primitive.bind(
             A, W_packed,
             primitive.empty(adt) if scale is None else scale,
             primitive.empty(adt) if zeros is None else zeros,
             primitive.empty(adt) if bias is None else bias,
-            self.spec)
+            self.spec, self.k_shards)
 
     forward = __call__
 
@@ -125,3 +169,38 @@ class Matmul:
         elif cfg.with_bias and required and bias_required:
             raise ValueError(f"{where}: bias is required (MatmulConfig.with_bias=True)")
         return scale, zeros, bias
+
+
+def check_k_shards(config: MatmulConfig, k_shards) -> int:
+    """k_shards must split K into blocks of whole packed tiles and whole groups."""
+    if not isinstance(k_shards, (int, np.integer)) or isinstance(k_shards, bool) or k_shards < 1:
+        raise ValueError(f"k_shards={k_shards!r} must be a positive int")
+    k_shards = int(k_shards)
+    if k_shards > 1:
+        layout.check_k_shards(config.N, config.K, config.format.bits, k_shards)
+        g = config.resolved_group_size
+        if g != config.K and (config.K // k_shards) % g:
+            raise ValueError(f"k_shards={k_shards}: each K block ({config.K // k_shards}) must hold "
+                             f"whole groups (group_size={g})")
+    return k_shards
+
+
+def _codes_on_device(fmt: formats.WeightFormat, values) -> jax.Array:
+    """formats.values_to_codes in jax.numpy, masked to the format's bits."""
+    if fmt.kind == "int":
+        v = values.astype(jnp.int32)
+        c = (v + 1) // 2 if fmt.bits == 1 else v + 2 ** (fmt.bits - 1)
+    elif fmt.kind in ("uint", "table"):
+        c = values.astype(jnp.int32)
+    elif fmt.kind == "fp8":
+        c = jax.lax.bitcast_convert_type(values.astype(formats.FP8_NUMPY[fmt.name]), jnp.uint8)
+    else:
+        c = jax.lax.bitcast_convert_type(values.astype(formats.DENSE_NUMPY[fmt.name]), jnp.uint16)
+    return c.astype(jnp.uint32) & jnp.uint32((1 << fmt.bits) - 1)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _pack_on_device(values, fmt_name: str, N: int, K: int, k_shards: int) -> jax.Array:
+    fmt = formats.get_format(fmt_name)
+    packed = layout.pack_traced(_codes_on_device(fmt, values), fmt.bits)
+    return layout.to_k_shards(packed, N, K, fmt.bits, k_shards)

@@ -1,10 +1,13 @@
 """bitblas_matmul_p: the JAX primitive over the "bitblas_jax_matmul" XLA custom call.
 
 Operands: A [..., K], W packed uint8, scale, zeros, bias (absent ones are
-empty arrays, so the operand list never changes shape). Param: `spec`, a
-KernelSpec. Rules: abstract eval, CPU and CUDA lowerings (jax.ffi), batching
-(A's batch dims fold into M), JVP (linear in A, bias, scale; zeros in the
-float modes) and the transpose in A.
+empty arrays, so the operand list never changes shape). Params: `spec`, a
+KernelSpec, and `k_shards`, the number of K-shards W is packed for (1: the
+ordinary layout; docs/LAYOUT.md, K-shard order). Rules: abstract eval (with the
+output's sharding type and varying manual axes), CPU and CUDA lowerings
+(jax.ffi) wrapped in the partitioning rule (partition.py), batching (A's batch
+dims fold into M), JVP (linear in A, bias, scale; zeros in the float modes) and
+the transpose in A.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _ext, dequant
+from . import _ext, dequant, layout, partition
 from .spec import KernelSpec
 
 bitblas_matmul_p = Primitive("bitblas_matmul")
@@ -30,12 +33,43 @@ def empty(dtype) -> jax.Array:
     return jnp.zeros((0,), dtype)
 
 
-def bind(A, W, scale, zeros, bias, spec: KernelSpec):
-    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, spec=spec)
+def bind(A, W, scale, zeros, bias, spec: KernelSpec, k_shards: int = 1):
+    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, spec=spec, k_shards=int(k_shards))
+
+
+def standard_weight(W, spec: KernelSpec, k_shards: int):
+    """W in the ordinary packed layout (a copy when it is in K-shard order)."""
+    return layout.from_k_shards(W, spec.N, spec.K, spec.format.bits, k_shards)
 
 
 # ---- abstract eval ----------------------------------------------------------
-def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def varying_axes(aval) -> frozenset:
+    """The manual mesh axes a value varies over inside shard_map (empty elsewhere)."""
+    vma = getattr(aval, "vma", None)
+    if vma is None:
+        mat = getattr(aval, "mat", None) or getattr(aval, "manual_axis_type", None)
+        vma = getattr(mat, "varying", None)
+    return frozenset(vma or ())
+
+
+def _out_aval(operands, shape, dtype, sharding):
+    """An aval like the operand that varies over the most manual axes (shard_map), with the
+    result's shape, dtype and sharding type."""
+    base = max(operands, key=lambda a: len(varying_axes(a)))
+    union = frozenset().union(*map(varying_axes, operands))
+    kw = dict(shape=shape, dtype=jnp.dtype(dtype), weak_type=False)
+    if sharding is not None:
+        kw["sharding"] = sharding
+    out = base.update(**kw)
+    if varying_axes(out) != union:      # operands vary over different axes: the result over all
+        if hasattr(base, "vma"):
+            out = out.update(vma=union)
+        else:
+            out = out.update(manual_axis_type=type(base.mat)(varying=union))
+    return out
+
+
+def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec, k_shards: int):
     # Matmul.__call__ checks user input with friendly messages; this guards the primitive.
     if A.ndim < 1 or A.shape[-1] != spec.K:
         raise ValueError(f"bitblas_matmul: A must be [..., K={spec.K}], got {A.shape}")
@@ -45,14 +79,16 @@ def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if W.dtype != jnp.uint8 or W.shape != (spec.N, spec.K * bits // 8):
         raise ValueError(f"bitblas_matmul: W must be uint8 {(spec.N, spec.K * bits // 8)}, "
                          f"got {W.dtype} {W.shape}")
-    return jax.core.ShapedArray(A.shape[:-1] + (spec.N,), jnp.dtype(spec.out_dtype))
+    shape = A.shape[:-1] + (spec.N,)
+    sharding = partition.output_sharding(A, W, len(shape))
+    return _out_aval([A, W, scale, zeros, bias], shape, spec.out_dtype, sharding)
 
 
 bitblas_matmul_p.def_abstract_eval(_abstract_eval)
 
 
-def _impl(*args, spec):
-    return jax.jit(functools.partial(bind, spec=spec))(*args)
+def _impl(*args, spec, k_shards):
+    return jax.jit(functools.partial(bind, spec=spec, k_shards=k_shards))(*args)
 
 
 bitblas_matmul_p.def_impl(_impl)
@@ -119,28 +155,39 @@ def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     return _add_bias(out.astype(spec.out_dtype), bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
-def _lower_if_empty(call):
-    """M == 0 needs no kernel: return an empty result without a custom call."""
-    def f(A, W, scale, zeros, bias, *, spec):
-        if A.size == 0:
+def _lowering(call):
+    """The platform's call on the ordinary layout, inside the partitioning rule."""
+    def whole_op(A, W, scale, zeros, bias, *, spec, k_shards):
+        if A.size == 0:       # M == 0 needs no kernel
             return jnp.zeros(A.shape[:-1] + (spec.N,), spec.out_dtype)
-        return call(A, W, scale, zeros, bias, spec=spec)
-    return f
+        return call(A, standard_weight(W, spec, k_shards), scale, zeros, bias, spec=spec)
+
+    def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
+        if partition.wants_rule(ctx):
+            body = functools.partial(whole_op, spec=spec, k_shards=k_shards)
+            f = functools.partial(partition.call, body, bind, spec, k_shards)
+        else:
+            f = functools.partial(whole_op, spec=spec, k_shards=k_shards)
+        return mlir.lower_fun(f, multiple_results=False)(ctx, A, W, scale, zeros, bias)
+    return rule
 
 
-mlir.register_lowering(bitblas_matmul_p, mlir.lower_fun(_lower_if_empty(_cpu_call), multiple_results=False),
-                       platform="cpu")
-mlir.register_lowering(bitblas_matmul_p, mlir.lower_fun(_lower_if_empty(_cuda_call), multiple_results=False),
-                       platform="cuda")
+mlir.register_lowering(bitblas_matmul_p, _lowering(_cpu_call), platform="cpu")
+mlir.register_lowering(bitblas_matmul_p, _lowering(_cuda_call), platform="cuda")
+try:   # the partitioning rule needs the devices at lowering time, as custom_partitioning does
+    from jax._src import dispatch as _dispatch
+    _dispatch.prim_requires_devices_during_lowering.add(bitblas_matmul_p)
+except (ImportError, AttributeError):  # pragma: no cover - jax internals moved
+    pass
 
 
 # ---- batching ----------------------------------------------------------------
-def _batch(args, dims, *, spec: KernelSpec):
+def _batch(args, dims, *, spec: KernelSpec, k_shards: int):
     A, W, scale, zeros, bias = args
     dA, rest = dims[0], dims[1:]
     if all(d is None for d in rest):
         # Only A is batched: the batch dim is one more leading dim, folded into M.
-        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, spec), 0
+        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, spec, k_shards), 0
     # Batched weights (rare): one kernel call per batch element.
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
@@ -149,7 +196,7 @@ def _batch(args, dims, *, spec: KernelSpec):
     def one(xs):
         it = iter(xs)
         full = [next(it) if m else a for a, m in zip(moved, mapped)]
-        return bind(*full, spec)
+        return bind(*full, spec, k_shards)
 
     out = jax.lax.map(one, [a for a, m in zip(moved, mapped) if m])
     assert out.shape[0] == size
@@ -178,15 +225,15 @@ def _dweight_tangent(W, scale, zeros, dscale, dzeros, spec: KernelSpec):
     return dw
 
 
-def _jvp(primals, tangents, *, spec: KernelSpec):
+def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
     A, W, scale, zeros, bias = primals
     dA, _, dscale, dzeros, dbias = tangents
-    out = bind(A, W, scale, zeros, bias, spec)
+    out = bind(A, W, scale, zeros, bias, spec, k_shards)
     t = None
     if not _zero(dA):
-        t = bind(dA, W, scale, zeros, empty(bias.dtype), spec)
+        t = bind(dA, W, scale, zeros, empty(bias.dtype), spec, k_shards)
     if not (_zero(dscale) and _zero(dzeros)):
-        dw = _dweight_tangent(W, scale, zeros, dscale, dzeros, spec)
+        dw = _dweight_tangent(standard_weight(W, spec, k_shards), scale, zeros, dscale, dzeros, spec)
         ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw, precision=_EXACT).astype(spec.out_dtype)
         t = ts if t is None else t + ts
     if not _zero(dbias) and bias.size:
@@ -195,12 +242,12 @@ def _jvp(primals, tangents, *, spec: KernelSpec):
     return out, (ad.Zero.from_primal_value(out) if t is None else t)
 
 
-def _transpose(ct, A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _transpose(ct, A, W, scale, zeros, bias, *, spec: KernelSpec, k_shards: int):
     # Linear only in A (the JVP binds with an empty bias): dA = dC @ Wd.
     assert ad.is_undefined_primal(A) and not ad.is_undefined_primal(W)
     if _zero(ct):
         return (None,) * 5
-    wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
+    wd = dequant.dequantize(standard_weight(W, spec, k_shards), spec, scale, zeros).astype(jnp.float32)
     dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd, precision=_EXACT).astype(A.aval.dtype)
     return dA, None, None, None, None
 

@@ -135,6 +135,8 @@ def _quantize_jax(weight, fmt_name: str, mode: str, g: int, A_dtype: str):
     import jax.numpy as jnp
     if not jnp.issubdtype(weight.dtype, jnp.floating) and not jnp.issubdtype(weight.dtype, jnp.integer):
         raise TypeError(f"weight must be a float array, got {weight.dtype}")
+    from .partition import unsharded_type
+    weight = unsharded_type(weight)
     if not isinstance(weight, jax.core.Tracer):
         finite = jnp.isfinite(weight)
         if not bool(jnp.all(finite)):

@@ -16,10 +16,17 @@ jit / eval_shape and Orbax work):
 `QuantizedWeight` is not an `nnx.Param`, so `nnx.Optimizer(model, tx, wrt=nnx.Param)`
 and `nnx.grad` leave the integer arrays alone; the scales, float zeros and bias stay
 trainable (the matmul is differentiable in them).
+
+Quantization runs in jax.numpy (bitblas_jax.quantize), so a layer created under any
+trace (nnx.jit, nnx.vmap, nnx.eval_shape, jax.jit(Dense.init), nn.scan) holds the
+same weights as one created eagerly. A Linear whose arrays have leading axes
+(Linear.from_linear of an nnx.vmap-stacked nnx.Linear) is a stack of layers, to be
+called inside nnx.scan / nnx.vmap.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -32,7 +39,7 @@ from flax import nnx
 from .. import formats, layout
 from ..config import MatmulConfig
 from ..gptq_awq import UnpackedQuant, unpack_awq, unpack_gptq
-from ..matmul import Matmul
+from ..matmul import Matmul, check_k_shards
 from ..quantize import quantize
 
 __all__ = ["QuantizedWeight", "Linear", "Dense", "make_config", "quantize_dense_params",
@@ -107,31 +114,44 @@ def array_nbytes(x) -> int:
     return int(np.prod(x.shape, dtype=np.int64)) * jnp.dtype(x.dtype).itemsize
 
 
-def _is_abstract(*xs) -> bool:
-    return any(isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct)) for x in xs if x is not None)
-
-
-def _quantized_arrays(cfg: MatmulConfig, weight_nk, bias=None, permute_inputs: bool = False) -> dict:
-    """Quantize a float weight [N, K] (round to nearest, bitblas_jax.quantize) and pack it.
-
-    Under tracing (nnx.eval_shape, jax.jit(init)) the weight has no value: the arrays are
-    zeros of the right shapes, which is all an abstract init needs.
-    """
-    if _is_abstract(weight_nk, bias):
-        return _empty_arrays(cfg, permute_inputs)
-    w = np.asarray(jax.device_get(weight_nk))
-    if w.shape != (cfg.N, cfg.K):
+def _quantized_arrays(cfg: MatmulConfig, weight_nk, bias=None, permute_inputs: bool = False,
+                      k_shards: int = 1) -> dict:
+    """Quantize a float weight [N, K] (round to nearest, bitblas_jax.quantize) and pack it,
+    in jax.numpy: on the weight's device, and under any trace (jit, vmap, eval_shape, scan)
+    with the same result as eagerly. Abstract inputs (jax.ShapeDtypeStruct) give abstract
+    arrays."""
+    if any(isinstance(x, jax.ShapeDtypeStruct) for x in (weight_nk, bias)):
+        return jax.eval_shape(lambda w, b: _quantized_arrays(cfg, w, b, permute_inputs, k_shards),
+                              weight_nk, bias)
+    as_jax = lambda x: x if isinstance(x, (jax.Array, jax.core.Tracer)) else jnp.asarray(np.asarray(x))  # noqa: E731
+    w = as_jax(weight_nk)
+    if tuple(w.shape) != (cfg.N, cfg.K):
         raise ValueError(f"weight must be [out_features, in_features] = {(cfg.N, cfg.K)}, got {w.shape}")
     values, scale, zeros = quantize(w, cfg.W_dtype, group_size=cfg.group_size,
                                     with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros,
                                     zeros_mode=cfg.zeros_mode, A_dtype=cfg.A_dtype)
-    perm = np.arange(cfg.K, dtype=np.int32) if permute_inputs else None
-    return _arrays_from_values(cfg, values, scale, zeros, bias, perm)
+    adt = jnp.dtype(cfg.A_dtype)
+    out = {"qweight": Matmul(cfg, k_shards=k_shards).transform_weight(values)}
+    if scale is not None:
+        out["scales"] = scale
+    if zeros is not None:
+        out["zeros"] = zeros
+    if cfg.with_bias:
+        b = jnp.zeros((cfg.N,), adt) if bias is None else as_jax(bias)
+        if tuple(b.shape) != (cfg.N,):
+            raise ValueError(f"bias must have shape {(cfg.N,)}, got {b.shape}")
+        out["bias"] = b.astype(adt)
+    elif bias is not None:
+        raise ValueError("bias given but use_bias=False")
+    if permute_inputs:
+        out["perm"] = jnp.arange(cfg.K, dtype=jnp.int32)
+    return out
 
 
-def _arrays_from_values(cfg: MatmulConfig, values, scale=None, zeros=None, bias=None, perm=None) -> dict:
+def _arrays_from_values(cfg: MatmulConfig, values, scale=None, zeros=None, bias=None, perm=None,
+                        k_shards: int = 1) -> dict:
     """Element values [N, K] (+ scale / zeros / bias / perm) -> the layer's arrays."""
-    out = {"qweight": Matmul(cfg).transform_weight(values)}
+    out = {"qweight": Matmul(cfg, k_shards=k_shards).transform_weight(values)}
     G = cfg.num_groups
 
     def floating(x, name, shape):
@@ -174,19 +194,74 @@ def _arrays_from_values(cfg: MatmulConfig, values, scale=None, zeros=None, bias=
     return out
 
 
-def _transpose_metadata(md: Mapping[str, Any]) -> dict:
-    """nnx.Linear's kernel metadata describes [in, out]; our arrays are [out, ...] and only
-    their out (N) axis is a meaningful split (the packed weight is stored in 16-row bands),
-    so a 2-element sharding annotation (in_axis, out_axis) becomes (out_axis, None)."""
-    out = dict(md)
+def _sharding_names(md: Mapping[str, Any]):
+    """The 2-element sharding annotation (in_axis, out_axis) of a kernel's metadata, or None."""
     for k in _SHARDING_KEYS:
-        v = out.get(k)
+        v = md.get(k)
         if isinstance(v, (tuple, list)) and len(v) == 2:
-            out[k] = (tuple(v)[1], None)
-    return out
+            return tuple(v)
+    return None
 
 
-def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, perm=None):
+def _mesh_axes(entry) -> tuple:
+    if entry is None:
+        return ()
+    return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _resolve_k_shards(cfg: MatmulConfig, k_shards, md: Mapping[str, Any], mesh=None) -> int:
+    """A kernel sharded along its input axis (row-parallel) is packed per K-shard: k_shards
+    is then the size of those mesh axes, read from the mesh the layer is created under."""
+    names = _sharding_names(md)
+    in_axes = _mesh_axes(names[0]) if names else ()
+    if in_axes:
+        mesh = mesh if mesh is not None else md.get("mesh")
+        if mesh is None or mesh.empty:
+            mesh = jax.sharding.get_abstract_mesh()
+        if mesh is None or mesh.empty:
+            if k_shards is None:
+                raise ValueError(
+                    f"the kernel is sharded along its input axis {names[0]!r} (row-parallel): its "
+                    "packed weight is laid out per K-shard, so the layer needs the shard count: "
+                    "create it under `with jax.set_mesh(mesh):` or pass k_shards=")
+        else:
+            missing = [a for a in in_axes if a not in mesh.shape]
+            if missing:
+                raise ValueError(f"sharding axes {missing} are not axes of the mesh {dict(mesh.shape)}")
+            S = int(np.prod([mesh.shape[a] for a in in_axes]))
+            if k_shards is None:
+                k_shards = S
+            elif k_shards % S:
+                raise ValueError(f"k_shards={k_shards} is not a multiple of the {S} shards of mesh "
+                                 f"axes {in_axes} the kernel's input axis is sharded over")
+    return check_k_shards(cfg, 1 if k_shards is None else k_shards)
+
+
+def _transpose_metadata(md: Mapping[str, Any], k_shards: int, groups: int) -> tuple[dict, dict]:
+    """nnx.Linear's kernel metadata describes [in, out]; our arrays are [out, ...], so a
+    sharding annotation (in_axis, out_axis) becomes (out_axis, in_axis) for the packed
+    weight when it is packed per K-shard (row-parallel), else (out_axis, None): a column
+    block of the ordinary packed weight is not a K block. Returns (weight's, scales')."""
+    w_md, g_md = dict(md), dict(md)
+    for k in _SHARDING_KEYS:
+        v = md.get(k)
+        if isinstance(v, (tuple, list)) and len(v) == 2:
+            in_axis, out_axis = tuple(v)
+            row = k_shards > 1 and in_axis is not None
+            w_md[k] = (out_axis, in_axis if row else None)
+            g_md[k] = (out_axis, in_axis if row and groups > 1 else None)
+    return w_md, g_md
+
+
+def _unbox(x, md: Mapping[str, Any]):
+    """An initializer's result, unwrapped from nnx.with_partitioning's VariableMetadata
+    (its metadata merged under the explicitly given one)."""
+    if isinstance(x, nnx.VariableMetadata):
+        return x.raw_value, {**x.metadata, **md}
+    return x, dict(md)
+
+
+def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, perm=None, k_shards: int = 1):
     """The forward pass shared by Linear and Dense."""
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[-1] != cfg.K:
@@ -196,7 +271,7 @@ def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, pe
         x = x.astype(adt)
     if perm is not None:
         x = jnp.take(x, perm, axis=-1)
-    return Matmul(cfg)(x, qweight, scale=scales, zeros=zeros, bias=bias)
+    return Matmul(cfg, k_shards=k_shards)(x, qweight, scale=scales, zeros=zeros, bias=bias)
 
 
 def variable_value(v):
@@ -224,10 +299,15 @@ class Linear(nnx.Module):
       kernel_init, bias_init: initializers of a float [in, out] kernel and [out] bias, which
         are then quantized (round to nearest). rngs: nnx.Rngs; with rngs=None the layer is
         all zeros (a structure to load a checkpoint into).
-      kernel_metadata, bias_metadata: Variable metadata (e.g. sharding) as for nnx.Linear;
-        a 2-element sharding annotation (in_axis, out_axis) given for the [in, out] kernel
-        becomes (out_axis, None) for the [out, ...] arrays here: only the out (N) axis is a
-        meaningful split of the packed weight (16-row bands). The bias keeps bias_metadata.
+      kernel_metadata, bias_metadata: Variable metadata (e.g. sharding) as for nnx.Linear,
+        also as returned by nnx.with_partitioning(kernel_init, ...). The annotation
+        (in_axis, out_axis) of the [in, out] kernel becomes (out_axis, in_axis) for the
+        [out, ...] arrays here: out_axis splits N (column-parallel); in_axis splits K
+        (row-parallel), and then the weight is packed per K-shard (k_shards). The bias
+        keeps bias_metadata.
+      k_shards: the number of K-shards the packed weight is laid out for (docs/LAYOUT.md);
+        default: the size of the mesh axes of in_axis (row-parallel) under the current
+        mesh, else 1.
     """
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True, dtype=None,
@@ -238,7 +318,7 @@ class Linear(nnx.Module):
                  rngs: nnx.Rngs | None = None,
                  kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
                  bias_metadata: Mapping[str, Any] = MappingProxyType({}),
-                 _arrays: dict | None = None):
+                 k_shards: int | None = None, _arrays: dict | None = None):
         cfg = make_config(in_features, out_features, use_bias=use_bias, W_dtype=W_dtype,
                           group_size=group_size, with_scaling=with_scaling, with_zeros=with_zeros,
                           zeros_mode=zeros_mode, A_dtype=A_dtype, dtype=dtype,
@@ -257,19 +337,25 @@ class Linear(nnx.Module):
         self.accum_dtype = cfg.accum_dtype
         self.out_dtype = cfg.out_dtype
         self.permute_inputs = bool(permute_inputs)
+        kernel = bias = None
+        kernel_metadata, bias_metadata = dict(kernel_metadata), dict(bias_metadata)
+        if _arrays is None and rngs is not None:
+            kernel, kernel_metadata = _unbox(kernel_init(rngs.params(), (cfg.K, cfg.N), jnp.float32),
+                                             kernel_metadata)
+            if use_bias:
+                bias, bias_metadata = _unbox(bias_init(rngs.params(), (cfg.N,), jnp.float32), bias_metadata)
+        self.k_shards = _resolve_k_shards(cfg, k_shards, kernel_metadata)
         if _arrays is None:
             if rngs is not None:
-                kernel = kernel_init(rngs.params(), (cfg.K, cfg.N), jnp.float32)
-                bias = bias_init(rngs.params(), (cfg.N,), jnp.float32) if use_bias else None
-                _arrays = _quantized_arrays(cfg, kernel.T, bias, self.permute_inputs)
+                _arrays = _quantized_arrays(cfg, kernel.T, bias, self.permute_inputs, self.k_shards)
             else:
                 _arrays = _empty_arrays(cfg, self.permute_inputs)
-        kmd = _transpose_metadata(kernel_metadata)
-        self.qweight = QuantizedWeight(_arrays["qweight"], **kmd)
-        self.scales = nnx.Param(_arrays["scales"], **kmd) if cfg.with_scaling else nnx.data(None)
+        wmd, gmd = _transpose_metadata(kernel_metadata, self.k_shards, cfg.num_groups)
+        self.qweight = QuantizedWeight(_arrays["qweight"], **wmd)
+        self.scales = nnx.Param(_arrays["scales"], **gmd) if cfg.with_scaling else nnx.data(None)
         if cfg.with_zeros:
             var = QuantizedWeight if cfg.zeros_mode == "quantized" else nnx.Param
-            self.zeros = var(_arrays["zeros"], **kmd)
+            self.zeros = var(_arrays["zeros"], **gmd)
         else:
             self.zeros = nnx.data(None)
         self.bias = nnx.Param(_arrays["bias"], **bias_metadata) if use_bias else nnx.data(None)
@@ -281,8 +367,11 @@ class Linear(nnx.Module):
     # -- call ------------------------------------------------------------------------------
     def __call__(self, inputs, out_sharding=None) -> jax.Array:
         """y[..., N] = inputs[..., K] @ dequant(W)^T (+ bias), in out_dtype."""
-        y = _apply(self.config, inputs, *(variable_value(v) for v in
-                                          (self.qweight, self.scales, self.zeros, self.bias, self.perm)))
+        arrays = [variable_value(v) for v in (self.qweight, self.scales, self.zeros, self.bias, self.perm)]
+        if len(arrays[0].shape) > 2:
+            raise ValueError(f"this Linear is a stack of {arrays[0].shape[:-2]} layers (arrays with leading "
+                             "layer axes): call it inside nnx.scan / nnx.vmap over those axes")
+        y = _apply(self.config, inputs, *arrays, k_shards=self.k_shards)
         if out_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, out_sharding)
         return y
@@ -290,7 +379,7 @@ class Linear(nnx.Module):
     # -- views -----------------------------------------------------------------------------
     @property
     def matmul(self) -> Matmul:
-        return Matmul(self.config)
+        return Matmul(self.config, k_shards=self.k_shards)
 
     def dequantize(self) -> jax.Array:
         """The float weight [out_features, in_features] in A_dtype, in the ORIGINAL input order."""
@@ -314,36 +403,53 @@ class Linear(nnx.Module):
     def from_quantized(cls, values, scales=None, zeros=None, bias=None, perm=None, *,
                        W_dtype: str, group_size: int | None = -1, zeros_mode: str = "original",
                        A_dtype=None, dtype=None, accum_dtype: str = "float32", out_dtype=None,
-                       kernel_metadata=MappingProxyType({}), bias_metadata=MappingProxyType({})) -> "Linear":
+                       kernel_metadata=MappingProxyType({}), bias_metadata=MappingProxyType({}),
+                       k_shards: int | None = None) -> "Linear":
         """A layer from element values [N, K] (what Matmul.transform_weight takes) and their
-        scale / zeros [N, K/group], bias [N] and optional input permutation perm [K]."""
+        scale / zeros [N, K/group], bias [N] and optional input permutation perm [K]
+        (host data: they are checked there)."""
         N, K = np.shape(values)
         with_scaling = scales is not None
         cfg = make_config(K, N, use_bias=bias is not None, W_dtype=W_dtype, group_size=group_size,
                           with_scaling=with_scaling, with_zeros=zeros is not None, zeros_mode=zeros_mode,
                           A_dtype=A_dtype, dtype=dtype, accum_dtype=accum_dtype, out_dtype=out_dtype)
-        arrays = _arrays_from_values(cfg, np.asarray(jax.device_get(values)), scales, zeros, bias, perm)
+        k = _resolve_k_shards(cfg, k_shards, kernel_metadata)
+        arrays = _arrays_from_values(cfg, np.asarray(jax.device_get(values)), scales, zeros, bias, perm, k)
         return cls(K, N, use_bias=cfg.with_bias, W_dtype=cfg.W_dtype, group_size=cfg.group_size,
                    with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros, zeros_mode=cfg.zeros_mode,
                    A_dtype=cfg.A_dtype, accum_dtype=cfg.accum_dtype, out_dtype=cfg.out_dtype,
                    permute_inputs=perm is not None, kernel_metadata=kernel_metadata,
-                   bias_metadata=bias_metadata, _arrays=arrays)
+                   bias_metadata=bias_metadata, k_shards=k, _arrays=arrays)
 
     @classmethod
     def from_linear(cls, linear: nnx.Linear, W_dtype: str = "int4", group_size: int | None = -1,
                     with_scaling: bool | None = None, with_zeros: bool = False,
                     zeros_mode: str = "original", A_dtype=None, dtype=None,
                     accum_dtype: str = "float32", out_dtype=None) -> "Linear":
-        """Quantize an nnx.Linear (round to nearest, bitblas_jax.quantize).
+        """Quantize an nnx.Linear (round to nearest, bitblas_jax.quantize, on the kernel's device).
 
         The activation dtype defaults to the layer's `dtype`, else its kernel's dtype when
         that is float16 / bfloat16, else bfloat16. Sharding metadata of the kernel and bias
-        is carried over (reversed for the [out, in] layout).
+        is carried over (reversed for the [out, in] layout; an input-axis sharding packs the
+        weight per K-shard). A stacked nnx.Linear (kernel [*layers, in, out], as nnx.vmap
+        makes) gives a stacked Linear, quantized under nnx.vmap.
         """
+        opts = dict(W_dtype=W_dtype, group_size=group_size, with_scaling=with_scaling,
+                    with_zeros=with_zeros, zeros_mode=zeros_mode, A_dtype=A_dtype, dtype=dtype,
+                    accum_dtype=accum_dtype, out_dtype=out_dtype)
         kernel_var = linear.kernel
         kernel = variable_value(kernel_var)
+        kmd = _variable_metadata(kernel_var)
+        sharding = getattr(kernel, "sharding", None)
+        mesh = sharding.mesh if isinstance(sharding, jax.sharding.NamedSharding) else None
+        ctx = contextlib.nullcontext()
+        if mesh is not None and any(k in kmd for k in _SHARDING_KEYS):
+            ctx = jax.set_mesh(mesh)   # eager sharding of the new variables needs the mesh
+        if len(kernel.shape) > 2:
+            with ctx:
+                return cls._from_stacked_linear(linear, kmd, opts)
         if len(kernel.shape) != 2:
-            raise ValueError(f"from_linear needs a 2-D kernel, got shape {kernel.shape}")
+            raise ValueError(f"from_linear needs a 2-D kernel (or a stack of them), got shape {kernel.shape}")
         K, N = kernel.shape
         if A_dtype is None and dtype is None:
             if linear.dtype is not None:
@@ -355,22 +461,29 @@ class Linear(nnx.Module):
                           with_scaling=with_scaling, with_zeros=with_zeros, zeros_mode=zeros_mode,
                           A_dtype=A_dtype, dtype=dtype, accum_dtype=accum_dtype, out_dtype=out_dtype)
         bias = variable_value(linear.bias) if use_bias else None
-        if _is_abstract(kernel, bias):
-            arrays = _empty_arrays(cfg, False)
-        else:
-            arrays = _quantized_arrays(cfg, np.asarray(jax.device_get(kernel), np.float32).T,
-                                       None if bias is None else np.asarray(jax.device_get(bias)))
-        kmd = _variable_metadata(kernel_var)
-        sharding = getattr(kernel, "sharding", None)
-        ctx = contextlib.nullcontext()
-        if isinstance(sharding, jax.sharding.NamedSharding) and any(k in kmd for k in _SHARDING_KEYS):
-            ctx = jax.set_mesh(sharding.mesh)   # eager sharding of the new variables needs the mesh
         with ctx:
+            k = _resolve_k_shards(cfg, None, kmd, mesh)
+            kernel_t = (jax.ShapeDtypeStruct((N, K), kernel.dtype) if isinstance(kernel, jax.ShapeDtypeStruct)
+                        else kernel.T)
+            arrays = _quantized_arrays(cfg, kernel_t, bias, False, k)
             return cls(K, N, use_bias=use_bias, W_dtype=cfg.W_dtype, group_size=cfg.group_size,
                        with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros, zeros_mode=cfg.zeros_mode,
                        A_dtype=cfg.A_dtype, accum_dtype=cfg.accum_dtype, out_dtype=cfg.out_dtype,
-                       kernel_metadata=kmd,
-                       bias_metadata=_variable_metadata(linear.bias) if use_bias else {}, _arrays=arrays)
+                       kernel_metadata=kmd, bias_metadata=_variable_metadata(linear.bias) if use_bias else {},
+                       k_shards=k, _arrays=arrays)
+
+    @classmethod
+    def _from_stacked_linear(cls, linear, kmd, opts) -> "Linear":
+        """from_linear under one nnx.vmap per leading axis; the leading sharding names of the
+        kernel (nnx.vmap's transform_metadata) name the layer axes of the result too."""
+        lead = len(variable_value(linear.kernel).shape) - 2
+        names = next((tuple(kmd[k]) for k in _SHARDING_KEYS
+                      if isinstance(kmd.get(k), (tuple, list)) and len(kmd[k]) == lead + 2), None)
+        f = functools.partial(cls.from_linear, **opts)
+        for i in reversed(range(lead)):
+            tm = {nnx.PARTITION_NAME: names[i]} if names else {}
+            f = nnx.vmap(f, in_axes=0, out_axes=0, transform_metadata=tm)
+        return f(linear)
 
     @classmethod
     def from_unpacked(cls, unpacked: UnpackedQuant, bias=None, *, A_dtype=None, dtype=None,
@@ -400,18 +513,32 @@ class Linear(nnx.Module):
 
     def layout_metadata(self) -> dict:
         """The static description of this layer (what a checkpoint needs to rebuild it)."""
-        return {"in_features": self.in_features, "out_features": self.out_features,
+        meta = {"in_features": self.in_features, "out_features": self.out_features,
                 "use_bias": self.use_bias, "W_dtype": self.W_dtype, "group_size": self.group_size,
                 "with_scaling": self.with_scaling, "with_zeros": self.with_zeros,
                 "zeros_mode": self.zeros_mode, "A_dtype": self.A_dtype,
                 "accum_dtype": self.accum_dtype, "out_dtype": self.out_dtype,
                 "permute_inputs": self.permute_inputs}
+        if self.k_shards != 1:
+            meta["k_shards"] = self.k_shards
+        layers = tuple(variable_value(self.qweight).shape[:-2])
+        if layers:
+            meta["layers"] = list(layers)
+        return meta
 
     @classmethod
     def from_layout_metadata(cls, meta: Mapping[str, Any]) -> "Linear":
         """An all-zero layer described by layout_metadata() (to load a checkpoint into)."""
         m = dict(meta)
-        return cls(m.pop("in_features"), m.pop("out_features"), rngs=None, **m)
+        layers = tuple(m.pop("layers", ()))
+        in_features, out_features = m.pop("in_features"), m.pop("out_features")
+        make = lambda *_: cls(in_features, out_features, rngs=None, **m)  # noqa: E731
+        if not layers:
+            return make()
+        f = make
+        for _ in layers:
+            f = nnx.vmap(f, in_axes=0, out_axes=0)
+        return f(jnp.zeros(layers))
 
 
 def _variable_metadata(var) -> dict:
@@ -430,8 +557,10 @@ class Dense(nn.Module):
     """`nn.Dense` with low-bit weights. Same options as `Linear`.
 
     Variables: "params": scales, zeros (float modes), bias; "quantized" (QUANT_COLLECTION):
-    qweight, zeros (quantized mode), perm. `init` quantizes a `kernel_init` kernel;
-    `quantize_dense_params(kernel, bias, ...)` converts a trained nn.Dense's params:
+    qweight, zeros (quantized mode), perm. `init` quantizes a `kernel_init` kernel, once,
+    from one "params" key, in jax.numpy (so jax.jit(init), nn.scan and nn.vmap give the
+    weights an eager init gives); `quantize_dense_params(kernel, bias, ...)` converts a
+    trained nn.Dense's params:
 
         variables = quantize_dense_params(params["kernel"], params["bias"], W_dtype="int4", group_size=128)
         y = Dense(features, W_dtype="int4", group_size=128).apply(variables, x)
@@ -460,33 +589,28 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, inputs):
         cfg = self.config(jnp.shape(inputs)[-1])
-        cache = {}
-
-        def arrays(rng=None):
-            # One quantization feeds every variable of the layer at init. Linen also calls
-            # param init functions under jax.eval_shape (a shape check, with a traced key):
-            # those get abstract arrays and are not cached.
-            if cache and not _is_abstract(rng):
-                return cache
-            rng = self.make_rng("params") if rng is None else rng
-            k_rng, b_rng = jax.random.split(rng)
+        if self.has_variable(QUANT_COLLECTION, "qweight"):
+            # apply (or a second call at init): the init functions below serve only Linen's
+            # shape checks, which zeros of the right shapes pass
+            arrays = _empty_arrays(cfg, self.permute_inputs)
+        else:
+            # one key, one quantization for every variable of the layer
+            k_rng, b_rng = jax.random.split(self.make_rng("params"))
             kernel = self.kernel_init(k_rng, (cfg.K, cfg.N), jnp.float32)
             bias = self.bias_init(b_rng, (cfg.N,), jnp.float32) if cfg.with_bias else None
-            out = _quantized_arrays(cfg, kernel.T, bias, self.permute_inputs)
-            if not _is_abstract(rng):
-                cache.update(out)
-            return out
+            arrays = _quantized_arrays(cfg, nn.meta.unbox(kernel).T, nn.meta.unbox(bias),
+                                       self.permute_inputs)
 
-        qweight = self.variable(QUANT_COLLECTION, "qweight", lambda: arrays()["qweight"]).value
-        scales = self.param("scales", lambda r: arrays(r)["scales"]) if cfg.with_scaling else None
+        qweight = self.variable(QUANT_COLLECTION, "qweight", lambda: arrays["qweight"]).value
+        scales = self.param("scales", lambda _: arrays["scales"]) if cfg.with_scaling else None
         zeros = None
         if cfg.with_zeros:
             if cfg.zeros_mode == "quantized":
-                zeros = self.variable(QUANT_COLLECTION, "zeros", lambda: arrays()["zeros"]).value
+                zeros = self.variable(QUANT_COLLECTION, "zeros", lambda: arrays["zeros"]).value
             else:
-                zeros = self.param("zeros", lambda r: arrays(r)["zeros"])
-        bias = self.param("bias", lambda r: arrays(r)["bias"]) if cfg.with_bias else None
-        perm = (self.variable(QUANT_COLLECTION, "perm", lambda: arrays()["perm"]).value
+                zeros = self.param("zeros", lambda _: arrays["zeros"])
+        bias = self.param("bias", lambda _: arrays["bias"]) if cfg.with_bias else None
+        perm = (self.variable(QUANT_COLLECTION, "perm", lambda: arrays["perm"]).value
                 if self.permute_inputs else None)
         return _apply(cfg, inputs, qweight, scales, zeros, bias, perm)
 
@@ -501,8 +625,7 @@ def quantize_dense_params(kernel, bias=None, *, W_dtype: str = "int4", group_siz
     cfg = make_config(K, N, use_bias=bias is not None, W_dtype=W_dtype, group_size=group_size,
                       with_scaling=with_scaling, with_zeros=with_zeros, zeros_mode=zeros_mode,
                       A_dtype=A_dtype, dtype=dtype, accum_dtype=accum_dtype, out_dtype=out_dtype)
-    arrays = _quantized_arrays(cfg, np.asarray(jax.device_get(kernel), np.float32).T,
-                               None if bias is None else np.asarray(jax.device_get(bias)))
+    arrays = _quantized_arrays(cfg, jnp.asarray(kernel).T, None if bias is None else jnp.asarray(bias))
     params = {k: arrays[k] for k in ("scales", "bias") if k in arrays}
     quant = {"qweight": arrays["qweight"]}
     if "zeros" in arrays:

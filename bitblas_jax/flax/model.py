@@ -1,9 +1,7 @@
 """quantize_model: replace the nnx.Linear layers of a Flax NNX model by low-bit `Linear`s."""
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import os
 import re
 import sys
 import time
@@ -123,7 +121,7 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
                    accum_dtype: str = "float32", out_dtype=None,
                    rules=None, exclude: Iterable[str] | None = ("lm_head",),
                    inplace: bool = True, progress: bool = True, verbose: bool = True,
-                   on_error: str = "keep", return_summary: bool = False, workers: int | None = None):
+                   on_error: str = "keep", return_summary: bool = False):
     """Replace every matching `nnx.Linear` of an NNX model by a quantized `Linear`.
 
     Args:
@@ -149,11 +147,12 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
         multiple of 16 or K not a multiple of group_size, stays in float and is listed in
         the summary) or "raise".
       return_summary: return (model, QuantizeSummary) instead of the model.
-      workers: threads quantizing layers concurrently on the host (default min(8, CPUs));
-        about 4 s per 4096 x 11008 matrix on one core.
 
-    Works under `nnx.eval_shape` too (abstract model -> abstract quantized model, e.g. as
-    the target structure to restore a quantized checkpoint into).
+    Each layer is quantized on its kernel's device (jax.numpy, jitted; the GPU for a model
+    on the GPU). Stacked layers (an nnx.Linear made under nnx.vmap, kernel [*layers, in,
+    out]) become stacked quantized Linears that run under nnx.scan / nnx.vmap. Works under
+    `nnx.eval_shape` and nnx.jit too (an abstract model gives an abstract quantized model,
+    e.g. as the target structure to restore a quantized checkpoint into).
     """
     if on_error not in ("keep", "raise"):
         raise ValueError(f"on_error must be 'keep' or 'raise', got {on_error!r}")
@@ -194,27 +193,25 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
                 raise ValueError(f"quantize_model: layer {ps!r}: {e}") from e
             return None, f"not supported: {e}"
 
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1)
     bar = ProgressBar(len(todo), progress)
     try:
-        # The host-side work (rounding, packing) of several layers runs in threads (NumPy
-        # releases the GIL); the model is modified in the calling thread, in layer order.
-        with concurrent.futures.ThreadPoolExecutor(max(1, int(workers))) as pool:
-            futures = [pool.submit(convert, item) for item in todo]
-            for (path, ps, module, _), fut in zip(todo, futures):
-                new, why = fut.result()
-                bar.update(ps)
-                if new is None:
-                    summary.kept[ps] = why
-                    continue
-                summary.layer_bytes_before += sum(
-                    array_nbytes(variable_value(v)) for v in (module.kernel, module.bias) if v is not None)
-                summary.layer_bytes_after += new.nbytes()
-                replace_module(model, path, new)
-                summary.converted.append(ps)
+        # In the calling thread: under nnx.eval_shape / nnx.jit the kernels are tracers of its
+        # trace. On a device the work is dispatched asynchronously, layer after layer.
+        for path, ps, module, opts in todo:
+            new, why = convert((path, ps, module, opts))
+            bar.update(ps)
+            if new is None:
+                summary.kept[ps] = why
+                continue
+            summary.layer_bytes_before += sum(
+                array_nbytes(variable_value(v)) for v in (module.kernel, module.bias) if v is not None)
+            summary.layer_bytes_after += new.nbytes()
+            replace_module(model, path, new)
+            summary.converted.append(ps)
     finally:
         bar.close()
+    leaves = [x for x in jax.tree.leaves(nnx.state(model)) if isinstance(x, jax.Array)]
+    jax.block_until_ready(leaves)       # the time below is the quantization's, not its dispatch's
     summary.model_bytes_after = _state_bytes(model)
     summary.seconds = time.perf_counter() - t0
     if verbose:
