@@ -107,6 +107,7 @@ class Matmul:
                     "not the packing of a K block (docs/LAYOUT.md): pack the full weight with "
                     "Matmul(config, k_shards=n).transform_weight(values), shard its columns, and pass "
                     "k_block=True here; or leave the partitioning to jax.jit (README, Sharding)")
+        partition.check_weight_sharding(W_packed, self.k_shards)
         adt = jnp.dtype(cfg.A_dtype)
         return primitive.bind(
             A, W_packed,

@@ -133,13 +133,7 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
     if k_axes:
         S = _size(mesh, k_axes)
         if k_shards == 1 or k_shards % S:
-            raise ValueError(
-                f"bitblas_matmul: the packed weight is sharded along K over mesh axes {k_axes} "
-                f"({S} shards) but it is packed for {k_shards} K-shard(s). A column block of the "
-                "packed weight is not the packing of a K block (docs/LAYOUT.md); pack it per shard "
-                f"with Matmul(config, k_shards={S}).transform_weight(values) or "
-                f"layout.to_k_shards(W, N, K, bits, {S}) (flax Linear: create it under the mesh), "
-                "or do not shard W along K")
+            raise _misuse(k_axes, S, k_shards)
         if set(k_axes) & used:
             raise ValueError(f"bitblas_matmul: mesh axes {sorted(set(k_axes) & used)} shard both A's "
                              "batch dims and K; a mesh axis can split only one of them")
@@ -180,6 +174,31 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
         return out
 
     return mesh, lower_fn, out_sh, (a_sh, w_sh, tuple(aux_sh))
+
+
+def _misuse(k_axes, S, k_shards) -> ValueError:
+    return ValueError(
+        f"bitblas_matmul: the packed weight is sharded along K over mesh axes {tuple(k_axes)} "
+        f"({S} shards) but it is packed for {k_shards} K-shard(s). A column block of the "
+        "packed weight is not the packing of a K block (docs/LAYOUT.md); pack it per shard "
+        f"with Matmul(config, k_shards={S}).transform_weight(values) or "
+        f"layout.to_k_shards(W, N, K, bits, {S}) (flax Linear: create it under the mesh), "
+        "or do not shard W along K")
+
+
+def check_weight_sharding(W, k_shards: int) -> None:
+    """The partitioner's K-sharding check, early (a ValueError at trace time) where the
+    sharding is known then: a concrete array's, or an Explicit mesh's sharding type."""
+    sh = W.sharding if isinstance(W, jax.Array) and not isinstance(W, jax.core.Tracer) else None
+    if not isinstance(sh, NamedSharding):
+        sh = getattr(jax.typeof(W), "sharding", None)
+    if not isinstance(sh, NamedSharding) or len(sh.spec) < 2:
+        return
+    k_axes = _axes(sh.spec[1])
+    if k_axes:
+        S = _size(sh.mesh, k_axes)
+        if S > 1 and (k_shards == 1 or k_shards % S):
+            raise _misuse(k_axes, S, k_shards)
 
 
 def _replicated(bind, spec, k_shards, present, mesh, arg_shapes):
