@@ -13,3 +13,22 @@ def rng():
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"rng seed {seed}")
     return np.random.default_rng(seed)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say once how many tests were skipped and why (without -rs pytest shows only 's')."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    counts = {}
+    for rep in skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        kind = "GPU tests" if "gpu" in getattr(rep, "keywords", {}) else "other"
+        counts[(kind, reason)] = counts.get((kind, reason), 0) + 1
+    terminalreporter.section("skipped tests")
+    for (kind, reason), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1])):
+        terminalreporter.write_line(f"{n:5d} skipped ({kind}): {reason}")
+    if any(kind == "GPU tests" for kind, _ in counts):
+        terminalreporter.write_line("      (GPU tests run where JAX sees a CUDA GPU and the package was built "
+                                    "with nvcc; pytest -rs lists them)")

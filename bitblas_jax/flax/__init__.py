@@ -5,7 +5,14 @@
     quantize_model(model, W_dtype="int4", group_size=128, exclude=("lm_head",))
 
 Saving, loading and GPTQ / AWQ import are in bitblas_jax.flax.checkpoints.
+Needs Flax (`pip install 'bitblas_jax[flax]'`); `import bitblas_jax` alone does not.
 """
+try:
+    import flax as _flax  # noqa: F401  (absolute import: the real Flax)
+except ImportError as e:
+    raise ImportError("bitblas_jax.flax needs Flax: pip install 'bitblas_jax[flax]' "
+                      "(or pip install flax)") from e
+
 from .linear import (QUANT_COLLECTION, Dense, Linear, QuantizedWeight, make_config,
                      quantize_dense_params)
 from .model import QuantizeSummary, quantize_model, quantized_layers
