@@ -153,13 +153,7 @@ def render() -> str:
     return "\n".join(L)
 
 
-def main(argv: list[str]) -> None:
-    text = render()
-    if "--stdout" in argv:
-        sys.stdout.write(text)
-    else:
-        OUT.write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generated_file import main
+    main(render, OUT)

@@ -63,13 +63,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
     return "\n".join(parts)
 
 
-def main(argv: list[str]) -> None:
-    text = render()
-    if "--stdout" in argv:
-        sys.stdout.write(text)
-    else:
-        OUT.write_text(text)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generated_file import main
+    main(render, OUT)
