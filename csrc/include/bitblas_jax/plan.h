@@ -6,14 +6,12 @@
 // (decode.cuh DecodeCfg, gemm_mma.cuh GemmMmaCfg, gemm_wgmma.cuh WgmmaCfg) derive their sizes from the
 // functions here, the host dispatcher (matmul_cuda.cu) launches what a Plan says, and Python
 // (bitblas_jax/gpu_plan.py, through the _bitblas_plan module) asks make_plan() and keeps only the
-// measured M thresholds and the environment overrides. Pure C++17, usable from host and device code.
+// measured M thresholds and the environment overrides. Pure C++17: the kernel configurations use the
+// constexpr functions in constant expressions, the host at run time.
 #pragma once
 
 #include <cstdint>
 
-// Compile-time arithmetic: kernel configurations use it in constant expressions (device code reaches
-// it through --expt-relaxed-constexpr), the host at run time.
-#define BBJ_PLAN_FN constexpr
 
 namespace bitblas_jax {
 namespace plan {
@@ -48,8 +46,8 @@ inline const char* kernel_name(Kernel k) {
 
 // ---- the packed layout (docs/LAYOUT.md) --------------------------------------------------------
 constexpr int kTileRows = 16;                                 // weight rows of a packed tile
-BBJ_PLAN_FN int packed_tile_k(int bits) { return 256 / bits; }  // k of a 512-byte packed tile
-BBJ_PLAN_FN bool groups_in_whole_tiles(bool grouped, int64_t group_size, int bits) {
+constexpr int packed_tile_k(int bits) { return 256 / bits; }  // k of a 512-byte packed tile
+constexpr bool groups_in_whole_tiles(bool grouped, int64_t group_size, int bits) {
   return !grouped || group_size % packed_tile_k(bits) == 0;
 }
 
@@ -76,42 +74,42 @@ constexpr int kDecodeMaxRows = 16;      // activation rows per launch (two n8 bl
 constexpr int kDecodeSmemCap = 110 * 1024;
 
 // Formats under 4 bits take one tile per chunk (their tiles already hold 128..256 k).
-BBJ_PLAN_FN int decode_tiles(int bits, int tiles) { return bits >= 4 ? tiles : 1; }
+constexpr int decode_tiles(int bits, int tiles) { return bits >= 4 ? tiles : 1; }
 // Ring stages (chunks in flight): three for 4-tile chunks; two for 16 rows with 2 tiles, whose
 // activations fill the cap (at 16 rows a chunk takes longer to compute than to load); six for
 // one-tile one-block chunks (short chunks need more of them in flight); else four.
-BBJ_PLAN_FN int decode_stages(int bits, int n8_blocks, int tiles) {
+constexpr int decode_stages(int bits, int n8_blocks, int tiles) {
   return decode_tiles(bits, tiles) == 4                            ? 3
          : n8_blocks == 2 && decode_tiles(bits, tiles) == 2       ? 2
          : n8_blocks == 1 && decode_tiles(bits, tiles) == 1       ? 6
                                                                    : 4;
 }
 // Weight bytes per warp and stage: `tiles` tiles x two 16-row bands x 512 bytes.
-BBJ_PLAN_FN int decode_warp_stage_bytes(int bits, int tiles) { return decode_tiles(bits, tiles) * 1024; }
-BBJ_PLAN_FN int decode_ring_bytes(int bits, int n8_blocks, int tiles) {
+constexpr int decode_warp_stage_bytes(int bits, int tiles) { return decode_tiles(bits, tiles) * 1024; }
+constexpr int decode_ring_bytes(int bits, int n8_blocks, int tiles) {
   return kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * decode_warp_stage_bytes(bits, tiles);
 }
 // Activation row stride in halves: the warp's k per chunk + 8 (spreads ldmatrix rows over banks).
-BBJ_PLAN_FN int decode_act_stride(int bits, int tiles) { return decode_tiles(bits, tiles) * packed_tile_k(bits) + 8; }
+constexpr int decode_act_stride(int bits, int tiles) { return decode_tiles(bits, tiles) * packed_tile_k(bits) + 8; }
 // Activation ring bytes per row of M.
-BBJ_PLAN_FN int decode_act_row_bytes(int bits, int n8_blocks, int tiles) {
+constexpr int decode_act_row_bytes(int bits, int n8_blocks, int tiles) {
   return kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * decode_act_stride(bits, tiles) * 2;
 }
 // Staged group scales (4-tile shapes: one 4-byte scale pair per row, 32 rows per warp and stage),
 // placed after the activations, outside kDecodeSmemCap.
-BBJ_PLAN_FN int decode_scale_stage_bytes(int bits, int n8_blocks, int tiles) {
+constexpr int decode_scale_stage_bytes(int bits, int n8_blocks, int tiles) {
   return decode_tiles(bits, tiles) == 4 ? kDecodeWarps * decode_stages(bits, n8_blocks, tiles) * 32 * 4 : 0;
 }
-BBJ_PLAN_FN int decode_capped_bytes(int bits, int shape, int64_t rows) {
+constexpr int decode_capped_bytes(int bits, int shape, int64_t rows) {
   return decode_ring_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles) +
          static_cast<int>(rows) * decode_act_row_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles);
 }
-BBJ_PLAN_FN int decode_smem_bytes(int bits, int shape, int64_t rows) {
+constexpr int decode_smem_bytes(int bits, int shape, int64_t rows) {
   return decode_capped_bytes(bits, shape, rows) +
          decode_scale_stage_bytes(bits, kDecodeShapes[shape].n8_blocks, kDecodeShapes[shape].tiles);
 }
 // The shape for one launch of `rows` (1..16) activation rows, or -1 where none fits.
-BBJ_PLAN_FN int decode_shape_for(int bits, int64_t rows) {
+constexpr int decode_shape_for(int bits, int64_t rows) {
   for (int s = rows <= 8 ? 0 : 2; s < kNumDecodeShapes; ++s)
     if (decode_capped_bytes(bits, s, rows) <= kDecodeSmemCap) return s;
   return -1;
@@ -135,24 +133,24 @@ constexpr MmaTile kMmaTiles[kNumMmaTiles] = {
     {128, 32, false}, {128, 64, false}, {256, 32, false}, {256, 64, false}, {128, 32, true}};
 enum MmaTileId : int { kMma128x32 = 0, kMma128x64 = 1, kMma256x32 = 2, kMma256x64 = 3, kMma128x32GroupsInTiles = 4 };
 // Warps along the weight rows (each warp holds two 16-row bands).
-BBJ_PLAN_FN int mma_weight_warps(int tile) { return kMmaTiles[tile].weight_rows / 32; }
+constexpr int mma_weight_warps(int tile) { return kMmaTiles[tile].weight_rows / 32; }
 // n8 blocks of activation rows per warp (8 warps per CTA).
-BBJ_PLAN_FN int mma_n8_per_warp(int tile) { return kMmaTiles[tile].act_rows * mma_weight_warps(tile) / 8 / 8; }
+constexpr int mma_n8_per_warp(int tile) { return kMmaTiles[tile].act_rows * mma_weight_warps(tile) / 8 / 8; }
 // Warp tiles of 8 n8 blocks need more than 128 registers: one CTA per SM, else two.
-BBJ_PLAN_FN int mma_ctas_per_sm(int tile) { return mma_n8_per_warp(tile) >= 8 ? 1 : 2; }
+constexpr int mma_ctas_per_sm(int tile) { return mma_n8_per_warp(tile) >= 8 ? 1 : 2; }
 // Tiles per 16-row band and stage: two for >= 4 bits (128+ k per stage), one below.
-BBJ_PLAN_FN int mma_tiles_per_stage(int bits) { return bits >= 4 ? 2 : 1; }
-BBJ_PLAN_FN int mma_stage_k(int bits) { return mma_tiles_per_stage(bits) * packed_tile_k(bits); }
-BBJ_PLAN_FN int mma_act_stride(int bits) { return mma_stage_k(bits) + 8; }  // halves; bank spread
-BBJ_PLAN_FN int mma_stage_bytes(int bits, int tile) {
+constexpr int mma_tiles_per_stage(int bits) { return bits >= 4 ? 2 : 1; }
+constexpr int mma_stage_k(int bits) { return mma_tiles_per_stage(bits) * packed_tile_k(bits); }
+constexpr int mma_act_stride(int bits) { return mma_stage_k(bits) + 8; }  // halves; bank spread
+constexpr int mma_stage_bytes(int bits, int tile) {
   return kMmaTiles[tile].weight_rows / kTileRows * mma_tiles_per_stage(bits) * 512 +
          kMmaTiles[tile].act_rows * mma_act_stride(bits) * 2;
 }
 // Four stages where they fit the SM's budget (220 KB for one CTA, 110 KB each for two), else three.
-BBJ_PLAN_FN int mma_stages(int bits, int tile) {
+constexpr int mma_stages(int bits, int tile) {
   return 4 * mma_stage_bytes(bits, tile) <= (mma_ctas_per_sm(tile) == 1 ? 220 : 110) * 1024 ? 4 : 3;
 }
-BBJ_PLAN_FN int mma_smem_bytes(int bits, int tile) { return mma_stages(bits, tile) * mma_stage_bytes(bits, tile); }
+constexpr int mma_smem_bytes(int bits, int tile) { return mma_stages(bits, tile) * mma_stage_bytes(bits, tile); }
 // The wide tiles (256 weight rows) read the activations half as often; they pay once their tiles
 // alone about fill the GPU (this many of them).
 constexpr int kMmaWideMinTiles = 100;
@@ -173,44 +171,44 @@ constexpr int kWgmmaWeightRows = 128;  // two consumer warpgroups, one 16-row ba
 constexpr int kWgmmaTwoCtaBudget = 106 * 1024;
 constexpr int kWgmmaOneCtaBudget = 220 * 1024;
 // A stage of 128 k: BM x 128 activations + 8 bands x 128 k of weights.
-BBJ_PLAN_FN int wgmma_long_stage_bytes(int bits, int act_rows) { return act_rows * 128 * 2 + 8 * 16 * 128 * bits / 8; }
+constexpr int wgmma_long_stage_bytes(int bits, int act_rows) { return act_rows * 128 * 2 + 8 * 16 * 128 * bits / 8; }
 // Stages of at least 128 k pay the stage's waits and scale loads half as often: taken where enough of
 // them fit (four in the two-CTA budget, three in the one-CTA budget).
-BBJ_PLAN_FN bool wgmma_long_stages(int bits, int act_rows) {
+constexpr bool wgmma_long_stages(int bits, int act_rows) {
   return act_rows <= 64 ? 4 * wgmma_long_stage_bytes(bits, act_rows) <= kWgmmaTwoCtaBudget
                         : 3 * wgmma_long_stage_bytes(bits, act_rows) <= kWgmmaOneCtaBudget;
 }
 // k per stage: whole packed tiles, at least 128 where wgmma_long_stages(), else at least 64 (one
 // 128-byte swizzled sub-tile of 16-bit activations).
-BBJ_PLAN_FN int wgmma_stage_k(int bits, int act_rows) {
+constexpr int wgmma_stage_k(int bits, int act_rows) {
   const int k_min = wgmma_long_stages(bits, act_rows) ? 128 : 64;
   return k_min > packed_tile_k(bits) ? k_min : packed_tile_k(bits);
 }
-BBJ_PLAN_FN int wgmma_tiles_per_stage(int bits, int act_rows) { return wgmma_stage_k(bits, act_rows) / packed_tile_k(bits); }
-BBJ_PLAN_FN int wgmma_stage_bytes(int bits, int act_rows) {
+constexpr int wgmma_tiles_per_stage(int bits, int act_rows) { return wgmma_stage_k(bits, act_rows) / packed_tile_k(bits); }
+constexpr int wgmma_stage_bytes(int bits, int act_rows) {
   return act_rows * wgmma_stage_k(bits, act_rows) * 2 + kWgmmaWeightRows / kTileRows * wgmma_tiles_per_stage(bits, act_rows) * 512;
 }
-BBJ_PLAN_FN int wgmma_ctas_per_sm(int bits, int act_rows) {
+constexpr int wgmma_ctas_per_sm(int bits, int act_rows) {
   return act_rows <= 64 && 4 * wgmma_stage_bytes(bits, act_rows) <= kWgmmaTwoCtaBudget ? 2 : 1;
 }
 // As many stages as the CTA's budget holds, at most 8.
-BBJ_PLAN_FN int wgmma_stages(int bits, int act_rows) {
+constexpr int wgmma_stages(int bits, int act_rows) {
   const int fit = (wgmma_ctas_per_sm(bits, act_rows) == 2 ? kWgmmaTwoCtaBudget : kWgmmaOneCtaBudget) /
                   wgmma_stage_bytes(bits, act_rows);
   return fit < 8 ? fit : 8;
 }
 // k-steps of wgmmas in flight: 3 where registers allow and ptxas keeps them asynchronous (one tile per
 // stage, tiles other than 128 activation rows), else 2.
-BBJ_PLAN_FN int wgmma_window(int bits, int act_rows) {
+constexpr int wgmma_window(int bits, int act_rows) {
   return wgmma_tiles_per_stage(bits, act_rows) > 1 || act_rows == 128 ? 2 : 3;
 }
 // A ring of at least three stages, and enough k-steps per stage for the window.
-BBJ_PLAN_FN bool wgmma_supported(int bits, int act_rows) {
+constexpr bool wgmma_supported(int bits, int act_rows) {
   return wgmma_stages(bits, act_rows) >= 3 &&
          wgmma_tiles_per_stage(bits, act_rows) * (packed_tile_k(bits) / 16) >= wgmma_window(bits, act_rows) - 1;
 }
 // + 1 KB to align the ring to the 1024-byte swizzle.
-BBJ_PLAN_FN int wgmma_smem_bytes(int bits, int act_rows) {
+constexpr int wgmma_smem_bytes(int bits, int act_rows) {
   return wgmma_stages(bits, act_rows) * wgmma_stage_bytes(bits, act_rows) + 1024;
 }
 // The tall tile (256 activation rows) from this many of its output tiles (about one wave).
@@ -221,8 +219,8 @@ constexpr int64_t kWgmmaPartialCap = 8 << 20;
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
 // partial sums of every split.
-BBJ_PLAN_FN int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
-BBJ_PLAN_FN int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N) {
+constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
+constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N) {
   return split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
              ? 0
              : counter_bytes(M, N) + split_k * M * N * 4;
