@@ -8,6 +8,13 @@ the same token sequence, and how many greedy tokens agree.
 
     python examples/llama_decode.py                       # --config tiny on CPU (< 1 min)
     python examples/llama_decode.py --config 7b --layers 4   # 7B-shaped layers, for a GPU
+    python examples/llama_decode.py --mesh 8              # tensor-parallel over 8 devices
+
+--mesh N runs the model tensor-parallel over N devices (N virtual CPU devices on a CPU
+machine; GPUs where there are N): q/k/v/gate/up column-parallel, o/down row-parallel
+(Megatron), declared as for nnx.Linear with nnx.with_partitioning; quantize_model keeps
+the sharding (the row-parallel weights packed per K-shard). It prints each model's bytes
+per device and whether the compiled decode step gathers any weight.
 
 Random weights make the logits of both models nearly flat, so the token agreement is
 only a smoke signal; the logit difference is the number to look at (int4 RTN with
@@ -16,13 +23,18 @@ group 128 moves logits by a few percent of their spread).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
+import re
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if "--mesh" in sys.argv:      # virtual CPU devices must be asked for before JAX starts
+    _n = sys.argv[sys.argv.index("--mesh") + 1]
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_n}")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -52,17 +64,26 @@ CONFIGS = {
     # CPU-sized: every matrix is a multiple of 128 so int4 group 128 applies everywhere.
     "tiny": LlamaConfig(vocab=512, hidden=256, intermediate=768, layers=2, heads=4, kv_heads=2,
                         max_len=128),
+    # CPU-sized for --mesh 8: every row-parallel K splits into 8 blocks of whole int4 groups.
+    "tiny-tp": LlamaConfig(vocab=512, hidden=1024, intermediate=3072, layers=2, heads=8, kv_heads=8,
+                           max_len=128),
     # Llama-2-7B's layer shapes (fewer layers by default: --layers).
     "7b": LlamaConfig(vocab=32000, hidden=4096, intermediate=11008, layers=4, heads=32, kv_heads=32,
                       max_len=512),
 }
 
 DTYPE = jnp.bfloat16
+MODEL_AXIS = "model"
 
 
-def _linear(i, o, rngs):
-    return nnx.Linear(i, o, use_bias=False, dtype=DTYPE, param_dtype=DTYPE,
-                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+def _linear(i, o, rngs, parallel=None):
+    """parallel: None (replicated), "column" (split the outputs) or "row" (split the inputs),
+    declared only when the model is built under a mesh with a "model" axis."""
+    init = nnx.initializers.normal(0.02)
+    mesh = jax.sharding.get_abstract_mesh()
+    if parallel and not mesh.empty and MODEL_AXIS in mesh.shape:
+        init = nnx.with_partitioning(init, (None, MODEL_AXIS) if parallel == "column" else (MODEL_AXIS, None))
+    return nnx.Linear(i, o, use_bias=False, dtype=DTYPE, param_dtype=DTYPE, kernel_init=init, rngs=rngs)
 
 
 class RMSNorm(nnx.Module):
@@ -93,10 +114,10 @@ class Attention(nnx.Module):
     def __init__(self, cfg: LlamaConfig, rngs):
         self.cfg = cfg
         hd = cfg.head_dim
-        self.q_proj = _linear(cfg.hidden, cfg.heads * hd, rngs)
-        self.k_proj = _linear(cfg.hidden, cfg.kv_heads * hd, rngs)
-        self.v_proj = _linear(cfg.hidden, cfg.kv_heads * hd, rngs)
-        self.o_proj = _linear(cfg.heads * hd, cfg.hidden, rngs)
+        self.q_proj = _linear(cfg.hidden, cfg.heads * hd, rngs, "column")
+        self.k_proj = _linear(cfg.hidden, cfg.kv_heads * hd, rngs, "column")
+        self.v_proj = _linear(cfg.hidden, cfg.kv_heads * hd, rngs, "column")
+        self.o_proj = _linear(cfg.heads * hd, cfg.hidden, rngs, "row")
 
     def __call__(self, x, cache_k, cache_v, pos):
         """x [B, T, hidden]; cache_k/v [B, max_len, kv_heads, hd]; pos: index of x[:, 0]."""
@@ -120,9 +141,9 @@ class Attention(nnx.Module):
 
 class MLP(nnx.Module):
     def __init__(self, cfg, rngs):
-        self.gate_proj = _linear(cfg.hidden, cfg.intermediate, rngs)
-        self.up_proj = _linear(cfg.hidden, cfg.intermediate, rngs)
-        self.down_proj = _linear(cfg.intermediate, cfg.hidden, rngs)
+        self.gate_proj = _linear(cfg.hidden, cfg.intermediate, rngs, "column")
+        self.up_proj = _linear(cfg.hidden, cfg.intermediate, rngs, "column")
+        self.down_proj = _linear(cfg.intermediate, cfg.hidden, rngs, "row")
 
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -201,6 +222,42 @@ def generate(model, prompt, new_tokens):
     return run(new_tokens)
 
 
+def device_bytes(model) -> dict:
+    """Bytes of the model's arrays held by each device."""
+    out = {}
+    for leaf in jax.tree.leaves(nnx.state(model)):
+        for shard in getattr(leaf, "addressable_shards", ()):
+            out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
+    return out
+
+
+def weight_gathers(model, prompt) -> list[int]:
+    """Result bytes of every all-gather in the compiled decode step that is as large as a
+    quantized weight's shard on one device (a gathered weight)."""
+    from bitblas_jax.flax import quantized_layers
+    step, state = make_step(model)
+    hlo = step.lower(state, prompt[:, :1], model.init_cache(prompt.shape[0]), 0).compile().as_text()
+    sizes = {"f32": 4, "bf16": 2, "f16": 2, "u8": 1, "s8": 1, "s32": 4}
+    gathers = []
+    for m in re.finditer(r"=\s*(\w+)\[([\d,]*)\][^ ]*\s+all-gather(?:-start)?\(", hlo):
+        n = math.prod(int(d) for d in m.group(2).split(",") if d)
+        gathers.append(n * sizes.get(m.group(1), 4))
+    layers = quantized_layers(model)
+    smallest = min((layer.qweight[...].nbytes for layer in layers.values()), default=0)
+    return [g for g in gathers if smallest and g >= smallest // len(jax.devices())]
+
+
+def report_sharding(model, qmodel, prompt, mesh):
+    for name, m in (("bf16", model), ("quantized", qmodel)):
+        per = device_bytes(m)
+        mib = [per.get(d, 0) / 2**20 for d in mesh.devices.flat]
+        print(f"{name:<10} bytes per device: {min(mib):.2f} .. {max(mib):.2f} MiB over {len(mib)} devices "
+              f"(total {sum(mib):.2f} MiB)")
+    big = weight_gathers(qmodel, prompt)
+    print(f"quantized decode step: weight all-gathers in the compiled HLO: "
+          f"{'none' if not big else f'{len(big)} (largest {max(big)} bytes)'}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(CONFIGS),
@@ -212,7 +269,11 @@ def main(argv=None):
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--w-dtype", default="int4")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mesh", type=int, default=0,
+                    help="tensor-parallel over this many devices (virtual CPU devices on a CPU)")
     args = ap.parse_args(argv)
+    if args.mesh > 1 and args.config == "tiny":
+        args.config = "tiny-tp"
 
     cfg = CONFIGS[args.config]
     if args.layers is not None:
@@ -221,11 +282,19 @@ def main(argv=None):
         cfg = dataclasses.replace(cfg, max_len=args.prompt_len + args.new_tokens)
     print(f"backend {jax.default_backend()}, config {args.config}: {cfg}")
 
-    model = Llama(cfg, nnx.Rngs(args.seed))
+    mesh = None
+    if args.mesh > 1:
+        if len(jax.devices()) < args.mesh:
+            raise SystemExit(f"--mesh {args.mesh}: only {len(jax.devices())} {jax.default_backend()} devices")
+        mesh = jax.make_mesh((args.mesh,), (MODEL_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                             devices=jax.devices()[:args.mesh])
+    with (jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()):
+        model = Llama(cfg, nnx.Rngs(args.seed))
+        # int4 copy that shares the embedding, norms and lm_head with the bf16 model.
+        qmodel = quantize_model(model, args.w_dtype, args.group_size, exclude=("lm_head",), inplace=False)
     prompt = jax.random.randint(jax.random.key(args.seed + 1), (args.batch, args.prompt_len), 0, cfg.vocab)
-
-    # int4 copy that shares the embedding, norms and lm_head with the bf16 model.
-    qmodel = quantize_model(model, args.w_dtype, args.group_size, exclude=("lm_head",), inplace=False)
+    if mesh is not None:
+        report_sharding(model, qmodel, prompt, mesh)
 
     toks_bf16, t_bf16 = generate(model, prompt, args.new_tokens)
     toks_q, t_q = generate(qmodel, prompt, args.new_tokens)
