@@ -163,7 +163,10 @@ def _lowering(call):
         return call(A, standard_weight(W, spec, k_shards), scale, zeros, bias, spec=spec)
 
     def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
-        if partition.wants_rule(ctx):
+        # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
+        # partitions itself; custom_partitioning would also refuse their constants (the tables)
+        xla_ops = call is _cuda_call and spec.a_dtype == "float32"
+        if partition.wants_rule(ctx) and not xla_ops:
             body = functools.partial(whole_op, spec=spec, k_shards=k_shards)
             f = functools.partial(partition.call, body, bind, spec, k_shards)
         else:

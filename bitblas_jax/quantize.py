@@ -15,6 +15,10 @@ a float64 weight, else float32), so both give the same bits for the same input:
     and `x / broadcast(s)` into a multiplication by the reciprocal (not correctly
     rounded), so the jax side materializes those divisors behind an
     optimization_barrier, which XLA cannot see through;
+  * XLA:GPU divides float32 with PTX's div.full.f32 (within 2 ulp, not IEEE), so the
+    jax side corrects each float32 quotient to the IEEE one (`_ieee_quotient`: exact
+    residuals by Dekker's product, one ulp at a time; a no-op where the division was
+    already exact, as on the CPU);
   * a product followed by a sum is split by a barrier too (a GPU would fuse it into
     one FMA with a different rounding);
   * the one sum (int1's mean |w|) is a fixed pairwise tree of elementwise adds,
@@ -100,10 +104,55 @@ class _Ops:
         d = xp.asarray(d, x.dtype)
         if d.shape != x.shape:
             d = self.barrier(xp.broadcast_to(d, x.shape))
-        return x / d
+        q = x / d
+        if self.traced and x.dtype == np.float32:
+            q = _ieee_quotient(self, x, d, q)
+        return q
 
 
 _NUMPY = _Ops(np, lambda x: x, traced=False)
+
+
+def _two_product(ops: _Ops, a, b):
+    """(p, e) with p = fl(a b) and p + e = a b exactly (Dekker; float32, no over- or underflow).
+    Every product sits behind a barrier, so no compiler fuses it with the following sum into an
+    FMA, which would round differently."""
+    bar = ops.barrier
+
+    def split(v):   # v = hi + lo, each with at most 12 significant bits
+        c = bar(v * np.float32(4097.0))
+        hi = c - (c - v)
+        return hi, v - hi
+    ahi, alo = split(a)
+    bhi, blo = split(b)
+    p = bar(a * b)
+    e = ((bar(ahi * bhi) - p) + bar(ahi * blo) + bar(alo * bhi)) + bar(alo * blo)
+    return p, e
+
+
+def _ieee_quotient(ops: _Ops, x, d, q, steps: int = 3):
+    """The IEEE (round to nearest even) float32 quotient x / d from an approximate q within a few
+    ulp: each step compares the exact residual x - q d with the half-ulp gaps to q's neighbours
+    times d (powers of two times d: exact) and moves q one ulp where the quotient lies past one;
+    on a tie it keeps the even one. x - p is exact (Sterbenz: p is within a factor 2 of x), so the
+    residual's sign is always right and its value exact when q is a neighbour of the quotient."""
+    import jax
+    xp = ops.xp
+    neg = d < 0
+    x, d = xp.where(neg, -x, x), xp.abs(d)
+    q = xp.where(neg, -q, q)
+    ok = xp.isfinite(q) & (q != 0) & xp.isfinite(d) & (d != 0)
+    for _ in range(steps):
+        p, e = _two_product(ops, q, d)
+        r = ops.barrier(x - p) - e                       # x - q d
+        up, dn = xp.nextafter(q, xp.float32(np.inf)), xp.nextafter(q, xp.float32(-np.inf))
+        gap_up = ops.barrier((up - q) * np.float32(0.5)) * d   # half the gap above q, times d
+        gap_dn = ops.barrier((q - dn) * np.float32(0.5)) * d
+        q_odd = (jax.lax.bitcast_convert_type(q, np.int32) & 1) == 1
+        go_up = (r > gap_up) | ((r == gap_up) & q_odd)
+        go_dn = (r < -gap_dn) | ((r == -gap_dn) & q_odd)
+        q = xp.where(ok & go_up, up, xp.where(ok & go_dn, dn, q))
+    return xp.where(neg, -q, q)
 
 
 def _is_jax(x) -> bool:
@@ -259,11 +308,11 @@ def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
     s = scale.astype(wg.dtype)
     lo32 = wg.dtype.type(lo)
     if zeros_mode == "quantized":
-        zeros = xp.clip(xp.rint(lo32 - wmin / s), lo, hi).astype(fmt.zeros_dtype)
+        zeros = xp.clip(xp.rint(lo32 - ops.divide(wmin, s)), lo, hi).astype(fmt.zeros_dtype)
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     elif zeros_mode == "original":          # w = (q - z) * s
-        zeros = (lo32 - wmin / s).astype(adt)
+        zeros = (lo32 - ops.divide(wmin, s)).astype(adt)
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     else:                                   # rescale: w = q * s - z
