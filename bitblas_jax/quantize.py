@@ -22,7 +22,13 @@ a float64 weight, else float32), so both give the same bits for the same input:
   * a product followed by a sum is split by a barrier too (a GPU would fuse it into
     one FMA with a different rounding);
   * the one sum (int1's mean |w|) is a fixed pairwise tree of elementwise adds,
-    not a reduction whose order the compiler picks.
+    not a reduction whose order the compiler picks;
+  * a value rounded to A_dtype and widened again (scales, zeros) passes a barrier in
+    between: XLA may otherwise drop the pair of converts and keep the excess
+    precision (its default xla_allow_excess_precision);
+  * float8 values are rounded to the format's grid in float32 first (bit operations,
+    round to nearest even), so the cast itself is exact, whichever way a backend
+    converts (through float16, say, which would round twice).
 
 Non-finite weights: the NumPy path and the JAX path on concrete arrays raise
 ValueError. Under a trace the values are unknown, so a group holding NaN or inf
@@ -108,6 +114,10 @@ class _Ops:
         if self.traced and x.dtype == np.float32:
             q = _ieee_quotient(self, x, d, q)
         return q
+
+    def round_to(self, x, dtype):
+        """x rounded to dtype, kept there: a later widening cannot cancel the rounding."""
+        return self.barrier(x.astype(dtype))
 
 
 _NUMPY = _Ops(np, lambda x: x, traced=False)
@@ -255,7 +265,7 @@ def _symmetric_scale(ops: _Ops, fmt, wg, adt):
     if fmt.kind == "int" and fmt.bits == 1:
         # {-1, +1} * mean |w| minimizes the L2 error
         g = wg.shape[-1]
-        return _nonzero(ops, ops.divide(_tree_sum(ops, xp.abs(wg)), g).astype(adt), adt)
+        return _nonzero(ops, ops.round_to(ops.divide(_tree_sum(ops, xp.abs(wg)), g), adt), adt)
     amax = xp.abs(wg).max(-1)
     if fmt.kind == "int":
         top = 2 ** (fmt.bits - 1) - 1
@@ -265,7 +275,7 @@ def _symmetric_scale(ops: _Ops, fmt, wg, adt):
         top = 1.0 if fmt.name == "nf4" else 6.0
     else:
         top = _FP8_MAX[fmt.name]
-    return _nonzero(ops, ops.divide(amax, top).astype(adt), adt)
+    return _nonzero(ops, ops.round_to(ops.divide(amax, top), adt), adt)
 
 
 @functools.lru_cache(maxsize=None)
@@ -296,7 +306,31 @@ def _round_values(ops: _Ops, fmt, x):
     m = _FP8_MAX[fmt.name]
     # inf would clip to the largest finite value: make it NaN (no float8 format here keeps inf)
     x = xp.where(xp.isfinite(x), xp.clip(x, -m, m), xp.asarray(np.nan, x.dtype))
+    if ops.traced and x.dtype == np.float32:
+        x = _fp8_grid(ops, x, fmt.name)
     return x.astype(formats.FP8_NUMPY[fmt.name])
+
+
+# (mantissa bits, smallest normal exponent) of the float8 formats
+_FP8_GRID = {"float8_e4m3fn": (3, -6), "float8_e5m2": (2, -14)}
+
+
+def _fp8_grid(ops: _Ops, x, name: str):
+    """float32 x (finite values within the format's range) rounded to the float8 format's values,
+    to nearest even: normal numbers by dropping mantissa bits, subnormal ones as multiples of the
+    subnormal spacing (a power of two, so the scaling is exact); NaN kept."""
+    import jax
+    xp = ops.xp
+    m, emin = _FP8_GRID[name]
+    drop = 23 - m
+    bits = jax.lax.bitcast_convert_type(x, np.uint32)
+    lsb = (bits >> drop) & np.uint32(1)
+    bits = (bits + np.uint32((1 << (drop - 1)) - 1) + lsb) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    normal = jax.lax.bitcast_convert_type(bits, np.float32)
+    step = np.float32(2.0 ** (emin - m))
+    sub = ops.barrier(xp.rint(ops.barrier(x * np.float32(1.0 / step)))) * step
+    out = xp.where(xp.abs(x) >= np.float32(2.0 ** emin), normal, sub)
+    return xp.where(xp.isfinite(x), out, x)
 
 
 def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
@@ -304,7 +338,7 @@ def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
     xp = ops.xp
     lo, hi = fmt.value_range
     wmin, wmax = wg.min(-1), wg.max(-1)
-    scale = _nonzero(ops, ops.divide(wmax - wmin, hi - lo).astype(adt), adt)
+    scale = _nonzero(ops, ops.round_to(ops.divide(wmax - wmin, hi - lo), adt), adt)
     s = scale.astype(wg.dtype)
     lo32 = wg.dtype.type(lo)
     if zeros_mode == "quantized":
@@ -312,11 +346,11 @@ def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     elif zeros_mode == "original":          # w = (q - z) * s
-        zeros = (lo32 - ops.divide(wmin, s)).astype(adt)
+        zeros = ops.round_to(lo32 - ops.divide(wmin, s), adt)
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg, s[..., None]) + z), lo, hi)
     else:                                   # rescale: w = q * s - z
-        zeros = (ops.barrier(lo32 * s) - wmin).astype(adt)
+        zeros = ops.round_to(ops.barrier(lo32 * s) - wmin, adt)
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg + z, s[..., None])), lo, hi)
     if fmt.bits == 1:                       # int1's grid is {-1, +1}
