@@ -15,6 +15,21 @@ def rng():
     return np.random.default_rng(seed)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The whole suite on every core where that is safe: with pytest-xdist installed (the [test] extra
+    pulls it), no -n given, no single test named, and no NVIDIA GPU (each JAX process would claim the
+    GPU's memory). The CPU suite is some 1,300 small jitted tests; two processes on a 2-core machine take
+    2/3 of the time of one. `-n 0` or `-p no:xdist` runs in one process."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.option.numprocesses is not None or (os.cpu_count() or 1) < 2:
+        return
+    if any("::" in a for a in config.args) or os.path.exists("/dev/nvidiactl") or config.option.usepdb:
+        return
+    config.option.numprocesses = "auto"
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say once how many tests were skipped and why (without -rs pytest shows only 's')."""
     skipped = terminalreporter.stats.get("skipped", [])
