@@ -120,8 +120,13 @@ def _add_bias(out, bias, spec: KernelSpec):
     return out
 
 
+def _cuda_runs_xla_ops(spec: KernelSpec) -> bool:
+    """float32 activations on the GPU: the CUDA kernels take fp16 / bf16, so XLA's own ops run."""
+    return spec.a_dtype == "float32"
+
+
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    if spec.a_dtype == "float32":
+    if _cuda_runs_xla_ops(spec):
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
@@ -165,7 +170,7 @@ def _lowering(call):
     def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
         # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
         # partitions itself; custom_partitioning would also refuse their constants (the tables)
-        xla_ops = call is _cuda_call and spec.a_dtype == "float32"
+        xla_ops = call is _cuda_call and _cuda_runs_xla_ops(spec)
         if partition.wants_rule(ctx) and not xla_ops:
             body = functools.partial(whole_op, spec=spec, k_shards=k_shards)
             f = functools.partial(partition.call, body, bind, spec, k_shards)

@@ -239,9 +239,9 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
   if (k < 0 || k >= plan::kNumKernels || kernel == Kernel::kDequantizeThenDot)
     return "kernel " + std::to_string(k) + " is not a matmul kernel";
   const plan::Plan p = plan::finish(kernel, tile, split_k, M, N, K, bits);
-  const std::string name = plan::kernel_name(kernel);
+  const char* name = plan::kernel_name(kernel);  // for error messages
   if (p.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < static_cast<size_t>(p.workspace_bytes)))
-    return "workspace too small: " + name + " with split_k " + std::to_string(p.split_k) + " needs " +
+    return std::string("workspace too small: ") + name + " with split_k " + std::to_string(p.split_k) + " needs " +
            std::to_string(p.workspace_bytes) + " bytes, got " + std::to_string(workspace_bytes);
 
   const int64_t counter_bytes = plan::counter_bytes(M, N);
@@ -293,7 +293,7 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
   auto run_tiles = [&](const KernelEntry& ke, int BN, int BM) -> std::string {
     const int64_t stages = plan::ceil_div(K, p.stage_k);
     if (p.split_k > stages || p.split_k > 65535)
-      return name + ": split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(stages) +
+      return std::string(name) + ": split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(stages) +
              " stages of K";
     const int64_t nblocks = plan::ceil_div(N, BN);
     const int64_t max_rows = int64_t{65535} * BM;

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "bitblas_jax/formats_generated.h"  // ScaleMode
+
 
 namespace bitblas_jax {
 namespace plan {
@@ -227,13 +229,11 @@ constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t 
 }
 
 // ---- the plan ----------------------------------------------------------------------------------------
-enum : int { kModeNone = 0 };  // kernel_api.h ScaleMode::kNone: no group scales
-
 struct PlanQuery {
   int64_t M = 0, N = 0, K = 0;
   int bits = 4;                 // weight bits (format_bits)
   bool accum_f32 = true;        // float32 accumulation (else float16)
-  int mode = 0;                 // ScaleMode (0: no scales)
+  int mode = 0;                 // a ScaleMode id
   int64_t group_size = 0;
   bool sm90 = false;            // an sm_90 GPU: gemm_wgmma can run
   bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's producer copies 16 bytes at a time)
@@ -244,6 +244,8 @@ struct PlanQuery {
   int64_t decode_splitk_max_m = 8;
   int64_t mma_max_m = 64;
   int64_t wgmma_max_m = 1024;
+
+  bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
 
 struct Plan {
@@ -255,13 +257,18 @@ struct Plan {
   int64_t workspace_bytes = 0;
 };
 
+// The split count nearest to resident CTAs / tiles, halves to even (the rounding the measured rule
+// was tuned with).
+inline int64_t round_half_even(double x) {
+  int64_t r = static_cast<int64_t>(x + 0.5);
+  if (x + 0.5 == static_cast<double>(r) && r % 2 == 1) r -= 1;
+  return r;
+}
+
 inline int64_t one_wave_split(int num_sms, int64_t tiles, int per_sm, int64_t stages, int64_t max_split,
                               int64_t partial_cap, int64_t M, int64_t N) {
   // about one wave of resident CTAs; at least 4 stages per split; fp32 partials within partial_cap
-  const double want = static_cast<double>(per_sm) * num_sms / static_cast<double>(tiles);
-  int64_t split = static_cast<int64_t>(want + 0.5);
-  // Python's round() rounds halves to even; keep the two identical
-  if (want + 0.5 == static_cast<double>(split) && split % 2 == 1) split -= 1;
+  int64_t split = round_half_even(static_cast<double>(per_sm) * num_sms / static_cast<double>(tiles));
   split = min64(min64(split, max_split), min64(stages / 4, partial_cap / (4 * M * N)));
   return max64(1, split);
 }
@@ -297,7 +304,7 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
 
 // Whether every launch of M rows can run kDecode (16-row slices and the remainder).
 inline bool decode_fits(const PlanQuery& q) {
-  if (!q.accum_f32 || !groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return false;
+  if (!q.accum_f32 || !groups_in_whole_tiles(q.has_scales(), q.group_size, q.bits)) return false;
   if (decode_shape_for(q.bits, min64(q.M, kDecodeMaxRows)) < 0) return false;
   return q.M % kDecodeMaxRows == 0 || decode_shape_for(q.bits, q.M % kDecodeMaxRows) >= 0;
 }
@@ -314,13 +321,13 @@ inline int wgmma_tile_for(const PlanQuery& q) {
 // tiles, A 16-byte aligned, a supported stage ring and K a multiple of its stage's k.
 inline bool wgmma_fits(const PlanQuery& q) {
   if (!q.sm90 || !q.accum_f32 || !q.a_aligned) return false;
-  if (!groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return false;
+  if (!groups_in_whole_tiles(q.has_scales(), q.group_size, q.bits)) return false;
   const int rows = kWgmmaTiles[wgmma_tile_for(q)].act_rows;
   return wgmma_supported(q.bits, rows) && q.K % wgmma_stage_k(q.bits, rows) == 0;
 }
 
 inline int mma_tile_for(const PlanQuery& q) {
-  if (!groups_in_whole_tiles(q.mode != kModeNone, q.group_size, q.bits)) return kMma128x32GroupsInTiles;
+  if (!groups_in_whole_tiles(q.has_scales(), q.group_size, q.bits)) return kMma128x32GroupsInTiles;
   const bool wide = ceil_div(q.N, 256) * ceil_div(q.M, q.M > 32 ? 64 : 32) >= kMmaWideMinTiles;
   return (wide ? 2 : 0) + (q.M > 32 ? 1 : 0);
 }
@@ -336,9 +343,7 @@ inline Plan make_plan(const PlanQuery& q) {
     const int64_t kt = K / packed_tile_k(q.bits);
     const int64_t columns = ceil_div(N, kDecodeSplitKRows);
     const int64_t target = static_cast<int64_t>(kDecodeSplitKCtasPerSm) * q.num_sms;  // about one wave
-    const double want = static_cast<double>(target) / static_cast<double>(columns);
-    int64_t split = static_cast<int64_t>(want + 0.5);
-    if (want + 0.5 == static_cast<double>(split) && split % 2 == 1) split -= 1;  // Python's round()
+    int64_t split = round_half_even(static_cast<double>(target) / static_cast<double>(columns));
     split = max64(1, min64(max64(1, split), min64(max64(1, kt / kDecodeSplitKMinTiles),
                                                   max64(1, kMmaPartialCap / (4 * M * N)))));
     return finish(Kernel::kDecodeSplitK, 0, split, M, N, K, q.bits);
