@@ -4,7 +4,7 @@
 
     python benchmarks/bench_matmul.py --quick           # 3 big layers + a small one, 4 M (tools/gpu_check.sh)
     python benchmarks/bench_matmul.py                   # the full sweep (FULL_SHAPES x MS)
-    python benchmarks/bench_matmul.py --out results     # + results.json, results.png (+ results.gemlite.json)
+    python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 
 On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
 need CUDA are skipped.
@@ -372,8 +372,7 @@ def main():
     p.add_argument("--formats", default=None, help=",".join(FORMATS))
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help=",".join(BASELINES))
     p.add_argument("--repeats", type=int, default=None, help="samples per op (default 10; 3 on a CPU)")
-    p.add_argument("--out", default=None, help="write OUT.json and OUT.png (and OUT.gemlite.json: gemlite's "
-                                               "autotune results, loadable with --gemlite-config)")
+    p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     p.add_argument("--no-torch", action="store_true", help="no PyTorch baselines (tinygemm, gemlite)")
     p.add_argument("--fp16-baseline-only", action="store_true",
                    help="time only the XLA fp16 dot besides bitblas_jax (A/B of plan rules)")
@@ -385,6 +384,8 @@ def main():
                    help="gemlite autotune cache to load (default: the H100 file gemlite ships)")
     p.add_argument("--gemlite-autotune", default="default", choices=("default", "fast", "max"),
                    help="gemlite's autotune breadth for keys its cache lacks (gemlite's own default: fast)")
+    p.add_argument("--gemlite-save", default=None,
+                   help="write gemlite's autotune results (cached + tuned in this run) here, for --gemlite-config")
     p.add_argument("--max-minutes", type=float, default=8.0,
                    help="start no new shape where the run would pass this many minutes with it (estimate: the "
                         "last shape's time); keeps a sweep inside a 10-minute device command")
@@ -476,9 +477,10 @@ def main():
     if args.out:
         _write_json(args.out, meta, rows, base_rows, skipped, t_start)
         _plot(rows, args.out + ".png")
-        gl = torch_baselines.load_gemlite() if any(b.startswith("gemlite") for b in torch_names) else None
-        if gl is not None and not isinstance(gl, str):
-            gl.cache_config(args.out + ".gemlite.json")
+    if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
+        gl = torch_baselines.load_gemlite()
+        if not isinstance(gl, str):
+            gl.cache_config(args.gemlite_save)
 
 
 def _write_json(out, meta, rows, base_rows, skipped, t_start):
