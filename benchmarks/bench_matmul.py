@@ -528,7 +528,7 @@ def _table(rows):
     head = ("| N x K | M | format | plan | us | GPU us | floor us | % copy BW (GPU) | x fp16 | x fp16 (GPU) | "
             "x bf16 (GPU) | x XLA int4 | x XLA int4 (GPU) | x tinygemm | x tinygemm (GPU) | x gemlite | "
             "x gemlite (GPU) |")
-    out = [head, "|" + "---|" * head.count(" | ")]
+    out = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
         out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['plan']} | {r['us']:.1f} | "
                    f"{_f(r.get('gpu_us'), '{:.1f}')} | {r['floor_us']:.1f} | "
