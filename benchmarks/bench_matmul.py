@@ -1,40 +1,72 @@
-"""bitblas_jax vs XLA (fp16/bf16 dot, jnp.int4 per-channel and group-128) vs PyTorch, same run.
+"""bitblas_jax against every baseline, in one run: XLA's fp16 and bf16 dots, XLA's own int4 path
+(jnp.int4, group 128, dequantized inside jit), torch's bf16 matmul, torch's tinygemm int4 and gemlite
+(Triton) A16W4 / A16W8, on layer shapes of popular open models (SHAPES).
 
-    python benchmarks/bench_matmul.py --quick           # a few rows (tools/gpu_check.sh)
-    python benchmarks/bench_matmul.py                   # the issue's full sweep
+    python benchmarks/bench_matmul.py --quick           # 3 big layers + a small one, 4 M (tools/gpu_check.sh)
+    python benchmarks/bench_matmul.py                   # the full sweep (FULL_SHAPES x MS)
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
 
-Timing: every timed jit call runs the op many times (about 256 MB of weight traffic, 2 to 64 ops),
-each op on its own weight copy (together > 2x the 50 MB L2, so each weight comes from HBM; a copy used
-twice in one call would let XLA merge the two dots into one, or reuse one dequantized weight) and its
-own activations; a sample dispatches enough calls back to back for
-20 ms of GPU time and syncs once, so dispatch and sync are < 1% of it; time = wall / ops, after a
-warm-up; the median over repeats is reported with its 10..90% spread.
---gpu-time adds the GPU busy time per op from a profiler trace (the union of the device streams'
-CUPTI records over a few calls, divided by the ops they ran): what the kernels take without XLA's
-per-op host path, for every bitblas_jax format and XLA baseline alike.
-Torch: triton.testing.do_bench (flushes L2), median.
+On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
+need CUDA are skipped.
+
+JAX ops (bitblas_jax, XLA dots, XLA int4): every timed jit call runs the op on several weight copies
+(about 256 MB of weight traffic per call, 2 to 64 ops, more than twice the L2, so each weight comes from
+HBM; a copy used twice in one call would let XLA merge the two dots or reuse one dequantized weight),
+each op with its own activations. After a warm-up:
+  us      wall time per op: calls dispatched back to back for SAMPLE_S of GPU time, one sync (dispatch and
+          sync < 1% of it); the median over --repeats samples, with its 10..90% spread
+  gpu_us  GPU busy time per op from a profiler trace (the union of the device streams' CUPTI records over
+          a few calls, divided by the ops they ran): the kernels without XLA's per-op host path. One
+          trace per (shape, M) serves all of its JAX ops (gpu_busy_batch).
+PyTorch ops (torch_baselines.py): the same weight rotation and warm-up; wall time of eager calls, and
+GPU time of the same pass replayed from a CUDA graph (CUDA events).
+Every row names the kernel bitblas_jax's plan chose (gpu_plan.plan_cuda, the plan the dispatcher runs).
 """
 from __future__ import annotations
 
-import argparse
-import glob
-import gzip
-import json
-import math
 import os
-import tempfile
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# torch shares the GPU in this process: XLA takes memory as it needs it rather than 75% up front
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import bitblas_jax as bj
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bitblas_jax as bj  # noqa: E402
+import torch_baselines  # noqa: E402  (benchmarks/, the script's folder, is on sys.path)
+
+# N x K = weight rows (out features) x in features, per model layer:
+#   model                       q/o       qkv fused   gate / up (each)   down
+#   Llama-2-7B                  4096x4096             11008x4096         4096x11008
+#   Llama-3-8B / Mistral-7B               6144x4096   14336x4096         4096x14336  (Mixtral-8x7B experts too)
+#   Llama-3-70B                 8192x8192 10240x8192  28672x8192         8192x28672
+#   Qwen2.5-7B                  3584x3584 4608x3584   18944x3584         3584x18944
+#   Gemma-2-9B                                        14336x3584         3584x14336
+#   Phi-3-medium (14B)                                17920x5120         5120x17920
+#   Mixtral-8x22B (an expert)                         16384x6144         6144x16384
+#   Qwen2.5-72B                           10240x8192  29568x8192         8192x29568
 SHAPES = [(4096, 4096), (6144, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (4096, 14336),
-          (8192, 8192), (10240, 8192), (28672, 8192), (8192, 28672)]
-MS = [1, 4, 16, 32, 64, 128, 256, 1024, 4096]
+          (8192, 8192), (10240, 8192), (28672, 8192), (8192, 28672),
+          (3584, 3584), (4608, 3584), (18944, 3584), (3584, 18944), (14336, 3584), (3584, 14336),
+          (17920, 5120), (5120, 17920), (16384, 6144), (6144, 16384), (29568, 8192), (8192, 29568)]
+# the default sweep: a small layer, then the shapes of issues 27 / 28 (models outside the first list) and
+# the 70B-class layers; --shapes all runs SHAPES
+FULL_SHAPES = [(4096, 4096), (4608, 3584), (18944, 3584), (3584, 18944), (14336, 3584), (17920, 5120),
+               (29568, 8192), (8192, 29568), (28672, 8192)]
+QUICK_SHAPES = [(4096, 4096), (18944, 3584), (29568, 8192), (8192, 28672)]
+CPU_SHAPES = [(512, 1024), (1024, 512)]              # the CPU smoke run (with CPU_MS, 3 repeats)
+MS = [1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]  # decode, then the GEMM regime
+QUICK_MS = [1, 16, 128, 1024]
+CPU_MS = [1, 16]
 # name -> (W_dtype, group_size, A dtype)
 FORMATS = {
     "w4g128": ("int4", 128, "float16"), "w4g128-bf16": ("int4", 128, "bfloat16"),
@@ -42,8 +74,15 @@ FORMATS = {
     "nf4g128": ("nf4", 128, "float16"), "fp4g128": ("fp4_e2m1", 128, "float16"),
     "fp8": ("float8_e4m3fn", -1, "float16"),
 }
+FULL_FORMATS = ["w4g128", "w4g128-bf16", "w8"]
+QUICK_FORMATS = ["w4g128", "w4g128-bf16", "w2g128", "w8"]
+XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc")
+BASELINES = XLA_BASELINES + torch_baselines.NAMES
+DEFAULT_BASELINES = [b for b in BASELINES if b != "xla_int4_pc"]
 L2_BYTES = 50 * 2**20
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
+PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
+RELERR_SUSPECT = 1e-2   # a baseline's max error / max |reference| above this is not fp16 / bf16 rounding
 
 
 def copies_for(nbytes: int) -> int:
@@ -78,18 +117,15 @@ def time_jit(fn, args, per_call: int, repeats: int) -> dict:
                 host_us=float(np.median(hs)))
 
 
-GPU_TIME = False  # --gpu-time: also measure the GPU busy time per op from a profiler trace
+GPU_TIME = True  # --no-gpu-time: skip the profiler traces (GPU backends only)
 
 
-def device_spans(fn, args, calls: int = 4) -> list[tuple[float, float, str]] | None:
+def trace_device_spans(run) -> list[tuple[float, float, str]] | None:
     """(start us, end us, name) of every device-stream record (CUPTI kernels / copies) in a profiler trace
-    of `calls` calls of `fn`, sorted by start; None without device records."""
-    jax.block_until_ready(fn(*args))
+    of run(), sorted by start; None without device records."""
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(calls):
-                out = fn(*args)
-            jax.block_until_ready(out)
+            run()
         paths = glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)
         if not paths:
             return None
@@ -106,48 +142,98 @@ def device_spans(fn, args, calls: int = 4) -> list[tuple[float, float, str]] | N
         device_threads = sorted({n for (pid, tid), n in names.items()
                                  if tid is not None and names.get((pid, None), "").startswith("/device:GPU")})
         if device_threads:
-            print("device_spans: no stream records among the device threads", device_threads, flush=True)
+            print("trace_device_spans: no stream records among the device threads", device_threads, flush=True)
         return None
     return spans
 
 
-def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
-    """GPU busy time per op: the union of the device streams' activity over `calls` calls of `fn`
-    (device_spans), divided by the ops they ran; None without device records."""
-    spans = device_spans(fn, args, calls)
-    if not spans:
-        return None
+def device_spans(fn, args, calls: int = 4):
+    """trace_device_spans of `calls` back-to-back calls of fn (warmed up first)."""
+    jax.block_until_ready(fn(*args))
+
+    def run():
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+    return trace_device_spans(run)
+
+
+def busy_us(spans) -> float:
+    """The union of the spans' intervals (us): time the GPU was running anything."""
     busy, end = 0.0, -math.inf
     for t0, t1, _ in spans:
         if t1 > end:
             busy += t1 - max(t0, end)
             end = t1
-    return busy / (calls * ops)
+    return busy
+
+
+def gpu_busy_us(fn, args, ops: int, calls: int = 4) -> float | None:
+    """GPU busy time per op of one timed function: its own trace (device_spans), busy_us / ops run."""
+    spans = device_spans(fn, args, calls)
+    return busy_us(spans) / (calls * ops) if spans else None
+
+
+GAP_S = 0.005  # idle time between two functions inside one batched trace
+
+
+def gpu_busy_batch(items: dict, calls: int = 4) -> dict:
+    """{name: GPU busy us per op} for items {name: (fn, args, ops)} from ONE profiler trace (a trace costs
+    about a second; one per op would dominate a sweep): each function's calls run back to back, then a
+    sync and GAP_S idle; the device records split at every gap longer than GAP_S / 2, and the k-th group
+    belongs to the k-th function. Where the groups do not match the functions one to one (a stray record
+    or a stall inside a function), each function gets its own trace instead."""
+    for fn, args, _ in items.values():
+        jax.block_until_ready(fn(*args))
+
+    def run():
+        for fn, args, _ in items.values():
+            for _ in range(calls):
+                out = fn(*args)
+            jax.block_until_ready(out)
+            time.sleep(GAP_S)
+    spans = trace_device_spans(run)
+    if not spans:
+        return {}
+    groups, cur = [], [spans[0]]
+    for prev_end, s in zip(np.maximum.accumulate([sp[1] for sp in spans]), spans[1:]):
+        if s[0] - prev_end > GAP_S * 1e6 / 2:
+            groups.append(cur)
+            cur = []
+        cur.append(s)
+    groups.append(cur)
+    if len(groups) != len(items):
+        print(f"  gpu_busy_batch: {len(groups)} record groups for {len(items)} functions; one trace each",
+              flush=True)
+        return {name: gpu_busy_us(fn, args, ops, calls) for name, (fn, args, ops) in items.items()}
+    return {name: busy_us(g) / (calls * ops) for (name, (_, _, ops)), g in zip(items.items(), groups)}
 
 
 def copy_bandwidth() -> float:
-    """HBM TB/s of a 2 GiB device copy, counting read + write (float32: XLA vectorizes it)."""
-    x = jnp.zeros((2**29,), jnp.float32) + 1
+    """HBM TB/s of a device copy (2 GiB on a GPU), counting read + write (float32: XLA vectorizes it)."""
+    x = jnp.zeros((2**29 if jax.default_backend() == "gpu" else 2**24,), jnp.float32) + 1
     f = jax.jit(lambda x: x * 2.0)
     t = time_jit(f, (x,), 1, 20)["us"]
     return 2 * x.nbytes / (t * 1e-6) / 1e12
 
 
-def timed_rotation(fn, A, ws, repeats):
-    """Median us of fn(a, *w) over one op per weight copy in ws (copies_for), each with its own activations."""
+def rotation(fn, A, ws):
+    """(jitted f, its args, ops per call): one fn(a, *w) per weight copy in ws, each with its own activations."""
     n = len(ws)
     As = [A * (1 + 1e-3 * j) for j in range(n)]
-    f = jax.jit(lambda As, ws: [fn(As[j], *ws[j]) for j in range(n)])
-    r = time_jit(f, (As, ws), n, repeats)
-    if GPU_TIME:
-        r["gpu_us"] = gpu_busy_us(f, (As, ws), n)
-    if TRACE:
-        print(f"  {r['us']:.2f} us per op, host dispatch {r['host_us']:.2f} us per op, {n} ops per call", flush=True)
-        print_timeline(f, (As, ws), n)
-    return r
+    return jax.jit(lambda As, ws: [fn(As[j], *ws[j]) for j in range(n)]), (As, ws), n
 
 
 TRACE = False  # --trace: print each timed op's kernels and the idle gaps between them (profiler trace)
+
+
+def measure(item, repeats: int) -> dict:
+    f, args, n = item
+    r = time_jit(f, args, n, repeats)
+    if TRACE:
+        print(f"  {r['us']:.2f} us per op, host dispatch {r['host_us']:.2f} us per op, {n} ops per call", flush=True)
+        print_timeline(f, args, n)
+    return r
 
 
 def print_timeline(fn, args, ops: int, calls: int = 4):
@@ -169,21 +255,38 @@ def print_timeline(fn, args, ops: int, calls: int = 4):
         print(f"    {len(ds) / calls:5.1f}/call  median {np.median(ds):8.2f} us  {name}", flush=True)
 
 
-def bench_bitblas(M, N, K, W_dtype, group, adt, rng, repeats):
-    cfg = bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="float32",
-                          out_dtype=adt, group_size=group, with_scaling=True)
+def bitblas_config(M, N, K, fmt_name):
+    W_dtype, group, adt = FORMATS[fmt_name]
+    return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="float32",
+                           out_dtype=adt, group_size=group, with_scaling=True)
+
+
+def bitblas_item(cfg, rng):
+    """(rotation item, weight bytes per op) of bitblas_jax's Matmul for cfg (random values and scales)."""
     mm = bj.Matmul(cfg)
-    fmt = cfg.format
-    vals = _values(rng, fmt, N, K)
-    W = mm.transform_weight(vals)
+    N, K, adt = cfg.N, cfg.K, cfg.A_dtype
+    W = mm.transform_weight(_values(rng, cfg.format, N, K))
     S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, adt)
     wbytes = W.nbytes + S.nbytes
-    n = copies_for(wbytes)
-    ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(n)]  # distinct buffers, same statistics
-    A = jnp.asarray(rng.standard_normal((M, K)), adt)
-    r = timed_rotation(lambda a, w, s: mm(a, w, scale=s), A, ws, repeats)
-    r["weight_bytes"] = int(wbytes)
-    return r
+    ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))]  # distinct buffers, same statistics
+    A = jnp.asarray(rng.standard_normal((cfg.M, K)), adt)
+    return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), int(wbytes)
+
+
+def plan_name(cfg, M: int) -> str:
+    """The kernel bitblas_jax runs for this call: the GPU plan (gpu_plan.plan_cuda, as the dispatcher asks
+    it), or "cpu" for the CPU handler."""
+    if jax.default_backend() != "gpu":
+        return "cpu"
+    try:
+        from bitblas_jax.gpu_plan import plan_cuda
+        p = plan_cuda(M, cfg.N, cfg.K, cfg.W_dtype, cfg.A_dtype, cfg.accum_dtype, cfg.out_dtype, cfg.mode,
+                      cfg.resolved_group_size)
+    except Exception as e:  # noqa: BLE001 - the row still has its timings
+        return f"? ({type(e).__name__})"
+    if p.kernel == "dequantize_then_dot":
+        return p.kernel
+    return f"{p.kernel} t{p.tile}" + (f" sk{p.split_k}" if p.split_k > 1 else "")
 
 
 def _values(rng, fmt, N, K):
@@ -196,15 +299,14 @@ def _values(rng, fmt, N, K):
     return rng.integers(0, 16, (N, K)).astype(np.uint8)
 
 
-def bench_xla_dense(M, N, K, dtype, rng, repeats):
+def xla_dense_item(M, N, K, dtype, rng):
     W = jnp.asarray(rng.standard_normal((N, K)), dtype)
-    n = copies_for(W.nbytes)
-    ws = [(W + i,) for i in range(n)]
+    ws = [(W + i,) for i in range(copies_for(W.nbytes))]
     A = jnp.asarray(rng.standard_normal((M, K)), dtype)
-    return timed_rotation(lambda a, w: a @ w.T, A, ws, repeats)
+    return rotation(lambda a, w: a @ w.T, A, ws)
 
 
-def bench_xla_int4(M, N, K, group, rng, repeats):
+def xla_int4_item(M, N, K, group, rng):
     """XLA's own path: jnp.int4 weight dequantized inside jit (per-channel or grouped), bf16."""
     Wi = jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4)
     G = 1 if group == -1 else K // group
@@ -216,126 +318,235 @@ def bench_xla_int4(M, N, K, group, rng, repeats):
         wd = (w.reshape(N, G, group).astype(jnp.bfloat16) * s[..., None]).reshape(N, K)
         return a @ wd.T
 
-    n = copies_for(N * K // 2)
     shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
-    ws = [(shift(Wi, i), S * (1 + i)) for i in range(n)]
+    ws = [(shift(Wi, i), S * (1 + i)) for i in range(copies_for(N * K // 2))]
     A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
-    return timed_rotation(f, A, ws, repeats)
+    return rotation(f, A, ws)
 
 
-def bench_torch(M, N, K):
-    """torch bf16 matmul and tinygemm int4 g128 (do_bench flushes L2)."""
-    try:
-        import torch
-        import triton.testing
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    dev = "cuda"
-    A = torch.randn(M, K, dtype=torch.bfloat16, device=dev)
-    W = torch.randn(N, K, dtype=torch.bfloat16, device=dev)
-    res = {"torch_bf16": triton.testing.do_bench(lambda: A @ W.T, return_mode="median") * 1e3}
-    try:
-        Wq = torch.randint(0, 16, (N, K), dtype=torch.int32, device=dev)
-        packed = torch.ops.aten._convert_weight_to_int4pack(((Wq[:, ::2] << 4) | Wq[:, 1::2]).to(torch.uint8), 8)
-        sz = torch.randn(K // 128, N, 2, dtype=torch.bfloat16, device=dev)
-        res["torch_int4"] = triton.testing.do_bench(
-            lambda: torch.ops.aten._weight_int4pack_mm(A, packed, 128, sz), return_mode="median") * 1e3
-    except Exception as e:  # noqa: BLE001 - API differs across torch versions
-        res["torch_int4_error"] = str(e)[:120]
-    return res
+def xla_item(name, M, N, K, rng):
+    if name in ("fp16", "bf16"):
+        return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, rng)
+    return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, rng)
+
+
+def _ratio(base, ours):
+    return base / ours if base and ours else None
+
+
+def gemlite_counterpart(fmt_name) -> str | None:
+    """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8)."""
+    bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
+    return {4: "gemlite_w4", 8: "gemlite_w8"}.get(bits)
+
+
+def make_row(N, K, M, fmt_name, plan, r, wbytes, base, bw):
+    """One table row: bitblas_jax's times for (shape, M, format), floor, and the ratios against every
+    baseline of the same (shape, M) (baseline time / ours: above 1 is faster than the baseline)."""
+    floor_us = max((wbytes + 2 * (M * K + M * N)) / (bw * 1e12), 2 * M * N * K / PEAK_FLOPS) * 1e6
+    row = dict(N=N, K=K, M=M, format=fmt_name, plan=plan, **r, weight_bytes=wbytes, floor_us=floor_us,
+               weight_tbps=wbytes / (r["us"] * 1e-6) / 1e12, **base)
+    row["pct_copy_bw"] = 100 * row["weight_tbps"] / bw
+    if r.get("gpu_us"):
+        row["pct_copy_bw_gpu"] = 100 * wbytes / (r["gpu_us"] * 1e-6) / 1e12 / bw
+    bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
+    gemlite = gemlite_counterpart(fmt_name)
+    for key, b in (("fp16", "fp16"), ("bf16", "bf16"), ("xla_int4", "xla_int4_g128"),
+                   ("torch_int4", "torch_int4" if bits == 4 else None), ("gemlite", gemlite)):
+        if b is None:
+            continue
+        for suffix, ours in (("", r["us"]), ("_gpu", r.get("gpu_us"))):
+            x = _ratio(base.get(b + suffix), ours)
+            if x is not None:
+                row[f"x_{key}{suffix}"] = x
+    if gemlite:
+        row["gemlite_baseline"] = gemlite
+    return row
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true", help="a few rows for gpu_check.sh")
-    p.add_argument("--shapes", default=None, help="e.g. 8192x8192,28672x8192 (N x K)")
+    p.add_argument("--quick", action="store_true", help="3 big layers + a small one, 4 M (gpu_check.sh)")
+    p.add_argument("--shapes", default=None, help="e.g. 8192x8192,28672x8192 (N x K), or 'all' (SHAPES)")
     p.add_argument("--Ms", default=None, help="e.g. 1,16,128")
     p.add_argument("--formats", default=None, help=",".join(FORMATS))
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help=",".join(BASELINES))
+    p.add_argument("--repeats", type=int, default=None, help="samples per op (default 10; 3 on a CPU)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
-    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-torch", action="store_true", help="no PyTorch baselines (tinygemm, gemlite)")
     p.add_argument("--fp16-baseline-only", action="store_true",
-                   help="time only the XLA fp16 dot besides bitblas_jax (A/B of plan rules); XLA int4 ratios nan")
-    p.add_argument("--gpu-time", action="store_true", help="also the GPU busy time per op (profiler trace)")
+                   help="time only the XLA fp16 dot besides bitblas_jax (A/B of plan rules)")
+    p.add_argument("--gpu-time", action="store_true", help="(the default on a GPU)")
+    p.add_argument("--no-gpu-time", action="store_true", help="no profiler traces: wall time only")
     p.add_argument("--trace", action="store_true", help="print each op's kernels and idle gaps (profiler trace)")
     p.add_argument("--call-mb", type=int, default=256, help="weight MB streamed per jit call")
+    p.add_argument("--gemlite-config", default=torch_baselines.GEMLITE_H100_CONFIG,
+                   help="gemlite autotune cache to load (default: the H100 file gemlite ships)")
+    p.add_argument("--gemlite-autotune", default="default", choices=("default", "fast", "max"),
+                   help="gemlite's autotune breadth for keys its cache lacks (gemlite's own default: fast)")
+    p.add_argument("--gemlite-save", default=None,
+                   help="write gemlite's autotune results (cached + tuned in this run) here, for --gemlite-config")
+    p.add_argument("--max-minutes", type=float, default=8.0,
+                   help="start no new shape where the run would pass this many minutes with it (estimate: the "
+                        "last shape's time); keeps a sweep inside a 10-minute device command")
     args = p.parse_args()
+    t_start = time.perf_counter()
     global GPU_TIME, TRACE, CALL_BYTES
-    GPU_TIME, TRACE, CALL_BYTES = args.gpu_time, args.trace, args.call_mb << 20
-    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else \
-        ([(4096, 4096), (8192, 8192), (28672, 8192)] if args.quick else SHAPES)
-    Ms = [int(m) for m in args.Ms.split(",")] if args.Ms else ([1, 16, 128, 1024] if args.quick else MS)
-    fmts = args.formats.split(",") if args.formats else (["w4g128", "w4g128-bf16", "w2g128", "w8"]
-                                                         if args.quick else list(FORMATS))
+    on_gpu = jax.default_backend() == "gpu"
+    GPU_TIME, TRACE, CALL_BYTES = on_gpu and not args.no_gpu_time, args.trace, args.call_mb << 20
+    if args.shapes == "all":
+        shapes = SHAPES
+    elif args.shapes:
+        shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
+    else:
+        shapes = CPU_SHAPES if not on_gpu else QUICK_SHAPES if args.quick else FULL_SHAPES
+    Ms = [int(m) for m in args.Ms.split(",")] if args.Ms else \
+        (CPU_MS if not on_gpu else QUICK_MS if args.quick else MS)
+    if args.repeats is None:
+        args.repeats = 10 if on_gpu else 3
+    fmts = args.formats.split(",") if args.formats else (QUICK_FORMATS if args.quick else FULL_FORMATS)
+    baselines = ["fp16"] if args.fp16_baseline_only else args.baselines.split(",")
+    if args.no_torch:
+        baselines = [b for b in baselines if b not in torch_baselines.NAMES]
+    unknown = sorted(set(fmts) - set(FORMATS)) + sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
+    torch_names = [b for b in baselines if b in torch_baselines.NAMES]
+    if torch_names and torch_baselines.cuda_torch() is None:
+        print(f"no torch with a CUDA GPU: skipping {', '.join(torch_names)}", flush=True)
+        torch_names = []
+    if any(b.startswith("gemlite") for b in torch_names):
+        gl = torch_baselines.load_gemlite(args.gemlite_config, args.gemlite_autotune)
+        print("gemlite:", gl if isinstance(gl, str) else f"{gl.__version__} (third_party), autotune cache "
+              f"{args.gemlite_config}, autotune breadth for other keys: {args.gemlite_autotune}", flush=True)
+    if not on_gpu:
+        print(f"backend {jax.default_backend()}: smoke run (no GPU time; CUDA baselines skipped)", flush=True)
+
     rng = np.random.default_rng(0)
     dev = jax.devices()[0]
     bw = copy_bandwidth()
     print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
-    rows = []
+    rows, base_rows, skipped, last_shape_s = [], [], [], 0.0
+    meta = dict(device=dev.device_kind, copy_tbps=bw, jax=jax.__version__, formats=fmts, baselines=baselines,
+                repeats=args.repeats, call_mb=args.call_mb, gemlite_autotune=args.gemlite_autotune,
+                gemlite_config=os.path.basename(args.gemlite_config or ""))
     for (N, K) in shapes:
+        elapsed = time.perf_counter() - t_start
+        if elapsed + last_shape_s > 60 * args.max_minutes:
+            skipped.append(f"{N}x{K}")
+            continue
         for M in Ms:
-            xla = {"fp16": bench_xla_dense(M, N, K, jnp.float16, rng, args.repeats)}
-            if not args.fp16_baseline_only:
-                xla.update({"bf16": bench_xla_dense(M, N, K, jnp.bfloat16, rng, args.repeats),
-                            "xla_int4_pc": bench_xla_int4(M, N, K, -1, rng, args.repeats),
-                            "xla_int4_g128": bench_xla_int4(M, N, K, 128, rng, args.repeats)})
-            base = {k: v["us"] for k, v in xla.items()}
-            base.update({k + "_gpu": v["gpu_us"] for k, v in xla.items() if v.get("gpu_us")})
-            if not (args.no_torch or args.fp16_baseline_only):
-                base.update(bench_torch(M, N, K))
+            items, res = {}, {}
+            for name in (b for b in baselines if b in XLA_BASELINES):
+                items[name] = xla_item(name, M, N, K, rng)
+                res[name] = measure(items[name], args.repeats)
+            cfgs, wbytes = {}, {}
             for name in fmts:
-                W_dtype, g, adt = FORMATS[name]
-                r = bench_bitblas(M, N, K, W_dtype, g, adt, rng, args.repeats)
-                floor_us = max((r["weight_bytes"] + 2 * (M * K + M * N)) / (bw * 1e12),
-                               2 * M * N * K / 790e12) * 1e6
-                row = dict(N=N, K=K, M=M, format=name, **r, floor_us=floor_us, **base,
-                           weight_tbps=r["weight_bytes"] / (r["us"] * 1e-6) / 1e12)
-                row["pct_copy_bw"] = 100 * row["weight_tbps"] / bw
-                row["x_fp16"] = base["fp16"] / r["us"]
-                row["x_xla_int4"] = base.get("xla_int4_g128", math.nan) / r["us"]
-                if "torch_int4" in base:
-                    row["x_torch_int4"] = base["torch_int4"] / r["us"]
-                if r.get("gpu_us") and base.get("fp16_gpu"):
-                    row["x_fp16_gpu"] = base["fp16_gpu"] / r["gpu_us"]
-                    row["pct_copy_bw_gpu"] = 100 * r["weight_bytes"] / (r["gpu_us"] * 1e-6) / 1e12 / bw
+                cfgs[name] = bitblas_config(M, N, K, name)
+                items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], rng)
+                res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
+            if GPU_TIME:
+                for name, g in gpu_busy_batch(items).items():
+                    if g:
+                        res[name]["gpu_us"] = g
+            del items
+            base = {}
+            for name in (b for b in baselines if b in XLA_BASELINES):
+                base[name] = res[name]["us"]
+                if res[name].get("gpu_us"):
+                    base[name + "_gpu"] = res[name]["gpu_us"]
+            base.update(torch_baselines.run(M, N, K, torch_names, copies_for, args.repeats, SAMPLE_S))
+            base_rows.append(dict(N=N, K=K, M=M, **base))
+            print(_fmt_base(base_rows[-1]), flush=True)
+            for name in fmts:
+                row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
+                               base, bw)
                 rows.append(row)
                 print(_fmt_row(row), flush=True)
             if args.out:  # after every (shape, M): a run cut short keeps what it measured
-                with open(args.out + ".json", "w") as f:
-                    json.dump(dict(device=dev.device_kind, copy_tbps=bw, rows=rows), f, indent=1)
+                _write_json(args.out, meta, rows, base_rows, skipped, t_start)
+        last_shape_s = time.perf_counter() - t_start - elapsed
+        print(f"-- {N}x{K}: {last_shape_s:.0f} s (run {time.perf_counter() - t_start:.0f} s)", flush=True)
     print()
     print(_table(rows))
+    print()
+    print(_base_table(base_rows))
+    if skipped:
+        print(f"\nnot run (--max-minutes {args.max_minutes}): {', '.join(skipped)}; run them with --shapes")
+    print(f"\nrun time {time.perf_counter() - t_start:.0f} s")
     if args.out:
+        _write_json(args.out, meta, rows, base_rows, skipped, t_start)
         _plot(rows, args.out + ".png")
+    if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
+        gl = torch_baselines.load_gemlite()
+        if not isinstance(gl, str):
+            gl.cache_config(args.gemlite_save)
+
+
+def _write_json(out, meta, rows, base_rows, skipped, t_start):
+    with open(out + ".json", "w") as f:
+        json.dump(dict(meta, run_s=time.perf_counter() - t_start, not_run=skipped, rows=rows,
+                       baselines=base_rows), f, indent=1)
+
+
+def _f(x, fmt="{:.2f}"):
+    return "-" if x is None else fmt.format(x)
 
 
 def _fmt_row(r):
-    t = f"{r['x_torch_int4']:5.2f}" if "x_torch_int4" in r else "  -  "
-    g = (f"  gpu {r['gpu_us']:7.1f}us {r['pct_copy_bw_gpu']:5.1f}% x_fp16_gpu {r['x_fp16_gpu']:5.2f}"
-         if "x_fp16_gpu" in r else "")
-    return (f"{r['N']:>5}x{r['K']:<5} M={r['M']:<4} {r['format']:<11} {r['us']:8.1f}us "
-            f"[{r['p10']:.1f}-{r['p90']:.1f}] floor {r['floor_us']:6.1f} {r['weight_tbps']:5.2f}TB/s "
-            f"{r['pct_copy_bw']:5.1f}%  x_fp16 {r['x_fp16']:5.2f}  x_xla_int4 {r['x_xla_int4']:5.2f}  "
-            f"x_torch_int4 {t}{g}")
+    return (f"{r['N']:>5}x{r['K']:<5} M={r['M']:<4} {r['format']:<11} {r['plan']:<22} {r['us']:8.1f}us "
+            f"[{r['p10']:.1f}-{r['p90']:.1f}] gpu {_f(r.get('gpu_us'), '{:.1f}')}us floor {r['floor_us']:6.1f} "
+            f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')}% BW(gpu) | x fp16 {_f(r.get('x_fp16'))}/"
+            f"{_f(r.get('x_fp16_gpu'))}  x xla_int4 {_f(r.get('x_xla_int4'))}/{_f(r.get('x_xla_int4_gpu'))}  "
+            f"x tinygemm {_f(r.get('x_torch_int4'))}/{_f(r.get('x_torch_int4_gpu'))}  "
+            f"x gemlite {_f(r.get('x_gemlite'))}/{_f(r.get('x_gemlite_gpu'))}  (wall/gpu)")
+
+
+BASE_COLUMNS = [("fp16", "XLA fp16"), ("bf16", "XLA bf16"), ("xla_int4_g128", "XLA int4 g128"),
+                ("xla_int4_pc", "XLA int4 pc"), ("torch_bf16", "torch bf16"), ("torch_int4", "tinygemm"),
+                ("gemlite_w4", "gemlite w4"), ("gemlite_w8", "gemlite w8")]
+
+
+def _base_cell(b, key):
+    if key + "_error" in b:
+        return "error"
+    if key not in b:
+        return "-"
+    cell = f"{b[key]:.1f} / {_f(b.get(key + '_gpu'), '{:.1f}')}"
+    return cell + (f" ({b[key + '_cfg']})" if key + "_cfg" in b else "")
+
+
+def _fmt_base(b):
+    cells = "  ".join(f"{label} {_base_cell(b, key)}" for key, label in BASE_COLUMNS if key in b or key + "_error" in b)
+    errs = "; ".join([f"{k}: {v}" for k, v in b.items() if k.endswith("error")] +
+                     [f"{k} = {v:.3g}: this baseline does not compute the product it is given (mispacked?)"
+                      for k, v in b.items() if k.endswith("_relerr") and v > RELERR_SUSPECT])
+    return f"{b['N']:>5}x{b['K']:<5} M={b['M']:<4} baselines us (wall / gpu): {cells}" + (f"\n  {errs}" if errs else "")
 
 
 def _table(rows):
-    gpu = any("x_fp16_gpu" in r for r in rows)
-    head = "| N x K | M | format | us | floor us | weight TB/s | % copy BW | x fp16 dot | x XLA int4 g128 | x torch int4 |"
-    head += " GPU us | % copy BW (GPU) | x fp16 dot (GPU) |" if gpu else ""
-    out = [head, "|" + "---|" * (13 if gpu else 10)]
+    head = ("| N x K | M | format | plan | us | GPU us | floor us | % copy BW (GPU) | x fp16 | x fp16 (GPU) | "
+            "x bf16 (GPU) | x XLA int4 | x XLA int4 (GPU) | x tinygemm | x tinygemm (GPU) | x gemlite | "
+            "x gemlite (GPU) |")
+    out = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
-        t = f"{r['x_torch_int4']:.2f}" if "x_torch_int4" in r else "-"
-        line = (f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['us']:.1f} | {r['floor_us']:.1f} | "
-                f"{r['weight_tbps']:.2f} | {r['pct_copy_bw']:.0f} | {r['x_fp16']:.2f} | "
-                f"{r['x_xla_int4']:.2f} | {t} |")
-        if gpu:
-            line += (f" {r['gpu_us']:.1f} | {r['pct_copy_bw_gpu']:.0f} | {r['x_fp16_gpu']:.2f} |"
-                     if "x_fp16_gpu" in r else " - | - | - |")
-        out.append(line)
+        out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['plan']} | {r['us']:.1f} | "
+                   f"{_f(r.get('gpu_us'), '{:.1f}')} | {r['floor_us']:.1f} | "
+                   f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')} | " +
+                   " | ".join(_f(r.get(k)) for k in ("x_fp16", "x_fp16_gpu", "x_bf16_gpu", "x_xla_int4",
+                                                      "x_xla_int4_gpu", "x_torch_int4", "x_torch_int4_gpu",
+                                                      "x_gemlite", "x_gemlite_gpu")) + " |")
     return "\n".join(out)
+
+
+def _base_table(base_rows):
+    keys = [(k, label) for k, label in BASE_COLUMNS if any(k in b or k + "_error" in b for b in base_rows)]
+    out = ["Baselines, us per op (wall / GPU):", "",
+           "| N x K | M | " + " | ".join(label for _, label in keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for b in base_rows:
+        out.append(f"| {b['N']}x{b['K']} | {b['M']} | " + " | ".join(_base_cell(b, k) for k, _ in keys) + " |")
+    errs = sorted({f"{k}: {v}" for b in base_rows for k, v in b.items() if k.endswith("error")})
+    return "\n".join(out + ([""] + errs if errs else []))
 
 
 def _plot(rows, path):
@@ -353,14 +564,15 @@ def _plot(rows, path):
     fmts = sorted({f for _, _, f in keys})
     styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
     for (N, K, f) in keys:
-        rs = sorted((r for r in rows if (r["N"], r["K"], r["format"]) == (N, K, f)), key=lambda r: r["M"])
+        rs = sorted((r for r in rows if (r["N"], r["K"], r["format"]) == (N, K, f) and "x_fp16" in r),
+                    key=lambda r: r["M"])
         ls, mk = styles[fmts.index(f) % len(styles)]
         ax.plot([r["M"] for r in rs], [r["x_fp16"] for r in rs], marker=mk, ls=ls, lw=1.2,
-                color=plt.cm.tab10(shapes.index((N, K)) % 10), label=f"{N}x{K} {f}")
+                color=plt.cm.tab20(shapes.index((N, K)) % 20), label=f"{N}x{K} {f}")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("M (tokens)")
-    ax.set_ylabel("speedup over XLA fp16 dot")
+    ax.set_ylabel("speedup over XLA fp16 dot (wall time)")
     ax.set_title("bitblas_jax vs XLA fp16 dot (same run)")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()

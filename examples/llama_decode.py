@@ -3,12 +3,18 @@
 The model (RMSNorm, rotary attention with a KV cache and grouped KV heads, SwiGLU MLP)
 has seeded random weights, so nothing is downloaded. It is quantized to int4, group 128,
 with bitblas_jax.flax.quantize_model (lm_head kept in bf16), then both versions decode
-the same prompt under jax.jit. Printed: tokens/s of each, the max logit difference on
-the same token sequence, and how many greedy tokens agree.
+the same prompt under jax.jit, for each batch size of --batch (default 1, 8 and 32).
+Printed: a table of tokens/s and time per decoder layer of both models per batch size, the
+max logit difference on the same token sequence, and how many greedy tokens agree.
 
     python examples/llama_decode.py                       # --config tiny on CPU (< 1 min)
-    python examples/llama_decode.py --config 7b --layers 4   # 7B-shaped layers, for a GPU
+    python examples/llama_decode.py --config 7b --layers 8 --new-tokens 64   # Llama-2-7B layers, a GPU
+    python examples/llama_decode.py --batch 1             # one batch size
     python examples/llama_decode.py --mesh 8              # tensor-parallel over 8 devices
+
+Time per layer: a decode step's time (from the tokens/s loop) less the time of the rest of
+the step (embedding, final norm, lm_head, argmax; timed alone, chained as in decoding),
+divided by the number of layers: the attention and MLP of one layer, KV cache included.
 
 --mesh N runs the model tensor-parallel over N devices (N virtual CPU devices on a CPU
 machine; GPUs where there are N): q/k/v/gate/up column-parallel, o/down row-parallel
@@ -222,6 +228,33 @@ def generate(model, prompt, new_tokens):
     return run(new_tokens)
 
 
+def head_seconds(model, batch, reps=20):
+    """Seconds per call of the part of a decode step outside the decoder layers (embedding,
+    final norm, lm_head, argmax), calls chained through their tokens as in decoding."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def head(state, tok):
+        m = nnx.merge(graphdef, state)
+        return jnp.argmax(m.lm_head(m.norm(m.embed(tok))).astype(jnp.float32)[:, -1], -1)[:, None]
+
+    tok = jax.block_until_ready(head(state, jnp.zeros((batch, 1), jnp.int32)))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        tok = head(state, tok)
+    jax.block_until_ready(tok)
+    return (time.perf_counter() - t0) / reps
+
+
+def decode_speed(model, prompt, new_tokens):
+    """(tokens [B, P + new], tokens/s, ms per decode step, ms per decoder layer)."""
+    toks, t = generate(model, prompt, new_tokens)
+    steps = new_tokens - 1
+    step_ms = 1e3 * t / steps
+    layer_ms = max(step_ms - 1e3 * head_seconds(model, prompt.shape[0]), 0.0) / len(model.layers)
+    return toks, prompt.shape[0] * steps / t, step_ms, layer_ms
+
+
 def device_bytes(model) -> dict:
     """Bytes of the model's arrays held by each device."""
     out = {}
@@ -263,7 +296,7 @@ def main(argv=None):
     ap.add_argument("--config", choices=sorted(CONFIGS),
                     default="tiny" if jax.default_backend() == "cpu" else "7b")
     ap.add_argument("--layers", type=int, default=None, help="number of decoder layers")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", default="1,8,32", help="batch sizes, comma-separated (a table row each)")
     ap.add_argument("--prompt-len", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--group-size", type=int, default=128)
@@ -274,6 +307,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.mesh > 1 and args.config == "tiny":
         args.config = "tiny-tp"
+    batches = [int(b) for b in str(args.batch).split(",")]
+    if args.new_tokens < 2 or min(batches) < 1:
+        raise SystemExit("--new-tokens must be >= 2 (one decode step after the prefill) and --batch sizes >= 1")
 
     cfg = CONFIGS[args.config]
     if args.layers is not None:
@@ -292,30 +328,46 @@ def main(argv=None):
         model = Llama(cfg, nnx.Rngs(args.seed))
         # int4 copy that shares the embedding, norms and lm_head with the bf16 model.
         qmodel = quantize_model(model, args.w_dtype, args.group_size, exclude=("lm_head",), inplace=False)
-    prompt = jax.random.randint(jax.random.key(args.seed + 1), (args.batch, args.prompt_len), 0, cfg.vocab)
-    if mesh is not None:
-        report_sharding(model, qmodel, prompt, mesh)
-
-    toks_bf16, t_bf16 = generate(model, prompt, args.new_tokens)
-    toks_q, t_q = generate(qmodel, prompt, args.new_tokens)
-    n = args.batch * (args.new_tokens - 1)
     label = f"{args.w_dtype} g{args.group_size}"
-    print(f"{'bf16':<12}: {n / t_bf16:9.1f} tokens/s ({1e3 * t_bf16 / (args.new_tokens - 1):.2f} ms/step)")
-    print(f"{label:<12}: {n / t_q:9.1f} tokens/s ({1e3 * t_q / (args.new_tokens - 1):.2f} ms/step), "
-          f"{t_bf16 / t_q:.2f}x the bf16 speed")
+    rows, first = [], None
+    for batch in batches:
+        prompt = jax.random.randint(jax.random.key(args.seed + 1), (batch, args.prompt_len), 0, cfg.vocab)
+        if mesh is not None and first is None:
+            report_sharding(model, qmodel, prompt, mesh)
+        toks_bf16, tps_bf16, step_bf16, layer_bf16 = decode_speed(model, prompt, args.new_tokens)
+        toks_q, tps_q, step_q, layer_q = decode_speed(qmodel, prompt, args.new_tokens)
+        rows.append(dict(batch=batch, tokens_per_s_bf16=tps_bf16, tokens_per_s_quant=tps_q,
+                         ms_per_step_bf16=step_bf16, ms_per_step_quant=step_q,
+                         ms_per_layer_bf16=layer_bf16, ms_per_layer_quant=layer_q))
+        if first is None:
+            first = (prompt, toks_bf16, toks_q)
 
-    # Logits of both models on the same tokens (the bf16 model's greedy output).
+    print(f"\n{cfg.layers} layers, {args.new_tokens - 1} decode steps after a {args.prompt_len}-token prompt; "
+          f"speed-up = bf16 time / {label} time")
+    print(f"| batch | bf16 tokens/s | {label} tokens/s | speed-up | bf16 ms/layer | {label} ms/layer "
+          f"| layer speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        x_layer = r["ms_per_layer_bf16"] / r["ms_per_layer_quant"] if r["ms_per_layer_quant"] else math.nan
+        print(f"| {r['batch']} | {r['tokens_per_s_bf16']:.1f} | {r['tokens_per_s_quant']:.1f} | "
+              f"{r['tokens_per_s_quant'] / r['tokens_per_s_bf16']:.2f}x | {r['ms_per_layer_bf16']:.3f} | "
+              f"{r['ms_per_layer_quant']:.3f} | {x_layer:.2f}x |")
+
+    # Logits of both models on the same tokens (the bf16 model's greedy output), first batch size.
+    prompt, toks_bf16, toks_q = first
+    batch = prompt.shape[0]
     seq = toks_bf16[:, :-1]
-    lb, _ = make_step(model)[0](nnx.split(model)[1], seq, model.init_cache(args.batch), 0)
-    step_q, state_q = make_step(qmodel)
-    lq, _ = step_q(state_q, seq, qmodel.init_cache(args.batch), 0)
+    lb, _ = make_step(model)[0](nnx.split(model)[1], seq, model.init_cache(batch), 0)
+    step_fn, state_q = make_step(qmodel)
+    lq, _ = step_fn(state_q, seq, qmodel.init_cache(batch), 0)
     diff = float(jnp.max(jnp.abs(lb - lq)))
     spread = float(jnp.std(lb))
     agree = float(jnp.mean(toks_bf16[:, args.prompt_len:] == toks_q[:, args.prompt_len:]))
-    print(f"max |logit bf16 - logit {args.w_dtype}| = {diff:.4f} (logit std {spread:.4f}); "
+    print(f"batch {batch}: max |logit bf16 - logit {args.w_dtype}| = {diff:.4f} (logit std {spread:.4f}); "
           f"greedy tokens agree {100 * agree:.0f}%")
     return {"max_logit_diff": diff, "logit_std": spread, "agree": agree,
-            "tokens_per_s_bf16": n / t_bf16, "tokens_per_s_quant": n / t_q}
+            "tokens_per_s_bf16": rows[0]["tokens_per_s_bf16"], "tokens_per_s_quant": rows[0]["tokens_per_s_quant"],
+            "batches": rows}
 
 
 if __name__ == "__main__":
