@@ -137,3 +137,29 @@ def check(case: Case, out, A=None) -> None:
     assert not bad.any(), (
         f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
         f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
+
+
+def check_nonfinite(case: Case, out, A=None, inf_may_be_nan: bool = False) -> None:
+    """For inputs holding NaN / inf: NaN exactly where the float64 reference has NaN, the reference's
+    +-inf where it has inf (or NaN there with inf_may_be_nan: zero points applied through activation
+    sums turn inf - inf into NaN), and the output columns the reference keeps finite within the
+    bound of `check`."""
+    out = np.asarray(out)
+    assert out.dtype == formats.NUMPY_DTYPES[case.cfg.out_dtype], out.dtype
+    got = out.astype(np.float64)
+    with np.errstate(invalid="ignore"):     # inf - inf in the reference is the point
+        ref = case.ref(A)
+        assert got.shape == ref.shape, (got.shape, ref.shape)
+        nan_ref, inf_ref = np.isnan(ref), np.isinf(ref)
+        assert np.all(np.isnan(got[nan_ref])), f"{np.sum(~np.isnan(got[nan_ref]))} NaN outputs missing"
+        assert not np.isnan(got[~nan_ref & ~inf_ref]).any(), "NaN where the reference is finite"
+        same_inf = got[inf_ref] == ref[inf_ref]
+        if inf_may_be_nan:
+            same_inf |= np.isnan(got[inf_ref])
+        assert same_inf.all(), f"{np.sum(~same_inf)} of {inf_ref.sum()} infinite outputs differ"
+        finite = np.isfinite(ref)
+        bound = error_bound(case, A)
+        err = np.abs(got - ref)
+        bad = finite & ~(err <= bound)
+        assert not bad.any(), (f"{bad.sum()} of {finite.sum()} finite elements over the bound; worst err "
+                               f"{err[bad].max():.3g}")

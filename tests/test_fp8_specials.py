@@ -17,7 +17,7 @@ import pytest
 import bitblas_jax as bj
 from bitblas_jax import _ext, formats, gpu_plan, primitive
 
-from cases import error_bound, make_case
+from cases import check_nonfinite, make_case
 
 SPECIAL_CODES = {"float8_e4m3fn": [0x7F, 0xFF],
                  "float8_e5m2": [0x7C, 0xFC, 0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF]}
@@ -42,25 +42,12 @@ def special_case(rng, fmt, mode, A_dtype, M, accum="float32", out=None, group=-1
 
 
 def check_specials(case, out, A=None):
-    """NaN / inf exactly where the float64 reference has them; the finite columns within the bound."""
-    with np.errstate(invalid="ignore"):     # inf - inf in the reference is the point
-        _check_specials(case, np.asarray(out).astype(np.float64), A)
-
-
-def _check_specials(case, out, A):
-    ref = case.ref(A)
-    assert out.shape == ref.shape
-    nan_ref = np.isnan(ref)
-    assert nan_ref.any(), "the case has no special value (a test that cannot fail)"
-    assert np.array_equal(np.isnan(out), nan_ref), (
-        f"NaN mismatch: {np.sum(np.isnan(out) & ~nan_ref)} extra, {np.sum(~np.isnan(out) & nan_ref)} missing")
-    inf_ref = np.isinf(ref)
-    assert np.array_equal(out[inf_ref], ref[inf_ref]) and not np.isinf(out[~inf_ref]).any(), "inf mismatch"
-    finite_cols = np.all(np.isfinite(ref), axis=tuple(range(ref.ndim - 1)))
-    assert finite_cols.sum() >= N // 2
-    bound = error_bound(case, A)
-    err = np.abs(out - ref)[..., finite_cols]
-    assert np.all(err <= bound[..., finite_cols]), f"worst err {err.max():.3g}"
+    """NaN / inf exactly where the float64 reference has them; the finite outputs within the bound."""
+    with np.errstate(invalid="ignore"):
+        ref = case.ref(A)
+    assert np.isnan(ref).any(), "the case has no special value (a test that cannot fail)"
+    assert np.isfinite(ref).all(axis=tuple(range(ref.ndim - 1))).sum() >= N // 2
+    check_nonfinite(case, out, A)
 
 
 def run_jax(case, device, A=None):
