@@ -112,16 +112,20 @@ def error_bound(case: Case, A=None) -> np.ndarray:
     """
     c = case.cfg
     A = case.A if A is None else A
-    K = c.K
     absprod = np.abs(np.asarray(A, np.float64)) @ np.abs(case.wd()).T
-    if c.accum_dtype == "float16":
+    return bound_from(absprod, case.ref(A), case.bias, c.K, c.accum_dtype, c.A_dtype, c.out_dtype)
+
+
+def bound_from(absprod, ref, bias, K, accum_dtype, A_dtype, out_dtype) -> np.ndarray:
+    """error_bound from its parts: absprod = |A| @ |Wd|^T and the reference, both float64 (for
+    problems too large to hold as a Case)."""
+    if accum_dtype == "float16":
         acc = (K / 16 + 1) * 2.0**-11
     else:
         acc = K * 2.0**-24
-    acc += UNIT_ROUNDOFF[c.A_dtype]
-    ref = case.ref(A)
-    b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
-    return acc * absprod + 2 * UNIT_ROUNDOFF[c.out_dtype] * (np.abs(ref) + b) + 1e-30
+    acc += UNIT_ROUNDOFF[A_dtype]
+    b = 0 if bias is None else np.abs(np.asarray(bias).astype(np.float64))
+    return acc * absprod + 2 * UNIT_ROUNDOFF[out_dtype] * (np.abs(ref) + b) + 1e-30
 
 
 def check(case: Case, out, A=None) -> None:
