@@ -152,6 +152,15 @@ def _large(device, host_bytes: int, device_bytes: int = 0):
         pytest.skip(f"needs {device_bytes / 2**30:.0f} GiB of device memory")
 
 
+def _force_gemm(monkeypatch, device, gemm: bool):
+    """On the GPU the rule sends these M to dequantize_then_dot (XLA's dot); gemm=True runs the custom
+    GEMM instead (in launches of at most 65535 tile rows)."""
+    if gemm:
+        if device.platform == "cpu":
+            pytest.skip("the CPU kernel has no plan")
+        monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", str(1 << 40))
+
+
 def tile_pattern(rng, N: int, K: int, bits: int):
     """A packed weight whose every 512-byte tile repeats one code (different per band and tile: an
     index that wraps at 2^31 reads another tile's code): (packed [N, K bits/8], codes [N/16, K/tile_k])."""
@@ -218,11 +227,13 @@ def test_weight_over_2_31_elements(rng, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_activations_over_2_31_elements(rng, device):
+@pytest.mark.parametrize("gemm", [False, True], ids=["rule", "gemm-forced"])
+def test_activations_over_2_31_elements(rng, monkeypatch, device, gemm):
     """A [2^25 + 16, 64] (2^31 + 1024 elements), rows that repeat with a prime period (a wrapped index
     reads another row); the first, last and random rows checked."""
     M, N, K = (1 << 25) + 16, 32, 64
     _large(device, host_bytes=18 << 30, device_bytes=8 << 30)
+    _force_gemm(monkeypatch, device, gemm)
     block = rng.standard_normal((100003, K), np.float32).astype(np.float16)
     A = np.take(block, np.arange(M) % block.shape[0], axis=0)
     case = make_case(rng, "int4", "scale", 64, "float16", "float32", "float16", False, M=1, N=N, K=K)
@@ -233,11 +244,13 @@ def test_activations_over_2_31_elements(rng, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_output_over_2_31_elements(rng, device):
+@pytest.mark.parametrize("gemm", [False, True], ids=["rule", "gemm-forced"])
+def test_output_over_2_31_elements(rng, monkeypatch, device, gemm):
     """C [2^19 + 3, 4096] (2^31 + 12288 elements); the first, last and random rows checked."""
     N, K = 4096, 64
     M = (1 << 31) // N + 3
     _large(device, host_bytes=12 << 30, device_bytes=6 << 30)
+    _force_gemm(monkeypatch, device, gemm)
     packed, codes = tile_pattern(rng, N, K, 4)
     A = rng.standard_normal((M, K), np.float32).astype(np.float16)
     rows = np.concatenate([np.arange(64), np.arange(M - 64, M), rng.integers(0, M, 256)])
