@@ -234,12 +234,28 @@ def check_result(fc: FuzzCase, case, out) -> None:
         check(case, out)
 
 
+def plans(fc: FuzzCase) -> dict:
+    """The GPU plan of each path: {"jax": (kernel, split_k), "torch": (kernel, split_k)} (plan_cuda under
+    the case's environment; the torch shim's plan has no XLA dot and sees A's alignment)."""
+    from bitblas_jax import gpu_plan
+    args = (fc.M, fc.N, fc.K, fc.fmt, fc.a_dtype, fc.accum, fc.out, fc.mode, fc.K if fc.group == -1 else fc.group)
+    out = {}
+    with plan_env(fc):
+        p = gpu_plan.plan_cuda(*args)
+        out["jax"] = (p.kernel, p.split_k)
+        if fc.a_dtype != "float32":
+            itemsize = np.dtype(formats.NUMPY_DTYPES[fc.a_dtype]).itemsize
+            p = gpu_plan.plan_cuda(*args, allow_xla_dot=False, a_aligned=fc.torch_offset * itemsize % 16 == 0)
+            out["torch"] = (p.kernel, p.split_k)
+    return out
+
+
 def run_case(fc: FuzzCase, use_torch: bool = True) -> dict:
     """Runs one case; returns {"failures": [...], "paths": the paths run ("jax", "torch"),
-    "poisoned": those whose output was written into poisoned memory, "kernel": the GPU plan's
-    kernel (the GPU only)}."""
+    "poisoned": those whose output was written into poisoned memory, "plans": plans() of the paths
+    run (the GPU and M > 0 only)}."""
     import jax
-    res = {"failures": [], "poisoned": [], "paths": [], "kernel": None}
+    res = {"failures": [], "poisoned": [], "paths": [], "plans": {}}
     device = jax.devices("cuda" if fc.device == "gpu" else "cpu")[0]
     with plan_env(fc):
         try:
@@ -247,13 +263,11 @@ def run_case(fc: FuzzCase, use_torch: bool = True) -> dict:
         except Exception as e:          # noqa: BLE001 - a case the generator should not draw
             res["failures"].append(f"build: {type(e).__name__}: {e}")
             return res
-        if fc.device == "gpu" and fc.M:
-            from bitblas_jax import gpu_plan
-            res["kernel"] = gpu_plan.plan_cuda(fc.M, fc.N, fc.K, fc.fmt, fc.a_dtype, fc.accum, fc.out,
-                                               fc.mode, fc.K if fc.group == -1 else fc.group).kernel
         paths = [("jax", lambda: run_jax(fc, case, device))]
         if use_torch and _torch_available() and not (fc.device == "gpu" and fc.a_dtype == "float32"):
             paths.append(("torch", lambda: run_torch(fc, case, "cuda" if fc.device == "gpu" else "cpu")))
+        if fc.device == "gpu" and fc.M:
+            res["plans"] = {k: v for k, v in plans(fc).items() if k in dict(paths)}
         for name, run in paths:
             res["paths"].append(name)
             try:

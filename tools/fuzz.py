@@ -29,7 +29,8 @@ def run_indices(seed, indices, device, force_plans, use_torch, emit):
     for i in indices:
         fc = fuzz.draw(seed, i, device, force_plans)
         res = fuzz.run_case(fc, use_torch)
-        emit({"index": i, "kernel": res["kernel"], "paths": res["paths"], "poisoned": res["poisoned"],
+        emit({"index": i, "plans": {k: f"{v[0]}/split{v[1]}" for k, v in res["plans"].items()},
+              "paths": res["paths"], "poisoned": res["poisoned"],
               "failures": res["failures"], "describe": fc.describe(), "command": fuzz.command(fc)})
 
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         if r["failures"]:
             shown[0] += 1
             if shown[0] <= args.max_failures_shown:
-                print(f"FAIL case {r['index']}: {r['describe']} (plan {r['kernel']})\n"
+                print(f"FAIL case {r['index']}: {r['describe']} {r['plans'] or ''}\n"
                       f"    {'; '.join(r['failures'])}\n    rerun: {r['command']}", flush=True)
         done = len(results)
         if done % 500 == 0:
@@ -104,13 +105,15 @@ def main(argv=None) -> int:
 
     failed = [r for r in results if r["failures"]]
     secs = time.perf_counter() - t0
-    kernels = collections.Counter(r["kernel"] or "-" for r in results)
+    kernels = collections.Counter(f"{path} {plan.split('/')[0]}" for r in results for path, plan in r["plans"].items())
+    splits = collections.Counter(f"{path} {plan}" for r in results for path, plan in r["plans"].items())
     paths = collections.Counter(p for r in results for p in r["paths"])
     poisoned = collections.Counter(p for r in results for p in r["poisoned"])
     print(f"\n== fuzz summary: seed {seed}, {len(results)} cases, "
           + ", ".join(f"{v} {k} runs" for k, v in sorted(paths.items())) + f", {args.device}, {secs:.0f} s ==")
     if args.device == "gpu":
-        print("cases per planned kernel: " + ", ".join(f"{k} {v}" for k, v in sorted(kernels.items())))
+        print("runs per planned kernel: " + ", ".join(f"{k} {v}" for k, v in sorted(kernels.items())))
+        print(f"distinct (path, kernel, split-K) plans: {len(splits)}")
     print("outputs written into poisoned memory: "
           + ", ".join(f"{k} {poisoned[k]} of {v}" for k, v in sorted(paths.items())))
     print(f"{'PASS' if not failed else 'FAIL'}  {len(failed)} failing case(s) of {len(results)}")
