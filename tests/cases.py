@@ -129,18 +129,28 @@ def bound_from(absprod, ref, bias, K, accum_dtype, A_dtype, out_dtype) -> np.nda
 
 
 def check(case: Case, out, A=None) -> None:
-    out = np.asarray(out)
+    checker(case, A)(out)
+
+
+def checker(case: Case, A=None):
+    """`check` with the reference and the bound computed once: a function of the result (for many
+    results of one case)."""
     ref = case.ref(A)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    assert out.dtype == formats.NUMPY_DTYPES[case.cfg.out_dtype], out.dtype
-    got = out.astype(np.float64)
-    assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
-    err = np.abs(got - ref)
     bound = error_bound(case, A)
-    bad = err > bound
-    assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
-        f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
+    dtype = formats.NUMPY_DTYPES[case.cfg.out_dtype]
+
+    def check_out(out) -> None:
+        out = np.asarray(out)
+        assert out.shape == ref.shape, (out.shape, ref.shape)
+        assert out.dtype == dtype, out.dtype
+        got = out.astype(np.float64)
+        assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
+        err = np.abs(got - ref)
+        bad = err > bound
+        assert not bad.any(), (
+            f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
+            f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
+    return check_out
 
 
 def check_nonfinite(case: Case, out, A=None, inf_may_be_nan: bool = False) -> None:

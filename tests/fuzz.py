@@ -169,10 +169,12 @@ def build(fc: FuzzCase):
 
 
 @contextlib.contextmanager
-def plan_env(fc: FuzzCase):
-    """The case's plan overrides in os.environ (read at trace time), restored afterwards."""
-    old = {k: os.environ.get(k) for k, _ in fc.env}
-    os.environ.update(dict(fc.env))
+def plan_env(env):
+    """Plan overrides (a mapping or (name, value) pairs) in os.environ, where the plan reads them at
+    trace time; restored afterwards. Not thread-safe: trace under it before starting threads."""
+    env = dict(env)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -240,7 +242,7 @@ def plans(fc: FuzzCase) -> dict:
     from bitblas_jax import gpu_plan
     args = (fc.M, fc.N, fc.K, fc.fmt, fc.a_dtype, fc.accum, fc.out, fc.mode, fc.K if fc.group == -1 else fc.group)
     out = {}
-    with plan_env(fc):
+    with plan_env(fc.env):
         p = gpu_plan.plan_cuda(*args)
         out["jax"] = (p.kernel, p.split_k)
         if fc.a_dtype != "float32":
@@ -257,7 +259,7 @@ def run_case(fc: FuzzCase, use_torch: bool = True) -> dict:
     import jax
     res = {"failures": [], "poisoned": [], "paths": [], "plans": {}}
     device = jax.devices("cuda" if fc.device == "gpu" else "cpu")[0]
-    with plan_env(fc):
+    with plan_env(fc.env):
         try:
             case = build(fc)
         except Exception as e:          # noqa: BLE001 - a case the generator should not draw
