@@ -18,6 +18,7 @@ import bitblas_jax as bj
 from bitblas_jax import _ext, formats, gpu_plan, primitive
 
 from cases import check_nonfinite, make_case
+from test_gpu import GPUS, run_on   # a fresh jit per call: each trace reads the plan's environment
 
 SPECIAL_CODES = {"float8_e4m3fn": [0x7F, 0xFF],
                  "float8_e5m2": [0x7C, 0xFC, 0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF]}
@@ -50,13 +51,6 @@ def check_specials(case, out, A=None):
     check_nonfinite(case, out, A)
 
 
-def run_jax(case, device, A=None):
-    args = [case.A if A is None else A, case.packed(), case.scale, case.zeros, case.bias]
-    args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
-    f = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))   # a fresh trace: reads the env
-    return np.asarray(f(*args))
-
-
 FMT_MODE_DTYPE = [(f, m, a) for f in SPECIAL_CODES for m in ("none", "scale") for a in ("float16", "bfloat16")]
 
 
@@ -68,7 +62,7 @@ def test_cpu_kernel(rng, fmt, mode, a_dtype, accum):
         pytest.skip("float16 accumulation needs float16 activations")
     case = special_case(rng, fmt, mode, a_dtype, M=5, accum=accum, out="float32",
                         group=-1 if mode == "none" else 128)
-    check_specials(case, run_jax(case, jax.devices("cpu")[0]))
+    check_specials(case, run_on(case, jax.devices("cpu")[0]))
 
 
 @pytest.mark.parametrize("fmt,mode,a_dtype", FMT_MODE_DTYPE)
@@ -90,14 +84,6 @@ def test_torch_cpu(rng, fmt, a_dtype):
 
 
 # ---- GPU ----------------------------------------------------------------------------------------------
-def _gpus():
-    try:
-        return jax.devices("cuda")
-    except RuntimeError:
-        return []
-
-
-GPUS = _gpus()
 
 def needs_gpu(f):
     f = pytest.mark.skipif(not _ext.has_cuda(), reason="built without the CUDA kernels")(f)
@@ -139,7 +125,7 @@ def test_gpu_every_kernel(rng, monkeypatch, fmt, mode, a_dtype, kernel, M, accum
     plan = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, accum, a_dtype, mode, g)
     assert plan.kernel == kernel, f"the plan picked {plan.kernel}, not {kernel}"
     case = special_case(rng, fmt, mode, a_dtype, M=M, accum=accum, group=group)
-    check_specials(case, run_jax(case, GPUS[0]))
+    check_specials(case, run_on(case, GPUS[0]))
 
 
 @pytest.mark.parametrize("fmt,mode,a_dtype", FMT_MODE_DTYPE)

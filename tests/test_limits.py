@@ -19,14 +19,12 @@ import bitblas_jax as bj
 from bitblas_jax import _ext, formats, gpu_plan, layout, primitive
 
 from cases import bound_from, check, make_case
+from test_gpu import GPUS, run_on
 
 
 def _devices():
     devs = [pytest.param(jax.devices("cpu")[0], id="cpu")]
-    try:
-        gpus = jax.devices("cuda")
-    except RuntimeError:
-        gpus = []
+    gpus = GPUS
     mark = [pytest.mark.gpu, pytest.mark.skipif(not _ext.has_cuda(), reason="built without the CUDA kernels")]
     devs += [pytest.param(d, id="gpu", marks=mark) for d in gpus[:1]]
     if not gpus:
@@ -36,12 +34,6 @@ def _devices():
 
 
 DEVICES = _devices()
-
-
-def run_on(case, device, A=None):
-    args = [case.A if A is None else A, case.packed(), case.scale, case.zeros, case.bias]
-    args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
-    return np.asarray(jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))(*args))
 
 
 # ---- small limits ---------------------------------------------------------------------------------
