@@ -109,11 +109,11 @@ def test_handler_error_is_an_xla_error(device, change, message):
 
 @pytest.mark.parametrize("device", [d for d in DEVICES if d.id == "gpu"])
 @pytest.mark.parametrize("change", [
+    {"kernel": np.int64(99)},                                                          # no such kernel
+    {"kernel": np.int64(gpu_plan.KERNELS.index("dequantize_then_dot"))},               # not a matmul kernel
     {"kernel": np.int64(gpu_plan.KERNELS.index("decode_splitk")), "split_k": np.int64(100000)},  # split past K
-    {"kernel": np.int64(99)},
-    {"tile": np.int64(99)},
-    {"split_k": np.int64(0)},
-])
+    {"kernel": np.int64(gpu_plan.KERNELS.index("gemm_mma")), "tile": np.int64(99)},    # no such tile
+], ids=["kernel99", "dequantize_then_dot", "split100000", "mma-tile99"])
 def test_cuda_launch_error_is_an_xla_error(device, change):
     """Launch arguments the plan never gives reach the CUDA handler, which refuses them: an XLA error."""
     with pytest.raises(jax.errors.JaxRuntimeError, match="bitblas_jax"):

@@ -1,7 +1,7 @@
 """Fuzz the matmul against the float64 reference (the generator and checks: tests/fuzz.py).
 
     python tools/fuzz.py --cases 300                          # CPU, a fresh seed (printed)
-    python tools/fuzz.py --cases 10000 --seed S --device gpu --force-plans --workers 4
+    python tools/fuzz.py --cases 10000 --seed S --device gpu --force-plans      # 8 worker processes
     python tools/fuzz.py --seed S --case I [--device gpu] [--force-plans]   # rerun one case
 
 Prints the seed first, one line per failing case with the command that reruns it, then a summary:
@@ -43,12 +43,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--force-plans", action="store_true")
     ap.add_argument("--no-torch", action="store_true", help="JAX only")
-    ap.add_argument("--workers", type=int, default=1, help="processes (cases i = w mod workers)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes sharing the cases (default: 1 on the CPU, 8 on the GPU, where XLA's "
+                         "compilation of each case's function is the bottleneck)")
     ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)   # "w/W": JSON lines out
     ap.add_argument("--max-failures-shown", type=int, default=50)
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     indices = args.case or list(range(args.start, args.start + args.cases))
+    if args.workers is None:
+        args.workers = 1 if args.device == "cpu" or len(indices) < 16 else 8
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -83,8 +87,11 @@ def main(argv=None) -> int:
         base += ["--force-plans"] * args.force_plans + ["--no-torch"] * args.no_torch
         base += sum((["--case", str(i)] for i in indices), []) if args.case else \
             ["--start", str(args.start), "--cases", str(args.cases)]
+        threads = str(max(1, (os.cpu_count() or 1) // args.workers))   # NumPy's BLAS: no oversubscription
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", OMP_NUM_THREADS=threads,
+                   OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         procs = [subprocess.Popen(base + ["--worker", f"{w}/{args.workers}"], stdout=subprocess.PIPE,
-                                  text=True) for w in range(args.workers)]
+                                  text=True, env=env) for w in range(args.workers)]
         import selectors
         sel = selectors.DefaultSelector()
         for p in procs:
