@@ -51,6 +51,10 @@ def _lane_maps(bits: int):
             np.broadcast_to(f // per_word, (32, n_frag)), np.broadcast_to(field, (32, n_frag)))
 
 
+MAX_K = (1 << 30) - 256      # the CUDA handler refuses K >= 2^30 (csrc/cuda/matmul_cuda.cu weight_params)
+MAX_N = (1 << 31) - TILE_N   # ... and N >= 2^31
+
+
 def check_shape(N: int, K: int, bits: int) -> None:
     """The tiling rule; raises ValueError naming the dimension."""
     if N % TILE_N:
@@ -59,6 +63,12 @@ def check_shape(N: int, K: int, bits: int) -> None:
     if K % tk:
         raise ValueError(f"K={K} must be a multiple of {tk} for {bits}-bit weights "
                          f"(the packed layout's tile columns, 256/bits)")
+    if K > MAX_K:
+        raise ValueError(f"K={K} is above the largest supported K, {MAX_K} (2^30 - 256: the GPU "
+                         f"kernels count packed tiles along K in 32 bits)")
+    if N > MAX_N:
+        raise ValueError(f"N={N} is above the largest supported N, {MAX_N} (2^31 - 16: the GPU "
+                         f"kernels' grid counts weight rows in 32 bits)")
 
 
 def packed_shape(N: int, K: int, bits: int) -> tuple[int, int]:

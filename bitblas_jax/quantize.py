@@ -30,6 +30,11 @@ a float64 weight, else float32), so both give the same bits for the same input:
     round to nearest even), so the cast itself is exact, whichever way a backend
     converts (through float16, say, which would round twice).
 
+Unsigned formats (uint8/4/2/1) with a scale are quantized only with zeros (min..max onto
+0..2^b-1): a symmetric scale would put every negative weight of a zero-mean weight at 0, so
+that combination raises ValueError (check_rtn_options), for every caller that quantizes a
+float weight (Flax Linear / Dense / quantize_model, the torch shim), before any work.
+
 Non-finite weights: the NumPy path and the JAX path on concrete arrays raise
 ValueError. Under a trace the values are unknown, so a group holding NaN or inf
 gets a NaN scale (its outputs are NaN, never a finite guess); fp8 / 16-bit values
@@ -69,6 +74,7 @@ def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = Tr
     N, K = (int(d) for d in np.shape(weight))
     if with_zeros and not with_scaling:
         raise ValueError("with_zeros=True needs with_scaling=True")
+    check_rtn_options(fmt.name, with_scaling, with_zeros)
     mode = (zeros_mode if with_zeros else "scale") if with_scaling else "none"
     if fmt.kind == "dense":
         mode = "none"
@@ -86,6 +92,22 @@ def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = Tr
     w = w.astype(np.float64 if w.dtype == np.float64 else np.float32)
     _refuse_non_finite(np.isfinite(w))
     return _rtn(_NUMPY, w, fmt, mode, g, formats.NUMPY_DTYPES[A_dtype])
+
+
+def check_rtn_options(W_dtype: str, with_scaling, with_zeros, where: str = "quantize") -> None:
+    """ValueError for an unsigned format with a scale but without zeros (with_scaling None
+    counts as True, the front ends' default for quantized formats). Round to nearest has
+    only a symmetric (absmax) scale there, and the grid 0..2^b-1 has no negative values: a
+    zero-mean weight would lose its whole negative half to 0, silently. GPTQ and AWQ store
+    unsigned codes with zero points for this reason."""
+    fmt = formats.get_format(W_dtype)
+    if fmt.kind == "uint" and with_scaling is not False and not with_zeros:
+        lo, hi = fmt.value_range
+        raise ValueError(
+            f"{where}: W_dtype={fmt.name!r} with a scale but with_zeros=False would clip every "
+            f"negative weight to 0 (its values are {lo}..{hi}, times a positive scale). Pass "
+            f"with_zeros=True (zeros_mode 'original', 'rescale' or 'quantized'; min..max per group, "
+            f"as GPTQ / AWQ do) or a signed format ('int{fmt.bits}')")
 
 
 def _refuse_non_finite(finite) -> None:
@@ -353,7 +375,7 @@ def _asymmetric(ops: _Ops, fmt, wg, zeros_mode, adt):
         zeros = ops.round_to(ops.barrier(lo32 * s) - wmin, adt)
         z = zeros.astype(wg.dtype)[..., None]
         vals = xp.clip(xp.rint(ops.divide(wg + z, s[..., None])), lo, hi)
-    if fmt.bits == 1:                       # int1's grid is {-1, +1}
+    if fmt.kind == "int" and fmt.bits == 1:  # int1's grid is {-1, +1}; uint1's is {0, 1}
         vals = xp.where(vals >= 0, 1, -1)
     dtype = np.uint8 if fmt.kind == "uint" else np.int8
     return vals.astype(dtype), scale, zeros

@@ -112,28 +112,68 @@ def error_bound(case: Case, A=None) -> np.ndarray:
     """
     c = case.cfg
     A = case.A if A is None else A
-    K = c.K
     absprod = np.abs(np.asarray(A, np.float64)) @ np.abs(case.wd()).T
-    if c.accum_dtype == "float16":
+    return bound_from(absprod, case.ref(A), case.bias, c.K, c.accum_dtype, c.A_dtype, c.out_dtype)
+
+
+def bound_from(absprod, ref, bias, K, accum_dtype, A_dtype, out_dtype) -> np.ndarray:
+    """error_bound from its parts: absprod = |A| @ |Wd|^T and the reference, both float64 (for
+    problems too large to hold as a Case)."""
+    if accum_dtype == "float16":
         acc = (K / 16 + 1) * 2.0**-11
     else:
         acc = K * 2.0**-24
-    acc += UNIT_ROUNDOFF[c.A_dtype]
-    ref = case.ref(A)
-    b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
-    return acc * absprod + 2 * UNIT_ROUNDOFF[c.out_dtype] * (np.abs(ref) + b) + 1e-30
+    acc += UNIT_ROUNDOFF[A_dtype]
+    b = 0 if bias is None else np.abs(np.asarray(bias).astype(np.float64))
+    return acc * absprod + 2 * UNIT_ROUNDOFF[out_dtype] * (np.abs(ref) + b) + 1e-30
 
 
 def check(case: Case, out, A=None) -> None:
-    out = np.asarray(out)
+    checker(case, A)(out)
+
+
+def checker(case: Case, A=None):
+    """`check` with the reference and the bound computed once: a function of the result (for many
+    results of one case)."""
     ref = case.ref(A)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
+    bound = error_bound(case, A)
+    dtype = formats.NUMPY_DTYPES[case.cfg.out_dtype]
+
+    def check_out(out) -> None:
+        out = np.asarray(out)
+        assert out.shape == ref.shape, (out.shape, ref.shape)
+        assert out.dtype == dtype, out.dtype
+        got = out.astype(np.float64)
+        assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
+        err = np.abs(got - ref)
+        bad = err > bound
+        assert not bad.any(), (
+            f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
+            f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
+    return check_out
+
+
+def check_nonfinite(case: Case, out, A=None, inf_may_be_nan: bool = False) -> None:
+    """For inputs holding NaN / inf: NaN exactly where the float64 reference has NaN, the reference's
+    +-inf where it has inf (or NaN there with inf_may_be_nan: zero points applied through activation
+    sums turn inf - inf into NaN), and the output columns the reference keeps finite within the
+    bound of `check`."""
+    out = np.asarray(out)
     assert out.dtype == formats.NUMPY_DTYPES[case.cfg.out_dtype], out.dtype
     got = out.astype(np.float64)
-    assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
-    err = np.abs(got - ref)
-    bound = error_bound(case, A)
-    bad = err > bound
-    assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
-        f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |ref| max {np.abs(ref).max():.3g}")
+    with np.errstate(invalid="ignore"):     # inf - inf in the reference is the point
+        ref = case.ref(A)
+        assert got.shape == ref.shape, (got.shape, ref.shape)
+        nan_ref, inf_ref = np.isnan(ref), np.isinf(ref)
+        assert np.all(np.isnan(got[nan_ref])), f"{np.sum(~np.isnan(got[nan_ref]))} NaN outputs missing"
+        assert not np.isnan(got[~nan_ref & ~inf_ref]).any(), "NaN where the reference is finite"
+        same_inf = got[inf_ref] == ref[inf_ref]
+        if inf_may_be_nan:
+            same_inf |= np.isnan(got[inf_ref])
+        assert same_inf.all(), f"{np.sum(~same_inf)} of {inf_ref.sum()} infinite outputs differ"
+        finite = np.isfinite(ref)
+        bound = error_bound(case, A)
+        err = np.abs(got - ref)
+        bad = finite & ~(err <= bound)
+        assert not bad.any(), (f"{bad.sum()} of {finite.sum()} finite elements over the bound; worst err "
+                               f"{err[bad].max():.3g}")

@@ -85,6 +85,25 @@ def test_quantize_round_trip(rng, fmt, with_zeros, zeros_mode):
     np.testing.assert_allclose(np.asarray(out), A @ wd.T, rtol=1e-4, atol=1e-4 * np.abs(A @ wd.T).max())
 
 
+@pytest.mark.parametrize("fmt", ["uint8", "uint4", "uint2", "uint1"])
+def test_quantize_unsigned_needs_zeros(rng, fmt):
+    """An unsigned format with a scale but no zeros would clip a zero-mean weight's negative half to
+    0: NumPy, eager JAX and traced JAX quantizers all refuse it at once, naming with_zeros; with
+    zeros every group's min..max is on the grid (the negative half survives)."""
+    w = rng.standard_normal((16, 128))
+    for x in (w, jnp.asarray(w, jnp.float32)):
+        with pytest.raises(ValueError, match=rf"W_dtype='{fmt}'.*with_zeros=False.*with_zeros=True"):
+            bj.quantize(x, fmt, group_size=64)
+    with pytest.raises(ValueError, match="with_zeros"):
+        jax.jit(lambda x: bj.quantize(x, fmt, group_size=64))(jnp.asarray(w, jnp.float32))
+    vals, scale, zeros = bj.quantize(w, fmt, group_size=64, with_zeros=True)
+    wd = reference.dequantize_values(vals, fmt, "original", scale, zeros, 64, "float16")
+    assert (wd < 0).mean() > 0.3      # the negative half is kept, not clipped to 0
+    # without a scale the values are rounded onto the grid as given, as for every format
+    v, s, z = bj.quantize(np.abs(w) * 3, fmt, with_scaling=False)
+    assert s is None and z is None and np.array_equal(v, np.clip(np.rint(np.abs(w) * 3), *formats.get_format(fmt).value_range))
+
+
 def test_quantize_dense_and_no_scaling(rng):
     w = rng.standard_normal((16, 64))
     vals, s, z = bj.quantize(w, "bfloat16")

@@ -243,6 +243,34 @@ def test_quantize_model_rules_and_copy():
     assert abstract.layers[0].down.qweight.get_value().shape == (256, 64)
 
 
+def test_unsigned_without_zeros_refused_before_any_work():
+    """uint formats quantized without zeros: every front end raises ValueError naming with_zeros
+    (quantize_model whatever on_error says, before a layer is replaced); with_zeros=True works."""
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        Linear(256, 64, W_dtype="uint4", group_size=64, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        Linear.from_linear(nnx.Linear(256, 64, rngs=nnx.Rngs(0)), W_dtype="uint8")
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        Dense(64, W_dtype="uint2", group_size=64).init(jax.random.key(0), jnp.ones((1, 128)))
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        quantize_dense_params(jnp.ones((128, 64)), W_dtype="uint4", group_size=64)
+    model = Toy(nnx.Rngs(0))
+    for on_error in ("keep", "raise"):
+        with pytest.raises(ValueError, match=r"quantize_model: layer 'layers/0/attn'.*with_zeros=True"):
+            quantize_model(model, "uint4", 64, on_error=on_error, progress=False, verbose=False)
+        assert not quantized_layers(model)
+    with pytest.raises(ValueError, match=r"layer 'layers/0/up'.*with_zeros=True"):
+        quantize_model(model, "int4", 64, rules=[(r"up", {"W_dtype": "uint4"}), (r".*", {})],
+                       progress=False, verbose=False)
+    assert not quantized_layers(model)
+    # loading given unsigned values without zeros stays possible (no quantization involved)
+    layer = Linear.from_quantized(np.full((64, 256), 3, np.uint8), np.ones((64, 4), np.float16),
+                                  W_dtype="uint4", group_size=64, A_dtype="float16")
+    np.testing.assert_array_equal(np.asarray(layer.dequantize(), np.float32), 3.0)
+    quantize_model(model, "uint4", 64, with_zeros=True, progress=False, verbose=False)
+    assert len(quantized_layers(model)) == 6
+
+
 # ---- Linen -----------------------------------------------------------------------------------
 def test_linen_dense(rng):
     x = jnp.asarray(rng.standard_normal((3, 5, 128)), jnp.float32)

@@ -17,7 +17,8 @@ FP32_FORMATS = ("int4", "uint4", "int1", "nf4", "float8_e4m3fn")   # float32 sca
 def _cases():
     for name, fmt in formats.FORMATS.items():
         for mode in formats.allowed_modes(fmt):
-            yield name, mode
+            if not (fmt.kind == "uint" and mode == "scale"):   # refused (test_api: needs zeros)
+                yield name, mode
 
 
 def _kwargs(mode, g, adt):
@@ -66,7 +67,7 @@ def adversarial_ties(N, K, g, top, seed=0):
     return w.reshape(N, K)
 
 
-@pytest.mark.parametrize("fmt,top", [("int4", 7), ("int8", 127), ("uint4", 15)])
+@pytest.mark.parametrize("fmt,top", [("int4", 7), ("int8", 127)])
 def test_bit_identical_on_rounding_ties(fmt, top):
     w = adversarial_ties(64, 512, 128, top)
     ref = bj.quantize(w, fmt, 128)

@@ -477,6 +477,28 @@ def test_quantize_model(rng, capsys):
     assert isinstance(single, bbt.Linear)
 
 
+def test_unsigned_without_zeros_refused():
+    """uint formats quantized without zeros raise ValueError naming with_zeros (from_float,
+    load_float_weight, quantize_model before any layer is replaced); loading given values works."""
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        bbt.Linear.from_float(nn.Linear(256, 64), W_dtype="uint4", group_size=64)
+    layer = bbt.Linear(256, 64, bias=False, A_dtype="float32", W_dtype="uint4", group_size=64,
+                       with_scaling=True, with_zeros=False)
+    with pytest.raises(ValueError, match="with_zeros=True"):
+        layer.load_float_weight(torch.randn(64, 256))
+    layer.load_and_transform_weight(np.full((64, 256), 3, np.uint8), np.ones((64, 4), np.float32))
+    y = layer(torch.ones(1, 256))
+    assert torch.equal(y, torch.full((1, 64), 768.0))
+    net = Net(torch.float32)
+    with pytest.raises(ValueError, match=r"quantize_model: layer '.*'.*with_zeros=True"):
+        bbt.quantize_model(net, W_dtype="uint4", group_size=64, progress=False)
+    assert not any(isinstance(m, bbt.Linear) for m in net.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # the layer of 40 outputs stays in float (its warning)
+        bbt.quantize_model(net, W_dtype="uint4", group_size=64, with_zeros=True, progress=False)
+    assert isinstance(net.proj, bbt.Linear) and net.proj.config.with_zeros
+
+
 def test_quantize_model_compiles(rng):
     torch._dynamo.reset()
     torch.manual_seed(int(rng.integers(2**31)))

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On a bare GPU machine (CUDA 13, nvcc, python3 with jax[cuda] and torch, no package registry):
-# build, run the test suite on the GPU, sanitize a subset, run a short benchmark, print a summary last.
+# build, run the test suite on the GPU, sanitize every kernel (tools/gpu_sanitize.sh), run a short benchmark, print a summary last.
 #   bash tools/gpu_check.sh            # everything
 #   STEPS="build tests" bash tools/gpu_check.sh   (steps: build selftest tests sanitize bench)
 #   SELFTEST_PDL_AB=1: the selftest timings once more with BITBLAS_JAX_PDL=0
-#   SANITIZE_TOOLS="memcheck": the compute-sanitizer tools the sanitize step runs (default: memcheck racecheck)
+#   SANITIZE_TOOLS="memcheck": the compute-sanitizer tools the sanitize step runs (tools/gpu_sanitize.sh;
+#   default: memcheck racecheck synccheck initcheck)
 # Logs go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,12 +45,10 @@ if has tests; then
   RESULT[tests]=$(grep -E "[0-9]+ (passed|failed)" "$OUT/pytest.log" | tail -1)
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 fi
-if has sanitize; then
-  for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
-    compute-sanitizer --tool $tool --error-exitcode 9 --target-processes all \
-      python3 tests/cuda/sanitize_cases.py >"$OUT/sanitize_$tool.log" 2>&1
-    rc=$?; RESULT[$tool]=$([ $rc = 0 ] && echo "clean" || echo "rc=$rc: $(grep -m1 -E 'ERROR SUMMARY|Error' "$OUT/sanitize_$tool.log")")
-  done
+if has sanitize; then  # memcheck, racecheck, synccheck, initcheck over every kernel (tools/gpu_sanitize.sh)
+  OUT="$OUT/sanitize" bash tools/gpu_sanitize.sh >"$OUT/sanitize.log" 2>&1
+  RESULT[sanitize]="rc=$?: $(tail -1 "$OUT/sanitize.log")"
+  sed -n '/^== gpu_sanitize summary/,$p' "$OUT/sanitize.log"
 fi
 if has bench; then
   python3 benchmarks/bench_matmul.py ${BENCH_ARGS:---quick} --out "$OUT/bench" >"$OUT/bench.log" 2>&1 \
@@ -58,6 +57,6 @@ if has bench; then
 fi
 echo
 echo "== gpu_check summary ($(cat "$OUT/gpu.txt")) =="
-for k in build selftest tests memcheck racecheck bench; do
+for k in build selftest tests sanitize bench; do
   if [ -n "${RESULT[$k]:-}" ]; then printf '%-10s %s\n' "$k" "${RESULT[$k]}"; fi
 done

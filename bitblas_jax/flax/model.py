@@ -11,6 +11,7 @@ import jax
 from flax import nnx
 
 from ..progress import ProgressBar
+from ..quantize import check_rtn_options
 from .linear import Linear, array_nbytes, variable_value
 
 __all__ = ["quantize_model", "QuantizeSummary", "quantized_layers", "path_str",
@@ -182,6 +183,9 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
             opts["A_dtype"] = None
         if "A_dtype" in spec and "dtype" not in spec:
             opts["dtype"] = None
+        # a configuration error, not a layer the kernels cannot run: raised whatever on_error says
+        check_rtn_options(opts["W_dtype"], opts["with_scaling"], opts["with_zeros"],
+                          where=f"quantize_model: layer {ps!r}")
         todo.append((path, ps, module, opts))
 
     def convert(item):

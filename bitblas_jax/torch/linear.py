@@ -12,6 +12,7 @@ from torch import nn
 from .. import formats, gptq_awq, layout
 from ..config import MatmulConfig
 from ..progress import ProgressBar
+from ..quantize import check_rtn_options
 from ..quantize import quantize as _quantize
 from . import ops
 
@@ -455,6 +456,9 @@ def quantize_model(model: nn.Module, W_dtype: str = "int4", group_size: int | No
                 break
         if skip or (filter_fn is not None and not filter_fn(name, mod)):
             continue
+        # a configuration error, not a shape the format cannot tile: raised before any layer changes
+        check_rtn_options(kw["W_dtype"], kw["with_scaling"], kw["with_zeros"],
+                          where=f"quantize_model: layer {name or '<model>'!r}")
         targets.append((name, kw))
 
     # Replace layer by layer so each float weight can be freed as soon as its layer is done.

@@ -1,22 +1,136 @@
-"""A representative subset for compute-sanitizer: decode and tensor-core paths, split-K, every kind of format.
-Run with BITBLAS_JAX_GEMM_MAX_M=4096 to send every M > 16 here to gemm_mma instead of dequantize_then_dot."""
+"""The case list compute-sanitizer runs (tools/gpu_sanitize.sh): every kernel (decode, decode_splitk,
+gemm_mma, gemm_wgmma, dequantize_then_dot), split-K from 1 to 32, every format family (int, uint with
+zeros, nf4, fp4, fp8, 16-bit), both activation dtypes, through JAX and the torch shim (aligned and
+misaligned activations), each result checked against the float64 reference with poisoned outputs
+(tests/fuzz.py runs a case). The plan of each case comes from the rule or from the environment
+overrides a case sets (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0 for gemm_mma on sm_90,
+BITBLAS_JAX_NUM_SMS for other split-K values).
+
+    python tests/cuda/sanitize_cases.py            # run (a GPU); exit 1 on a failure or missed coverage
+    python tests/cuda/sanitize_cases.py --list     # the cases and their plans, nothing run (any machine;
+                                                   # BITBLAS_JAX_HOPPER=1 plans for an sm_90 GPU)
+    python tests/cuda/sanitize_cases.py --only 3,7 # a subset, by index
+    python tests/cuda/sanitize_cases.py --device cpu   # the same cases on the CPU kernel
+
+Prints one line per case (index, description, plan per path, ok / FAIL), then the coverage: the kernels
+and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only), split
+> 1 on decode_splitk, gemm_mma and gemm_wgmma, and the torch shim's decode, GEMM and misaligned paths.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
 import os
 import sys
 
-import jax
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from cases import check, make_case  # noqa: E402
+import fuzz  # noqa: E402
 
-rng = np.random.default_rng(0)
-for fmt, mode, g, M in [("int4", "scale", 128, 1), ("int4", "original", 64, 16), ("uint2", "quantized", 32, 3),
-                        ("nf4", "scale", 128, 70), ("fp4_e2m1", "scale", 128, 2), ("fp4_e2m1", "none", -1, 90), ("float8_e5m2", "scale", -1, 130), ("int8", "none", -1, 256),
-                        ("bfloat16", "none", -1, 33), ("int1", "rescale", 256, 5),
-                        ("uint4", "quantized", 32, 40), ("int8", "scale", 128, 50), ("float16", "none", -1, 20)]:
-    for adt in ("float16", "bfloat16"):
-        case = make_case(rng, fmt, mode, g, adt, "float32", adt, True, M=M, N=64, K=1024)
-        out = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))(
-            case.A, case.packed(), case.scale, case.zeros, case.bias)
-        check(case, out)
-        print("ok", fmt, mode, g, M, adt, flush=True)
+MMA = {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"}     # gemm_mma on every GPU
+GEMM = {"BITBLAS_JAX_GEMM_MAX_M": "4096"}                                # the GEMM instead of dequantize + dot
+DOT = {"BITBLAS_JAX_GEMM_MAX_M": "16"}                                   # dequantize_then_dot above 16
+
+# (format, mode, group, A dtype, accumulation, M, N, K, environment, torch element offset)
+SPECS = [
+    # decode: every format family, zeros through activation sums, 1..16 rows
+    ("int4", "scale", 128, "float16", "float32", 1, 64, 1024, {}, 0),
+    ("nf4", "scale", 128, "bfloat16", "float32", 5, 64, 1024, {}, 0),
+    ("fp4_e2m1", "none", -1, "bfloat16", "float32", 16, 64, 1024, {}, 0),
+    ("int8", "scale", 128, "bfloat16", "float32", 2, 64, 1024, {}, 0),
+    ("float8_e4m3fn", "scale", -1, "float16", "float32", 1, 64, 1024, {}, 0),
+    ("float16", "none", -1, "float16", "float32", 9, 64, 1024, {}, 3),
+    ("uint4", "original", 128, "bfloat16", "float32", 3, 64, 1024, {}, 0),
+    ("int2", "rescale", 256, "float16", "float32", 12, 64, 2048, {}, 0),
+    # decode_splitk: float16 accumulation, groups inside packed tiles; split 4, 16, 8, 32
+    ("int4", "scale", 128, "float16", "float16", 3, 64, 1024, {}, 0),
+    ("int4", "scale", 128, "float16", "float16", 1, 64, 4096, {}, 0),
+    ("uint2", "quantized", 32, "bfloat16", "float32", 8, 64, 4096, {}, 0),
+    ("int1", "rescale", 32, "float16", "float32", 2, 64, 1024, {}, 0),
+    ("float8_e5m2", "scale", 8, "bfloat16", "float32", 4, 64, 1024, {}, 0),
+    ("int4", "scale", 128, "float16", "float16", 1, 256, 8192, {}, 0),
+    # gemm_mma: forced on sm_90; per-8-column scales; float16 accumulation; other split-K counts
+    ("int4", "scale", 128, "float16", "float32", 33, 272, 1024, MMA, 0),
+    ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, MMA, 0),
+    ("uint2", "quantized", 32, "bfloat16", "float32", 24, 64, 4096, {}, 1),
+    ("int4", "scale", 128, "float16", "float16", 40, 272, 1024, {}, 0),
+    ("int4", "scale", 32, "float16", "float32", 20, 272, 8192, {"BITBLAS_JAX_NUM_SMS": "8"}, 0),
+    ("bfloat16", "none", -1, "bfloat16", "float32", 130, 64, 1024, MMA, 0),
+    ("nf4", "scale", 64, "float16", "float32", 100, 272, 2048, MMA, 0),
+    # gemm_wgmma (sm_90): split 4, 2, 1; the tall 256-row tile; partial tiles
+    ("int4", "scale", 128, "float16", "float32", 33, 272, 4096, {}, 0),
+    ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, {}, 0),
+    ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, GEMM, 0),
+    ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, GEMM, 0),
+    ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, GEMM, 0),
+    ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, GEMM, 4),
+    ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
+    # dequantize_then_dot (and the torch shim's GEMM at the same M)
+    ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
+    ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),
+    ("uint8", "quantized", 64, "float16", "float32", 90, 64, 1024, DOT, 5),
+    # the torch shim's decode in 16-row launches (17..32 rows)
+    ("int4", "scale", 128, "bfloat16", "float32", 24, 64, 1024, {"BITBLAS_JAX_GEMM_MAX_M": "16"}, 0),
+]
+
+
+def cases(device: str = "gpu") -> list[fuzz.FuzzCase]:
+    return [fuzz.FuzzCase(seed=0, index=i, device=device, force_plans=False, fmt=fmt, mode=mode, group=g,
+                          lead=(M,), N=N, K=K, a_dtype=adt, accum=acc, out=adt, bias=i % 2 == 0,
+                          a_special=0, bias_special=False, w_special=0, torch_offset=off,
+                          env=tuple(sorted(env.items())))
+            for i, (fmt, mode, g, adt, acc, M, N, K, env, off) in enumerate(SPECS)]
+
+
+def missing_coverage(reached: dict, sm90: bool) -> list[str]:
+    """What the run was meant to reach and did not; reached: path -> {kernel: set of split-K}."""
+    want = {"jax": ["decode", "decode_splitk", "gemm_mma", "dequantize_then_dot"] + ["gemm_wgmma"] * sm90,
+            "torch": ["decode", "decode_splitk", "gemm_mma"] + ["gemm_wgmma"] * sm90}
+    miss = [f"{path} {k}" for path, ks in want.items() for k in ks if k not in reached.get(path, {})]
+    for k in ("decode_splitk", "gemm_mma") + ("gemm_wgmma",) * sm90:
+        splits = set().union(*(reached.get(p, {}).get(k, set()) for p in ("jax", "torch")))
+        if not any(s > 1 for s in splits):
+            miss.append(f"{k} with split-K > 1")
+    if len(set().union(*(s for ks in reached.values() for s in ks.values()))) < 5:
+        miss.append("at least 5 distinct split-K values")
+    return miss
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the cases and plans only")
+    ap.add_argument("--only", default="", help="comma-separated case indices")
+    ap.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
+                    help="cpu: the same cases on the CPU kernel (a check of this script; no plans)")
+    args = ap.parse_args(argv)
+    todo = cases(args.device)
+    if args.only:
+        keep = {int(x) for x in args.only.split(",")}
+        todo = [c for c in todo if c.index in keep]
+    from bitblas_jax import gpu_plan
+    sm90 = gpu_plan.hopper()
+    reached = collections.defaultdict(lambda: collections.defaultdict(set))
+    failed = 0
+    for fc in todo:
+        if args.list:
+            res = {"plans": fuzz.plans(fc), "failures": [], "paths": ["jax", "torch"]}
+        else:
+            res = fuzz.run_case(fc)
+        for path, (kernel, split) in res["plans"].items():
+            reached[path][kernel].add(split)
+        plans = ", ".join(f"{p} {k}/split{s}" for p, (k, s) in res["plans"].items())
+        status = "FAIL " + "; ".join(res["failures"]) if res["failures"] else ("listed" if args.list else "ok")
+        failed += bool(res["failures"])
+        print(f"[{fc.index:2d}] {fc.describe()}: {plans}: {status}", flush=True)
+    print("coverage:")
+    for path, ks in sorted(reached.items()):
+        print(f"  {path}: " + ", ".join(f"{k} split {sorted(s)}" for k, s in sorted(ks.items())))
+    miss = [] if args.only or args.device == "cpu" else missing_coverage(reached, sm90)
+    if miss:
+        print("NOT REACHED: " + "; ".join(miss))
+    print(f"{'PASS' if not failed and not miss else 'FAIL'} sanitize cases: {len(todo)} cases, "
+          f"{failed} failed{', coverage incomplete' if miss else ''}")
+    return 1 if failed or miss else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
