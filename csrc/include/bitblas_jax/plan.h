@@ -292,7 +292,9 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.stage_k = packed_tile_k(bits);
       break;
     case Kernel::kGemmMma: p.stage_k = mma_stage_k(bits); break;
-    case Kernel::kGemmWgmma: p.stage_k = wgmma_stage_k(bits, kWgmmaTiles[tile].act_rows); break;
+    case Kernel::kGemmWgmma:  // (a tile out of range keeps stage_k 0: the dispatcher names the bad tile)
+      p.stage_k = tile >= 0 && tile < kNumWgmmaTiles ? wgmma_stage_k(bits, kWgmmaTiles[tile].act_rows) : 0;
+      break;
     case Kernel::kDequantizeThenDot:
       p.tile = 0;
       p.split_k = 1;
