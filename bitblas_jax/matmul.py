@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dequant, formats, layout, partition, primitive, quantized_dot
+from . import activations, dequant, formats, layout, partition, primitive, quantized_dot
 from .config import MatmulConfig
 from .spec import KernelSpec
 
@@ -129,6 +129,18 @@ class Matmul:
         v = primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(None),
                            dataclasses.replace(self.spec, out_dtype="float32"), self.k_shards)
         return quantized_dot.epilogue(v, bias, cfg.out_dtype, a_scale)
+
+    def quantize_and_call(self, x, W_packed, scale=None, zeros=None, bias=None, *,
+                          granularity: str = "per_token", k_block: bool = False) -> jax.Array:
+        """Float activations x [..., K] through an int8 / float8 config: quantize_activations(x,
+        A_dtype, granularity), then the call with those activation scales (SmoothQuant W8A8 / W4A8,
+        FP8 per tensor / per token): C = cast(a_scale * v + bias)."""
+        cfg = self.config
+        if not cfg.quantized_activations:
+            raise ValueError(f"{self.name}: quantize_and_call needs an int8 / float8 MatmulConfig.A_dtype, "
+                             f"got {cfg.A_dtype!r}")
+        values, a_scale = activations.quantize_activations(x, cfg.A_dtype, granularity)
+        return self(values, W_packed, scale, zeros, bias, a_scale=a_scale, k_block=k_block)
 
     def _check_a_scale(self, a_scale, a_shape) -> jax.Array:
         cfg = self.config
