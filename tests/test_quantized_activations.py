@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bitblas_jax as bj
-from bitblas_jax import config, formats, primitive, quantized_dot, reference
+from bitblas_jax import config, formats, layout, primitive, quantized_dot, reference
 
 from cases import check_quantized, make_qcase, random_activations
 
@@ -252,3 +252,28 @@ def test_random_activations_cover_range(rng):
     a = random_activations(rng, "int8", (64, 256))
     assert a.min() == -128 and a.max() == 127
     primitive.empty(jnp.float32)  # the stand-in operand dtype of quantized activations
+
+
+# ---- the GPU path, lowered for CUDA on any machine ------------------------------------------------------
+@pytest.mark.parametrize("a_dtype,w,dot", [("int8", "int4", "(tensor<8x128xi8>, tensor<64x128xi8>) -> tensor<8x64xi32>"),
+                                           ("int8", "int8", "(tensor<8x256xi8>, tensor<64x256xi8>) -> tensor<8x64xi32>"),
+                                           ("float8_e4m3fn", "float8_e5m2",
+                                            "(tensor<8x256xbf16>, tensor<64x256xbf16>) -> tensor<8x64xf32>")])
+def test_cuda_lowering_is_exact_xla_dot(a_dtype, w, dot):
+    """On a GPU, int8 / float8 activations lower to XLA's own exact dots (gpu_plan routes them to
+    "xla_dot"): no custom call, an int8 x int8 -> int32 dot per group, or a bfloat16 -> float32 one."""
+    from bitblas_jax import gpu_plan
+    from bitblas_jax.export import export
+    group = 128 if w == "int4" else -1
+    cfg = bj.MatmulConfig(N=64, K=256, A_dtype=a_dtype, W_dtype=w, out_dtype="float16", group_size=group,
+                          with_scaling=True)
+    assert gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, cfg.mode) == "xla_dot"
+    assert primitive._cuda_runs_xla_ops(bj.Matmul(cfg).spec)
+    mm = bj.Matmul(cfg)
+    f = jax.jit(lambda A, W, s: mm(A, W, scale=s))
+    exp = export(f, platforms=["cuda"])(jax.ShapeDtypeStruct((8, 256), jnp.dtype(cfg.A_dtype)),
+                                       jax.ShapeDtypeStruct(layout.packed_shape(64, 256, cfg.format.bits), jnp.uint8),
+                                       jax.ShapeDtypeStruct((64, cfg.num_groups), jnp.float32))
+    text = exp.mlir_module()
+    assert "bitblas_jax_matmul" not in text and "custom_call" not in text
+    assert dot in text, [line for line in text.splitlines() if "dot_general" in line]
