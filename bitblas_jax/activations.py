@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from . import formats
+from .quantize import ieee_divide
 
 # The largest magnitude each dtype takes: int8 uses the symmetric range [-127, 127] (SmoothQuant's),
 # so that -x quantizes to -q.
@@ -26,8 +27,8 @@ def quantize_activations(A, dtype: str = "int8", granularity: str = "per_token")
     [-127, 127]), "float8_e4m3fn" or "float8_e5m2" (values rounded to the nearest float8; BitBLAS's
     e4m3_float8 / e5m2_float8 are accepted). granularity: "per_token" (one scale per row of the
     last axis: scales have shape A.shape[:-1]) or "per_tensor" (a scalar). scale = absmax *
-    float32(1 / QMAX[dtype]) (1 for an all-zero row); values = A * float32(1 / scale) (within 1.5
-    float32 ulps of A / scale), clipped to +-QMAX, rounded. Jittable; XLA fuses the reduction and the
+    float32(1 / QMAX[dtype]) (1 for an all-zero row); values = A * float32(1 / scale) (the
+    reciprocal correctly rounded; within 1.5 float32 ulps of A / scale), clipped to +-QMAX, rounded. Jittable; XLA fuses the reduction and the
     rounding. The values carry no gradient (rounding has none); the scales do.
     """
     dtype = formats.canonical_dtype(dtype)
@@ -45,12 +46,13 @@ def quantize_activations(A, dtype: str = "int8", granularity: str = "per_token")
     axes = -1 if granularity == "per_token" else None
     amax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
     qmax = QMAX[dtype]
-    # Products with float32 reciprocals, not divisions: XLA rewrites a division by a constant or by
-    # a broadcast into that product on some backends, so this is the form that every backend (and
-    # the torch shim) computes alike, bit for bit.
+    # Products with float32 reciprocals, the reciprocal correctly rounded: XLA turns a division by a
+    # constant or a broadcast into such a product on some backends and divides inexactly on GPUs,
+    # so this is the form that every backend (and the torch shim) computes alike, bit for bit.
     scale = amax * jnp.float32(1.0 / qmax)
     scale = jnp.where(scale > 0, scale, 1.0)     # all-zero rows (or an underflowing amax)
-    q = jnp.clip(x * (1.0 / scale), -qmax, qmax)
+    recip = ieee_divide(jnp.ones_like(scale), jax.lax.stop_gradient(scale))
+    q = jnp.clip(x * recip, -qmax, qmax)
     values = jnp.round(q).astype(jnp.int8) if dtype == "int8" else q.astype(dtype)
     scales = scale[..., 0] if granularity == "per_token" else scale.reshape(())
     return jax.lax.stop_gradient(values), scales

@@ -169,6 +169,13 @@ def _ieee_quotient(ops: _Ops, x, d, q, steps: int = 3):
     return xp.where(neg, -q, q)
 
 
+def ieee_divide(x, d):
+    """x / d in float32 jax.numpy, correctly rounded on every backend (XLA:GPU's division is not,
+    and XLA may turn a division by a broadcast into a product with a reciprocal)."""
+    import jax.numpy as jnp
+    return _jax_ops().divide(jnp.asarray(x, jnp.float32), d)
+
+
 def _is_jax(x) -> bool:
     import jax
     return isinstance(x, (jax.Array, jax.core.Tracer))
