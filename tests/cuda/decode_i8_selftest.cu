@@ -120,6 +120,11 @@ static std::string run_case(const FormatInfo& fi, int64_t M, int64_t N, int64_t 
 }
 
 int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("decode_i8 selftest: FAIL  no CUDA device\n");
+    return 1;
+  }
   std::mt19937_64 rng(12345);
   int fails = 0, cases = 0;
   std::vector<std::string> lines;
