@@ -245,3 +245,22 @@ def test_torch_op_errors(rng):
     assert out.dtype == torch.int32 and out.shape == (2, 32)
     with pytest.raises(ValueError, match="activation_granularity"):
         bbt.Linear(256, 32, A_dtype="int8", W_dtype="int8", activation_granularity="row")
+
+
+def test_w8a8_checkpoint_round_trip_into_the_float_model(rng, tmp_path):
+    """A W8A8 model saved with safetensors loads bit-exactly into a fresh float model (the quantized
+    layout, activation mode included, is rebuilt from the file)."""
+    pytest.importorskip("safetensors")
+    from bitblas_jax.flax import checkpoints
+    model = _MLP(nnx.Rngs(0))
+    quantize_model(model, W_dtype="int4", group_size=128, A_dtype="int8", activation_granularity="per_tensor",
+                   progress=False, verbose=False)
+    x = jnp.asarray(rng.standard_normal((3, 256)), jnp.bfloat16)
+    y = model(x)
+    path = str(tmp_path / "w4a8.safetensors")
+    checkpoints.save_safetensors(path, model)
+    fresh = _MLP(nnx.Rngs(1))
+    checkpoints.load_safetensors(path, fresh)
+    assert isinstance(fresh.up, Linear) and fresh.up.config.A_dtype == "int8"
+    assert fresh.up.activation_granularity == "per_tensor"
+    np.testing.assert_array_equal(np.asarray(fresh(x), np.float32), np.asarray(y, np.float32))

@@ -56,7 +56,7 @@ def test_every_combination_xla_path(rng, a_dtype, w, mode, group, out, bias):
 @pytest.mark.parametrize("w", config.QUANTIZED_A["int8"]["W"])
 def test_int32_bit_identical_full_range(rng, w):
     """Full-range int8 activations and weights, a long K: int32 outputs equal the int64 sums."""
-    for M, N, K in ((1, 16, 4096), (5, 48, 1024), (17, 32, 2048)):
+    for M, N, K in ((1, 16, 4096), (5, 48, 1024), (17, 32, 2048), (16, 64, 4096)):   # the last: threads
         case = make_qcase(rng, "int8", w, "none", -1, "int32", M=M, N=N, K=K)
         check_quantized(case, case.run())
         check_quantized(case, _xla_run(case))
@@ -127,6 +127,13 @@ def test_large_groups_and_shapes(rng):
         case = make_qcase(rng, "int8", "uint2", "original", g, "float32", M=9, N=64, K=3072 if g == 24 else 2048)
         check_quantized(case, case.run())
         check_quantized(case, _xla_run(case))
+
+
+@pytest.mark.parametrize("a_dtype,w", [("int8", "uint4"), ("float8_e5m2", "float8_e4m3fn")])
+def test_threaded_cpu_kernel(rng, a_dtype, w):
+    """M * N * K above 2^21: the CPU kernel splits the bands over threads."""
+    case = make_qcase(rng, a_dtype, w, "scale", 128, "float32", True, M=33, N=128, K=1024)
+    check_quantized(case, case.run())
 
 
 def test_m_zero(rng):
