@@ -6,9 +6,21 @@ from typing import Sequence
 
 from . import formats, layout
 
-A_DTYPES = ("float16", "bfloat16", "float32")
+A_DTYPES = ("float16", "bfloat16", "float32", "int8", "float8_e4m3fn", "float8_e5m2")
 ACCUM_DTYPES = ("float16", "float32")
 OUT_DTYPES = ("float16", "bfloat16", "float32")
+
+# Quantized activations (README, "int8 and float8 activations"): the weights, accumulator and
+# outputs each activation dtype pairs with. int8 x int8..int1 is BitBLAS's WxA8 row; bfloat16
+# output of int8 and int4 weights under float8 go beyond BitBLAS's table.
+QUANTIZED_A = {
+    "int8": dict(W=("int8", "uint4", "int4", "uint2", "int2", "uint1", "int1"), accum="int32",
+                 out=("int32", "float32", "float16", "bfloat16", "int8")),
+    "float8_e4m3fn": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
+                          out=("float32", "float16", "bfloat16")),
+    "float8_e5m2": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
+                        out=("float32", "float16", "bfloat16")),
+}
 
 
 def _bad(field, value, allowed):
@@ -28,7 +40,7 @@ class MatmulConfig:
     K: int | None = None
     A_dtype: str = "float16"
     W_dtype: str = "int4"
-    accum_dtype: str = "float32"
+    accum_dtype: str | None = None     # None: "int32" for int8 activations, else "float32"
     out_dtype: str = "float16"
     layout: str = "nt"
     with_bias: bool = False
@@ -55,20 +67,29 @@ class MatmulConfig:
             v = getattr(self, f)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise _bad(f, v, "a positive int (required)")
-        if self.A_dtype not in A_DTYPES:
+        a_dtype = formats.canonical_dtype(self.A_dtype)
+        if a_dtype not in A_DTYPES:
             raise _bad("A_dtype", self.A_dtype, A_DTYPES)
+        set_("A_dtype", a_dtype)
         try:
             fmt = formats.get_format(self.W_dtype)
         except ValueError:
             raise _bad("W_dtype", self.W_dtype, sorted(formats.FORMATS)) from None
         set_("W_dtype", fmt.name)
-        if self.accum_dtype not in ACCUM_DTYPES:
-            raise _bad("accum_dtype", self.accum_dtype, ACCUM_DTYPES)
-        if self.accum_dtype == "float16" and self.A_dtype != "float16":
-            raise _bad("accum_dtype", self.accum_dtype,
-                       f"'float32' with A_dtype={self.A_dtype!r} ('float16' needs float16 activations)")
-        if self.out_dtype not in OUT_DTYPES:
-            raise _bad("out_dtype", self.out_dtype, OUT_DTYPES)
+        if self.accum_dtype is None:
+            set_("accum_dtype", QUANTIZED_A[a_dtype]["accum"] if a_dtype in QUANTIZED_A else "float32")
+        set_("accum_dtype", formats.canonical_dtype(self.accum_dtype))
+        set_("out_dtype", formats.canonical_dtype(self.out_dtype))
+        if a_dtype in QUANTIZED_A:
+            self._check_quantized_activation(QUANTIZED_A[a_dtype])
+        else:
+            if self.accum_dtype not in ACCUM_DTYPES:
+                raise _bad("accum_dtype", self.accum_dtype, ACCUM_DTYPES)
+            if self.accum_dtype == "float16" and self.A_dtype != "float16":
+                raise _bad("accum_dtype", self.accum_dtype,
+                           f"'float32' with A_dtype={self.A_dtype!r} ('float16' needs float16 activations)")
+            if self.out_dtype not in OUT_DTYPES:
+                raise _bad("out_dtype", self.out_dtype, OUT_DTYPES)
         if self.layout != "nt":
             raise _bad("layout", self.layout, "'nt' (A [M, K] row-major, W [N, K])")
         if not isinstance(self.with_bias, bool):
@@ -98,6 +119,19 @@ class MatmulConfig:
         except ValueError as e:
             raise ValueError(f"MatmulConfig: {e}") from None
 
+    def _check_quantized_activation(self, allowed: dict) -> None:
+        a = self.A_dtype
+        if self.W_dtype not in allowed["W"]:
+            raise _bad("W_dtype", self.W_dtype, f"{allowed['W']} with A_dtype={a!r}")
+        if self.accum_dtype != allowed["accum"]:
+            raise _bad("accum_dtype", self.accum_dtype, f"{allowed['accum']!r} with A_dtype={a!r}")
+        if self.out_dtype not in allowed["out"]:
+            raise _bad("out_dtype", self.out_dtype, f"{allowed['out']} with A_dtype={a!r}")
+        if self.out_dtype == "int32" and (self.with_scaling or self.with_bias):
+            # int32 is the exact integer sum; a scale or a bias makes the result non-integer
+            raise _bad("out_dtype", "int32", "'int32' only without scale, zeros and bias "
+                       "(with_scaling=False, with_bias=False); use 'float32' or 'int8' for scaled outputs")
+
     # ---- derived, read by the rest of the package --------------------------
     @property
     def format(self) -> formats.WeightFormat:
@@ -108,6 +142,16 @@ class MatmulConfig:
         if not self.with_scaling:
             return "none"
         return self.zeros_mode if self.with_zeros else "scale"
+
+    @property
+    def quantized_activations(self) -> bool:
+        """int8 / float8 activations: group sums first, scales in a float32 epilogue."""
+        return formats.is_quantized_activation(self.A_dtype)
+
+    @property
+    def scale_dtype(self) -> str:
+        """dtype of scale, float zeros and bias (formats.scale_dtype)."""
+        return formats.scale_dtype(self.A_dtype)
 
     @property
     def resolved_group_size(self) -> int:

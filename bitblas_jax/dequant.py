@@ -76,7 +76,9 @@ def apply_mode(w: jax.Array, spec: KernelSpec, scale, zeros) -> jax.Array:
 
 
 def dequantize(w_packed: jax.Array, spec: KernelSpec, scale=None, zeros=None) -> jax.Array:
-    """The weight the kernels multiply with: [N, K] in A's dtype."""
+    """The weight the kernels multiply with: [N, K] in A's dtype; float32 for int8 / float8
+    activations, which apply scale and zeros to group sums instead (quantized_dot.py): C is
+    A times this weight up to float32 rounding."""
     fmt = formats.get_format(spec.w_format)
     w = decode(unpack_codes(w_packed, spec.N, spec.K, fmt.bits), fmt)
-    return apply_mode(w, spec, scale, zeros).astype(spec.a_dtype)
+    return apply_mode(w, spec, scale, zeros).astype(formats.scale_dtype(spec.a_dtype))

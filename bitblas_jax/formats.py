@@ -84,7 +84,12 @@ ALIASES = {
     "fp4": "fp4_e2m1", "fp16": "float16", "bf16": "bfloat16",
 }
 
-DTYPE_IDS = {"float16": 0, "bfloat16": 1, "float32": 2}
+# Activation / accumulation / output dtypes. int8 and the float8 kinds are quantized activations
+# (config.py says which weights, accumulators and outputs go with them); int32 accumulates and
+# outputs the exact integer sum.
+DTYPE_IDS = {"float16": 0, "bfloat16": 1, "float32": 2, "int8": 3, "int32": 4,
+             "float8_e4m3fn": 5, "float8_e5m2": 6}
+QUANTIZED_ACTIVATIONS = ("int8", "float8_e4m3fn", "float8_e5m2")
 MODE_IDS = {"none": 0, "scale": 1, "original": 2, "rescale": 3, "quantized": 4}
 ZEROS_MODES = ("original", "rescale", "quantized")
 
@@ -92,7 +97,29 @@ ZEROS_MODES = ("original", "rescale", "quantized")
 FP8_NUMPY = {"float8_e4m3fn": ml_dtypes.float8_e4m3fn, "float8_e5m2": ml_dtypes.float8_e5m2}
 DENSE_NUMPY = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 NUMPY_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-                "float32": np.dtype(np.float32)}
+                "float32": np.dtype(np.float32), "int8": np.dtype(np.int8), "int32": np.dtype(np.int32),
+                "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
+                "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2)}
+
+
+def canonical_dtype(name) -> str:
+    """A dtype name with BitBLAS's spellings (e4m3_float8, fp16, ...) mapped to ours."""
+    key = str(name)
+    return ALIASES.get(key, key)
+
+
+def is_quantized_activation(a_dtype: str) -> bool:
+    return a_dtype in QUANTIZED_ACTIVATIONS
+
+
+def scale_dtype(a_dtype: str) -> str:
+    """The dtype of scale, float zeros and bias for activations of a_dtype.
+
+    16/32-bit float activations keep them in A's dtype (as BitBLAS); quantized
+    activations (int8, float8) cannot hold a scale, so theirs are float32, the
+    precision of the epilogue that applies them.
+    """
+    return "float32" if is_quantized_activation(a_dtype) else a_dtype
 
 
 def get_format(name: str) -> WeightFormat:

@@ -135,6 +135,24 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 
+# Kernels for int8 / float8 activations on the GPU. No CUDA kernel takes them yet, so every case is
+# "xla_dot": bitblas_jax/quantized_dot.py, XLA's exact integer dot (int8) or a float32-accumulating
+# bfloat16 dot of exactly widened float8 values, and the float32 epilogue, all fused and partitioned
+# by XLA. A dedicated kernel (int8 mma / dp4a decode, int8 / fp8 wgmma GEMM) gets its cases here,
+# returning its name from plan.h's KERNELS, and primitive._cuda_call launches it as the other plans.
+QUANTIZED_ACTIVATION_KERNELS = ("xla_dot",)
+
+
+def quantized_activation_kernel(A_dtype: str, W_dtype: str, mode: str, M: int | None = None,
+                                N: int | None = None, K: int | None = None) -> str:
+    """The GPU path of int8 / float8 activations (M None: the path for every M, which the
+    partitioning rule asks)."""
+    if not formats.is_quantized_activation(A_dtype):
+        raise ValueError(f"quantized_activation_kernel: A_dtype={A_dtype!r} is not int8 / float8")
+    del W_dtype, mode, M, N, K
+    return "xla_dot"
+
+
 def tile_dims(plan: CudaPlan) -> tuple[int, int]:
     """GEMM tiles: (weight rows, activation rows); decode: (n8 blocks, tiles per warp and chunk)."""
     return tuple(_bitblas_plan.tile_dims(plan.kernel, plan.tile))

@@ -1,13 +1,14 @@
 """Matmul: BitBLAS's operator object, on the bitblas_matmul primitive."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dequant, formats, layout, partition, primitive
+from . import activations, dequant, formats, layout, partition, primitive, quantized_dot
 from .config import MatmulConfig
 from .spec import KernelSpec
 
@@ -78,24 +79,33 @@ class Matmul:
         return _pack_on_device(partition.unsharded_type(weight), fmt.name, cfg.N, cfg.K, self.k_shards)
 
     def dequantize(self, W_packed, scale=None, zeros=None) -> jax.Array:
-        """The [N, K] weight the matmul multiplies with, in A_dtype."""
+        """The [N, K] weight the matmul multiplies with, in A_dtype (float32 for int8 / float8
+        activations, whose scales apply to group sums: C equals A times it up to float32 rounding)."""
         self._check_weight(W_packed, "dequantize")
         scale, zeros, _ = self._check_aux(scale, zeros, None, "dequantize", bias_required=False)
         return dequant.dequantize(primitive.standard_weight(W_packed, self.spec, self.k_shards),
                                   self.spec, scale, zeros)
 
     # ---- the op -----------------------------------------------------------------
-    def __call__(self, A, W_packed, scale=None, zeros=None, bias=None, *, k_block: bool = False) -> jax.Array:
+    def __call__(self, A, W_packed, scale=None, zeros=None, bias=None, *, a_scale=None,
+                 k_block: bool = False) -> jax.Array:
         """C = A @ dequant(W)^T (+ bias). Inside shard_map, an A and W that vary over the same
         mesh axis are a K block (row-parallel by hand): W must then be the packing of this
         device's K block (Matmul(full_config, k_shards=n).transform_weight, sharded on its
-        columns), which the call cannot see, so it raises unless k_block=True says so."""
+        columns), which the call cannot see, so it raises unless k_block=True says so.
+
+        int8 / float8 A is taken as given (no conversion). a_scale (int8 / float8 A only): the
+        activation scales of bitblas_jax.quantize_activations, a scalar (per tensor) or
+        A.shape[:-1] (per token); then C = cast(a_scale * v + bias) with v the float32 sum of the
+        weight-scaled group sums (README, "int8 and float8 activations")."""
         cfg = self.config
         A = jnp.asarray(A)
         if A.ndim < 1 or A.shape[-1] != cfg.K:
             raise ValueError(f"{self.name}: A must have shape [..., K={cfg.K}], got {A.shape}")
         if A.dtype != jnp.dtype(cfg.A_dtype):
-            raise TypeError(f"{self.name}: A must be {cfg.A_dtype} (MatmulConfig.A_dtype), got {A.dtype}")
+            hint = (" (quantize float activations with bitblas_jax.quantize_activations)"
+                    if cfg.quantized_activations else "")
+            raise TypeError(f"{self.name}: A must be {cfg.A_dtype} (MatmulConfig.A_dtype), got {A.dtype}{hint}")
         self._check_weight(W_packed, self.name)
         scale, zeros, bias = self._check_aux(scale, zeros, bias, self.name)
         if not k_block:
@@ -108,13 +118,48 @@ class Matmul:
                     "Matmul(config, k_shards=n).transform_weight(values), shard its columns, and pass "
                     "k_block=True here; or leave the partitioning to jax.jit (README, Sharding)")
         partition.check_weight_sharding(W_packed, self.k_shards)
-        adt = jnp.dtype(cfg.A_dtype)
-        return primitive.bind(
-            A, W_packed,
-            primitive.empty(adt) if scale is None else scale,
-            primitive.empty(adt) if zeros is None else zeros,
-            primitive.empty(adt) if bias is None else bias,
-            self.spec, self.k_shards)
+        sdt = jnp.dtype(cfg.scale_dtype)
+        absent = lambda x: primitive.empty(sdt) if x is None else x  # noqa: E731
+        if a_scale is None:
+            return primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(bias),
+                                  self.spec, self.k_shards)
+        a_scale = self._check_a_scale(a_scale, A.shape)
+        # the kernel returns v in float32; the activation scale, the bias and the cast are one
+        # elementwise op that XLA fuses
+        v = primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(None),
+                           dataclasses.replace(self.spec, out_dtype="float32"), self.k_shards)
+        return quantized_dot.epilogue(v, bias, cfg.out_dtype, a_scale)
+
+    def quantize_and_call(self, x, W_packed, scale=None, zeros=None, bias=None, *,
+                          granularity: str = "per_token", k_block: bool = False) -> jax.Array:
+        """Float activations x [..., K] through an int8 / float8 config: quantize_activations(x,
+        A_dtype, granularity), then the call with those activation scales (SmoothQuant W8A8 / W4A8,
+        FP8 per tensor / per token): C = cast(a_scale * v + bias)."""
+        cfg = self.config
+        if not cfg.quantized_activations:
+            raise ValueError(f"{self.name}: quantize_and_call needs an int8 / float8 MatmulConfig.A_dtype, "
+                             f"got {cfg.A_dtype!r}")
+        values, a_scale = activations.quantize_activations(x, cfg.A_dtype, granularity)
+        return self(values, W_packed, scale, zeros, bias, a_scale=a_scale, k_block=k_block)
+
+    def _check_a_scale(self, a_scale, a_shape) -> jax.Array:
+        cfg = self.config
+        if not cfg.quantized_activations:
+            raise ValueError(f"{self.name}: a_scale is for int8 / float8 activations; "
+                             f"MatmulConfig.A_dtype={cfg.A_dtype!r}")
+        if cfg.out_dtype == "int32":
+            raise ValueError(f"{self.name}: a_scale needs a float or int8 output "
+                             "(MatmulConfig.out_dtype='int32' is the exact integer sum)")
+        a_scale = jnp.asarray(a_scale)
+        if not jnp.issubdtype(a_scale.dtype, jnp.floating):
+            raise TypeError(f"{self.name}: a_scale must be a float array, got {a_scale.dtype}")
+        lead = tuple(a_shape[:-1])
+        if a_scale.shape in ((), (1,)):
+            return a_scale.reshape(()).astype(jnp.float32)
+        if a_scale.shape in (lead, lead + (1,)):
+            return a_scale.reshape(lead + (1,)).astype(jnp.float32)
+        raise ValueError(f"{self.name}: a_scale must be a scalar (per tensor) or A.shape[:-1] = {lead} "
+                         f"(per token), got shape {a_scale.shape}")
 
     forward = __call__
 
@@ -133,7 +178,7 @@ class Matmul:
         required=False (transform_weight) checks only what is given.
         """
         cfg = self.config
-        adt = jnp.dtype(cfg.A_dtype)
+        adt = jnp.dtype(cfg.scale_dtype)      # A's dtype, float32 for int8 / float8 A
         groups = (cfg.N, cfg.num_groups)
 
         def floating(x, name, shape):
@@ -141,7 +186,7 @@ class Matmul:
             if x.shape != shape:
                 raise ValueError(f"{where}: {name} must have shape {shape}, got {x.shape}")
             if not jnp.issubdtype(x.dtype, jnp.floating):
-                raise TypeError(f"{where}: {name} must be a float array ({cfg.A_dtype}), got {x.dtype}")
+                raise TypeError(f"{where}: {name} must be a float array ({cfg.scale_dtype}), got {x.dtype}")
             return x.astype(adt)
 
         if cfg.with_scaling != (scale is not None) and (required or scale is not None):

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from . import layout
+from . import formats, layout, quantized_dot
 from .spec import KernelSpec
 
 TILE_N = layout.TILE_N
@@ -57,10 +57,11 @@ def call(body, bind, spec: KernelSpec, k_shards: int, A, W, scale, zeros, bias):
 
 @functools.partial(custom_partitioning, static_argnums=(0, 1, 2, 3, 4))
 def _partitioned(body, bind, spec, k_shards, present, A, W, aux):
-    return body(A, W, *_full_aux(aux, present, A.dtype))
+    return body(A, W, *_full_aux(aux, present, formats.scale_dtype(spec.a_dtype)))
 
 
 def _full_aux(aux, present, dtype):
+    """scale, zeros, bias with the absent ones as empty arrays of dtype (the aux dtype)."""
     it = iter(aux)
     return tuple(next(it) if p else jnp.zeros((0,), dtype) for p in present)
 
@@ -162,13 +163,21 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
                                 group_size=spec.group_size if G > 1 else spec.K // S)
     local_k_shards = k_shards // S if k_shards > 1 else 1
 
+    quantized_a = formats.is_quantized_activation(spec.a_dtype)
+    aux_dtype = formats.scale_dtype(spec.a_dtype)
+    # int32 outputs add int32 partial sums (exact, as the whole sum); the rest float32 partial sums
+    partial_dtype = "int32" if spec.out_dtype == "int32" else "float32"
+
     def lower_fn(A, W, aux):
-        scale, zeros, bias = _full_aux(aux, present, A.dtype)
+        scale, zeros, bias = _full_aux(aux, present, aux_dtype)
         if not k_axes:
             return bind(A, W, scale, zeros, bias, local, local_k_shards)
-        partial = bind(A, W, scale, zeros, jnp.zeros((0,), A.dtype),
-                       dataclasses.replace(local, out_dtype="float32"), local_k_shards)
-        out = jax.lax.psum(partial, k_axes).astype(spec.out_dtype)
+        partial = bind(A, W, scale, zeros, jnp.zeros((0,), aux_dtype),
+                       dataclasses.replace(local, out_dtype=partial_dtype), local_k_shards)
+        out = jax.lax.psum(partial, k_axes)
+        if quantized_a:   # their epilogue: one cast of v + bias (quantized_dot.py)
+            return out if partial_dtype == "int32" else quantized_dot.epilogue(out, bias, spec.out_dtype)
+        out = out.astype(spec.out_dtype)
         if bias.size:   # the kernels' epilogue: bias added after the cast, rounded once more
             out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)
         return out
@@ -213,7 +222,7 @@ def _replicated(bind, spec, k_shards, present, mesh, arg_shapes):
     args = (rep(A_s), rep(W_s), tuple(rep(x) for x in aux_s))
 
     def lower_fn(A, W, aux):
-        return bind(A, W, *_full_aux(aux, present, A.dtype), spec, k_shards)
+        return bind(A, W, *_full_aux(aux, present, formats.scale_dtype(spec.a_dtype)), spec, k_shards)
     return mesh, lower_fn, rep(A_s), args
 
 

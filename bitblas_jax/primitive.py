@@ -19,7 +19,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _ext, dequant, layout, partition
+from . import _ext, dequant, formats, layout, partition, quantized_dot
 from .spec import KernelSpec
 
 bitblas_matmul_p = Primitive("bitblas_matmul")
@@ -107,7 +107,10 @@ def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 
 
 def _xla_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """Dequantize, then XLA's dot: float32 activations on GPU (the CUDA kernels take fp16/bf16)."""
+    """XLA's own ops on the GPU (the CUDA kernels take fp16 / bf16 activations): int8 / float8
+    activations run quantized_dot.py's exact path; float32 ones dequantize, then a float32 dot."""
+    if formats.is_quantized_activation(spec.a_dtype):
+        return quantized_dot.matmul_xla(A, W, scale, zeros, bias, spec)
     wd = dequant.dequantize(W, spec, scale, zeros).astype(jnp.float32)
     acc = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), wd, precision=_EXACT)
     return _add_bias(acc.astype(spec.out_dtype), bias, spec)
@@ -121,13 +124,22 @@ def _add_bias(out, bias, spec: KernelSpec):
 
 
 def _cuda_runs_xla_ops(spec: KernelSpec) -> bool:
-    """float32 activations on the GPU: the CUDA kernels take fp16 / bf16, so XLA's own ops run."""
+    """Whether the GPU lowering is XLA's own ops: float32 activations (the CUDA kernels take fp16 /
+    bf16), and int8 / float8 ones while the plan routes them to XLA (gpu_plan)."""
+    if formats.is_quantized_activation(spec.a_dtype):
+        from .gpu_plan import quantized_activation_kernel
+        return quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode) == "xla_dot"
     return spec.a_dtype == "float32"
 
 
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if _cuda_runs_xla_ops(spec):
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
+    if formats.is_quantized_activation(spec.a_dtype):
+        from .gpu_plan import quantized_activation_kernel
+        raise NotImplementedError(
+            f"bitblas_jax: the plan picked {quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode)!r} "
+            f"for {spec.a_dtype} activations, which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
@@ -237,6 +249,15 @@ def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
     A, W, scale, zeros, bias = primals
     dA, _, dscale, dzeros, dbias = tangents
     out = bind(A, W, scale, zeros, bias, spec, k_shards)
+    if formats.is_quantized_activation(spec.a_dtype):
+        if not _zero(dA):   # int8 A has no tangent (JAX's float0); float8 A reaches here
+            raise TypeError(
+                f"bitblas_matmul: the derivative with respect to A is not defined for {spec.a_dtype} "
+                "activations (quantized values; rounding has no useful derivative). Differentiate with "
+                "respect to scale, zeros or bias, or stop the gradient at the activations "
+                "(bitblas_jax.quantize_activations does)")
+        if spec.out_dtype in ("int8", "int32"):   # integer outputs carry no tangent
+            return out, ad.Zero.from_primal_value(out)
     t = None
     if not _zero(dA):
         t = bind(dA, W, scale, zeros, empty(bias.dtype), spec, k_shards)

@@ -59,7 +59,8 @@ def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = Tr
     values: element values ([N, K] ints for int/uint, codes for nf4/fp4, a float8
     array for fp8, the cast weight for float16/bfloat16); scale: [N, K/group]
     in A_dtype or None; zeros: [N, K/group] in A_dtype (original, rescale), an
-    integer array (quantized), or None. Scales are computed per group from the
+    integer array (quantized), or None. For int8 / float8 A_dtype, scale and
+    float zeros are float32 (formats.scale_dtype). Scales are computed per group from the
     group's range: symmetric (absmax) without zeros, asymmetric (min..max) with.
 
     A NumPy weight (or anything not a JAX array) gives NumPy arrays (the
@@ -84,8 +85,11 @@ def quantize(weight, W_dtype: str, group_size: int = -1, with_scaling: bool = Tr
     g = K if group_size in (-1, None) or mode == "none" else int(group_size)
     if g <= 0 or K % g:
         raise ValueError(f"group_size={group_size} must be -1 or divide K={K}")
-    if A_dtype not in formats.NUMPY_DTYPES:
-        raise ValueError(f"A_dtype={A_dtype!r} is not supported; allowed: {sorted(formats.NUMPY_DTYPES)}")
+    allowed = ("float16", "bfloat16", "float32") + formats.QUANTIZED_ACTIVATIONS
+    A_dtype = formats.canonical_dtype(A_dtype)
+    if A_dtype not in allowed:
+        raise ValueError(f"A_dtype={A_dtype!r} is not supported; allowed: {allowed}")
+    A_dtype = formats.scale_dtype(A_dtype)     # the dtype scale and zeros are rounded to
     if _is_jax(weight):
         return _quantize_jax(weight, fmt.name, mode, g, A_dtype)
     w = np.asarray(weight)
@@ -185,6 +189,13 @@ def _ieee_quotient(ops: _Ops, x, d, q, steps: int = 3):
         go_dn = (r < -gap_dn) | ((r == -gap_dn) & q_odd)
         q = xp.where(ok & go_up, up, xp.where(ok & go_dn, dn, q))
     return xp.where(neg, -q, q)
+
+
+def ieee_divide(x, d):
+    """x / d in float32 jax.numpy, correctly rounded on every backend (XLA:GPU's division is not,
+    and XLA may turn a division by a broadcast into a product with a reciprocal)."""
+    import jax.numpy as jnp
+    return _jax_ops().divide(jnp.asarray(x, jnp.float32), d)
 
 
 def _is_jax(x) -> bool:

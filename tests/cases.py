@@ -177,3 +177,122 @@ def check_nonfinite(case: Case, out, A=None, inf_may_be_nan: bool = False) -> No
         bad = finite & ~(err <= bound)
         assert not bad.any(), (f"{bad.sum()} of {finite.sum()} finite elements over the bound; worst err "
                                f"{err[bad].max():.3g}")
+
+
+# ---- int8 / float8 activations ---------------------------------------------------------------------
+def random_activations(rng, a_dtype, shape, amax=None):
+    """int8: integers over the whole range (or [-amax, amax]); float8: random finite bit patterns
+    (every exponent, subnormals included), clipped to [-64, 64] (or amax) so float16 sums stay finite."""
+    if a_dtype == "int8":
+        lo, hi = (-128, 127) if amax is None else (-amax, amax)
+        return rng.integers(lo, hi + 1, size=shape).astype(np.int8)
+    f8 = formats.NUMPY_DTYPES[a_dtype]
+    v = rng.integers(0, 256, size=shape).astype(np.uint8).view(f8).astype(np.float32)
+    lim = 64.0 if amax is None else float(amax)
+    return np.clip(np.where(np.isfinite(v), v, 1.0), -lim, lim).astype(f8)
+
+
+@dataclasses.dataclass
+class QCase(Case):
+    """A case with int8 / float8 activations: scale, float zeros and bias float32; a_scale optional.
+    wd() is the unrounded float64 weight (reference.dequantize_values with a quantized A_dtype)."""
+    a_scale: np.ndarray | None = None
+
+    def value(self) -> np.ndarray:
+        """The float64 result before the output cast."""
+        return reference.matmul(self.A, self.wd(), self.bias, self.a_scale)
+
+    def run(self, A=None, **kw):
+        import jax.numpy as jnp
+        A = self.A if A is None else A
+        if self.a_scale is not None:
+            kw.setdefault("a_scale", self.a_scale)
+        return self.mm(jnp.asarray(A), self.packed(), scale=self.scale, zeros=self.zeros,
+                       bias=self.bias, **kw)
+
+
+def make_qcase(rng, A_dtype, W_dtype, mode="none", group_size=-1, out_dtype="float32", with_bias=False,
+               M=3, N=32, K=256, a_shape=None, amax=None, a_scale=None) -> QCase:
+    """a_scale: None, "tensor" or "token" (random positive activation scales)."""
+    fmt = formats.get_format(W_dtype)
+    cfg = bj.MatmulConfig(M=M, N=N, K=K, A_dtype=A_dtype, W_dtype=W_dtype, out_dtype=out_dtype,
+                          with_bias=with_bias, group_size=group_size, **formats.mode_flags(mode))
+    G = cfg.num_groups
+    values = random_values(rng, fmt, N, K)
+    a_shape = a_shape or (M, K)
+    if amax is None and mode == "none" and out_dtype == "float16":
+        amax = 1 if A_dtype == "int8" else 2     # |sum| <= K * 128 (int8) or K * 2 * 64 stays in float16
+    A = random_activations(rng, A_dtype, a_shape, amax)
+    # scales put outputs at O(10..100): int8 outputs then round and saturate
+    a_mag = 64.0 if A_dtype == "int8" else 16.0
+    w_mag = {"int": 2.0 ** (fmt.bits - 1), "uint": 2.0 ** fmt.bits}.get(fmt.kind, 16.0)
+    scale = zeros = bias = None
+    if mode != "none":
+        unit = 8.0 / (a_mag * w_mag * np.sqrt(K))
+        scale = (rng.uniform(0.5, 1.5, (N, G)) * rng.choice([-1, 1], (N, G)) * unit).astype(np.float32)
+    if mode in ("original", "rescale"):
+        zrange = fmt.value_range[1] if mode == "original" else float(np.abs(scale).max()) * w_mag
+        zeros = rng.uniform(-zrange, zrange, (N, G)).astype(np.float32)
+    elif mode == "quantized":
+        lo, hi = fmt.value_range
+        zeros = rng.integers(lo, hi + 1, (N, G)).astype(fmt.zeros_dtype)
+    if with_bias:
+        bias = (rng.standard_normal(N) * 4).astype(np.float32)
+    s = None
+    if a_scale == "tensor":
+        s = np.float32(rng.uniform(0.25, 4))
+    elif a_scale == "token":
+        s = rng.uniform(0.25, 4, a_shape[:-1]).astype(np.float32)
+    return QCase(cfg, values, scale, zeros, bias, A, s)
+
+
+def qerror_bound(case: QCase) -> np.ndarray:
+    """Bound on |v_kernel - v_reference| before the output cast (the v of quantized_dot.py).
+
+    Every float32 operation on the way rounds once (relative 2^-24) a quantity bounded by
+    mag = |a_scale| * |A| @ (|w s| + |z s| + |z|)^T: the group sum (float8 only: up to group_size
+    additions of exact products; int8 group sums are exact), the zero term, the scale product, the
+    G additions across groups, then the activation scale and the bias.
+    """
+    c = case.cfg
+    fmt = c.format
+    w = formats.decode_codes(fmt, formats.values_to_codes(fmt, np.asarray(case.values)))
+    g = c.K if c.mode == "none" else c.resolved_group_size
+    rep = lambda x: np.repeat(np.asarray(x, np.float64), g, axis=1)  # noqa: E731
+    s = np.ones_like(w) if case.scale is None else rep(case.scale)
+    z = np.zeros_like(w) if case.zeros is None else rep(case.zeros)
+    mag = np.abs(np.asarray(case.A, np.float64)) @ (np.abs(w * s) + np.abs(z * s) + np.abs(z)).T
+    if case.a_scale is not None:
+        mag = mag * np.abs(np.asarray(case.a_scale, np.float64))[..., None]
+    steps = c.K // g + 6 + (g if c.A_dtype != "int8" else 0)
+    b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
+    return steps * 2.0**-24 * (mag + b) + 1e-30
+
+
+def check_quantized(case: QCase, out) -> None:
+    """int32: equal to the int64 sum; int8: between the saturated roundings of value -+ bound;
+    float outputs: within bound + the output's rounding."""
+    out = np.asarray(out)
+    c = case.cfg
+    v = case.value()
+    assert out.shape == v.shape, (out.shape, v.shape)
+    assert out.dtype == formats.NUMPY_DTYPES[c.out_dtype], out.dtype
+    if c.out_dtype == "int32":
+        exact = reference.integer_matmul(case.A, case.values, c.W_dtype)
+        np.testing.assert_array_equal(out.astype(np.int64), exact)
+        return
+    bound = qerror_bound(case)
+    if c.out_dtype == "int8":
+        lo, hi = reference.saturate_int8(v - bound), reference.saturate_int8(v + bound)
+        bad = (out < lo) | (out > hi)
+        assert not bad.any(), f"{bad.sum()} of {bad.size} int8 outputs off; e.g. got {out[bad][:4]}, " \
+                              f"value {v[bad][:4]}"
+        return
+    got = out.astype(np.float64)
+    assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
+    err = np.abs(got - v)
+    bound = bound + UNIT_ROUNDOFF[c.out_dtype] * (np.abs(v) + bound) + 2.0**-25  # + float16 subnormals
+    bad = err > bound
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
+        f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |value| max {np.abs(v).max():.3g}")

@@ -136,7 +136,8 @@ def test_layout_lane_chunk_is_an_mma_fragment():
 # ---- bad input: clear errors at construction / trace time ------------------------
 @pytest.mark.parametrize("kwargs,match", [
     (dict(N=32, K=256, W_dtype="int3"), "W_dtype"),
-    (dict(N=32, K=256, A_dtype="int8"), "A_dtype"),
+    (dict(N=32, K=256, A_dtype="int4"), "A_dtype"),
+    (dict(N=32, K=256, A_dtype="int8", W_dtype="nf4"), "W_dtype"),
     (dict(N=32, K=256, out_dtype="int32"), "out_dtype"),
     (dict(N=32, K=256, accum_dtype="int32"), "accum_dtype"),
     (dict(N=32, K=256, A_dtype="bfloat16", accum_dtype="float16"), "accum_dtype"),

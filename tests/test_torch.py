@@ -130,7 +130,7 @@ def test_constructor_errors():
     with pytest.raises(ValueError, match="group_size"):
         bbt.Linear(256, 32, W_dtype="int4", group_size=100, with_scaling=True)
     with pytest.raises(ValueError, match="A_dtype"):
-        bbt.Linear(256, 32, A_dtype="int8")
+        bbt.Linear(256, 32, A_dtype="int4")
     with pytest.raises(ValueError, match="zero points"):
         bbt.Linear(256, 32, W_dtype="nf4", with_scaling=True, with_zeros=True)
 
@@ -190,7 +190,7 @@ def test_forward_errors(rng):
         call(w_format="nf4", mode="quantized")
     with pytest.raises(ValueError, match="accum_dtype='float16' needs float16 A"):
         call(A=A.bfloat16(), scale=lin.scales.bfloat16(), accum="float16")
-    with pytest.raises(TypeError, match="A must be float16, bfloat16 or float32"):
+    with pytest.raises(TypeError, match="A must be float16, bfloat16, float32, int8 or float8"):
         call(A=A.to(torch.float64))
     # meta tensors get the fake implementation: shapes and dtypes only
     meta = call(A=A.to("meta").expand(4, 2, 256), W=lin.qweight.to("meta"), scale=lin.scales.to("meta"))

@@ -25,7 +25,8 @@ WFORMAT_ENUMERATORS = {
     "float8_e4m3fn": "kFP8E4M3", "float8_e5m2": "kFP8E5M2",
     "float16": "kF16", "bfloat16": "kBF16",
 }
-DTYPE_ENUMERATORS = {"float16": "kF16", "bfloat16": "kBF16", "float32": "kF32"}
+DTYPE_ENUMERATORS = {"float16": "kF16", "bfloat16": "kBF16", "float32": "kF32", "int8": "kI8",
+                     "int32": "kI32", "float8_e4m3fn": "kF8E4M3", "float8_e5m2": "kF8E5M2"}
 
 
 def load_formats():

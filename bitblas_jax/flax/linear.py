@@ -39,6 +39,7 @@ from flax import nnx
 from .. import formats, layout
 from ..config import MatmulConfig
 from ..gptq_awq import UnpackedQuant, unpack_awq, unpack_gptq
+from ..activations import GRANULARITIES
 from ..matmul import Matmul, check_k_shards
 from ..quantize import quantize
 
@@ -69,23 +70,32 @@ def make_config(in_features: int, out_features: int, *, use_bias: bool = True,
                 W_dtype: str = "int4", group_size: int | None = -1,
                 with_scaling: bool | None = None, with_zeros: bool = False,
                 zeros_mode: str = "original", A_dtype=None, dtype=None,
-                accum_dtype: str = "float32", out_dtype=None) -> MatmulConfig:
+                accum_dtype: str | None = None, out_dtype=None) -> MatmulConfig:
     """The MatmulConfig of a layer, with the Flax layer's defaults resolved.
 
     A_dtype (BitBLAS's name) and dtype (Flax's name) both mean the activation dtype;
     give either (they must agree if both are given); default bfloat16. out_dtype
     defaults to A_dtype. with_scaling=None means True for every quantized format
     (False for float16 / bfloat16 weights, which take no scale).
+
+    An int8 / float8 A_dtype is the layer's quantized-activation mode: float inputs are
+    quantized inside the layer (quantize_activations); dtype then names the float dtype
+    of the outputs (out_dtype's default; bfloat16 if not given).
     """
     a, d = _dtype_name(A_dtype), _dtype_name(dtype)
-    if a is not None and d is not None and a != d:
-        raise ValueError(f"A_dtype={a!r} and dtype={d!r} disagree (both name the activation dtype)")
-    a = a or d or "bfloat16"
+    a = None if a is None else formats.canonical_dtype(a)
+    if a is not None and formats.is_quantized_activation(a):
+        float_dtype = d if d is not None and not formats.is_quantized_activation(d) else "bfloat16"
+    else:
+        if a is not None and d is not None and a != d:
+            raise ValueError(f"A_dtype={a!r} and dtype={d!r} disagree (both name the activation dtype)")
+        a = a or d or "bfloat16"
+        float_dtype = "bfloat16" if formats.is_quantized_activation(a) else a
     fmt = formats.get_format(W_dtype)
     if with_scaling is None:
         with_scaling = fmt.kind != "dense"
     return MatmulConfig(N=int(out_features), K=int(in_features), A_dtype=a, W_dtype=fmt.name,
-                        accum_dtype=accum_dtype, out_dtype=_dtype_name(out_dtype) or a,
+                        accum_dtype=accum_dtype, out_dtype=_dtype_name(out_dtype) or float_dtype,
                         with_bias=bool(use_bias), group_size=-1 if group_size is None else group_size,
                         with_scaling=bool(with_scaling), with_zeros=bool(with_zeros),
                         zeros_mode=zeros_mode)
@@ -94,7 +104,7 @@ def make_config(in_features: int, out_features: int, *, use_bias: bool = True,
 # ---- arrays of one layer (shared by NNX and Linen) ---------------------------------------
 def _empty_arrays(cfg: MatmulConfig, permute_inputs: bool) -> dict:
     """All-zero arrays of the right shapes and dtypes (a structure to load a checkpoint into)."""
-    adt = jnp.dtype(cfg.A_dtype)
+    adt = jnp.dtype(cfg.scale_dtype)
     G = cfg.num_groups
     out = {"qweight": jnp.zeros(layout.packed_shape(cfg.N, cfg.K, cfg.format.bits), jnp.uint8)}
     if cfg.with_scaling:
@@ -130,7 +140,7 @@ def _quantized_arrays(cfg: MatmulConfig, weight_nk, bias=None, permute_inputs: b
     values, scale, zeros = quantize(w, cfg.W_dtype, group_size=cfg.group_size,
                                     with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros,
                                     zeros_mode=cfg.zeros_mode, A_dtype=cfg.A_dtype)
-    adt = jnp.dtype(cfg.A_dtype)
+    adt = jnp.dtype(cfg.scale_dtype)
     out = {"qweight": Matmul(cfg, k_shards=k_shards).transform_weight(values)}
     if scale is not None:
         out["scales"] = scale
@@ -158,7 +168,7 @@ def _arrays_from_values(cfg: MatmulConfig, values, scale=None, zeros=None, bias=
         x = np.asarray(jax.device_get(x))
         if x.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
-        return jnp.asarray(x.astype(formats.NUMPY_DTYPES[cfg.A_dtype]))    # one rounding, in NumPy
+        return jnp.asarray(x.astype(formats.NUMPY_DTYPES[cfg.scale_dtype]))    # one rounding, in NumPy
 
     if cfg.with_scaling:
         if scale is None:
@@ -183,7 +193,7 @@ def _arrays_from_values(cfg: MatmulConfig, values, scale=None, zeros=None, bias=
     elif zeros is not None:
         raise ValueError("zeros given but with_zeros=False")
     if cfg.with_bias:
-        out["bias"] = (jnp.zeros((cfg.N,), cfg.A_dtype) if bias is None else floating(bias, "bias", (cfg.N,)))
+        out["bias"] = (jnp.zeros((cfg.N,), cfg.scale_dtype) if bias is None else floating(bias, "bias", (cfg.N,)))
     elif bias is not None:
         raise ValueError("bias given but use_bias=False")
     if perm is not None:
@@ -261,17 +271,23 @@ def _unbox(x, md: Mapping[str, Any]):
     return x, dict(md)
 
 
-def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, perm=None, k_shards: int = 1):
-    """The forward pass shared by Linear and Dense."""
+def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, perm=None, k_shards: int = 1,
+           activation_granularity: str = "per_token"):
+    """The forward pass shared by Linear and Dense. With int8 / float8 A_dtype, float inputs are
+    quantized here (per token or per tensor) and their scales applied in the matmul's epilogue;
+    inputs already in A_dtype are taken as given."""
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[-1] != cfg.K:
         raise ValueError(f"inputs must have shape [..., in_features={cfg.K}], got {x.shape}")
-    adt = jnp.dtype(cfg.A_dtype)
-    if x.dtype != adt:
-        x = x.astype(adt)
     if perm is not None:
         x = jnp.take(x, perm, axis=-1)
-    return Matmul(cfg, k_shards=k_shards)(x, qweight, scale=scales, zeros=zeros, bias=bias)
+    mm = Matmul(cfg, k_shards=k_shards)
+    adt = jnp.dtype(cfg.A_dtype)
+    if cfg.quantized_activations and x.dtype != adt:
+        return mm.quantize_and_call(x, qweight, scales, zeros, bias, granularity=activation_granularity)
+    if x.dtype != adt:
+        x = x.astype(adt)
+    return mm(x, qweight, scale=scales, zeros=zeros, bias=bias)
 
 
 def variable_value(v):
@@ -293,9 +309,15 @@ class Linear(nnx.Module):
       group_size: -1 (one group per row) or a divisor of in_features that is a multiple of 8.
       with_scaling: None = True for quantized formats. with_zeros, zeros_mode: "original"
         ((q - z) * s), "rescale" (q * s - z) or "quantized" (integer z).
-      accum_dtype: "float32" (or "float16" with float16 activations).
+      accum_dtype: default "float32" ("float16" with float16 activations; "int32" for int8).
       out_dtype: default A_dtype.
       permute_inputs: hold an input permutation `perm` (GPTQ act-order): y = x[..., perm] @ W^T.
+      A_dtype="int8" / "float8_e4m3fn" / "float8_e5m2": quantized activations (SmoothQuant W8A8 /
+        W4A8, FP8): float inputs are quantized inside the layer (bitblas_jax.quantize_activations,
+        absmax per token or per tensor), the matmul sums exactly and applies the activation and
+        weight scales in its float32 epilogue; scales and bias are float32; dtype (or out_dtype)
+        names the output dtype (default bfloat16). Inputs already in A_dtype are taken as given.
+      activation_granularity: "per_token" (default) or "per_tensor", for that mode.
       kernel_init, bias_init: initializers of a float [in, out] kernel and [out] bias, which
         are then quantized (round to nearest). rngs: nnx.Rngs; with rngs=None the layer is
         all zeros (a structure to load a checkpoint into).
@@ -313,8 +335,8 @@ class Linear(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True, dtype=None,
                  W_dtype: str = "int4", group_size: int | None = -1, with_scaling: bool | None = None,
                  with_zeros: bool = False, zeros_mode: str = "original", A_dtype=None,
-                 accum_dtype: str = "float32", out_dtype=None, permute_inputs: bool = False,
-                 kernel_init=default_kernel_init, bias_init=default_bias_init,
+                 accum_dtype: str | None = None, out_dtype=None, permute_inputs: bool = False,
+                 activation_granularity: str = "per_token", kernel_init=default_kernel_init, bias_init=default_bias_init,
                  rngs: nnx.Rngs | None = None,
                  kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
                  bias_metadata: Mapping[str, Any] = MappingProxyType({}),
@@ -337,6 +359,9 @@ class Linear(nnx.Module):
         self.accum_dtype = cfg.accum_dtype
         self.out_dtype = cfg.out_dtype
         self.permute_inputs = bool(permute_inputs)
+        if activation_granularity not in GRANULARITIES:
+            raise ValueError(f"activation_granularity={activation_granularity!r}; allowed: {GRANULARITIES}")
+        self.activation_granularity = activation_granularity
         kernel = bias = None
         kernel_metadata, bias_metadata = dict(kernel_metadata), dict(bias_metadata)
         if _arrays is None and rngs is not None:
@@ -371,7 +396,8 @@ class Linear(nnx.Module):
         if len(arrays[0].shape) > 2:
             raise ValueError(f"this Linear is a stack of {arrays[0].shape[:-2]} layers (arrays with leading "
                              "layer axes): call it inside nnx.scan / nnx.vmap over those axes")
-        y = _apply(self.config, inputs, *arrays, k_shards=self.k_shards)
+        y = _apply(self.config, inputs, *arrays, k_shards=self.k_shards,
+                   activation_granularity=self.activation_granularity)
         if out_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, out_sharding)
         return y
@@ -402,9 +428,9 @@ class Linear(nnx.Module):
     @classmethod
     def from_quantized(cls, values, scales=None, zeros=None, bias=None, perm=None, *,
                        W_dtype: str, group_size: int | None = -1, zeros_mode: str = "original",
-                       A_dtype=None, dtype=None, accum_dtype: str = "float32", out_dtype=None,
+                       A_dtype=None, dtype=None, accum_dtype: str | None = None, out_dtype=None,
                        kernel_metadata=MappingProxyType({}), bias_metadata=MappingProxyType({}),
-                       k_shards: int | None = None) -> "Linear":
+                       k_shards: int | None = None, activation_granularity: str = "per_token") -> "Linear":
         """A layer from element values [N, K] (what Matmul.transform_weight takes) and their
         scale / zeros [N, K/group], bias [N] and optional input permutation perm [K]
         (host data: they are checked there)."""
@@ -419,13 +445,15 @@ class Linear(nnx.Module):
                    with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros, zeros_mode=cfg.zeros_mode,
                    A_dtype=cfg.A_dtype, accum_dtype=cfg.accum_dtype, out_dtype=cfg.out_dtype,
                    permute_inputs=perm is not None, kernel_metadata=kernel_metadata,
-                   bias_metadata=bias_metadata, k_shards=k, _arrays=arrays)
+                   bias_metadata=bias_metadata, k_shards=k, activation_granularity=activation_granularity,
+                   _arrays=arrays)
 
     @classmethod
     def from_linear(cls, linear: nnx.Linear, W_dtype: str = "int4", group_size: int | None = -1,
                     with_scaling: bool | None = None, with_zeros: bool = False,
                     zeros_mode: str = "original", A_dtype=None, dtype=None,
-                    accum_dtype: str = "float32", out_dtype=None) -> "Linear":
+                    accum_dtype: str | None = None, out_dtype=None,
+                    activation_granularity: str = "per_token") -> "Linear":
         """Quantize an nnx.Linear (round to nearest, bitblas_jax.quantize, on the kernel's device).
 
         The activation dtype defaults to the layer's `dtype`, else its kernel's dtype when
@@ -436,7 +464,8 @@ class Linear(nnx.Module):
         """
         opts = dict(W_dtype=W_dtype, group_size=group_size, with_scaling=with_scaling,
                     with_zeros=with_zeros, zeros_mode=zeros_mode, A_dtype=A_dtype, dtype=dtype,
-                    accum_dtype=accum_dtype, out_dtype=out_dtype)
+                    accum_dtype=accum_dtype, out_dtype=out_dtype,
+                    activation_granularity=activation_granularity)
         kernel_var = linear.kernel
         kernel = variable_value(kernel_var)
         kmd = _variable_metadata(kernel_var)
@@ -451,7 +480,9 @@ class Linear(nnx.Module):
         if len(kernel.shape) != 2:
             raise ValueError(f"from_linear needs a 2-D kernel (or a stack of them), got shape {kernel.shape}")
         K, N = kernel.shape
-        if A_dtype is None and dtype is None:
+        quantized_a = A_dtype is not None and formats.is_quantized_activation(
+            formats.canonical_dtype(_dtype_name(A_dtype)))
+        if dtype is None and (A_dtype is None or quantized_a):     # the (output) float dtype
             if linear.dtype is not None:
                 dtype = linear.dtype
             elif jnp.dtype(kernel.dtype).name in ("float16", "bfloat16"):
@@ -470,7 +501,7 @@ class Linear(nnx.Module):
                        with_scaling=cfg.with_scaling, with_zeros=cfg.with_zeros, zeros_mode=cfg.zeros_mode,
                        A_dtype=cfg.A_dtype, accum_dtype=cfg.accum_dtype, out_dtype=cfg.out_dtype,
                        kernel_metadata=kmd, bias_metadata=_variable_metadata(linear.bias) if use_bias else {},
-                       k_shards=k, _arrays=arrays)
+                       k_shards=k, activation_granularity=activation_granularity, _arrays=arrays)
 
     @classmethod
     def _from_stacked_linear(cls, linear, kmd, opts) -> "Linear":
@@ -487,7 +518,7 @@ class Linear(nnx.Module):
 
     @classmethod
     def from_unpacked(cls, unpacked: UnpackedQuant, bias=None, *, A_dtype=None, dtype=None,
-                      accum_dtype: str = "float32", out_dtype=None) -> "Linear":
+                      accum_dtype: str | None = None, out_dtype=None) -> "Linear":
         """A layer from a gptq_awq.UnpackedQuant (GPTQ / AWQ): uint{bits} weights,
         zeros_mode="quantized", the act-order permutation (if any) applied to the inputs.
         The activation dtype defaults to the scales' dtype when float16 / bfloat16."""
@@ -521,6 +552,8 @@ class Linear(nnx.Module):
                 "permute_inputs": self.permute_inputs}
         if self.k_shards != 1:
             meta["k_shards"] = self.k_shards
+        if self.config.quantized_activations:
+            meta["activation_granularity"] = self.activation_granularity
         layers = tuple(variable_value(self.qweight).shape[:-2])
         if layers:
             meta["layers"] = list(layers)
@@ -574,9 +607,10 @@ class Dense(nn.Module):
     with_zeros: bool = False
     zeros_mode: str = "original"
     A_dtype: Any = None
-    accum_dtype: str = "float32"
+    accum_dtype: str | None = None
     out_dtype: Any = None
     permute_inputs: bool = False
+    activation_granularity: str = "per_token"
     kernel_init: Any = nn.initializers.lecun_normal()
     bias_init: Any = nn.initializers.zeros_init()
 
@@ -612,13 +646,14 @@ class Dense(nn.Module):
         bias = self.param("bias", lambda _: arrays["bias"]) if cfg.with_bias else None
         perm = (self.variable(QUANT_COLLECTION, "perm", lambda: arrays["perm"]).value
                 if self.permute_inputs else None)
-        return _apply(cfg, inputs, qweight, scales, zeros, bias, perm)
+        return _apply(cfg, inputs, qweight, scales, zeros, bias, perm,
+                      activation_granularity=self.activation_granularity)
 
 
 def quantize_dense_params(kernel, bias=None, *, W_dtype: str = "int4", group_size: int | None = -1,
                           with_scaling: bool | None = None, with_zeros: bool = False,
                           zeros_mode: str = "original", A_dtype=None, dtype=None,
-                          accum_dtype: str = "float32", out_dtype=None) -> dict:
+                          accum_dtype: str | None = None, out_dtype=None) -> dict:
     """nn.Dense params (kernel [in, features], bias [features]) -> the variables of a `Dense`
     with the same options: {"params": {...}, "quantized": {...}}."""
     K, N = np.shape(kernel)

@@ -18,7 +18,7 @@ __all__ = ["quantize_model", "QuantizeSummary", "quantized_layers", "path_str",
            "iter_linears", "get_module", "replace_module"]
 
 _OPTION_KEYS = ("W_dtype", "group_size", "with_scaling", "with_zeros", "zeros_mode", "A_dtype",
-                "dtype", "accum_dtype", "out_dtype")
+                "dtype", "accum_dtype", "out_dtype", "activation_granularity")
 
 
 def path_str(path: Sequence[Any]) -> str:
@@ -119,8 +119,8 @@ def _resolve(path: str, module, rules, exclude) -> tuple[dict | None, str]:
 def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *,
                    with_scaling: bool | None = None, with_zeros: bool = False,
                    zeros_mode: str = "original", A_dtype=None, dtype=None,
-                   accum_dtype: str = "float32", out_dtype=None,
-                   rules=None, exclude: Iterable[str] | None = ("lm_head",),
+                   accum_dtype: str | None = None, out_dtype=None,
+                   activation_granularity: str = "per_token", rules=None, exclude: Iterable[str] | None = ("lm_head",),
                    inplace: bool = True, progress: bool = True, verbose: bool = True,
                    on_error: str = "keep", return_summary: bool = False):
     """Replace every matching `nnx.Linear` of an NNX model by a quantized `Linear`.
@@ -128,7 +128,8 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
     Args:
       model: an nnx.Module.
       W_dtype, group_size, with_scaling, with_zeros, zeros_mode, A_dtype / dtype,
-        accum_dtype, out_dtype: the defaults for every layer (see `Linear`). The
+        accum_dtype, out_dtype, activation_granularity: the defaults for every layer (see
+        `Linear`; A_dtype="int8" with W_dtype="int8" is SmoothQuant's W8A8). The
         activation dtype defaults to each layer's dtype / float16-or-bfloat16 kernel
         dtype, else bfloat16 (`Linear.from_linear`).
       rules: which layers and how, matched against the module path string
@@ -163,7 +164,8 @@ def quantize_model(model, W_dtype: str = "int4", group_size: int | None = 128, *
     summary = QuantizeSummary(model_bytes_before=_state_bytes(model))
     defaults = dict(W_dtype=W_dtype, group_size=group_size, with_scaling=with_scaling,
                     with_zeros=with_zeros, zeros_mode=zeros_mode, A_dtype=A_dtype, dtype=dtype,
-                    accum_dtype=accum_dtype, out_dtype=out_dtype)
+                    accum_dtype=accum_dtype, out_dtype=out_dtype,
+                    activation_granularity=activation_granularity)
     todo = []
     for path, module in iter_linears(model):
         if isinstance(module, Linear):

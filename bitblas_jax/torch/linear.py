@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import formats, gptq_awq, layout
+from ..activations import GRANULARITIES
 from ..config import MatmulConfig
 from ..progress import ProgressBar
 from ..quantize import check_rtn_options
@@ -73,30 +74,36 @@ class Linear(nn.Module):
                  W_dtype: str = "int4", accum_dtype: str | None = None, out_dtype: str | None = None,
                  group_size: int | None = -1, with_scaling: bool | None = None, with_zeros: bool | None = False,
                  zeros_mode: str | None = None, opt_M=None, enable_tuning: bool = False,
-                 fast_decoding=None, propagate_b=None, device=None):
+                 fast_decoding=None, propagate_b=None, device=None, activation_granularity: str = "per_token"):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        quantized_a = formats.is_quantized_activation(formats.canonical_dtype(A_dtype))
+        if out_dtype is None:
+            out_dtype = "float16" if quantized_a else A_dtype     # BitBLAS's default for int8 / fp8 A
         self.config = MatmulConfig(
             M=opt_M, N=self.out_features, K=self.in_features, A_dtype=A_dtype, W_dtype=W_dtype,
-            accum_dtype="float32" if accum_dtype is None else accum_dtype,
-            out_dtype=A_dtype if out_dtype is None else out_dtype, with_bias=bool(bias),
+            accum_dtype=accum_dtype, out_dtype=out_dtype, with_bias=bool(bias),
             group_size=group_size, with_scaling=with_scaling, with_zeros=with_zeros, zeros_mode=zeros_mode)
         cfg = self.config
+        if activation_granularity not in GRANULARITIES:
+            raise ValueError(f"activation_granularity={activation_granularity!r}; allowed: {GRANULARITIES}")
+        self.activation_granularity = activation_granularity
         self.A_dtype, self.W_dtype = cfg.A_dtype, cfg.W_dtype
         self.accum_dtype, self.out_dtype = cfg.accum_dtype, cfg.out_dtype
         self.group_size = cfg.group_size
         self.bits = cfg.format.bits
         self._a_torch = ops.TORCH_DTYPES[cfg.A_dtype]
+        self._s_torch = ops.TORCH_DTYPES[cfg.scale_dtype]     # scales, float zeros, bias
         self._mode = cfg.mode
         self._gs = cfg.resolved_group_size
         N, G = cfg.N, cfg.num_groups
         self.register_buffer("qweight", torch.zeros(layout.packed_shape(N, cfg.K, self.bits),
                                                     dtype=torch.uint8, device=device))
-        self.register_buffer("scales", torch.ones((N, G), dtype=self._a_torch, device=device)
+        self.register_buffer("scales", torch.ones((N, G), dtype=self._s_torch, device=device)
                              if cfg.with_scaling else None)
         self.register_buffer("zeros", torch.zeros((N, G), dtype=self._zeros_dtype(), device=device)
                              if cfg.with_zeros else None)
-        self.register_buffer("bias", torch.zeros(N, dtype=self._a_torch, device=device) if bias else None)
+        self.register_buffer("bias", torch.zeros(N, dtype=self._s_torch, device=device) if bias else None)
         self.register_buffer("perm", None)
 
     # ---- construction from other forms -------------------------------------------
@@ -104,11 +111,14 @@ class Linear(nn.Module):
     def from_float(cls, linear: nn.Module | None = None, *, weight=None, bias=None, W_dtype: str = "int4",
                    group_size: int | None = 128, with_scaling: bool | None = None, with_zeros: bool = False,
                    zeros_mode: str | None = None, A_dtype: str | None = None, accum_dtype: str | None = None,
-                   out_dtype: str | None = None, device=None) -> "Linear":
+                   out_dtype: str | None = None, device=None,
+                   activation_granularity: str = "per_token") -> "Linear":
         """Quantize a float nn.Linear (or weight [out, in] + bias) with bitblas_jax.quantize (RTN).
 
         A_dtype defaults to the weight's dtype (float16 / bfloat16 / float32); with_scaling
         defaults to True for every format but float16 / bfloat16 (which are stored as is).
+        With an int8 / float8 A_dtype (quantized activations), out_dtype defaults to the
+        weight's dtype.
         """
         if linear is not None:
             weight, bias = linear.weight, getattr(linear, "bias", None)
@@ -120,6 +130,8 @@ class Linear(nn.Module):
             A_dtype = ops.dtype_name(weight.dtype)
             if A_dtype is None:
                 raise TypeError(f"from_float: cannot infer A_dtype from weight dtype {weight.dtype}; pass A_dtype=")
+        if out_dtype is None and formats.is_quantized_activation(formats.canonical_dtype(A_dtype)):
+            out_dtype = ops.dtype_name(weight.dtype) or "float16"
         target = torch.device(weight.device if device is None else device)
         if A_dtype == "float32" and target.type == "cuda":
             raise TypeError("from_float: float32 activations run on CPU only; on CUDA pass "
@@ -135,7 +147,8 @@ class Linear(nn.Module):
         mod = cls(in_features, out_features, bias=bias is not None, A_dtype=A_dtype, W_dtype=W_dtype,
                   accum_dtype=accum_dtype, out_dtype=out_dtype, group_size=group_size,
                   with_scaling=with_scaling, with_zeros=with_zeros, zeros_mode=zeros_mode,
-                  device=weight.device if device is None else device)
+                  device=weight.device if device is None else device,
+                  activation_granularity=activation_granularity)
         mod.load_float_weight(weight, bias)
         return mod
 
@@ -234,13 +247,13 @@ class Linear(nn.Module):
 
     def _float_tensor(self, orig, arr):
         if isinstance(orig, torch.Tensor):
-            return orig.detach().to(dtype=self._a_torch, device=self.qweight.device)
-        return _from_numpy(arr, self._a_torch, self.qweight.device)
+            return orig.detach().to(dtype=self._s_torch, device=self.qweight.device)
+        return _from_numpy(arr, self._s_torch, self.qweight.device)
 
     def _zeros_dtype(self):
         if self.config.zeros_mode == "quantized":
             return _ZEROS_TORCH[np.dtype(self.config.format.zeros_dtype)]
-        return self._a_torch
+        return self._s_torch
 
     # ---- GPTQ / AWQ --------------------------------------------------------------------
     @staticmethod
@@ -326,7 +339,14 @@ class Linear(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------
     def forward(self, A: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
-        """C[..., out] = A[..., in] x dequant(W)^T (+ bias); A in A_dtype, on the buffers' device."""
+        """C[..., out] = A[..., in] x dequant(W)^T (+ bias); A in A_dtype, on the buffers' device.
+
+        int8 / float8 A_dtype: A in that dtype is taken as given; float16 / bfloat16 / float32 A
+        is quantized here (ops.quantize_activations, per token or per tensor) and its scales are
+        applied in the float32 epilogue (CPU tensors: no CUDA kernel takes these activations yet).
+        """
+        if self.config.quantized_activations and A.dtype != self._a_torch and A.is_floating_point():
+            return self._forward_quantizing(A, output)
         if A.dtype != self._a_torch:
             raise TypeError(f"bitblas_jax.torch.Linear: A must be {self._a_torch} (A_dtype={self.A_dtype!r}), "
                             f"got {A.dtype}")
@@ -349,8 +369,25 @@ class Linear(nn.Module):
             return output
         return C
 
+    def _forward_quantizing(self, A, output):
+        if A.dim() < 1 or A.shape[-1] != self.in_features:
+            raise ValueError(f"bitblas_jax.torch.Linear: A must be [..., in_features={self.in_features}], "
+                             f"got {tuple(A.shape)}")
+        b = self._buffers
+        if b["perm"] is not None:
+            A = A.index_select(-1, b["perm"])
+        values, a_scale = ops.quantize_activations(A, self.A_dtype, self.activation_granularity)
+        v = ops.matmul_impl(values, b["qweight"], b["scales"], b["zeros"], None, self.W_dtype, self._mode,
+                            self._gs, self.accum_dtype, "float32")
+        C = ops.quantized_epilogue(v, a_scale, b["bias"], self.out_dtype)
+        if output is not None:
+            output.copy_(C)
+            return output
+        return C
+
     def dequantize(self) -> torch.Tensor:
-        """The [out, in] weight the layer multiplies with (A_dtype, input order, perm undone)."""
+        """The [out, in] weight the layer multiplies with (A_dtype, input order, perm undone;
+        float32 for int8 / float8 A_dtype)."""
         wd = ops.dequantize(self.qweight, self.scales, self.zeros, self.W_dtype, self._mode, self._gs,
                             self._a_torch, self.in_features)
         if self.perm is not None:
@@ -373,7 +410,7 @@ class Linear(nn.Module):
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         # keep the float buffers in A_dtype (the kernel's contract) through .half() / .to(dtype)
-        for name, dt in (("scales", self._a_torch), ("zeros", self._zeros_dtype()), ("bias", self._a_torch),
+        for name, dt in (("scales", self._s_torch), ("zeros", self._zeros_dtype()), ("bias", self._s_torch),
                          ("qweight", torch.uint8), ("perm", torch.int64)):
             t = self._buffers.get(name)
             if t is not None and t.dtype != dt:
@@ -384,7 +421,7 @@ class Linear(nn.Module):
                               unexpected_keys, error_msgs):
         # optional buffers that a repack may have added (bias from a checkpoint, act-order perm)
         dev = self.qweight.device
-        for name, dt in (("bias", self._a_torch), ("perm", torch.int64)):
+        for name, dt in (("bias", self._s_torch), ("perm", torch.int64)):
             key = prefix + name
             if key in state_dict and self._buffers.get(name) is None:
                 self._buffers[name] = torch.empty(state_dict[key].shape, dtype=dt, device=dev)
@@ -402,7 +439,7 @@ def _matches(patterns, name: str) -> bool:
 
 
 _LAYER_KEYS = ("W_dtype", "group_size", "with_scaling", "with_zeros", "zeros_mode", "A_dtype",
-               "accum_dtype", "out_dtype")
+               "accum_dtype", "out_dtype", "activation_granularity")
 
 
 def quantize_model(model: nn.Module, W_dtype: str = "int4", group_size: int | None = 128,
@@ -411,7 +448,7 @@ def quantize_model(model: nn.Module, W_dtype: str = "int4", group_size: int | No
                    rules: Mapping[str, Mapping | None] | None = None, include: Iterable[str] | str | None = None,
                    exclude: Iterable[str] | str | None = ("lm_head",),
                    filter_fn: Callable[[str, nn.Module], bool] | None = None,
-                   progress: bool = True) -> nn.Module:
+                   progress: bool = True, activation_granularity: str = "per_token") -> nn.Module:
     """Replace every nn.Linear of `model` (in place) by a quantized bitblas_jax.torch.Linear.
 
     Settings apply to every layer; names are the qualified names of model.named_modules():
@@ -419,16 +456,18 @@ def quantize_model(model: nn.Module, W_dtype: str = "int4", group_size: int | No
       exclude:  regexes of layers to keep in float (default: lm_head);
       rules:    {regex: overrides} per layer, first match wins; overrides is a dict of any of
                 W_dtype, group_size, with_scaling, with_zeros, zeros_mode, A_dtype, accum_dtype,
-                out_dtype, or None to keep that layer in float;
+                out_dtype, activation_granularity, or None to keep that layer in float;
       filter_fn(name, module) -> bool: a last say.
-    A_dtype defaults to each layer's weight dtype. Layers whose shapes the format cannot
+    A_dtype defaults to each layer's weight dtype; A_dtype="int8" (with W_dtype="int8": SmoothQuant's
+    W8A8) or a float8 one quantizes each layer's activations inside it (Linear.forward). Layers whose shapes the format cannot
     tile (out % 16, in % (256/bits), in % group_size) stay in float, with one warning listing
     them. nn.MultiheadAttention's out_proj (read as a raw weight by torch) is left alone.
     Returns `model` (or the replacement if `model` itself is an nn.Linear). Shows a progress
     bar (tqdm if installed) unless progress=False.
     """
     base = dict(W_dtype=W_dtype, group_size=group_size, with_scaling=with_scaling, with_zeros=with_zeros,
-                zeros_mode=zeros_mode, A_dtype=A_dtype, accum_dtype=accum_dtype, out_dtype=out_dtype)
+                zeros_mode=zeros_mode, A_dtype=A_dtype, accum_dtype=accum_dtype, out_dtype=out_dtype,
+                activation_granularity=activation_granularity)
     if include is not None and isinstance(include, str):
         include = (include,)
     for pat, ov in (rules or {}).items():

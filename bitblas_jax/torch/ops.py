@@ -29,11 +29,17 @@ from typing import Optional
 import torch
 
 from .. import formats, layout
+from ..activations import GRANULARITIES, QMAX
+from ..config import QUANTIZED_A
 
-__all__ = ["matmul", "matmul_impl", "dequantize", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name"]
+__all__ = ["matmul", "matmul_impl", "dequantize", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name",
+           "quantize_activations", "quantized_epilogue"]
 
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+                "int8": torch.int8, "int32": torch.int32,
+                "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+_FLOAT_A = ("float16", "bfloat16", "float32")
 _ZEROS_TORCH = {"int": torch.int8, "uint": torch.uint8}
 
 
@@ -111,12 +117,23 @@ def _static_check(w_format: str, mode: str, group_size: int, a_dtype: str, accum
     if mode not in formats.allowed_modes(fmt):
         raise ValueError(f"bitblas_jax::matmul: mode={mode!r} is not supported by w_format={fmt.name!r}; "
                          f"allowed: {formats.allowed_modes(fmt)}")
-    if accum_dtype not in ("float16", "float32"):
-        raise ValueError(f"bitblas_jax::matmul: accum_dtype={accum_dtype!r}; allowed: 'float16', 'float32'")
-    if accum_dtype == "float16" and a_dtype != "float16":
-        raise ValueError(f"bitblas_jax::matmul: accum_dtype='float16' needs float16 A, got A {a_dtype}")
-    if out_dtype not in TORCH_DTYPES:
-        raise ValueError(f"bitblas_jax::matmul: out_dtype={out_dtype!r}; allowed: {tuple(TORCH_DTYPES)}")
+    if formats.is_quantized_activation(a_dtype):
+        allowed = QUANTIZED_A[a_dtype]
+        for name, value, ok in (("w_format", fmt.name, allowed["W"]), ("accum_dtype", accum_dtype, (allowed["accum"],)),
+                                ("out_dtype", out_dtype, allowed["out"])):
+            if value not in ok:
+                raise ValueError(f"bitblas_jax::matmul: {name}={value!r} with {a_dtype} A; allowed: {ok}")
+        if out_dtype == "int32" and mode != "none":
+            raise ValueError("bitblas_jax::matmul: out_dtype='int32' (the exact integer sum) takes no scale / zeros")
+    else:
+        if a_dtype not in _FLOAT_A:
+            raise TypeError(f"bitblas_jax::matmul: A must be float16, bfloat16, float32, int8 or float8, got {a_dtype}")
+        if accum_dtype not in ("float16", "float32"):
+            raise ValueError(f"bitblas_jax::matmul: accum_dtype={accum_dtype!r}; allowed: 'float16', 'float32'")
+        if accum_dtype == "float16" and a_dtype != "float16":
+            raise ValueError(f"bitblas_jax::matmul: accum_dtype='float16' needs float16 A, got A {a_dtype}")
+        if out_dtype not in _FLOAT_A:
+            raise ValueError(f"bitblas_jax::matmul: out_dtype={out_dtype!r}; allowed: {_FLOAT_A}")
     try:
         layout.check_shape(N, K, fmt.bits)
     except ValueError as e:
@@ -133,8 +150,8 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
     if not isinstance(A, torch.Tensor):
         raise TypeError(f"bitblas_jax::matmul: A must be a torch.Tensor, got {type(A).__name__}")
     a_dtype = _DTYPE_NAMES.get(A.dtype)
-    if a_dtype is None:
-        raise TypeError(f"bitblas_jax::matmul: A must be float16, bfloat16 or float32, got {A.dtype}")
+    if a_dtype is None or a_dtype == "int32":
+        raise TypeError(f"bitblas_jax::matmul: A must be float16, bfloat16, float32, int8 or float8, got {A.dtype}")
     if A.dim() < 1:
         raise ValueError("bitblas_jax::matmul: A must have at least one dimension [..., K]")
     if W.dtype != torch.uint8 or W.dim() != 2:
@@ -157,15 +174,22 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
             raise ValueError(f"bitblas_jax::matmul: {name} is required for mode={mode!r}")
         if not want and t is not None:
             raise ValueError(f"bitblas_jax::matmul: {name} given but mode={mode!r} does not use it")
+    sdt = TORCH_DTYPES[formats.scale_dtype(a_dtype)]     # A's dtype; float32 for int8 / float8 A
     if scale is not None:
-        _check_tensor("scale", scale, (N, G), A.dtype, dev)
+        _check_tensor("scale", scale, (N, G), sdt, dev)
     if zeros is not None:
-        zdt = _ZEROS_TORCH[formats.get_format(fmt).kind] if mode == "quantized" else A.dtype
+        zdt = _ZEROS_TORCH[formats.get_format(fmt).kind] if mode == "quantized" else sdt
         _check_tensor("zeros", zeros, (N, G), zdt, dev)
     if bias is not None:
-        _check_tensor("bias", bias, (N,), A.dtype, dev)
+        if out_dtype == "int32":
+            raise ValueError("bitblas_jax::matmul: out_dtype='int32' (the exact integer sum) takes no bias")
+        _check_tensor("bias", bias, (N,), sdt, dev)
     if dev.type == "cuda" and a_dtype == "float32":
         raise TypeError("bitblas_jax::matmul: float32 A runs on CPU only; on CUDA use float16 or bfloat16")
+    if dev.type == "cuda" and formats.is_quantized_activation(a_dtype):
+        # no CUDA kernel takes them yet (under JAX they run through XLA's exact dots on the GPU)
+        raise TypeError(f"bitblas_jax::matmul: {a_dtype} A runs on CPU tensors only in the torch shim; "
+                        "on CUDA use float16 / bfloat16 activations, or run the layer through JAX")
     return fmt, a_dtype, N, K, g
 
 
@@ -261,7 +285,8 @@ torch.library.register_fake("bitblas_jax::matmul", _matmul_fake, lib=_lib)
 # ---- autograd: gradient in A and bias ------------------------------------------
 def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dtype: torch.dtype,
                K: int) -> torch.Tensor:
-    """The dequantized weight [N, K] in A's dtype, computed by the kernel itself.
+    """The dequantized weight [N, K] in A's dtype (float32 for int8 / float8 A), computed by the
+    kernel itself.
 
     C = I_K x dequant(W)^T is dequant(W)^T exactly: every output is one product
     1 * w, summed in float32 and cast to A's dtype, in which w already is.
@@ -269,11 +294,14 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
     rows), so it is for backward passes and debugging, not for inference.
     """
     name = _DTYPE_NAMES[a_dtype]
+    accum, out = "float32", name
+    if formats.is_quantized_activation(name):     # 1 * w exactly, then scale / zeros in float32
+        accum, out = QUANTIZED_A[name]["accum"], "float32"
     parts = []
     for k0 in range(0, K, 1024):
         rows = min(1024, K - k0)
         eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=a_dtype, device=W.device), (k0, 0))
-        parts.append(matmul(eye, W, scale, zeros, None, w_format, mode, group_size, "float32", name))
+        parts.append(matmul(eye, W, scale, zeros, None, w_format, mode, group_size, accum, out))
     return torch.cat(parts, 0).t()
 
 
@@ -302,3 +330,35 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("bitblas_jax::matmul", _backward, setup_context=_setup_context, lib=_lib)
+
+
+# ---- int8 / float8 activations --------------------------------------------------------------
+def quantize_activations(A: torch.Tensor, dtype: str = "int8", granularity: str = "per_token"):
+    """bitblas_jax.quantize_activations in torch, the same float32 arithmetic: (values, scales)
+    with scales float32 of shape A.shape[:-1] (per_token) or () (per_tensor)."""
+    dtype = formats.canonical_dtype(dtype)
+    if dtype not in QMAX:
+        raise ValueError(f"quantize_activations: dtype={dtype!r} is not supported; allowed: {tuple(QMAX)}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"quantize_activations: granularity={granularity!r}; allowed: {GRANULARITIES}")
+    if _DTYPE_NAMES.get(A.dtype) not in _FLOAT_A:
+        raise TypeError(f"quantize_activations: A must be float16, bfloat16 or float32, got {A.dtype}")
+    x = A.detach().to(torch.float32)
+    amax = x.abs().amax(dim=-1, keepdim=True) if granularity == "per_token" else x.abs().amax().reshape(
+        (1,) * x.dim())
+    qmax = QMAX[dtype]
+    scale = amax * torch.tensor(1.0 / qmax, dtype=torch.float32)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = (x * (1.0 / scale)).clamp(-qmax, qmax)
+    values = q.round().to(torch.int8) if dtype == "int8" else q.to(TORCH_DTYPES[dtype])
+    return values, (scale[..., 0] if granularity == "per_token" else scale.reshape(()))
+
+
+def quantized_epilogue(v: torch.Tensor, a_scale: torch.Tensor, bias, out_dtype: str) -> torch.Tensor:
+    """quantized_dot.epilogue in torch: cast(a_scale * v + bias), v float32 [..., N]."""
+    v = v * (a_scale[..., None] if a_scale.dim() else a_scale)
+    if bias is not None:
+        v = v + bias.to(torch.float32)
+    if out_dtype == "int8":
+        return torch.nan_to_num(v, nan=0.0).clamp(-128.0, 127.0).round().to(torch.int8)
+    return v.to(TORCH_DTYPES[out_dtype])

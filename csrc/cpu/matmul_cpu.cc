@@ -19,19 +19,22 @@
 #include "matmul_cpu.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
-#include <thread>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "matmul_cpu_convert.h"
+#include "matmul_cpu_qact.h"
+#include "matmul_cpu_threads.h"
+#include "matmul_cpu_tile.h"
 
 namespace bitblas_jax {
 namespace {
 
 using cpu::bf16_to_f32;
+using cpu::build_lut;
+using cpu::decode_tile;
 using cpu::f16_to_f32;
 
 // Columns decoded per step: a multiple of every tile_k (<= 256) and 32 KiB
@@ -43,10 +46,6 @@ constexpr int64_t kMBlock = 64;
 // Rows of A per micro-kernel call: 2 x 16 sums are 8 SSE registers, which
 // leaves room for the weights (16 registers in all on x86-64).
 constexpr int kMR = 2;
-// Problems with at most this many multiply-adds run on the calling thread;
-// above it each thread gets at least kThreadWork of them.
-constexpr double kThreadMinWork = double(1 << 21);
-constexpr double kThreadWork = double(1 << 20);
 
 enum class Round { kNone, kF16, kBF16 };
 
@@ -144,39 +143,6 @@ inline void load_group(const Problem& p, int64_t n, int64_t g, float* s, float* 
 // ---------------------------------------------------------------------------
 // Tile decode.
 
-inline uint32_t load_le32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-}
-
-// Decodes one 512-byte tile into out[col * 16 + row] (col < tile_k) with
-// out = dec(code, row). Walks the tile as 32 lanes x 4 words (the layout's
-// 16-byte lane chunks) and places every field with layout.h's frag_row /
-// frag_col, inlined so that, the word and element loops being unrolled,
-// every shift and offset is a constant.
-template <int BITS, class Dec>
-inline void decode_tile(const uint8_t* tile, Dec dec, float* out) {
-  constexpr int E = 32 / BITS;
-  constexpr uint32_t kMask = (1u << BITS) - 1u;
-  for (int lane = 0; lane < 32; ++lane) {
-    const uint8_t* chunk = tile + lane * 16;
-    const int row0 = lane >> 2;
-    float* lane_out = out + 2 * (lane & 3) * kTileN + row0;
-#pragma GCC unroll 4
-    for (int word = 0; word < 4; ++word) {
-      const uint32_t w = load_le32(chunk + 4 * word);
-#pragma GCC unroll 32
-      for (int e = 0; e < E; ++e) {
-        const int f = word * E + e, i = f & 7;
-        const int field = (e & 1) * (E / 2) + (e >> 1);
-        const int drow = 8 * ((i >> 1) & 1);                       // row = row0 + drow
-        const int col = 16 * (f >> 3) + (i & 1) + 8 * (i >> 2);   // + 2 * (lane & 3)
-        lane_out[col * kTileN + drow] = dec((w >> (field * BITS)) & kMask, row0 + drow);
-      }
-    }
-  }
-}
-
 inline const uint8_t* tile_ptr(const Problem& p, int64_t n0, int64_t k, int tk) {
   return p.W + ((n0 / kTileN) * p.tiles_k + k / tk) * kTileBytes;
 }
@@ -223,27 +189,6 @@ void decode_grouped(const Problem& p, int64_t n0, int64_t k0, int64_t kc, float*
     decode_tile<BITS>(tile_ptr(p, n0, k, TK),
                       [&table](uint32_t c, int row) { return table[row * NC + c]; },
                       dst + (k - k0) * kTileN);
-  }
-}
-
-// code -> element value, formats.py decode_codes.
-void build_lut(WFormat f, float* lut) {
-  const int bits = format_bits(f);
-  for (int c = 0; c < (1 << bits); ++c) {
-    float v = 0.0f;
-    switch (f) {
-      case WFormat::kInt1: v = float(2 * c - 1); break;
-      case WFormat::kInt2: case WFormat::kInt4: case WFormat::kInt8:
-        v = float(c - (1 << (bits - 1))); break;
-      case WFormat::kUInt1: case WFormat::kUInt2: case WFormat::kUInt4: case WFormat::kUInt8:
-        v = float(c); break;
-      case WFormat::kNF4: v = kNF4Values[c]; break;
-      case WFormat::kFP4E2M1: v = kFP4E2M1Values[c]; break;
-      case WFormat::kFP8E4M3: v = cpu::fp8_e4m3fn_to_f32(uint8_t(c)); break;
-      case WFormat::kFP8E5M2: v = cpu::fp8_e5m2_to_f32(uint8_t(c)); break;
-      default: break;
-    }
-    lut[c] = v;
   }
 }
 
@@ -372,26 +317,12 @@ void run_bands(const Problem& p, int64_t band_begin, int64_t band_end) {
 // Setup.
 
 std::string validate(const MatmulArgs& a) {
-  const int f = static_cast<int>(a.w_format), m = static_cast<int>(a.mode);
-  if (f < 0 || f >= kNumWFormats) return "bad w_format " + std::to_string(f);
-  if (m < 0 || m >= kNumScaleModes) return "bad mode " + std::to_string(m);
   for (DType t : {a.a_dtype, a.out_dtype})
     if (t != DType::kF16 && t != DType::kBF16 && t != DType::kF32)
       return "A / output dtype must be float16, bfloat16 or float32";
   if (a.accum_dtype != DType::kF32 && a.accum_dtype != DType::kF16)
     return "accum_dtype must be float32 or float16";
-  if (!format_allows_mode(a.w_format, a.mode))
-    return "this scale / zeros mode is not allowed for the weight format";
-  const int bits = format_bits(a.w_format);
-  if (a.M < 0 || a.N <= 0 || a.K <= 0) return "need M >= 0 and N, K > 0";
-  if (a.N % kTileN) return "N must be a multiple of 16";
-  if (a.K % tile_k(bits)) return "K must be a multiple of " + std::to_string(tile_k(bits));
-  if (a.mode != ScaleMode::kNone && (a.group_size <= 0 || a.K % a.group_size))
-    return "group_size must be positive and divide K";
-  if (a.M > 0 && (!a.A || !a.W || !a.C)) return "A, W and C must not be null";
-  if (a.mode != ScaleMode::kNone && !a.scale) return "this mode needs scale";
-  if (a.mode >= ScaleMode::kOriginal && !a.zeros) return "this mode needs zeros";
-  return "";
+  return check_problem(a);
 }
 
 // Compile-time dispatch: f(std::integral_constant<...>) for a runtime value.
@@ -472,56 +403,28 @@ void plan_coded(const MatmulArgs& a, Problem* p) {
   }
 }
 
-int pick_threads(const Problem& p) {
-  const double work = double(p.M) * double(p.N) * double(p.K);
-  if (work <= kThreadMinWork) return 1;
-  int64_t n = std::thread::hardware_concurrency();
-  if (const char* s = std::getenv("BITBLAS_JAX_CPU_THREADS")) {  // optional override
-    const long v = std::strtol(s, nullptr, 10);
-    if (v > 0) n = v;
-  }
-  n = std::min<int64_t>({std::max<int64_t>(n, 1), p.N / kTileN,
-                         std::max<int64_t>(int64_t(work / kThreadWork), 1)});
-  return int(n);
-}
+}  // namespace
 
-// Runs bands [b0, b1) and turns any exception into a message.
-void run_guarded(const Problem& p, int64_t b0, int64_t b1, std::string* err) {
-  try {
-    run_bands(p, b0, b1);
-  } catch (const std::exception& e) {
-    *err = std::string("cpu kernel failed: ") + e.what();
-  } catch (...) {
-    *err = "cpu kernel failed";
-  }
-}
-
-std::string run_threads(const Problem& p) {
-  const int nt = pick_threads(p);
-  const int64_t bands = p.N / kTileN;
-  std::vector<std::string> errors(nt);
-  std::vector<std::thread> threads;
-  threads.reserve(nt);
-  for (int t = 0; t < nt; ++t) {
-    const int64_t b0 = bands * t / nt, b1 = bands * (t + 1) / nt;
-    if (t + 1 < nt) {
-      try {
-        threads.emplace_back(run_guarded, std::cref(p), b0, b1, &errors[t]);
-        continue;
-      } catch (...) {  // no thread available: do this share here
-      }
-    }
-    run_guarded(p, b0, b1, &errors[t]);
-  }
-  for (std::thread& th : threads) th.join();
-  for (const std::string& e : errors)
-    if (!e.empty()) return e;
+std::string check_problem(const MatmulArgs& a) {
+  const int f = static_cast<int>(a.w_format), m = static_cast<int>(a.mode);
+  if (f < 0 || f >= kNumWFormats) return "bad w_format " + std::to_string(f);
+  if (m < 0 || m >= kNumScaleModes) return "bad mode " + std::to_string(m);
+  if (!format_allows_mode(a.w_format, a.mode))
+    return "this scale / zeros mode is not allowed for the weight format";
+  const int bits = format_bits(a.w_format);
+  if (a.M < 0 || a.N <= 0 || a.K <= 0) return "need M >= 0 and N, K > 0";
+  if (a.N % kTileN) return "N must be a multiple of 16";
+  if (a.K % tile_k(bits)) return "K must be a multiple of " + std::to_string(tile_k(bits));
+  if (a.mode != ScaleMode::kNone && (a.group_size <= 0 || a.K % a.group_size))
+    return "group_size must be positive and divide K";
+  if (a.M > 0 && (!a.A || !a.W || !a.C)) return "A, W and C must not be null";
+  if (a.mode != ScaleMode::kNone && !a.scale) return "this mode needs scale";
+  if (a.mode >= ScaleMode::kOriginal && !a.zeros) return "this mode needs zeros";
   return "";
 }
 
-}  // namespace
-
 std::string matmul_cpu(const MatmulArgs& args) {
+  if (is_quantized_activation(args.a_dtype)) return matmul_cpu_quantized(args);
   std::string err = validate(args);
   if (!err.empty() || args.M == 0) return err;
   try {
@@ -544,7 +447,8 @@ std::string matmul_cpu(const MatmulArgs& args) {
       for (int64_t i = 0; i < args.M * args.K; ++i) a32[i] = load_act(args.A, args.a_dtype, i);
       p.A = a32.data();
     }
-    return run_threads(p);
+    return cpu::run_band_threads(p.N / kTileN, double(p.M) * double(p.N) * double(p.K),
+                                 [&p](int64_t b0, int64_t b1) { run_bands(p, b0, b1); });
   } catch (const std::exception& e) {
     return std::string("cpu kernel failed: ") + e.what();
   } catch (...) {

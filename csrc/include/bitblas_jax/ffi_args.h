@@ -19,7 +19,21 @@ inline bool to_dtype(ffi::DataType t, DType* out) {
     case ffi::DataType::F16: *out = DType::kF16; return true;
     case ffi::DataType::BF16: *out = DType::kBF16; return true;
     case ffi::DataType::F32: *out = DType::kF32; return true;
+    case ffi::DataType::S8: *out = DType::kI8; return true;
+    case ffi::DataType::S32: *out = DType::kI32; return true;
+    case ffi::DataType::F8E4M3FN: *out = DType::kF8E4M3; return true;
+    case ffi::DataType::F8E5M2: *out = DType::kF8E5M2; return true;
     default: return false;
+  }
+}
+
+// scale, float zeros and bias: in A's dtype, except under int8 / float8 activations, which
+// cannot hold them: float32 there (formats.py scale_dtype).
+inline ffi::DataType scale_type_for(ffi::DataType a_type) {
+  switch (a_type) {
+    case ffi::DataType::S8: case ffi::DataType::F8E4M3FN: case ffi::DataType::F8E5M2:
+      return ffi::DataType::F32;
+    default: return a_type;
   }
 }
 
@@ -28,7 +42,8 @@ inline ffi::Error arg_error(const std::string& what) {
 }
 
 // The packed weight and its scale / zeros (shared by the matmul and the
-// dequantize calls; a_type is the activation / dequantized dtype).
+// dequantize calls; a_type is the activation / dequantized dtype, whose
+// scale_type_for is the dtype of scale and float zeros).
 inline ffi::Error set_weight_args(ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::AnyBuffer zeros,
                                   ffi::DataType a_type, int64_t w_format, int64_t mode, int64_t group_size,
                                   int64_t N, int64_t K, MatmulArgs* args) {
@@ -46,15 +61,17 @@ inline ffi::Error set_weight_args(ffi::AnyBuffer W, ffi::AnyBuffer scale, ffi::A
   if (W.element_type() != ffi::DataType::U8 || W.element_count() * 8 != static_cast<size_t>(N * K * bits))
     return arg_error("W must be uint8 holding N*K*bits/8 bytes");
   const size_t groups = static_cast<size_t>(N * (K / group_size));
+  const ffi::DataType s_type = scale_type_for(a_type);
   const bool has_scale = args->mode != ScaleMode::kNone;
   const bool has_zeros = args->mode >= ScaleMode::kOriginal;
   if (has_scale != (scale.element_count() > 0) || (has_scale && scale.element_count() != groups) ||
-      (has_scale && scale.element_type() != a_type))
-    return arg_error("scale must be [N, K/group_size] in A's dtype exactly when the mode scales");
+      (has_scale && scale.element_type() != s_type))
+    return arg_error("scale must be [N, K/group_size] in A's dtype (float32 for int8 / float8 A) "
+                     "exactly when the mode scales");
   if (has_zeros != (zeros.element_count() > 0) || (has_zeros && zeros.element_count() != groups))
     return arg_error("zeros must be [N, K/group_size] exactly when the mode has zeros");
   if (has_zeros) {
-    const ffi::DataType want = args->mode != ScaleMode::kQuantized ? a_type
+    const ffi::DataType want = args->mode != ScaleMode::kQuantized ? s_type
                                : format_is_signed_int(args->w_format) ? ffi::DataType::S8
                                                                       : ffi::DataType::U8;
     if (zeros.element_type() != want) return arg_error("zeros has the wrong dtype for the mode");
@@ -73,8 +90,10 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
                                    MatmulArgs* args) {
   if (accum_dtype < 0 || accum_dtype >= kNumDTypes) return arg_error("bad accum_dtype");
   args->accum_dtype = static_cast<DType>(accum_dtype);
-  if (!to_dtype(A.element_type(), &args->a_dtype)) return arg_error("A must be f16, bf16 or f32");
-  if (!to_dtype(C.element_type(), &args->out_dtype)) return arg_error("C must be f16, bf16 or f32");
+  if (!to_dtype(A.element_type(), &args->a_dtype))
+    return arg_error("A must be f16, bf16, f32, s8, f8e4m3fn or f8e5m2");
+  if (!to_dtype(C.element_type(), &args->out_dtype))
+    return arg_error("C must be f16, bf16, f32, s8 or s32");
   if (ffi::Error e = set_weight_args(W, scale, zeros, A.element_type(), w_format, mode, group_size, N, K, args);
       e.failure())
     return e;
@@ -84,8 +103,9 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
   auto cd = C.dimensions();
   if (cd.size() != 2 || cd[0] != args->M || cd[1] != N) return arg_error("C must be [M, N]");
   if (bias.element_count() != 0 &&
-      (bias.element_count() != static_cast<size_t>(N) || bias.element_type() != A.element_type()))
-    return arg_error("bias must be [N] in A's dtype");
+      (bias.element_count() != static_cast<size_t>(N) ||
+       bias.element_type() != scale_type_for(A.element_type())))
+    return arg_error("bias must be [N] in A's dtype (float32 for int8 / float8 A)");
   args->A = A.untyped_data();
   args->bias = bias.element_count() ? bias.untyped_data() : nullptr;
   args->C = C.untyped_data();

@@ -31,11 +31,15 @@ inline constexpr int kNumWFormats = 14;
 
 // Activation / accumulation / output dtypes (formats.py DTYPE_IDS).
 enum class DType : int32_t {
-  kF16 = 0,   // float16
-  kBF16 = 1,  // bfloat16
-  kF32 = 2,   // float32
+  kF16 = 0,     // float16
+  kBF16 = 1,    // bfloat16
+  kF32 = 2,     // float32
+  kI8 = 3,      // int8
+  kI32 = 4,     // int32
+  kF8E4M3 = 5,  // float8_e4m3fn
+  kF8E5M2 = 6,  // float8_e5m2
 };
-inline constexpr int kNumDTypes = 3;
+inline constexpr int kNumDTypes = 7;
 
 // How scale / zeros enter the decode (formats.py MODE_IDS; kernel_api.h says how).
 enum class ScaleMode : int32_t {
@@ -162,6 +166,10 @@ constexpr const char* dtype_name(DType v) {
     case DType::kF16: return "float16";
     case DType::kBF16: return "bfloat16";
     case DType::kF32: return "float32";
+    case DType::kI8: return "int8";
+    case DType::kI32: return "int32";
+    case DType::kF8E4M3: return "float8_e4m3fn";
+    case DType::kF8E5M2: return "float8_e5m2";
   }
   return "?";
 }

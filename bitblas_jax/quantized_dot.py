@@ -1,0 +1,100 @@
+"""int8 / float8 activations in jax.numpy: the exact group sums by XLA's dot, then the float32 epilogue.
+
+The op's semantics for quantized activations (README, "int8 and float8 activations"), for output
+(m, n) and weight group g (one group = K when the mode has no scale):
+
+    S    = sum_{k in g} A[m, k] * w[n, k]   int32 for int8 A (wraps mod 2^32 like every int32 GEMM;
+                                            exact while |S| < 2^31), float32 for float8 A (the
+                                            products are exact)
+    Asum = sum_{k in g} A[m, k]             same type, zeros modes only
+    term = none: S; scale: s*S; original: s*(S - z*Asum); rescale: s*S - z*Asum;
+           quantized: s*(S - qz*Asum), the bracket in S's type
+    v    = float32 sum of the terms in group order
+    C    = cast_out(v + bias)               int32 output (mode none, no bias): S itself
+
+w are the weight's element values (formats.py), s / z / bias float32, qz the integer zero points.
+The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++; this module is the GPU
+path (primitive.py, while gpu_plan.quantized_activation_kernel says "xla_dot") and is exact there
+too: int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16
+(every float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with
+float8 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import dequant
+from .spec import KernelSpec
+
+
+def cast_out(v: jax.Array, out_dtype: str) -> jax.Array:
+    """float32 -> the output dtype: int8 rounds half to even and saturates to [-128, 127] (NaN -> 0);
+    float outputs round to nearest."""
+    if out_dtype == "int8":
+        v = jnp.where(jnp.isnan(v), 0.0, v)
+        return jnp.round(jnp.clip(v, -128.0, 127.0)).astype(jnp.int8)
+    return v.astype(out_dtype)
+
+
+def epilogue(v: jax.Array, bias, out_dtype: str, a_scale=None) -> jax.Array:
+    """C = cast_out(a_scale * v + bias) in float32 (a_scale: per-token [..., 1] or a scalar)."""
+    if a_scale is not None:
+        v = v * a_scale.astype(jnp.float32)
+    if bias is not None and bias.size:
+        v = v + bias.astype(jnp.float32)
+    return cast_out(v, out_dtype)
+
+
+def _group_term(S, asum, s, z, mode: str):
+    """The float32 term of one group: S [M, N], asum [M], s / z [N] (module docstring)."""
+    f32 = jnp.float32
+    if mode == "none":
+        return S.astype(f32)
+    s = s.astype(f32)[None, :]
+    if mode == "scale":
+        return s * S.astype(f32)
+    if mode == "quantized":
+        return s * (S - z.astype(S.dtype)[None, :] * asum[:, None]).astype(f32)
+    zf, af = z.astype(f32)[None, :], asum.astype(f32)[:, None]
+    if mode == "original":
+        return s * (S.astype(f32) - zf * af)
+    return s * S.astype(f32) - zf * af          # rescale
+
+
+def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
+    """C[..., N] for int8 / float8 A and the ordinary packed W (module docstring), jittable."""
+    K, N = spec.K, spec.N
+    A2 = A.reshape(-1, K)
+    M = A2.shape[0]
+    fmt = spec.format
+    values = dequant.decode(dequant.unpack_codes(W, N, K, fmt.bits), fmt)     # float32, exact
+    if spec.a_dtype == "int8":
+        acc_t, a, w = jnp.int32, A2, values.astype(jnp.int8)
+    else:
+        acc_t, a, w = jnp.float32, A2.astype(jnp.bfloat16), values.astype(jnp.bfloat16)
+
+    def dot(x, y):
+        return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
+
+    if spec.mode == "none":
+        S = dot(a, w)
+        if spec.out_dtype == "int32":
+            return S.reshape(A.shape[:-1] + (N,))
+        v = S.astype(jnp.float32)
+    else:
+        gs = spec.group_size
+        G = K // gs
+        ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
+        asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
+                ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
+        z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
+
+        def body(g, acc):
+            S = dot(jax.lax.dynamic_index_in_dim(ag, g, 1, keepdims=False),
+                    jax.lax.dynamic_index_in_dim(wg, g, 1, keepdims=False))
+            col = lambda x: jax.lax.dynamic_index_in_dim(x, g, 1, keepdims=False)  # noqa: E731
+            return acc + _group_term(S, col(asum), col(scale), col(z_all), spec.mode)
+
+        v = jax.lax.fori_loop(0, G, body, jnp.zeros((M, N), jnp.float32))
+    return epilogue(v, bias, spec.out_dtype).reshape(A.shape[:-1] + (N,))

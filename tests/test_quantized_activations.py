@@ -1,0 +1,286 @@
+"""int8 and float8 activations (BitBLAS's WxA8 and W_FP8A_FP8 rows): every combination on the CPU kernel
+and on the XLA path the GPU runs, against the float64 / int64 reference; bad input; jit / vmap / grad."""
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bitblas_jax as bj
+from bitblas_jax import config, formats, layout, primitive, quantized_dot, reference
+
+from cases import check_quantized, make_qcase, random_activations
+
+FP8 = ("float8_e4m3fn", "float8_e5m2")
+
+
+def _combinations():
+    for a_dtype, allowed in config.QUANTIZED_A.items():
+        for i, (w, out, bias) in enumerate(itertools.product(allowed["W"], allowed["out"], (False, True))):
+            for mode in formats.allowed_modes(formats.get_format(w)):
+                if out == "int32" and (mode != "none" or bias):
+                    continue
+                groups = (-1,) if mode == "none" else ((-1, 32, 128) if i % 2 else (64,))
+                for g in groups:
+                    yield pytest.param(a_dtype, w, mode, g, out, bias,
+                                       id=f"{a_dtype}-{w}-{mode}-g{g}-{out}-{'bias' if bias else 'nobias'}")
+
+
+COMBINATIONS = list(_combinations())
+
+
+def _xla_run(case, A=None):
+    """The GPU path (quantized_dot.matmul_xla) on this machine's backend."""
+    f32 = lambda x: jnp.zeros((0,), jnp.float32) if x is None else jnp.asarray(x)  # noqa: E731
+    return jax.jit(lambda A, W, s, z, b: quantized_dot.matmul_xla(A, W, s, z, b, case.mm.spec))(
+        jnp.asarray(case.A if A is None else A), case.packed(), f32(case.scale), f32(case.zeros),
+        f32(case.bias))
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,bias", COMBINATIONS)
+def test_every_combination(rng, a_dtype, w, mode, group, out, bias):
+    case = make_qcase(rng, a_dtype, w, mode, group, out, bias, M=3, N=32, K=256)
+    check_quantized(case, case.run())
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,bias", COMBINATIONS[::3])
+def test_every_combination_xla_path(rng, a_dtype, w, mode, group, out, bias):
+    """The path GPUs run (exact dots in XLA, the same float32 epilogue), checked on this backend."""
+    case = make_qcase(rng, a_dtype, w, mode, group, out, bias, M=3, N=32, K=256)
+    check_quantized(case, _xla_run(case))
+
+
+@pytest.mark.parametrize("w", config.QUANTIZED_A["int8"]["W"])
+def test_int32_bit_identical_full_range(rng, w):
+    """Full-range int8 activations and weights, a long K: int32 outputs equal the int64 sums."""
+    for M, N, K in ((1, 16, 4096), (5, 48, 1024), (17, 32, 2048), (16, 64, 4096)):   # the last: threads
+        case = make_qcase(rng, "int8", w, "none", -1, "int32", M=M, N=N, K=K)
+        check_quantized(case, case.run())
+        check_quantized(case, _xla_run(case))
+
+
+@pytest.mark.parametrize("path", ["kernel", "xla"])
+def test_int32_no_overflow_at_k_65536(path):
+    """The documented limit: K = 2^16 with every product at its largest, (-128) * (-128), sums to
+    2^30 (and 127 * -128 * 2^16 = -2^30 + 2^23), inside int32."""
+    K = 1 << 16
+    cfg = bj.MatmulConfig(N=16, K=K, A_dtype="int8", W_dtype="int8", out_dtype="int32")
+    mm = bj.Matmul(cfg)
+    A = np.full((2, K), -128, np.int8)
+    A[1] = 127
+    values = np.full((16, K), -128, np.int8)
+    W = mm.transform_weight(values)
+    if path == "kernel":
+        out = mm(jnp.asarray(A), W)
+    else:
+        out = quantized_dot.matmul_xla(jnp.asarray(A), W, *(jnp.zeros((0,), jnp.float32),) * 3, mm.spec)
+    expect = reference.integer_matmul(A, values, "int8")
+    assert expect[0, 0] == 2**30 and expect[1, 0] == -(2**30) + 2**23
+    np.testing.assert_array_equal(np.asarray(out).astype(np.int64), expect)
+
+
+def test_int8_output_rounds_half_even_and_saturates():
+    """int8 output: round half to even, saturate to [-128, 127]."""
+    K = 256
+    cfg = bj.MatmulConfig(N=16, K=K, A_dtype="int8", W_dtype="int8", out_dtype="int8", with_scaling=True)
+    mm = bj.Matmul(cfg)
+    A = np.zeros((8, K), np.int8)
+    A[:, 0] = [1, 3, 5, -1, -3, 100, -100, 7]       # times w = 1 and s = 0.5 -> .5, 1.5, 2.5, ..., 50, -50
+    values = np.zeros((16, K), np.int8)
+    values[:, 0] = 1
+    scale = np.full((16, 1), 0.5, np.float32)
+    scale[1] = 4.0                                   # 400 / -400 saturate
+    out = np.asarray(mm(jnp.asarray(A), mm.transform_weight(values), scale=scale))
+    np.testing.assert_array_equal(out[:, 0], [0, 2, 2, -0, -2, 50, -50, 4])
+    np.testing.assert_array_equal(out[:, 1], [4, 12, 20, -4, -12, 127, -128, 28])
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "token"])
+@pytest.mark.parametrize("a_dtype,w,mode,out", [("int8", "int8", "scale", "float16"),
+                                               ("int8", "int4", "scale", "bfloat16"),
+                                               ("int8", "uint4", "original", "int8"),
+                                               ("float8_e4m3fn", "float8_e4m3fn", "scale", "bfloat16"),
+                                               ("float8_e5m2", "int4", "quantized", "float32")])
+def test_activation_scales(rng, a_dtype, w, mode, out, granularity):
+    case = make_qcase(rng, a_dtype, w, mode, 64, out, True, M=5, N=32, K=256, a_scale=granularity)
+    check_quantized(case, case.run())
+    check_quantized(case, jax.jit(lambda A, W, s, z, b, a: case.mm(A, W, scale=s, zeros=z, bias=b, a_scale=a))(
+        jnp.asarray(case.A), case.packed(), case.scale, case.zeros, case.bias, case.a_scale))
+
+
+@pytest.mark.parametrize("M", [1, 7, 33])
+def test_odd_m_and_leading_dims(rng, M):
+    case = make_qcase(rng, "int8", "int4", "scale", 128, "float32", True, M=M, N=48, K=512)
+    check_quantized(case, case.run())
+    case = make_qcase(rng, "float8_e4m3fn", "float8_e5m2", "scale", 64, "float16", M=M, N=32, K=256,
+                      a_shape=(2, M, 256))
+    out = case.run()
+    assert out.shape == (2, M, 32)
+    check_quantized(case, out)
+
+
+def test_large_groups_and_shapes(rng):
+    for g in (8, 24, 256, 2048):
+        case = make_qcase(rng, "int8", "uint2", "original", g, "float32", M=9, N=64, K=3072 if g == 24 else 2048)
+        check_quantized(case, case.run())
+        check_quantized(case, _xla_run(case))
+
+
+@pytest.mark.parametrize("a_dtype,w", [("int8", "uint4"), ("float8_e5m2", "float8_e4m3fn")])
+def test_threaded_cpu_kernel(rng, a_dtype, w):
+    """M * N * K above 2^21: the CPU kernel splits the bands over threads."""
+    case = make_qcase(rng, a_dtype, w, "scale", 128, "float32", True, M=33, N=128, K=1024)
+    check_quantized(case, case.run())
+
+
+def test_m_zero(rng):
+    case = make_qcase(rng, "int8", "int4", "scale", 64, "float16", M=3, N=32, K=256)
+    out = case.run(A=np.zeros((0, 256), np.int8))
+    assert out.shape == (0, 32) and out.dtype == jnp.float16
+
+
+def test_vmap(rng):
+    case = make_qcase(rng, "int8", "int4", "rescale", 64, "float32", True, a_shape=(4, 3, 256))
+    W = case.packed()
+    f = lambda a: case.mm(a, W, scale=case.scale, zeros=case.zeros, bias=case.bias)  # noqa: E731
+    check_quantized(case, jax.vmap(f)(jnp.asarray(case.A)))
+    check_quantized(case, jax.vmap(f, in_axes=1, out_axes=1)(jnp.asarray(case.A)))
+    case = make_qcase(rng, "float8_e4m3fn", "int4", "scale", 64, "bfloat16", a_shape=(4, 3, 256),
+                      a_scale="token")
+    W = case.packed()
+    out = jax.vmap(lambda a, s: case.mm(a, W, scale=case.scale, a_scale=s))(jnp.asarray(case.A), case.a_scale)
+    check_quantized(case, out)
+
+
+def test_vmap_over_weights(rng):
+    cases = [make_qcase(rng, "int8", "int8", "scale", 64, "float32") for _ in range(2)]
+    A = jnp.asarray(cases[0].A)
+    out = jax.vmap(lambda w, s: cases[0].mm(A, w, scale=s))(jnp.stack([c.packed() for c in cases]),
+                                                           jnp.stack([c.scale for c in cases]))
+    for i, c in enumerate(cases):
+        c.A = cases[0].A
+        check_quantized(c, out[i])
+
+
+def test_grad_wrt_integer_a_raises(rng):
+    case = make_qcase(rng, "int8", "int4", "scale", 64, "float32")
+    W = case.packed()
+    with pytest.raises(TypeError, match="int8"):
+        jax.grad(lambda A: case.mm(A, W, scale=case.scale).sum())(jnp.asarray(case.A))
+
+
+def test_grad_wrt_float8_a_raises(rng):
+    case = make_qcase(rng, "float8_e4m3fn", "float8_e4m3fn", "scale", 64, "float32")
+    W = case.packed()
+    with pytest.raises(TypeError, match="derivative with respect to A is not defined for float8_e4m3fn"):
+        jax.grad(lambda A: case.mm(A, W, scale=case.scale).sum().astype(jnp.float32))(jnp.asarray(case.A))
+
+
+def test_grad_wrt_scale_and_bias(rng):
+    """d/ds[n, g] = sum_m a_scale[m] * S_g[m, n]; d/dbias = M (float32 output)."""
+    case = make_qcase(rng, "int8", "int4", "scale", 64, "float32", True, M=4, a_scale="token")
+    W = case.packed()
+    gs, gb = jax.grad(lambda s, b: case.mm(jnp.asarray(case.A), W, scale=s, bias=b, a_scale=case.a_scale).sum(),
+                      argnums=(0, 1))(jnp.asarray(case.scale), jnp.asarray(case.bias))
+    S = np.einsum("mgk,ngk->mng", case.A.astype(np.float64).reshape(4, 4, 64),
+                  case.values.astype(np.float64).reshape(32, 4, 64))
+    expect = np.einsum("m,mng->ng", case.a_scale.astype(np.float64), S)
+    np.testing.assert_allclose(np.asarray(gs, np.float64), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+    np.testing.assert_allclose(np.asarray(gb), np.full(32, 4.0))
+
+
+# ---- bad input -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw,field", [
+    (dict(A_dtype="int8", W_dtype="nf4"), "W_dtype"),
+    (dict(A_dtype="int8", W_dtype="uint8"), "W_dtype"),
+    (dict(A_dtype="int8", W_dtype="float8_e4m3fn"), "W_dtype"),
+    (dict(A_dtype="int8", W_dtype="int4", accum_dtype="float32"), "accum_dtype"),
+    (dict(A_dtype="int8", W_dtype="int4", out_dtype="float8_e4m3fn"), "out_dtype"),
+    (dict(A_dtype="int8", W_dtype="int4", out_dtype="int32", with_scaling=True), "out_dtype"),
+    (dict(A_dtype="int8", W_dtype="int4", out_dtype="int32", with_bias=True), "out_dtype"),
+    (dict(A_dtype="float8_e4m3fn", W_dtype="int8"), "W_dtype"),
+    (dict(A_dtype="float8_e4m3fn", W_dtype="float8_e4m3fn", accum_dtype="int32"), "accum_dtype"),
+    (dict(A_dtype="e5m2_float8", W_dtype="e4m3_float8", out_dtype="int8"), "out_dtype"),
+    (dict(A_dtype="float16", W_dtype="int4", out_dtype="int32"), "out_dtype"),
+    (dict(A_dtype="float16", W_dtype="int4", accum_dtype="int32"), "accum_dtype"),
+    (dict(A_dtype="int4", W_dtype="int4"), "A_dtype"),
+    (dict(A_dtype="uint8", W_dtype="int4"), "A_dtype"),
+])
+def test_config_rejects(kw, field):
+    with pytest.raises(ValueError, match=f"MatmulConfig.{field}="):
+        bj.MatmulConfig(N=32, K=256, **kw)
+
+
+def test_config_defaults_and_aliases():
+    c = bj.MatmulConfig(N=32, K=256, A_dtype="int8", W_dtype="int4", out_dtype="int32")
+    assert c.accum_dtype == "int32" and c.scale_dtype == "float32" and c.quantized_activations
+    c = bj.MatmulConfig(N=32, K=256, A_dtype="e4m3_float8", W_dtype="e5m2_float8", out_dtype="bfloat16",
+                        with_scaling=True)
+    assert (c.A_dtype, c.W_dtype, c.accum_dtype) == ("float8_e4m3fn", "float8_e5m2", "float32")
+    assert bj.MatmulConfig(N=32, K=256).accum_dtype == "float32"
+
+
+def test_call_rejects_bad_input(rng):
+    case = make_qcase(rng, "int8", "int4", "original", 64, "float16", True)
+    mm, W = case.mm, case.packed()
+    good = dict(scale=case.scale, zeros=case.zeros, bias=case.bias)
+    with pytest.raises(TypeError, match="A must be int8.*quantize_activations"):
+        mm(jnp.asarray(case.A, jnp.float16), W, **good)
+    with pytest.raises(ValueError, match="A must have shape"):
+        mm(jnp.asarray(case.A[:, :128]), W, **good)
+    with pytest.raises(ValueError, match="scale must have shape"):
+        mm(jnp.asarray(case.A), W, **{**good, "scale": case.scale[:, :1]})
+    with pytest.raises(TypeError, match="zeros must be a float array"):
+        mm(jnp.asarray(case.A), W, **{**good, "zeros": case.zeros.astype(np.int32)})
+    with pytest.raises(ValueError, match="a_scale must be a scalar"):
+        mm(jnp.asarray(case.A), W, **good, a_scale=np.ones((2,), np.float32))
+    with pytest.raises(TypeError, match="a_scale must be a float"):
+        mm(jnp.asarray(case.A), W, **good, a_scale=np.ones((3,), np.int32))
+    f16 = bj.Matmul(bj.MatmulConfig(N=32, K=256, A_dtype="float16", W_dtype="int4"))
+    with pytest.raises(ValueError, match="a_scale is for int8 / float8"):
+        f16(jnp.zeros((3, 256), jnp.float16), f16.transform_weight(np.zeros((32, 256), np.int8)),
+            a_scale=np.float32(1))
+    i32 = bj.Matmul(bj.MatmulConfig(N=32, K=256, A_dtype="int8", W_dtype="int4", out_dtype="int32"))
+    with pytest.raises(ValueError, match="a_scale needs a float or int8 output"):
+        i32(jnp.asarray(case.A), W, a_scale=np.float32(1))
+
+
+def test_dequantize_is_float32(rng):
+    case = make_qcase(rng, "int8", "uint4", "original", 64, "float32")
+    wd = case.mm.dequantize(case.packed(), case.scale, case.zeros)
+    assert wd.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(wd, np.float64), case.wd(), rtol=1e-6, atol=1e-6)
+
+
+def test_random_activations_cover_range(rng):
+    a = random_activations(rng, "int8", (64, 256))
+    assert a.min() == -128 and a.max() == 127
+    primitive.empty(jnp.float32)  # the stand-in operand dtype of quantized activations
+
+
+# ---- the GPU path, lowered for CUDA on any machine ------------------------------------------------------
+@pytest.mark.parametrize("a_dtype,w,dot", [("int8", "int4", "(tensor<8x128xi8>, tensor<64x128xi8>) -> tensor<8x64xi32>"),
+                                           ("int8", "int8", "(tensor<8x256xi8>, tensor<64x256xi8>) -> tensor<8x64xi32>"),
+                                           ("float8_e4m3fn", "float8_e5m2",
+                                            "(tensor<8x256xbf16>, tensor<64x256xbf16>) -> tensor<8x64xf32>")])
+def test_cuda_lowering_is_exact_xla_dot(a_dtype, w, dot):
+    """On a GPU, int8 / float8 activations lower to XLA's own exact dots (gpu_plan routes them to
+    "xla_dot"): no custom call, an int8 x int8 -> int32 dot per group, or a bfloat16 -> float32 one."""
+    from bitblas_jax import gpu_plan
+    from bitblas_jax.export import export
+    group = 128 if w == "int4" else -1
+    cfg = bj.MatmulConfig(N=64, K=256, A_dtype=a_dtype, W_dtype=w, out_dtype="float16", group_size=group,
+                          with_scaling=True)
+    assert gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, cfg.mode) == "xla_dot"
+    assert primitive._cuda_runs_xla_ops(bj.Matmul(cfg).spec)
+    mm = bj.Matmul(cfg)
+    f = jax.jit(lambda A, W, s: mm(A, W, scale=s))
+    exp = export(f, platforms=["cuda"])(jax.ShapeDtypeStruct((8, 256), jnp.dtype(cfg.A_dtype)),
+                                       jax.ShapeDtypeStruct(layout.packed_shape(64, 256, cfg.format.bits), jnp.uint8),
+                                       jax.ShapeDtypeStruct((64, cfg.num_groups), jnp.float32))
+    text = exp.mlir_module()
+    assert "bitblas_jax_matmul" not in text and "custom_call" not in text
+    assert dot in text, [line for line in text.splitlines() if "dot_general" in line]
