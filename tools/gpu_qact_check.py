@@ -6,9 +6,7 @@
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
    bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers).
-2. Builds and runs tests/cuda/decode_i8_selftest.cu (the not yet wired decode_i8 CUDA kernel: every
-   format, modes none / scale, int32 bit for bit) when nvcc is on PATH, for the GPU's architecture.
-3. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
+2. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
    -> int32, the issue's baseline), and bitblas_jax W8A8 (per-channel), W4A8 (g128) and W_FP8A_FP8
    (per-tensor weight scale), activations already quantized, fp16 output; us per op, wall time of
    back-to-back calls (benchmarks/bench_matmul.py's time_jit).
@@ -34,26 +32,6 @@ def run_tests() -> tuple[bool, str]:
     if p.returncode:
         print(p.stdout[-6000:], p.stderr[-3000:])
     return p.returncode == 0, tail[0]
-
-
-def run_decode_i8_selftest() -> tuple[bool, str]:
-    import shutil
-    import jax
-    if shutil.which("nvcc") is None:
-        return False, "nvcc not on PATH"
-    cc = getattr(jax.devices()[0], "compute_capability", "9.0").replace(".", "")
-    arch = "90a" if cc == "90" else cc
-    exe = os.path.join(ROOT, "build", "decode_i8_selftest")
-    os.makedirs(os.path.dirname(exe), exist_ok=True)
-    b = subprocess.run(["nvcc", "-std=c++17", "-O3", f"-gencode=arch=compute_{arch},code=sm_{arch}",
-                        "-Icsrc/include", "-Icsrc/cuda", "tests/cuda/decode_i8_selftest.cu",
-                        "csrc/cuda/inst_decode_i8.cu", "-o", exe], cwd=ROOT, capture_output=True, text=True)
-    if b.returncode:
-        return False, "build failed: " + b.stderr[-300:]
-    r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
-    print(r.stdout[-3000:])
-    last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return r.returncode == 0, last
 
 
 def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
@@ -106,7 +84,6 @@ def main() -> int:
     results = {"JAX sees a GPU": (jax.default_backend() == "gpu", str(jax.devices()))}
     if not args.no_tests:
         results["tests on the GPU"] = run_tests()
-        results["decode_i8 CUDA selftest"] = run_decode_i8_selftest()
     if not args.no_bench:
         try:
             rows = bench(args.size, tuple(int(m) for m in args.Ms.split(",")))
