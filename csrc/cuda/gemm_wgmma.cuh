@@ -15,7 +15,8 @@
 // the next k-steps are decoded.
 // The producer warpgroup (its registers handed to the consumers by setmaxnreg)
 // fills a ring of stages (packed tiles of the CTA's 8 bands by bulk copies,
-// the activation tile by cp.async), each stage with a "full" mbarrier; the
+// the activation tile by cp.async, the tiles' group scales and zeros as one
+// word per row pair by shared stores), each stage with a "full" mbarrier; the
 // consumers wait on it and release the slot on its "empty" mbarrier once the
 // wgmmas that read it have retired (a stage has at least WINDOW - 1 k-steps,
 // so that is WINDOW - 1 k-steps into the next stage). So the consumer warps
