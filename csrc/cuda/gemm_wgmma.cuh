@@ -15,7 +15,8 @@
 // the next k-steps are decoded.
 // The producer warpgroup (its registers handed to the consumers by setmaxnreg)
 // fills a ring of stages (packed tiles of the CTA's 8 bands by bulk copies,
-// the activation tile by cp.async), each stage with a "full" mbarrier; the
+// the activation tile by cp.async, the tiles' group scales and zeros as one
+// word per row pair by shared stores), each stage with a "full" mbarrier; the
 // consumers wait on it and release the slot on its "empty" mbarrier once the
 // wgmmas that read it have retired (a stage has at least WINDOW - 1 k-steps,
 // so that is WINDOW - 1 k-steps into the next stage). So the consumer warps
@@ -44,6 +45,7 @@ struct WgmmaCfg {
   static constexpr int THREADS = NB * 32 + 128;      // + the producer warpgroup
   static constexpr int A_BYTES = BM * BK * 2;        // activation stage: BK / 64 sub-tiles of BM x 128 bytes
   static constexpr int W_BYTES = NB * TPB * 512;
+  static constexpr int G_BYTES = plan::wgmma_group_bytes(BITS, TPB);  // the stage's scale and zero words
   static constexpr int STAGE_BYTES = plan::wgmma_stage_bytes(BITS, BM);
   // two CTAs per SM where four stages fit and the wgmma fits the launch's 80 registers per
   // thread (ptxas checks a wgmma against the launch's count, not setmaxnreg's: m64n128 needs 94)
@@ -55,8 +57,10 @@ struct WgmmaCfg {
   static constexpr int STAGES = plan::wgmma_stages(BITS, BM);
   static constexpr int SMEM = plan::wgmma_smem_bytes(BITS, BM);  // + slack to align the ring to 1024 bytes
   static constexpr bool kSupported = plan::wgmma_supported(BITS, BM);
-  static_assert(STAGE_BYTES == A_BYTES + W_BYTES, "plan.h sizes the stage");
-  static_assert(A_BYTES % 1024 == 0 && W_BYTES % 1024 == 0, "stages keep the 1024-byte swizzle alignment");
+  static_assert(STAGE_BYTES == A_BYTES + W_BYTES + G_BYTES, "plan.h sizes the stage");
+  static_assert(A_BYTES % 1024 == 0 && W_BYTES % 1024 == 0 && G_BYTES % 1024 == 0,
+                "stages keep the 1024-byte swizzle alignment");
+  static_assert(NB * 8 == 64, "a group word per row pair: 64 words per tile and kind");
 };
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
@@ -153,7 +157,9 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
   if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full0 + 8 * s, 129);  // the producers' expect_tx arrival + their 128 cp.async arrivals
+      // the producers' expect_tx arrival, their 128 cp.async arrivals and their 128 arrivals after
+      // storing the stage's group words
+      mbar_init(full0 + 8 * s, 257);
       mbar_init(empty0 + 8 * s, NB * 32);  // every consumer thread
     }
   }
@@ -181,6 +187,44 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
                           static_cast<long long>(kb0) * TPB * 512;
     const uint16_t* asrc = reinterpret_cast<const uint16_t*>(p.A) + (m0 + ri + 8 * rq) * K +
                            static_cast<long long>(kb0) * BK + vi * 8;
+    // Group words: producer thread pt stores, for each tile of a stage, one word of kind pt / 64
+    // (0: scales, 1: zeros) of row pair pt % 64 = (n, n + 8), n = 16 (pair / 8) + pair % 8 of the CTA:
+    // row n's bits low, row n + 8's high (GroupBits::pack's order). Groups are whole tiles here (the
+    // plan sends other group sizes to gemm_mma): (gi_run, ti_run) = the next tile's group and its index
+    // within the group.
+    const bool has_groups = Cfg::G_BYTES > 0 && p.mode != MODE_NONE;
+    const int kind = pt >> 6, pair = pt & 63;
+    const int tiles_per_group = has_groups ? p.gs / TK : 1;
+    int gi_run = has_groups ? kb0 * TPB / tiles_per_group : 0;
+    int ti_run = has_groups ? kb0 * TPB - gi_run * tiles_per_group : 0;
+    const uint8_t* const zeros = group_zeros(p);
+    const bool zbyte = p.mode == MODE_QUANT;
+    const bool word_ok = has_groups && (pair >> 3) < bands_here && (kind == 0 || zeros != nullptr);
+    const long long n = (static_cast<long long>(bx) * NB + (pair >> 3)) * 16 + (pair & 7);
+    const uint8_t* const grow = !word_ok ? nullptr
+                                : kind == 0 ? static_cast<const uint8_t*>(p.scale) + n * p.G * 2
+                                            : zeros + n * p.G * (zbyte ? 1 : 2);
+    const bool gbyte = kind == 1 && zbyte;
+    const long long g8 = 8LL * p.G;  // elements from row n to row n + 8
+    // Issued after a stage's copies and combined when the next stage is stored, so the producer does
+    // not wait for them.
+    uint32_t g_lo[TPB], g_hi[TPB];
+    auto load_groups = [&](int kb) {
+#pragma unroll
+      for (int tt = 0; tt < TPB; ++tt) {
+        g_lo[tt] = g_hi[tt] = 0u;
+        if (!has_groups || kb >= kb1) continue;
+        if (word_ok) {
+          g_lo[tt] = gbyte ? ldg_u8_u32(grow, gi_run) : ldg_u16_u32(grow, gi_run);
+          g_hi[tt] = gbyte ? ldg_u8_u32(grow, gi_run + g8) : ldg_u16_u32(grow, gi_run + g8);
+        }
+        if (++ti_run == tiles_per_group) {
+          ti_run = 0;
+          ++gi_run;
+        }
+      }
+    };
+    load_groups(kb0);
     int slot = 0;
     uint32_t phase = 0;
     for (int kb = kb0; kb < kb1; ++kb) {
@@ -195,7 +239,14 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
 #pragma unroll
         for (int t = 0; t < VT; ++t) cp_async16(sbase + soff[t] + j * 4096, asrc + j * 32 * K + t * 32);
       }
+      if (has_groups) {
+        const uint32_t gbase = sbase + Cfg::A_BYTES + Cfg::W_BYTES + pt * 4;  // kind * 256 + pair * 4
+#pragma unroll
+        for (int tt = 0; tt < TPB; ++tt) sts32(gbase + tt * 512, g_lo[tt] | (g_hi[tt] << 16));
+      }
+      mbar_arrive(full);  // releases the group words' stores to the consumers' wait
       mbar_arrive_cp_async(full);
+      load_groups(kb + 1);
       wsrc += TPB * 512;
       asrc += BK;
       if (++slot == STAGES) {
@@ -218,49 +269,22 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     const bool band_ok = band < nbands;
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
 
-    // Scales / zeros of the next stage's tiles, read while this one computes.
-    // Groups are whole tiles here (the plan sends other group sizes to gemm_mma);
-    // (gi_run, ti_run): the next tile's group and its index within the group.
-    const bool has_groups = p.mode != MODE_NONE;
-    const int tiles_per_group = has_groups ? p.gs / TK : 1;
-    int gi_run = 0, ti_run = 0;
-    if (has_groups) {
-      gi_run = kb0 * TPB / tiles_per_group;
-      ti_run = kb0 * TPB - gi_run * tiles_per_group;
-    }
-    const GroupRows grows(p, band_ok ? nrow0 : 0);
-    GroupBits g_nx[TPB];
-    auto prefetch = [&](int kb) {
-#pragma unroll
-      for (int tt = 0; tt < TPB; ++tt) {
-        g_nx[tt] = GroupBits{0u, 0u, 0u, 0u};
-        if (!has_groups || kb >= kb1) continue;
-        if (band_ok) g_nx[tt] = grows.load(p, gi_run);
-        if (++ti_run == tiles_per_group) {
-          ti_run = 0;
-          ++gi_run;
-        }
-      }
-    };
-    prefetch(kb0);
-
+    const bool has_groups = Cfg::G_BYTES > 0 && p.mode != MODE_NONE, has_zeros = has_groups && p.mode > MODE_SCALE;
     int slot = 0, prev = STAGES - 1;  // this stage's slot and the one before it
     uint32_t phase = 0;
     for (int kb = kb0; kb < kb1; ++kb) {
-      GroupBits g_cur[TPB];
-#pragma unroll
-      for (int tt = 0; tt < TPB; ++tt) g_cur[tt] = g_nx[tt];
-      prefetch(kb + 1);
       mbar_wait(full0 + 8 * slot, phase);
       fence_proxy_async_smem();  // the producer's cp.async writes -> wgmma's reads
       const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES;
       const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
+      const uint32_t sg_addr = sbase + Cfg::A_BYTES + Cfg::W_BYTES + (warp * 8 + g) * 4;
       const bool release_prev = kb > kb0;
 #pragma unroll
       for (int tt = 0; tt < TPB; ++tt) {
         RowP<T> P0, P1;
-        uint32_t s2, z2;
-        g_cur[tt].pack(s2, z2);  // the first use of the loads issued a stage ago
+        uint32_t s2 = 0u, z2 = 0u;
+        if (has_groups) s2 = lds32(sg_addr + tt * 512);  // this lane's row pair's words
+        if (has_zeros) z2 = lds32(sg_addr + tt * 512 + 256);
         rowp_make2<FC, T>(p, pbase, s2, z2, P0, P1);
         const uint4 w = lds128(sw_addr + tt * 512);
         static_for<0, NS>([&](auto I) {

@@ -172,8 +172,22 @@ constexpr int kWgmmaWeightRows = 128;  // two consumer warpgroups, one 16-row ba
 // Shared-memory budgets: two CTAs per SM for tiles of <= 64 activation rows, one above.
 constexpr int kWgmmaTwoCtaBudget = 106 * 1024;
 constexpr int kWgmmaOneCtaBudget = 220 * 1024;
-// A stage of 128 k: BM x 128 activations + 8 bands x 128 k of weights.
-constexpr int wgmma_long_stage_bytes(int bits, int act_rows) { return act_rows * 128 * 2 + 8 * 16 * 128 * bits / 8; }
+// The group constants of a stage (scales and zeros of each packed tile, one 32-bit word per row pair
+// n, n + 8 of the CTA's 128 rows: 2 x 64 words a tile), staged by the producer so the consumers read
+// them with one shared load; padded so every stage keeps the 1024-byte swizzle alignment. 16-bit weights
+// take no scales.
+constexpr int wgmma_group_bytes(int bits, int tiles_per_stage) {
+  return bits >= 16 ? 0 : (tiles_per_stage * 512 + 1023) / 1024 * 1024;
+}
+// A stage of stage_k: the activations (BM x stage_k), 8 bands of packed tiles, their group constants.
+constexpr int wgmma_stage_bytes_at(int bits, int act_rows, int stage_k) {
+  return act_rows * stage_k * 2 + kWgmmaWeightRows / kTileRows * (stage_k / packed_tile_k(bits)) * 512 +
+         wgmma_group_bytes(bits, stage_k / packed_tile_k(bits));
+}
+// A stage of at least 128 k (whole packed tiles).
+constexpr int wgmma_long_stage_bytes(int bits, int act_rows) {
+  return wgmma_stage_bytes_at(bits, act_rows, packed_tile_k(bits) > 128 ? packed_tile_k(bits) : 128);
+}
 // Stages of at least 128 k pay the stage's waits and scale loads half as often: taken where enough of
 // them fit (four in the two-CTA budget, three in the one-CTA budget).
 constexpr bool wgmma_long_stages(int bits, int act_rows) {
@@ -188,7 +202,7 @@ constexpr int wgmma_stage_k(int bits, int act_rows) {
 }
 constexpr int wgmma_tiles_per_stage(int bits, int act_rows) { return wgmma_stage_k(bits, act_rows) / packed_tile_k(bits); }
 constexpr int wgmma_stage_bytes(int bits, int act_rows) {
-  return act_rows * wgmma_stage_k(bits, act_rows) * 2 + kWgmmaWeightRows / kTileRows * wgmma_tiles_per_stage(bits, act_rows) * 512;
+  return wgmma_stage_bytes_at(bits, act_rows, wgmma_stage_k(bits, act_rows));
 }
 constexpr int wgmma_ctas_per_sm(int bits, int act_rows) {
   return act_rows <= 64 && 4 * wgmma_stage_bytes(bits, act_rows) <= kWgmmaTwoCtaBudget ? 2 : 1;
