@@ -10,19 +10,6 @@ A_DTYPES = ("float16", "bfloat16", "float32", "int8", "float8_e4m3fn", "float8_e
 ACCUM_DTYPES = ("float16", "float32")
 OUT_DTYPES = ("float16", "bfloat16", "float32")
 
-# Quantized activations (README, "int8 and float8 activations"): the weights, accumulator and
-# outputs each activation dtype pairs with. int8 x int8..int1 is BitBLAS's WxA8 row; bfloat16
-# output of int8 and int4 weights under float8 go beyond BitBLAS's table.
-QUANTIZED_A = {
-    "int8": dict(W=("int8", "uint4", "int4", "uint2", "int2", "uint1", "int1"), accum="int32",
-                 out=("int32", "float32", "float16", "bfloat16", "int8")),
-    "float8_e4m3fn": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
-                          out=("float32", "float16", "bfloat16")),
-    "float8_e5m2": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
-                        out=("float32", "float16", "bfloat16")),
-}
-
-
 def _bad(field, value, allowed):
     return ValueError(f"MatmulConfig.{field}={value!r} is not supported; allowed: {allowed}")
 
@@ -77,11 +64,11 @@ class MatmulConfig:
             raise _bad("W_dtype", self.W_dtype, sorted(formats.FORMATS)) from None
         set_("W_dtype", fmt.name)
         if self.accum_dtype is None:
-            set_("accum_dtype", QUANTIZED_A[a_dtype]["accum"] if a_dtype in QUANTIZED_A else "float32")
+            set_("accum_dtype", formats.QUANTIZED_A[a_dtype]["accum"] if a_dtype in formats.QUANTIZED_A else "float32")
         set_("accum_dtype", formats.canonical_dtype(self.accum_dtype))
         set_("out_dtype", formats.canonical_dtype(self.out_dtype))
-        if a_dtype in QUANTIZED_A:
-            self._check_quantized_activation(QUANTIZED_A[a_dtype])
+        if a_dtype in formats.QUANTIZED_A:
+            self._check_quantized_activation(formats.QUANTIZED_A[a_dtype])
         else:
             if self.accum_dtype not in ACCUM_DTYPES:
                 raise _bad("accum_dtype", self.accum_dtype, ACCUM_DTYPES)

@@ -85,11 +85,22 @@ ALIASES = {
 }
 
 # Activation / accumulation / output dtypes. int8 and the float8 kinds are quantized activations
-# (config.py says which weights, accumulators and outputs go with them); int32 accumulates and
-# outputs the exact integer sum.
+# (QUANTIZED_A); int32 accumulates and outputs the exact integer sum.
 DTYPE_IDS = {"float16": 0, "bfloat16": 1, "float32": 2, "int8": 3, "int32": 4,
              "float8_e4m3fn": 5, "float8_e5m2": 6}
-QUANTIZED_ACTIVATIONS = ("int8", "float8_e4m3fn", "float8_e5m2")
+# Quantized activations (README, "int8 and float8 activations"): the weights, accumulator and
+# outputs each activation dtype pairs with. int8 x int8..int1 is BitBLAS's WxA8 row; bfloat16
+# output of int8 and int4 weights under float8 go beyond BitBLAS's table. The C++ handlers read
+# this table from formats_generated.h.
+QUANTIZED_A = {
+    "int8": dict(W=("int8", "uint4", "int4", "uint2", "int2", "uint1", "int1"), accum="int32",
+                 out=("int32", "float32", "float16", "bfloat16", "int8")),
+    "float8_e4m3fn": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
+                          out=("float32", "float16", "bfloat16")),
+    "float8_e5m2": dict(W=("float8_e4m3fn", "float8_e5m2", "int4"), accum="float32",
+                        out=("float32", "float16", "bfloat16")),
+}
+QUANTIZED_ACTIVATIONS = tuple(QUANTIZED_A)
 MODE_IDS = {"none": 0, "scale": 1, "original": 2, "rescale": 3, "quantized": 4}
 ZEROS_MODES = ("original", "rescale", "quantized")
 

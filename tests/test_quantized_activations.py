@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bitblas_jax as bj
-from bitblas_jax import config, formats, layout, primitive, quantized_dot, reference
+from bitblas_jax import formats, layout, primitive, quantized_dot, reference
 
 from cases import check_quantized, make_qcase, random_activations
 
@@ -18,7 +18,7 @@ FP8 = ("float8_e4m3fn", "float8_e5m2")
 
 
 def _combinations():
-    for a_dtype, allowed in config.QUANTIZED_A.items():
+    for a_dtype, allowed in formats.QUANTIZED_A.items():
         for i, (w, out, bias) in enumerate(itertools.product(allowed["W"], allowed["out"], (False, True))):
             for mode in formats.allowed_modes(formats.get_format(w)):
                 if out == "int32" and (mode != "none" or bias):
@@ -53,7 +53,7 @@ def test_every_combination_xla_path(rng, a_dtype, w, mode, group, out, bias):
     check_quantized(case, _xla_run(case))
 
 
-@pytest.mark.parametrize("w", config.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
 def test_int32_bit_identical_full_range(rng, w):
     """Full-range int8 activations and weights, a long K: int32 outputs equal the int64 sums."""
     for M, N, K in ((1, 16, 4096), (5, 48, 1024), (17, 32, 2048), (16, 64, 4096)):   # the last: threads

@@ -71,10 +71,12 @@ def table_lines(name: str, macro: str, values, doc: str) -> list[str]:
     ]
 
 
-def switch_fn(ret: str, name: str, arg_type: str, cases: list[tuple[str, str]], default: str) -> list[str]:
+def switch_fn(ret: str, name: str, arg_type: str, cases: list[tuple[str, str]], default: str,
+              partial: bool = False) -> list[str]:
+    """A constexpr switch; partial: the cases name only some enumerators (the rest take default)."""
     lines = [f"constexpr {ret} {name}({arg_type} v) {{", "  switch (v) {"]
     lines += [f"    case {arg_type}::{e}: return {r};" for e, r in cases]
-    lines += ["  }", f"  return {default};", "}", ""]
+    lines += ["    default: break;"] * partial + ["  }", f"  return {default};", "}", ""]
     return lines
 
 
@@ -143,6 +145,17 @@ def render() -> str:
     L += switch_fn("const char*", "mode_name", "ScaleMode",
                    [(mode_enumerator(n), f'"{n}"') for n, _ in modes], '"?"')
 
+    L += ["// Quantized activations (formats.py QUANTIZED_A): the weight formats (bit i for format id i),",
+          "// the accumulator and the outputs (bit i for dtype id i) each activation dtype takes; 0 / kF32",
+          "// for the float activations, which these do not describe."]
+    qa = [(DTYPE_ENUMERATORS[n], fm.QUANTIZED_A[n]) for n, _ in dtypes if n in fm.QUANTIZED_A]
+    L += switch_fn("uint32_t", "qact_weight_mask", "DType",
+                   [(e, hex(sum(1 << fm.FORMATS[w].id for w in t["W"])) + "u") for e, t in qa], "0u", partial=True)
+    L += switch_fn("DType", "qact_accum", "DType", [(e, "DType::" + DTYPE_ENUMERATORS[t["accum"]]) for e, t in qa],
+                   "DType::kF32", partial=True)
+    L += switch_fn("uint32_t", "qact_out_mask", "DType",
+                   [(e, hex(sum(1 << fm.DTYPE_IDS[o] for o in t["out"])) + "u") for e, t in qa], "0u",
+                   partial=True)
     L += ["// Code -> element value of the table formats. The macros are the initializer lists, for",
           "// copies in other memory spaces (CUDA __constant__); every value is exactly a float32.",
           ""]

@@ -30,7 +30,6 @@ import torch
 
 from .. import formats, layout
 from ..activations import GRANULARITIES, QMAX
-from ..config import QUANTIZED_A
 
 __all__ = ["matmul", "matmul_impl", "dequantize", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name",
            "quantize_activations", "quantized_epilogue"]
@@ -118,7 +117,7 @@ def _static_check(w_format: str, mode: str, group_size: int, a_dtype: str, accum
         raise ValueError(f"bitblas_jax::matmul: mode={mode!r} is not supported by w_format={fmt.name!r}; "
                          f"allowed: {formats.allowed_modes(fmt)}")
     if formats.is_quantized_activation(a_dtype):
-        allowed = QUANTIZED_A[a_dtype]
+        allowed = formats.QUANTIZED_A[a_dtype]
         for name, value, ok in (("w_format", fmt.name, allowed["W"]), ("accum_dtype", accum_dtype, (allowed["accum"],)),
                                 ("out_dtype", out_dtype, allowed["out"])):
             if value not in ok:
@@ -296,7 +295,7 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
     name = _DTYPE_NAMES[a_dtype]
     accum, out = "float32", name
     if formats.is_quantized_activation(name):     # 1 * w exactly, then scale / zeros in float32
-        accum, out = QUANTIZED_A[name]["accum"], "float32"
+        accum, out = formats.QUANTIZED_A[name]["accum"], "float32"
     parts = []
     for k0 in range(0, K, 1024):
         rows = min(1024, K - k0)

@@ -177,24 +177,17 @@ void run_bands(const QProblem<T>& p, int64_t band_begin, int64_t band_end) {
 std::string validate(const MatmulArgs& a) {
   if (static_cast<int>(a.w_format) < 0 || static_cast<int>(a.w_format) >= kNumWFormats)
     return "bad w_format";
-  if (a.a_dtype == DType::kI8) {
-    const bool int_weight = format_is_signed_int(a.w_format) || a.w_format == WFormat::kUInt4 ||
-                            a.w_format == WFormat::kUInt2 || a.w_format == WFormat::kUInt1;
-    if (!int_weight)
-      return "int8 activations take int8 / uint4 / int4 / uint2 / int2 / uint1 / int1 weights";
-    if (a.accum_dtype != DType::kI32) return "int8 activations accumulate in int32";
-    if (a.out_dtype != DType::kI32 && a.out_dtype != DType::kF32 && a.out_dtype != DType::kF16 &&
-        a.out_dtype != DType::kBF16 && a.out_dtype != DType::kI8)
-      return "int8 activations output int32, float32, float16, bfloat16 or int8";
-    if (a.out_dtype == DType::kI32 && (a.mode != ScaleMode::kNone || a.bias))
-      return "int32 output takes no scale, zeros or bias";
-  } else {
-    if (!(a.w_format == WFormat::kFP8E4M3 || a.w_format == WFormat::kFP8E5M2 || a.w_format == WFormat::kInt4))
-      return "float8 activations take float8 or int4 weights";
-    if (a.accum_dtype != DType::kF32) return "float8 activations accumulate in float32";
-    if (a.out_dtype != DType::kF32 && a.out_dtype != DType::kF16 && a.out_dtype != DType::kBF16)
-      return "float8 activations output float32, float16 or bfloat16";
-  }
+  // The combinations are formats.py's QUANTIZED_A, read from formats_generated.h.
+  const std::string act = std::string(dtype_name(a.a_dtype)) + " activations";
+  if (!((qact_weight_mask(a.a_dtype) >> static_cast<uint32_t>(a.w_format)) & 1u))
+    return act + " do not take " + format_name(a.w_format) + " weights";
+  if (a.accum_dtype != qact_accum(a.a_dtype))
+    return act + " accumulate in " + dtype_name(qact_accum(a.a_dtype));
+  if (static_cast<uint32_t>(a.out_dtype) >= static_cast<uint32_t>(kNumDTypes) ||
+      !((qact_out_mask(a.a_dtype) >> static_cast<uint32_t>(a.out_dtype)) & 1u))
+    return act + " do not output " + dtype_name(a.out_dtype);
+  if (a.out_dtype == DType::kI32 && (a.mode != ScaleMode::kNone || a.bias))
+    return "int32 output takes no scale, zeros or bias";
   return check_problem(a);
 }
 

@@ -185,6 +185,39 @@ constexpr const char* mode_name(ScaleMode v) {
   return "?";
 }
 
+// Quantized activations (formats.py QUANTIZED_A): the weight formats (bit i for format id i),
+// the accumulator and the outputs (bit i for dtype id i) each activation dtype takes; 0 / kF32
+// for the float activations, which these do not describe.
+constexpr uint32_t qact_weight_mask(DType v) {
+  switch (v) {
+    case DType::kI8: return 0xefu;
+    case DType::kF8E4M3: return 0xc02u;
+    case DType::kF8E5M2: return 0xc02u;
+    default: break;
+  }
+  return 0u;
+}
+
+constexpr DType qact_accum(DType v) {
+  switch (v) {
+    case DType::kI8: return DType::kI32;
+    case DType::kF8E4M3: return DType::kF32;
+    case DType::kF8E5M2: return DType::kF32;
+    default: break;
+  }
+  return DType::kF32;
+}
+
+constexpr uint32_t qact_out_mask(DType v) {
+  switch (v) {
+    case DType::kI8: return 0x1fu;
+    case DType::kF8E4M3: return 0x7u;
+    case DType::kF8E5M2: return 0x7u;
+    default: break;
+  }
+  return 0u;
+}
+
 // Code -> element value of the table formats. The macros are the initializer lists, for
 // copies in other memory spaces (CUDA __constant__); every value is exactly a float32.
 
