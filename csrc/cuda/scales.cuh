@@ -8,8 +8,7 @@
 namespace bitblas_jax {
 namespace cudak {
 
-// Scale / zero bits of rows n and n+8 at one group, as loaded: kept apart until
-// used (GroupBits::pack), so a load issued a stage ahead is not waited for at once.
+// Scale / zero bits of rows n and n+8 at one group, as loaded (GroupBits::pack packs them).
 struct GroupBits {
   uint32_t s0, s1, z0, z1;
   // (s, z): row n in the low 16 bits, row n+8 in the high 16 bits
@@ -18,8 +17,8 @@ struct GroupBits {
     z = z0 | (z1 << 16);
   }
 };
-// The loads behind GroupRows and load_group_raw: element i of the scale / zero
-// rows at s / z (z null: no zeros) and element i of the rows 8 below them.
+// The loads behind load_group_raw: element i of the scale / zero rows at s / z
+// (z null: no zeros) and element i of the rows 8 below them.
 __device__ __forceinline__ GroupBits load_group_at(const KParams& p, const uint8_t* s, const uint8_t* z,
                                                    long long i) {
   GroupBits b{0u, 0u, 0u, 0u};
@@ -37,22 +36,7 @@ __device__ __forceinline__ GroupBits load_group_at(const KParams& p, const uint8
 __device__ __forceinline__ const uint8_t* group_zeros(const KParams& p) {
   return p.mode >= MODE_ORIGINAL ? static_cast<const uint8_t*>(p.zeros) : nullptr;
 }
-// The scale / zero rows n and n+8 of one lane, addressed once: load(p, gi) is
-// a few instructions per group (row n+8 and the zero size come from the
-// kernel parameters, which live in the constant bank, not in registers).
-struct GroupRows {
-  const uint8_t* s = nullptr;  // &scale[n, 0] (null: no groups)
-  const uint8_t* z = nullptr;  // &zeros[n, 0] (null: no zeros)
-  __device__ __forceinline__ GroupRows(const KParams& p, long long n) {
-    if (p.mode == MODE_NONE) return;
-    s = static_cast<const uint8_t*>(p.scale) + n * p.G * 2;
-    if (const uint8_t* z0 = group_zeros(p)) z = z0 + n * p.G * (p.mode == MODE_QUANT ? 1 : 2);
-  }
-  __device__ __forceinline__ GroupBits load(const KParams& p, int gi) const {
-    return s == nullptr ? GroupBits{0u, 0u, 0u, 0u} : load_group_at(p, s, z, gi);
-  }
-};
-// The same, packed at once (for loads used right away).
+// The group of row n (and n + 8) at group index gi, packed (for loads used right away).
 __device__ __forceinline__ void load_group_raw(const KParams& p, long long n, int gi, uint32_t& s,
                                                uint32_t& z) {
   if (p.mode == MODE_NONE) {
