@@ -11,8 +11,8 @@ formats) the weight, an element offset for the torch activation (a slice off the
 with force_plans an environment override of the GPU plan (gpu_plan.py). It runs through JAX (jit, on
 `device`) and, when torch is importable, through the torch shim on the same device. Outputs are
 poisoned: the JAX output buffer is a donated array of NaN (a finite sentinel where NaN is expected),
-which XLA hands to the kernel as its output; the torch output reuses a freed block of NaN from torch's
-allocator. Whether the kernel really wrote into the poisoned memory is checked by pointer and counted.
+which XLA hands to the kernel as its output (whether it really wrote there is checked by pointer and
+counted); the torch shim writes into a tensor of NaN through matmul.out.
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def run_jax(fc: FuzzCase, case, device):
 
 
 def run_torch(fc: FuzzCase, case, device: str):
-    """(output, whether it was written into a freed block of poison) through torch.ops.bitblas_jax."""
+    """(output, True) through torch.ops.bitblas_jax.matmul.out, which writes into poison."""
     import torch
 
     from bitblas_jax.torch import ops
@@ -218,13 +218,10 @@ def run_torch(fc: FuzzCase, case, device: str):
         A = buf[fc.torch_offset:].view(A.shape).copy_(A)
     W = to_torch(np.asarray(case.packed()), device)
     aux = [None if x is None else to_torch(x, device) for x in (case.scale, case.zeros, case.bias)]
-    poison = torch.full((fc.M * fc.N,), SENTINEL if _expects_nonfinite(fc) else float("nan"),
-                        dtype=TD[fc.out], device=device)
-    ptr = poison.data_ptr()
-    del poison
-    out = torch.ops.bitblas_jax.matmul(A, W, *aux, fc.fmt, fc.mode, case.cfg.group_size, fc.accum, fc.out)
-    written = out.numel() == 0 or out.data_ptr() == ptr
-    return to_numpy(out), written
+    out = torch.full(A.shape[:-1] + (fc.N,), SENTINEL if _expects_nonfinite(fc) else float("nan"),
+                     dtype=TD[fc.out], device=device)
+    torch.ops.bitblas_jax.matmul.out(A, W, *aux, fc.fmt, fc.mode, case.cfg.group_size, fc.accum, fc.out, out=out)
+    return to_numpy(out), True
 
 
 def check_result(fc: FuzzCase, case, out) -> None:

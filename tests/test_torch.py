@@ -113,6 +113,36 @@ def test_op_directly_and_opcheck(rng):
     torch.library.opcheck(torch.ops.bitblas_jax.matmul.default, (A,) + args[1:])
 
 
+def test_out_variant_writes_in_place(rng):
+    """matmul.out writes every element of `out` (poisoned with NaN first) and returns it; opcheck;
+    Linear(A, output=) hands a fitting output to the kernel and copies into any other."""
+    case = make_case(rng, "int4", "original", 64, "bfloat16", "float32", "bfloat16", True,
+                     a_shape=(2, 3, 256), N=48, K=256)
+    lin = linear_for(case)
+    args = (to_torch(case.A), lin.qweight, lin.scales, lin.zeros, lin.bias, "int4", "original", 64,
+            "float32", "bfloat16")
+    out = torch.full((2, 3, 48), float("nan"), dtype=torch.bfloat16)
+    assert torch.ops.bitblas_jax.matmul.out(*args, out=out) is None
+    check(case, to_numpy(out))
+    out.fill_(float("nan"))
+    assert bbt.ops.matmul_out(*args, out=out) is out
+    check(case, to_numpy(out))
+    torch.library.opcheck(torch.ops.bitblas_jax.matmul.out, args, {"out": torch.empty_like(out)})
+    with torch.no_grad():
+        out2 = torch.full_like(out, float("nan"))
+        assert lin(to_torch(case.A), output=out2).data_ptr() == out2.data_ptr()
+        check(case, to_numpy(out2))
+        wide = torch.full((2, 3, 96), float("nan"), dtype=torch.bfloat16)
+        strided = wide[..., ::2]                       # not contiguous: filled by a copy
+        assert lin(to_torch(case.A), output=strided).data_ptr() == strided.data_ptr()
+        check(case, to_numpy(strided))
+    for bad, err in ((torch.empty((2, 3, 47), dtype=torch.bfloat16), "shape"),
+                     (torch.empty((2, 3, 48), dtype=torch.float16), "bfloat16"),
+                     (torch.empty((2, 3, 96), dtype=torch.bfloat16)[..., ::2], "contiguous")):
+        with pytest.raises((ValueError, TypeError), match=err):
+            torch.ops.bitblas_jax.matmul.out(*args, out=bad)
+
+
 def test_dequantize_matches_reference(rng):
     for fmt, mode in (("int4", "scale"), ("uint2", "rescale"), ("nf4", "scale"), ("int8", "quantized")):
         case = make_case(rng, fmt, mode, 32, "bfloat16", N=32, K=256)

@@ -362,12 +362,19 @@ class Linear(nn.Module):
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
                 A.requires_grad or (bias is not None and bias.requires_grad))):
             C = torch.ops.bitblas_jax.matmul(*args)
+        elif output is not None and self._fits_in_place(A, output):
+            return ops.matmul_out_impl(*args, out=output)   # the kernel writes `output`: no copy
         else:
             C = ops.matmul_impl(*args)         # eager, no autograd: skip the dispatcher
         if output is not None:
             output.copy_(C)
             return output
         return C
+
+    def _fits_in_place(self, A, output) -> bool:
+        """Whether the kernel can write `output` as it is (else the result is copied into it)."""
+        return (output.is_contiguous() and output.dtype == ops.TORCH_DTYPES[self.out_dtype]
+                and output.device == A.device and tuple(output.shape) == (*A.shape[:-1], self.out_features))
 
     def _forward_quantizing(self, A, output):
         if A.dim() < 1 or A.shape[-1] != self.in_features:

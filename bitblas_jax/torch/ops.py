@@ -2,6 +2,9 @@
 
     torch.ops.bitblas_jax.matmul(A, W, scale, zeros, bias, w_format, mode,
                                  group_size, accum_dtype, out_dtype) -> C
+    torch.ops.bitblas_jax.matmul.out(A, W, scale, zeros, bias, w_format, scale_mode,
+                                     group_size, accum_dtype, out_dtype, *, out=C)
+                                     # the same, written into C; returns nothing
 
 C[..., N] = A[..., K] x dequant(W)[N, K]^T (+ bias), the kernel of
 csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
@@ -11,6 +14,9 @@ csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
   stream of the tensors' device, with the plan of `bitblas_jax.gpu_plan.plan_cuda`
   and its split-K workspace from torch's caching allocator (cached per stream in
   eager mode, a fresh graph-pool allocation during CUDA graph capture).
+
+`out` (the out= variant) must be contiguous, on A's device, in out_dtype, and of the
+result's shape [..., N]: the kernel writes it in place, with no copy.
 
 A is made contiguous when it is not (the only copy); W, scale, zeros and bias
 are made contiguous too (module buffers always are). `register_fake` gives
@@ -31,7 +37,8 @@ import torch
 from .. import formats, layout
 from ..activations import GRANULARITIES, QMAX
 
-__all__ = ["matmul", "matmul_impl", "dequantize", "has_cuda_kernels", "TORCH_DTYPES", "dtype_name",
+__all__ = ["matmul", "matmul_out", "matmul_impl", "matmul_out_impl", "dequantize", "has_cuda_kernels",
+           "TORCH_DTYPES", "dtype_name",
            "quantize_activations", "quantized_epilogue"]
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
@@ -221,16 +228,43 @@ def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
     skips the dispatcher and its Python autograd layer); everything else goes through
     torch.ops.bitblas_jax.matmul.
     """
-    fmt, a_dtype, N, K, g = _check(A, W, scale, zeros, bias, w_format, mode, group_size,
-                                   accum_dtype, out_dtype)
-    flat = A.dim() == 2
-    A2 = A if flat else A.reshape(-1, K)
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+    N = checked[2]
+    C = torch.empty((*A.shape[:-1], N), dtype=TORCH_DTYPES[out_dtype], device=A.device)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C)
+
+
+def matmul_out_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
+                    zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
+                    group_size: int, accum_dtype: str, out_dtype: str, *, out: torch.Tensor) -> torch.Tensor:
+    """The out= variant's body: the same checks and kernel call, the result written into `out`."""
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+    _check_out(out, (*A.shape[:-1], checked[2]), TORCH_DTYPES[out_dtype], A.device)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out)
+
+
+def _check_out(out, shape, dtype, dev):
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"bitblas_jax::matmul: out must be a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"bitblas_jax::matmul: out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"bitblas_jax::matmul: out must be {dtype} (out_dtype), got {out.dtype}")
+    if out.device != dev:
+        raise ValueError(f"bitblas_jax::matmul: out is on {out.device} but A is on {dev}")
+    if not out.is_contiguous():
+        raise ValueError("bitblas_jax::matmul: out must be contiguous (the kernel writes rows of N in place)")
+
+
+def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
+    """One kernel call writing C ([..., N], contiguous, checked) from the checked operands."""
+    fmt, a_dtype, N, K, g = checked
+    A2 = A if A.dim() == 2 else A.reshape(-1, K)
     if not A2.is_contiguous():
         A2 = A2.contiguous()
     M = A2.shape[0]
-    C = torch.empty((M, N), dtype=TORCH_DTYPES[out_dtype], device=A.device)
     if M == 0:
-        return C if flat else C.reshape(*A.shape[:-1], N)
+        return C
     W, scale, zeros, bias = W.contiguous(), _contig(scale), _contig(zeros), _contig(bias)
     ids = (formats.FORMATS[fmt].id, formats.DTYPE_IDS[a_dtype], formats.DTYPE_IDS[accum_dtype],
            formats.DTYPE_IDS[out_dtype], formats.MODE_IDS[mode], g)
@@ -256,7 +290,7 @@ def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                 kernel(M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
     else:
         raise ValueError(f"bitblas_jax::matmul: A is on {A.device}; only cpu and cuda tensors are supported")
-    return C if flat else C.reshape(*A.shape[:-1], N)
+    return C
 
 
 # ---- registration -------------------------------------------------------------------
@@ -268,9 +302,29 @@ _lib.define("matmul(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bi
             "str mode, int group_size, str accum_dtype, str out_dtype) -> Tensor")
 _lib.impl("matmul", matmul_impl, "CPU")
 _lib.impl("matmul", matmul_impl, "CUDA")
+# The out= variant returns nothing (a mutating custom op that returned its `out` could not be
+# functionalized by torch.compile; matmul_out below returns `out`), and names the mode `scale_mode`:
+# torch.compile passes a mutating op's arguments by name to a function of its own that has a `mode`.
+_lib.define("matmul.out(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
+            "str scale_mode, int group_size, str accum_dtype, str out_dtype, *, Tensor(a!) out) -> ()")
+
+
+def _matmul_out_op(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, *, out):
+    matmul_out_impl(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, out=out)
+
+
+_lib.impl("matmul.out", _matmul_out_op, "CPU")
+_lib.impl("matmul.out", _matmul_out_op, "CUDA")
 
 matmul = torch.ops.bitblas_jax.matmul.default
 """torch.ops.bitblas_jax.matmul: C[..., N] = A[..., K] x dequant(W)^T (+ bias). See the module docstring."""
+
+
+def matmul_out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, *, out):
+    """torch.ops.bitblas_jax.matmul.out (the result written into `out`), returning `out`."""
+    torch.ops.bitblas_jax.matmul.out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype,
+                                     out_dtype, out=out)
+    return out
 
 
 def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype):
@@ -279,6 +333,14 @@ def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dty
 
 
 torch.library.register_fake("bitblas_jax::matmul", _matmul_fake, lib=_lib)
+
+
+def _matmul_out_fake(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, *, out):
+    _, _, N, _, _ = _check(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype)
+    _check_out(out, (*A.shape[:-1], N), TORCH_DTYPES[out_dtype], A.device)
+
+
+torch.library.register_fake("bitblas_jax::matmul.out", _matmul_out_fake, lib=_lib)
 
 
 # ---- autograd: gradient in A and bias ------------------------------------------
