@@ -2,7 +2,7 @@
 // register A operand.
 //
 // Grid (ceil(N/128) rounded up to the cluster, ceil(M/BM), split), in clusters of
-// CL = 1 or 2 CTAs along N. A CTA of two consumer warpgroups and one producer
+// CL = 1, 2 or 4 CTAs along N. A CTA of two consumer warpgroups and one producer
 // warpgroup computes a 128 (weight rows) x BM (activation rows, BM = 32..256 =
 // the wgmma n) tile of C^T over a K range. Consumer warpgroup w owns weight rows
 // 64w..64w+63, its warp i the 16-row band 4w+i: each lane dequantizes its
@@ -19,14 +19,14 @@
 // swizzle done by the copy engine), the tiles' group scales and zeros as one
 // word per row pair by shared stores. The CTAs of a cluster compute the same
 // activation rows for different weight rows, so each brings BM / CL of the
-// stage's activation rows and multicasts them to both: the activations' L2
-// reads, 8 of every 9 bytes a CTA reads at BM = 256, halve at CL = 2. Each stage
+// stage's activation rows and multicasts them to all: the activations' L2
+// reads, 8 of every 9 bytes a CTA reads at BM = 256, drop by CL. Each stage
 // has a "full" mbarrier (the copies' bytes and the producers' arrivals) and an
 // "empty" one, on which every consumer warp of the cluster releases the slot
 // once the wgmmas that read it have retired (a stage has at least WINDOW - 1
 // k-steps, so that is WINDOW - 1 k-steps into the next stage): a producer
-// overwrites a slot, its own and its peer's, only after both CTAs are done with
-// it. So the consumer warps issue no copies and meet no CTA-wide barrier in the
+// overwrites a slot, its own and its peers', only after all CTAs of the cluster
+// are done with it. So the consumer warps issue no copies and meet no CTA-wide barrier in the
 // loop.
 #pragma once
 
@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     }
   }
   if (cl_ctas > 1)
-    cluster_sync_after_init();  // the peer arrives on and multicasts to this CTA's barriers
+    cluster_sync_after_init();  // the peers arrive on and multicast to this CTA's barriers
   else
     __syncthreads();  // barriers and the nf4 table ready
 
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
         phase ^= 1u;
       }
     }
-    // In a cluster the peer's consumers arrive on this CTA's empty barriers until they are done with
+    // In a cluster the peers' consumers arrive on this CTA's empty barriers until they are done with
     // the last stages: this CTA's shared memory stays until then.
     if (cl_ctas > 1) {
       for (int kb = kb1; kb < kb1 + STAGES; ++kb) {
@@ -330,8 +330,10 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     auto release = [&](int s) {
       __syncwarp();
       if (lane == 0) {
-        mbar_arrive(empty0 + 8 * s);
-        if (cl_ctas > 1) mbar_arrive_cluster(empty0 + 8 * s, cl_rank ^ 1u);
+        if (cl_ctas == 1)
+          mbar_arrive(empty0 + 8 * s);
+        else
+          for (uint32_t r = 0; r < cl_ctas; ++r) mbar_arrive_cluster(empty0 + 8 * s, r);
       }
     };
 
@@ -344,7 +346,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
       const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
       const uint32_t sg_addr = sbase + Cfg::A_BYTES + Cfg::W_BYTES + (warp * 8 + g) * 4;
       const bool release_prev = kb > kb0;
-      if (!cta_has_rows) {  // the grid's cluster padding: its producer's multicasts serve the peer
+      if (!cta_has_rows) {  // the grid's cluster padding: its producer's multicasts serve the peers
         if (release_prev) release(prev);
       } else {
 #pragma unroll
@@ -378,7 +380,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     }
     wgmma_wait<0>();
     fence_acc(acc);
-    if (cl_ctas > 1) release(prev);  // the last stage (the peer's producer waits for it before leaving)
+    if (cl_ctas > 1) release(prev);  // the last stage (the peers' producers wait for it before leaving)
     if (!cta_has_rows) return;
 
     // ---- epilogue: acc[4j + e] is weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----

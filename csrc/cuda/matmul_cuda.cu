@@ -213,16 +213,15 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
   return "";
 }
 
-// gemm_wgmma's CTAs per cluster: the plan's, or BITBLAS_JAX_WGMMA_CLUSTER (1 or 2; A/B timing).
+// gemm_wgmma's CTAs per cluster (the plan's rule, BITBLAS_JAX_WGMMA_CLUSTER forcing 1, 2 or 4).
 int wgmma_cluster_for(int64_t N) {
   static const int forced = [] {
     const char* env = std::getenv("BITBLAS_JAX_WGMMA_CLUSTER");
     if (env == nullptr) return 0;
     const std::string v(env);
-    return v == "1" ? 1 : v == "2" ? 2 : 0;
+    return v == "1" ? 1 : v == "2" ? 2 : v == "4" ? 4 : 0;
   }();
-  if (forced == 1 || plan::ceil_div(N, plan::kWgmmaWeightRows) < 2) return 1;
-  return forced == 2 ? 2 : plan::wgmma_cluster_ctas(N);
+  return plan::wgmma_cluster_ctas(N, forced);
 }
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }

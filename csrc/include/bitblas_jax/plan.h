@@ -235,9 +235,14 @@ constexpr int64_t kWgmmaPartialCap = 8 << 20;
 // weight rows: each brings 1 / CL of a stage's activation rows and multicasts them to all (TMA), so
 // the activations' L2 reads drop by CL. They are most of what a CTA reads (8 bytes for every byte of
 // weight at 256 rows: at the tensor cores' peak about 6.8 TB/s of L2 reads over the GPU, more than
-// L2 delivers). BITBLAS_JAX_WGMMA_CLUSTER=1 or 2 overrides it (A/B timing).
+// L2 delivers). `forced` (BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4) overrides it for A/B timing; never
+// more CTAs than there are along N.
 constexpr int kWgmmaClusterCtas = 2;
-constexpr int wgmma_cluster_ctas(int64_t N) { return ceil_div(N, kWgmmaWeightRows) >= 2 ? kWgmmaClusterCtas : 1; }
+constexpr int wgmma_cluster_ctas(int64_t N, int forced = 0) {
+  int cl = forced > 0 ? forced : kWgmmaClusterCtas;
+  while (cl > 1 && ceil_div(N, kWgmmaWeightRows) < cl) cl /= 2;
+  return cl;
+}
 
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
