@@ -15,7 +15,7 @@ else
   CASES=(
     "64 8192 8192 gemm_wgmma 2" "128 8192 8192 gemm_wgmma 2"
     "256 8192 8192 gemm_wgmma 1" "256 8192 8192 gemm_wgmma_tall 2"
-    "512 8192 8192 gemm_wgmma_tall 1" "1024 8192 8192 gemm_wgmma_tall 1"
+    "512 8192 8192 gemm_wgmma_tall 1" "1024 8192 8192 gemm_wgmma_tall 1" "4096 8192 8192 gemm_wgmma_tall 1"
     "256 4096 4096 gemm_wgmma 1" "256 4096 4096 gemm_wgmma_tall 4"
     "1024 4096 4096 gemm_wgmma_tall 1"
     "64 28672 8192 gemm_wgmma 1" "256 28672 8192 gemm_wgmma_tall 1" "1024 28672 8192 gemm_wgmma_tall 1"
