@@ -12,6 +12,9 @@
 #include <string>
 #include <utility>
 
+#include <cuda.h>           // CUtensorMap
+#include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
+
 #include "kernels.h"
 #include "matmul_cuda.h"
 
@@ -130,34 +133,95 @@ std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
   return "";
 }
 
+// The activations [rows, K] (16-bit, row-major, 16-byte aligned) as a TMA map whose box is 64 k x
+// box_rows rows, 128-byte swizzled: the layout gemm_wgmma's stages hold (rows past `rows` arrive as
+// zeros). The driver's encoder is found through the runtime, so the module does not link libcuda.
+std::string encode_act_map(const void* A, int64_t rows, int64_t K, int box_rows, CUtensorMap* map) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  static std::string lookup_error;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    if (e != cudaSuccess)
+      lookup_error = cuda_error("cudaGetDriverEntryPointByVersion(cuTensorMapEncodeTiled)", e);
+    else if (found != cudaDriverEntryPointSuccess || fn == nullptr)
+      lookup_error = "the CUDA driver has no cuTensorMapEncodeTiled (gemm_wgmma needs a CUDA 12 driver)";
+    else
+      encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  });
+  if (encode == nullptr) return lookup_error;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * 2};  // bytes from row to row
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t unit[2] = {1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(A), dims, strides, box, unit,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return "cuTensorMapEncodeTiled failed (error " + std::to_string(static_cast<int>(r)) + ") for activations [" +
+           std::to_string(rows) + ", " + std::to_string(K) + "], box " + std::to_string(box_rows) + " rows";
+  return "";
+}
+
 // Kernels that begin with griddep_wait (KernelEntry::pdl) go out with
 // programmatic stream serialization: they may start during the previous
-// kernel's tail and prefetch their weights (csrc/cuda/decode.cuh).
-std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1) {
+// kernel's tail and prefetch their weights (csrc/cuda/decode.cuh). Kernels
+// that take the activations' TMA map (KernelEntry::act_map) get `act_map` as
+// their second argument; `cluster` > 1 launches clusters of that many CTAs
+// along x (the grid's x a multiple of it).
+std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1,
+                   const CUtensorMap* act_map = nullptr, int cluster = 1) {
   if (ke.fn == nullptr) return "no kernel for this format / dtype combination";
+  if (ke.act_map != (act_map != nullptr)) return "internal: the kernel's TMA map argument does not match the launch";
+  if (cluster < 1 || grid.x % static_cast<unsigned>(cluster) != 0)
+    return "internal: grid x " + std::to_string(grid.x) + " is not a multiple of the cluster " + std::to_string(cluster);
   DeviceInfo info;
   std::string err = device_info(&info);
   if (err.empty()) err = ensure_smem(ke.fn, ke.dyn_smem, info);
   if (!err.empty()) return err;
   KParams local = kp;
-  void* args[] = {&local};
+  CUtensorMap map_local;
+  if (act_map != nullptr) map_local = *act_map;
+  void* args[] = {&local, &map_local};
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(ke.threads);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem < 0 ? ke.dyn_smem : smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned nattr = 0;
   if (ke.pdl && info.pdl) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[nattr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[nattr].val.programmaticStreamSerializationAllowed = 1;
+    ++nattr;
   }
+  if (cluster > 1) {
+    attr[nattr].id = cudaLaunchAttributeClusterDimension;
+    attr[nattr].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[nattr].val.clusterDim.y = 1;
+    attr[nattr].val.clusterDim.z = 1;
+    ++nattr;
+  }
+  cfg.attrs = nattr > 0 ? attr : nullptr;
+  cfg.numAttrs = nattr;
   cudaError_t e = cudaLaunchKernelExC(&cfg, ke.fn, args);
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
   e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
   return "";
+}
+
+// gemm_wgmma's CTAs per cluster (the plan's rule, BITBLAS_JAX_WGMMA_CLUSTER forcing 1, 2 or 4).
+int wgmma_cluster_for(int64_t N) {
+  static const int forced = [] {
+    const char* env = std::getenv("BITBLAS_JAX_WGMMA_CLUSTER");
+    if (env == nullptr) return 0;
+    const std::string v(env);
+    return v == "1" ? 1 : v == "2" ? 2 : v == "4" ? 4 : 0;
+  }();
+  return plan::wgmma_cluster_ctas(N, forced);
 }
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
@@ -290,12 +354,15 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
   }
 
   // The GEMMs: a grid of BN x BM output tiles x split, in launches of at most 65535 tile rows.
-  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM) -> std::string {
+  // gemm_wgmma (act_map): its grid's x rounded up to the cluster, each launch's activations as a TMA
+  // map with boxes of BM / cluster rows.
+  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM, int cluster = 1) -> std::string {
     const int64_t stages = plan::ceil_div(K, p.stage_k);
     if (p.split_k > stages || p.split_k > 65535)
       return std::string(name) + ": split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(stages) +
              " stages of K";
     const int64_t nblocks = plan::ceil_div(N, BN);
+    const int64_t grid_x = plan::ceil_div(nblocks, cluster) * cluster;
     const int64_t max_rows = int64_t{65535} * BM;
     for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
       const int64_t ms = std::min<int64_t>(max_rows, M - m0);
@@ -311,9 +378,13 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
         cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
         if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
       }
+      CUtensorMap map;
+      if (ke.act_map) {
+        if (std::string err = encode_act_map(kl.A, ms, K, BM / cluster, &map); !err.empty()) return err;
+      }
       std::string err = launch(
-          ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
-          kl, stream);
+          ke, dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
+          kl, stream, -1, ke.act_map ? &map : nullptr, cluster);
       if (!err.empty()) return err;
     }
     return "";
@@ -326,12 +397,12 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
     if (!info.sm90) return "gemm_wgmma needs an sm_90 GPU (the plan's sm90 flag was wrong)";
     if (tc == cudak::TC_F16ACC16) return "gemm_wgmma needs float32 accumulation";
     if (!whole_groups) return "gemm_wgmma needs groups of whole packed tiles";
-    // (the producer warp copies the activations 16 bytes at a time)
+    // (the TMA reads the activations from a 16-byte aligned address)
     if (!kp.a_aligned) return "gemm_wgmma needs A 16-byte aligned (plan with a_aligned = false)";
     if (K % p.stage_k != 0) return "gemm_wgmma: K must be a multiple of " + std::to_string(p.stage_k);
     const KernelEntry ke = cudak::gemm_wgmma_entry(tc, fc, tile);
     if (ke.fn == nullptr) return "gemm_wgmma: this format's stages do not fit the tile";
-    return run_tiles(ke, plan::kWgmmaTiles[tile].weight_rows, plan::kWgmmaTiles[tile].act_rows);
+    return run_tiles(ke, plan::kWgmmaTiles[tile].weight_rows, plan::kWgmmaTiles[tile].act_rows, wgmma_cluster_for(N));
   }
 
   if (tile < 0 || tile >= plan::kNumMmaTiles) return "gemm_mma: bad tile " + std::to_string(tile);

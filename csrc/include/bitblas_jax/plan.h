@@ -231,6 +231,18 @@ constexpr int wgmma_smem_bytes(int bits, int act_rows) {
 constexpr int kWgmmaTallMinTiles = 128;
 constexpr int kWgmmaMaxSplit = 4;
 constexpr int64_t kWgmmaPartialCap = 8 << 20;
+// CTAs per cluster along N. The CTAs of a cluster compute the same activation rows for neighbouring
+// weight rows: each brings 1 / CL of a stage's activation rows and multicasts them to all (TMA), so
+// the activations' L2 reads drop by CL. They are most of what a CTA reads (8 bytes for every byte of
+// weight at 256 rows: at the tensor cores' peak about 6.8 TB/s of L2 reads over the GPU, more than
+// L2 delivers). `forced` (BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4) overrides it for A/B timing; never
+// more CTAs than there are along N.
+constexpr int kWgmmaClusterCtas = 2;
+constexpr int wgmma_cluster_ctas(int64_t N, int forced = 0) {
+  int cl = forced > 0 ? forced : kWgmmaClusterCtas;
+  while (cl > 1 && ceil_div(N, kWgmmaWeightRows) < cl) cl /= 2;
+  return cl;
+}
 
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
@@ -250,7 +262,7 @@ struct PlanQuery {
   int mode = 0;                 // a ScaleMode id
   int64_t group_size = 0;
   bool sm90 = false;            // an sm_90 GPU: gemm_wgmma can run
-  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's producer copies 16 bytes at a time)
+  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's TMA map needs it)
   int num_sms = 132;
   // Measured thresholds (bitblas_jax/gpu_plan.py): the largest M for each kernel; a GEMM larger than
   // its max runs kDequantizeThenDot.
