@@ -22,11 +22,10 @@
 // (activation row g of the 8-row tile) is loaded in the same order: bytes at k = 2c, 2c+1, 2c+8, 2c+9
 // (+ 16 for the second register), i.e. two 16-bit loads per register.
 //
-// Wiring (not done here: plan.h / matmul_cuda.cu belong to the lead): an FFI handler that takes A
-// (s8 [M, K]), W, scale (f32) and returns f32 (scaled) or s32 (none) [M, N], calling
-// launch_decode_i8; gpu_plan.quantized_activation_kernel returning its name for int8 A, the integer
-// formats, mode none / scale, group_size % 32 == 0, M <= 16; primitive._cuda_call binding it and then
-// applying quantized_dot.epilogue (a_scale, bias, cast) exactly as for the XLA path's v.
+// Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
+// bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
+// launch_decode_i8 (inst_decode_i8.cu); bitblas_jax/primitive.py's _decode_i8_call binds it and applies
+// quantized_dot.finish (bias, cast), as on the XLA path's S / v.
 #pragma once
 
 #include <cstdint>

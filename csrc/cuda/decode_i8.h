@@ -1,7 +1,7 @@
 // Decode kernel for int8 activations: C[M, N] = A[M, K] (int8) x W[N, K]^T (int8 .. int1 weights, the
 // packed layout of docs/LAYOUT.md) with int32 mma.m16n8k32.s8 tensor-core sums (sm_80+).
-// Not wired into the plan yet (gpu_plan.quantized_activation_kernel answers "xla_dot"): see the
-// header of decode_i8.cuh for what it computes and how to wire it.
+// The plan (plan.h quantized_activation_kernel) runs it for int8 activations at decode sizes; the XLA
+// FFI handler is ffi_cuda.cc's bitblas_jax_decode_i8. decode_i8.cuh's header says what it computes.
 #pragma once
 
 #include <cuda_runtime.h>

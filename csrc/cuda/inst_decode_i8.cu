@@ -2,6 +2,7 @@
 // int8 activations take, mode none / scale, one or two 8-row activation tiles per CTA.
 #include <numeric>
 
+#include "bitblas_jax/plan.h"
 #include "decode_i8.cuh"
 
 namespace bitblas_jax {
@@ -35,14 +36,13 @@ cudaError_t launch_format(WFormat f, const cudak::DecodeI8Params& p, dim3 grid, 
 
 std::string launch_decode_i8(const DecodeI8Args& a, cudaStream_t stream) {
   const WFormat f = a.w_format;
-  if (!(f == WFormat::kInt8 || f == WFormat::kInt4 || f == WFormat::kUInt4 || f == WFormat::kInt2 ||
-        f == WFormat::kUInt2 || f == WFormat::kInt1 || f == WFormat::kUInt1))
-    return "decode_i8: the weight format must be int8, uint4, int4, uint2, int2, uint1 or int1";
+  const int mode = static_cast<int>(a.scaled ? ScaleMode::kScale : ScaleMode::kNone);
+  if (!plan::decode_i8_takes(f, mode, a.group_size, a.K))
+    return "decode_i8: takes int8, int4 .. int1 and uint4 .. uint1 weights, K a multiple of the packed "
+           "tile's k, and for mode scale a group_size that is a multiple of 32 and divides K";
   const int64_t tk = tile_k(format_bits(f));
-  if (a.M < 0 || a.N <= 0 || a.K <= 0 || a.N % kTileN || a.K % tk)
-    return "decode_i8: N must be a multiple of 16 and K of the packed tile's k";
-  if (a.scaled && (a.group_size <= 0 || a.group_size % 32 || a.K % a.group_size || !a.scale))
-    return "decode_i8: mode scale needs a group_size that is a multiple of 32 and divides K, and scale";
+  if (a.M < 0 || a.N <= 0 || a.N % kTileN) return "decode_i8: N must be a positive multiple of 16, M >= 0";
+  if (a.scaled && !a.scale) return "decode_i8: mode scale needs scale";
   if (a.M == 0) return "";
   if (!a.A || !a.W || !a.out) return "decode_i8: A, W and out must not be null";
   if (reinterpret_cast<uintptr_t>(a.A) % 2 || reinterpret_cast<uintptr_t>(a.W) % 16)
@@ -60,7 +60,7 @@ std::string launch_decode_i8(const DecodeI8Args& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.N / kTileN), static_cast<unsigned>(m_slices));
   const cudaError_t e = a.scaled ? launch_format<true>(f, p, grid, stream)
                                  : launch_format<false>(f, p, grid, stream);
-  return e == cudaSuccess ? "" : std::string("decode_i8: launch failed: ") + cudaGetErrorString(e);
+  return e == cudaSuccess ? "" : std::string("CUDA error in the decode_i8 launch: ") + cudaGetErrorString(e);
 }
 
 }  // namespace bitblas_jax
