@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import bitblas_jax as bj
-from bitblas_jax import _ext, formats, layout, primitive, quantized_dot, reference
+from bitblas_jax import formats, layout, primitive, quantized_dot, reference
 
 from cases import check_quantized, make_qcase, random_activations
+from test_gpu import GPUS, pytestmark as GPU_MARKS
 
 FP8 = ("float8_e4m3fn", "float8_e5m2")
 
@@ -330,20 +331,9 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
 
 
 # ---- decode_i8 on a CUDA GPU (skipped elsewhere) ---------------------------------------------------------
-def _cuda_devices():
-    try:
-        return jax.devices("cuda")
-    except RuntimeError:
-        return []
-
-
-CUDA_GPUS = _cuda_devices()
-
-
 def on_gpu(test):
     """Marks a test as a GPU test (tests/test_gpu.py's marks): skipped without a CUDA GPU or kernels."""
-    for mark in (pytest.mark.gpu, pytest.mark.skipif(not CUDA_GPUS, reason="no CUDA GPU visible to JAX"),
-                 pytest.mark.skipif(not _ext.has_cuda(), reason="built without the CUDA kernels")):
+    for mark in GPU_MARKS:
         test = mark(test)
     return test
 
@@ -364,7 +354,7 @@ def _run_decode_i8(case, **kw):
     """case on the GPU through a jit whose output buffer is a donated poisoned array (int32 min / NaN),
     checking that the lowering holds the decode_i8 custom call; returns (output, whether the kernel's
     result was written into the poisoned buffer)."""
-    dev = CUDA_GPUS[0]
+    dev = GPUS[0]
     c = case.cfg
     put = lambda x: None if x is None else jax.device_put(jnp.asarray(x), dev)  # noqa: E731
     args = [put(case.A), put(case.packed()), put(case.scale), put(case.bias), put(kw.get("a_scale"))]
@@ -373,9 +363,9 @@ def _run_decode_i8(case, **kw):
     ptr = poison.unsafe_buffer_pointer()
     f = jax.jit(lambda p, A, W, s, b, a: case.mm(A, W, scale=s, bias=b, a_scale=a),
                 donate_argnums=0, keep_unused=True)
-    text = f.lower(poison, *args).as_text()
-    assert "bitblas_jax_decode_i8" in text, "the plan did not pick decode_i8"
-    out = f(poison, *args)
+    lowered = f.lower(poison, *args)
+    assert "bitblas_jax_decode_i8" in lowered.as_text(), "the plan did not pick decode_i8"
+    out = lowered.compile()(poison, *args)
     return np.asarray(out), out.unsafe_buffer_pointer() == ptr
 
 
@@ -420,6 +410,6 @@ def test_gpu_decode_i8_k_65536_full_range(M):
     A[-1] = 127
     values = np.full((32, K), -128, np.int8)
     values[1::2] = 127
-    dev = CUDA_GPUS[0]
+    dev = GPUS[0]
     out = jax.jit(lambda A, W: mm(A, W))(jax.device_put(A, dev), jax.device_put(mm.transform_weight(values), dev))
     np.testing.assert_array_equal(np.asarray(out).astype(np.int64), reference.integer_matmul(A, values, "int8"))
