@@ -1,10 +1,14 @@
 """bitblas_jax against every baseline, in one run: XLA's fp16 and bf16 dots, XLA's own int4 path
 (jnp.int4, group 128, dequantized inside jit), torch's bf16 matmul, torch's tinygemm int4 and gemlite
-(Triton) A16W4 / A16W8, on layer shapes of popular open models (SHAPES).
+(Triton) A16W4 / A16W8, on layer shapes of popular open models (SHAPES). The int8-activation formats
+(w8a8, w4a8g128: SmoothQuant's W8A8 / W4A8, per-token activation scales, fp16 output) are timed against
+XLA's int8 dot too (int8 x int8 -> int32, added as a baseline whenever they run).
 
     python benchmarks/bench_matmul.py --quick           # 3 big layers + a small one, 4 M (tools/gpu_check.sh)
     python benchmarks/bench_matmul.py                   # the full sweep (FULL_SHAPES x MS)
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
+    python benchmarks/bench_matmul.py --formats w4g128,w4a8g128,w8,w8a8 --Ms 1,16 --shapes 8192x8192,28672x8192
+                                                        # int8 activations at decode sizes (decode_i8)
 
 On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
 need CUDA are skipped.
@@ -67,18 +71,19 @@ CPU_SHAPES = [(512, 1024), (1024, 512)]              # the CPU smoke run (with C
 MS = [1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]  # decode, then the GEMM regime
 QUICK_MS = [1, 16, 128, 1024]
 CPU_MS = [1, 16]
-# name -> (W_dtype, group_size, A dtype)
+# name -> (W_dtype, group_size, A dtype); int8 A: per-token activation scales, float16 output
 FORMATS = {
     "w4g128": ("int4", 128, "float16"), "w4g128-bf16": ("int4", 128, "bfloat16"),
     "w4pc": ("int4", -1, "float16"), "w8": ("int8", -1, "float16"), "w2g128": ("int2", 128, "float16"),
     "nf4g128": ("nf4", 128, "float16"), "fp4g128": ("fp4_e2m1", 128, "float16"),
     "fp8": ("float8_e4m3fn", -1, "float16"),
+    "w8a8": ("int8", -1, "int8"), "w4a8g128": ("int4", 128, "int8"),
 }
 FULL_FORMATS = ["w4g128", "w4g128-bf16", "w8"]
 QUICK_FORMATS = ["w4g128", "w4g128-bf16", "w2g128", "w8"]
-XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc")
+XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc", "xla_int8")
 BASELINES = XLA_BASELINES + torch_baselines.NAMES
-DEFAULT_BASELINES = [b for b in BASELINES if b != "xla_int4_pc"]
+DEFAULT_BASELINES = [b for b in BASELINES if b not in ("xla_int4_pc", "xla_int8")]
 L2_BYTES = 50 * 2**20
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
@@ -220,7 +225,10 @@ def copy_bandwidth() -> float:
 def rotation(fn, A, ws):
     """(jitted f, its args, ops per call): one fn(a, *w) per weight copy in ws, each with its own activations."""
     n = len(ws)
-    As = [A * (1 + 1e-3 * j) for j in range(n)]
+    if jnp.issubdtype(A.dtype, jnp.integer):
+        As = [A + jnp.asarray(j, A.dtype) for j in range(n)]   # wraps: the same full-range statistics
+    else:
+        As = [A * (1 + 1e-3 * j) for j in range(n)]
     return jax.jit(lambda As, ws: [fn(As[j], *ws[j]) for j in range(n)]), (As, ws), n
 
 
@@ -257,8 +265,9 @@ def print_timeline(fn, args, ops: int, calls: int = 4):
 
 def bitblas_config(M, N, K, fmt_name):
     W_dtype, group, adt = FORMATS[fmt_name]
-    return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="float32",
-                           out_dtype=adt, group_size=group, with_scaling=True)
+    int8_a = adt == "int8"
+    return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="int32" if int8_a else "float32",
+                           out_dtype="float16" if int8_a else adt, group_size=group, with_scaling=True)
 
 
 def bitblas_item(cfg, rng):
@@ -266,9 +275,13 @@ def bitblas_item(cfg, rng):
     mm = bj.Matmul(cfg)
     N, K, adt = cfg.N, cfg.K, cfg.A_dtype
     W = mm.transform_weight(_values(rng, cfg.format, N, K))
-    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, adt)
+    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, cfg.scale_dtype)
     wbytes = W.nbytes + S.nbytes
     ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))]  # distinct buffers, same statistics
+    if cfg.quantized_activations:   # already quantized (quantize_activations is the caller's, once per layer input)
+        A = jnp.asarray(rng.integers(-128, 128, (cfg.M, K)), jnp.int8)
+        a_scale = jnp.asarray(rng.uniform(0.5, 1.5, (cfg.M,)) * 0.01, jnp.float32)
+        return rotation(lambda a, w, s: mm(a, w, scale=s, a_scale=a_scale), A, ws), int(wbytes)
     A = jnp.asarray(rng.standard_normal((cfg.M, K)), adt)
     return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), int(wbytes)
 
@@ -279,7 +292,9 @@ def plan_name(cfg, M: int) -> str:
     if jax.default_backend() != "gpu":
         return "cpu"
     try:
-        from bitblas_jax.gpu_plan import plan_cuda
+        from bitblas_jax.gpu_plan import plan_cuda, quantized_activation_kernel
+        if cfg.quantized_activations:
+            return quantized_activation_kernel(cfg.A_dtype, cfg.W_dtype, cfg.mode, cfg.resolved_group_size, M, cfg.K)
         p = plan_cuda(M, cfg.N, cfg.K, cfg.W_dtype, cfg.A_dtype, cfg.accum_dtype, cfg.out_dtype, cfg.mode,
                       cfg.resolved_group_size)
     except Exception as e:  # noqa: BLE001 - the row still has its timings
@@ -324,7 +339,18 @@ def xla_int4_item(M, N, K, group, rng):
     return rotation(f, A, ws)
 
 
+def xla_int8_item(M, N, K, rng):
+    """XLA's int8 dot: int8 x int8 -> int32 (cuBLASLt IMMA where XLA picks it), no epilogue."""
+    W = jnp.asarray(rng.integers(-128, 128, (N, K)), jnp.int8)
+    ws = [(W + jnp.int8(i),) for i in range(copies_for(W.nbytes))]
+    A = jnp.asarray(rng.integers(-128, 128, (M, K)), jnp.int8)
+    return rotation(lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32),
+                    A, ws)
+
+
 def xla_item(name, M, N, K, rng):
+    if name == "xla_int8":
+        return xla_int8_item(M, N, K, rng)
     if name in ("fp16", "bf16"):
         return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, rng)
     return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, rng)
@@ -335,7 +361,10 @@ def _ratio(base, ours):
 
 
 def gemlite_counterpart(fmt_name) -> str | None:
-    """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8)."""
+    """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8); none for int8
+    activations."""
+    if FORMATS[fmt_name][2] == "int8":
+        return None
     bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
     return {4: "gemlite_w4", 8: "gemlite_w8"}.get(bits)
 
@@ -351,7 +380,9 @@ def make_row(N, K, M, fmt_name, plan, r, wbytes, base, bw):
         row["pct_copy_bw_gpu"] = 100 * wbytes / (r["gpu_us"] * 1e-6) / 1e12 / bw
     bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
     gemlite = gemlite_counterpart(fmt_name)
+    int8_a = FORMATS[fmt_name][2] == "int8"
     for key, b in (("fp16", "fp16"), ("bf16", "bf16"), ("xla_int4", "xla_int4_g128"),
+                   ("xla_int8", "xla_int8" if int8_a else None),
                    ("torch_int4", "torch_int4" if bits == 4 else None), ("gemlite", gemlite)):
         if b is None:
             continue
@@ -408,6 +439,9 @@ def main():
     baselines = ["fp16"] if args.fp16_baseline_only else args.baselines.split(",")
     if args.no_torch:
         baselines = [b for b in baselines if b not in torch_baselines.NAMES]
+    if any(FORMATS.get(f, ("", 0, ""))[2] == "int8" for f in fmts) and "xla_int8" not in baselines \
+            and not args.fp16_baseline_only:
+        baselines.append("xla_int8")   # the baseline of int8 activations (issue 29)
     unknown = sorted(set(fmts) - set(FORMATS)) + sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
@@ -499,11 +533,13 @@ def _fmt_row(r):
             f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')}% BW(gpu) | x fp16 {_f(r.get('x_fp16'))}/"
             f"{_f(r.get('x_fp16_gpu'))}  x xla_int4 {_f(r.get('x_xla_int4'))}/{_f(r.get('x_xla_int4_gpu'))}  "
             f"x tinygemm {_f(r.get('x_torch_int4'))}/{_f(r.get('x_torch_int4_gpu'))}  "
-            f"x gemlite {_f(r.get('x_gemlite'))}/{_f(r.get('x_gemlite_gpu'))}  (wall/gpu)")
+            f"x gemlite {_f(r.get('x_gemlite'))}/{_f(r.get('x_gemlite_gpu'))}  "
+            f"x xla_int8 {_f(r.get('x_xla_int8'))}/{_f(r.get('x_xla_int8_gpu'))}  (wall/gpu)")
 
 
 BASE_COLUMNS = [("fp16", "XLA fp16"), ("bf16", "XLA bf16"), ("xla_int4_g128", "XLA int4 g128"),
-                ("xla_int4_pc", "XLA int4 pc"), ("torch_bf16", "torch bf16"), ("torch_int4", "tinygemm"),
+                ("xla_int4_pc", "XLA int4 pc"), ("xla_int8", "XLA int8"), ("torch_bf16", "torch bf16"),
+                ("torch_int4", "tinygemm"),
                 ("gemlite_w4", "gemlite w4"), ("gemlite_w8", "gemlite w8")]
 
 
@@ -527,7 +563,7 @@ def _fmt_base(b):
 def _table(rows):
     head = ("| N x K | M | format | plan | us | GPU us | floor us | % copy BW (GPU) | x fp16 | x fp16 (GPU) | "
             "x bf16 (GPU) | x XLA int4 | x XLA int4 (GPU) | x tinygemm | x tinygemm (GPU) | x gemlite | "
-            "x gemlite (GPU) |")
+            "x gemlite (GPU) | x XLA int8 | x XLA int8 (GPU) |")
     out = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
         out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['plan']} | {r['us']:.1f} | "
@@ -535,7 +571,8 @@ def _table(rows):
                    f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')} | " +
                    " | ".join(_f(r.get(k)) for k in ("x_fp16", "x_fp16_gpu", "x_bf16_gpu", "x_xla_int4",
                                                       "x_xla_int4_gpu", "x_torch_int4", "x_torch_int4_gpu",
-                                                      "x_gemlite", "x_gemlite_gpu")) + " |")
+                                                      "x_gemlite", "x_gemlite_gpu", "x_xla_int8",
+                                                      "x_xla_int8_gpu")) + " |")
     return "\n".join(out)
 
 

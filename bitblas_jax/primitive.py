@@ -12,6 +12,7 @@ the transpose in A.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ bitblas_matmul_p = Primitive("bitblas_matmul")
 _EXACT = jax.lax.Precision.HIGHEST   # float32 dots in full precision (no TF32 on GPU)
 TARGET = "bitblas_jax_matmul"
 DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
+DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
 
 
 def empty(dtype) -> jax.Array:
@@ -123,23 +125,34 @@ def _add_bias(out, bias, spec: KernelSpec):
     return out
 
 
-def _cuda_runs_xla_ops(spec: KernelSpec) -> bool:
-    """Whether the GPU lowering is XLA's own ops: float32 activations (the CUDA kernels take fp16 /
-    bf16), and int8 / float8 ones while the plan routes them to XLA (gpu_plan)."""
+def _quantized_activation_kernel(spec: KernelSpec, M: int) -> str:
+    """The GPU path of int8 / float8 activations for M rows (gpu_plan.quantized_activation_kernel)."""
+    from .gpu_plan import quantized_activation_kernel
+    return quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode, spec.group_size, M, spec.K)
+
+
+def _cuda_runs_xla_ops(spec: KernelSpec, M: int) -> bool:
+    """Whether the GPU lowering of M rows is XLA's own ops: float32 activations (the CUDA kernels take
+    fp16 / bf16), and int8 / float8 ones where the plan routes them to XLA's dots (gpu_plan)."""
     if formats.is_quantized_activation(spec.a_dtype):
-        from .gpu_plan import quantized_activation_kernel
-        return quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode) == "xla_dot"
+        return _quantized_activation_kernel(spec, M) == "xla_dot"
     return spec.a_dtype == "float32"
 
 
+def _rows(A) -> int:
+    """M: A's leading dims, folded."""
+    return math.prod(A.shape[:-1])
+
+
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    if _cuda_runs_xla_ops(spec):
+    if _cuda_runs_xla_ops(spec, _rows(A)):
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if formats.is_quantized_activation(spec.a_dtype):
-        from .gpu_plan import quantized_activation_kernel
-        raise NotImplementedError(
-            f"bitblas_jax: the plan picked {quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode)!r} "
-            f"for {spec.a_dtype} activations, which primitive._cuda_call cannot launch")
+        kernel = _quantized_activation_kernel(spec, _rows(A))
+        if kernel == "decode_i8":
+            return _decode_i8_call(A, W, scale, zeros, bias, spec=spec)
+        raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
+                                  "which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
@@ -157,6 +170,19 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
         split_k=np.int64(plan.split_k),
         **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
+
+
+def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 activations at decode sizes: the decode_i8 kernel returns the exact int32 sums (mode none)
+    or v, the float32 sum of the scaled int32 group sums (mode scale); the bias and the output cast
+    are quantized_dot.finish, which XLA fuses (the activation scale comes after, Matmul.__call__).
+    zeros (empty in both modes) goes along so the handler checks the weight operands as the matmul
+    call's handler does."""
+    A2 = _as_2d(A, spec)
+    sums = jnp.int32 if spec.mode == "none" else jnp.float32
+    out = jax.ffi.ffi_call(DECODE_I8_TARGET, jax.ShapeDtypeStruct((A2.shape[0], spec.N), sums))(
+        A2, W, scale, zeros, **spec.ffi_attrs())
+    return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
@@ -181,8 +207,10 @@ def _lowering(call):
 
     def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
         # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
-        # partitions itself; custom_partitioning would also refuse their constants (the tables)
-        xla_ops = call is _cuda_call and _cuda_runs_xla_ops(spec)
+        # partitions itself; custom_partitioning would also refuse their constants (the tables).
+        # int8 / float8 ones too where the whole op's M goes to XLA's dots; where it goes to a
+        # kernel, each device's call picks again for its own rows.
+        xla_ops = call is _cuda_call and _cuda_runs_xla_ops(spec, _rows(ctx.avals_in[0]))
         if partition.wants_rule(ctx) and not xla_ops:
             body = functools.partial(whole_op, spec=spec, k_shards=k_shards)
             f = functools.partial(partition.call, body, bind, spec, k_shards)

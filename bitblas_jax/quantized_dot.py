@@ -13,11 +13,12 @@ The op's semantics for quantized activations (README, "int8 and float8 activatio
     C    = cast_out(v + bias)               int32 output (mode none, no bias): S itself
 
 w are the weight's element values (formats.py), s / z / bias float32, qz the integer zero points.
-The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++; this module is the GPU
-path (primitive.py, while gpu_plan.quantized_activation_kernel says "xla_dot") and is exact there
-too: int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16
-(every float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with
-float8 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
+The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++. On the GPU,
+gpu_plan.quantized_activation_kernel picks the path: "decode_i8" (the CUDA kernel computes S for mode
+none, v for mode scale; `finish` here applies the rest) or "xla_dot", matmul_xla here, exact too:
+int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every
+float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
+operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
 """
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def epilogue(v: jax.Array, bias, out_dtype: str, a_scale=None) -> jax.Array:
     if bias is not None and bias.size:
         v = v + bias.astype(jnp.float32)
     return cast_out(v, out_dtype)
+
+
+def finish(sums: jax.Array, bias, spec: KernelSpec) -> jax.Array:
+    """C [M, N] from the int32 sums S (mode none) or the float32 v (module docstring): S itself for
+    int32 output, else epilogue(float32(S) or v, bias)."""
+    if spec.out_dtype == "int32":
+        return sums
+    return epilogue(sums.astype(jnp.float32), bias, spec.out_dtype)
 
 
 def _group_term(S, asum, s, z, mode: str):
@@ -78,23 +87,19 @@ def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
         return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
 
     if spec.mode == "none":
-        S = dot(a, w)
-        if spec.out_dtype == "int32":
-            return S.reshape(A.shape[:-1] + (N,))
-        v = S.astype(jnp.float32)
-    else:
-        gs = spec.group_size
-        G = K // gs
-        ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
-        asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
-                ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
-        z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
+        return finish(dot(a, w), bias, spec).reshape(A.shape[:-1] + (N,))
+    gs = spec.group_size
+    G = K // gs
+    ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
+    asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
+            ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
+    z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
 
-        def body(g, acc):
-            S = dot(jax.lax.dynamic_index_in_dim(ag, g, 1, keepdims=False),
-                    jax.lax.dynamic_index_in_dim(wg, g, 1, keepdims=False))
-            col = lambda x: jax.lax.dynamic_index_in_dim(x, g, 1, keepdims=False)  # noqa: E731
-            return acc + _group_term(S, col(asum), col(scale), col(z_all), spec.mode)
+    def body(g, acc):
+        S = dot(jax.lax.dynamic_index_in_dim(ag, g, 1, keepdims=False),
+                jax.lax.dynamic_index_in_dim(wg, g, 1, keepdims=False))
+        col = lambda x: jax.lax.dynamic_index_in_dim(x, g, 1, keepdims=False)  # noqa: E731
+        return acc + _group_term(S, col(asum), col(scale), col(z_all), spec.mode)
 
-        v = jax.lax.fori_loop(0, G, body, jnp.zeros((M, N), jnp.float32))
-    return epilogue(v, bias, spec.out_dtype).reshape(A.shape[:-1] + (N,))
+    v = jax.lax.fori_loop(0, G, body, jnp.zeros((M, N), jnp.float32))
+    return finish(v, bias, spec).reshape(A.shape[:-1] + (N,))

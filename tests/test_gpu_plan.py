@@ -118,6 +118,53 @@ def test_gemm_max_m_env_override(monkeypatch):
     assert kernel(17) == "dequantize_then_dot" and kernel(16) == "decode"
 
 
+# ---- int8 / float8 activations ----------------------------------------------------------------------
+def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True):
+    return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8)
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 32), ("scale", 96), ("scale", 128)])
+def test_int8_activations_at_decode_sizes_run_decode_i8(w, mode, group):
+    """Every weight format of int8 activations, modes none / scale with groups of whole 32-k mma steps:
+    decode_i8 for M = 1 .. 16 on an sm_80+ GPU, XLA's dots above and where it cannot run."""
+    assert gp.DECODE_I8_MAX_M == 16
+    for M in range(1, gp.DECODE_I8_MAX_M + 1):
+        assert qact(M, w, mode, group) == "decode_i8", M
+    assert qact(gp.DECODE_I8_MAX_M + 1, w, mode, group) == "xla_dot"
+    assert qact(1, w, mode, group, decode_i8=False) == "xla_dot"
+    assert qact(0, w, mode, group) == "xla_dot"
+
+
+@pytest.mark.parametrize("w,mode,group,a_dtype", [
+    ("int4", "original", 128, "int8"), ("uint4", "rescale", 64, "int8"), ("int2", "quantized", 128, "int8"),
+    ("int4", "scale", 16, "int8"), ("int8", "scale", 48, "int8"), ("int8", "scale", 8, "int8"),
+    ("float8_e4m3fn", "scale", 128, "float8_e4m3fn"), ("int4", "scale", 128, "float8_e5m2"),
+    ("float8_e5m2", "none", -1, "float8_e4m3fn"),
+])
+def test_what_decode_i8_does_not_compute_stays_on_xla_dots(w, mode, group, a_dtype):
+    """Zeros modes, groups that end inside a 32-k mma step, float8 activations: XLA's exact dots."""
+    for M in (1, 16):
+        assert qact(M, w, mode, group, a_dtype=a_dtype) == "xla_dot"
+
+
+def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_DECODE_I8", raising=False)
+    assert gp.decode_i8_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.decode_i8_runs(lambda: False)
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    assert gp.decode_i8_runs(lambda: False) and qact(8, decode_i8=None) == "decode_i8"
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
+    assert not gp.decode_i8_runs(lambda: True) and qact(8, decode_i8=None) == "xla_dot"
+
+
+def test_quantized_activation_kernel_names_and_bad_input():
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8")
+    with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
+        qact(1, a_dtype="float16")
+
+
 # ---- Python and C++ agree --------------------------------------------------------------------------
 def _agreement_cases():
     for fmt, mode in itertools.product(list(formats.FORMATS), ["none", "scale", "original", "quantized"]):

@@ -13,6 +13,7 @@ import bitblas_jax as bj
 from bitblas_jax import formats, layout, primitive, quantized_dot, reference
 
 from cases import check_quantized, make_qcase, random_activations
+from test_gpu import GPUS, pytestmark as GPU_MARKS
 
 FP8 = ("float8_e4m3fn", "float8_e5m2")
 
@@ -262,25 +263,153 @@ def test_random_activations_cover_range(rng):
 
 
 # ---- the GPU path, lowered for CUDA on any machine ------------------------------------------------------
+def _cuda_text(cfg, M):
+    """The StableHLO of a jitted call of cfg's Matmul (with its scale) on M rows, lowered for CUDA."""
+    from bitblas_jax.export import export
+    mm = bj.Matmul(cfg)
+    args = [jax.ShapeDtypeStruct((M, cfg.K), jnp.dtype(cfg.A_dtype)),
+            jax.ShapeDtypeStruct(layout.packed_shape(cfg.N, cfg.K, cfg.format.bits), jnp.uint8)]
+    if cfg.with_scaling:
+        args.append(jax.ShapeDtypeStruct((cfg.N, cfg.num_groups), jnp.float32))
+    if cfg.with_zeros:
+        zdt = cfg.format.zeros_dtype if cfg.zeros_mode == "quantized" else jnp.float32
+        args.append(jax.ShapeDtypeStruct((cfg.N, cfg.num_groups), jnp.dtype(zdt)))
+    names = ["A", "W"] + ["scale"] * cfg.with_scaling + ["zeros"] * cfg.with_zeros
+    f = jax.jit(lambda *xs: mm(xs[0], xs[1], **dict(zip(names[2:], xs[2:]))))
+    return export(f, platforms=["cuda"])(*args).mlir_module()
+
+
 @pytest.mark.parametrize("a_dtype,w,dot", [("int8", "int4", "(tensor<8x128xi8>, tensor<64x128xi8>) -> tensor<8x64xi32>"),
                                            ("int8", "int8", "(tensor<8x256xi8>, tensor<64x256xi8>) -> tensor<8x64xi32>"),
                                            ("float8_e4m3fn", "float8_e5m2",
                                             "(tensor<8x256xbf16>, tensor<64x256xbf16>) -> tensor<8x64xf32>")])
-def test_cuda_lowering_is_exact_xla_dot(a_dtype, w, dot):
-    """On a GPU, int8 / float8 activations lower to XLA's own exact dots (gpu_plan routes them to
-    "xla_dot"): no custom call, an int8 x int8 -> int32 dot per group, or a bfloat16 -> float32 one."""
+def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
+    """Where the plan routes int8 / float8 activations to "xla_dot" (here: decode_i8 turned off),
+    they lower to XLA's own exact dots: no custom call, an int8 x int8 -> int32 dot per group, or a
+    bfloat16 -> float32 one."""
     from bitblas_jax import gpu_plan
-    from bitblas_jax.export import export
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
     group = 128 if w == "int4" else -1
     cfg = bj.MatmulConfig(N=64, K=256, A_dtype=a_dtype, W_dtype=w, out_dtype="float16", group_size=group,
                           with_scaling=True)
-    assert gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, cfg.mode) == "xla_dot"
-    assert primitive._cuda_runs_xla_ops(bj.Matmul(cfg).spec)
-    mm = bj.Matmul(cfg)
-    f = jax.jit(lambda A, W, s: mm(A, W, scale=s))
-    exp = export(f, platforms=["cuda"])(jax.ShapeDtypeStruct((8, 256), jnp.dtype(cfg.A_dtype)),
-                                       jax.ShapeDtypeStruct(layout.packed_shape(64, 256, cfg.format.bits), jnp.uint8),
-                                       jax.ShapeDtypeStruct((64, cfg.num_groups), jnp.float32))
-    text = exp.mlir_module()
-    assert "bitblas_jax_matmul" not in text and "custom_call" not in text
+    assert gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, cfg.mode, cfg.resolved_group_size, 8,
+                                                256) == "xla_dot"
+    assert primitive._cuda_runs_xla_ops(bj.Matmul(cfg).spec, 8)
+    text = _cuda_text(cfg, 8)
+    assert "bitblas_jax_" not in text and "custom_call" not in text
     assert dot in text, [line for line in text.splitlines() if "dot_general" in line]
+
+
+@pytest.mark.parametrize("w,mode,group,out,M,kernel", [
+    ("int4", "scale", 128, "float16", 8, "decode_i8"),
+    ("int8", "none", -1, "int32", 16, "decode_i8"),
+    ("uint1", "scale", 32, "float32", 1, "decode_i8"),
+    ("int2", "scale", -1, "int8", 3, "decode_i8"),
+    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime
+    ("int4", "original", 128, "float16", 8, "xla_dot"),     # zeros modes: XLA's dots
+    ("uint4", "quantized", 64, "float32", 1, "xla_dot"),
+    ("int4", "scale", 8, "float32", 4, "xla_dot"),          # groups inside an mma step (32 k)
+])
+def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
+    """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
+    decode_i8 custom call, whose int32 (mode none) or float32 (mode scale) result the fused epilogue
+    takes; what it does not compute lowers to XLA's dots."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+                          **formats.mode_flags(mode))
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
+    text = _cuda_text(cfg, M)
+    if kernel == "xla_dot":
+        assert "custom_call" not in text
+        return
+    calls = [line for line in text.splitlines() if "bitblas_jax_decode_i8" in line]
+    assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
+    sums = "i32" if mode == "none" else "f32"
+    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    assert "dot_general" not in text
+
+
+# ---- decode_i8 on a CUDA GPU (skipped elsewhere) ---------------------------------------------------------
+def on_gpu(test):
+    """Marks a test as a GPU test (tests/test_gpu.py's marks): skipped without a CUDA GPU or kernels."""
+    for mark in GPU_MARKS:
+        test = mark(test)
+    return test
+
+DECODE_I8_K = 1536      # whole packed tiles of every format (1-bit: 256 k) and whole groups of 32, 96, 128
+DECODE_I8_KINDS = (("none", -1), ("scale", -1), ("scale", 32), ("scale", 96), ("scale", 128))
+
+
+def _decode_i8_cases():
+    """Every int8-activation weight format at every M of the decode regime (1..16), the mode / group
+    cycling with M so each format meets each of DECODE_I8_KINDS several times."""
+    for i, w in enumerate(formats.QUANTIZED_A["int8"]["W"]):
+        for M in range(1, 17):
+            mode, group = DECODE_I8_KINDS[(M + i) % len(DECODE_I8_KINDS)]
+            yield pytest.param(w, M, mode, group, id=f"{w}-M{M}-{mode}-g{group}")
+
+
+def _run_decode_i8(case, **kw):
+    """case on the GPU through a jit whose output buffer is a donated poisoned array (int32 min / NaN),
+    checking that the lowering holds the decode_i8 custom call; returns (output, whether the kernel's
+    result was written into the poisoned buffer)."""
+    dev = GPUS[0]
+    c = case.cfg
+    put = lambda x: None if x is None else jax.device_put(jnp.asarray(x), dev)  # noqa: E731
+    args = [put(case.A), put(case.packed()), put(case.scale), put(case.bias), put(kw.get("a_scale"))]
+    poison_value = np.iinfo(np.int32).min if c.out_dtype == "int32" else np.nan
+    poison = put(jnp.full(case.A.shape[:-1] + (c.N,), poison_value, formats.NUMPY_DTYPES[c.out_dtype]))
+    ptr = poison.unsafe_buffer_pointer()
+    f = jax.jit(lambda p, A, W, s, b, a: case.mm(A, W, scale=s, bias=b, a_scale=a),
+                donate_argnums=0, keep_unused=True)
+    lowered = f.lower(poison, *args)
+    assert "bitblas_jax_decode_i8" in lowered.as_text(), "the plan did not pick decode_i8"
+    out = lowered.compile()(poison, *args)
+    return np.asarray(out), out.unsafe_buffer_pointer() == ptr
+
+
+@on_gpu
+@pytest.mark.parametrize("w,M,mode,group", list(_decode_i8_cases()))
+def test_gpu_decode_i8_exact(rng, w, M, mode, group):
+    """decode_i8 against the int64 / float64 reference on full-range random int8 activations and weights:
+    int32 sums (mode none) bit for bit, float32 v (mode scale) within the float32 bound; the output is
+    the kernel's own buffer here, poisoned beforehand, so an unwritten element shows."""
+    from bitblas_jax import gpu_plan
+    out_dtype = "int32" if mode == "none" else "float32"
+    case = make_qcase(rng, "int8", w, mode, group, out_dtype, M=M, N=48, K=DECODE_I8_K)
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
+                                                DECODE_I8_K) == "decode_i8"
+    out, written = _run_decode_i8(case)
+    assert written, "XLA did not hand the poisoned buffer to the kernel (the check would not see unwritten outputs)"
+    check_quantized(case, out)
+
+
+@on_gpu
+@pytest.mark.parametrize("w,mode,group,out,bias,a_scale,M", [
+    ("int4", "scale", 128, "float16", True, "token", 7),      # SmoothQuant W4A8
+    ("int8", "scale", -1, "bfloat16", False, "token", 16),    # W8A8, per-channel weight scales
+    ("int8", "none", -1, "float32", True, "tensor", 1),
+    ("uint2", "scale", 64, "int8", True, None, 9),
+    ("int1", "scale", 256, "float16", False, "token", 12),
+])
+def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
+    """decode_i8's sums through the fused epilogue: activation scales, bias, every output cast."""
+    case = make_qcase(rng, "int8", w, mode, group, out, bias, M=M, N=64, K=2048, a_scale=a_scale)
+    got, _ = _run_decode_i8(case, a_scale=case.a_scale)
+    check_quantized(case, got)
+
+
+@on_gpu
+@pytest.mark.parametrize("M", [1, 16])
+def test_gpu_decode_i8_k_65536_full_range(M):
+    """K = 2^16 with every product at its largest: |S| = 2^30, inside int32 (the documented limit)."""
+    K = 1 << 16
+    mm = bj.Matmul(bj.MatmulConfig(N=32, K=K, A_dtype="int8", W_dtype="int8", out_dtype="int32"))
+    A = np.full((M, K), -128, np.int8)
+    A[-1] = 127
+    values = np.full((32, K), -128, np.int8)
+    values[1::2] = 127
+    dev = GPUS[0]
+    out = jax.jit(lambda A, W: mm(A, W))(jax.device_put(A, dev), jax.device_put(mm.transform_weight(values), dev))
+    np.testing.assert_array_equal(np.asarray(out).astype(np.int64), reference.integer_matmul(A, values, "int8"))

@@ -1,37 +1,129 @@
-"""GPU check of int8 / float8 activations (issue 29), on a machine whose JAX sees a CUDA GPU.
+"""GPU check of int8 / float8 activations (issue 29), on a machine whose JAX sees a CUDA GPU and whose
+bitblas_jax install has the CUDA kernels.
 
-    python3 tools/gpu_qact_check.py            # tests on the GPU, then a short timing table
+    python3 tools/gpu_qact_check.py --decode-i8    # decode_i8 only: about 1.5 minutes on an H200
+    python3 tools/gpu_qact_check.py                # everything: tests on the GPU, then the timing table
     python3 tools/gpu_qact_check.py --no-bench
 
+--decode-i8 (the int8 decode kernel, csrc/cuda/decode_i8.cuh):
+1. Builds and runs tests/cuda/decode_i8_selftest.cu when nvcc is on PATH (the kernel alone: every
+   format, modes none / scale, M up to 23, groups 32 / 96 / 128 / per-channel, poisoned outputs, int32
+   bit for bit against int64, K = 2^16), for the GPU's architecture. About 15 s.
+2. Runs the decode_i8 tests through JAX (pytest -k decode_i8: the plan rule, the lowering, and on the
+   GPU every format at M = 1..16 against the int64 / float64 reference with the kernel's output buffer
+   poisoned, the epilogues, K = 2^16). About 60 s.
+3. Times decode_i8 against the same calls on XLA's dots (BITBLAS_JAX_DECODE_I8=0), XLA's fp16 and int8
+   dots and bitblas_jax's W4A16 (the issue's target: W4A8 within 10% of it), N = K = 8192, M = 1 and 16.
+   About 20 s.
+
+Without --decode-i8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
-   bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers).
-2. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
+   bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers, decode_i8's tests).
+2. Builds and runs the decode_i8 self-test (as above).
+3. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
    -> int32, the issue's baseline), and bitblas_jax W8A8 (per-channel), W4A8 (g128) and W_FP8A_FP8
-   (per-tensor weight scale), activations already quantized, fp16 output; us per op, wall time of
-   back-to-back calls (benchmarks/bench_matmul.py's time_jit).
-Prints a PASS/FAIL table last; exit status 1 on any failure. About 3-5 minutes on an H200 (mostly
-compiling the tests' ~1,000 small jitted calls).
+   (per-tensor weight scale), activations already quantized, fp16 output. About 3-5 minutes.
+
+Times are us per op, wall time of back-to-back calls over several weight copies
+(benchmarks/bench_matmul.py's time_jit and rotation). Prints a PASS/FAIL table last; exit status 1 on any
+failure.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_tests() -> tuple[bool, str]:
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-                        "tests/test_quantized_activations.py", "tests/test_activation_quant.py"],
+def run_tests(args: list[str]) -> tuple[bool, str]:
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rs", *args],
                        cwd=ROOT, capture_output=True, text=True)
-    tail = [line for line in p.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    tail = lines[-1:] or ["(no output)"]
+    skipped = [line for line in lines if "skipped (GPU tests)" in line]
     if p.returncode:
         print(p.stdout[-6000:], p.stderr[-3000:])
+    elif skipped:   # GPU tests skipped on a GPU machine: the check did not check
+        return False, f"{tail[0]}; {skipped[0].strip()}"
     return p.returncode == 0, tail[0]
+
+
+def run_decode_i8_selftest() -> tuple[bool, str]:
+    import jax
+    if shutil.which("nvcc") is None:
+        return False, "nvcc not on PATH"
+    cc = str(getattr(jax.devices()[0], "compute_capability", "9.0")).replace(".", "")
+    arch = "90a" if cc == "90" else cc
+    exe = os.path.join(ROOT, "build", "decode_i8_selftest")
+    os.makedirs(os.path.dirname(exe), exist_ok=True)
+    b = subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr",
+                        f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Icsrc/include", "-Icsrc/cuda",
+                        "tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu", "-o", exe],
+                       cwd=ROOT, capture_output=True, text=True)
+    if b.returncode:
+        return False, "build failed: " + b.stderr[-300:]
+    r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
+    print(r.stdout[-3000:])
+    last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return r.returncode == 0, last
+
+
+def _bench_module():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))   # bench_matmul imports torch_baselines from there
+    spec = importlib.util.spec_from_file_location("bench_matmul", os.path.join(ROOT, "benchmarks", "bench_matmul.py"))
+    bm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bm)
+    return bm
+
+
+@contextlib.contextmanager
+def decode_i8_env(value: str | None):
+    """BITBLAS_JAX_DECODE_I8 set to value (None: unset) while jitted calls are traced inside."""
+    old = os.environ.get("BITBLAS_JAX_DECODE_I8")
+    if value is None:
+        os.environ.pop("BITBLAS_JAX_DECODE_I8", None)
+    else:
+        os.environ["BITBLAS_JAX_DECODE_I8"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BITBLAS_JAX_DECODE_I8", None)
+        else:
+            os.environ["BITBLAS_JAX_DECODE_I8"] = old
+
+
+def bench_decode_i8(size: int = 8192, Ms=(1, 16), repeats: int = 5) -> tuple[list[str], list[str]]:
+    """(table rows, plan names) of decode_i8 against XLA's dots at decode sizes."""
+    import numpy as np
+    bm = _bench_module()
+    N = K = size
+    rng = np.random.default_rng(0)
+    head = (f"{'M':>3} {'fp16 dot':>9} {'XLA int8':>9} {'W4A16':>9} {'W8A8':>9} {'W8A8 xla':>9} "
+            f"{'W4A8':>9} {'W4A8 xla':>9}  (us per op; 'xla': the same call on XLA's dots)")
+    rows, plans = [head], []
+    for M in Ms:
+        t = [bm.measure(bm.xla_item("fp16", M, N, K, rng), repeats)["us"],
+             bm.measure(bm.xla_item("xla_int8", M, N, K, rng), repeats)["us"]]
+        cfg16 = bm.bitblas_config(M, N, K, "w4g128")
+        t.append(bm.measure(bm.bitblas_item(cfg16, rng)[0], repeats)["us"])
+        for fmt in ("w8a8", "w4a8g128"):
+            cfg = bm.bitblas_config(M, N, K, fmt)
+            for env in (None, "0"):
+                with decode_i8_env(env):
+                    item = bm.bitblas_item(cfg, rng)[0]
+                    t.append(bm.measure(item, repeats)["us"])   # traced (the plan read) in here
+                    plans.append(f"{fmt} M={M} {'default' if env is None else 'BITBLAS_JAX_DECODE_I8=0'}: "
+                                 f"{bm.plan_name(cfg, M)}")
+        rows.append(f"{M:>3} " + " ".join(f"{v:>9.1f}" for v in t))
+    return rows, plans
 
 
 def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
@@ -40,9 +132,7 @@ def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
     import numpy as np
 
     import bitblas_jax as bj
-    spec = importlib.util.spec_from_file_location("bench_matmul", os.path.join(ROOT, "benchmarks", "bench_matmul.py"))
-    bm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bm)
+    bm = _bench_module()
     N = K = size
     rng = np.random.default_rng(0)
     rows = [f"{'M':>5} {'fp16 dot':>9} {'XLA int8':>9} {'W8A8':>9} {'W4A8 g128':>10} {'FP8xFP8':>9}  (us per op)"]
@@ -73,24 +163,46 @@ def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
     return rows
 
 
+def _timed(results: dict, name: str, fn):
+    try:
+        rows = fn()
+        if isinstance(rows, tuple):
+            rows, notes = rows
+            print("\n".join(notes))
+        print("\n".join(rows))
+        results[name] = (True, f"{len(rows) - 1} rows")
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        results[name] = (False, f"{type(e).__name__}: {e}"[:200])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--decode-i8", action="store_true", help="the decode_i8 checks only (about 1.5 minutes)")
     p.add_argument("--no-bench", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--size", type=int, default=8192, help="N = K of the timed layer")
-    p.add_argument("--Ms", default="1,16,256,1024,4096")
+    p.add_argument("--Ms", default=None, help="default 1,16 with --decode-i8, else 1,16,256,1024,4096")
     args = p.parse_args()
     import jax
-    results = {"JAX sees a GPU": (jax.default_backend() == "gpu", str(jax.devices()))}
+
+    from bitblas_jax import _ext
+    results = {"JAX sees a GPU": (jax.default_backend() == "gpu", str(jax.devices())),
+               "bitblas_jax has its CUDA kernels": (_ext.has_cuda(), "built with nvcc" if _ext.has_cuda() else
+                                                   "reinstall with nvcc on PATH")}
+    Ms = tuple(int(m) for m in (args.Ms or ("1,16" if args.decode_i8 else "1,16,256,1024,4096")).split(","))
     if not args.no_tests:
-        results["tests on the GPU"] = run_tests()
+        results["decode_i8 CUDA selftest"] = run_decode_i8_selftest()
+        if args.decode_i8:
+            results["decode_i8 tests on the GPU"] = run_tests(
+                ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "decode_i8"])
+        else:
+            results["tests on the GPU"] = run_tests(["tests/test_quantized_activations.py",
+                                                     "tests/test_activation_quant.py"])
     if not args.no_bench:
-        try:
-            rows = bench(args.size, tuple(int(m) for m in args.Ms.split(",")))
-            print("\n".join(rows))
-            results["benchmark ran"] = (True, f"{len(rows) - 1} rows")
-        except Exception as e:  # noqa: BLE001 - reported in the table
-            results["benchmark ran"] = (False, f"{type(e).__name__}: {e}"[:200])
+        if args.decode_i8:
+            _timed(results, "decode_i8 timing ran", lambda: bench_decode_i8(args.size, Ms))
+        else:
+            _timed(results, "benchmark ran", lambda: bench(args.size, Ms))
     print("\nint8 / float8 activations on the GPU")
     for name, (ok, detail) in results.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")

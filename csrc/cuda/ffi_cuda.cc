@@ -10,14 +10,15 @@
 
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
+#include "decode_i8.h"
 #include "matmul_cuda.h"
 
 namespace py = pybind11;
 namespace bitblas_jax {
 namespace {
 
-ffi::Error to_ffi_error(const std::string& err) {
-  const std::string msg = "bitblas_jax_matmul (cuda): " + err;
+ffi::Error to_ffi_error(const std::string& err, const char* target = "bitblas_jax_matmul") {
+  const std::string msg = std::string(target) + " (cuda): " + err;
   if (err.rfind("CUDA error", 0) == 0) return ffi::Error::Internal(msg);
   return ffi::Error::InvalidArgument(msg);
 }
@@ -86,6 +87,56 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
                                   .Attr<int64_t>("K"),
                               {ffi::Traits::kCmdBufferCompatible});
 
+// decode_i8 (decode_i8.cuh): int8 activations at decode sizes, on the packed weight of every path.
+// Returns the exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode
+// scale); bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish).
+// Operands and attributes as the matmul call's, without bias; zeros is empty in both modes.
+ffi::Error DecodeI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                            ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
+                            int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+  if (A.element_type() != ffi::DataType::S8) return arg_error("decode_i8: A must be s8");
+  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error("decode_i8: accum_dtype must be int32");
+  MatmulArgs args;
+  if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
+      e.failure())
+    return e;
+  const bool scaled = args.mode == ScaleMode::kScale;
+  if (!plan::decode_i8_takes(args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error("decode_i8 takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
+                     "a group_size that is a multiple of 32 (gpu_plan.quantized_activation_kernel)");
+  auto ad = A.dimensions();
+  if (ad.size() != 2 || ad[1] != K) return arg_error("decode_i8: A must be [M, K]");
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N) return arg_error("decode_i8: the output must be [M, N]");
+  if (out->element_type() != (scaled ? ffi::DataType::F32 : ffi::DataType::S32))
+    return arg_error("decode_i8: the output must be s32 (mode none) or f32 (mode scale)");
+  DecodeI8Args d;
+  d.M = ad[0];
+  d.N = N;
+  d.K = K;
+  d.w_format = args.w_format;
+  d.scaled = scaled;
+  d.group_size = group_size;
+  d.A = static_cast<const int8_t*>(A.untyped_data());
+  d.W = args.W;
+  d.scale = static_cast<const float*>(args.scale);
+  d.out = out->untyped_data();
+  const std::string err = launch_decode_i8(d, stream);
+  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_decode_i8");
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    bitblas_jax_decode_i8_cuda, DecodeI8CudaImpl,
+    BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()
+                                 .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                 .Arg<ffi::AnyBuffer>()   // A
+                                 .Arg<ffi::AnyBuffer>()   // W
+                                 .Arg<ffi::AnyBuffer>()   // scale
+                                 .Arg<ffi::AnyBuffer>()   // zeros
+                                 .Ret<ffi::AnyBuffer>()), // out
+    {ffi::Traits::kCmdBufferCompatible});
+
 // For the torch shim: the same dispatcher on raw device pointers and a raw
 // stream (torch's current stream, as an int); the caller sets the device.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
@@ -116,6 +167,8 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
         py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_matmul_cuda), "xla._CUSTOM_CALL_TARGET");
     d["bitblas_jax_dequantize"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_dequantize_cuda),
                                               "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_decode_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_decode_i8_cuda),
+                                             "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,

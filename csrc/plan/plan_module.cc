@@ -84,7 +84,26 @@ PYBIND11_MODULE(_bitblas_plan, m) {
         return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N);
       },
       py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"));
+  m.def(
+      "quantized_activation_kernel",
+      [](int64_t M, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size, bool decode_i8,
+         int64_t decode_i8_max_m) {
+        if (a_dtype < 0 || a_dtype >= bitblas_jax::kNumDTypes) throw py::value_error("bad a_dtype id");
+        if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
+        bp::QActQuery q;
+        q.M = M, q.K = K, q.a_dtype = static_cast<bitblas_jax::DType>(a_dtype);
+        q.w_format = static_cast<bitblas_jax::WFormat>(w_format), q.mode = mode, q.group_size = group_size;
+        q.decode_i8 = decode_i8, q.decode_i8_max_m = decode_i8_max_m;
+        return std::string(bp::qact_kernel_name(bp::quantized_activation_kernel(q)));
+      },
+      py::arg("M"), py::arg("K"), py::arg("a_dtype"), py::arg("w_format"), py::arg("mode"), py::arg("group_size"),
+      py::arg("decode_i8"), py::arg("decode_i8_max_m"),
+      "The GPU path of int8 / float8 activations (plan::quantized_activation_kernel), by name.");
   py::list names;
   for (int k = 0; k < bp::kNumKernels; ++k) names.append(bp::kernel_name(static_cast<bp::Kernel>(k)));
   m.attr("KERNELS") = names;
+  py::list qact_names;
+  for (int k = 0; k < bp::kNumQActKernels; ++k)
+    qact_names.append(bp::qact_kernel_name(static_cast<bp::QActKernel>(k)));
+  m.attr("QUANTIZED_ACTIVATION_KERNELS") = qact_names;
 }

@@ -391,5 +391,54 @@ inline Plan make_plan(const PlanQuery& q) {
   return finish(Kernel::kGemmMma, tile, split, M, N, K, q.bits);
 }
 
+// ---- int8 / float8 activations -------------------------------------------------------------------
+// Their GPU path, chosen apart from make_plan (whose kernels take 16-bit activations):
+//   kXlaDot    bitblas_jax/quantized_dot.py: XLA's exact int8 x int8 -> int32 dots (float8: exactly
+//              widened bfloat16 operands, float32 accumulation) per group, the float32 epilogue fused
+//   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1 };
+constexpr int kNumQActKernels = 2;
+
+inline const char* qact_kernel_name(QActKernel k) {
+  switch (k) {
+    case QActKernel::kXlaDot: return "xla_dot";
+    case QActKernel::kDecodeI8: return "decode_i8";
+  }
+  return "?";
+}
+
+// What decode_i8 computes: int8 activations with weights whose element values are int8 (int8, int4 ..
+// int1, uint4 .. uint1: the int8 row of formats.py QUANTIZED_A), mode none (the int32 sums) or scale
+// with groups of whole 32-k mma steps (each group's exact int32 sum is scaled in float32). The zeros
+// modes stay on kXlaDot.
+constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  const bool int8_values = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 ||
+                           w_format == WFormat::kInt2 || w_format == WFormat::kInt1 ||
+                           w_format == WFormat::kUInt4 || w_format == WFormat::kUInt2 ||
+                           w_format == WFormat::kUInt1;
+  if (!int8_values || K <= 0 || K % packed_tile_k(format_bits(w_format)) != 0) return false;
+  if (mode == static_cast<int>(ScaleMode::kNone)) return true;
+  return mode == static_cast<int>(ScaleMode::kScale) && group_size > 0 && group_size % 32 == 0 &&
+         K % group_size == 0;
+}
+
+struct QActQuery {
+  int64_t M = 0, K = 0;
+  DType a_dtype = DType::kI8;
+  WFormat w_format = WFormat::kInt8;
+  int mode = 0;                  // a ScaleMode id
+  int64_t group_size = 0;
+  bool decode_i8 = false;        // the GPU can run decode_i8 (sm_80+, built with the CUDA kernels)
+  // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
+  int64_t decode_i8_max_m = 16;
+};
+
+inline QActKernel quantized_activation_kernel(const QActQuery& q) {
+  if (q.a_dtype == DType::kI8 && q.decode_i8 && q.M >= 1 && q.M <= q.decode_i8_max_m &&
+      decode_i8_takes(q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kDecodeI8;
+  return QActKernel::kXlaDot;
+}
+
 }  // namespace plan
 }  // namespace bitblas_jax
