@@ -25,8 +25,10 @@ Every row names the kernel bitblas_jax's plan chose (gpu_plan.plan_cuda, the pla
 from __future__ import annotations
 
 import os
+import time
 
-# torch shares the GPU in this process: XLA takes memory as it needs it rather than 75% up front
+T0 = time.perf_counter()  # --max-minutes counts from here (before the imports of jax and bitblas_jax)
+# the torch baselines' process shares the GPU: XLA takes memory as it needs it rather than 75% up front
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402
@@ -34,8 +36,8 @@ import glob  # noqa: E402
 import gzip  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -43,6 +45,7 @@ import numpy as np  # noqa: E402
 
 import bitblas_jax as bj  # noqa: E402
 import torch_baselines  # noqa: E402  (benchmarks/, the script's folder, is on sys.path)
+import weight_copies  # noqa: E402
 
 # N x K = weight rows (out features) x in features, per model layer:
 #   model                       q/o       qkv fused   gate / up (each)   down
@@ -79,16 +82,14 @@ QUICK_FORMATS = ["w4g128", "w4g128-bf16", "w2g128", "w8"]
 XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc")
 BASELINES = XLA_BASELINES + torch_baselines.NAMES
 DEFAULT_BASELINES = [b for b in BASELINES if b != "xla_int4_pc"]
-L2_BYTES = 50 * 2**20
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
 RELERR_SUSPECT = 1e-2   # a baseline's max error / max |reference| above this is not fp16 / bf16 rounding
 
 
 def copies_for(nbytes: int) -> int:
-    """Ops per timed call, each on its own weight copy: about CALL_BYTES of weight traffic (> 2x L2),
-    at least 2, at most 64."""
-    return int(min(64, max(2, math.ceil(max(CALL_BYTES, 2 * L2_BYTES) / max(nbytes, 1)))))
+    """weight_copies.copies_for at this run's --call-mb."""
+    return weight_copies.copies_for(nbytes, CALL_BYTES)
 
 
 SAMPLE_S = 0.02  # GPU time per timing sample: the dispatch of the first call and the final sync are < 1% of it
@@ -386,11 +387,13 @@ def main():
                    help="gemlite's autotune breadth for keys its cache lacks (gemlite's own default: fast)")
     p.add_argument("--gemlite-save", default=None,
                    help="write gemlite's autotune results (cached + tuned in this run) here, for --gemlite-config")
+    p.add_argument("--torch-timeout", type=float, default=180.0,
+                   help="seconds one torch-side baseline may take at one (shape, M) (gemlite's autotune and "
+                        "compiles included) before its process is killed and the baseline given up")
     p.add_argument("--max-minutes", type=float, default=8.0,
-                   help="start no new shape where the run would pass this many minutes with it (estimate: the "
-                        "last shape's time); keeps a sweep inside a 10-minute device command")
+                   help="start no (shape, M) that would end past this many minutes from the process start "
+                        "(estimate: the last time of the same M); keeps a sweep inside a 10-minute device command")
     args = p.parse_args()
-    t_start = time.perf_counter()
     global GPU_TIME, TRACE, CALL_BYTES
     on_gpu = jax.default_backend() == "gpu"
     GPU_TIME, TRACE, CALL_BYTES = on_gpu and not args.no_gpu_time, args.trace, args.call_mb << 20
@@ -412,81 +415,128 @@ def main():
     if unknown:
         raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
     torch_names = [b for b in baselines if b in torch_baselines.NAMES]
-    if torch_names and torch_baselines.cuda_torch() is None:
-        print(f"no torch with a CUDA GPU: skipping {', '.join(torch_names)}", flush=True)
+    worker = None
+    if torch_names and not on_gpu:
+        print(f"backend {jax.default_backend()}: skipping {', '.join(torch_names)} (CUDA only)", flush=True)
         torch_names = []
-    if any(b.startswith("gemlite") for b in torch_names):
-        gl = torch_baselines.load_gemlite(args.gemlite_config, args.gemlite_autotune)
-        print("gemlite:", gl if isinstance(gl, str) else f"{gl.__version__} (third_party), autotune cache "
-              f"{args.gemlite_config}, autotune breadth for other keys: {args.gemlite_autotune}", flush=True)
+    elif torch_names:
+        worker = torch_baselines.Worker(CALL_BYTES, args.gemlite_config, args.gemlite_autotune,
+                                        any(b.startswith("gemlite") for b in torch_names), args.torch_timeout)
+        info = worker.hello()
+        print("torch baselines (own process):", info, flush=True)
+        if info.get("error") or not info.get("cuda"):
+            print(f"no torch with a CUDA GPU: skipping {', '.join(torch_names)}", flush=True)
+            torch_names = []
+        elif "gemlite_error" in info:
+            print(f"gemlite not usable: skipping {', '.join(b for b in torch_names if b.startswith('gemlite'))}",
+                  flush=True)
+            torch_names = [b for b in torch_names if not b.startswith("gemlite")]
+        elif "gemlite" in info:
+            print(f"gemlite {info['gemlite']} (third_party), autotune cache {args.gemlite_config}, autotune "
+                  f"breadth for other keys: {args.gemlite_autotune}", flush=True)
     if not on_gpu:
-        print(f"backend {jax.default_backend()}: smoke run (no GPU time; CUDA baselines skipped)", flush=True)
+        print(f"backend {jax.default_backend()}: smoke run (no GPU time)", flush=True)
 
     rng = np.random.default_rng(0)
     dev = jax.devices()[0]
     bw = copy_bandwidth()
     print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
-    rows, base_rows, skipped, last_shape_s = [], [], [], 0.0
+    rows, base_rows, skipped, seen_errors = [], [], [], set()
+    point_s: dict[int, float] = {}   # M -> seconds its last (shape, M) took: the estimate for the next
     meta = dict(device=dev.device_kind, copy_tbps=bw, jax=jax.__version__, formats=fmts, baselines=baselines,
                 repeats=args.repeats, call_mb=args.call_mb, gemlite_autotune=args.gemlite_autotune,
-                gemlite_config=os.path.basename(args.gemlite_config or ""))
-    for (N, K) in shapes:
-        elapsed = time.perf_counter() - t_start
-        if elapsed + last_shape_s > 60 * args.max_minutes:
-            skipped.append(f"{N}x{K}")
-            continue
-        for M in Ms:
-            items, res = {}, {}
-            for name in (b for b in baselines if b in XLA_BASELINES):
-                items[name] = xla_item(name, M, N, K, rng)
-                res[name] = measure(items[name], args.repeats)
-            cfgs, wbytes = {}, {}
-            for name in fmts:
-                cfgs[name] = bitblas_config(M, N, K, name)
-                items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], rng)
-                res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
-            if GPU_TIME:
-                for name, g in gpu_busy_batch(items).items():
-                    if g:
-                        res[name]["gpu_us"] = g
-            del items
-            base = {}
-            for name in (b for b in baselines if b in XLA_BASELINES):
-                base[name] = res[name]["us"]
-                if res[name].get("gpu_us"):
-                    base[name + "_gpu"] = res[name]["gpu_us"]
-            base.update(torch_baselines.run(M, N, K, torch_names, copies_for, args.repeats, SAMPLE_S))
-            base_rows.append(dict(N=N, K=K, M=M, **base))
-            print(_fmt_base(base_rows[-1]), flush=True)
-            for name in fmts:
-                row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
-                               base, bw)
-                rows.append(row)
-                print(_fmt_row(row), flush=True)
-            if args.out:  # after every (shape, M): a run cut short keeps what it measured
-                _write_json(args.out, meta, rows, base_rows, skipped, t_start)
-        last_shape_s = time.perf_counter() - t_start - elapsed
-        print(f"-- {N}x{K}: {last_shape_s:.0f} s (run {time.perf_counter() - t_start:.0f} s)", flush=True)
-    print()
-    print(_table(rows))
-    print()
-    print(_base_table(base_rows))
-    if skipped:
-        print(f"\nnot run (--max-minutes {args.max_minutes}): {', '.join(skipped)}; run them with --shapes")
-    print(f"\nrun time {time.perf_counter() - t_start:.0f} s")
-    if args.out:
-        _write_json(args.out, meta, rows, base_rows, skipped, t_start)
-        _plot(rows, args.out + ".png")
-    if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
-        gl = torch_baselines.load_gemlite()
-        if not isinstance(gl, str):
-            gl.cache_config(args.gemlite_save)
+                gemlite_config=os.path.basename(args.gemlite_config or ""), max_minutes=args.max_minutes)
+    deadline = T0 + 60 * args.max_minutes
+    signal.signal(signal.SIGTERM, _raise_cut)   # the device command's time limit: write what was measured
+    cut = False
+    try:
+        for (N, K) in shapes:
+            t_shape = time.perf_counter()
+            for M in Ms:
+                t0 = time.perf_counter()
+                if t0 + point_s.get(M, max(point_s.values(), default=0.0)) > deadline:
+                    skipped.append((N, K, M))
+                    continue
+                items, res = {}, {}
+                for name in (b for b in baselines if b in XLA_BASELINES):
+                    items[name] = xla_item(name, M, N, K, rng)
+                    res[name] = measure(items[name], args.repeats)
+                cfgs, wbytes = {}, {}
+                for name in fmts:
+                    cfgs[name] = bitblas_config(M, N, K, name)
+                    items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], rng)
+                    res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
+                if GPU_TIME:
+                    for name, g in gpu_busy_batch(items).items():
+                        if g:
+                            res[name]["gpu_us"] = g
+                del items
+                base = {}
+                for name in (b for b in baselines if b in XLA_BASELINES):
+                    base[name] = res[name]["us"]
+                    if res[name].get("gpu_us"):
+                        base[name + "_gpu"] = res[name]["gpu_us"]
+                if worker is not None:
+                    base.update(worker.run(M, N, K, torch_names, args.repeats, SAMPLE_S))
+                base_rows.append(dict(N=N, K=K, M=M, **base))
+                print(_fmt_base(base_rows[-1], seen_errors), flush=True)
+                for name in fmts:
+                    row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
+                                   base, bw)
+                    rows.append(row)
+                    print(_fmt_row(row), flush=True)
+                point_s[M] = time.perf_counter() - t0
+                if args.out:  # after every (shape, M): a run cut short keeps what it measured
+                    _write_json(args.out, meta, rows, base_rows, skipped, T0)
+            print(f"-- {N}x{K}: {time.perf_counter() - t_shape:.0f} s (run {time.perf_counter() - T0:.0f} s)",
+                  flush=True)
+    except (KeyboardInterrupt, RunCut) as e:
+        print(f"\nrun cut ({type(e).__name__}) at {time.perf_counter() - T0:.0f} s: writing what was measured",
+              flush=True)
+        cut = True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print()
+        print(_table(rows))
+        print()
+        print(_base_table(base_rows))
+        if skipped:
+            print(f"\nnot run (--max-minutes {args.max_minutes}): {_fmt_skipped(skipped)}; run them with --shapes / --Ms")
+        print(f"\nrun time {time.perf_counter() - T0:.0f} s", flush=True)
+        if args.out:
+            _write_json(args.out, meta, rows, base_rows, skipped, T0)
+            _plot(rows, args.out + ".png")
+        if worker is not None:
+            if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
+                worker.save_gemlite(args.gemlite_save)
+            worker.close()
+    if cut:
+        raise SystemExit(143)
 
 
-def _write_json(out, meta, rows, base_rows, skipped, t_start):
-    with open(out + ".json", "w") as f:
-        json.dump(dict(meta, run_s=time.perf_counter() - t_start, not_run=skipped, rows=rows,
+class RunCut(Exception):
+    """SIGTERM (the time limit of the command running the benchmark)."""
+
+
+def _raise_cut(signum, frame):
+    raise RunCut()
+
+
+def _fmt_skipped(skipped) -> str:
+    """'NxK (all M)' for a shape none of whose M ran, else 'NxK M=a,b'."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for N, K, M in skipped:
+        by_shape.setdefault((N, K), []).append(M)
+    return ", ".join(f"{N}x{K} M={','.join(map(str, ms))}" for (N, K), ms in by_shape.items())
+
+
+def _write_json(out, meta, rows, base_rows, skipped, t0):
+    """OUT.json: meta, run_s, not_run ([N, K, M] not measured for --max-minutes), rows, baselines; written
+    to a temporary name and renamed, so a kill while writing leaves the previous complete file."""
+    with open(out + ".json.tmp", "w") as f:
+        json.dump(dict(meta, run_s=time.perf_counter() - t0, not_run=skipped, rows=rows,
                        baselines=base_rows), f, indent=1)
+    os.replace(out + ".json.tmp", out + ".json")
 
 
 def _f(x, fmt="{:.2f}"):
@@ -516,9 +566,15 @@ def _base_cell(b, key):
     return cell + (f" ({b[key + '_cfg']})" if key + "_cfg" in b else "")
 
 
-def _fmt_base(b):
+def _fmt_base(b, seen_errors: set | None = None):
+    """One line of baseline times; then its errors (each message once per run where seen_errors is given)
+    and any suspect output check."""
     cells = "  ".join(f"{label} {_base_cell(b, key)}" for key, label in BASE_COLUMNS if key in b or key + "_error" in b)
-    errs = "; ".join([f"{k}: {v}" for k, v in b.items() if k.endswith("error")] +
+    new_errs = [f"{k}: {v}" for k, v in b.items() if k.endswith("error")]
+    if seen_errors is not None:
+        new_errs = [e for e in new_errs if e not in seen_errors]
+        seen_errors.update(new_errs)
+    errs = "; ".join(new_errs +
                      [f"{k} = {v:.3g}: this baseline does not compute the product it is given (mispacked?)"
                       for k, v in b.items() if k.endswith("_relerr") and v > RELERR_SUSPECT])
     return f"{b['N']:>5}x{b['K']:<5} M={b['M']:<4} baselines us (wall / gpu): {cells}" + (f"\n  {errs}" if errs else "")
