@@ -23,10 +23,13 @@ Triton compile) or a hang costs that baseline's column, never the JAX side's con
 
 gemlite is imported from third_party/gemlite (a verbatim copy of its Python package: see README there).
 Its autotune cache: gemlite ships configs for the H100 and looks them up by GPU name, which misses the
-H200 (same GH100 chip), so load_gemlite() loads the H100 file explicitly (or --gemlite-config). For a
-key the cache lacks, gemlite autotunes at the first call; --gemlite-autotune picks how widely
-("default": 2 configs, the bound that keeps a sweep's run time; "fast": gemlite's own default, about
-20; "max"). Each row says which happened (`<name>_cfg`).
+H200 (same GH100 chip), so load_gemlite() loads the H100 file explicitly (or --gemlite-config). The
+cache is read by gemlite's config pruner, which Triton's autotuner calls only for a kernel with more
+than one config. For a key the cache lacks, gemlite autotunes at the first call (the warm-up, outside
+the timing); --gemlite-autotune picks how widely: "bounded" (BOUNDED: gemlite's 2-config "default"
+lists for its GEMM kernels, its "fast" lists (12-17 small configs) for the GEMV kernels, whose
+"default" lists hold a single config with which the cache would never be read), "fast" (gemlite's own
+default, about 20 configs per GEMM kernel) or "max". Each row says which happened (`<name>_cfg`).
 """
 from __future__ import annotations
 
@@ -50,7 +53,13 @@ NAMES = ("torch_bf16", "torch_int4", "gemlite_w4", "gemlite_w8")
 DEVICE = "cuda"
 
 _gemlite = None          # the module once imported, or the error string
-_gemlite_autotune = "default"
+_gemlite_autotune = "bounded"
+# gemlite's autotune list per matmul type for --gemlite-autotune bounded (see the module docstring)
+BOUNDED = {"GEMV": "fast", "GEMV_REVSPLITK": "fast", "GEMV_SPLITK": "fast", "GEMM_SPLITK": "default", "GEMM": "default"}
+# matmul type -> (module in gemlite.triton_kernels, its class): the kernels in use after set_autotune's reload
+KERNEL_CLASSES = {"GEMV": ("gemv_kernels", "gemv"), "GEMV_REVSPLITK": ("gemv_revsplitK_kernels", "gemv_revsplitK"),
+                  "GEMV_SPLITK": ("gemv_splitK_kernels", "gemv_splitK"),
+                  "GEMM_SPLITK": ("gemm_splitK_kernels", "gemm_splitK"), "GEMM": ("gemm_kernels", "gemm")}
 
 
 def cuda_torch():
@@ -62,7 +71,7 @@ def cuda_torch():
     return torch if torch.cuda.is_available() else None
 
 
-def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "default"):
+def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "bounded"):
     """Import the vendored gemlite once; load its autotune cache `config`; set its autotune breadth.
     Returns the module, or the error string."""
     global _gemlite, _gemlite_autotune
@@ -76,7 +85,7 @@ def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "defa
         if config and not gemlite.load_config(config):
             raise RuntimeError(f"gemlite could not load its config {config}")
         if autotune != "fast":   # "fast" is gemlite's default; set_autotune reloads its kernel modules
-            gemlite.set_autotune(autotune)
+            gemlite.set_autotune(BOUNDED if autotune == "bounded" else autotune)
         _gemlite, _gemlite_autotune = gemlite, autotune
     except Exception as e:  # noqa: BLE001 - no GPU, triton missing or too old, an API change
         _gemlite = f"{type(e).__name__}: {e}"[:200]
@@ -84,15 +93,21 @@ def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "defa
 
 
 def _gemlite_cfg(gl, M, N, K, lin) -> str:
-    """'cached' where gemlite's loaded config has this call's key (its pruners' signature), else
-    'autotune-<breadth>'."""
+    """'<matmul type> cached' where gemlite's loaded config has this call's key (its pruners' signature)
+    and the kernel has more than one config (else Triton never calls the pruner: 'single config'), else
+    '<matmul type> autotune-<breadth>'."""
+    import importlib
     from gemlite.core import GEMLITE_TRITON_CONFIG_CACHE, get_matmul_type
     from gemlite.triton_kernels.utils import get_closest_m
     meta = lin.get_meta_args()
     W_nbits, group, e, in_dtype = meta[1], meta[2], meta[4], meta[5]
     sig = str((get_closest_m(M), N, K, group, e, in_dtype * 100 + W_nbits))
     kind = get_matmul_type(M, W_nbits)
-    return "cached" if sig in GEMLITE_TRITON_CONFIG_CACHE.get(kind, {}) else f"autotune-{_gemlite_autotune}"
+    module, cls = KERNEL_CLASSES[kind]
+    kernel = getattr(importlib.import_module("gemlite.triton_kernels." + module), cls).kernel[0]
+    if len(kernel.configs) < 2:
+        return f"{kind} single config"
+    return f"{kind} " + ("cached" if sig in GEMLITE_TRITON_CONFIG_CACHE.get(kind, {}) else f"autotune-{_gemlite_autotune}")
 
 
 def time_ops(torch, ops, repeats: int, sample_s: float) -> dict:
