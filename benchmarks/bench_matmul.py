@@ -394,7 +394,12 @@ def main():
     p.add_argument("--max-minutes", type=float, default=8.0,
                    help="start no (shape, M) that would end past this many minutes from the process start "
                         "(estimate: the last time of the same M); keeps a sweep inside a 10-minute device command")
+    p.add_argument("--replot", default=None,
+                   help="no measuring: print the tables of OUT.json files (comma-separated stems, rows joined in "
+                        "order) and write their plot (and joined JSON) to --out, or next to the first")
     args = p.parse_args()
+    if args.replot:
+        return replot(args.replot.split(","), args.out)
     global GPU_TIME, TRACE, CALL_BYTES
     on_gpu = jax.default_backend() == "gpu"
     GPU_TIME, TRACE, CALL_BYTES = on_gpu and not args.no_gpu_time, args.trace, args.call_mb << 20
@@ -513,6 +518,31 @@ def main():
             worker.close()
     if cut:
         raise SystemExit(143)
+
+
+def replot(stems: list[str], out: str | None):
+    """The tables and plot of runs already written (a run killed before its end, or runs split across
+    device commands): rows and baselines of the JSON files in order, meta of the first."""
+    runs = []
+    for stem in stems:
+        with open(stem + ".json") as f:
+            runs.append(json.load(f))
+    rows = [r for d in runs for r in d["rows"]]
+    base_rows = [b for d in runs for b in d["baselines"]]
+    print(_table(rows))
+    print()
+    print(_base_table(base_rows))
+    not_run = [tuple(x) for d in runs for x in d.get("not_run", [])
+               if not any((b["N"], b["K"], b["M"]) == tuple(x) for b in base_rows)]
+    if not_run:
+        print(f"\nnot run: {_fmt_skipped(not_run)}")
+    out = out or stems[0]
+    if len(runs) > 1:
+        meta = {k: v for k, v in runs[0].items() if k not in ("rows", "baselines", "not_run", "run_s")}
+        meta["joined_from"] = [dict(stem=os.path.basename(s), run_s=d.get("run_s")) for s, d in zip(stems, runs)]
+        with open(out + ".json", "w") as f:
+            json.dump(dict(meta, not_run=not_run, rows=rows, baselines=base_rows), f, indent=1)
+    _plot(rows, out + ".png")
 
 
 class RunCut(Exception):
