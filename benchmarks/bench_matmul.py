@@ -262,16 +262,52 @@ def bitblas_config(M, N, K, fmt_name):
                            out_dtype=adt, group_size=group, with_scaling=True)
 
 
-def bitblas_item(cfg, rng):
+class Weights:
+    """Random arrays made on the device (jax.random), and the weight copies of the current layer shape,
+    made once and shared by every M: on the host, drawing and packing a 70B-class layer's weight took
+    20-40 s per format, for each (shape, M)."""
+
+    def __init__(self, seed: int = 0):
+        self.key = jax.random.key(seed)
+        self.shape = None
+        self.copies: dict = {}
+
+    def next_key(self):
+        self.key, k = jax.random.split(self.key)
+        return k
+
+    def for_shape(self, name: str, N: int, K: int, make):
+        """make() once per (name, N, K); the cache holds one layer shape at a time."""
+        if self.shape != (N, K):
+            self.shape, self.copies = (N, K), {}
+        if name not in self.copies:
+            self.copies[name] = make()
+        return self.copies[name]
+
+    def normal(self, shape, dtype):
+        return jax.random.normal(self.next_key(), shape, jnp.float32).astype(dtype)
+
+    def uniform(self, shape, lo, hi, dtype):
+        return jax.random.uniform(self.next_key(), shape, jnp.float32, lo, hi).astype(dtype)
+
+    def integers(self, shape, lo, hi_inclusive, dtype=jnp.int32):
+        return jax.random.randint(self.next_key(), shape, lo, hi_inclusive + 1, jnp.int32).astype(dtype)
+
+
+def bitblas_item(cfg, fmt_name, weights: Weights):
     """(rotation item, weight bytes per op) of bitblas_jax's Matmul for cfg (random values and scales)."""
     mm = bj.Matmul(cfg)
     N, K, adt = cfg.N, cfg.K, cfg.A_dtype
-    W = mm.transform_weight(_values(rng, cfg.format, N, K))
-    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, adt)
-    wbytes = W.nbytes + S.nbytes
-    ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))]  # distinct buffers, same statistics
-    A = jnp.asarray(rng.standard_normal((cfg.M, K)), adt)
-    return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), int(wbytes)
+
+    def make():
+        W = mm.transform_weight(_values(weights, cfg.format, N, K))   # packed on the device
+        S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, adt)
+        wbytes = W.nbytes + S.nbytes
+        # distinct buffers, same statistics
+        return [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))], int(wbytes)
+    ws, wbytes = weights.for_shape("bitblas:" + fmt_name, N, K, make)
+    A = weights.normal((cfg.M, K), adt)
+    return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), wbytes
 
 
 def plan_name(cfg, M: int) -> str:
@@ -290,28 +326,26 @@ def plan_name(cfg, M: int) -> str:
     return f"{p.kernel} t{p.tile}" + (f" sk{p.split_k}" if p.split_k > 1 else "")
 
 
-def _values(rng, fmt, N, K):
+def _values(weights: Weights, fmt, N, K):
+    """Element values [N, K] of format fmt on the device (transform_weight's input)."""
     if fmt.kind == "fp8":
-        return rng.standard_normal((N, K)).astype(bj.formats.FP8_NUMPY[fmt.name])
+        return weights.normal((N, K), bj.formats.FP8_NUMPY[fmt.name])
     if fmt.is_integer:
         lo, hi = fmt.value_range
-        return rng.integers(lo, hi + 1, (N, K), dtype=np.int32) if fmt.bits > 1 else \
-            rng.choice(np.array([-1, 1]), (N, K))
-    return rng.integers(0, 16, (N, K)).astype(np.uint8)
+        return weights.integers((N, K), lo, hi) if fmt.bits > 1 else 2 * weights.integers((N, K), 0, 1) - 1
+    return weights.integers((N, K), 0, 15, jnp.uint8)
 
 
-def xla_dense_item(M, N, K, dtype, rng):
-    W = jnp.asarray(rng.standard_normal((N, K)), dtype)
-    ws = [(W + i,) for i in range(copies_for(W.nbytes))]
-    A = jnp.asarray(rng.standard_normal((M, K)), dtype)
+def xla_dense_item(M, N, K, dtype, weights: Weights):
+    ws = weights.for_shape(f"xla:{jnp.dtype(dtype).name}", N, K, lambda: (
+        lambda W: [(W + i,) for i in range(copies_for(W.nbytes))])(weights.normal((N, K), dtype)))
+    A = weights.normal((M, K), dtype)
     return rotation(lambda a, w: a @ w.T, A, ws)
 
 
-def xla_int4_item(M, N, K, group, rng):
+def xla_int4_item(M, N, K, group, weights: Weights):
     """XLA's own path: jnp.int4 weight dequantized inside jit (per-channel or grouped), bf16."""
-    Wi = jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4)
     G = 1 if group == -1 else K // group
-    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, G)) * 0.01, jnp.bfloat16)
 
     def f(a, w, s):
         if group == -1:
@@ -319,16 +353,20 @@ def xla_int4_item(M, N, K, group, rng):
         wd = (w.reshape(N, G, group).astype(jnp.bfloat16) * s[..., None]).reshape(N, K)
         return a @ wd.T
 
-    shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
-    ws = [(shift(Wi, i), S * (1 + i)) for i in range(copies_for(N * K // 2))]
-    A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
+    def make():
+        Wi = weights.integers((N, K), -8, 7, jnp.int4)
+        S = weights.uniform((N, G), 0.5e-2, 1.5e-2, jnp.bfloat16)
+        shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
+        return [(shift(Wi, i), S * (1 + i)) for i in range(copies_for(N * K // 2))]
+    ws = weights.for_shape(f"xla_int4:{group}", N, K, make)
+    A = weights.normal((M, K), jnp.bfloat16)
     return rotation(f, A, ws)
 
 
-def xla_item(name, M, N, K, rng):
+def xla_item(name, M, N, K, weights: Weights):
     if name in ("fp16", "bf16"):
-        return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, rng)
-    return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, rng)
+        return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, weights)
+    return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, weights)
 
 
 def _ratio(base, ours):
@@ -443,7 +481,7 @@ def main():
     if not on_gpu:
         print(f"backend {jax.default_backend()}: smoke run (no GPU time)", flush=True)
 
-    rng = np.random.default_rng(0)
+    weights = Weights()
     dev = jax.devices()[0]
     bw = copy_bandwidth()
     print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
@@ -465,12 +503,12 @@ def main():
                     continue
                 items, res = {}, {}
                 for name in (b for b in baselines if b in XLA_BASELINES):
-                    items[name] = xla_item(name, M, N, K, rng)
+                    items[name] = xla_item(name, M, N, K, weights)
                     res[name] = measure(items[name], args.repeats)
                 cfgs, wbytes = {}, {}
                 for name in fmts:
                     cfgs[name] = bitblas_config(M, N, K, name)
-                    items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], rng)
+                    items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], name, weights)
                     res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
                 if GPU_TIME:
                     for name, g in gpu_busy_batch(items).items():
