@@ -435,9 +435,15 @@ def main():
     p.add_argument("--replot", default=None,
                    help="no measuring: print the tables of OUT.json files (comma-separated stems, rows joined in "
                         "order) and write their plot (and joined JSON) to --out, or next to the first")
+    p.add_argument("--jax-cache", default=None,
+                   help="JAX's persistent compilation cache in this folder (XLA's dot autotuning included): a "
+                        "later run on the same machine skips the compiles (e.g. the rest of a sweep cut by --max-minutes)")
     args = p.parse_args()
     if args.replot:
         return replot(args.replot.split(","), args.out)
+    if args.jax_cache:
+        jax.config.update("jax_compilation_cache_dir", args.jax_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     global GPU_TIME, TRACE, CALL_BYTES
     on_gpu = jax.default_backend() == "gpu"
     GPU_TIME, TRACE, CALL_BYTES = on_gpu and not args.no_gpu_time, args.trace, args.call_mb << 20
