@@ -5,6 +5,7 @@
     python benchmarks/bench_matmul.py --quick           # 3 big layers + a small one, 4 M (tools/gpu_check.sh)
     python benchmarks/bench_matmul.py                   # the full sweep (FULL_SHAPES x MS)
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
+    python benchmarks/bench_matmul.py --replot a,b --out joined   # the tables / plot of written runs
 
 On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
 need CUDA are skipped.
@@ -18,8 +19,11 @@ each op with its own activations. After a warm-up:
   gpu_us  GPU busy time per op from a profiler trace (the union of the device streams' CUPTI records over
           a few calls, divided by the ops they ran): the kernels without XLA's per-op host path. One
           trace per (shape, M) serves all of its JAX ops (gpu_busy_batch).
-PyTorch ops (torch_baselines.py): the same weight rotation and warm-up; wall time of eager calls, and
-GPU time of the same pass replayed from a CUDA graph (CUDA events).
+PyTorch ops (torch_baselines.py, in a child process with its own CUDA context): the same weight rotation
+and warm-up; wall time of eager calls, and GPU time of the same pass replayed from a CUDA graph (CUDA events).
+Weights are drawn and packed on the device once per layer shape and shared by its M; --max-minutes (from
+the process start) is checked before every (shape, M); OUT.json is rewritten after each; SIGTERM ends the
+run with its tables and plot; --replot prints / joins runs already written.
 Every row names the kernel bitblas_jax's plan chose (gpu_plan.plan_cuda, the plan the dispatcher runs).
 """
 from __future__ import annotations
