@@ -41,6 +41,7 @@ import gzip  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 import jax  # noqa: E402
@@ -48,7 +49,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bitblas_jax as bj  # noqa: E402
-import torch_baselines  # noqa: E402  (benchmarks/, the script's folder, is on sys.path)
+
+# the sibling modules, also where this file is loaded by path (tools/gpu_qact_check.py uses time_jit)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_baselines  # noqa: E402
 import weight_copies  # noqa: E402
 
 # N x K = weight rows (out features) x in features, per model layer:
