@@ -93,7 +93,10 @@ BASELINES = XLA_BASELINES + torch_baselines.NAMES
 DEFAULT_BASELINES = [b for b in BASELINES if b != "xla_int4_pc"]
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
-RELERR_SUSPECT = 1e-2   # a baseline's max error / max |reference| above this is not fp16 / bf16 rounding
+# a baseline's max error / max |reference| above this is a wrong product, not rounding: a mispacked weight
+# (nibble order, zero point, scale layout) gives O(1); gemlite's split-K kernels add fp16 partial sums
+# atomically (4e-3 at K = 4096 through Triton's interpreter, growing about as sqrt(K))
+RELERR_SUSPECT = 5e-2
 
 
 def copies_for(nbytes: int) -> int:
