@@ -82,8 +82,11 @@ def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "boun
             sys.path.insert(0, GEMLITE_DIR)
         import gemlite
         gemlite.reset_config()
-        if config and not gemlite.load_config(config):
-            raise RuntimeError(f"gemlite could not load its config {config}")
+        if config and not gemlite.load_config(config, print_error=False):
+            # a file saved by an earlier run (--gemlite-save) that is not there: the file gemlite ships
+            print(f"gemlite: no autotune cache at {config}; loading {GEMLITE_H100_CONFIG}", flush=True)
+            if not gemlite.load_config(GEMLITE_H100_CONFIG):
+                raise RuntimeError(f"gemlite could not load its config {GEMLITE_H100_CONFIG}")
         if autotune != "fast":   # "fast" is gemlite's default; set_autotune reloads its kernel modules
             gemlite.set_autotune(BOUNDED if autotune == "bounded" else autotune)
         _gemlite, _gemlite_autotune = gemlite, autotune
