@@ -510,7 +510,7 @@ def main():
                 gemlite_config=os.path.basename(args.gemlite_config or ""), max_minutes=args.max_minutes)
     deadline = T0 + 60 * args.max_minutes
     signal.signal(signal.SIGTERM, _raise_cut)   # the device command's time limit: write what was measured
-    cut = False
+    cut = stop = False
     try:
         for (N, K) in shapes:
             t_shape = time.perf_counter()
@@ -519,30 +519,41 @@ def main():
                 if t0 + point_s.get(M, max(point_s.values(), default=0.0)) > deadline:
                     skipped.append((N, K, M))
                     continue
-                items, res = {}, {}
+                items, res, errors = {}, {}, {}
                 for name in (b for b in baselines if b in XLA_BASELINES):
-                    items[name] = xla_item(name, M, N, K, weights)
-                    res[name] = measure(items[name], args.repeats)
+                    item = _attempt(name, errors, lambda: xla_item(name, M, N, K, weights))
+                    r = item and _attempt(name, errors, lambda: measure(item, args.repeats))
+                    if r:
+                        items[name], res[name] = item, r
                 cfgs, wbytes = {}, {}
                 for name in fmts:
-                    cfgs[name] = bitblas_config(M, N, K, name)
-                    items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], name, weights)
-                    res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
-                if GPU_TIME:
-                    for name, g in gpu_busy_batch(items).items():
+                    cfg = bitblas_config(M, N, K, name)
+                    made = _attempt("bitblas:" + name, errors, lambda: bitblas_item(cfg, name, weights))
+                    r = made and _attempt("bitblas:" + name, errors, lambda: measure(made[0], args.repeats))
+                    if r:
+                        items["bitblas:" + name], wbytes[name], res["bitblas:" + name], cfgs[name] = *made, r, cfg
+                if GPU_TIME and items:
+                    for name, g in (_attempt("gpu_time", errors, lambda: gpu_busy_batch(items)) or {}).items():
                         if g:
                             res[name]["gpu_us"] = g
-                del items
-                base = {}
-                for name in (b for b in baselines if b in XLA_BASELINES):
+                items.clear()   # this M's activations and outputs, before the torch side allocates
+                base = {k + "_error": v for k, v in errors.items()}
+                for name in (b for b in baselines if b in XLA_BASELINES and b in res):
                     base[name] = res[name]["us"]
                     if res[name].get("gpu_us"):
                         base[name + "_gpu"] = res[name]["gpu_us"]
+                if not res:
+                    base_rows.append(dict(N=N, K=K, M=M, **base))
+                    print(_fmt_base(base_rows[-1], seen_errors), flush=True)
+                    print("no JAX op ran at this point: the run stops (a CUDA error leaves the context unusable)",
+                          flush=True)
+                    stop = True
+                    break
                 if worker is not None:
                     base.update(worker.run(M, N, K, torch_names, args.repeats, SAMPLE_S))
                 base_rows.append(dict(N=N, K=K, M=M, **base))
                 print(_fmt_base(base_rows[-1], seen_errors), flush=True)
-                for name in fmts:
+                for name in (f for f in fmts if "bitblas:" + f in res):
                     row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
                                    base, bw)
                     rows.append(row)
@@ -552,6 +563,8 @@ def main():
                     _write_json(args.out, meta, rows, base_rows, skipped, T0)
             print(f"-- {N}x{K}: {time.perf_counter() - t_shape:.0f} s (run {time.perf_counter() - T0:.0f} s)",
                   flush=True)
+            if stop:
+                break
     except (KeyboardInterrupt, RunCut) as e:
         print(f"\nrun cut ({type(e).__name__}) at {time.perf_counter() - T0:.0f} s: writing what was measured",
               flush=True)
@@ -576,6 +589,8 @@ def main():
             worker.close()
     if cut:
         raise SystemExit(143)
+    if stop:
+        raise SystemExit(1)
 
 
 def replot(stems: list[str], out: str | None):
@@ -601,6 +616,16 @@ def replot(stems: list[str], out: str | None):
         with open(out + ".json", "w") as f:
             json.dump(dict(meta, not_run=not_run, rows=rows, baselines=base_rows), f, indent=1)
     _plot(rows, out + ".png")
+
+
+def _attempt(what: str, errors: dict, fn):
+    """fn(), or None with errors[what] set: one op's failure (a compile error, an out-of-memory, a plan
+    that raises) costs its column at this (shape, M), not the run."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        errors[what] = f"{type(e).__name__}: {e}"[:300]
+        return None
 
 
 class RunCut(Exception):
