@@ -346,9 +346,14 @@ class Worker:
         return res
 
     def save_gemlite(self, path: str):
-        if self.conn is not None:
+        """gemlite's autotune cache (loaded + tuned in this run) to path, for a later --gemlite-config."""
+        try:
+            if self.conn is None:
+                raise WorkerLost("no baseline process")
             self.conn.send(("save_gemlite", path))
             print("gemlite configs:", self._answer(self.timeout_s), flush=True)
+        except (WorkerLost, OSError) as e:
+            print(f"gemlite configs not written: {e}", flush=True)
 
     def close(self):
         if self.conn is not None:
@@ -382,11 +387,14 @@ def serve(fd: int):
             conn.send(run(M, N, K, [name], copies_for, repeats, sample_s))
         elif msg[0] == "save_gemlite":
             gl = load_gemlite()
-            if isinstance(gl, str):
-                conn.send(f"not written ({gl})")
-            else:
+            try:
+                if isinstance(gl, str):
+                    raise RuntimeError(gl)
+                os.makedirs(os.path.dirname(os.path.abspath(msg[1])), exist_ok=True)
                 gl.cache_config(msg[1])
                 conn.send(f"written to {msg[1]}")
+            except Exception as e:  # noqa: BLE001 - the run's results are written already
+                conn.send(f"not written ({type(e).__name__}: {e})"[:300])
         else:
             return
 
