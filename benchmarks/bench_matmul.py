@@ -502,12 +502,14 @@ def main():
     weights = Weights()
     dev = jax.devices()[0]
     bw = copy_bandwidth()
-    print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
+    print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s; bitblas_jax from "
+          f"{os.path.dirname(bj.__file__)}; jax {jax.__version__}", flush=True)
     rows, base_rows, skipped, seen_errors = [], [], [], set()
     point_s: dict[int, float] = {}   # M -> seconds its last (shape, M) took: the estimate for the next
     meta = dict(device=dev.device_kind, copy_tbps=bw, jax=jax.__version__, formats=fmts, baselines=baselines,
                 repeats=args.repeats, call_mb=args.call_mb, gemlite_autotune=args.gemlite_autotune,
-                gemlite_config=os.path.basename(args.gemlite_config or ""), max_minutes=args.max_minutes)
+                gemlite_config=os.path.basename(args.gemlite_config or ""), max_minutes=args.max_minutes,
+                bitblas_jax=os.path.dirname(bj.__file__))
     deadline = T0 + 60 * args.max_minutes
     signal.signal(signal.SIGTERM, _raise_cut)   # the device command's time limit: write what was measured
     cut = stop = False
