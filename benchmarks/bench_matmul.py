@@ -504,6 +504,12 @@ def main():
     bw = copy_bandwidth()
     print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s; bitblas_jax from "
           f"{os.path.dirname(bj.__file__)}; jax {jax.__version__}", flush=True)
+    tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitblas_jax")
+    if os.path.realpath(os.path.dirname(bj.__file__)) != os.path.realpath(tree):
+        print(f"WARNING: this measures the bitblas_jax installed at {os.path.dirname(bj.__file__)}, not {tree} "
+              "(pip install -e . in this tree first)", flush=True)
+    if on_gpu and not _has_cuda_kernels():
+        print("WARNING: bitblas_jax was built without its CUDA kernels: its rows will fail", flush=True)
     rows, base_rows, skipped, seen_errors = [], [], [], set()
     point_s: dict[int, float] = {}   # M -> seconds its last (shape, M) took: the estimate for the next
     meta = dict(device=dev.device_kind, copy_tbps=bw, jax=jax.__version__, formats=fmts, baselines=baselines,
@@ -618,6 +624,14 @@ def replot(stems: list[str], out: str | None):
         with open(out + ".json", "w") as f:
             json.dump(dict(meta, not_run=not_run, rows=rows, baselines=base_rows), f, indent=1)
     _plot(rows, out + ".png")
+
+
+def _has_cuda_kernels() -> bool:
+    try:
+        from bitblas_jax import _ext
+        return bool(_ext.has_cuda())
+    except Exception:  # noqa: BLE001 - an extension without the query
+        return False
 
 
 def _attempt(what: str, errors: dict, fn):
