@@ -312,7 +312,13 @@ def bitblas_item(cfg, fmt_name, weights: Weights):
     N, K, adt = cfg.N, cfg.K, cfg.A_dtype
 
     def make():
-        W = mm.transform_weight(_values(weights, cfg.format, N, K))   # packed on the device
+        values = _values(weights, cfg.format, N, K)
+        try:
+            W = mm.transform_weight(values)   # packed on the device
+        except Exception as e:  # noqa: BLE001 - the host packing is slow but the other path
+            print(f"  {fmt_name}: transform_weight on the device failed ({type(e).__name__}: {e}); "
+                  "packing on the host", flush=True)
+            W = mm.transform_weight(np.asarray(values))
         S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, adt)
         wbytes = W.nbytes + S.nbytes
         # distinct buffers, same statistics
