@@ -9,6 +9,7 @@ XLA's int8 dot too (int8 x int8 -> int32, added as a baseline whenever they run)
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
     python benchmarks/bench_matmul.py --formats w4g128,w4a8g128,w8,w8a8 --Ms 1,16 --shapes 8192x8192,28672x8192
                                                         # int8 activations at decode sizes (decode_i8)
+    python benchmarks/bench_matmul.py --replot a,b --out joined   # the tables / plot of written runs
 
 On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
 need CUDA are skipped.
@@ -22,15 +23,20 @@ each op with its own activations. After a warm-up:
   gpu_us  GPU busy time per op from a profiler trace (the union of the device streams' CUPTI records over
           a few calls, divided by the ops they ran): the kernels without XLA's per-op host path. One
           trace per (shape, M) serves all of its JAX ops (gpu_busy_batch).
-PyTorch ops (torch_baselines.py): the same weight rotation and warm-up; wall time of eager calls, and
-GPU time of the same pass replayed from a CUDA graph (CUDA events).
+PyTorch ops (torch_baselines.py, in a child process with its own CUDA context): the same weight rotation
+and warm-up; wall time of eager calls, and GPU time of the same pass replayed from a CUDA graph (CUDA events).
+Weights are drawn and packed on the device once per layer shape and shared by its M; --max-minutes (from
+the process start) is checked before every (shape, M); OUT.json is rewritten after each; SIGTERM ends the
+run with its tables and plot; --replot prints / joins runs already written.
 Every row names the kernel bitblas_jax's plan chose (gpu_plan.plan_cuda, the plan the dispatcher runs).
 """
 from __future__ import annotations
 
 import os
+import time
 
-# torch shares the GPU in this process: XLA takes memory as it needs it rather than 75% up front
+T0 = time.perf_counter()  # --max-minutes counts from here (before the imports of jax and bitblas_jax)
+# the torch baselines' process shares the GPU: XLA takes memory as it needs it rather than 75% up front
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402
@@ -38,15 +44,21 @@ import glob  # noqa: E402
 import gzip  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bitblas_jax as bj  # noqa: E402
-import torch_baselines  # noqa: E402  (benchmarks/, the script's folder, is on sys.path)
+
+# the sibling modules, also where this file is loaded by path (tools/gpu_qact_check.py uses time_jit)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_baselines  # noqa: E402
+import weight_copies  # noqa: E402
 
 # N x K = weight rows (out features) x in features, per model layer:
 #   model                       q/o       qkv fused   gate / up (each)   down
@@ -84,16 +96,17 @@ QUICK_FORMATS = ["w4g128", "w4g128-bf16", "w2g128", "w8"]
 XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc", "xla_int8")
 BASELINES = XLA_BASELINES + torch_baselines.NAMES
 DEFAULT_BASELINES = [b for b in BASELINES if b not in ("xla_int4_pc", "xla_int8")]
-L2_BYTES = 50 * 2**20
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
-RELERR_SUSPECT = 1e-2   # a baseline's max error / max |reference| above this is not fp16 / bf16 rounding
+# a baseline's max error / max |reference| above this is a wrong product, not rounding: a mispacked weight
+# (nibble order, zero point, scale layout) gives O(1); gemlite's split-K kernels add fp16 partial sums
+# atomically (4e-3 at K = 4096 through Triton's interpreter, growing about as sqrt(K))
+RELERR_SUSPECT = 5e-2
 
 
 def copies_for(nbytes: int) -> int:
-    """Ops per timed call, each on its own weight copy: about CALL_BYTES of weight traffic (> 2x L2),
-    at least 2, at most 64."""
-    return int(min(64, max(2, math.ceil(max(CALL_BYTES, 2 * L2_BYTES) / max(nbytes, 1)))))
+    """weight_copies.copies_for at this run's --call-mb."""
+    return weight_copies.copies_for(nbytes, CALL_BYTES)
 
 
 SAMPLE_S = 0.02  # GPU time per timing sample: the dispatch of the first call and the final sync are < 1% of it
@@ -270,20 +283,62 @@ def bitblas_config(M, N, K, fmt_name):
                            out_dtype="float16" if int8_a else adt, group_size=group, with_scaling=True)
 
 
-def bitblas_item(cfg, rng):
+class Weights:
+    """Random arrays made on the device (jax.random), and the weight copies of the current layer shape,
+    made once and shared by every M: on the host, drawing and packing a 70B-class layer's weight took
+    20-40 s per format, for each (shape, M)."""
+
+    def __init__(self, seed: int = 0):
+        self.key = jax.random.key(seed)
+        self.shape = None
+        self.copies: dict = {}
+
+    def next_key(self):
+        self.key, k = jax.random.split(self.key)
+        return k
+
+    def for_shape(self, name: str, N: int, K: int, make):
+        """make() once per (name, N, K); the cache holds one layer shape at a time."""
+        if self.shape != (N, K):
+            self.shape, self.copies = (N, K), {}
+        if name not in self.copies:
+            self.copies[name] = make()
+        return self.copies[name]
+
+    def normal(self, shape, dtype):
+        return jax.random.normal(self.next_key(), shape, jnp.float32).astype(dtype)
+
+    def uniform(self, shape, lo, hi, dtype):
+        return jax.random.uniform(self.next_key(), shape, jnp.float32, lo, hi).astype(dtype)
+
+    def integers(self, shape, lo, hi_inclusive, dtype=jnp.int32):
+        return jax.random.randint(self.next_key(), shape, lo, hi_inclusive + 1, jnp.int32).astype(dtype)
+
+
+def bitblas_item(cfg, fmt_name, weights: Weights):
     """(rotation item, weight bytes per op) of bitblas_jax's Matmul for cfg (random values and scales)."""
     mm = bj.Matmul(cfg)
     N, K, adt = cfg.N, cfg.K, cfg.A_dtype
-    W = mm.transform_weight(_values(rng, cfg.format, N, K))
-    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, cfg.num_groups)) * 0.01, cfg.scale_dtype)
-    wbytes = W.nbytes + S.nbytes
-    ws = [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))]  # distinct buffers, same statistics
+
+    def make():
+        values = _values(weights, cfg.format, N, K)
+        try:
+            W = mm.transform_weight(values)   # packed on the device
+        except Exception as e:  # noqa: BLE001 - the host packing is slow but the other path
+            print(f"  {fmt_name}: transform_weight on the device failed ({type(e).__name__}: {e}); "
+                  "packing on the host", flush=True)
+            W = mm.transform_weight(np.asarray(values))
+        S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, cfg.scale_dtype)
+        wbytes = W.nbytes + S.nbytes
+        # distinct buffers, same statistics
+        return [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))], int(wbytes)
+    ws, wbytes = weights.for_shape("bitblas:" + fmt_name, N, K, make)
     if cfg.quantized_activations:   # already quantized (quantize_activations is the caller's, once per layer input)
-        A = jnp.asarray(rng.integers(-128, 128, (cfg.M, K)), jnp.int8)
-        a_scale = jnp.asarray(rng.uniform(0.5, 1.5, (cfg.M,)) * 0.01, jnp.float32)
-        return rotation(lambda a, w, s: mm(a, w, scale=s, a_scale=a_scale), A, ws), int(wbytes)
-    A = jnp.asarray(rng.standard_normal((cfg.M, K)), adt)
-    return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), int(wbytes)
+        A = weights.integers((cfg.M, K), -128, 127, jnp.int8)
+        a_scale = weights.uniform((cfg.M,), 0.5e-2, 1.5e-2, jnp.float32)
+        return rotation(lambda a, w, s: mm(a, w, scale=s, a_scale=a_scale), A, ws), wbytes
+    A = weights.normal((cfg.M, K), adt)
+    return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), wbytes
 
 
 def plan_name(cfg, M: int) -> str:
@@ -304,28 +359,26 @@ def plan_name(cfg, M: int) -> str:
     return f"{p.kernel} t{p.tile}" + (f" sk{p.split_k}" if p.split_k > 1 else "")
 
 
-def _values(rng, fmt, N, K):
+def _values(weights: Weights, fmt, N, K):
+    """Element values [N, K] of format fmt on the device (transform_weight's input)."""
     if fmt.kind == "fp8":
-        return rng.standard_normal((N, K)).astype(bj.formats.FP8_NUMPY[fmt.name])
+        return weights.normal((N, K), bj.formats.FP8_NUMPY[fmt.name])
     if fmt.is_integer:
         lo, hi = fmt.value_range
-        return rng.integers(lo, hi + 1, (N, K), dtype=np.int32) if fmt.bits > 1 else \
-            rng.choice(np.array([-1, 1]), (N, K))
-    return rng.integers(0, 16, (N, K)).astype(np.uint8)
+        return weights.integers((N, K), lo, hi) if fmt.bits > 1 else 2 * weights.integers((N, K), 0, 1) - 1
+    return weights.integers((N, K), 0, 15, jnp.uint8)
 
 
-def xla_dense_item(M, N, K, dtype, rng):
-    W = jnp.asarray(rng.standard_normal((N, K)), dtype)
-    ws = [(W + i,) for i in range(copies_for(W.nbytes))]
-    A = jnp.asarray(rng.standard_normal((M, K)), dtype)
+def xla_dense_item(M, N, K, dtype, weights: Weights):
+    ws = weights.for_shape(f"xla:{jnp.dtype(dtype).name}", N, K, lambda: (
+        lambda W: [(W + i,) for i in range(copies_for(W.nbytes))])(weights.normal((N, K), dtype)))
+    A = weights.normal((M, K), dtype)
     return rotation(lambda a, w: a @ w.T, A, ws)
 
 
-def xla_int4_item(M, N, K, group, rng):
+def xla_int4_item(M, N, K, group, weights: Weights):
     """XLA's own path: jnp.int4 weight dequantized inside jit (per-channel or grouped), bf16."""
-    Wi = jnp.asarray(rng.integers(-8, 8, (N, K)), jnp.int4)
     G = 1 if group == -1 else K // group
-    S = jnp.asarray(rng.uniform(0.5, 1.5, (N, G)) * 0.01, jnp.bfloat16)
 
     def f(a, w, s):
         if group == -1:
@@ -333,27 +386,33 @@ def xla_int4_item(M, N, K, group, rng):
         wd = (w.reshape(N, G, group).astype(jnp.bfloat16) * s[..., None]).reshape(N, K)
         return a @ wd.T
 
-    shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
-    ws = [(shift(Wi, i), S * (1 + i)) for i in range(copies_for(N * K // 2))]
-    A = jnp.asarray(rng.standard_normal((M, K)), jnp.bfloat16)
+    def make():
+        Wi = weights.integers((N, K), -8, 7, jnp.int4)
+        S = weights.uniform((N, G), 0.5e-2, 1.5e-2, jnp.bfloat16)
+        shift = jax.jit(lambda w, i: ((w.astype(jnp.int8) + 8 + i) % 16 - 8).astype(jnp.int4))  # distinct buffers
+        return [(shift(Wi, i), S * (1 + i)) for i in range(copies_for(N * K // 2))]
+    ws = weights.for_shape(f"xla_int4:{group}", N, K, make)
+    A = weights.normal((M, K), jnp.bfloat16)
     return rotation(f, A, ws)
 
 
-def xla_int8_item(M, N, K, rng):
+def xla_int8_item(M, N, K, weights: Weights):
     """XLA's int8 dot: int8 x int8 -> int32 (cuBLASLt IMMA where XLA picks it), no epilogue."""
-    W = jnp.asarray(rng.integers(-128, 128, (N, K)), jnp.int8)
-    ws = [(W + jnp.int8(i),) for i in range(copies_for(W.nbytes))]
-    A = jnp.asarray(rng.integers(-128, 128, (M, K)), jnp.int8)
+    def make():
+        W = weights.integers((N, K), -128, 127, jnp.int8)
+        return [(W + jnp.int8(i),) for i in range(copies_for(N * K))]
+    ws = weights.for_shape("xla_int8", N, K, make)
+    A = weights.integers((M, K), -128, 127, jnp.int8)
     return rotation(lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32),
                     A, ws)
 
 
-def xla_item(name, M, N, K, rng):
+def xla_item(name, M, N, K, weights: Weights):
     if name == "xla_int8":
-        return xla_int8_item(M, N, K, rng)
+        return xla_int8_item(M, N, K, weights)
     if name in ("fp16", "bf16"):
-        return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, rng)
-    return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, rng)
+        return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, weights)
+    return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, weights)
 
 
 def _ratio(base, ours):
@@ -413,15 +472,29 @@ def main():
     p.add_argument("--call-mb", type=int, default=256, help="weight MB streamed per jit call")
     p.add_argument("--gemlite-config", default=torch_baselines.GEMLITE_H100_CONFIG,
                    help="gemlite autotune cache to load (default: the H100 file gemlite ships)")
-    p.add_argument("--gemlite-autotune", default="default", choices=("default", "fast", "max"),
-                   help="gemlite's autotune breadth for keys its cache lacks (gemlite's own default: fast)")
+    p.add_argument("--gemlite-autotune", default="bounded", choices=("bounded", "fast", "max"),
+                   help="gemlite's autotune breadth for keys its cache lacks (torch_baselines.py: bounded = 2 "
+                        "configs per GEMM kernel, 12-17 per GEMV kernel; fast = gemlite's own default)")
     p.add_argument("--gemlite-save", default=None,
                    help="write gemlite's autotune results (cached + tuned in this run) here, for --gemlite-config")
+    p.add_argument("--torch-timeout", type=float, default=180.0,
+                   help="seconds one torch-side baseline may take at one (shape, M) (gemlite's autotune and "
+                        "compiles included) before its process is killed and the baseline given up")
     p.add_argument("--max-minutes", type=float, default=8.0,
-                   help="start no new shape where the run would pass this many minutes with it (estimate: the "
-                        "last shape's time); keeps a sweep inside a 10-minute device command")
+                   help="start no (shape, M) that would end past this many minutes from the process start "
+                        "(estimate: the last time of the same M); keeps a sweep inside a 10-minute device command")
+    p.add_argument("--replot", default=None,
+                   help="no measuring: print the tables of OUT.json files (comma-separated stems, rows joined in "
+                        "order) and write their plot (and joined JSON) to --out, or next to the first")
+    p.add_argument("--jax-cache", default=None,
+                   help="JAX's persistent compilation cache in this folder (XLA's dot autotuning included): a "
+                        "later run on the same machine skips the compiles (e.g. the rest of a sweep cut by --max-minutes)")
     args = p.parse_args()
-    t_start = time.perf_counter()
+    if args.replot:
+        return replot(args.replot.split(","), args.out)
+    if args.jax_cache:
+        jax.config.update("jax_compilation_cache_dir", args.jax_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     global GPU_TIME, TRACE, CALL_BYTES
     on_gpu = jax.default_backend() == "gpu"
     GPU_TIME, TRACE, CALL_BYTES = on_gpu and not args.no_gpu_time, args.trace, args.call_mb << 20
@@ -446,81 +519,196 @@ def main():
     if unknown:
         raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
     torch_names = [b for b in baselines if b in torch_baselines.NAMES]
-    if torch_names and torch_baselines.cuda_torch() is None:
-        print(f"no torch with a CUDA GPU: skipping {', '.join(torch_names)}", flush=True)
+    worker = None
+    if torch_names and not on_gpu:
+        print(f"backend {jax.default_backend()}: skipping {', '.join(torch_names)} (CUDA only)", flush=True)
         torch_names = []
-    if any(b.startswith("gemlite") for b in torch_names):
-        gl = torch_baselines.load_gemlite(args.gemlite_config, args.gemlite_autotune)
-        print("gemlite:", gl if isinstance(gl, str) else f"{gl.__version__} (third_party), autotune cache "
-              f"{args.gemlite_config}, autotune breadth for other keys: {args.gemlite_autotune}", flush=True)
+    elif torch_names:
+        worker = torch_baselines.Worker(CALL_BYTES, args.gemlite_config, args.gemlite_autotune,
+                                        any(b.startswith("gemlite") for b in torch_names), args.torch_timeout)
+        info = worker.hello()
+        print("torch baselines (own process):", info, flush=True)
+        if info.get("error") or not info.get("cuda"):
+            print(f"no torch with a CUDA GPU: skipping {', '.join(torch_names)}", flush=True)
+            torch_names = []
+        elif "gemlite_error" in info:
+            print(f"gemlite not usable: skipping {', '.join(b for b in torch_names if b.startswith('gemlite'))}",
+                  flush=True)
+            torch_names = [b for b in torch_names if not b.startswith("gemlite")]
+        elif "gemlite" in info:
+            print(f"gemlite {info['gemlite']} (third_party), autotune cache {args.gemlite_config}, autotune "
+                  f"breadth for other keys: {args.gemlite_autotune}", flush=True)
     if not on_gpu:
-        print(f"backend {jax.default_backend()}: smoke run (no GPU time; CUDA baselines skipped)", flush=True)
+        print(f"backend {jax.default_backend()}: smoke run (no GPU time)", flush=True)
 
-    rng = np.random.default_rng(0)
+    weights = Weights()
     dev = jax.devices()[0]
     bw = copy_bandwidth()
-    print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s", flush=True)
-    rows, base_rows, skipped, last_shape_s = [], [], [], 0.0
+    print(f"device {dev.device_kind}; measured copy bandwidth {bw:.2f} TB/s; bitblas_jax from "
+          f"{os.path.dirname(bj.__file__)}; jax {jax.__version__}", flush=True)
+    tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bitblas_jax")
+    if os.path.realpath(os.path.dirname(bj.__file__)) != os.path.realpath(tree):
+        print(f"WARNING: this measures the bitblas_jax installed at {os.path.dirname(bj.__file__)}, not {tree} "
+              "(pip install -e . in this tree first)", flush=True)
+    if on_gpu and not _has_cuda_kernels():
+        print("WARNING: bitblas_jax was built without its CUDA kernels: its rows will fail", flush=True)
+    rows, base_rows, skipped, seen_errors = [], [], [], set()
+    point_s: dict[int, float] = {}   # M -> seconds its last (shape, M) took: the estimate for the next
     meta = dict(device=dev.device_kind, copy_tbps=bw, jax=jax.__version__, formats=fmts, baselines=baselines,
                 repeats=args.repeats, call_mb=args.call_mb, gemlite_autotune=args.gemlite_autotune,
-                gemlite_config=os.path.basename(args.gemlite_config or ""))
-    for (N, K) in shapes:
-        elapsed = time.perf_counter() - t_start
-        if elapsed + last_shape_s > 60 * args.max_minutes:
-            skipped.append(f"{N}x{K}")
-            continue
-        for M in Ms:
-            items, res = {}, {}
-            for name in (b for b in baselines if b in XLA_BASELINES):
-                items[name] = xla_item(name, M, N, K, rng)
-                res[name] = measure(items[name], args.repeats)
-            cfgs, wbytes = {}, {}
-            for name in fmts:
-                cfgs[name] = bitblas_config(M, N, K, name)
-                items["bitblas:" + name], wbytes[name] = bitblas_item(cfgs[name], rng)
-                res["bitblas:" + name] = measure(items["bitblas:" + name], args.repeats)
-            if GPU_TIME:
-                for name, g in gpu_busy_batch(items).items():
-                    if g:
-                        res[name]["gpu_us"] = g
-            del items
-            base = {}
-            for name in (b for b in baselines if b in XLA_BASELINES):
-                base[name] = res[name]["us"]
-                if res[name].get("gpu_us"):
-                    base[name + "_gpu"] = res[name]["gpu_us"]
-            base.update(torch_baselines.run(M, N, K, torch_names, copies_for, args.repeats, SAMPLE_S))
-            base_rows.append(dict(N=N, K=K, M=M, **base))
-            print(_fmt_base(base_rows[-1]), flush=True)
-            for name in fmts:
-                row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
-                               base, bw)
-                rows.append(row)
-                print(_fmt_row(row), flush=True)
-            if args.out:  # after every (shape, M): a run cut short keeps what it measured
-                _write_json(args.out, meta, rows, base_rows, skipped, t_start)
-        last_shape_s = time.perf_counter() - t_start - elapsed
-        print(f"-- {N}x{K}: {last_shape_s:.0f} s (run {time.perf_counter() - t_start:.0f} s)", flush=True)
-    print()
+                gemlite_config=os.path.basename(args.gemlite_config or ""), max_minutes=args.max_minutes,
+                bitblas_jax=os.path.dirname(bj.__file__))
+    deadline = T0 + 60 * args.max_minutes
+    signal.signal(signal.SIGTERM, _raise_cut)   # the device command's time limit: write what was measured
+    cut = stop = False
+    try:
+        for (N, K) in shapes:
+            t_shape = time.perf_counter()
+            for M in Ms:
+                t0 = time.perf_counter()
+                if t0 + point_s.get(M, max(point_s.values(), default=0.0)) > deadline:
+                    skipped.append((N, K, M))
+                    continue
+                items, res, errors = {}, {}, {}
+                for name in (b for b in baselines if b in XLA_BASELINES):
+                    item = _attempt(name, errors, lambda: xla_item(name, M, N, K, weights))
+                    r = item and _attempt(name, errors, lambda: measure(item, args.repeats))
+                    if r:
+                        items[name], res[name] = item, r
+                cfgs, wbytes = {}, {}
+                for name in fmts:
+                    cfg = bitblas_config(M, N, K, name)
+                    made = _attempt("bitblas:" + name, errors, lambda: bitblas_item(cfg, name, weights))
+                    r = made and _attempt("bitblas:" + name, errors, lambda: measure(made[0], args.repeats))
+                    if r:
+                        items["bitblas:" + name], wbytes[name], res["bitblas:" + name], cfgs[name] = *made, r, cfg
+                if GPU_TIME and items:
+                    for name, g in (_attempt("gpu_time", errors, lambda: gpu_busy_batch(items)) or {}).items():
+                        if g:
+                            res[name]["gpu_us"] = g
+                items.clear()   # this M's activations and outputs, before the torch side allocates
+                base = {k + "_error": v for k, v in errors.items()}
+                for name in (b for b in baselines if b in XLA_BASELINES and b in res):
+                    base[name] = res[name]["us"]
+                    if res[name].get("gpu_us"):
+                        base[name + "_gpu"] = res[name]["gpu_us"]
+                if not res:
+                    base_rows.append(dict(N=N, K=K, M=M, **base))
+                    print(_fmt_base(base_rows[-1], seen_errors), flush=True)
+                    print("no JAX op ran at this point: the run stops (a CUDA error leaves the context unusable)",
+                          flush=True)
+                    stop = True
+                    break
+                if worker is not None:
+                    base.update(worker.run(M, N, K, torch_names, args.repeats, SAMPLE_S))
+                base_rows.append(dict(N=N, K=K, M=M, **base))
+                print(_fmt_base(base_rows[-1], seen_errors), flush=True)
+                for name in (f for f in fmts if "bitblas:" + f in res):
+                    row = make_row(N, K, M, name, plan_name(cfgs[name], M), res["bitblas:" + name], wbytes[name],
+                                   base, bw)
+                    rows.append(row)
+                    print(_fmt_row(row), flush=True)
+                point_s[M] = time.perf_counter() - t0
+                if args.out:  # after every (shape, M): a run cut short keeps what it measured
+                    _write_json(args.out, meta, rows, base_rows, skipped, T0)
+            print(f"-- {N}x{K}: {time.perf_counter() - t_shape:.0f} s (run {time.perf_counter() - T0:.0f} s)",
+                  flush=True)
+            if stop:
+                break
+    except (KeyboardInterrupt, RunCut) as e:
+        print(f"\nrun cut ({type(e).__name__}) at {time.perf_counter() - T0:.0f} s: writing what was measured",
+              flush=True)
+        cut = True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print()
+        print(_table(rows))
+        print()
+        print(_base_table(base_rows))
+        if skipped:
+            print(f"\nnot run (--max-minutes {args.max_minutes}): {_fmt_skipped(skipped)}; run them with --shapes / --Ms")
+        print(f"\nrun time {time.perf_counter() - T0:.0f} s", flush=True)
+        if args.out:
+            _write_json(args.out, meta, rows, base_rows, skipped, T0)
+            _plot(rows, args.out + ".png")
+        if worker is not None and cut:
+            worker.stop()   # it may be inside a baseline; the time limit's kill follows the signal
+        elif worker is not None:
+            if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
+                worker.save_gemlite(args.gemlite_save)
+            worker.close()
+    if cut:
+        raise SystemExit(143)
+    if stop:
+        raise SystemExit(1)
+
+
+def replot(stems: list[str], out: str | None):
+    """The tables and plot of runs already written (a run killed before its end, or runs split across
+    device commands): rows and baselines of the JSON files in order, meta of the first."""
+    runs = []
+    for stem in stems:
+        with open(stem + ".json") as f:
+            runs.append(json.load(f))
+    rows = [r for d in runs for r in d["rows"]]
+    base_rows = [b for d in runs for b in d["baselines"]]
     print(_table(rows))
     print()
     print(_base_table(base_rows))
-    if skipped:
-        print(f"\nnot run (--max-minutes {args.max_minutes}): {', '.join(skipped)}; run them with --shapes")
-    print(f"\nrun time {time.perf_counter() - t_start:.0f} s")
-    if args.out:
-        _write_json(args.out, meta, rows, base_rows, skipped, t_start)
-        _plot(rows, args.out + ".png")
-    if args.gemlite_save and any(b.startswith("gemlite") for b in torch_names):
-        gl = torch_baselines.load_gemlite()
-        if not isinstance(gl, str):
-            gl.cache_config(args.gemlite_save)
+    not_run = [tuple(x) for d in runs for x in d.get("not_run", [])
+               if not any((b["N"], b["K"], b["M"]) == tuple(x) for b in base_rows)]
+    if not_run:
+        print(f"\nnot run: {_fmt_skipped(not_run)}")
+    out = out or stems[0]
+    if len(runs) > 1:
+        meta = {k: v for k, v in runs[0].items() if k not in ("rows", "baselines", "not_run", "run_s")}
+        meta["joined_from"] = [dict(stem=os.path.basename(s), run_s=d.get("run_s")) for s, d in zip(stems, runs)]
+        with open(out + ".json", "w") as f:
+            json.dump(dict(meta, not_run=not_run, rows=rows, baselines=base_rows), f, indent=1)
+    _plot(rows, out + ".png")
 
 
-def _write_json(out, meta, rows, base_rows, skipped, t_start):
-    with open(out + ".json", "w") as f:
-        json.dump(dict(meta, run_s=time.perf_counter() - t_start, not_run=skipped, rows=rows,
+def _has_cuda_kernels() -> bool:
+    try:
+        from bitblas_jax import _ext
+        return bool(_ext.has_cuda())
+    except Exception:  # noqa: BLE001 - an extension without the query
+        return False
+
+
+def _attempt(what: str, errors: dict, fn):
+    """fn(), or None with errors[what] set: one op's failure (a compile error, an out-of-memory, a plan
+    that raises) costs its column at this (shape, M), not the run."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        errors[what] = f"{type(e).__name__}: {e}"[:300]
+        return None
+
+
+class RunCut(Exception):
+    """SIGTERM (the time limit of the command running the benchmark)."""
+
+
+def _raise_cut(signum, frame):
+    raise RunCut()
+
+
+def _fmt_skipped(skipped) -> str:
+    """'NxK (all M)' for a shape none of whose M ran, else 'NxK M=a,b'."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for N, K, M in skipped:
+        by_shape.setdefault((N, K), []).append(M)
+    return ", ".join(f"{N}x{K} M={','.join(map(str, ms))}" for (N, K), ms in by_shape.items())
+
+
+def _write_json(out, meta, rows, base_rows, skipped, t0):
+    """OUT.json: meta, run_s, not_run ([N, K, M] not measured for --max-minutes), rows, baselines; written
+    to a temporary name and renamed, so a kill while writing leaves the previous complete file."""
+    with open(out + ".json.tmp", "w") as f:
+        json.dump(dict(meta, run_s=time.perf_counter() - t0, not_run=skipped, rows=rows,
                        baselines=base_rows), f, indent=1)
+    os.replace(out + ".json.tmp", out + ".json")
 
 
 def _f(x, fmt="{:.2f}"):
@@ -552,9 +740,15 @@ def _base_cell(b, key):
     return cell + (f" ({b[key + '_cfg']})" if key + "_cfg" in b else "")
 
 
-def _fmt_base(b):
+def _fmt_base(b, seen_errors: set | None = None):
+    """One line of baseline times; then its errors (each message once per run where seen_errors is given)
+    and any suspect output check."""
     cells = "  ".join(f"{label} {_base_cell(b, key)}" for key, label in BASE_COLUMNS if key in b or key + "_error" in b)
-    errs = "; ".join([f"{k}: {v}" for k, v in b.items() if k.endswith("error")] +
+    new_errs = [f"{k}: {v}" for k, v in b.items() if k.endswith("error")]
+    if seen_errors is not None:
+        new_errs = [e for e in new_errs if e not in seen_errors]
+        seen_errors.update(new_errs)
+    errs = "; ".join(new_errs +
                      [f"{k} = {v:.3g}: this baseline does not compute the product it is given (mispacked?)"
                       for k, v in b.items() if k.endswith("_relerr") and v > RELERR_SUSPECT])
     return f"{b['N']:>5}x{b['K']:<5} M={b['M']:<4} baselines us (wall / gpu): {cells}" + (f"\n  {errs}" if errs else "")
@@ -587,6 +781,9 @@ def _base_table(base_rows):
 
 
 def _plot(rows, path):
+    if not any("x_fp16" in r for r in rows):
+        print("no rows with an XLA fp16 time: no plot")
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")

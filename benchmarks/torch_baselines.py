@@ -17,20 +17,33 @@ Each op's output is also checked once against a float32 product with the weight 
 number. Anything that fails (no torch, no CUDA, gemlite not importable, an API mismatch) records
 `<name>_error` and the run goes on.
 
+bench_matmul.py runs these baselines in a child process (Worker: this file with --serve), one baseline
+per request: the child has its own CUDA context, so a crash (a sticky CUDA error, an abort inside a
+Triton compile) or a hang costs that baseline's column, never the JAX side's context or the run.
+
 gemlite is imported from third_party/gemlite (a verbatim copy of its Python package: see README there).
 Its autotune cache: gemlite ships configs for the H100 and looks them up by GPU name, which misses the
-H200 (same GH100 chip), so load_gemlite() loads the H100 file explicitly (or --gemlite-config). For a
-key the cache lacks, gemlite autotunes at the first call; --gemlite-autotune picks how widely
-("default": 2 configs, the bound that keeps a sweep's run time; "fast": gemlite's own default, about
-20; "max"). Each row says which happened (`<name>_cfg`).
+H200 (same GH100 chip), so load_gemlite() loads the H100 file explicitly (or --gemlite-config). The
+cache is read by gemlite's config pruner, which Triton's autotuner calls only for a kernel with more
+than one config. For a key the cache lacks, gemlite autotunes at the first call (the warm-up, outside
+the timing); --gemlite-autotune picks how widely: "bounded" (BOUNDED: gemlite's 2-config "default"
+lists for its GEMM kernels, its "fast" lists (12-17 small configs) for the GEMV kernels, whose
+"default" lists hold a single config with which the cache would never be read), "fast" (gemlite's own
+default, about 20 configs per GEMM kernel) or "max". Each row says which happened (`<name>_cfg`).
 """
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
+import multiprocessing.connection
 import os
 import statistics
+import subprocess
 import sys
 import time
+
+from weight_copies import copies_for as _copies_for
 
 GROUP = 128
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +53,13 @@ NAMES = ("torch_bf16", "torch_int4", "gemlite_w4", "gemlite_w8")
 DEVICE = "cuda"
 
 _gemlite = None          # the module once imported, or the error string
-_gemlite_autotune = "default"
+_gemlite_autotune = "bounded"
+# gemlite's autotune list per matmul type for --gemlite-autotune bounded (see the module docstring)
+BOUNDED = {"GEMV": "fast", "GEMV_REVSPLITK": "fast", "GEMV_SPLITK": "fast", "GEMM_SPLITK": "default", "GEMM": "default"}
+# matmul type -> (module in gemlite.triton_kernels, its class): the kernels in use after set_autotune's reload
+KERNEL_CLASSES = {"GEMV": ("gemv_kernels", "gemv"), "GEMV_REVSPLITK": ("gemv_revsplitK_kernels", "gemv_revsplitK"),
+                  "GEMV_SPLITK": ("gemv_splitK_kernels", "gemv_splitK"),
+                  "GEMM_SPLITK": ("gemm_splitK_kernels", "gemm_splitK"), "GEMM": ("gemm_kernels", "gemm")}
 
 
 def cuda_torch():
@@ -52,7 +71,7 @@ def cuda_torch():
     return torch if torch.cuda.is_available() else None
 
 
-def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "default"):
+def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "bounded"):
     """Import the vendored gemlite once; load its autotune cache `config`; set its autotune breadth.
     Returns the module, or the error string."""
     global _gemlite, _gemlite_autotune
@@ -63,10 +82,13 @@ def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "defa
             sys.path.insert(0, GEMLITE_DIR)
         import gemlite
         gemlite.reset_config()
-        if config and not gemlite.load_config(config):
-            raise RuntimeError(f"gemlite could not load its config {config}")
+        if config and not gemlite.load_config(config, print_error=False):
+            # a file saved by an earlier run (--gemlite-save) that is not there: the file gemlite ships
+            print(f"gemlite: no autotune cache at {config}; loading {GEMLITE_H100_CONFIG}", flush=True)
+            if not gemlite.load_config(GEMLITE_H100_CONFIG):
+                raise RuntimeError(f"gemlite could not load its config {GEMLITE_H100_CONFIG}")
         if autotune != "fast":   # "fast" is gemlite's default; set_autotune reloads its kernel modules
-            gemlite.set_autotune(autotune)
+            gemlite.set_autotune(BOUNDED if autotune == "bounded" else autotune)
         _gemlite, _gemlite_autotune = gemlite, autotune
     except Exception as e:  # noqa: BLE001 - no GPU, triton missing or too old, an API change
         _gemlite = f"{type(e).__name__}: {e}"[:200]
@@ -74,15 +96,21 @@ def load_gemlite(config: str | None = GEMLITE_H100_CONFIG, autotune: str = "defa
 
 
 def _gemlite_cfg(gl, M, N, K, lin) -> str:
-    """'cached' where gemlite's loaded config has this call's key (its pruners' signature), else
-    'autotune-<breadth>'."""
+    """'<matmul type> cached' where gemlite's loaded config has this call's key (its pruners' signature)
+    and the kernel has more than one config (else Triton never calls the pruner: 'single config'), else
+    '<matmul type> autotune-<breadth>'."""
+    import importlib
     from gemlite.core import GEMLITE_TRITON_CONFIG_CACHE, get_matmul_type
     from gemlite.triton_kernels.utils import get_closest_m
     meta = lin.get_meta_args()
     W_nbits, group, e, in_dtype = meta[1], meta[2], meta[4], meta[5]
     sig = str((get_closest_m(M), N, K, group, e, in_dtype * 100 + W_nbits))
     kind = get_matmul_type(M, W_nbits)
-    return "cached" if sig in GEMLITE_TRITON_CONFIG_CACHE.get(kind, {}) else f"autotune-{_gemlite_autotune}"
+    module, cls = KERNEL_CLASSES[kind]
+    kernel = getattr(importlib.import_module("gemlite.triton_kernels." + module), cls).kernel[0]
+    if len(kernel.configs) < 2:
+        return f"{kind} single config"
+    return f"{kind} " + ("cached" if sig in GEMLITE_TRITON_CONFIG_CACHE.get(kind, {}) else f"autotune-{_gemlite_autotune}")
 
 
 def time_ops(torch, ops, repeats: int, sample_s: float) -> dict:
@@ -237,3 +265,142 @@ def run(M: int, N: int, K: int, names, copies_for, repeats: int, sample_s: float
             ops = check = None
             torch.cuda.empty_cache()
     return res
+
+
+class WorkerLost(Exception):
+    """The child process died or did not answer in time."""
+
+
+class Worker:
+    """run() in a child process: `python torch_baselines.py --serve FD`, asked over a pipe one baseline
+    at a time. A baseline whose request kills the child or outlasts timeout_s is killed with it, recorded
+    as `<name>_error` and not asked again; the next request starts a fresh child."""
+
+    def __init__(self, call_bytes: int, gemlite_config: str | None, gemlite_autotune: str, load_gemlite: bool,
+                 timeout_s: float = 180.0, command: list[str] | None = None):
+        self.settings = dict(call_bytes=call_bytes, gemlite_config=gemlite_config,
+                             gemlite_autotune=gemlite_autotune, load_gemlite=load_gemlite)
+        self.command = command or [sys.executable, os.path.abspath(__file__), "--serve"]
+        self.timeout_s = timeout_s
+        self.proc = self.conn = None
+        self.dead: dict[str, str] = {}   # baseline -> why it is not asked again
+        self.errors_in_a_row: dict[str, int] = {}
+
+    def _start(self) -> dict:
+        parent, child = multiprocessing.Pipe()
+        self.proc = subprocess.Popen(self.command + [str(child.fileno())], pass_fds=[child.fileno()])
+        child.close()
+        self.conn = parent
+        self.conn.send(("init", self.settings))
+        return self._answer(self.timeout_s)
+
+    def _answer(self, timeout_s: float):
+        try:
+            if not self.conn.poll(timeout_s):
+                self.stop()
+                raise WorkerLost(f"no answer in {timeout_s:.0f} s (killed)")
+            return self.conn.recv()
+        except (EOFError, OSError):
+            rc = self.proc.wait(timeout=30)
+            self.stop()
+            raise WorkerLost(f"the baseline process exited with status {rc}") from None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def hello(self) -> dict:
+        """The child's torch / CUDA / gemlite facts ({'error': ...} where it could not start)."""
+        try:
+            return self._start()
+        except WorkerLost as e:
+            return dict(error=str(e))
+
+    def run(self, M: int, N: int, K: int, names, repeats: int, sample_s: float) -> dict:
+        """run()'s dict for the baselines in `names` not yet given up."""
+        res = {}
+        for name in names:
+            if name in self.dead:
+                continue
+            try:
+                if self.conn is None:
+                    info = self._start()
+                    if info.get("error") or not info.get("cuda"):
+                        raise WorkerLost(f"restart failed: {info}")
+                self.conn.send(("run", M, N, K, name, repeats, sample_s))
+                r = self._answer(self.timeout_s)
+                res.update(r)
+                # an error that repeats (an API mismatch, a compile failure) would cost every later point
+                self.errors_in_a_row[name] = self.errors_in_a_row.get(name, 0) + 1 if name + "_error" in r else 0
+                if self.errors_in_a_row[name] >= 2:
+                    self.dead[name] = f"failed twice in a row, last: {r[name + '_error']}"
+                    print(f"  {name}: {self.dead[name]}; not run again", flush=True)
+            except WorkerLost as e:
+                self.dead[name] = f"{e} during {name} at M={M} N={N} K={K}"
+                res[name + "_error"] = self.dead[name]
+                print(f"  {name}: {self.dead[name]}; not run again", flush=True)
+        return res
+
+    def save_gemlite(self, path: str):
+        """gemlite's autotune cache (loaded + tuned in this run) to path, for a later --gemlite-config."""
+        try:
+            if self.conn is None:
+                raise WorkerLost("no baseline process")
+            self.conn.send(("save_gemlite", path))
+            print("gemlite configs:", self._answer(self.timeout_s), flush=True)
+        except (WorkerLost, OSError) as e:
+            print(f"gemlite configs not written: {e}", flush=True)
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.send(("exit",))
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.stop()
+
+
+def serve(fd: int):
+    """The child's loop (Worker): settings, then one reply per request until "exit" or the pipe closes."""
+    conn = multiprocessing.connection.Connection(fd)
+    settings = conn.recv()[1]
+    torch = cuda_torch()
+    info = dict(torch=sys.modules["torch"].__version__ if "torch" in sys.modules else None,
+                cuda=torch.cuda.get_device_name() if torch is not None else None)
+    if torch is not None and settings["load_gemlite"]:
+        gl = load_gemlite(settings["gemlite_config"], settings["gemlite_autotune"])
+        info["gemlite" if not isinstance(gl, str) else "gemlite_error"] = getattr(gl, "__version__", gl)
+    conn.send(info)
+    copies_for = functools.partial(_copies_for, call_bytes=settings["call_bytes"])
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg[0] == "run":
+            _, M, N, K, name, repeats, sample_s = msg
+            conn.send(run(M, N, K, [name], copies_for, repeats, sample_s))
+        elif msg[0] == "save_gemlite":
+            gl = load_gemlite()
+            try:
+                if isinstance(gl, str):
+                    raise RuntimeError(gl)
+                os.makedirs(os.path.dirname(os.path.abspath(msg[1])), exist_ok=True)
+                gl.cache_config(msg[1])
+                conn.send(f"written to {msg[1]}")
+            except Exception as e:  # noqa: BLE001 - the run's results are written already
+                conn.send(f"not written ({type(e).__name__}: {e})"[:300])
+        else:
+            return
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    else:
+        raise SystemExit("usage: torch_baselines.py --serve FD (started by bench_matmul.py)")

@@ -6,6 +6,8 @@
 #   SELFTEST_PDL_AB=1: the selftest timings once more with BITBLAS_JAX_PDL=0
 #   SANITIZE_TOOLS="memcheck": the compute-sanitizer tools the sanitize step runs (tools/gpu_sanitize.sh;
 #   default: memcheck racecheck synccheck initcheck)
+#   BENCH_ARGS: bench_matmul.py's arguments (default --quick); BENCH_DEADLINE_S (default 540): seconds from
+#   this script's start by which the benchmark stops starting new (shape, M) points
 # Logs go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +52,10 @@ if has sanitize; then  # memcheck, racecheck, synccheck, initcheck over every ke
   RESULT[sanitize]="rc=$?: $(tail -1 "$OUT/sanitize.log")"
   sed -n '/^== gpu_sanitize summary/,$p' "$OUT/sanitize.log"
 fi
-if has bench; then
-  python3 benchmarks/bench_matmul.py ${BENCH_ARGS:---quick} --out "$OUT/bench" >"$OUT/bench.log" 2>&1 \
-    && RESULT[bench]="ok" || RESULT[bench]="FAILED"
+if has bench; then  # --max-minutes: what is left of BENCH_DEADLINE_S (a 600 s device command, less a margin)
+  bench_min=$(awk "BEGIN{m=(${BENCH_DEADLINE_S:-540} - $SECONDS) / 60; print (m > 1 ? m : 1)}")
+  python3 benchmarks/bench_matmul.py --max-minutes "$bench_min" ${BENCH_ARGS:---quick} --out "$OUT/bench" \
+    >"$OUT/bench.log" 2>&1 && RESULT[bench]="ok (--max-minutes $bench_min)" || RESULT[bench]="FAILED"
   sed -n '/^| N x K/,$p' "$OUT/bench.log"
 fi
 echo
