@@ -22,11 +22,11 @@
 // stage's activation rows and multicasts them to all: the activations' L2
 // reads, 8 of every 9 bytes a CTA reads at BM = 256, drop by CL. Each stage
 // has a "full" mbarrier (the copies' bytes and the producers' arrivals) and an
-// "empty" one, on which every consumer warp of the cluster releases the slot
-// once the wgmmas that read it have retired (a stage has at least WINDOW - 1
-// k-steps, so that is WINDOW - 1 k-steps into the next stage): a producer
-// overwrites a slot, its own and its peers', only after all CTAs of the cluster
-// are done with it. So the consumer warps issue no copies and meet no CTA-wide barrier in the
+// "empty" one, on which the CTA's consumers release the slot once the wgmmas
+// that read it have retired (a stage has at least WINDOW - 1 k-steps, so that is
+// WINDOW - 1 k-steps into the next stage); in a cluster the producers pass that
+// on to each other ("cluster empty"), so a producer overwrites a slot, its own
+// and its peers', only after all CTAs of the cluster are done with it. So the consumer warps issue no copies and meet no CTA-wide barrier in the
 // loop.
 #pragma once
 
@@ -86,7 +86,8 @@ __device__ __forceinline__ void wgmma_wait() {
 // mbarriers (shared::cta). The ring's "full" barrier of a stage completes when the producer
 // warpgroup's expect_tx arrival and its 128 arrivals after storing the stage's group words are in and
 // the copies' bytes (its bulk copies, the cluster's activation multicasts) have landed; the "empty"
-// one when every consumer warp of the cluster has released the slot.
+// one when every consumer thread of the CTA has released the slot; the "cluster empty" one (clusters
+// of 2 or 4) when every producer of the cluster has seen its own CTA's slot empty.
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
@@ -158,6 +159,18 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
+// The same for arrivals released at cluster scope (mbar_arrive_cluster).
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, "
+        "p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
 // One bulk copy global -> shared (16-byte aligned, a multiple of 16 bytes), counted on `bar`.
 __device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
@@ -183,7 +196,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
 
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ typename TT<T>::T2 sTab[nf4_tab_words<FC>()];
-  __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
+  __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES], s_cluster_empty[STAGES];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -200,6 +213,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
   // Same offsets in every CTA (one kernel, one layout): a multicast lands where the peer expects it.
   const uint32_t ring = (smem_addr(smem) + 1023u) & ~1023u;
   const uint32_t full0 = smem_addr(&s_full[0]), empty0 = smem_addr(&s_empty[0]);
+  const uint32_t cluster_empty0 = smem_addr(&s_cluster_empty[0]);
   const long long band_stride = static_cast<long long>(KT) * 512;
   const uint32_t cl_ctas = cluster_ctas(), cl_rank = cluster_rank();
 
@@ -209,7 +223,8 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     for (int s = 0; s < STAGES; ++s) {
       // the producers' expect_tx arrival and their 128 arrivals after storing the stage's group words
       mbar_init(full0 + 8 * s, 129);
-      mbar_init(empty0 + 8 * s, NB * static_cast<int>(cl_ctas));  // every consumer warp of the cluster
+      mbar_init(empty0 + 8 * s, NB * 32);                          // every consumer thread of this CTA
+      mbar_init(cluster_empty0 + 8 * s, static_cast<int>(cl_ctas));  // every producer of the cluster
     }
   }
   if (cl_ctas > 1)
@@ -270,11 +285,21 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
         }
       }
     };
+    // A slot is free here once this CTA's consumers have released it ("empty"); in a cluster thread 0
+    // then tells every producer of the cluster so, and multicasts into it only once all have told it
+    // ("cluster empty"): its copies land in every CTA's slot.
+    auto wait_slot_free = [&](int slot, uint32_t phase) {
+      mbar_wait(empty0 + 8 * slot, phase ^ 1u);
+      if (cl_ctas > 1 && pt == 0) {
+        for (uint32_t r = 0; r < cl_ctas; ++r) mbar_arrive_cluster(cluster_empty0 + 8 * slot, r);
+        mbar_wait_cluster(cluster_empty0 + 8 * slot, phase ^ 1u);
+      }
+    };
     load_groups(kb0);
     int slot = 0;
     uint32_t phase = 0;
     for (int kb = kb0; kb < kb1; ++kb) {
-      if (kb - kb0 >= STAGES) mbar_wait(empty0 + 8 * slot, phase ^ 1u);
+      if (kb - kb0 >= STAGES) wait_slot_free(slot, phase);
       const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES, full = full0 + 8 * slot;
       if (pt == 0) {
         mbar_arrive_expect_tx(full, w_bytes + Cfg::A_BYTES);  // the whole activation tile lands here
@@ -302,11 +327,11 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
         phase ^= 1u;
       }
     }
-    // In a cluster the peers' consumers arrive on this CTA's empty barriers until they are done with
-    // the last stages: this CTA's shared memory stays until then.
+    // In a cluster the peers' producers arrive on this CTA's cluster-empty barriers until their
+    // consumers are done with the last stages: this CTA's shared memory stays until then.
     if (cl_ctas > 1) {
       for (int kb = kb1; kb < kb1 + STAGES; ++kb) {
-        if (kb - kb0 >= STAGES) mbar_wait(empty0 + 8 * slot, phase ^ 1u);
+        if (kb - kb0 >= STAGES) wait_slot_free(slot, phase);
         if (++slot == STAGES) {
           slot = 0;
           phase ^= 1u;
@@ -326,16 +351,9 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     const int band = bx * NB + warp;
     const bool band_ok = band < nbands;
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
-    // A warp's release of a slot: every consumer warp of the cluster counts on each CTA's barrier.
-    auto release = [&](int s) {
-      __syncwarp();
-      if (lane == 0) {
-        if (cl_ctas == 1)
-          mbar_arrive(empty0 + 8 * s);
-        else
-          for (uint32_t r = 0; r < cl_ctas; ++r) mbar_arrive_cluster(empty0 + 8 * s, r);
-      }
-    };
+    // Every consumer thread releases a slot on its CTA's barrier (one plain arrive: more work between
+    // the wgmmas, even a second arrive, makes ptxas serialize them for the 1- and 2-bit formats).
+    auto release = [&](int s) { mbar_arrive(empty0 + 8 * s); };
 
     const bool has_groups = Cfg::G_BYTES > 0 && p.mode != MODE_NONE, has_zeros = has_groups && p.mode > MODE_SCALE;
     int slot = 0, prev = STAGES - 1;  // this stage's slot and the one before it
@@ -380,7 +398,7 @@ __global__ void __launch_bounds__(WgmmaCfg<FC, BM>::THREADS, WgmmaCfg<FC, BM>::C
     }
     wgmma_wait<0>();
     fence_acc(acc);
-    if (cl_ctas > 1) release(prev);  // the last stage (the peers' producers wait for it before leaving)
+    if (cl_ctas > 1) release(prev);  // the last stage (the producers of the cluster wait for it before leaving)
     if (!cta_has_rows) return;
 
     // ---- epilogue: acc[4j + e] is weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1) ----
