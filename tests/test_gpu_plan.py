@@ -102,6 +102,20 @@ def test_gemm_wgmma_needs_fp32_accumulation_whole_tile_groups_aligned_a_and_whol
     assert dims(512, fmt="int1", mode="none", group=-1, **torch_like) == (128, 128)
 
 
+def test_gemm_wgmma_clusters():
+    """Clusters of 2 CTAs along N where there are two CTAs' worth of weight rows (forced 1 / 2 / 4 as
+    asked, never more than the CTAs along N); a grid that fits one wave of single CTAs but not of
+    clusters (a GPC with an odd SM count) runs single CTAs."""
+    c = _bitblas_plan.wgmma_cluster_ctas
+    assert (c(128), c(144), c(256), c(8192)) == (1, 2, 2, 2)
+    assert (c(8192, 1), c(8192, 4), c(384, 4), c(256, 4), c(128, 4)) == (1, 4, 2, 2, 1)
+    g = _bitblas_plan.wgmma_cluster_for_grid
+    assert g(2, 128, 132, 130) == 2          # fits both waves
+    assert g(2, 132, 132, 130) == 1          # one wave alone, two with clusters
+    assert g(2, 400, 132, 130) == 2          # several waves either way
+    assert g(1, 132, 132, 0) == 1
+
+
 def test_hopper_env_override(monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
     assert gp.hopper(lambda: False) and plan(64, sm90=None).kernel == "gemm_wgmma"

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include <cuda.h>           // CUtensorMap
@@ -213,15 +214,62 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
   return "";
 }
 
-// gemm_wgmma's CTAs per cluster (the plan's rule, BITBLAS_JAX_WGMMA_CLUSTER forcing 1, 2 or 4).
-int wgmma_cluster_for(int64_t N) {
+// BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4 forces gemm_wgmma's CTAs per cluster (A/B timing); 0: the plan's.
+int forced_wgmma_cluster() {
   static const int forced = [] {
     const char* env = std::getenv("BITBLAS_JAX_WGMMA_CLUSTER");
     if (env == nullptr) return 0;
     const std::string v(env);
     return v == "1" ? 1 : v == "2" ? 2 : v == "4" ? 4 : 0;
   }();
-  return plan::wgmma_cluster_ctas(N, forced);
+  return forced;
+}
+
+// CTAs of `ke` the device runs at once in clusters of `cluster` (clusters at once x cluster), per
+// device and kernel; 0 where the query fails (the caller keeps single CTAs).
+int64_t cluster_wave_ctas(const KernelEntry& ke, int cluster, const DeviceInfo& info) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int>, int64_t> known;
+  const auto key = std::make_tuple(info.dev, ke.fn, cluster);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = known.find(key);
+    if (it != known.end()) return it->second;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster) * 64);
+  cfg.blockDim = dim3(ke.threads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(ke.dyn_smem);
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  int64_t ctas = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, ke.fn, &cfg) == cudaSuccess)
+    ctas = static_cast<int64_t>(clusters) * cluster;
+  else
+    cudaGetLastError();  // clear it: a failed query only means single CTAs
+  std::lock_guard<std::mutex> lock(mu);
+  known[key] = ctas;
+  return ctas;
+}
+
+// gemm_wgmma's CTAs per cluster for a grid of nblocks x mblocks x split tiles: the plan's rule
+// (plan::wgmma_cluster_ctas, plan::wgmma_cluster_for_grid with this GPU's occupancy), or the forced one.
+int wgmma_cluster_for(const KernelEntry& ke, int64_t N, int64_t nblocks, int64_t mblocks, int64_t split) {
+  const int forced = forced_wgmma_cluster();
+  const int cl = plan::wgmma_cluster_ctas(N, forced);
+  if (forced > 0 || cl == 1) return cl;
+  DeviceInfo info;
+  if (!device_info(&info).empty() || !ensure_smem(ke.fn, ke.dyn_smem, info).empty()) return 1;
+  const int64_t grid = plan::ceil_div(nblocks, cl) * cl * mblocks * split;
+  const int64_t wave = cluster_wave_ctas(ke, 1, info), cluster_wave = cluster_wave_ctas(ke, cl, info);
+  if (wave == 0 || cluster_wave == 0) return 1;
+  return plan::wgmma_cluster_for_grid(cl, grid, wave, cluster_wave);
 }
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
@@ -402,7 +450,10 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
     if (K % p.stage_k != 0) return "gemm_wgmma: K must be a multiple of " + std::to_string(p.stage_k);
     const KernelEntry ke = cudak::gemm_wgmma_entry(tc, fc, tile);
     if (ke.fn == nullptr) return "gemm_wgmma: this format's stages do not fit the tile";
-    return run_tiles(ke, plan::kWgmmaTiles[tile].weight_rows, plan::kWgmmaTiles[tile].act_rows, wgmma_cluster_for(N));
+    const int BN = plan::kWgmmaTiles[tile].weight_rows, BM = plan::kWgmmaTiles[tile].act_rows;
+    const int64_t first_rows = std::min<int64_t>(M, int64_t{65535} * BM);  // the first launch's
+    return run_tiles(ke, BN, BM,
+                     wgmma_cluster_for(ke, N, plan::ceil_div(N, BN), plan::ceil_div(first_rows, BM), p.split_k));
   }
 
   if (tile < 0 || tile >= plan::kNumMmaTiles) return "gemm_mma: bad tile " + std::to_string(tile);

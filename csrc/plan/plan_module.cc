@@ -79,6 +79,16 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "wgmma_stage_k", [](int bits, int act_rows) { return bp::wgmma_stage_k(bits, act_rows); }, py::arg("bits"),
       py::arg("act_rows"));
   m.def(
+      "wgmma_cluster_ctas", [](int64_t N, int forced) { return bp::wgmma_cluster_ctas(N, forced); }, py::arg("N"),
+      py::arg("forced") = 0, "gemm_wgmma's CTAs per cluster along N (forced: BITBLAS_JAX_WGMMA_CLUSTER).");
+  m.def(
+      "wgmma_cluster_for_grid",
+      [](int cl, int64_t grid_ctas, int64_t wave_ctas, int64_t cluster_wave_ctas) {
+        return bp::wgmma_cluster_for_grid(cl, grid_ctas, wave_ctas, cluster_wave_ctas);
+      },
+      py::arg("cl"), py::arg("grid_ctas"), py::arg("wave_ctas"), py::arg("cluster_wave_ctas"),
+      "The cluster size a launch keeps, given the GPU's CTAs at once with and without clusters.");
+  m.def(
       "workspace_bytes",
       [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N) {
         return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N);

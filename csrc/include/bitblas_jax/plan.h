@@ -243,6 +243,13 @@ constexpr int wgmma_cluster_ctas(int64_t N, int forced = 0) {
   while (cl > 1 && ceil_div(N, kWgmmaWeightRows) < cl) cl /= 2;
   return cl;
 }
+// The cluster size a launch keeps: `cl`, unless the grid fits one wave of single CTAs (wave_ctas:
+// the GPU's CTAs at once) but not one wave of clusters (cluster_wave_ctas: clusters at once x cl). A
+// cluster's CTAs share a GPC, so a GPC with an odd number of SMs holds one CTA fewer at cl = 2 (one
+// CTA per SM at 128 and 256 activation rows): a second wave would cost more than the multicast saves.
+constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_ctas, int64_t cluster_wave_ctas) {
+  return cl > 1 && grid_ctas <= wave_ctas && grid_ctas > cluster_wave_ctas ? 1 : cl;
+}
 
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
