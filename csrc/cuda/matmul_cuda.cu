@@ -13,6 +13,8 @@
 #include <tuple>
 #include <utility>
 
+#include <dlfcn.h>
+
 #include <cuda.h>           // CUtensorMap
 #include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
 
@@ -136,19 +138,18 @@ std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
 
 // The activations [rows, K] (16-bit, row-major, 16-byte aligned) as a TMA map whose box is 64 k x
 // box_rows rows, 128-byte swizzled: the layout gemm_wgmma's stages hold (rows past `rows` arrive as
-// zeros). The driver's encoder is found through the runtime, so the module does not link libcuda.
+// zeros). The driver's encoder is looked up in libcuda directly (the module links the static runtime,
+// not libcuda): a plain symbol lookup, which is also safe at a first call inside a CUDA graph capture.
 std::string encode_act_map(const void* A, int64_t rows, int64_t K, int box_rows, CUtensorMap* map) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   static std::string lookup_error;
   static std::once_flag once;
   std::call_once(once, [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
-    if (e != cudaSuccess)
-      lookup_error = cuda_error("cudaGetDriverEntryPointByVersion(cuTensorMapEncodeTiled)", e);
-    else if (found != cudaDriverEntryPointSuccess || fn == nullptr)
-      lookup_error = "the CUDA driver has no cuTensorMapEncodeTiled (gemm_wgmma needs a CUDA 12 driver)";
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    void* fn = lib != nullptr ? dlsym(lib, "cuTensorMapEncodeTiled") : nullptr;
+    if (fn == nullptr)
+      lookup_error = "gemm_wgmma needs cuTensorMapEncodeTiled from the CUDA driver (libcuda.so.1, CUDA 12+): " +
+                     std::string(lib == nullptr ? "libcuda.so.1 not loaded" : "symbol not found");
     else
       encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   });
