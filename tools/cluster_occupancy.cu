@@ -7,6 +7,8 @@
 
 #include <cuda_runtime.h>
 
+#include "../csrc/cuda/cluster_attr.h"
+
 __global__ void cta_shape(int* out) {
   extern __shared__ int smem[];
   if (out != nullptr) out[blockIdx.x] = smem[threadIdx.x];
@@ -32,11 +34,7 @@ int main() {
       cfg.gridDim = dim3(cl * 256);
       cfg.blockDim = dim3(384);
       cfg.dynamicSmemBytes = static_cast<size_t>(smem_kb) * 1024;
-      cudaLaunchAttribute attr;
-      attr.id = cudaLaunchAttributeClusterDimension;
-      attr.val.clusterDim.x = static_cast<unsigned>(cl);
-      attr.val.clusterDim.y = 1;
-      attr.val.clusterDim.z = 1;
+      cudaLaunchAttribute attr = bitblas_jax::cluster_attr(cl);
       cfg.attrs = &attr;
       cfg.numAttrs = 1;
       int clusters = 0;

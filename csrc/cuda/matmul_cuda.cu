@@ -18,6 +18,7 @@
 #include <cuda.h>           // CUtensorMap
 #include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
 
+#include "cluster_attr.h"
 #include "kernels.h"
 #include "matmul_cuda.h"
 
@@ -199,13 +200,7 @@ std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStre
     attr[nattr].val.programmaticStreamSerializationAllowed = 1;
     ++nattr;
   }
-  if (cluster > 1) {
-    attr[nattr].id = cudaLaunchAttributeClusterDimension;
-    attr[nattr].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attr[nattr].val.clusterDim.y = 1;
-    attr[nattr].val.clusterDim.z = 1;
-    ++nattr;
-  }
+  if (cluster > 1) attr[nattr++] = cluster_attr(cluster);
   cfg.attrs = nattr > 0 ? attr : nullptr;
   cfg.numAttrs = nattr;
   cudaError_t e = cudaLaunchKernelExC(&cfg, ke.fn, args);
@@ -241,11 +236,7 @@ int64_t cluster_wave_ctas(const KernelEntry& ke, int cluster, const DeviceInfo& 
   cfg.gridDim = dim3(static_cast<unsigned>(cluster) * 64);
   cfg.blockDim = dim3(ke.threads);
   cfg.dynamicSmemBytes = static_cast<size_t>(ke.dyn_smem);
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
+  cudaLaunchAttribute attr = cluster_attr(cluster);
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
   int clusters = 0;
