@@ -1,5 +1,5 @@
-// gemm_wgmma_i8: int8 activations x int8 weights on Hopper's int8 tensor cores (wgmma m64nNk32 s8,
-// int32 accumulators; sm_90a). C[m, n] = sum_k A[m, k] w[n, k], exact (wrapping mod 2^32).
+// gemm_wgmma_i8: int8 activations x int8 / int4 / uint4 weights on Hopper's int8 tensor cores (wgmma
+// m64nNk32 s8, int32 accumulators; sm_90a). C[m, n] = sum_k A[m, k] w[n, k], exact (wrapping mod 2^32).
 //
 // The fragment order. A lane of the packed layout holds, per 16-k step, the fp16 m16n8k16 A fragment:
 // row g at k 2c, 2c+1, 2c+8, 2c+9 (and row g + 8 the same; g = lane / 4, c = lane % 4). An int8
@@ -9,7 +9,10 @@
 // operands share it, so position 4c + i carries the lane's own k = kSigma[4c + i] of each 16-k chunk:
 // register 0 = __byte_perm(w0, w1, 0x6420) (bytes 0 and 2 of words 0 and 1: row g's pairs, layout.h
 // field_of), register 1 = __byte_perm(w0, w1, 0x7531) (row g + 8), registers 2, 3 the same on w2, w3;
-// then ^ 0x80 per byte turns offset-binary codes into int8 values. The activations (the B operand,
+// then ^ 0x80 per byte turns offset-binary codes into int8 values. 4-bit weights: a lane word holds
+// one 16-k step's 8 nibbles (row g at nibbles 0, 4, 2, 6 in k order 2c, 2c+1, 2c+8, 2c+9; row g + 8 at
+// 1, 5, 3, 7), so register 0 = __byte_perm(q & 0x0f0f0f0f, 0, 0x3120), register 1 the same of
+// (q >> 4) & 0x0f0f0f0f, and int4's code - 8 is (x + 0x78) ^ 0x80 per byte. The activations (the B operand,
 // K-major in shared memory) are given with each 16-k chunk in kSigma order: the caller permutes them
 // (bitblas_jax quantizes activations straight into that order). No cross-lane shuffles, 8 integer
 // ops per lane and k32 step.
@@ -36,11 +39,30 @@ __device__ __forceinline__ void fence_acc_s32(int (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
-template <int BM>
+// The A registers of k32 step j of a lane's 16-byte chunk (the header's fragment order).
+template <int BITS, bool SIGNED>
+__device__ __forceinline__ void s8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
+  if constexpr (BITS == 8) {
+    a[0] = __byte_perm(w.x, w.y, 0x6420) ^ 0x80808080u;
+    a[1] = __byte_perm(w.x, w.y, 0x7531) ^ 0x80808080u;
+    a[2] = __byte_perm(w.z, w.w, 0x6420) ^ 0x80808080u;
+    a[3] = __byte_perm(w.z, w.w, 0x7531) ^ 0x80808080u;
+  } else {
+    const uint32_t q0 = j == 0 ? w.x : w.z, q1 = j == 0 ? w.y : w.w;
+    const uint32_t r[4] = {__byte_perm(q0 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q0 >> 4) & 0x0f0f0f0fu, 0u, 0x3120),
+                           __byte_perm(q1 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q1 >> 4) & 0x0f0f0f0fu, 0u, 0x3120)};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a[i] = SIGNED ? (r[i] + 0x78787878u) ^ 0x80808080u : r[i];  // no carries: bytes < 0x88
+  }
+}
+
+template <int BITS, int BM>
 struct GemmI8Cfg {
   static constexpr int NB = 8;                       // bands (consumer warps) per CTA: 128 weight rows
   static constexpr int BK = 128;                     // k per stage: one 128-byte swizzled row
-  static constexpr int TPB = BK / 32;                // packed tiles per band and stage (k32 each)
+  static constexpr int TK = 256 / BITS;              // k per packed tile
+  static constexpr int TPB = BK / TK;                // packed tiles per band and stage
+  static constexpr int STEPS = TK / 32;              // k32 steps per tile
   static constexpr int THREADS = NB * 32 + 128;
   static constexpr int A_BYTES = BM * BK;            // int8 activations
   static constexpr int W_BYTES = NB * TPB * 512;
@@ -53,12 +75,13 @@ struct GemmI8Cfg {
   static_assert(STAGES >= 3, "a ring of at least three stages");
 };
 
-template <int BM>
-__global__ void __launch_bounds__(GemmI8Cfg<BM>::THREADS, 1)
+template <int BITS, bool SIGNED, int BM>
+__global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
     gemm_wgmma_i8_kernel(const GemmI8Args p, const __grid_constant__ CUtensorMap a_map) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = GemmI8Cfg<BM>;
+  using Cfg = GemmI8Cfg<BITS, BM>;
   constexpr int NB = Cfg::NB, TPB = Cfg::TPB, BK = Cfg::BK, STAGES = Cfg::STAGES, ND = BM / 2;
+  constexpr int STEPS = Cfg::STEPS;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
 
@@ -68,7 +91,7 @@ __global__ void __launch_bounds__(GemmI8Cfg<BM>::THREADS, 1)
   const int nbands = static_cast<int>(N >> 4);
   const int bx = blockIdx.x, by = blockIdx.y;
   const long long m0 = static_cast<long long>(by) * BM;
-  const int KT = static_cast<int>(K / 32);  // packed tiles per band
+  const int KT = static_cast<int>(K / Cfg::TK);  // packed tiles per band
   const int KB = static_cast<int>(K / BK);  // stages (K a multiple of BK: the host checks)
   const uint32_t ring = (smem_addr(smem) + 1023u) & ~1023u;
   const uint32_t full0 = smem_addr(&s_full[0]), empty0 = smem_addr(&s_empty[0]);
@@ -123,14 +146,18 @@ __global__ void __launch_bounds__(GemmI8Cfg<BM>::THREADS, 1)
 #pragma unroll
       for (int tt = 0; tt < TPB; ++tt) {
         const uint4 w = lds128(sw_addr + tt * 512);
-        const uint32_t a[4] = {__byte_perm(w.x, w.y, 0x6420) ^ 0x80808080u, __byte_perm(w.x, w.y, 0x7531) ^ 0x80808080u,
-                               __byte_perm(w.z, w.w, 0x6420) ^ 0x80808080u, __byte_perm(w.z, w.w, 0x7531) ^ 0x80808080u};
-        const uint64_t desc = wgmma_desc_sw128(sbase + tt * 32);  // k32 = 32 bytes into the 128-byte rows
-        wgmma_fence();
-        wgmma_rs_s8<BM>(acc, a, desc, 1);
-        wgmma_commit();
-        wgmma_wait<Cfg::WINDOW - 1>();
-        if (tt == Cfg::WINDOW - 2 && kb > 0) mbar_arrive(empty0 + 8 * prev);
+#pragma unroll
+        for (int j = 0; j < STEPS; ++j) {
+          uint32_t a[4];
+          s8_fragment<BITS, SIGNED>(w, j, a);
+          const int step = tt * STEPS + j;
+          const uint64_t desc = wgmma_desc_sw128(sbase + step * 32);  // k32 = 32 bytes into the 128-byte rows
+          wgmma_fence();
+          wgmma_rs_s8<BM>(acc, a, desc, 1);
+          wgmma_commit();
+          wgmma_wait<Cfg::WINDOW - 1>();
+          if (step == Cfg::WINDOW - 2 && kb > 0) mbar_arrive(empty0 + 8 * prev);
+        }
       }
       prev = slot;
       if (++slot == STAGES) {
