@@ -13,14 +13,10 @@
 #include <tuple>
 #include <utility>
 
-#include <dlfcn.h>
-
-#include <cuda.h>           // CUtensorMap
-#include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
-
 #include "cluster_attr.h"
 #include "kernels.h"
 #include "matmul_cuda.h"
+#include "tma_map.h"
 
 namespace bitblas_jax {
 namespace cudak {
@@ -134,37 +130,6 @@ std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
   const cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return cuda_error("cudaFuncSetAttribute", e);
   done.insert({dev, fn});
-  return "";
-}
-
-// The activations [rows, K] (16-bit, row-major, 16-byte aligned) as a TMA map whose box is 64 k x
-// box_rows rows, 128-byte swizzled: the layout gemm_wgmma's stages hold (rows past `rows` arrive as
-// zeros). The driver's encoder is looked up in libcuda directly (the module links the static runtime,
-// not libcuda): a plain symbol lookup, which is also safe at a first call inside a CUDA graph capture.
-std::string encode_act_map(const void* A, int64_t rows, int64_t K, int box_rows, CUtensorMap* map) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  static std::string lookup_error;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    void* fn = lib != nullptr ? dlsym(lib, "cuTensorMapEncodeTiled") : nullptr;
-    if (fn == nullptr)
-      lookup_error = "gemm_wgmma needs cuTensorMapEncodeTiled from the CUDA driver (libcuda.so.1, CUDA 12+): " +
-                     std::string(lib == nullptr ? "libcuda.so.1 not loaded" : "symbol not found");
-    else
-      encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  });
-  if (encode == nullptr) return lookup_error;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * 2};  // bytes from row to row
-  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t unit[2] = {1, 1};
-  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(A), dims, strides, box, unit,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return "cuTensorMapEncodeTiled failed (error " + std::to_string(static_cast<int>(r)) + ") for activations [" +
-           std::to_string(rows) + ", " + std::to_string(K) + "], box " + std::to_string(box_rows) + " rows";
   return "";
 }
 
@@ -420,7 +385,7 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
       }
       CUtensorMap map;
       if (ke.act_map) {
-        if (std::string err = encode_act_map(kl.A, ms, K, BM / cluster, &map); !err.empty()) return err;
+        if (std::string err = encode_act_map(kl.A, ms, K, 2, BM / cluster, &map); !err.empty()) return err;
       }
       std::string err = launch(
           ke, dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
