@@ -133,8 +133,9 @@ def test_gemm_max_m_env_override(monkeypatch):
 
 
 # ---- int8 / float8 activations ----------------------------------------------------------------------
-def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True):
-    return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8)
+def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True, sm90=False):
+    return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8,
+                                          sm90=sm90)
 
 
 @pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
@@ -162,6 +163,31 @@ def test_what_decode_i8_does_not_compute_stays_on_xla_dots(w, mode, group, a_dty
         assert qact(M, w, mode, group, a_dtype=a_dtype) == "xla_dot"
 
 
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("original", 128)])
+def test_int8_activations_above_decode_sizes_run_gemm_wgmma_i8_on_hopper(w, mode, group):
+    """On an sm_90 GPU, int8 activations past the decode regime with int8 / int4 / uint4 weights and mode
+    none or per-channel scales run gemm_wgmma_i8; group scales, zeros, other formats and K off its
+    128-k stage stay on XLA's dots, and so does everything without sm_90."""
+    takes = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group == -1))
+    for M in (17, 64, 1024, 100000):
+        assert qact(M, w, mode, group, sm90=True) == ("gemm_wgmma_i8" if takes else "xla_dot"), M
+        assert qact(M, w, mode, group, sm90=False) == "xla_dot"
+    assert qact(16, w, mode, group, sm90=True) != "gemm_wgmma_i8"
+    assert qact(64, w, mode, group, K=6144 + 64, sm90=True) == "xla_dot" or w not in ("int8", "int4", "uint4")
+
+
+def test_gemm_wgmma_i8_needs_hopper_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_I8", raising=False)
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
+    assert gp.gemm_i8_runs() == _ext.has_cuda()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "1")
+    assert gp.gemm_i8_runs() and qact(64, "int8", "none", -1, sm90=None) == "gemm_wgmma_i8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "0")
+    assert not gp.gemm_i8_runs() and qact(64, "int8", "none", -1, sm90=None) == "xla_dot"
+
+
 def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
     from bitblas_jax import _ext
     monkeypatch.delenv("BITBLAS_JAX_DECODE_I8", raising=False)
@@ -174,7 +200,7 @@ def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
 
 
 def test_quantized_activation_kernel_names_and_bad_input():
-    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8")
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_i8")
     with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
         qact(1, a_dtype="float16")
 

@@ -330,6 +330,34 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     assert "dot_general" not in text
 
 
+@pytest.mark.parametrize("w,mode,group,out,M,kernel", [
+    ("int8", "none", -1, "int32", 17, "gemm_wgmma_i8"),
+    ("int4", "scale", -1, "float16", 64, "gemm_wgmma_i8"),       # per-channel scales
+    ("uint4", "none", -1, "float32", 300, "gemm_wgmma_i8"),
+    ("int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
+    ("int4", "scale", 128, "float16", 64, "xla_dot"),            # group scales: XLA's dots
+    ("int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
+])
+def test_cuda_lowering_picks_gemm_wgmma_i8(monkeypatch, w, mode, group, out, M, kernel):
+    """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_I8=1 and BITBLAS_JAX_DECODE_I8=1), int8 activations
+    above the decode regime with int8 / int4 / uint4 weights, mode none or per-channel scales, lower to
+    the gemm_wgmma_i8 custom call on the activations in its k order (a gather), returning int32 sums."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+                          **formats.mode_flags(mode))
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
+    text = _cuda_text(cfg, M)
+    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_i8" in line]
+    if kernel != "gemm_wgmma_i8":
+        assert not calls
+        return
+    assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
+    assert f"-> tensor<{M}x64xi32>" in calls[0], calls[0]
+    assert "dot_general" not in text
+
+
 # ---- decode_i8 on a CUDA GPU (skipped elsewhere) ---------------------------------------------------------
 def on_gpu(test):
     """Marks a test as a GPU test (tests/test_gpu.py's marks): skipped without a CUDA GPU or kernels."""
@@ -350,10 +378,10 @@ def _decode_i8_cases():
             yield pytest.param(w, M, mode, group, id=f"{w}-M{M}-{mode}-g{group}")
 
 
-def _run_decode_i8(case, **kw):
+def _run_decode_i8(case, target="bitblas_jax_decode_i8", **kw):
     """case on the GPU through a jit whose output buffer is a donated poisoned array (int32 min / NaN),
-    checking that the lowering holds the decode_i8 custom call; returns (output, whether the kernel's
-    result was written into the poisoned buffer)."""
+    checking that the lowering holds the `target` custom call; returns (output, whether the result was
+    written into the poisoned buffer)."""
     dev = GPUS[0]
     c = case.cfg
     put = lambda x: None if x is None else jax.device_put(jnp.asarray(x), dev)  # noqa: E731
@@ -364,7 +392,7 @@ def _run_decode_i8(case, **kw):
     f = jax.jit(lambda p, A, W, s, b, a: case.mm(A, W, scale=s, bias=b, a_scale=a),
                 donate_argnums=0, keep_unused=True)
     lowered = f.lower(poison, *args)
-    assert "bitblas_jax_decode_i8" in lowered.as_text(), "the plan did not pick decode_i8"
+    assert target in lowered.as_text(), f"the plan did not pick {target}"
     out = lowered.compile()(poison, *args)
     return np.asarray(out), out.unsafe_buffer_pointer() == ptr
 
@@ -397,6 +425,29 @@ def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
     """decode_i8's sums through the fused epilogue: activation scales, bias, every output cast."""
     case = make_qcase(rng, "int8", w, mode, group, out, bias, M=M, N=64, K=2048, a_scale=a_scale)
     got, _ = _run_decode_i8(case, a_scale=case.a_scale)
+    check_quantized(case, got)
+
+
+def _gemm_i8_cases():
+    for w in ("int8", "int4", "uint4"):
+        for M, (mode, out) in zip((17, 64, 100, 257), [("none", "int32"), ("scale", "float32")] * 2):
+            yield pytest.param(w, M, mode, out, id=f"{w}-M{M}-{mode}")
+
+
+@on_gpu
+@pytest.mark.parametrize("w,M,mode,out", list(_gemm_i8_cases()))
+def test_gpu_gemm_wgmma_i8_exact(rng, w, M, mode, out):
+    """gemm_wgmma_i8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
+    and weights: int32 sums bit for bit, per-channel-scaled float32 within the bound; N = 272 (a partial
+    128-row CTA), K = 1024; the output buffer poisoned beforehand."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_i8_runs():
+        pytest.skip("gemm_wgmma_i8 needs an sm_90 GPU")
+    case = make_qcase(rng, "int8", w, mode, -1, out, M=M, N=272, K=1024)
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
+                                                1024) == "gemm_wgmma_i8"
+    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_i8")
+    assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
     check_quantized(case, got)
 
 

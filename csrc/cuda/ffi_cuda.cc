@@ -11,6 +11,7 @@
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
 #include "decode_i8.h"
+#include "gemm_wgmma_i8.h"
 #include "matmul_cuda.h"
 
 namespace py = pybind11;
@@ -137,6 +138,53 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
                                  .Ret<ffi::AnyBuffer>()), // out
     {ffi::Traits::kCmdBufferCompatible});
 
+// gemm_wgmma_i8 (gemm_wgmma_i8.cuh): int8 activations above decode sizes on sm_90, int8 / int4 / uint4
+// weights in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
+// (bitblas_jax/primitive.py permutes it); the output is the exact int32 sums S, and
+// bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
+// Operands and attributes as the matmul call's, without bias (scale and zeros only for the checks).
+ffi::Error GemmI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                          ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
+                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+  if (A.element_type() != ffi::DataType::S8) return arg_error("gemm_wgmma_i8: A must be s8");
+  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error("gemm_wgmma_i8: accum_dtype must be int32");
+  MatmulArgs args;
+  if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
+      e.failure())
+    return e;
+  if (!plan::gemm_wgmma_i8_takes(args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error("gemm_wgmma_i8 takes int8 / int4 / uint4 weights, K a multiple of 128, mode none or "
+                     "per-channel scale (gpu_plan.quantized_activation_kernel)");
+  auto ad = A.dimensions();
+  if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_i8: A must be [M, K]");
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N || out->element_type() != ffi::DataType::S32)
+    return arg_error("gemm_wgmma_i8: the output must be s32 [M, N]");
+  GemmI8Args g;
+  g.M = ad[0];
+  g.N = N;
+  g.K = K;
+  g.A = static_cast<const int8_t*>(A.untyped_data());
+  g.W = args.W;
+  g.bits = format_bits(args.w_format);
+  g.is_signed = format_is_signed_int(args.w_format);
+  g.out = static_cast<int32_t*>(out->untyped_data());
+  const std::string err = launch_gemm_wgmma_i8(g, stream);
+  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_i8");
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    bitblas_jax_gemm_i8_cuda, GemmI8CudaImpl,
+    BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()
+                                 .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                 .Arg<ffi::AnyBuffer>()   // A (kSigma order)
+                                 .Arg<ffi::AnyBuffer>()   // W
+                                 .Arg<ffi::AnyBuffer>()   // scale
+                                 .Arg<ffi::AnyBuffer>()   // zeros
+                                 .Ret<ffi::AnyBuffer>()), // out
+    {ffi::Traits::kCmdBufferCompatible});
+
 // For the torch shim: the same dispatcher on raw device pointers and a raw
 // stream (torch's current stream, as an int); the caller sets the device.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
@@ -169,6 +217,8 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
                                               "xla._CUSTOM_CALL_TARGET");
     d["bitblas_jax_decode_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_decode_i8_cuda),
                                              "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_gemm_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_i8_cuda),
+                                           "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,

@@ -403,13 +403,14 @@ inline Plan make_plan(const PlanQuery& q) {
 //   kXlaDot    bitblas_jax/quantized_dot.py: XLA's exact int8 x int8 -> int32 dots (float8: exactly
 //              widened bfloat16 operands, float32 accumulation) per group, the float32 epilogue fused
 //   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
-enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1 };
-constexpr int kNumQActKernels = 2;
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaI8 = 2 };
+constexpr int kNumQActKernels = 3;
 
 inline const char* qact_kernel_name(QActKernel k) {
   switch (k) {
     case QActKernel::kXlaDot: return "xla_dot";
     case QActKernel::kDecodeI8: return "decode_i8";
+    case QActKernel::kGemmWgmmaI8: return "gemm_wgmma_i8";
   }
   return "?";
 }
@@ -429,6 +430,16 @@ constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, i
          K % group_size == 0;
 }
 
+// What gemm_wgmma_i8 computes (sm_90a): int8 activations with int8 / int4 / uint4 weights, K a
+// multiple of its 128-k stage, mode none (the int32 sums) or scale with one group (per-channel scales
+// applied to the int32 sum in float32 after the kernel). Group scales stay on kXlaDot.
+constexpr bool gemm_wgmma_i8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  const bool formats = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 || w_format == WFormat::kUInt4;
+  if (!formats || K <= 0 || K % 128 != 0) return false;
+  return mode == static_cast<int>(ScaleMode::kNone) ||
+         (mode == static_cast<int>(ScaleMode::kScale) && group_size == K);
+}
+
 struct QActQuery {
   int64_t M = 0, K = 0;
   DType a_dtype = DType::kI8;
@@ -438,12 +449,15 @@ struct QActQuery {
   bool decode_i8 = false;        // the GPU can run decode_i8 (sm_80+, built with the CUDA kernels)
   // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
   int64_t decode_i8_max_m = 16;
+  bool sm90 = false;             // the GPU can run gemm_wgmma_i8 (sm_90, built with the CUDA kernels)
 };
 
 inline QActKernel quantized_activation_kernel(const QActQuery& q) {
   if (q.a_dtype == DType::kI8 && q.decode_i8 && q.M >= 1 && q.M <= q.decode_i8_max_m &&
       decode_i8_takes(q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kDecodeI8;
+  if (q.a_dtype == DType::kI8 && q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_i8_takes(q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kGemmWgmmaI8;
   return QActKernel::kXlaDot;
 }
 
