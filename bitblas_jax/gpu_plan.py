@@ -151,6 +151,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
 # bitblas_jax/quantized_dot.py (XLA's exact dots and the float32 epilogue, fused and partitioned by XLA).
 QUANTIZED_ACTIVATION_KERNELS = tuple(_bitblas_plan.QUANTIZED_ACTIVATION_KERNELS)
 
+GEMM_I8_GROUP = _bitblas_plan.GEMM_I8_GROUP   # the group size gemm_wgmma_i8 scales itself (plan.h kGemmI8Group)
 DECODE_I8_MAX_M = 16        # decode_i8 up to here (the decode regime of the 16-bit kernels), XLA's dots above
 
 

@@ -193,15 +193,18 @@ def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 
 def _gemm_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     """int8 activations above decode sizes on sm_90: A's 16-k chunks into gemm_wgmma_i8's k order (one
-    gather XLA fuses into the copy), the kernel's exact int32 sums S, then mode none: S; mode scale
-    (per-channel): s * S in float32, quantized_dot's term for one group; bias and the cast are
-    quantized_dot.finish."""
+    gather XLA fuses into the copy); the kernel's exact int32 sums S (mode none: S; per-channel scales:
+    s * S in float32, quantized_dot's term for one group) or, with groups of 128, v, the float32 sum
+    of the scaled group sums; bias and the cast are quantized_dot.finish."""
     A2 = _as_2d(A, spec)
     M, K = A2.shape
     A_sigma = A2.reshape(M, K // 16, 16)[:, :, GEMM_I8_SIGMA].reshape(M, K)
-    S = jax.ffi.ffi_call(GEMM_I8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.int32))(
+    from .gpu_plan import GEMM_I8_GROUP
+    grouped = spec.mode == "scale" and spec.group_size == GEMM_I8_GROUP     # v from the kernel
+    out = jax.ffi.ffi_call(GEMM_I8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.float32 if grouped else jnp.int32))(
         A_sigma, W, scale, zeros, **spec.ffi_attrs())
-    out = S if spec.mode == "none" else scale.reshape(1, spec.N).astype(jnp.float32) * S.astype(jnp.float32)
+    if spec.mode == "scale" and not grouped:           # per channel: s * S, the one group's term
+        out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 

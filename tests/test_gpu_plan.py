@@ -164,12 +164,13 @@ def test_what_decode_i8_does_not_compute_stays_on_xla_dots(w, mode, group, a_dty
 
 
 @pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
-@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("original", 128)])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("scale", 64), ("scale", 256),
+                                        ("original", 128)])
 def test_int8_activations_above_decode_sizes_run_gemm_wgmma_i8_on_hopper(w, mode, group):
     """On an sm_90 GPU, int8 activations past the decode regime with int8 / int4 / uint4 weights and mode
-    none or per-channel scales run gemm_wgmma_i8; group scales, zeros, other formats and K off its
-    128-k stage stay on XLA's dots, and so does everything without sm_90."""
-    takes = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group == -1))
+    none, per-channel scales or groups of 128 run gemm_wgmma_i8; other groups, zeros, other formats and
+    K off its 128-k stage stay on XLA's dots, and so does everything without sm_90."""
+    takes = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group in (-1, 128)))
     for M in (17, 64, 1024, 100000):
         assert qact(M, w, mode, group, sm90=True) == ("gemm_wgmma_i8" if takes else "xla_dot"), M
         assert qact(M, w, mode, group, sm90=False) == "xla_dot"

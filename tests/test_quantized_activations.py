@@ -335,7 +335,8 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     ("int4", "scale", -1, "float16", 64, "gemm_wgmma_i8"),       # per-channel scales
     ("uint4", "none", -1, "float32", 300, "gemm_wgmma_i8"),
     ("int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
-    ("int4", "scale", 128, "float16", 64, "xla_dot"),            # group scales: XLA's dots
+    ("int4", "scale", 128, "float16", 64, "gemm_wgmma_i8"),      # groups of 128: scaled in the kernel
+    ("int8", "scale", 64, "float16", 64, "xla_dot"),             # other groups: XLA's dots
     ("int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
 ])
 def test_cuda_lowering_picks_gemm_wgmma_i8(monkeypatch, w, mode, group, out, M, kernel):
@@ -354,7 +355,8 @@ def test_cuda_lowering_picks_gemm_wgmma_i8(monkeypatch, w, mode, group, out, M, 
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    assert f"-> tensor<{M}x64xi32>" in calls[0], calls[0]
+    sums = "f32" if (mode, group) == ("scale", 128) else "i32"
+    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
     assert "dot_general" not in text
 
 
@@ -429,21 +431,23 @@ def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
 
 
 def _gemm_i8_cases():
+    kinds = [("none", -1, "int32"), ("scale", -1, "float32"), ("scale", 128, "float32"), ("scale", 128, "float16")]
     for w in ("int8", "int4", "uint4"):
-        for M, (mode, out) in zip((17, 64, 100, 257), [("none", "int32"), ("scale", "float32")] * 2):
-            yield pytest.param(w, M, mode, out, id=f"{w}-M{M}-{mode}")
+        for i, M in enumerate((17, 64, 100, 257)):
+            mode, group, out = kinds[(i + len(w)) % len(kinds)]
+            yield pytest.param(w, M, mode, group, out, id=f"{w}-M{M}-{mode}-g{group}-{out}")
 
 
 @on_gpu
-@pytest.mark.parametrize("w,M,mode,out", list(_gemm_i8_cases()))
-def test_gpu_gemm_wgmma_i8_exact(rng, w, M, mode, out):
+@pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_i8_cases()))
+def test_gpu_gemm_wgmma_i8_exact(rng, w, M, mode, group, out):
     """gemm_wgmma_i8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
-    and weights: int32 sums bit for bit, per-channel-scaled float32 within the bound; N = 272 (a partial
-    128-row CTA), K = 1024; the output buffer poisoned beforehand."""
+    and weights: int32 sums bit for bit, per-channel and group-128 scaled outputs within the float32
+    bound; N = 272 (a partial 128-row CTA), K = 1024 (8 groups); the output buffer poisoned beforehand."""
     from bitblas_jax import gpu_plan
     if not gpu_plan.gemm_i8_runs():
         pytest.skip("gemm_wgmma_i8 needs an sm_90 GPU")
-    case = make_qcase(rng, "int8", w, mode, -1, out, M=M, N=272, K=1024)
+    case = make_qcase(rng, "int8", w, mode, group, out, M=M, N=272, K=1024)
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
                                                 1024) == "gemm_wgmma_i8"
     got, written = _run_decode_i8(case, target="bitblas_jax_gemm_i8")

@@ -140,8 +140,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 // gemm_wgmma_i8 (gemm_wgmma_i8.cuh): int8 activations above decode sizes on sm_90, int8 / int4 / uint4
 // weights in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
-// (bitblas_jax/primitive.py permutes it); the output is the exact int32 sums S, and
-// bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
+// (bitblas_jax/primitive.py permutes it); the output is the exact int32 sums S, or with group scales of
+// 128 the float32 sum of the scaled group sums, and bitblas_jax/primitive.py applies per-channel
+// scales, bias and the cast (quantized_dot.finish).
 // Operands and attributes as the matmul call's, without bias (scale and zeros only for the checks).
 ffi::Error GemmI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
                           ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
@@ -154,12 +155,14 @@ ffi::Error GemmI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
     return e;
   if (!plan::gemm_wgmma_i8_takes(args.w_format, static_cast<int>(args.mode), group_size, K))
     return arg_error("gemm_wgmma_i8 takes int8 / int4 / uint4 weights, K a multiple of 128, mode none or "
-                     "per-channel scale (gpu_plan.quantized_activation_kernel)");
+                     "scale per channel or in groups of 128 (gpu_plan.quantized_activation_kernel)");
+  const bool scales = plan::gemm_wgmma_i8_scales(static_cast<int>(args.mode), group_size);
   auto ad = A.dimensions();
   if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_i8: A must be [M, K]");
   auto od = out->dimensions();
-  if (od.size() != 2 || od[0] != ad[0] || od[1] != N || out->element_type() != ffi::DataType::S32)
-    return arg_error("gemm_wgmma_i8: the output must be s32 [M, N]");
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N ||
+      out->element_type() != (scales ? ffi::DataType::F32 : ffi::DataType::S32))
+    return arg_error("gemm_wgmma_i8: the output must be [M, N], f32 with groups of 128, else s32");
   GemmI8Args g;
   g.M = ad[0];
   g.N = N;
@@ -168,7 +171,8 @@ ffi::Error GemmI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
   g.W = args.W;
   g.bits = format_bits(args.w_format);
   g.is_signed = format_is_signed_int(args.w_format);
-  g.out = static_cast<int32_t*>(out->untyped_data());
+  g.scale = scales ? static_cast<const float*>(args.scale) : nullptr;
+  g.out = out->untyped_data();
   const std::string err = launch_gemm_wgmma_i8(g, stream);
   if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_i8");
   return ffi::Error::Success();

@@ -21,6 +21,10 @@
 // a producer warpgroup that fills a ring of stages (the band's packed tiles by bulk copies, the
 // activations by TMA: 128 k x BM rows, 128-byte swizzled), each stage with a full and an empty
 // mbarrier. One wgmma per k32 step; WINDOW - 1 stay in flight while the next step is decoded.
+//
+// Group scales (GROUPED, groups of 128 k = one stage): the exact int32 sum of each group is scaled
+// into float32 accumulators before the next group starts; int32 and float32 accumulators take BM
+// registers, so GROUPED runs at 64 or 128 activation rows.
 #pragma once
 
 #include "gemm_wgmma.cuh"  // mbarriers, TMA, descriptors, setmaxnreg
@@ -73,9 +77,10 @@ struct GemmI8Cfg {
   static constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
   static_assert(A_BYTES % 1024 == 0 && W_BYTES % 1024 == 0, "stages keep the 1024-byte swizzle alignment");
   static_assert(STAGES >= 3, "a ring of at least three stages");
+  static_assert(BK == plan::kGemmI8Group, "GROUPED scales one group per stage (plan.h kGemmI8Group)");
 };
 
-template <int BITS, bool SIGNED, int BM>
+template <int BITS, bool SIGNED, bool GROUPED, int BM>
 __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
     gemm_wgmma_i8_kernel(const GemmI8Args p, const __grid_constant__ CUtensorMap a_map) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -131,15 +136,28 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
     return;
   } else {
     regs_inc<Cfg::CONSUMER_REGS>();
-    int acc[ND];
-#pragma unroll
-    for (int i = 0; i < ND; ++i) acc[i] = 0;
-    fence_acc_s32(acc);
     const int band = bx * NB + warp;
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
     int slot = 0, prev = STAGES - 1;
     uint32_t phase = 0;
+    // One stage into acc. GROUPED (each stage is one group): the stage's first wgmma overwrites acc,
+    // and after its last one the pipeline drains and acc's exact int32 sums are scaled into facc in
+    // float32 (scaling while a wgmma is in flight makes ptxas serialize every wgmma, C7513; the other
+    // consumer warpgroup's wgmmas keep the tensor cores busy through the drain).
+    int acc[ND];
+    float facc[GROUPED ? ND : 1];
+#pragma unroll
+    for (int i = 0; i < ND; ++i) acc[i] = 0;
+#pragma unroll
+    for (int i = 0; i < (GROUPED ? ND : 1); ++i) facc[i] = 0.f;
+    fence_acc_s32(acc);
+    const bool band_ok = band < nbands;
     for (int kb = 0; kb < KB; ++kb) {
+      float s_lo = 0.f, s_hi = 0.f;  // this lane's rows' scales of group kb
+      if (GROUPED && band_ok) {
+        s_lo = __ldg(p.scale + nrow0 * KB + kb);
+        s_hi = __ldg(p.scale + (nrow0 + 8) * KB + kb);
+      }
       mbar_wait(full0 + 8 * slot, phase);
       const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES;
       const uint32_t sw_addr = sbase + Cfg::A_BYTES + warp * TPB * 512 + lane * 16;
@@ -153,11 +171,17 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
           const int step = tt * STEPS + j;
           const uint64_t desc = wgmma_desc_sw128(sbase + step * 32);  // k32 = 32 bytes into the 128-byte rows
           wgmma_fence();
-          wgmma_rs_s8<BM>(acc, a, desc, 1);
+          wgmma_rs_s8<BM>(acc, a, desc, GROUPED && step == 0 ? 0 : 1);
           wgmma_commit();
           wgmma_wait<Cfg::WINDOW - 1>();
           if (step == Cfg::WINDOW - 2 && kb > 0) mbar_arrive(empty0 + 8 * prev);
         }
+      }
+      if constexpr (GROUPED) {
+        wgmma_wait<0>();
+        fence_acc_s32(acc);
+#pragma unroll
+        for (int i = 0; i < ND; ++i) facc[i] += ((i & 2) ? s_hi : s_lo) * static_cast<float>(acc[i]);
       }
       prev = slot;
       if (++slot == STAGES) {
@@ -168,13 +192,18 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
     wgmma_wait<0>();
     fence_acc_s32(acc);
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
-    if (band < nbands) {
+    if (band_ok) {
 #pragma unroll
       for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const long long m = m0 + 8 * j + 2 * c + (e & 1);
-          if (m < M) p.out[m * N + nrow0 + 8 * (e >> 1)] = acc[4 * j + e];
+          if (m >= M) continue;
+          const long long o = m * N + nrow0 + 8 * (e >> 1);
+          if constexpr (GROUPED)
+            static_cast<float*>(p.out)[o] = facc[4 * j + e];
+          else
+            static_cast<int32_t*>(p.out)[o] = acc[4 * j + e];
         }
     }
   }

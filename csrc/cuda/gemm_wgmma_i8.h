@@ -14,7 +14,11 @@ struct GemmI8Args {
   const uint8_t* W = nullptr;  // the packed weight (docs/LAYOUT.md): int8 / int4 (offset binary) or uint4
   int bits = 8;                // 8 or 4
   bool is_signed = true;       // int8 / int4; false: uint4
-  int32_t* out = nullptr;      // [M, N]: the exact int32 sums (wrapping mod 2^32)
+  // Group scales of 128 k (one stage), float32 [N, K / 128]: out is then float32 v, the sum over the
+  // groups of s * (the group's exact int32 sum), in group order; null: out is the int32 sums S
+  // (wrapping mod 2^32).
+  const float* scale = nullptr;
+  void* out = nullptr;         // [M, N]
 };
 
 // "" or the reason it did not launch (sm_90 only).

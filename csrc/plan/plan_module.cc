@@ -109,6 +109,7 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       py::arg("M"), py::arg("K"), py::arg("a_dtype"), py::arg("w_format"), py::arg("mode"), py::arg("group_size"),
       py::arg("decode_i8"), py::arg("decode_i8_max_m"), py::arg("sm90") = false,
       "The GPU path of int8 / float8 activations (plan::quantized_activation_kernel), by name.");
+  m.attr("GEMM_I8_GROUP") = bp::kGemmI8Group;
   py::list names;
   for (int k = 0; k < bp::kNumKernels; ++k) names.append(bp::kernel_name(static_cast<bp::Kernel>(k)));
   m.attr("KERNELS") = names;

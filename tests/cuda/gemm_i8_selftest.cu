@@ -1,6 +1,6 @@
 // Self-test of gemm_wgmma_i8 (csrc/cuda/gemm_wgmma_i8.cuh) on an sm_90 GPU: random full-range int8,
 // int4 and uint4 weights packed in the shared layout and int8 activations in kSigma order, against the
-// exact int64 product; outputs poisoned with INT32_MIN (no sum reaches it: |sum| <= K 2^14 <= 2^30). Exit status 1
+// exact int64 product (and, with group scales of 128, the float64 sum within its float32 bound); outputs poisoned with INT32_MIN (no sum reaches it: |sum| <= K 2^14 <= 2^30). Exit status 1
 // on any mismatch.
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
 //     -Icsrc/cuda tests/cuda/gemm_i8_selftest.cu csrc/cuda/inst_gemm_wgmma_i8.cu csrc/cuda/tma_map.cu \
@@ -8,7 +8,9 @@
 //   build/gemm_i8_selftest --time M N K [bits]                       # kernel time and TOPS (int8 / int4)
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -81,6 +83,58 @@ void release(Device& d) {
   CHECK(cudaFree(d.a));
   CHECK(cudaFree(d.w));
   CHECK(cudaFree(d.out));
+}
+
+// Group scales of 128 (grouped): out is float32 v = sum over groups of s * S_g, checked against the
+// float64 sum within G float32 roundings of sum |s S_g| (each group's term and each addition round once).
+bool check_grouped(int64_t M, int64_t N, int64_t K, int bits, bool is_signed, uint64_t seed) {
+  const Problem p = make(M, N, K, bits, is_signed, seed);
+  const int64_t G = K / 128;
+  std::vector<float> scale(N * G);
+  std::mt19937_64 rng(seed + 99);
+  std::uniform_real_distribution<float> ds(-0.02f, 0.02f);
+  for (auto& x : scale) x = ds(rng);
+  Device d = upload(p, M, N);
+  float* dscale = nullptr;
+  CHECK(cudaMalloc(&dscale, scale.size() * sizeof(float)));
+  CHECK(cudaMemcpy(dscale, scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice));
+  std::vector<float> poison(M * N, std::nanf("")), got(M * N);
+  CHECK(cudaMemcpy(d.out, poison.data(), M * N * sizeof(float), cudaMemcpyHostToDevice));
+  bitblas_jax::GemmI8Args args;
+  args.M = M, args.N = N, args.K = K, args.A = d.a, args.W = d.w, args.out = d.out, args.scale = dscale;
+  args.bits = bits, args.is_signed = is_signed;
+  const std::string err = bitblas_jax::launch_gemm_wgmma_i8(args, 0);
+  if (err.empty()) CHECK(cudaDeviceSynchronize());
+  CHECK(cudaMemcpy(got.data(), d.out, M * N * sizeof(float), cudaMemcpyDeviceToHost));
+  CHECK(cudaFree(dscale));
+  release(d);
+  if (!err.empty()) {
+    std::printf("FAIL grouped bits=%d M=%ld N=%ld K=%ld: %s\n", bits, (long)M, (long)N, (long)K, err.c_str());
+    return false;
+  }
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = 0, mag = 0;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        int64_t S = 0;
+        for (int64_t k = gi * 128; k < gi * 128 + 128; ++k) S += int64_t(p.a[m * K + k]) * p.w[n * K + k];
+        ref += double(scale[n * G + gi]) * double(S);
+        mag += std::fabs(double(scale[n * G + gi]) * double(S));
+      }
+      const double err_mn = std::fabs(double(got[m * N + n]) - ref), bound = (G + 1) * std::ldexp(1.0, -23) * mag + 1e-30;
+      if (!(err_mn <= bound)) {
+        if (bad < 3)
+          std::printf("  grouped M=%ld N=%ld K=%ld: C[%ld, %ld] = %g, expected %g (bound %g)\n", (long)M, (long)N,
+                      (long)K, (long)m, (long)n, double(got[m * N + n]), ref, bound);
+        ++bad;
+      }
+      worst = std::max(worst, err_mn / (bound + 1e-300));
+    }
+  std::printf("%s grouped %s%d M=%ld N=%ld K=%ld: %ld outside the bound (worst %.2f of it)\n", bad ? "FAIL" : "ok  ",
+              is_signed ? "int" : "uint", bits, (long)M, (long)N, (long)K, (long)bad, worst);
+  return bad == 0;
 }
 
 bool check_case(int64_t M, int64_t N, int64_t K, int bits, bool is_signed, uint64_t seed) {
@@ -158,6 +212,9 @@ int main(int argc, char** argv) {
         for (int64_t K : {128, 384, 1024}) ok &= check_case(M, N, K, f.bits, f.is_signed, seed++);
   ok &= check_case(1024, 512, 4096, 8, true, seed++);
   ok &= check_case(1024, 512, 4096, 4, true, seed++);
+  for (const auto& f : formats)
+    for (int64_t M : {1, 64, 100, 300})
+      for (int64_t K : {128, 1024}) ok &= check_grouped(M, 272, K, f.bits, f.is_signed, seed++);
   std::printf("%s gemm_wgmma_i8 self-test\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

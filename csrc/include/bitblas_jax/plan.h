@@ -431,13 +431,19 @@ constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, i
 }
 
 // What gemm_wgmma_i8 computes (sm_90a): int8 activations with int8 / int4 / uint4 weights, K a
-// multiple of its 128-k stage, mode none (the int32 sums) or scale with one group (per-channel scales
-// applied to the int32 sum in float32 after the kernel). Group scales stay on kXlaDot.
+// multiple of its 128-k stage, mode none (the int32 sums), or scale per channel (applied to the int32
+// sums in float32 after the kernel) or in groups of 128 (scaled in the kernel, one group per stage).
+// Other group sizes and the zeros modes stay on kXlaDot.
+constexpr int64_t kGemmI8Group = 128;
 constexpr bool gemm_wgmma_i8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
   const bool formats = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 || w_format == WFormat::kUInt4;
   if (!formats || K <= 0 || K % 128 != 0) return false;
   return mode == static_cast<int>(ScaleMode::kNone) ||
-         (mode == static_cast<int>(ScaleMode::kScale) && group_size == K);
+         (mode == static_cast<int>(ScaleMode::kScale) && (group_size == K || group_size == kGemmI8Group));
+}
+// Whether gemm_wgmma_i8 scales the groups itself (float32 out) rather than returning the int32 sums.
+constexpr bool gemm_wgmma_i8_scales(int mode, int64_t group_size) {
+  return mode == static_cast<int>(ScaleMode::kScale) && group_size == kGemmI8Group;
 }
 
 struct QActQuery {
