@@ -136,6 +136,16 @@ def test_out_variant_writes_in_place(rng):
         strided = wide[..., ::2]                       # not contiguous: filled by a copy
         assert lin(to_torch(case.A), output=strided).data_ptr() == strided.data_ptr()
         check(case, to_numpy(strided))
+    # out = A itself (N = K here): the op refuses, Linear falls back to a copy
+    sq = make_case(rng, "int8", "scale", 64, "float32", "float32", "float32", False, M=4, N=64, K=64)
+    sq_lin = linear_for(sq)
+    A_sq = to_torch(sq.A)
+    with pytest.raises(ValueError, match="out shares memory with A"):
+        torch.ops.bitblas_jax.matmul.out(A_sq, sq_lin.qweight, sq_lin.scales, None, None, "int8", "scale", 64,
+                                         "float32", "float32", out=A_sq)
+    with torch.no_grad():
+        assert sq_lin(A_sq, output=A_sq).data_ptr() == A_sq.data_ptr()
+    check(sq, to_numpy(A_sq))
     for bad, err in ((torch.empty((2, 3, 47), dtype=torch.bfloat16), "shape"),
                      (torch.empty((2, 3, 48), dtype=torch.float16), "bfloat16"),
                      (torch.empty((2, 3, 96), dtype=torch.bfloat16)[..., ::2], "contiguous")):

@@ -372,9 +372,11 @@ class Linear(nn.Module):
         return C
 
     def _fits_in_place(self, A, output) -> bool:
-        """Whether the kernel can write `output` as it is (else the result is copied into it)."""
+        """Whether the kernel can write `output` as it is (else the result is copied into it): right
+        shape, dtype and device, contiguous, and no memory shared with the operands."""
         return (output.is_contiguous() and output.dtype == ops.TORCH_DTYPES[self.out_dtype]
-                and output.device == A.device and tuple(output.shape) == (*A.shape[:-1], self.out_features))
+                and output.device == A.device and tuple(output.shape) == (*A.shape[:-1], self.out_features)
+                and not any(ops.shares_memory(output, t) for t in (A, *self._buffers.values())))
 
     def _forward_quantizing(self, A, output):
         if A.dim() < 1 or A.shape[-1] != self.in_features:

@@ -240,7 +240,19 @@ def matmul_out_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tens
     """The out= variant's body: the same checks and kernel call, the result written into `out`."""
     checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
     _check_out(out, (*A.shape[:-1], checked[2]), TORCH_DTYPES[out_dtype], A.device)
+    for name, t in (("A", A), ("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias)):
+        if shares_memory(out, t):   # the kernel would read what it is overwriting
+            raise ValueError(f"bitblas_jax::matmul: out shares memory with {name}")
     return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out)
+
+
+def shares_memory(a: torch.Tensor, b: Optional[torch.Tensor]) -> bool:
+    """Whether the storage byte ranges of a and b intersect (b None: no)."""
+    if b is None or a.numel() == 0 or b.numel() == 0:
+        return False
+    sa, sb = a.untyped_storage(), b.untyped_storage()
+    a0, b0 = sa.data_ptr(), sb.data_ptr()
+    return a0 < b0 + sb.nbytes() and b0 < a0 + sa.nbytes()
 
 
 def _check_out(out, shape, dtype, dev):
