@@ -11,6 +11,7 @@ the transpose in A.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -157,11 +158,19 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
             return _decode_i8_call(A, W, scale, zeros, bias, spec=spec)
         if kernel == "gemm_wgmma_i8":
             return _gemm_i8_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "widened_f16":
+            return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
         raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
                                   "which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
+    return _f16_kernel_call(A, W, scale, zeros, bias, spec=spec)
+
+
+def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """float16 / bfloat16 activations: the kernel plan_cuda picks (the matmul custom call, or
+    dequantize_then_dot)."""
     from .gpu_plan import plan_cuda
     A2 = _as_2d(A, spec)
     M = A2.shape[0]
@@ -206,6 +215,28 @@ def _gemm_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if spec.mode == "scale" and not grouped:           # per channel: s * S, the one group's term
         out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
+
+
+def widened_f16_spec(spec: KernelSpec) -> KernelSpec:
+    """The 16-bit call widened_f16 makes for float8 activations: float16 A, mode none (the weight's
+    element values, no scales: the packed weight is the same for every mode), float32 accumulation
+    and float32 output (S, the sums over all of K)."""
+    return dataclasses.replace(spec, a_dtype="float16", mode="none", group_size=spec.K,
+                               accum_dtype="float32", out_dtype="float32")
+
+
+def _widened_f16_call(A, W, scale, zeros, bias, *, spec: KernelSpec, call16=None):
+    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16 (exact:
+    every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
+    (exact products, float32 sums), then quantized_dot's per-channel term in float32, bias and the
+    cast (quantized_dot.per_channel_v, finish), fused by XLA. (The plan took widened_f16 only where
+    the CUDA kernels are built, or under BITBLAS_JAX_WIDENED_F16=1 for lowering tests.) call16: the
+    16-bit call (tests pass _cpu_call to run this arithmetic on the CPU kernel)."""
+    A2 = _as_2d(A, spec)
+    none = empty(jnp.float16)
+    S = (call16 or _f16_kernel_call)(A2.astype(jnp.float16), W, none, none, none, spec=widened_f16_spec(spec))
+    v = quantized_dot.per_channel_v(S, A2, scale, zeros, spec.mode)
+    return quantized_dot.finish(v, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):

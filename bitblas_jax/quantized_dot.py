@@ -15,7 +15,9 @@ The op's semantics for quantized activations (README, "int8 and float8 activatio
 w are the weight's element values (formats.py), s / z / bias float32, qz the integer zero points.
 The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++. On the GPU,
 gpu_plan.quantized_activation_kernel picks the path: "decode_i8" (the CUDA kernel computes S for mode
-none, v for mode scale; `finish` here applies the rest) or "xla_dot", matmul_xla here, exact too:
+none, v for mode scale; `finish` here applies the rest), "widened_f16" (float8 A widened to float16, the
+16-bit kernels compute S over all of K in float32; `per_channel_v` and `finish` here the rest) or
+"xla_dot", matmul_xla here, exact too:
 int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every
 float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
@@ -69,6 +71,18 @@ def _group_term(S, asum, s, z, mode: str):
     if mode == "original":
         return s * (S.astype(f32) - zf * af)
     return s * S.astype(f32) - zf * af          # rescale
+
+
+def per_channel_v(S: jax.Array, A2: jax.Array, scale, zeros, mode: str) -> jax.Array:
+    """v [M, N] from S [M, N], the float32 sums over all of K, for a mode with one group per row (or
+    none): the group's term (module docstring), Asum summed from A2 [M, K] in float32 where the mode
+    has zeros."""
+    if mode == "none":
+        return S.astype(jnp.float32)
+    asum = (jnp.sum(A2.astype(jnp.float32), axis=-1) if mode in ("original", "rescale", "quantized")
+            else jnp.zeros((S.shape[0],), jnp.float32))
+    z = zeros.reshape(-1) if zeros.size else jnp.zeros((S.shape[1],), jnp.float32)
+    return _group_term(S.astype(jnp.float32), asum, scale.reshape(-1), z, mode)
 
 
 def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:

@@ -133,9 +133,10 @@ def test_gemm_max_m_env_override(monkeypatch):
 
 
 # ---- int8 / float8 activations ----------------------------------------------------------------------
-def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True, sm90=False):
+def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True, sm90=False,
+         widened_f16=False):
     return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8,
-                                          sm90=sm90)
+                                          sm90=sm90, widened_f16=widened_f16)
 
 
 @pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
@@ -200,8 +201,54 @@ def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
     assert not gp.decode_i8_runs(lambda: True) and qact(8, decode_i8=None) == "xla_dot"
 
 
+FP8 = ("float8_e4m3fn", "float8_e5m2")
+
+
+def _fp8_kinds():
+    """(A, W, mode, group, whether widened_f16 computes it): every float8-activation weight format and
+    mode, per channel and in groups."""
+    for a_dtype, w in itertools.product(FP8, formats.QUANTIZED_A["float8_e4m3fn"]["W"]):
+        for mode in formats.allowed_modes(formats.get_format(w)):
+            for group in ((-1,) if mode == "none" else (-1, 128, 64)):
+                yield a_dtype, w, mode, group, group == -1
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,takes", list(_fp8_kinds()))
+def test_float8_activations_run_widened_f16(a_dtype, w, mode, group, takes):
+    """On an sm_80+ GPU with the CUDA kernels, float8 activations in mode none or with one group per row
+    (per-channel scales; int4's zeros modes too) run widened_f16 at every M; grouped scales stay on XLA's
+    dots (the 16-bit kernels take float16 scales), and so does everything without the GPU."""
+    for M in (1, 7, 16, 17, 100, 257, 4096, 100000):
+        for sm90 in (False, True):
+            assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=sm90, widened_f16=True) == \
+                ("widened_f16" if takes else "xla_dot"), (M, sm90)
+        assert qact(M, w, mode, group, a_dtype=a_dtype, widened_f16=False) == "xla_dot"
+    assert qact(0, w, mode, group, a_dtype=a_dtype, widened_f16=True) == "xla_dot"
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+def test_int8_activations_never_run_widened_f16(w):
+    """widened_f16 is the float8 rule: int8 activations keep their own kernels and XLA's int32 dots."""
+    for M in (1, 16, 17, 1024):
+        for mode, group in (("none", -1), ("scale", -1)):
+            assert qact(M, w, mode, group, decode_i8=False, widened_f16=True) == "xla_dot"
+            assert qact(M, w, mode, group, widened_f16=True) == qact(M, w, mode, group, widened_f16=False)
+
+
+def test_widened_f16_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_WIDENED_F16", raising=False)
+    assert gp.widened_f16_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.widened_f16_runs(lambda: False)
+    fp8 = dict(w="float8_e4m3fn", mode="scale", group=-1, a_dtype="float8_e4m3fn", widened_f16=None)
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "1")
+    assert gp.widened_f16_runs(lambda: False) and qact(8, **fp8) == "widened_f16"
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "0")
+    assert not gp.widened_f16_runs(lambda: True) and qact(8, **fp8) == "xla_dot"
+
+
 def test_quantized_activation_kernel_names_and_bad_input():
-    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_i8")
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_i8", "widened_f16")
     with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
         qact(1, a_dtype="float16")
 

@@ -2,6 +2,8 @@
 and on the XLA path the GPU runs, against the float64 / int64 reference; bad input; jit / vmap / grad."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 
 import jax
@@ -12,7 +14,8 @@ import pytest
 import bitblas_jax as bj
 from bitblas_jax import formats, layout, primitive, quantized_dot, reference
 
-from cases import check_quantized, make_qcase, random_activations
+from cases import (check_quantized, check_quantized_nonfinite, make_qcase, random_activations,
+                   with_special_activations, with_special_weights)
 from test_gpu import GPUS, pytestmark as GPU_MARKS
 
 FP8 = ("float8_e4m3fn", "float8_e5m2")
@@ -387,11 +390,12 @@ def _run_decode_i8(case, target="bitblas_jax_decode_i8", **kw):
     dev = GPUS[0]
     c = case.cfg
     put = lambda x: None if x is None else jax.device_put(jnp.asarray(x), dev)  # noqa: E731
-    args = [put(case.A), put(case.packed()), put(case.scale), put(case.bias), put(kw.get("a_scale"))]
+    args = [put(case.A), put(case.packed()), put(case.scale), put(case.zeros), put(case.bias),
+            put(kw.get("a_scale"))]
     poison_value = np.iinfo(np.int32).min if c.out_dtype == "int32" else np.nan
     poison = put(jnp.full(case.A.shape[:-1] + (c.N,), poison_value, formats.NUMPY_DTYPES[c.out_dtype]))
     ptr = poison.unsafe_buffer_pointer()
-    f = jax.jit(lambda p, A, W, s, b, a: case.mm(A, W, scale=s, bias=b, a_scale=a),
+    f = jax.jit(lambda p, A, W, s, z, b, a: case.mm(A, W, scale=s, zeros=z, bias=b, a_scale=a),
                 donate_argnums=0, keep_unused=True)
     lowered = f.lower(poison, *args)
     assert target in lowered.as_text(), f"the plan did not pick {target}"
@@ -468,3 +472,220 @@ def test_gpu_decode_i8_k_65536_full_range(M):
     dev = GPUS[0]
     out = jax.jit(lambda A, W: mm(A, W))(jax.device_put(A, dev), jax.device_put(mm.transform_weight(values), dev))
     np.testing.assert_array_equal(np.asarray(out).astype(np.int64), reference.integer_matmul(A, values, "int8"))
+
+
+# ---- float8 activations on the 16-bit kernels (widened_f16) ----------------------------------------------
+FP8_W = formats.QUANTIZED_A["float8_e4m3fn"]["W"]
+
+
+def _widened_kinds():
+    """(W, mode) widened_f16 computes: every float8-activation weight format, mode none and every mode
+    with one group per row (per-channel scales; int4's zeros modes)."""
+    for w in FP8_W:
+        for mode in formats.allowed_modes(formats.get_format(w)):
+            yield w, mode
+
+
+WIDENED_CASES = [pytest.param(a, w, mode, out, id=f"{a}-{w}-{mode}-{out}")
+                 for a in FP8 for w, mode in _widened_kinds() for out in formats.QUANTIZED_A[a]["out"]]
+
+
+def _widened_on_cpu(case, A=None):
+    """primitive._widened_f16_call with the CPU kernel as its 16-bit call: A widened to float16, the
+    16-bit kernel in mode none with float32 output, the per-channel term, bias and cast in XLA (and the
+    activation scale after, as Matmul.__call__ applies it), the arithmetic widened_f16 does on the GPU."""
+    spec = case.mm.spec
+    f32 = lambda x: jnp.zeros((0,), jnp.float32) if x is None else jnp.asarray(x)  # noqa: E731
+    A = jnp.asarray(case.A if A is None else A)
+    W, s, z, b = case.packed(), f32(case.scale), f32(case.zeros), f32(case.bias)
+
+    def widened(A, W, s, z, b, spec):
+        return primitive._widened_f16_call(A, W, s, z, b, spec=spec, call16=primitive._cpu_call)
+    if case.a_scale is None:
+        return jax.jit(functools.partial(widened, spec=spec))(A, W, s, z, b)
+    a_scale = jnp.asarray(case.a_scale, jnp.float32)
+    a_scale = a_scale.reshape(a_scale.shape + (1,)) if a_scale.ndim else a_scale
+    v = jax.jit(functools.partial(widened, spec=dataclasses.replace(spec, out_dtype="float32")))(
+        A, W, s, z, f32(None))
+    return quantized_dot.epilogue(v, b, spec.out_dtype, a_scale)
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,out", WIDENED_CASES)
+def test_widened_f16_arithmetic_on_cpu(rng, a_dtype, w, mode, out):
+    """widened_f16's decomposition (float16 A, mode-none float32 sums over all of K, then the one group's
+    term s * S, s * (S - z * Asum), s * S - z * Asum or s * (S - qz * Asum) in float32) against the
+    float64 reference within the quantized-activation bound, with bias and activation scales."""
+    for i, M in enumerate((1, 7, 17)):
+        case = make_qcase(rng, a_dtype, w, mode, -1, out, with_bias=bool(i % 2), M=M, N=48, K=512,
+                          a_scale=(None, "token", "tensor")[i])
+        check_quantized(case, _widened_on_cpu(case))
+
+
+@pytest.mark.parametrize("a_dtype", FP8)
+def test_widened_f16_full_range_e5m2(rng, a_dtype):
+    """The largest float8 values (e5m2 57344 weights, e5m2 / e4m3 activations at their maximum) stay
+    exact through the float16 widening: products up to 57344^2 in float32, per-channel scale applied
+    in float32 after the sum (never folded into a float16 weight)."""
+    K, N = 512, 32
+    amax = float(np.finfo(formats.NUMPY_DTYPES[a_dtype]).max)
+    case = make_qcase(rng, a_dtype, "float8_e5m2", "scale", -1, "float32", M=4, N=N, K=K)
+    signs = rng.choice([-1.0, 1.0], (N, K))
+    case.values = (signs * np.where(rng.random((N, K)) < 0.5, 57344.0, 2.0 ** -16)).astype(
+        formats.FP8_NUMPY["float8_e5m2"])
+    case.A = (rng.choice([-1.0, 1.0], (4, K)) * np.where(rng.random((4, K)) < 0.5, amax, 1.0)).astype(
+        formats.NUMPY_DTYPES[a_dtype])
+    case.scale = np.ones((N, 1), np.float32)
+    smax = np.abs(case.value()).max()     # |S| far past float16's range (57344 x 448 or 57344 products)
+    assert smax > 2.0**24
+    case.scale = (rng.uniform(0.5, 1.5, (N, 1)) * 100 / smax).astype(np.float32)   # outputs O(100)
+    check_quantized(case, _widened_on_cpu(case))
+    check_quantized(case, case.run())
+
+
+@pytest.mark.parametrize("a_dtype,w,mode", [(a, w, m) for a in FP8 for w in FP8_W for m in ("none", "scale")]
+                         + [(a, "int4", m) for a in FP8 for m in ("original", "quantized")])
+def test_fp8_activation_specials_on_cpu(rng, a_dtype, w, mode):
+    """NaN (and e5m2's +-inf) in float8 activations give the float64 reference's NaN / inf on every
+    path: the CPU kernel, XLA's dots (the GPU's xla_dot) and widened_f16's arithmetic; zero points
+    applied through Asum may turn inf into NaN (inf - inf)."""
+    case = with_special_activations(make_qcase(rng, a_dtype, w, mode, -1, "float32", True, M=7, N=48, K=512))
+    zeros = mode in formats.ZEROS_MODES
+    check_quantized_nonfinite(case, case.run(), inf_may_be_nan=zeros)
+    check_quantized_nonfinite(case, _xla_run(case), inf_may_be_nan=zeros)
+    check_quantized_nonfinite(case, _widened_on_cpu(case), inf_may_be_nan=zeros)
+
+
+@pytest.mark.parametrize("a_dtype,w", [(a, w) for a in FP8 for w in FP8[:2]])
+def test_fp8_weight_specials_on_cpu(rng, a_dtype, w):
+    case = with_special_weights(make_qcase(rng, a_dtype, w, "scale", -1, "float16", True, M=5, N=64, K=512))
+    check_quantized_nonfinite(case, case.run())
+    check_quantized_nonfinite(case, _xla_run(case))
+    check_quantized_nonfinite(case, _widened_on_cpu(case))
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,M,hopper", [
+    ("float8_e4m3fn", "float8_e4m3fn", "scale", -1, 1, "1"),       # decode
+    ("float8_e5m2", "float8_e5m2", "none", -1, 16, "1"),
+    ("float8_e4m3fn", "int4", "quantized", -1, 7, "1"),
+    ("float8_e5m2", "int4", "original", -1, 17, "0"),              # gemm_mma
+    ("float8_e4m3fn", "float8_e5m2", "scale", -1, 64, "1"),        # gemm_wgmma
+    ("float8_e5m2", "int4", "rescale", -1, 257, "1"),              # dequantize_then_dot
+    ("float8_e4m3fn", "int4", "scale", 128, 7, "1"),               # groups: XLA's dots
+    ("float8_e5m2", "float8_e4m3fn", "scale", 64, 100, "1"),
+])
+def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M, hopper):
+    """On an sm_80+ GPU (forced here: BITBLAS_JAX_WIDENED_F16=1), float8 activations in mode none or with
+    one group per row lower to A converted to float16 and the 16-bit kernel plan_cuda picks for mode
+    none, float32 accumulation and float32 output (the matmul custom call, or the dequantize one and
+    a float16 dot into float32); grouped scales lower to XLA's dots."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "1")
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", hopper)
+    K, N = 256, 64
+    cfg = bj.MatmulConfig(N=N, K=K, A_dtype=a_dtype, W_dtype=w, out_dtype="bfloat16", group_size=group,
+                          **formats.mode_flags(mode))
+    kernel = gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, mode, cfg.resolved_group_size, M, K)
+    assert kernel == ("widened_f16" if group == -1 else "xla_dot")
+    text = _cuda_text(cfg, M)
+    if kernel == "xla_dot":
+        assert "custom_call" not in text
+        return
+    a_type = {"float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
+    assert f"(tensor<{M}x{K}x{a_type}>) -> tensor<{M}x{K}xf16>" in text           # the widening
+    assert "bf16>, tensor" not in text                                           # no bfloat16 dot
+    plan = gpu_plan.plan_cuda(M, N, K, cfg.W_dtype, "float16", "float32", "float32", "none", K)
+    calls = [line for line in text.splitlines() if "stablehlo.custom_call" in line]
+    assert len(calls) == 1, calls
+    if plan.kernel == "dequantize_then_dot":
+        assert "@bitblas_jax_dequantize" in calls[0] and "mode = 0" in calls[0], calls[0]
+        dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+        assert len(dots) == 1 and f"(tensor<{M}x{K}xf16>, tensor<{N}x{K}xf16>) -> tensor<{M}x{N}xf32>" in dots[0]
+        return
+    assert "@bitblas_jax_matmul" in calls[0] and "dot_general" not in text
+    for attr in ("mode = 0 ", f"accum_dtype = {formats.DTYPE_IDS['float32']} ", f"kernel = {plan.kernel_id} "):
+        assert attr in calls[0], (attr, calls[0])
+    assert f": (tensor<{M}x{K}xf16>, " in calls[0] and f"-> (tensor<{M}x{N}xf32>, " in calls[0], calls[0]
+
+
+# ---- widened_f16 on a CUDA GPU (skipped elsewhere) --------------------------------------------------------
+WIDENED_GPU_KINDS = (("none", -1), ("scale", -1), ("scale", 128), ("scale", 64))
+WIDENED_GPU_ZEROS = (("original", -1), ("rescale", -1), ("quantized", -1), ("original", 128))
+# the M and plan overrides that reach each 16-bit kernel (decode, gemm_wgmma / gemm_mma, dequantize_then_dot)
+WIDENED_GPU_ENVS = ({}, {"BITBLAS_JAX_GEMM_MAX_M": "4096"}, {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"})
+
+
+def _widened_gpu_cases():
+    """Every float8 activation x weight format x mode / group, at M = 1, 7, 16, 17, 100, 257, the
+    output dtype, bias, activation scale and plan overrides cycling with them."""
+    i = 0
+    for a in FP8:
+        for w in FP8_W:
+            kinds = WIDENED_GPU_KINDS + (WIDENED_GPU_ZEROS if w == "int4" else ())
+            for mode, group in kinds:
+                for M in (1, 7, 16, 17, 100, 257):
+                    out = formats.QUANTIZED_A[a]["out"][i % 3]
+                    bias, a_scale, env = bool(i % 2), (None, "token", "tensor")[i % 3], i % len(WIDENED_GPU_ENVS)
+                    yield pytest.param(a, w, mode, group, M, out, bias, a_scale, env,
+                                       id=f"{a}-{w}-{mode}-g{group}-M{M}-{out}-{'bias' if bias else 'nobias'}"
+                                          f"-{a_scale}-env{env}")
+                    i += 1
+
+
+def _set_env(monkeypatch, env: dict):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+def _widened_target(case, M) -> str:
+    """What the lowering of case at M rows must hold: the custom call of the 16-bit kernel plan_cuda
+    picks (widened_f16), or XLA's dot (xla_dot)."""
+    from bitblas_jax import gpu_plan
+    c = case.cfg
+    kernel = gpu_plan.quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M, c.K)
+    assert kernel == ("widened_f16" if c.mode == "none" or c.group_size == -1 else "xla_dot"), kernel
+    if kernel == "xla_dot":
+        return "dot_general"
+    plan = gpu_plan.plan_cuda(M, c.N, c.K, c.W_dtype, "float16", "float32", "float32", "none", c.K)
+    return "bitblas_jax_dequantize" if plan.kernel == "dequantize_then_dot" else "bitblas_jax_matmul"
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,mode,group,M,out,bias,a_scale,env", list(_widened_gpu_cases()))
+def test_gpu_widened_f16(rng, monkeypatch, a_dtype, w, mode, group, M, out, bias, a_scale, env):
+    """float8 activations on the GPU against the float64 reference within the quantized-activation
+    bound: widened_f16 (mode none and one group per row) on every 16-bit kernel, XLA's dots for groups;
+    N = 272 (a partial 128- / 256-row tile), K = 1024. The output buffer is poisoned (NaN) beforehand;
+    where the 16-bit kernel's float32 output is the result (mode none, float32, no bias or activation
+    scale) it must be that buffer, so an element the kernel leaves unwritten shows."""
+    _set_env(monkeypatch, WIDENED_GPU_ENVS[env])
+    case = make_qcase(rng, a_dtype, w, mode, group, out, bias, M=M, N=272, K=1024, a_scale=a_scale)
+    target = _widened_target(case, M)
+    got, written = _run_decode_i8(case, target=target, a_scale=case.a_scale)
+    if target == "bitblas_jax_matmul" and (mode, out, bias, a_scale) == ("none", "float32", False, None):
+        assert written, "XLA did not hand the poisoned buffer to the kernel (unwritten outputs would not show)"
+    check_quantized(case, got)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,mode", [(a, w, m) for a in FP8 for w in FP8_W for m in ("none", "scale")]
+                         + [(a, "int4", "original") for a in FP8])
+@pytest.mark.parametrize("M,env", [(5, 0), (33, 1), (40, 2), (130, 0)])
+def test_gpu_widened_f16_activation_specials(rng, monkeypatch, a_dtype, w, mode, M, env):
+    """NaN (and e5m2's +-inf) in float8 activations through widened_f16 on each 16-bit kernel: the
+    float64 reference's NaN / inf, as on the CPU (zero points through Asum may turn inf into NaN)."""
+    _set_env(monkeypatch, WIDENED_GPU_ENVS[env])
+    case = with_special_activations(make_qcase(rng, a_dtype, w, mode, -1, "float32", True, M=M, N=272, K=1024))
+    got, _ = _run_decode_i8(case, target=_widened_target(case, M))
+    check_quantized_nonfinite(case, got, inf_may_be_nan=mode in formats.ZEROS_MODES)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w", [(a, w) for a in FP8 for w in FP8])
+@pytest.mark.parametrize("M,env", [(5, 0), (33, 1), (40, 2), (130, 0)])
+def test_gpu_widened_f16_weight_specials(rng, monkeypatch, a_dtype, w, M, env):
+    """fp8 weight special codes through widened_f16: the 16-bit kernels' exact float16 decode (NaN
+    stays NaN, e5m2 +-inf stays inf) and the float32 per-channel scale."""
+    _set_env(monkeypatch, WIDENED_GPU_ENVS[env])
+    case = with_special_weights(make_qcase(rng, a_dtype, w, "scale", -1, "float16", True, M=M, N=272, K=1024))
+    got, _ = _run_decode_i8(case, target=_widened_target(case, M))
+    check_quantized_nonfinite(case, got)

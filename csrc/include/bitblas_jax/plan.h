@@ -403,14 +403,17 @@ inline Plan make_plan(const PlanQuery& q) {
 //   kXlaDot    bitblas_jax/quantized_dot.py: XLA's exact int8 x int8 -> int32 dots (float8: exactly
 //              widened bfloat16 operands, float32 accumulation) per group, the float32 epilogue fused
 //   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
-enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaI8 = 2 };
-constexpr int kNumQActKernels = 3;
+//   kWidenedF16  float8 activations widened to float16 (exact) on make_plan's 16-bit kernels, float32
+//              accumulation and output, the float32 epilogue in XLA (widened_f16_takes)
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaI8 = 2, kWidenedF16 = 3 };
+constexpr int kNumQActKernels = 4;
 
 inline const char* qact_kernel_name(QActKernel k) {
   switch (k) {
     case QActKernel::kXlaDot: return "xla_dot";
     case QActKernel::kDecodeI8: return "decode_i8";
     case QActKernel::kGemmWgmmaI8: return "gemm_wgmma_i8";
+    case QActKernel::kWidenedF16: return "widened_f16";
   }
   return "?";
 }
@@ -446,6 +449,21 @@ constexpr bool gemm_wgmma_i8_scales(int mode, int64_t group_size) {
   return mode == static_cast<int>(ScaleMode::kScale) && group_size == kGemmI8Group;
 }
 
+// What the 16-bit kernels compute for float8 activations widened to float16: every e4m3fn / e5m2
+// value (NaN and inf included) and every int4 value is a float16 and every product of two is exact in
+// float32, so make_plan's kernels with float32 accumulation, mode none and float32 output return the
+// quantized-activation semantics' S over all of K (float32 sums of exact products). That serves mode
+// none and one group per row (per channel: scale, and int4's zeros modes), whose term (s * S,
+// s * (S - z * Asum), ...) XLA applies to S in float32 after the kernel. Smaller groups stay on
+// kXlaDot: the 16-bit kernels take scales in A's dtype (float16), and rounding the float32 scales to
+// float16, or folding them into float16 weights (e5m2 weights reach 57344), would leave the float32
+// bound.
+constexpr bool widened_f16_takes(DType a_dtype, WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  const bool float8_a = a_dtype == DType::kF8E4M3 || a_dtype == DType::kF8E5M2;
+  const bool formats = w_format == WFormat::kFP8E4M3 || w_format == WFormat::kFP8E5M2 || w_format == WFormat::kInt4;
+  return float8_a && formats && K > 0 && (mode == static_cast<int>(ScaleMode::kNone) || group_size == K);
+}
+
 struct QActQuery {
   int64_t M = 0, K = 0;
   DType a_dtype = DType::kI8;
@@ -456,6 +474,7 @@ struct QActQuery {
   // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
   int64_t decode_i8_max_m = 16;
   bool sm90 = false;             // the GPU can run gemm_wgmma_i8 (sm_90, built with the CUDA kernels)
+  bool widened_f16 = false;      // the GPU can run the 16-bit kernels (sm_80+, built with the CUDA kernels)
 };
 
 inline QActKernel quantized_activation_kernel(const QActQuery& q) {
@@ -464,6 +483,8 @@ inline QActKernel quantized_activation_kernel(const QActQuery& q) {
     return QActKernel::kDecodeI8;
   if (q.a_dtype == DType::kI8 && q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_i8_takes(q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kGemmWgmmaI8;
+  if (q.widened_f16 && q.M >= 1 && widened_f16_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kWidenedF16;
   return QActKernel::kXlaDot;
 }
 
