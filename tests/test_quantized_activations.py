@@ -287,11 +287,12 @@ def _cuda_text(cfg, M):
                                            ("float8_e4m3fn", "float8_e5m2",
                                             "(tensor<8x256xbf16>, tensor<64x256xbf16>) -> tensor<8x64xf32>")])
 def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
-    """Where the plan routes int8 / float8 activations to "xla_dot" (here: decode_i8 turned off),
+    """Where the plan routes int8 / float8 activations to "xla_dot" (here: decode_i8 and widened_f16 off),
     they lower to XLA's own exact dots: no custom call, an int8 x int8 -> int32 dot per group, or a
     bfloat16 -> float32 one."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "0")
     group = 128 if w == "int4" else -1
     cfg = bj.MatmulConfig(N=64, K=256, A_dtype=a_dtype, W_dtype=w, out_dtype="float16", group_size=group,
                           with_scaling=True)

@@ -2,6 +2,7 @@
 bitblas_jax install has the CUDA kernels.
 
     python3 tools/gpu_qact_check.py --decode-i8    # decode_i8 only: about 1.5 minutes on an H200
+    python3 tools/gpu_qact_check.py --fp8          # widened_f16 (float8 activations) only: about 7 minutes
     python3 tools/gpu_qact_check.py                # everything: tests on the GPU, then the timing table
     python3 tools/gpu_qact_check.py --no-bench
 
@@ -16,7 +17,18 @@ bitblas_jax install has the CUDA kernels.
    dots and bitblas_jax's W4A16 (the issue's target: W4A8 within 10% of it), N = K = 8192, M = 1 and 16.
    About 20 s.
 
-Without --decode-i8:
+--fp8 (float8 activations widened to float16 on the 16-bit kernels, gpu_plan "widened_f16"):
+1. Runs the float8 tests through JAX (pytest -k "widened or specials or float8 or fp8" over
+   tests/test_quantized_activations.py and tests/test_gpu_plan.py: the plan rule, the lowering, and on the
+   GPU every float8 A x {e4m3, e5m2, int4} weight x mode none / per-channel scale / groups of 128 and 64 /
+   int4's zeros modes at M = 1, 7, 16, 17, 100, 257 on decode, gemm_wgmma, gemm_mma and
+   dequantize_then_dot, poisoned outputs, NaN / inf in activations and weights, every combination's
+   float8 rows). Not timed yet; about 5 minutes by count (some 270 GPU cases, a jit each).
+2. Times widened_f16 against the same calls on XLA's dots (BITBLAS_JAX_WIDENED_F16=0) and XLA's fp16
+   dot, N = K = 8192, M = 1, 16, 256, 1024, 4096: FP8 x FP8 (e4m3, per-channel scale), FP8 x int4
+   (per-channel), e5m2 x e5m2 (mode none), fp16 output. About 1-2 minutes.
+
+Without --decode-i8 / --fp8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
    bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers, decode_i8's tests).
@@ -84,20 +96,26 @@ def _bench_module():
 
 
 @contextlib.contextmanager
-def decode_i8_env(value: str | None):
-    """BITBLAS_JAX_DECODE_I8 set to value (None: unset) while jitted calls are traced inside."""
-    old = os.environ.get("BITBLAS_JAX_DECODE_I8")
+def plan_env(name: str, value: str | None):
+    """The plan's environment variable `name` set to value (None: unset) while jitted calls are traced
+    inside."""
+    old = os.environ.get(name)
     if value is None:
-        os.environ.pop("BITBLAS_JAX_DECODE_I8", None)
+        os.environ.pop(name, None)
     else:
-        os.environ["BITBLAS_JAX_DECODE_I8"] = value
+        os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("BITBLAS_JAX_DECODE_I8", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["BITBLAS_JAX_DECODE_I8"] = old
+            os.environ[name] = old
+
+
+def decode_i8_env(value: str | None):
+    """BITBLAS_JAX_DECODE_I8 set to value (None: unset) while jitted calls are traced inside."""
+    return plan_env("BITBLAS_JAX_DECODE_I8", value)
 
 
 def bench_decode_i8(size: int = 8192, Ms=(1, 16), repeats: int = 5) -> tuple[list[str], list[str]]:
@@ -163,6 +181,52 @@ def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
     return rows
 
 
+def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -> tuple[list[str], list[str]]:
+    """(table rows, plan names) of widened_f16 against the same calls on XLA's dots and XLA's fp16 dot."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import bitblas_jax as bj
+    from bitblas_jax.gpu_plan import quantized_activation_kernel
+    bm = _bench_module()
+    N = K = size
+    rng = np.random.default_rng(0)
+    configs = {   # name -> (config keywords, element values)
+        "E4M3xE4M3": (dict(A_dtype="float8_e4m3fn", W_dtype="float8_e4m3fn", with_scaling=True),
+                      rng.standard_normal((N, K)).astype(np.float32)),
+        "E4M3xINT4": (dict(A_dtype="float8_e4m3fn", W_dtype="int4", with_scaling=True),
+                      rng.integers(-8, 8, (N, K))),
+        "E5M2xE5M2": (dict(A_dtype="float8_e5m2", W_dtype="float8_e5m2"),
+                      rng.standard_normal((N, K)).astype(np.float32)),
+    }
+    mms = {}
+    for name, (kw, values) in configs.items():
+        mm = bj.Matmul(bj.MatmulConfig(N=N, K=K, out_dtype="float16", group_size=-1, **kw))
+        s = (jnp.asarray(rng.uniform(0.5, 1.5, (N, 1)).astype(np.float32) * 1e-3)
+             if mm.config.with_scaling else None)
+        mms[name] = (mm, mm.transform_weight(values), s)
+    w16 = jnp.asarray(rng.standard_normal((K, N)), jnp.float16)
+    dot16 = jax.jit(lambda x, w: jnp.dot(x, w))
+    head = f"{'M':>5} {'fp16 dot':>9} " + " ".join(f"{n:>10} {'xla':>8}" for n in configs) + \
+        "  (us per op; 'xla': the same call on XLA's dots, BITBLAS_JAX_WIDENED_F16=0)"
+    rows, plans = [head], []
+    for M in Ms:
+        x16 = jnp.asarray(rng.standard_normal((M, K)), jnp.float16)
+        t = [bm.time_jit(dot16, (x16, w16), 1, repeats)["us"]]
+        for name, (mm, W, s) in mms.items():
+            A, a_scale = bj.quantize_activations(x16, mm.config.A_dtype, "per_token")
+            for env in (None, "0"):
+                with plan_env("BITBLAS_JAX_WIDENED_F16", env):
+                    f = jax.jit(lambda A, a, W=W, s=s, mm=mm: mm(A, W, scale=s, a_scale=a))
+                    t.append(bm.time_jit(f, (A, a_scale), 1, repeats)["us"])   # traced (the plan read) in here
+                    c = mm.config
+                    plans.append(f"{name} M={M} {'default' if env is None else 'BITBLAS_JAX_WIDENED_F16=0'}: "
+                                 f"{quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M, K)}")
+        rows.append(f"{M:>5} {t[0]:>9.1f} " + " ".join(f"{a:>10.1f} {b:>8.1f}" for a, b in zip(t[1::2], t[2::2])))
+    return rows, plans
+
+
 def _timed(results: dict, name: str, fn):
     try:
         rows = fn()
@@ -178,6 +242,8 @@ def _timed(results: dict, name: str, fn):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--decode-i8", action="store_true", help="the decode_i8 checks only (about 1.5 minutes)")
+    p.add_argument("--fp8", action="store_true",
+                   help="the float8-activation checks only (widened_f16; about 7 minutes)")
     p.add_argument("--no-bench", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--size", type=int, default=8192, help="N = K of the timed layer")
@@ -190,7 +256,14 @@ def main() -> int:
                "bitblas_jax has its CUDA kernels": (_ext.has_cuda(), "built with nvcc" if _ext.has_cuda() else
                                                    "reinstall with nvcc on PATH")}
     Ms = tuple(int(m) for m in (args.Ms or ("1,16" if args.decode_i8 else "1,16,256,1024,4096")).split(","))
-    if not args.no_tests:
+    if args.fp8:
+        if not args.no_tests:
+            results["float8 tests on the GPU"] = run_tests(
+                ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py",
+                 "-k", "widened or specials or float8 or fp8"])
+        if not args.no_bench:
+            _timed(results, "widened_f16 timing ran", lambda: bench_fp8(args.size, Ms))
+    elif not args.no_tests:
         results["decode_i8 CUDA selftest"] = run_decode_i8_selftest()
         if args.decode_i8:
             results["decode_i8 tests on the GPU"] = run_tests(
@@ -198,7 +271,7 @@ def main() -> int:
         else:
             results["tests on the GPU"] = run_tests(["tests/test_quantized_activations.py",
                                                      "tests/test_activation_quant.py"])
-    if not args.no_bench:
+    if not args.no_bench and not args.fp8:
         if args.decode_i8:
             _timed(results, "decode_i8 timing ran", lambda: bench_decode_i8(args.size, Ms))
         else:
