@@ -330,33 +330,40 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     assert "dot_general" not in text
 
 
-@pytest.mark.parametrize("w,mode,group,out,M,kernel", [
-    ("int8", "none", -1, "int32", 17, "gemm_wgmma_i8"),
-    ("int4", "scale", -1, "float16", 64, "gemm_wgmma_i8"),       # per-channel scales
-    ("uint4", "none", -1, "float32", 300, "gemm_wgmma_i8"),
-    ("int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
-    ("int4", "scale", 128, "float16", 64, "gemm_wgmma_i8"),      # groups of 128: scaled in the kernel
-    ("int8", "scale", 64, "float16", 64, "xla_dot"),             # other groups: XLA's dots
-    ("int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,M,kernel", [
+    ("int8", "int8", "none", -1, "int32", 17, "gemm_wgmma_a8"),
+    ("int8", "int4", "scale", -1, "float16", 64, "gemm_wgmma_a8"),       # per-channel scales
+    ("int8", "uint4", "none", -1, "float32", 300, "gemm_wgmma_a8"),
+    ("int8", "int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
+    ("int8", "int4", "scale", 128, "float16", 64, "gemm_wgmma_a8"),      # groups of 128: scaled in the kernel
+    ("int8", "int8", "scale", 64, "float16", 64, "xla_dot"),             # other groups: XLA's dots
+    ("int8", "int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
+    ("float8_e4m3fn", "float8_e4m3fn", "none", -1, "float32", 17, "gemm_wgmma_a8"),
+    ("float8_e5m2", "float8_e4m3fn", "scale", -1, "bfloat16", 64, "gemm_wgmma_a8"),
+    ("float8_e4m3fn", "int4", "scale", 128, "float16", 200, "gemm_wgmma_a8"),
+    ("float8_e5m2", "float8_e5m2", "scale", 256, "float32", 129, "gemm_wgmma_a8"),   # two stages a group
+    ("float8_e4m3fn", "int4", "scale", 64, "float16", 64, "xla_dot"),    # groups inside a stage
+    ("float8_e4m3fn", "int4", "original", 128, "float32", 64, "xla_dot"),         # zeros modes: XLA's dots
 ])
-def test_cuda_lowering_picks_gemm_wgmma_i8(monkeypatch, w, mode, group, out, M, kernel):
-    """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_I8=1 and BITBLAS_JAX_DECODE_I8=1), int8 activations
-    above the decode regime with int8 / int4 / uint4 weights, mode none or per-channel scales, lower to
-    the gemm_wgmma_i8 custom call on the activations in its k order (a gather), returning int32 sums."""
+def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
+    """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
+    activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
+    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32."""
     from bitblas_jax import gpu_plan
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
-    cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+    cfg = bj.MatmulConfig(N=64, K=512, A_dtype=a_dtype, W_dtype=w, out_dtype=out, group_size=group,
                           **formats.mode_flags(mode))
-    assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, cfg.resolved_group_size, M, 512) == kernel
     text = _cuda_text(cfg, M)
-    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_i8" in line]
-    if kernel != "gemm_wgmma_i8":
+    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_a8" in line]
+    if kernel != "gemm_wgmma_a8":
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    sums = "f32" if (mode, group) == ("scale", 128) else "i32"
-    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    sums = "i32" if a_dtype == "int8" and (mode, group) != ("scale", 128) else "f32"
+    act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
+    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
     assert "dot_general" not in text
 
 
@@ -430,7 +437,7 @@ def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
     check_quantized(case, got)
 
 
-def _gemm_i8_cases():
+def _gemm_a8_cases():
     kinds = [("none", -1, "int32"), ("scale", -1, "float32"), ("scale", 128, "float32"), ("scale", 128, "float16")]
     for w in ("int8", "int4", "uint4"):
         for i, M in enumerate((17, 64, 100, 257)):
@@ -439,20 +446,79 @@ def _gemm_i8_cases():
 
 
 @on_gpu
-@pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_i8_cases()))
-def test_gpu_gemm_wgmma_i8_exact(rng, w, M, mode, group, out):
-    """gemm_wgmma_i8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
+@pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_a8_cases()))
+def test_gpu_gemm_wgmma_a8_exact(rng, w, M, mode, group, out):
+    """gemm_wgmma_a8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
     and weights: int32 sums bit for bit, per-channel and group-128 scaled outputs within the float32
     bound; N = 272 (a partial 128-row CTA), K = 1024 (8 groups); the output buffer poisoned beforehand."""
     from bitblas_jax import gpu_plan
-    if not gpu_plan.gemm_i8_runs():
-        pytest.skip("gemm_wgmma_i8 needs an sm_90 GPU")
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
     case = make_qcase(rng, "int8", w, mode, group, out, M=M, N=272, K=1024)
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
-                                                1024) == "gemm_wgmma_i8"
-    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_i8")
+                                                1024) == "gemm_wgmma_a8"
+    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
     assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
     check_quantized(case, got)
+
+
+def _gemm_a8_float8_cases():
+    kinds = [("none", -1, "float32"), ("scale", -1, "bfloat16"), ("scale", 128, "float32"), ("scale", 256, "float16")]
+    for a_dtype in FP8:
+        for i, w in enumerate(formats.QUANTIZED_A[a_dtype]["W"]):
+            for j, M in enumerate((17, 64, 100, 257)):
+                mode, group, out = kinds[(i + j) % len(kinds)]
+                yield pytest.param(a_dtype, w, M, mode, group, out, id=f"{a_dtype}-{w}-M{M}-{mode}-g{group}-{out}")
+
+
+def _integer_valued(case, rng):
+    """case with integer activations in [-8, 8] and weights in [-8, 7]: every product (|p| <= 64) and
+    every 128-k stage's sum (< 2^14) is exact in Hopper's float8 tensor cores (13 fraction bits), so
+    their result is held to the float32 bound, and without scales (sums < 2^24) it is exact."""
+    import dataclasses
+    c = case.cfg
+    A = rng.integers(-8, 9, case.A.shape).astype(np.float32).astype(case.A.dtype)
+    values = rng.integers(-8, 8, case.values.shape).astype(np.float32).astype(case.values.dtype)
+    return dataclasses.replace(case, A=A, values=values) if c.A_dtype != "int8" else case
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,M,mode,group,out", list(_gemm_a8_float8_cases()))
+def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
+    """gemm_wgmma_a8 (sm_90) with float8 activations: on integer-valued operands (_integer_valued) within
+    the float32 bound (exact without scales), so a wrong k order, weight decode or stage shows; on
+    random full-range float8 operands within the documented bound of the float8 tensor cores' sums
+    (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024; outputs poisoned."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    case = make_qcase(rng, a_dtype, w, mode, group, out, M=M, N=272, K=1024)
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, M,
+                                                1024) == "gemm_wgmma_a8"
+    exact = _integer_valued(case, rng)
+    got, written = _run_decode_i8(exact, target="bitblas_jax_gemm_a8")
+    assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
+    check_quantized(exact, got)
+    if mode == "none" and out == "float32":
+        np.testing.assert_array_equal(got, exact.value())
+    got, _ = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
+    check_quantized(case, got, float8_tensor_cores=True)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype", FP8)
+def test_gpu_gemm_wgmma_a8_float8_nan_rows(rng, a_dtype):
+    """A NaN activation turns its output row into NaN and leaves the other rows as on CPU."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    case = _integer_valued(make_qcase(rng, a_dtype, "float8_e4m3fn", "none", -1, "float32", M=40, N=128, K=512), rng)
+    A = case.A.copy()
+    A[3, 77] = np.nan
+    got = np.asarray(jax.jit(lambda A, W: case.mm(A, W))(jax.device_put(A, GPUS[0]), case.packed()))
+    assert np.isnan(got[3]).all()
+    rows = np.arange(40) != 3
+    np.testing.assert_array_equal(got[rows], case.value()[rows])
 
 
 @on_gpu

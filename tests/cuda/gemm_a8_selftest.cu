@@ -1,11 +1,11 @@
-// Self-test of gemm_wgmma_i8 (csrc/cuda/gemm_wgmma_i8.cuh) on an sm_90 GPU: random full-range int8,
+// Self-test of gemm_wgmma_a8 (csrc/cuda/gemm_wgmma_a8.cuh) on an sm_90 GPU: random full-range int8,
 // int4 and uint4 weights packed in the shared layout and int8 activations in kSigma order, against the
 // exact int64 product (and, with group scales of 128, the float64 sum within its float32 bound); outputs poisoned with INT32_MIN (no sum reaches it: |sum| <= K 2^14 <= 2^30). Exit status 1
 // on any mismatch.
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
-//     -Icsrc/cuda tests/cuda/gemm_i8_selftest.cu csrc/cuda/inst_gemm_wgmma_i8.cu csrc/cuda/tma_map.cu \
-//     -o build/gemm_i8_selftest && build/gemm_i8_selftest            # correctness
-//   build/gemm_i8_selftest --time M N K [bits]                       # kernel time and TOPS (int8 / int4)
+//     -Icsrc/cuda tests/cuda/gemm_a8_selftest.cu csrc/cuda/inst_gemm_wgmma_a8.cu csrc/cuda/tma_map.cu \
+//     -o build/gemm_a8_selftest && build/gemm_a8_selftest            # correctness
+//   build/gemm_a8_selftest --time M N K [bits]                       # kernel time and TOPS (int8 / int4)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "bitblas_jax/layout.h"
-#include "gemm_wgmma_i8.h"
+#include "gemm_wgmma_a8.h"
 
 namespace {
 
@@ -100,10 +100,10 @@ bool check_grouped(int64_t M, int64_t N, int64_t K, int bits, bool is_signed, ui
   CHECK(cudaMemcpy(dscale, scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice));
   std::vector<float> poison(M * N, std::nanf("")), got(M * N);
   CHECK(cudaMemcpy(d.out, poison.data(), M * N * sizeof(float), cudaMemcpyHostToDevice));
-  bitblas_jax::GemmI8Args args;
+  bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.W = d.w, args.out = d.out, args.scale = dscale;
   args.bits = bits, args.is_signed = is_signed;
-  const std::string err = bitblas_jax::launch_gemm_wgmma_i8(args, 0);
+  const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   if (err.empty()) CHECK(cudaDeviceSynchronize());
   CHECK(cudaMemcpy(got.data(), d.out, M * N * sizeof(float), cudaMemcpyDeviceToHost));
   CHECK(cudaFree(dscale));
@@ -142,10 +142,10 @@ bool check_case(int64_t M, int64_t N, int64_t K, int bits, bool is_signed, uint6
   Device d = upload(p, M, N);
   std::vector<int32_t> poison(M * N, INT_MIN), got(M * N);
   CHECK(cudaMemcpy(d.out, poison.data(), M * N * sizeof(int32_t), cudaMemcpyHostToDevice));
-  bitblas_jax::GemmI8Args args;
+  bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.W = d.w, args.out = d.out;
   args.bits = bits, args.is_signed = is_signed;
-  const std::string err = bitblas_jax::launch_gemm_wgmma_i8(args, 0);
+  const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   if (!err.empty()) {
     std::printf("FAIL bits=%d M=%ld N=%ld K=%ld: %s\n", bits, (long)M, (long)N, (long)K, err.c_str());
     release(d);
@@ -176,16 +176,16 @@ bool check_case(int64_t M, int64_t N, int64_t K, int bits, bool is_signed, uint6
 void time_case(int64_t M, int64_t N, int64_t K, int bits) {
   const Problem p = make(M, N, K, bits, true, 7);
   Device d = upload(p, M, N);
-  bitblas_jax::GemmI8Args args;
+  bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.W = d.w, args.out = d.out;
   args.bits = bits;
-  for (int i = 0; i < 3; ++i) bitblas_jax::launch_gemm_wgmma_i8(args, 0);
+  for (int i = 0; i < 3; ++i) bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));
   constexpr int kReps = 20;
   CHECK(cudaEventRecord(t0));
-  for (int i = 0; i < kReps; ++i) bitblas_jax::launch_gemm_wgmma_i8(args, 0);
+  for (int i = 0; i < kReps; ++i) bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   CHECK(cudaEventRecord(t1));
   CHECK(cudaEventSynchronize(t1));
   float ms = 0.f;
@@ -215,6 +215,6 @@ int main(int argc, char** argv) {
   for (const auto& f : formats)
     for (int64_t M : {1, 64, 100, 300})
       for (int64_t K : {128, 1024}) ok &= check_grouped(M, 272, K, f.bits, f.is_signed, seed++);
-  std::printf("%s gemm_wgmma_i8 self-test\n", ok ? "PASS" : "FAIL");
+  std::printf("%s gemm_wgmma_a8 self-test\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
