@@ -2,6 +2,7 @@
 bitblas_jax install has the CUDA kernels.
 
     python3 tools/gpu_qact_check.py --decode-i8    # decode_i8 only: about 1.5 minutes on an H200
+    python3 tools/gpu_qact_check.py --gemm-a8      # gemm_wgmma_a8 only (sm_90): about 2 minutes
     python3 tools/gpu_qact_check.py                # everything: tests on the GPU, then the timing table
     python3 tools/gpu_qact_check.py --no-bench
 
@@ -16,11 +17,15 @@ bitblas_jax install has the CUDA kernels.
    dots and bitblas_jax's W4A16 (the issue's target: W4A8 within 10% of it), N = K = 8192, M = 1 and 16.
    About 20 s.
 
-Without --decode-i8:
+--gemm-a8 (the 8-bit Hopper GEMM, csrc/cuda/gemm_wgmma_a8.cuh): builds and runs
+tests/cuda/gemm_a8_selftest.cu (int8 and float8 activations, every weight format it takes, exact or
+within the stated bounds, poisoned outputs), then the tests through JAX (pytest -k gemm_wgmma_a8).
+
+Without --decode-i8 / --gemm-a8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
    bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers, decode_i8's tests).
-2. Builds and runs the decode_i8 self-test (as above).
+2. Builds and runs the decode_i8 and gemm_wgmma_a8 self-tests (as above).
 3. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
    -> int32, the issue's baseline), and bitblas_jax W8A8 (per-channel), W4A8 (g128) and W_FP8A_FP8
    (per-tensor weight scale), activations already quantized, fp16 output. About 3-5 minutes.
@@ -55,17 +60,25 @@ def run_tests(args: list[str]) -> tuple[bool, str]:
     return p.returncode == 0, tail[0]
 
 
-def run_decode_i8_selftest() -> tuple[bool, str]:
+SELFTESTS = {   # name -> the self-test source and the kernel units it links
+    "decode_i8": ["tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu"],
+    "gemm_a8": ["tests/cuda/gemm_a8_selftest.cu", "csrc/cuda/inst_gemm_wgmma_a8.cu",
+                "csrc/cuda/inst_gemm_wgmma_a8_f8.cu", "csrc/cuda/tma_map.cu"],
+}
+
+
+def run_selftest(name: str) -> tuple[bool, str]:
+    """Builds tests/cuda/<name>_selftest.cu for this GPU's architecture and runs it."""
     import jax
     if shutil.which("nvcc") is None:
         return False, "nvcc not on PATH"
     cc = str(getattr(jax.devices()[0], "compute_capability", "9.0")).replace(".", "")
     arch = "90a" if cc == "90" else cc
-    exe = os.path.join(ROOT, "build", "decode_i8_selftest")
+    exe = os.path.join(ROOT, "build", f"{name}_selftest")
     os.makedirs(os.path.dirname(exe), exist_ok=True)
     b = subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr",
                         f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Icsrc/include", "-Icsrc/cuda",
-                        "tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu", "-o", exe],
+                        *SELFTESTS[name], "-o", exe],
                        cwd=ROOT, capture_output=True, text=True)
     if b.returncode:
         return False, "build failed: " + b.stderr[-300:]
@@ -178,6 +191,8 @@ def _timed(results: dict, name: str, fn):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--decode-i8", action="store_true", help="the decode_i8 checks only (about 1.5 minutes)")
+    p.add_argument("--gemm-a8", action="store_true",
+                   help="the gemm_wgmma_a8 checks only (sm_90: self-test and GPU tests, about 2 minutes)")
     p.add_argument("--no-bench", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--size", type=int, default=8192, help="N = K of the timed layer")
@@ -191,14 +206,19 @@ def main() -> int:
                                                    "reinstall with nvcc on PATH")}
     Ms = tuple(int(m) for m in (args.Ms or ("1,16" if args.decode_i8 else "1,16,256,1024,4096")).split(","))
     if not args.no_tests:
-        results["decode_i8 CUDA selftest"] = run_decode_i8_selftest()
-        if args.decode_i8:
+        results["decode_i8 CUDA selftest"] = run_selftest("decode_i8")
+        if args.gemm_a8 or not args.decode_i8:
+            results["gemm_wgmma_a8 CUDA selftest (sm_90)"] = run_selftest("gemm_a8")
+        if args.gemm_a8:
+            results["gemm_wgmma_a8 tests on the GPU"] = run_tests(
+                ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "gemm_wgmma_a8"])
+        elif args.decode_i8:
             results["decode_i8 tests on the GPU"] = run_tests(
                 ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "decode_i8"])
         else:
             results["tests on the GPU"] = run_tests(["tests/test_quantized_activations.py",
                                                      "tests/test_activation_quant.py"])
-    if not args.no_bench:
+    if not args.no_bench and not args.gemm_a8:
         if args.decode_i8:
             _timed(results, "decode_i8 timing ran", lambda: bench_decode_i8(args.size, Ms))
         else:
