@@ -16,7 +16,7 @@ and, for int8 / float8 activations (quantized_activation_kernel):
 
   decode_i8            int8 activations, M <= 16: int8 tensor cores (mma.m16n8k32.s8) on the same packed
                        weight, exact int32 group sums
-  gemm_wgmma_i8        int8 activations above (sm_90a): wgmma m64nNk32 s8 with the weight in registers,
+  gemm_wgmma_a8        int8 activations above (sm_90a): wgmma m64nNk32 s8 with the weight in registers,
                        int8 / int4 / uint4 weights, mode none or per-channel scales
   widened_f16          float8 activations (sm_80+), mode none or one group per row: A widened to float16
                        (exact), plan_cuda's 16-bit kernels with float32 accumulation and output, the
@@ -35,8 +35,8 @@ up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize
 writing and re-reading a 16-bit weight costs less than the GEMMs' mainloops there.
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
-whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_I8 / BITBLAS_JAX_WIDENED_F16 (0 / 1: whether
-decode_i8 / gemm_wgmma_i8 / widened_f16 may run),
+whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_WIDENED_F16 (0 / 1:
+whether decode_i8 / gemm_wgmma_a8 / widened_f16 may run),
 BITBLAS_JAX_NUM_SMS (the SM count the split-K heuristic plans for; default 132, an H100 / H200).
 """
 from __future__ import annotations
@@ -149,13 +149,25 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
 
 # ---- int8 / float8 activations ------------------------------------------------------------------
 # Their GPU path (plan.h quantized_activation_kernel): "decode_i8", the int8 tensor-core decode kernel,
-# for int8 activations at decode sizes where it computes the mode; "gemm_wgmma_i8", the Hopper int8
-# GEMM, above them (int8 / int4 / uint4 weights, mode none or per-channel scales); "widened_f16", float8
-# activations widened to float16 on the 16-bit kernels (mode none, one group per row); else "xla_dot",
+# for int8 activations at decode sizes where it computes the mode; "gemm_wgmma_a8", the Hopper 8-bit
+# GEMM, above them (int8 A with int8 / int4 / uint4 weights, float8 A with float8 / int4 weights; mode
+# none, per-channel scales or groups of whole 128-k stages); "widened_f16", float8 activations widened
+# to float16 on the 16-bit kernels (mode none, one group per row) where gemm_wgmma_a8 does not run;
+# else "xla_dot",
 # bitblas_jax/quantized_dot.py (XLA's exact dots and the float32 epilogue, fused and partitioned by XLA).
 QUANTIZED_ACTIVATION_KERNELS = tuple(_bitblas_plan.QUANTIZED_ACTIVATION_KERNELS)
 
-GEMM_I8_GROUP = _bitblas_plan.GEMM_I8_GROUP   # the group size gemm_wgmma_i8 scales itself (plan.h kGemmI8Group)
+
+
+def gemm_a8_output(A_dtype: str, mode: str, group_size: int, K: int) -> tuple[str, bool]:
+    """(gemm_wgmma_a8's output dtype, whether it applied the group scales itself) for a call the plan
+    gave it: plan.h gemm_wgmma_a8_float_out / gemm_wgmma_a8_scales."""
+    float_out = _bitblas_plan.gemm_a8_float_out(a_dtype=formats.DTYPE_IDS[A_dtype], mode=formats.MODE_IDS[mode],
+                                                group_size=int(group_size), K=int(K))
+    scales = _bitblas_plan.gemm_a8_scales(mode=formats.MODE_IDS[mode], group_size=int(group_size), K=int(K))
+    return ("float32" if float_out else "int32"), bool(scales)
+
+
 DECODE_I8_MAX_M = 16        # decode_i8 up to here (the decode regime of the 16-bit kernels), XLA's dots above
 
 
@@ -186,11 +198,11 @@ def decode_i8_runs(detect=_jax_gpus_are_sm80) -> bool:
     return _ext.has_cuda() and bool(detect())
 
 
-def gemm_i8_runs() -> bool:
-    """Whether gemm_wgmma_i8 can run: this install has the CUDA kernels and the GPU is an sm_90 one
-    (hopper()). BITBLAS_JAX_GEMM_I8=0 / 1 overrides it (A/B timing against XLA's dots; lowering tests
+def gemm_a8_runs() -> bool:
+    """Whether gemm_wgmma_a8 can run: this install has the CUDA kernels and the GPU is an sm_90 one
+    (hopper()). BITBLAS_JAX_GEMM_A8=0 / 1 overrides it (A/B timing against XLA's dots; lowering tests
     on machines without a GPU)."""
-    env = os.environ.get("BITBLAS_JAX_GEMM_I8")
+    env = os.environ.get("BITBLAS_JAX_GEMM_A8")
     if env in ("0", "1"):
         return env == "1"
     from . import _ext
@@ -212,16 +224,16 @@ def quantized_activation_kernel(A_dtype: str, W_dtype: str, mode: str, group_siz
                                 decode_i8: bool | None = None, sm90: bool | None = None,
                                 widened_f16: bool | None = None) -> str:
     """The GPU path of int8 / float8 activations for C[M, N] (plan.h quantized_activation_kernel):
-    "decode_i8", "gemm_wgmma_i8", "widened_f16" or "xla_dot". group_size: resolved (K for
+    "decode_i8", "gemm_wgmma_a8", "widened_f16" or "xla_dot". group_size: resolved (K for
     per-channel); decode_i8: whether the GPU can run it (None asks decode_i8_runs()); sm90: whether it
-    can run gemm_wgmma_i8 (None asks gemm_i8_runs()); widened_f16: whether it can run the 16-bit
+    can run gemm_wgmma_a8 (None asks gemm_a8_runs()); widened_f16: whether it can run the 16-bit
     kernels for float8 activations (None asks widened_f16_runs())."""
     if not formats.is_quantized_activation(A_dtype):
         raise ValueError(f"quantized_activation_kernel: A_dtype={A_dtype!r} is not int8 / float8")
     if decode_i8 is None:
         decode_i8 = decode_i8_runs()
     if sm90 is None:
-        sm90 = gemm_i8_runs()
+        sm90 = gemm_a8_runs()
     if widened_f16 is None:
         widened_f16 = widened_f16_runs()
     return _bitblas_plan.quantized_activation_kernel(

@@ -29,10 +29,10 @@ _EXACT = jax.lax.Precision.HIGHEST   # float32 dots in full precision (no TF32 o
 TARGET = "bitblas_jax_matmul"
 DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
 DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
-GEMM_I8_TARGET = "bitblas_jax_gemm_i8"      # CUDA only (int8 activations, larger M, sm_90)
-# gemm_wgmma_i8's k order within each 16-k chunk of A (csrc/cuda/gemm_wgmma_i8.cuh kSigma): position p
+GEMM_A8_TARGET = "bitblas_jax_gemm_a8"      # CUDA only (int8 activations, larger M, sm_90)
+# gemm_wgmma_a8's k order within each 16-k chunk of A (csrc/cuda/gemm_wgmma_a8.cuh kSigma): position p
 # carries k SIGMA[p], the order in which the packed weight's lane fragments hold k.
-GEMM_I8_SIGMA = np.array([0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15])
+GEMM_A8_SIGMA = np.array([0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15])
 
 
 def empty(dtype) -> jax.Array:
@@ -156,8 +156,8 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
         kernel = _quantized_activation_kernel(spec, _rows(A))
         if kernel == "decode_i8":
             return _decode_i8_call(A, W, scale, zeros, bias, spec=spec)
-        if kernel == "gemm_wgmma_i8":
-            return _gemm_i8_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "gemm_wgmma_a8":
+            return _gemm_a8_call(A, W, scale, zeros, bias, spec=spec)
         if kernel == "widened_f16":
             return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
         raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
@@ -200,19 +200,20 @@ def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
-def _gemm_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """int8 activations above decode sizes on sm_90: A's 16-k chunks into gemm_wgmma_i8's k order (one
-    gather XLA fuses into the copy); the kernel's exact int32 sums S (mode none: S; per-channel scales:
-    s * S in float32, quantized_dot's term for one group) or, with groups of 128, v, the float32 sum
-    of the scaled group sums; bias and the cast are quantized_dot.finish."""
+def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 / float8 activations above decode sizes on sm_90: A's 16-k chunks into gemm_wgmma_a8's k
+    order (one gather XLA fuses into the copy); the kernel returns the int32 sums S (int8) or the float32
+    sums (float8), or with group scales v, the float32 sum of the scaled group sums
+    (gpu_plan.gemm_a8_output); per-channel scales are s * S in float32 here (quantized_dot's term for
+    one group); bias and the cast are quantized_dot.finish."""
     A2 = _as_2d(A, spec)
     M, K = A2.shape
-    A_sigma = A2.reshape(M, K // 16, 16)[:, :, GEMM_I8_SIGMA].reshape(M, K)
-    from .gpu_plan import GEMM_I8_GROUP
-    grouped = spec.mode == "scale" and spec.group_size == GEMM_I8_GROUP     # v from the kernel
-    out = jax.ffi.ffi_call(GEMM_I8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.float32 if grouped else jnp.int32))(
+    A_sigma = A2.reshape(M, K // 16, 16)[:, :, GEMM_A8_SIGMA].reshape(M, K)
+    from .gpu_plan import gemm_a8_output
+    out_dtype, kernel_scales = gemm_a8_output(spec.a_dtype, spec.mode, spec.group_size, K)
+    out = jax.ffi.ffi_call(GEMM_A8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(out_dtype)))(
         A_sigma, W, scale, zeros, **spec.ffi_attrs())
-    if spec.mode == "scale" and not grouped:           # per channel: s * S, the one group's term
+    if spec.mode == "scale" and not kernel_scales:     # per channel: s * S, the one group's term
         out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 

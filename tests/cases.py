@@ -246,13 +246,21 @@ def make_qcase(rng, A_dtype, W_dtype, mode="none", group_size=-1, out_dtype="flo
     return QCase(cfg, values, scale, zeros, bias, A, s)
 
 
-def qerror_bound(case: QCase) -> np.ndarray:
+# Hopper's float8 tensor cores (gemm_wgmma_a8): a k32 wgmma adds its 32 exact products and the running
+# sum aligned to the largest of them with 13 fraction bits, truncating, so each of the 33 terms loses
+# less than 2^-13 of the largest; a 128-k stage (4 wgmmas, then promoted to float32) errs by at most
+# 4 * 33 * 2^-13 of its sum of |products|.
+FLOAT8_WGMMA_STAGE_REL = 4 * 33 * 2.0**-13
+
+
+def qerror_bound(case: QCase, float8_tensor_cores: bool = False) -> np.ndarray:
     """Bound on |v_kernel - v_reference| before the output cast (the v of quantized_dot.py).
 
     Every float32 operation on the way rounds once (relative 2^-24) a quantity bounded by
     mag = |a_scale| * |A| @ (|w s| + |z s| + |z|)^T: the group sum (float8 only: up to group_size
     additions of exact products; int8 group sums are exact), the zero term, the scale product, the
-    G additions across groups, then the activation scale and the bias.
+    G additions across groups, then the activation scale and the bias. float8_tensor_cores: the sums
+    of Hopper's float8 wgmma (FLOAT8_WGMMA_STAGE_REL of mag more).
     """
     c = case.cfg
     fmt = c.format
@@ -266,12 +274,14 @@ def qerror_bound(case: QCase) -> np.ndarray:
         mag = mag * np.abs(np.asarray(case.a_scale, np.float64))[..., None]
     steps = c.K // g + 6 + (g if c.A_dtype != "int8" else 0)
     b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
-    return steps * 2.0**-24 * (mag + b) + 1e-30
+    tensor_cores = FLOAT8_WGMMA_STAGE_REL * mag if float8_tensor_cores else 0
+    return steps * 2.0**-24 * (mag + b) + tensor_cores + 1e-30
 
 
-def check_quantized(case: QCase, out) -> None:
+def check_quantized(case: QCase, out, float8_tensor_cores: bool = False) -> None:
     """int32: equal to the int64 sum; int8: between the saturated roundings of value -+ bound;
-    float outputs: within bound + the output's rounding."""
+    float outputs: within bound + the output's rounding (qerror_bound; float8_tensor_cores: Hopper's
+    float8 wgmma sums)."""
     out = np.asarray(out)
     c = case.cfg
     v = case.value()
@@ -281,7 +291,7 @@ def check_quantized(case: QCase, out) -> None:
         exact = reference.integer_matmul(case.A, case.values, c.W_dtype)
         np.testing.assert_array_equal(out.astype(np.int64), exact)
         return
-    bound = qerror_bound(case)
+    bound = qerror_bound(case, float8_tensor_cores)
     if c.out_dtype == "int8":
         lo, hi = reference.saturate_int8(v - bound), reference.saturate_int8(v + bound)
         bad = (out < lo) | (out > hi)

@@ -167,27 +167,59 @@ def test_what_decode_i8_does_not_compute_stays_on_xla_dots(w, mode, group, a_dty
 @pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
 @pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("scale", 64), ("scale", 256),
                                         ("original", 128)])
-def test_int8_activations_above_decode_sizes_run_gemm_wgmma_i8_on_hopper(w, mode, group):
+def test_int8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(w, mode, group):
     """On an sm_90 GPU, int8 activations past the decode regime with int8 / int4 / uint4 weights and mode
-    none, per-channel scales or groups of 128 run gemm_wgmma_i8; other groups, zeros, other formats and
+    none, per-channel scales or groups of 128 run gemm_wgmma_a8; other groups, zeros, other formats and
     K off its 128-k stage stay on XLA's dots, and so does everything without sm_90."""
     takes = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group in (-1, 128)))
     for M in (17, 64, 1024, 100000):
-        assert qact(M, w, mode, group, sm90=True) == ("gemm_wgmma_i8" if takes else "xla_dot"), M
+        assert qact(M, w, mode, group, sm90=True) == ("gemm_wgmma_a8" if takes else "xla_dot"), M
         assert qact(M, w, mode, group, sm90=False) == "xla_dot"
-    assert qact(16, w, mode, group, sm90=True) != "gemm_wgmma_i8"
+    assert qact(16, w, mode, group, sm90=True) != "gemm_wgmma_a8"
     assert qact(64, w, mode, group, K=6144 + 64, sm90=True) == "xla_dot" or w not in ("int8", "int4", "uint4")
 
 
-def test_gemm_wgmma_i8_needs_hopper_and_the_cuda_kernels(monkeypatch):
+@pytest.mark.parametrize("a_dtype", ["float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["float8_e4m3fn"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("scale", 256), ("scale", 384),
+                                        ("scale", 64), ("original", 128), ("quantized", 128)])
+def test_float8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(a_dtype, w, mode, group):
+    """On an sm_90 GPU, float8 activations past the decode regime with float8 / int4 weights and mode none,
+    per-channel scales or groups of whole 128-k stages (dividing K) run gemm_wgmma_a8; groups inside a
+    stage and the zeros modes stay on XLA's dots, and so does everything without sm_90 or at M <= 16."""
+    K = 6144                                         # 384 divides it: 3 stages a group
+    takes = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
+    for M in (17, 64, 1024, 100000):
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == ("gemm_wgmma_a8" if takes else "xla_dot")
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=False) == "xla_dot"
+    for M in (1, 16):
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == "xla_dot"
+    assert qact(64, w, "scale", 256, K=6144 + 128, a_dtype=a_dtype, sm90=True) == "xla_dot"    # 256 does not divide K
+    assert qact(64, w, "none", -1, K=6144 + 64, a_dtype=a_dtype, sm90=True) == "xla_dot"      # K off the stage
+
+
+def test_gemm_wgmma_a8_output_dtype_and_who_scales():
+    """The kernel's output (gpu_plan.gemm_a8_output, plan.h): int8 sums stay int32 unless the kernel
+    scales groups; float8 sums are float32; per-channel scales (group = K) are applied after the kernel."""
+    K = 1024
+    assert gp.gemm_a8_output("int8", "none", K, K) == ("int32", False)
+    assert gp.gemm_a8_output("int8", "scale", K, K) == ("int32", False)
+    assert gp.gemm_a8_output("int8", "scale", 128, K) == ("float32", True)
+    for f8 in ("float8_e4m3fn", "float8_e5m2"):
+        assert gp.gemm_a8_output(f8, "none", K, K) == ("float32", False)
+        assert gp.gemm_a8_output(f8, "scale", K, K) == ("float32", False)
+        assert gp.gemm_a8_output(f8, "scale", 256, K) == ("float32", True)
+
+
+def test_gemm_wgmma_a8_needs_hopper_and_the_cuda_kernels(monkeypatch):
     from bitblas_jax import _ext
-    monkeypatch.delenv("BITBLAS_JAX_GEMM_I8", raising=False)
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_A8", raising=False)
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
-    assert gp.gemm_i8_runs() == _ext.has_cuda()
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "1")
-    assert gp.gemm_i8_runs() and qact(64, "int8", "none", -1, sm90=None) == "gemm_wgmma_i8"
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "0")
-    assert not gp.gemm_i8_runs() and qact(64, "int8", "none", -1, sm90=None) == "xla_dot"
+    assert gp.gemm_a8_runs() == _ext.has_cuda()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
+    assert gp.gemm_a8_runs() and qact(64, "int8", "none", -1, sm90=None) == "gemm_wgmma_a8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")
+    assert not gp.gemm_a8_runs() and qact(64, "int8", "none", -1, sm90=None) == "xla_dot"
 
 
 def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
@@ -217,11 +249,14 @@ def _fp8_kinds():
 def test_float8_activations_run_widened_f16(a_dtype, w, mode, group, takes):
     """On an sm_80+ GPU with the CUDA kernels, float8 activations in mode none or with one group per row
     (per-channel scales; int4's zeros modes too) run widened_f16 at every M; grouped scales stay on XLA's
-    dots (the 16-bit kernels take float16 scales), and so does everything without the GPU."""
+    dots (the 16-bit kernels take float16 scales), and so does everything without the GPU. On sm_90,
+    gemm_wgmma_a8 is tried first above decode sizes, for what it computes (its own test above)."""
+    a8 = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
     for M in (1, 7, 16, 17, 100, 257, 4096, 100000):
-        for sm90 in (False, True):
-            assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=sm90, widened_f16=True) == \
-                ("widened_f16" if takes else "xla_dot"), (M, sm90)
+        widened = "widened_f16" if takes else "xla_dot"
+        assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=False, widened_f16=True) == widened, M
+        assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=True, widened_f16=True) == \
+            ("gemm_wgmma_a8" if M > gp.DECODE_I8_MAX_M and a8 else widened), M
         assert qact(M, w, mode, group, a_dtype=a_dtype, widened_f16=False) == "xla_dot"
     assert qact(0, w, mode, group, a_dtype=a_dtype, widened_f16=True) == "xla_dot"
 
@@ -248,7 +283,7 @@ def test_widened_f16_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
 
 
 def test_quantized_activation_kernel_names_and_bad_input():
-    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_i8", "widened_f16")
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_a8", "widened_f16")
     with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
         qact(1, a_dtype="float16")
 

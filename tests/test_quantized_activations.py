@@ -334,33 +334,40 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     assert "dot_general" not in text
 
 
-@pytest.mark.parametrize("w,mode,group,out,M,kernel", [
-    ("int8", "none", -1, "int32", 17, "gemm_wgmma_i8"),
-    ("int4", "scale", -1, "float16", 64, "gemm_wgmma_i8"),       # per-channel scales
-    ("uint4", "none", -1, "float32", 300, "gemm_wgmma_i8"),
-    ("int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
-    ("int4", "scale", 128, "float16", 64, "gemm_wgmma_i8"),      # groups of 128: scaled in the kernel
-    ("int8", "scale", 64, "float16", 64, "xla_dot"),             # other groups: XLA's dots
-    ("int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,M,kernel", [
+    ("int8", "int8", "none", -1, "int32", 17, "gemm_wgmma_a8"),
+    ("int8", "int4", "scale", -1, "float16", 64, "gemm_wgmma_a8"),       # per-channel scales
+    ("int8", "uint4", "none", -1, "float32", 300, "gemm_wgmma_a8"),
+    ("int8", "int8", "none", -1, "int32", 16, "decode_i8"),              # the decode regime first
+    ("int8", "int4", "scale", 128, "float16", 64, "gemm_wgmma_a8"),      # groups of 128: scaled in the kernel
+    ("int8", "int8", "scale", 64, "float16", 64, "xla_dot"),             # other groups: XLA's dots
+    ("int8", "int2", "none", -1, "int32", 64, "xla_dot"),                # 2-bit weights: XLA's dots
+    ("float8_e4m3fn", "float8_e4m3fn", "none", -1, "float32", 17, "gemm_wgmma_a8"),
+    ("float8_e5m2", "float8_e4m3fn", "scale", -1, "bfloat16", 64, "gemm_wgmma_a8"),
+    ("float8_e4m3fn", "int4", "scale", 128, "float16", 200, "gemm_wgmma_a8"),
+    ("float8_e5m2", "float8_e5m2", "scale", 256, "float32", 129, "gemm_wgmma_a8"),   # two stages a group
+    ("float8_e4m3fn", "int4", "scale", 64, "float16", 64, "xla_dot"),    # groups inside a stage
+    ("float8_e4m3fn", "int4", "original", 128, "float32", 64, "xla_dot"),         # zeros modes: XLA's dots
 ])
-def test_cuda_lowering_picks_gemm_wgmma_i8(monkeypatch, w, mode, group, out, M, kernel):
-    """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_I8=1 and BITBLAS_JAX_DECODE_I8=1), int8 activations
-    above the decode regime with int8 / int4 / uint4 weights, mode none or per-channel scales, lower to
-    the gemm_wgmma_i8 custom call on the activations in its k order (a gather), returning int32 sums."""
+def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
+    """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
+    activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
+    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32."""
     from bitblas_jax import gpu_plan
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
-    cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+    cfg = bj.MatmulConfig(N=64, K=512, A_dtype=a_dtype, W_dtype=w, out_dtype=out, group_size=group,
                           **formats.mode_flags(mode))
-    assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, cfg.resolved_group_size, M, 512) == kernel
     text = _cuda_text(cfg, M)
-    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_i8" in line]
-    if kernel != "gemm_wgmma_i8":
+    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_a8" in line]
+    if kernel != "gemm_wgmma_a8":
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    sums = "f32" if (mode, group) == ("scale", 128) else "i32"
-    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    sums = "i32" if a_dtype == "int8" and (mode, group) != ("scale", 128) else "f32"
+    act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
+    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
     assert "dot_general" not in text
 
 
@@ -435,7 +442,7 @@ def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
     check_quantized(case, got)
 
 
-def _gemm_i8_cases():
+def _gemm_a8_cases():
     kinds = [("none", -1, "int32"), ("scale", -1, "float32"), ("scale", 128, "float32"), ("scale", 128, "float16")]
     for w in ("int8", "int4", "uint4"):
         for i, M in enumerate((17, 64, 100, 257)):
@@ -444,20 +451,79 @@ def _gemm_i8_cases():
 
 
 @on_gpu
-@pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_i8_cases()))
-def test_gpu_gemm_wgmma_i8_exact(rng, w, M, mode, group, out):
-    """gemm_wgmma_i8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
+@pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_a8_cases()))
+def test_gpu_gemm_wgmma_a8_exact(rng, w, M, mode, group, out):
+    """gemm_wgmma_a8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
     and weights: int32 sums bit for bit, per-channel and group-128 scaled outputs within the float32
     bound; N = 272 (a partial 128-row CTA), K = 1024 (8 groups); the output buffer poisoned beforehand."""
     from bitblas_jax import gpu_plan
-    if not gpu_plan.gemm_i8_runs():
-        pytest.skip("gemm_wgmma_i8 needs an sm_90 GPU")
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
     case = make_qcase(rng, "int8", w, mode, group, out, M=M, N=272, K=1024)
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
-                                                1024) == "gemm_wgmma_i8"
-    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_i8")
+                                                1024) == "gemm_wgmma_a8"
+    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
     assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
     check_quantized(case, got)
+
+
+def _gemm_a8_float8_cases():
+    kinds = [("none", -1, "float32"), ("scale", -1, "bfloat16"), ("scale", 128, "float32"), ("scale", 256, "float16")]
+    for a_dtype in FP8:
+        for i, w in enumerate(formats.QUANTIZED_A[a_dtype]["W"]):
+            for j, M in enumerate((17, 64, 100, 257)):
+                mode, group, out = kinds[(i + j) % len(kinds)]
+                yield pytest.param(a_dtype, w, M, mode, group, out, id=f"{a_dtype}-{w}-M{M}-{mode}-g{group}-{out}")
+
+
+def _integer_valued(case, rng):
+    """case with integer activations in [-8, 8] and weights in [-8, 7]: every product (|p| <= 64) and
+    every 128-k stage's sum (< 2^14) is exact in Hopper's float8 tensor cores (13 fraction bits), so
+    their result is held to the float32 bound, and without scales (sums < 2^24) it is exact."""
+    import dataclasses
+    c = case.cfg
+    A = rng.integers(-8, 9, case.A.shape).astype(np.float32).astype(case.A.dtype)
+    values = rng.integers(-8, 8, case.values.shape).astype(np.float32).astype(case.values.dtype)
+    return dataclasses.replace(case, A=A, values=values) if c.A_dtype != "int8" else case
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,M,mode,group,out", list(_gemm_a8_float8_cases()))
+def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
+    """gemm_wgmma_a8 (sm_90) with float8 activations: on integer-valued operands (_integer_valued) within
+    the float32 bound (exact without scales), so a wrong k order, weight decode or stage shows; on
+    random full-range float8 operands within the documented bound of the float8 tensor cores' sums
+    (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024; outputs poisoned."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    case = make_qcase(rng, a_dtype, w, mode, group, out, M=M, N=272, K=1024)
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, M,
+                                                1024) == "gemm_wgmma_a8"
+    exact = _integer_valued(case, rng)
+    got, written = _run_decode_i8(exact, target="bitblas_jax_gemm_a8")
+    assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
+    check_quantized(exact, got)
+    if mode == "none" and out == "float32":
+        np.testing.assert_array_equal(got, exact.value())
+    got, _ = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
+    check_quantized(case, got, float8_tensor_cores=True)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype", FP8)
+def test_gpu_gemm_wgmma_a8_float8_nan_rows(rng, a_dtype):
+    """A NaN activation turns its output row into NaN and leaves the other rows as on CPU."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    case = _integer_valued(make_qcase(rng, a_dtype, "float8_e4m3fn", "none", -1, "float32", M=40, N=128, K=512), rng)
+    A = case.A.copy()
+    A[3, 77] = np.nan
+    got = np.asarray(jax.jit(lambda A, W: case.mm(A, W))(jax.device_put(A, GPUS[0]), case.packed()))
+    assert np.isnan(got[3]).all()
+    rows = np.arange(40) != 3
+    np.testing.assert_array_equal(got[rows], case.value()[rows])
 
 
 @on_gpu
@@ -581,6 +647,7 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
     a float16 dot into float32); grouped scales lower to XLA's dots."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")      # tried first on sm_90 (its own lowering tests)
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", hopper)
     K, N = 256, 64
     cfg = bj.MatmulConfig(N=N, K=K, A_dtype=a_dtype, W_dtype=w, out_dtype="bfloat16", group_size=group,
@@ -611,8 +678,15 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
 # ---- widened_f16 on a CUDA GPU (skipped elsewhere) --------------------------------------------------------
 WIDENED_GPU_KINDS = (("none", -1), ("scale", -1), ("scale", 128), ("scale", 64))
 WIDENED_GPU_ZEROS = (("original", -1), ("rescale", -1), ("quantized", -1), ("original", 128))
-# the M and plan overrides that reach each 16-bit kernel (decode, gemm_wgmma / gemm_mma, dequantize_then_dot)
-WIDENED_GPU_ENVS = ({}, {"BITBLAS_JAX_GEMM_MAX_M": "4096"}, {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"})
+# the plan's own choice (gemm_wgmma_a8 above M = 16 on sm_90 where it runs), and the overrides that reach
+# each 16-bit kernel under widened_f16: decode and, on this small layer, gemm_wgmma up to M = 64 and
+# dequantize_then_dot above ("widened"); gemm_wgmma at every M ("widened_gemm"); gemm_mma ("widened_mma")
+WIDENED_GPU_ENVS = {
+    "plan": {},
+    "widened": {"BITBLAS_JAX_GEMM_A8": "0"},
+    "widened_gemm": {"BITBLAS_JAX_GEMM_A8": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"},
+    "widened_mma": {"BITBLAS_JAX_GEMM_A8": "0", "BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"},
+}
 
 
 def _widened_gpu_cases():
@@ -625,10 +699,11 @@ def _widened_gpu_cases():
             for mode, group in kinds:
                 for M in (1, 7, 16, 17, 100, 257):
                     out = formats.QUANTIZED_A[a]["out"][i % 3]
-                    bias, a_scale, env = bool(i % 2), (None, "token", "tensor")[i % 3], i % len(WIDENED_GPU_ENVS)
+                    bias, a_scale = bool(i % 2), (None, "token", "tensor")[i % 3]
+                    env = list(WIDENED_GPU_ENVS)[(i // 5) % len(WIDENED_GPU_ENVS)]
                     yield pytest.param(a, w, mode, group, M, out, bias, a_scale, env,
                                        id=f"{a}-{w}-{mode}-g{group}-M{M}-{out}-{'bias' if bias else 'nobias'}"
-                                          f"-{a_scale}-env{env}")
+                                          f"-{a_scale}-{env}")
                     i += 1
 
 
@@ -639,10 +714,12 @@ def _set_env(monkeypatch, env: dict):
 
 def _widened_target(case, M) -> str:
     """What the lowering of case at M rows must hold: the custom call of the 16-bit kernel plan_cuda
-    picks (widened_f16), or XLA's dot (xla_dot)."""
+    picks (widened_f16), gemm_wgmma_a8's (on sm_90 above M = 16, where it runs), or XLA's dot."""
     from bitblas_jax import gpu_plan
     c = case.cfg
     kernel = gpu_plan.quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M, c.K)
+    if kernel == "gemm_wgmma_a8":
+        return "bitblas_jax_gemm_a8"
     assert kernel == ("widened_f16" if c.mode == "none" or c.group_size == -1 else "xla_dot"), kernel
     if kernel == "xla_dot":
         return "dot_general"
@@ -654,7 +731,8 @@ def _widened_target(case, M) -> str:
 @pytest.mark.parametrize("a_dtype,w,mode,group,M,out,bias,a_scale,env", list(_widened_gpu_cases()))
 def test_gpu_widened_f16(rng, monkeypatch, a_dtype, w, mode, group, M, out, bias, a_scale, env):
     """float8 activations on the GPU against the float64 reference within the quantized-activation
-    bound: widened_f16 (mode none and one group per row) on every 16-bit kernel, XLA's dots for groups;
+    bound: widened_f16 (mode none and one group per row) on every 16-bit kernel, XLA's dots for groups,
+    and in the plan's own choice (env 0) gemm_wgmma_a8 where it runs (its bound: test_gpu_gemm_wgmma_a8);
     N = 272 (a partial 128- / 256-row tile), K = 1024. The output buffer is poisoned (NaN) beforehand;
     where the 16-bit kernel's float32 output is the result (mode none, float32, no bias or activation
     scale) it must be that buffer, so an element the kernel leaves unwritten shows."""
@@ -664,13 +742,13 @@ def test_gpu_widened_f16(rng, monkeypatch, a_dtype, w, mode, group, M, out, bias
     got, written = _run_decode_i8(case, target=target, a_scale=case.a_scale)
     if target == "bitblas_jax_matmul" and (mode, out, bias, a_scale) == ("none", "float32", False, None):
         assert written, "XLA did not hand the poisoned buffer to the kernel (unwritten outputs would not show)"
-    check_quantized(case, got)
+    check_quantized(case, got, float8_tensor_cores=target == "bitblas_jax_gemm_a8")
 
 
 @on_gpu
 @pytest.mark.parametrize("a_dtype,w,mode", [(a, w, m) for a in FP8 for w in FP8_W for m in ("none", "scale")]
                          + [(a, "int4", "original") for a in FP8])
-@pytest.mark.parametrize("M,env", [(5, 0), (33, 1), (40, 2), (130, 0)])
+@pytest.mark.parametrize("M,env", [(5, "widened"), (33, "widened_gemm"), (40, "widened_mma"), (130, "widened")])
 def test_gpu_widened_f16_activation_specials(rng, monkeypatch, a_dtype, w, mode, M, env):
     """NaN (and e5m2's +-inf) in float8 activations through widened_f16 on each 16-bit kernel: the
     float64 reference's NaN / inf, as on the CPU (zero points through Asum may turn inf into NaN)."""
@@ -682,7 +760,7 @@ def test_gpu_widened_f16_activation_specials(rng, monkeypatch, a_dtype, w, mode,
 
 @on_gpu
 @pytest.mark.parametrize("a_dtype,w", [(a, w) for a in FP8 for w in FP8])
-@pytest.mark.parametrize("M,env", [(5, 0), (33, 1), (40, 2), (130, 0)])
+@pytest.mark.parametrize("M,env", [(5, "widened"), (33, "widened_gemm"), (40, "widened_mma"), (130, "widened")])
 def test_gpu_widened_f16_weight_specials(rng, monkeypatch, a_dtype, w, M, env):
     """fp8 weight special codes through widened_f16: the 16-bit kernels' exact float16 decode (NaN
     stays NaN, e5m2 +-inf stays inf) and the float32 per-channel scale."""

@@ -2,7 +2,8 @@
 bitblas_jax install has the CUDA kernels.
 
     python3 tools/gpu_qact_check.py --decode-i8    # decode_i8 only: about 1.5 minutes on an H200
-    python3 tools/gpu_qact_check.py --fp8          # widened_f16 (float8 activations) only: about 7 minutes
+    python3 tools/gpu_qact_check.py --gemm-a8      # gemm_wgmma_a8 only (sm_90): about 2 minutes
+    python3 tools/gpu_qact_check.py --fp8          # float8 activations (widened_f16 and the rest): about 7 minutes
     python3 tools/gpu_qact_check.py                # everything: tests on the GPU, then the timing table
     python3 tools/gpu_qact_check.py --no-bench
 
@@ -17,22 +18,28 @@ bitblas_jax install has the CUDA kernels.
    dots and bitblas_jax's W4A16 (the issue's target: W4A8 within 10% of it), N = K = 8192, M = 1 and 16.
    About 20 s.
 
---fp8 (float8 activations widened to float16 on the 16-bit kernels, gpu_plan "widened_f16"):
+--gemm-a8 (the 8-bit Hopper GEMM, csrc/cuda/gemm_wgmma_a8.cuh): builds and runs
+tests/cuda/gemm_a8_selftest.cu (int8 and float8 activations, every weight format it takes, exact or
+within the stated bounds, poisoned outputs), then the tests through JAX (pytest -k gemm_wgmma_a8).
+
+--fp8 (float8 activations; above all widened_f16, float8 A widened to float16 on the 16-bit kernels):
 1. Runs the float8 tests through JAX (pytest -k "widened or specials or float8 or fp8" over
    tests/test_quantized_activations.py and tests/test_gpu_plan.py: the plan rule, the lowering, and on the
    GPU every float8 A x {e4m3, e5m2, int4} weight x mode none / per-channel scale / groups of 128 and 64 /
-   int4's zeros modes at M = 1, 7, 16, 17, 100, 257 on decode, gemm_wgmma, gemm_mma and
-   dequantize_then_dot, poisoned outputs, NaN / inf in activations and weights, every combination's
-   float8 rows). Not timed yet; about 5 minutes by count (some 270 GPU cases, a jit each).
-2. Times widened_f16 against the same calls on XLA's dots (BITBLAS_JAX_WIDENED_F16=0) and XLA's fp16
-   dot, N = K = 8192, M = 1, 16, 256, 1024, 4096: FP8 x FP8 (e4m3, per-channel scale), FP8 x int4
-   (per-channel), e5m2 x e5m2 (mode none), fp16 output. About 1-2 minutes.
+   int4's zeros modes at M = 1, 7, 16, 17, 100, 257 on the path the plan picks (decode, gemm_wgmma,
+   gemm_mma and dequantize_then_dot under widened_f16, gemm_wgmma_a8 on sm_90 above M = 16 where it
+   runs, XLA's dots), poisoned outputs, NaN / inf in activations and weights, every combination's float8
+   rows). Not timed yet; about 5 minutes by count (some 270 GPU cases, a jit each).
+2. Times, per float8 layer, the plan's path, widened_f16 (BITBLAS_JAX_GEMM_A8=0) and XLA's dots (and
+   BITBLAS_JAX_WIDENED_F16=0), with XLA's fp16 dot, N = K = 8192, M = 1, 16, 256, 1024, 4096: FP8 x FP8
+   (e4m3, per-channel scale), FP8 x int4 (per-channel), e5m2 x e5m2 (mode none), fp16 output, activations
+   quantized per token. About 2 minutes.
 
-Without --decode-i8 / --fp8:
+Without --decode-i8 / --gemm-a8 / --fp8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
    bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers, decode_i8's tests).
-2. Builds and runs the decode_i8 self-test (as above).
+2. Builds and runs the decode_i8 and gemm_wgmma_a8 self-tests (as above).
 3. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
    -> int32, the issue's baseline), and bitblas_jax W8A8 (per-channel), W4A8 (g128) and W_FP8A_FP8
    (per-tensor weight scale), activations already quantized, fp16 output. About 3-5 minutes.
@@ -67,17 +74,25 @@ def run_tests(args: list[str]) -> tuple[bool, str]:
     return p.returncode == 0, tail[0]
 
 
-def run_decode_i8_selftest() -> tuple[bool, str]:
+SELFTESTS = {   # name -> the self-test source and the kernel units it links
+    "decode_i8": ["tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu"],
+    "gemm_a8": ["tests/cuda/gemm_a8_selftest.cu", "csrc/cuda/inst_gemm_wgmma_a8.cu",
+                "csrc/cuda/inst_gemm_wgmma_a8_f8.cu", "csrc/cuda/tma_map.cu"],
+}
+
+
+def run_selftest(name: str) -> tuple[bool, str]:
+    """Builds tests/cuda/<name>_selftest.cu for this GPU's architecture and runs it."""
     import jax
     if shutil.which("nvcc") is None:
         return False, "nvcc not on PATH"
     cc = str(getattr(jax.devices()[0], "compute_capability", "9.0")).replace(".", "")
     arch = "90a" if cc == "90" else cc
-    exe = os.path.join(ROOT, "build", "decode_i8_selftest")
+    exe = os.path.join(ROOT, "build", f"{name}_selftest")
     os.makedirs(os.path.dirname(exe), exist_ok=True)
     b = subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr",
                         f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Icsrc/include", "-Icsrc/cuda",
-                        "tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu", "-o", exe],
+                        *SELFTESTS[name], "-o", exe],
                        cwd=ROOT, capture_output=True, text=True)
     if b.returncode:
         return False, "build failed: " + b.stderr[-300:]
@@ -182,7 +197,8 @@ def bench(size: int = 8192, Ms=(1, 16, 256, 1024, 4096)) -> list[str]:
 
 
 def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -> tuple[list[str], list[str]]:
-    """(table rows, plan names) of widened_f16 against the same calls on XLA's dots and XLA's fp16 dot."""
+    """(table rows, plan names) of float8 activations: the plan's path, widened_f16 (gemm_wgmma_a8 off)
+    and XLA's dots (both off), with XLA's fp16 dot."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -200,6 +216,8 @@ def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -
         "E5M2xE5M2": (dict(A_dtype="float8_e5m2", W_dtype="float8_e5m2"),
                       rng.standard_normal((N, K)).astype(np.float32)),
     }
+    # column -> (BITBLAS_JAX_GEMM_A8, BITBLAS_JAX_WIDENED_F16): the plan's choice, widened_f16, XLA's dots
+    columns = {"plan": (None, None), "widened": ("0", None), "xla": ("0", "0")}
     mms = {}
     for name, (kw, values) in configs.items():
         mm = bj.Matmul(bj.MatmulConfig(N=N, K=K, out_dtype="float16", group_size=-1, **kw))
@@ -208,22 +226,24 @@ def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -
         mms[name] = (mm, mm.transform_weight(values), s)
     w16 = jnp.asarray(rng.standard_normal((K, N)), jnp.float16)
     dot16 = jax.jit(lambda x, w: jnp.dot(x, w))
-    head = f"{'M':>5} {'fp16 dot':>9} " + " ".join(f"{n:>10} {'xla':>8}" for n in configs) + \
-        "  (us per op; 'xla': the same call on XLA's dots, BITBLAS_JAX_WIDENED_F16=0)"
+    head = f"{'M':>5} {'fp16 dot':>9}  " + "  ".join(" ".join(f"{n[:4] + ' ' + c:>12}" for c in columns)
+                                                    for n in configs) + "  (us per op)"
     rows, plans = [head], []
     for M in Ms:
         x16 = jnp.asarray(rng.standard_normal((M, K)), jnp.float16)
         t = [bm.time_jit(dot16, (x16, w16), 1, repeats)["us"]]
         for name, (mm, W, s) in mms.items():
             A, a_scale = bj.quantize_activations(x16, mm.config.A_dtype, "per_token")
-            for env in (None, "0"):
-                with plan_env("BITBLAS_JAX_WIDENED_F16", env):
+            for col, (a8, widened) in columns.items():
+                with plan_env("BITBLAS_JAX_GEMM_A8", a8), plan_env("BITBLAS_JAX_WIDENED_F16", widened):
                     f = jax.jit(lambda A, a, W=W, s=s, mm=mm: mm(A, W, scale=s, a_scale=a))
                     t.append(bm.time_jit(f, (A, a_scale), 1, repeats)["us"])   # traced (the plan read) in here
                     c = mm.config
-                    plans.append(f"{name} M={M} {'default' if env is None else 'BITBLAS_JAX_WIDENED_F16=0'}: "
+                    plans.append(f"{name} M={M} {col}: "
                                  f"{quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M, K)}")
-        rows.append(f"{M:>5} {t[0]:>9.1f} " + " ".join(f"{a:>10.1f} {b:>8.1f}" for a, b in zip(t[1::2], t[2::2])))
+        per = len(columns)
+        rows.append(f"{M:>5} {t[0]:>9.1f}  " + "  ".join(
+            " ".join(f"{v:>12.1f}" for v in t[1 + per * i:1 + per * (i + 1)]) for i in range(len(configs))))
     return rows, plans
 
 
@@ -242,6 +262,8 @@ def _timed(results: dict, name: str, fn):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--decode-i8", action="store_true", help="the decode_i8 checks only (about 1.5 minutes)")
+    p.add_argument("--gemm-a8", action="store_true",
+                   help="the gemm_wgmma_a8 checks only (sm_90: self-test and GPU tests, about 2 minutes)")
     p.add_argument("--fp8", action="store_true",
                    help="the float8-activation checks only (widened_f16; about 7 minutes)")
     p.add_argument("--no-bench", action="store_true")
@@ -264,14 +286,19 @@ def main() -> int:
         if not args.no_bench:
             _timed(results, "widened_f16 timing ran", lambda: bench_fp8(args.size, Ms))
     elif not args.no_tests:
-        results["decode_i8 CUDA selftest"] = run_decode_i8_selftest()
-        if args.decode_i8:
+        results["decode_i8 CUDA selftest"] = run_selftest("decode_i8")
+        if args.gemm_a8 or not args.decode_i8:
+            results["gemm_wgmma_a8 CUDA selftest (sm_90)"] = run_selftest("gemm_a8")
+        if args.gemm_a8:
+            results["gemm_wgmma_a8 tests on the GPU"] = run_tests(
+                ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "gemm_wgmma_a8"])
+        elif args.decode_i8:
             results["decode_i8 tests on the GPU"] = run_tests(
                 ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "decode_i8"])
         else:
             results["tests on the GPU"] = run_tests(["tests/test_quantized_activations.py",
                                                      "tests/test_activation_quant.py"])
-    if not args.no_bench and not args.fp8:
+    if not args.no_bench and not args.gemm_a8 and not args.fp8:
         if args.decode_i8:
             _timed(results, "decode_i8 timing ran", lambda: bench_decode_i8(args.size, Ms))
         else:

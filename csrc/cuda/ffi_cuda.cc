@@ -11,7 +11,7 @@
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
 #include "decode_i8.h"
-#include "gemm_wgmma_i8.h"
+#include "gemm_wgmma_a8.h"
 #include "matmul_cuda.h"
 
 namespace py = pybind11;
@@ -138,48 +138,59 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
                                  .Ret<ffi::AnyBuffer>()), // out
     {ffi::Traits::kCmdBufferCompatible});
 
-// gemm_wgmma_i8 (gemm_wgmma_i8.cuh): int8 activations above decode sizes on sm_90, int8 / int4 / uint4
-// weights in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
-// (bitblas_jax/primitive.py permutes it); the output is the exact int32 sums S, or with group scales of
-// 128 the float32 sum of the scaled group sums, and bitblas_jax/primitive.py applies per-channel
-// scales, bias and the cast (quantized_dot.finish).
-// Operands and attributes as the matmul call's, without bias (scale and zeros only for the checks).
-ffi::Error GemmI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+// gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
+// in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
+// (bitblas_jax/primitive.py permutes it); the output is the int32 sums S (int8, no group scales) or
+// float32 (float8 sums, or sums of scaled groups: plan::gemm_wgmma_a8_float_out), and
+// bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
+// Operands and attributes as the matmul call's, without bias (zeros only for the checks).
+ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
                           ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
                           int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
-  if (A.element_type() != ffi::DataType::S8) return arg_error("gemm_wgmma_i8: A must be s8");
-  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error("gemm_wgmma_i8: accum_dtype must be int32");
+  DType act;
+  switch (A.element_type()) {
+    case ffi::DataType::S8: act = DType::kI8; break;
+    case ffi::DataType::F8E4M3FN: act = DType::kF8E4M3; break;
+    case ffi::DataType::F8E5M2: act = DType::kF8E5M2; break;
+    default: return arg_error("gemm_wgmma_a8: A must be s8, f8e4m3fn or f8e5m2");
+  }
+  const DType accum = act == DType::kI8 ? DType::kI32 : DType::kF32;
+  if (accum_dtype != static_cast<int64_t>(accum))
+    return arg_error("gemm_wgmma_a8: accum_dtype must be int32 (int8 A) or float32 (float8 A)");
   MatmulArgs args;
-  if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
+  if (ffi::Error e = set_weight_args(W, scale, zeros, A.element_type(), w_format, mode, group_size, N, K, &args);
       e.failure())
     return e;
-  if (!plan::gemm_wgmma_i8_takes(args.w_format, static_cast<int>(args.mode), group_size, K))
-    return arg_error("gemm_wgmma_i8 takes int8 / int4 / uint4 weights, K a multiple of 128, mode none or "
-                     "scale per channel or in groups of 128 (gpu_plan.quantized_activation_kernel)");
-  const bool scales = plan::gemm_wgmma_i8_scales(static_cast<int>(args.mode), group_size);
+  if (!plan::gemm_wgmma_a8_takes(act, args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error("gemm_wgmma_a8 takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / "
+                     "uint4 weights, per channel or in groups of 128; float8 A with float8 / int4 weights, per "
+                     "channel or in groups of a multiple of 128 (gpu_plan.quantized_activation_kernel)");
+  const bool scales = plan::gemm_wgmma_a8_scales(static_cast<int>(args.mode), group_size, K);
+  const bool float_out = plan::gemm_wgmma_a8_float_out(act, static_cast<int>(args.mode), group_size, K);
   auto ad = A.dimensions();
-  if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_i8: A must be [M, K]");
+  if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_a8: A must be [M, K]");
   auto od = out->dimensions();
   if (od.size() != 2 || od[0] != ad[0] || od[1] != N ||
-      out->element_type() != (scales ? ffi::DataType::F32 : ffi::DataType::S32))
-    return arg_error("gemm_wgmma_i8: the output must be [M, N], f32 with groups of 128, else s32");
-  GemmI8Args g;
+      out->element_type() != (float_out ? ffi::DataType::F32 : ffi::DataType::S32))
+    return arg_error("gemm_wgmma_a8: the output must be [M, N], f32 for float8 A or group scales, else s32");
+  GemmA8Args g;
   g.M = ad[0];
   g.N = N;
   g.K = K;
-  g.A = static_cast<const int8_t*>(A.untyped_data());
+  g.A = A.untyped_data();
+  g.act = act;
   g.W = args.W;
-  g.bits = format_bits(args.w_format);
-  g.is_signed = format_is_signed_int(args.w_format);
+  g.w_format = args.w_format;
   g.scale = scales ? static_cast<const float*>(args.scale) : nullptr;
+  g.group_size = group_size;
   g.out = out->untyped_data();
-  const std::string err = launch_gemm_wgmma_i8(g, stream);
-  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_i8");
+  const std::string err = launch_gemm_wgmma_a8(g, stream);
+  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_a8");
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    bitblas_jax_gemm_i8_cuda, GemmI8CudaImpl,
+    bitblas_jax_gemm_a8_cuda, GemmA8CudaImpl,
     BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()
                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
                                  .Arg<ffi::AnyBuffer>()   // A (kSigma order)
@@ -221,7 +232,7 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
                                               "xla._CUSTOM_CALL_TARGET");
     d["bitblas_jax_decode_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_decode_i8_cuda),
                                              "xla._CUSTOM_CALL_TARGET");
-    d["bitblas_jax_gemm_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_i8_cuda),
+    d["bitblas_jax_gemm_a8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_a8_cuda),
                                            "xla._CUSTOM_CALL_TARGET");
     return d;
   });

@@ -1,4 +1,4 @@
-// TMA maps of row-major activations for the Hopper GEMMs (gemm_wgmma, gemm_wgmma_i8).
+// TMA maps of row-major activations for the Hopper GEMMs (gemm_wgmma, gemm_wgmma_a8).
 #pragma once
 
 #include <cuda.h>  // CUtensorMap

@@ -403,16 +403,18 @@ inline Plan make_plan(const PlanQuery& q) {
 //   kXlaDot    bitblas_jax/quantized_dot.py: XLA's exact int8 x int8 -> int32 dots (float8: exactly
 //              widened bfloat16 operands, float32 accumulation) per group, the float32 epilogue fused
 //   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
+//   kGemmWgmmaA8  csrc/cuda/gemm_wgmma_a8.cuh: int8 / float8 activations above decode sizes on Hopper's
+//              8-bit tensor cores (wgmma k32, sm_90a)
 //   kWidenedF16  float8 activations widened to float16 (exact) on make_plan's 16-bit kernels, float32
 //              accumulation and output, the float32 epilogue in XLA (widened_f16_takes)
-enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaI8 = 2, kWidenedF16 = 3 };
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaA8 = 2, kWidenedF16 = 3 };
 constexpr int kNumQActKernels = 4;
 
 inline const char* qact_kernel_name(QActKernel k) {
   switch (k) {
     case QActKernel::kXlaDot: return "xla_dot";
     case QActKernel::kDecodeI8: return "decode_i8";
-    case QActKernel::kGemmWgmmaI8: return "gemm_wgmma_i8";
+    case QActKernel::kGemmWgmmaA8: return "gemm_wgmma_a8";
     case QActKernel::kWidenedF16: return "widened_f16";
   }
   return "?";
@@ -433,20 +435,36 @@ constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, i
          K % group_size == 0;
 }
 
-// What gemm_wgmma_i8 computes (sm_90a): int8 activations with int8 / int4 / uint4 weights, K a
-// multiple of its 128-k stage, mode none (the int32 sums), or scale per channel (applied to the int32
-// sums in float32 after the kernel) or in groups of 128 (scaled in the kernel, one group per stage).
+// What gemm_wgmma_a8 computes (sm_90a), K a multiple of its 128-k stage:
+//   int8 A with int8 / int4 / uint4 weights: mode none (the exact int32 sums), scale per channel
+//     (applied to the int32 sums in float32 after the kernel) or in groups of one stage (each group's
+//     exact int32 sum scaled in the kernel);
+//   float8 A with float8_e4m3fn / float8_e5m2 / int4 weights: mode none, scale per channel (after the
+//     kernel) or in groups of whole stages (in the kernel).
 // Other group sizes and the zeros modes stay on kXlaDot.
-constexpr int64_t kGemmI8Group = 128;
-constexpr bool gemm_wgmma_i8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
-  const bool formats = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 || w_format == WFormat::kUInt4;
-  if (!formats || K <= 0 || K % 128 != 0) return false;
-  return mode == static_cast<int>(ScaleMode::kNone) ||
-         (mode == static_cast<int>(ScaleMode::kScale) && (group_size == K || group_size == kGemmI8Group));
+constexpr int64_t kGemmA8Stage = 128;
+constexpr bool is_float8(DType d) { return d == DType::kF8E4M3 || d == DType::kF8E5M2; }
+constexpr bool gemm_wgmma_a8_takes(DType act, WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  if (K <= 0 || K % kGemmA8Stage != 0) return false;
+  const bool none = mode == static_cast<int>(ScaleMode::kNone), scale = mode == static_cast<int>(ScaleMode::kScale);
+  if (act == DType::kI8) {
+    const bool formats = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 || w_format == WFormat::kUInt4;
+    return formats && (none || (scale && (group_size == K || group_size == kGemmA8Stage)));
+  }
+  if (is_float8(act)) {
+    const bool formats = w_format == WFormat::kFP8E4M3 || w_format == WFormat::kFP8E5M2 || w_format == WFormat::kInt4;
+    return formats && (none || (scale && group_size > 0 && group_size % kGemmA8Stage == 0 && K % group_size == 0));
+  }
+  return false;
 }
-// Whether gemm_wgmma_i8 scales the groups itself (float32 out) rather than returning the int32 sums.
-constexpr bool gemm_wgmma_i8_scales(int mode, int64_t group_size) {
-  return mode == static_cast<int>(ScaleMode::kScale) && group_size == kGemmI8Group;
+// Whether gemm_wgmma_a8 applies the group scales itself (a taken call with groups smaller than K)
+// rather than its caller applying a per-channel scale to the sums.
+constexpr bool gemm_wgmma_a8_scales(int mode, int64_t group_size, int64_t K) {
+  return mode == static_cast<int>(ScaleMode::kScale) && group_size != K;
+}
+// Whether its output is float32 (else the int32 sums): float8 A, or group scales applied in the kernel.
+constexpr bool gemm_wgmma_a8_float_out(DType act, int mode, int64_t group_size, int64_t K) {
+  return is_float8(act) || gemm_wgmma_a8_scales(mode, group_size, K);
 }
 
 // What the 16-bit kernels compute for float8 activations widened to float16: every e4m3fn / e5m2
@@ -459,9 +477,8 @@ constexpr bool gemm_wgmma_i8_scales(int mode, int64_t group_size) {
 // float16, or folding them into float16 weights (e5m2 weights reach 57344), would leave the float32
 // bound.
 constexpr bool widened_f16_takes(DType a_dtype, WFormat w_format, int mode, int64_t group_size, int64_t K) {
-  const bool float8_a = a_dtype == DType::kF8E4M3 || a_dtype == DType::kF8E5M2;
   const bool formats = w_format == WFormat::kFP8E4M3 || w_format == WFormat::kFP8E5M2 || w_format == WFormat::kInt4;
-  return float8_a && formats && K > 0 && (mode == static_cast<int>(ScaleMode::kNone) || group_size == K);
+  return is_float8(a_dtype) && formats && K > 0 && (mode == static_cast<int>(ScaleMode::kNone) || group_size == K);
 }
 
 struct QActQuery {
@@ -473,7 +490,7 @@ struct QActQuery {
   bool decode_i8 = false;        // the GPU can run decode_i8 (sm_80+, built with the CUDA kernels)
   // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
   int64_t decode_i8_max_m = 16;
-  bool sm90 = false;             // the GPU can run gemm_wgmma_i8 (sm_90, built with the CUDA kernels)
+  bool sm90 = false;             // the GPU can run gemm_wgmma_a8 (sm_90, built with the CUDA kernels)
   bool widened_f16 = false;      // the GPU can run the 16-bit kernels (sm_80+, built with the CUDA kernels)
 };
 
@@ -481,8 +498,8 @@ inline QActKernel quantized_activation_kernel(const QActQuery& q) {
   if (q.a_dtype == DType::kI8 && q.decode_i8 && q.M >= 1 && q.M <= q.decode_i8_max_m &&
       decode_i8_takes(q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kDecodeI8;
-  if (q.a_dtype == DType::kI8 && q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_i8_takes(q.w_format, q.mode, q.group_size, q.K))
-    return QActKernel::kGemmWgmmaI8;
+  if (q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_a8_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kGemmWgmmaA8;
   if (q.widened_f16 && q.M >= 1 && widened_f16_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kWidenedF16;
   return QActKernel::kXlaDot;

@@ -1,34 +1,45 @@
-// gemm_wgmma_i8: int8 activations x int8 / int4 / uint4 weights on Hopper's int8 tensor cores (wgmma
-// m64nNk32 s8, int32 accumulators; sm_90a). C[m, n] = sum_k A[m, k] w[n, k], exact (wrapping mod 2^32).
+// gemm_wgmma_a8: 8-bit activations on Hopper's 8-bit tensor cores (wgmma m64nNk32, A from registers;
+// sm_90a): int8 activations x int8 / int4 / uint4 weights (int32 accumulators, exact: C[m, n] = sum_k
+// A[m, k] w[n, k] wrapping mod 2^32), and float8 activations (e4m3 / e5m2) x float8_e4m3fn /
+// float8_e5m2 / int4 weights (float32 accumulators).
 //
 // The fragment order. A lane of the packed layout holds, per 16-k step, the fp16 m16n8k16 A fragment:
-// row g at k 2c, 2c+1, 2c+8, 2c+9 (and row g + 8 the same; g = lane / 4, c = lane % 4). An int8
-// packed tile (16 rows x 32 k, 512 bytes) is one k32 wgmma step, 16 bytes per lane. The s8 A
+// row g at k 2c, 2c+1, 2c+8, 2c+9 (and row g + 8 the same; g = lane / 4, c = lane % 4). An 8-bit
+// packed tile (16 rows x 32 k, 512 bytes) is one k32 wgmma step, 16 bytes per lane. The k32 A
 // fragment wants register r of lane (g, c) to hold 4 consecutive k positions 4c..4c+3 (r = 0: row g,
 // 1: row g + 8; r = 2, 3: the same at 16 + 4c). A dot product ignores the order of k when both
 // operands share it, so position 4c + i carries the lane's own k = kSigma[4c + i] of each 16-k chunk:
 // register 0 = __byte_perm(w0, w1, 0x6420) (bytes 0 and 2 of words 0 and 1: row g's pairs, layout.h
 // field_of), register 1 = __byte_perm(w0, w1, 0x7531) (row g + 8), registers 2, 3 the same on w2, w3;
-// then ^ 0x80 per byte turns offset-binary codes into int8 values. 4-bit weights: a lane word holds
-// one 16-k step's 8 nibbles (row g at nibbles 0, 4, 2, 6 in k order 2c, 2c+1, 2c+8, 2c+9; row g + 8 at
-// 1, 5, 3, 7), so register 0 = __byte_perm(q & 0x0f0f0f0f, 0, 0x3120), register 1 the same of
-// (q >> 4) & 0x0f0f0f0f, and int4's code - 8 is (x + 0x78) ^ 0x80 per byte. The activations (the B operand,
-// K-major in shared memory) are given with each 16-k chunk in kSigma order: the caller permutes them
-// (bitblas_jax quantizes activations straight into that order). No cross-lane shuffles, 8 integer
-// ops per lane and k32 step.
+// then ^ 0x80 per byte turns int8's offset-binary codes into int8 values (float8 codes are the values'
+// own bits). 4-bit weights: a lane word holds one 16-k step's 8 nibbles (row g at nibbles 0, 4, 2, 6 in
+// k order 2c, 2c+1, 2c+8, 2c+9; row g + 8 at 1, 5, 3, 7), so register 0 = __byte_perm(q & 0x0f0f0f0f,
+// 0, 0x3120), register 1 the same of (q >> 4) & 0x0f0f0f0f; int4's code - 8 is (x + 0x78) ^ 0x80 per
+// byte, and under float8 activations a code becomes the e4m3 bits of its value (every int4 value is an
+// e4m3 one) by two 8-entry __byte_perm lookups. The activations (the B operand, K-major in shared
+// memory) are given with each 16-k chunk in kSigma order: the caller permutes them. No cross-lane
+// shuffles: 8 integer ops per lane and k32 step (int8), about 20 (int4 under float8).
 //
 // Shape. As gemm_wgmma: a CTA of two consumer warpgroups (128 weight rows, a 16-row band per warp) and
 // a producer warpgroup that fills a ring of stages (the band's packed tiles by bulk copies, the
 // activations by TMA: 128 k x BM rows, 128-byte swizzled), each stage with a full and an empty
 // mbarrier. One wgmma per k32 step; WINDOW - 1 stay in flight while the next step is decoded.
 //
-// Group scales (GROUPED, groups of 128 k = one stage): the exact int32 sum of each group is scaled
-// into float32 accumulators before the next group starts; int32 and float32 accumulators take BM
-// registers, so GROUPED runs at 64 or 128 activation rows.
+// Stage sums (PROMOTE: float8 activations, or int8 ones with group scales). Each 128-k stage's first
+// wgmma overwrites the accumulators; after its last one the pipeline drains and the stage's sum is
+// added, times its group scale, into float32 accumulators. For int8 a stage is one group of 128 and its
+// int32 sum is exact. For float8 this is the precision of the sum: Hopper's float8 tensor cores keep
+// about 13 fraction bits (truncated) in the running sum of a wgmma, so over a long K the sum would
+// lose small products; a stage of 4 wgmmas limits that loss to 128 products, and the stages add in
+// float32. (Adding while a wgmma is in flight makes ptxas serialize every wgmma, C7513; the other
+// consumer warpgroup's wgmmas keep the tensor cores busy through the drain.) Two accumulator sets take
+// BM registers, so PROMOTE runs at 64 or 128 activation rows.
 #pragma once
 
+#include <type_traits>
+
 #include "gemm_wgmma.cuh"  // mbarriers, TMA, descriptors, setmaxnreg
-#include "gemm_wgmma_i8.h"
+#include "gemm_wgmma_a8.h"
 
 namespace bitblas_jax {
 namespace cudak {
@@ -36,39 +47,64 @@ namespace cudak {
 // k position -> the k it carries, within each 16-k chunk.
 constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
 
-// Keeps the compiler from moving accumulator reads / writes across a wgmma wait.
+// fence_acc (gemm_wgmma.cuh) for int32 accumulators.
 template <int R>
-__device__ __forceinline__ void fence_acc_s32(int (&d)[R]) {
+__device__ __forceinline__ void fence_acc(int (&d)[R]) {
 #pragma unroll
   for (int i = 0; i < R; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
+// The e4m3 bits of int4 values, code c (value c - 8) at byte c of this table's 16 bytes.
+constexpr uint32_t kInt4E4m3[4] = {0xCACCCED0u, 0xB8C0C4C8u, 0x44403800u, 0x4E4C4A48u};
+
+// Four int4 codes (one per byte, 0..15) -> the e4m3 bits of their values, per byte.
+__device__ __forceinline__ uint32_t int4_codes_to_e4m3(uint32_t r) {
+  uint32_t t = r & 0x07070707u;                                   // the code's index in its half table
+  t |= t >> 4;
+  const uint32_t sel = (t & 0xffu) | ((t >> 8) & 0xff00u);       // one selector nibble per byte
+  const uint32_t neg = __byte_perm(kInt4E4m3[0], kInt4E4m3[1], sel);   // codes 0..7: values -8..-1
+  const uint32_t pos = __byte_perm(kInt4E4m3[2], kInt4E4m3[3], sel);   // codes 8..15: values 0..7
+  const uint32_t upper = ((r >> 3) & 0x01010101u) * 0xffu;       // 0xff in the bytes of codes 8..15
+  return (pos & upper) | (neg & ~upper);
+}
+
+// The weight's wgmma type under float8 activations: its own float8 kind, e4m3 for int4.
+constexpr bool weight_is_e5m2(WFormat w) { return w == WFormat::kFP8E5M2; }
+
 // The A registers of k32 step j of a lane's 16-byte chunk (the header's fragment order).
-template <int BITS, bool SIGNED>
-__device__ __forceinline__ void s8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
-  if constexpr (BITS == 8) {
-    a[0] = __byte_perm(w.x, w.y, 0x6420) ^ 0x80808080u;
-    a[1] = __byte_perm(w.x, w.y, 0x7531) ^ 0x80808080u;
-    a[2] = __byte_perm(w.z, w.w, 0x6420) ^ 0x80808080u;
-    a[3] = __byte_perm(w.z, w.w, 0x7531) ^ 0x80808080u;
+template <WFormat WF, bool FLOAT8_ACT>
+__device__ __forceinline__ void a8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
+  if constexpr (format_bits(WF) == 8) {
+    constexpr uint32_t flip = WF == WFormat::kInt8 ? 0x80808080u : 0u;   // offset binary -> int8
+    a[0] = __byte_perm(w.x, w.y, 0x6420) ^ flip;
+    a[1] = __byte_perm(w.x, w.y, 0x7531) ^ flip;
+    a[2] = __byte_perm(w.z, w.w, 0x6420) ^ flip;
+    a[3] = __byte_perm(w.z, w.w, 0x7531) ^ flip;
   } else {
     const uint32_t q0 = j == 0 ? w.x : w.z, q1 = j == 0 ? w.y : w.w;
     const uint32_t r[4] = {__byte_perm(q0 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q0 >> 4) & 0x0f0f0f0fu, 0u, 0x3120),
                            __byte_perm(q1 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q1 >> 4) & 0x0f0f0f0fu, 0u, 0x3120)};
 #pragma unroll
-    for (int i = 0; i < 4; ++i) a[i] = SIGNED ? (r[i] + 0x78787878u) ^ 0x80808080u : r[i];  // no carries: bytes < 0x88
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (FLOAT8_ACT)
+        a[i] = int4_codes_to_e4m3(r[i]);
+      else if constexpr (WF == WFormat::kInt4)
+        a[i] = (r[i] + 0x78787878u) ^ 0x80808080u;  // no carries: bytes < 0x88
+      else
+        a[i] = r[i];
+    }
   }
 }
 
 template <int BITS, int BM>
-struct GemmI8Cfg {
+struct GemmA8Cfg {
   static constexpr int NB = 8;                       // bands (consumer warps) per CTA: 128 weight rows
   static constexpr int BK = 128;                     // k per stage: one 128-byte swizzled row
   static constexpr int TK = 256 / BITS;              // k per packed tile
   static constexpr int TPB = BK / TK;                // packed tiles per band and stage
   static constexpr int STEPS = TK / 32;              // k32 steps per tile
   static constexpr int THREADS = NB * 32 + 128;
-  static constexpr int A_BYTES = BM * BK;            // int8 activations
+  static constexpr int A_BYTES = BM * BK;            // 8-bit activations
   static constexpr int W_BYTES = NB * TPB * 512;
   static constexpr int STAGE_BYTES = A_BYTES + W_BYTES;
   static constexpr int STAGES = (220 * 1024) / STAGE_BYTES > 8 ? 8 : (220 * 1024) / STAGE_BYTES;
@@ -77,16 +113,31 @@ struct GemmI8Cfg {
   static constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
   static_assert(A_BYTES % 1024 == 0 && W_BYTES % 1024 == 0, "stages keep the 1024-byte swizzle alignment");
   static_assert(STAGES >= 3, "a ring of at least three stages");
-  static_assert(BK == plan::kGemmI8Group, "GROUPED scales one group per stage (plan.h kGemmI8Group)");
+  static_assert(BK == plan::kGemmA8Stage, "a stage is plan.h's kGemmA8Stage (int8 groups are one stage)");
 };
 
-template <int BITS, bool SIGNED, bool GROUPED, int BM>
-__global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
-    gemm_wgmma_i8_kernel(const GemmI8Args p, const __grid_constant__ CUtensorMap a_map) {
+// The k32 wgmma of (activation, weight) types: int8 x int8 into int32, float8 into float32.
+template <DType ACT, WFormat WF, int BM, typename Acc>
+__device__ __forceinline__ void wgmma_a8(Acc (&acc)[BM / 2], const uint32_t (&a)[4], uint64_t desc, int accumulate) {
+  if constexpr (ACT == DType::kI8)
+    wgmma_rs_s8<BM>(acc, a, desc, accumulate);
+  else
+    wgmma_rs_f8<BM, weight_is_e5m2(WF), ACT == DType::kF8E5M2>(acc, a, desc, accumulate);
+}
+
+// ACT: the activations' type (kI8, kF8E4M3, kF8E5M2); WF: the weight format; SCALED: group scales
+// applied per stage (int8: groups of one stage; float8: p.group_size, whole stages).
+template <DType ACT, WFormat WF, bool SCALED, int BM>
+__global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
+    gemm_wgmma_a8_kernel(const GemmA8Args p, const __grid_constant__ CUtensorMap a_map) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = GemmI8Cfg<BITS, BM>;
+  using Cfg = GemmA8Cfg<format_bits(WF), BM>;
+  constexpr bool FLOAT8 = ACT != DType::kI8;
+  constexpr bool PROMOTE = FLOAT8 || SCALED;  // stage sums into float32 accumulators (header)
+  using Acc = std::conditional_t<FLOAT8, float, int>;
   constexpr int NB = Cfg::NB, TPB = Cfg::TPB, BK = Cfg::BK, STAGES = Cfg::STAGES, ND = BM / 2;
   constexpr int STEPS = Cfg::STEPS;
+  static_assert(!PROMOTE || BM <= 128, "two accumulator sets: 128 activation rows at most");
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
 
@@ -140,23 +191,24 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
     int slot = 0, prev = STAGES - 1;
     uint32_t phase = 0;
-    // One stage into acc. GROUPED (each stage is one group): the stage's first wgmma overwrites acc,
-    // and after its last one the pipeline drains and acc's exact int32 sums are scaled into facc in
-    // float32 (scaling while a wgmma is in flight makes ptxas serialize every wgmma, C7513; the other
-    // consumer warpgroup's wgmmas keep the tensor cores busy through the drain).
-    int acc[ND];
-    float facc[GROUPED ? ND : 1];
+    // PROMOTE: each stage's first wgmma overwrites acc, and after its last one the pipeline drains and
+    // acc is added into facc in float32, times the stage's group scale (header).
+    Acc acc[ND];
+    float facc[PROMOTE ? ND : 1];
 #pragma unroll
     for (int i = 0; i < ND; ++i) acc[i] = 0;
 #pragma unroll
-    for (int i = 0; i < (GROUPED ? ND : 1); ++i) facc[i] = 0.f;
-    fence_acc_s32(acc);
+    for (int i = 0; i < (PROMOTE ? ND : 1); ++i) facc[i] = 0.f;
+    fence_acc(acc);
     const bool band_ok = band < nbands;
+    const int stages_per_group = SCALED ? static_cast<int>(p.group_size / BK) : 1;
+    const long long groups = SCALED ? K / p.group_size : 1;
     for (int kb = 0; kb < KB; ++kb) {
-      float s_lo = 0.f, s_hi = 0.f;  // this lane's rows' scales of group kb
-      if (GROUPED && band_ok) {
-        s_lo = __ldg(p.scale + nrow0 * KB + kb);
-        s_hi = __ldg(p.scale + (nrow0 + 8) * KB + kb);
+      float s_lo = 1.f, s_hi = 1.f;  // this lane's rows' scales of the stage's group
+      if (SCALED && band_ok) {
+        const long long gi = kb / stages_per_group;
+        s_lo = __ldg(p.scale + nrow0 * groups + gi);
+        s_hi = __ldg(p.scale + (nrow0 + 8) * groups + gi);
       }
       mbar_wait(full0 + 8 * slot, phase);
       const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES;
@@ -167,21 +219,24 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
 #pragma unroll
         for (int j = 0; j < STEPS; ++j) {
           uint32_t a[4];
-          s8_fragment<BITS, SIGNED>(w, j, a);
+          a8_fragment<WF, FLOAT8>(w, j, a);
           const int step = tt * STEPS + j;
           const uint64_t desc = wgmma_desc_sw128(sbase + step * 32);  // k32 = 32 bytes into the 128-byte rows
           wgmma_fence();
-          wgmma_rs_s8<BM>(acc, a, desc, GROUPED && step == 0 ? 0 : 1);
+          wgmma_a8<ACT, WF, BM>(acc, a, desc, PROMOTE && step == 0 ? 0 : 1);
           wgmma_commit();
           wgmma_wait<Cfg::WINDOW - 1>();
           if (step == Cfg::WINDOW - 2 && kb > 0) mbar_arrive(empty0 + 8 * prev);
         }
       }
-      if constexpr (GROUPED) {
+      if constexpr (PROMOTE) {
         wgmma_wait<0>();
-        fence_acc_s32(acc);
+        fence_acc(acc);
 #pragma unroll
-        for (int i = 0; i < ND; ++i) facc[i] += ((i & 2) ? s_hi : s_lo) * static_cast<float>(acc[i]);
+        for (int i = 0; i < ND; ++i) {
+          const float s = (i & 2) ? s_hi : s_lo;
+          facc[i] = SCALED ? fmaf(s, static_cast<float>(acc[i]), facc[i]) : facc[i] + static_cast<float>(acc[i]);
+        }
       }
       prev = slot;
       if (++slot == STAGES) {
@@ -190,7 +245,7 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
       }
     }
     wgmma_wait<0>();
-    fence_acc_s32(acc);
+    fence_acc(acc);
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
     if (band_ok) {
 #pragma unroll
@@ -200,7 +255,7 @@ __global__ void __launch_bounds__(GemmI8Cfg<BITS, BM>::THREADS, 1)
           const long long m = m0 + 8 * j + 2 * c + (e & 1);
           if (m >= M) continue;
           const long long o = m * N + nrow0 + 8 * (e >> 1);
-          if constexpr (GROUPED)
+          if constexpr (PROMOTE)
             static_cast<float*>(p.out)[o] = facc[4 * j + e];
           else
             static_cast<int32_t*>(p.out)[o] = acc[4 * j + e];
