@@ -31,9 +31,9 @@ within the stated bounds, poisoned outputs), then the tests through JAX (pytest 
    runs, XLA's dots), poisoned outputs, NaN / inf in activations and weights, every combination's float8
    rows). Not timed yet; about 5 minutes by count (some 270 GPU cases, a jit each).
 2. Times, per float8 layer, the plan's path, widened_f16 (BITBLAS_JAX_GEMM_A8=0) and XLA's dots (and
-   BITBLAS_JAX_WIDENED_F16=0), with XLA's fp16 dot, N = K = 8192, M = 1, 16, 256, 1024, 4096: FP8 x FP8
-   (e4m3, per-channel scale), FP8 x int4 (per-channel), e5m2 x e5m2 (mode none), fp16 output, activations
-   quantized per token. About 2 minutes.
+   BITBLAS_JAX_WIDENED_F16=0), with XLA's fp16 dot, N = K = 8192, M = 1, 16, 256, 1024, 4096: FP8 (e4m3
+   x e4m3, per-channel scale), W4F8 (e4m3 x int4, per-channel), E5M2 (e5m2 x e5m2, mode none), fp16
+   output, activations quantized per token. About 2 minutes.
 
 Without --decode-i8 / --gemm-a8 / --fp8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
@@ -209,11 +209,11 @@ def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -
     N = K = size
     rng = np.random.default_rng(0)
     configs = {   # name -> (config keywords, element values)
-        "E4M3xE4M3": (dict(A_dtype="float8_e4m3fn", W_dtype="float8_e4m3fn", with_scaling=True),
+        "FP8": (dict(A_dtype="float8_e4m3fn", W_dtype="float8_e4m3fn", with_scaling=True),
                       rng.standard_normal((N, K)).astype(np.float32)),
-        "E4M3xINT4": (dict(A_dtype="float8_e4m3fn", W_dtype="int4", with_scaling=True),
+        "W4F8": (dict(A_dtype="float8_e4m3fn", W_dtype="int4", with_scaling=True),
                       rng.integers(-8, 8, (N, K))),
-        "E5M2xE5M2": (dict(A_dtype="float8_e5m2", W_dtype="float8_e5m2"),
+        "E5M2": (dict(A_dtype="float8_e5m2", W_dtype="float8_e5m2"),
                       rng.standard_normal((N, K)).astype(np.float32)),
     }
     # column -> (BITBLAS_JAX_GEMM_A8, BITBLAS_JAX_WIDENED_F16): the plan's choice, widened_f16, XLA's dots
@@ -226,7 +226,7 @@ def bench_fp8(size: int = 8192, Ms=(1, 16, 256, 1024, 4096), repeats: int = 5) -
         mms[name] = (mm, mm.transform_weight(values), s)
     w16 = jnp.asarray(rng.standard_normal((K, N)), jnp.float16)
     dot16 = jax.jit(lambda x, w: jnp.dot(x, w))
-    head = f"{'M':>5} {'fp16 dot':>9}  " + "  ".join(" ".join(f"{n[:4] + ' ' + c:>12}" for c in columns)
+    head = f"{'M':>5} {'fp16 dot':>9}  " + "  ".join(" ".join(f"{n + ' ' + c:>12}" for c in columns)
                                                     for n in configs) + "  (us per op)"
     rows, plans = [head], []
     for M in Ms:
