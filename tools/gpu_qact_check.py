@@ -135,23 +135,22 @@ def decode_i8_env(value: str | None):
 
 def bench_decode_i8(size: int = 8192, Ms=(1, 16), repeats: int = 5) -> tuple[list[str], list[str]]:
     """(table rows, plan names) of decode_i8 against XLA's dots at decode sizes."""
-    import numpy as np
     bm = _bench_module()
     N = K = size
-    rng = np.random.default_rng(0)
+    weights = bm.Weights(0)   # drawn on the device once, shared by every M
     head = (f"{'M':>3} {'fp16 dot':>9} {'XLA int8':>9} {'W4A16':>9} {'W8A8':>9} {'W8A8 xla':>9} "
             f"{'W4A8':>9} {'W4A8 xla':>9}  (us per op; 'xla': the same call on XLA's dots)")
     rows, plans = [head], []
     for M in Ms:
-        t = [bm.measure(bm.xla_item("fp16", M, N, K, rng), repeats)["us"],
-             bm.measure(bm.xla_item("xla_int8", M, N, K, rng), repeats)["us"]]
+        t = [bm.measure(bm.xla_item("fp16", M, N, K, weights), repeats)["us"],
+             bm.measure(bm.xla_item("xla_int8", M, N, K, weights), repeats)["us"]]
         cfg16 = bm.bitblas_config(M, N, K, "w4g128")
-        t.append(bm.measure(bm.bitblas_item(cfg16, rng)[0], repeats)["us"])
+        t.append(bm.measure(bm.bitblas_item(cfg16, "w4g128", weights)[0], repeats)["us"])
         for fmt in ("w8a8", "w4a8g128"):
             cfg = bm.bitblas_config(M, N, K, fmt)
             for env in (None, "0"):
                 with decode_i8_env(env):
-                    item = bm.bitblas_item(cfg, rng)[0]
+                    item = bm.bitblas_item(cfg, fmt, weights)[0]
                     t.append(bm.measure(item, repeats)["us"])   # traced (the plan read) in here
                     plans.append(f"{fmt} M={M} {'default' if env is None else 'BITBLAS_JAX_DECODE_I8=0'}: "
                                  f"{bm.plan_name(cfg, M)}")
