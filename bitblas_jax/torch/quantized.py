@@ -1,0 +1,293 @@
+"""int8 / float8 activations in the torch op (ops.py): the GPU path and the arithmetic of JAX's.
+
+The semantics are those of bitblas_jax/quantized_dot.py (its docstring is the exact arithmetic; README,
+"int8 and float8 activations"). On CUDA tensors `run_cuda` asks the plan JAX asks,
+gpu_plan.quantized_activation_kernel, for the tensor's GPU:
+
+- "decode_i8": the CUDA kernel (`_bitblas_cuda.decode_i8_raw`) returns the exact int32 sums S (mode
+  none) or v, the float32 sum of the scaled int32 group sums (mode scale); `finish` applies the bias and
+  the output cast;
+- "gemm_wgmma_i8": the activations in the kernel's k order (`sigma_order`), then
+  `_bitblas_cuda.gemm_wgmma_i8_raw`: S, or v with groups of 128; per-channel scales s * S here; `finish`;
+- "xla_dot" (under JAX: XLA's exact dots) and anything else: `matmul_exact`, the same exact dots in torch.
+
+No host sync and no host-to-device copy on the way (CUDA-graph capture works); every buffer is a fresh
+allocation of the call (none is kept across calls). CPU tensors run the C++ CPU kernel (ops.py), which
+computes the same thing; `matmul_exact` runs on CPU tensors too (the tests check it there).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .. import formats, gpu_plan, layout
+
+__all__ = ["run_cuda", "kernel_for", "matmul_exact", "unpack_codes", "weight_values", "sigma_order",
+           "finish", "epilogue", "cast_out"]
+
+
+# ---- the epilogue (quantized_dot.cast_out / epilogue / finish) -----------------------------------
+def cast_out(v: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """float32 -> the output dtype: int8 rounds half to even and saturates to [-128, 127] (NaN -> 0);
+    float outputs round to nearest."""
+    if out_dtype == torch.int8:
+        return torch.nan_to_num(v, nan=0.0).clamp(-128.0, 127.0).round().to(torch.int8)
+    return v.to(out_dtype)
+
+
+def epilogue(v: torch.Tensor, bias, out_dtype: torch.dtype, a_scale=None) -> torch.Tensor:
+    """C = cast_out(a_scale * v + bias) in float32 (a_scale: per token, of shape v.shape[:-1], or a
+    scalar tensor)."""
+    if a_scale is not None:
+        v = v * (a_scale[..., None] if a_scale.dim() else a_scale)
+    if bias is not None and bias.numel():
+        v = v + bias.to(torch.float32)
+    return cast_out(v, out_dtype)
+
+
+def finish(sums: torch.Tensor, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    """C from the int32 sums S (mode none) or the float32 v: S itself for int32 output, else
+    epilogue(float32(S) or v, bias)."""
+    if out_dtype == torch.int32:
+        return sums
+    return epilogue(sums.to(torch.float32), bias, out_dtype)
+
+
+def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
+    """finish(sums) written into C2; nothing to do where the kernel wrote C2 itself (sums is C2) but add
+    the bias (float32 output: v + bias is the epilogue)."""
+    if sums is C2:
+        if bias is not None and bias.numel():
+            C2.add_(bias)
+        return
+    C2.copy_(finish(sums, bias, C2.dtype))
+
+
+# ---- the plan ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cuda_module():
+    try:
+        from .. import _bitblas_cuda
+    except ImportError:
+        return None
+    return _bitblas_cuda
+
+
+@functools.lru_cache(maxsize=64)
+def _capability(index: int) -> tuple[int, int]:
+    return tuple(torch.cuda.get_device_capability(index))
+
+
+@functools.lru_cache(maxsize=8192)
+def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
+    """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
+    sm_80+, gemm_wgmma_i8 sm_90, both the CUDA kernels; BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_I8
+    override as under JAX). group_size resolved (K for per channel)."""
+    if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
+        decode_i8 = sm90 = False
+    else:
+        decode_i8 = gpu_plan.decode_i8_runs(lambda: _capability(index) >= (8, 0))
+        sm90 = gpu_plan.gemm_i8_runs(lambda: _capability(index) == (9, 0))
+    return gpu_plan.quantized_activation_kernel(a_dtype, w_format, mode, group_size, M, K,
+                                                decode_i8=decode_i8, sm90=sm90)
+
+
+def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
+             C2: torch.Tensor, index: int, stream: int) -> None:
+    """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
+    on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
+    (the current device: the launchers launch there), `stream` torch's current stream on it."""
+    M, K = A2.shape
+    kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
+    if kernel == "decode_i8":
+        _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
+    elif kernel == "gemm_wgmma_i8":
+        _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
+    else:
+        C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
+
+
+def _aligned(t: torch.Tensor, align: int) -> torch.Tensor:
+    """t, or a copy of it where its data does not start on an `align`-byte boundary (a slice may not;
+    torch's allocations do)."""
+    return t if t.data_ptr() % align == 0 else t.clone()
+
+
+def _sums_buffer(C2: torch.Tensor, dtype: torch.dtype, direct: bool) -> torch.Tensor:
+    """Where a kernel writes its sums: C2 itself when they are already the output, else a fresh buffer."""
+    if direct and C2.dtype == dtype:
+        return C2
+    return torch.empty(C2.shape, dtype=dtype, device=C2.device)
+
+
+def _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
+    """decode_i8: S (int32, mode none) or v (float32, mode scale), then finish."""
+    M, K = A2.shape
+    N = W.shape[0]
+    scaled = mode == "scale"
+    A2, W = _aligned(A2, 2), _aligned(W, 16)
+    sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
+    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size,
+            A2.data_ptr(), W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
+    _finish_into(C2, sums, bias)
+
+
+# ---- gemm_wgmma_i8 (written against launch_gemm_wgmma_i8(GemmI8Args) and primitive._gemm_i8_call) ----
+@functools.lru_cache(maxsize=None)
+def _sigma_is_chunk_transpose() -> bool:
+    """Whether primitive.GEMM_I8_SIGMA (the kernel's kSigma, the one definition) is the transpose that
+    sigma_order applies: position 4t + 2h + j of a 16-k chunk carries k = 8h + 2t + j."""
+    from ..primitive import GEMM_I8_SIGMA
+    return bool(np.array_equal(np.arange(16).reshape(2, 4, 2).transpose(1, 0, 2).reshape(16), GEMM_I8_SIGMA))
+
+
+def sigma_order(A2: torch.Tensor) -> torch.Tensor:
+    """A2 [M, K] with each 16-k chunk in gemm_wgmma_i8's k order (primitive.GEMM_I8_SIGMA), a new
+    contiguous tensor: one transpose of each chunk viewed [2, 4, 2] (a view and a copy, no index tensor,
+    so no host-to-device copy)."""
+    if not _sigma_is_chunk_transpose():
+        raise NotImplementedError("bitblas_jax::matmul: primitive.GEMM_I8_SIGMA is no longer the chunk "
+                                  "transpose that torch/quantized.py sigma_order applies; update sigma_order")
+    M, K = A2.shape
+    return A2.reshape(M, K // 16, 2, 4, 2).transpose(2, 3).reshape(M, K)
+
+
+def _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
+    """gemm_wgmma_i8 (sm_90): A in kSigma order; S (int32), or v (float32) with groups of
+    gpu_plan.GEMM_I8_GROUP; per-channel scales: s * S in float32 (quantized_dot's term of the one group);
+    then finish."""
+    M, K = A2.shape
+    N = W.shape[0]
+    grouped = mode == "scale" and group_size == gpu_plan.GEMM_I8_GROUP     # v from the kernel
+    per_channel = mode == "scale" and not grouped
+    A_sigma, W = sigma_order(A2), _aligned(W, 16)
+    sums = _sums_buffer(C2, torch.float32 if grouped else torch.int32, not per_channel)
+    _cuda_module().gemm_wgmma_i8_raw(M, N, K, formats.FORMATS[w_format].id,
+            formats.MODE_IDS[mode], group_size, A_sigma.data_ptr(), W.data_ptr(),
+            scale.data_ptr() if scale is not None else 0, sums.data_ptr(), stream)
+    if per_channel:
+        sums = scale.reshape(1, N) * sums.to(torch.float32)
+    _finish_into(C2, sums, bias)
+
+
+# ---- the exact path in torch (quantized_dot.matmul_xla) ---------------------------------------------
+def unpack_codes(W: torch.Tensor, N: int, K: int, bits: int) -> torch.Tensor:
+    """Packed uint8 [N, K * bits / 8] -> raw codes int32 [N, K] on W's device: layout.unpack in torch.
+
+    In a packed tile (docs/LAYOUT.md, layout._lane_maps) lane l = 4 r + c holds the elements
+    f = 8 s + 4 i2 + 2 i1 + i0 of tile row r + 8 i1, column 16 s + 8 i2 + 2 c + i0; element f sits in
+    32-bit word f // (32 / bits) at field (e % 2) * (32 / bits / 2) + e // 2, e = f % (32 / bits). Every
+    index is a digit of a power-of-two mixed-radix number, so the unpack is shifts, masks and one
+    transpose (no gather tensor to copy to the device). tests/test_torch_qact.py checks it against
+    layout.unpack for every bit width.
+    """
+    tk, per_word = layout.tile_k(bits), 32 // bits
+    nt, kt, n_frag = N // layout.TILE_N, K // tk, 128 // bits
+    if W.storage_offset() % 4:
+        W = W.clone()
+    words = W.reshape(nt, kt, 32, 16).view(torch.int32)                          # [nt, kt, lane, 4]
+    shifts = torch.arange(per_word, dtype=torch.int32, device=W.device) * bits
+    fields = (words[..., None] >> shifts) & ((1 << bits) - 1)                     # [.., word, field]
+    # field = (e % 2) * per_word / 2 + e // 2: split it and order by e
+    elements = fields.reshape(nt, kt, 32, 4, 2, per_word // 2).transpose(-1, -2)
+    digits = elements.reshape(nt, kt, 8, 4, n_frag // 8, 2, 2, 2)                 # r, c, s, i2, i1, i0
+    return digits.permute(0, 6, 2, 1, 4, 5, 3, 7).reshape(N, K)                    # (i1 r) x (s i2 c i0)
+
+
+@functools.lru_cache(maxsize=None)
+def _affine_decode(w_format: str) -> tuple[int, int]:
+    """(value of code 0, step) of an integer format: value = code * step + offset (formats.decode_codes)."""
+    v0, v1 = formats.decode_codes(formats.get_format(w_format), np.array([0, 1]))
+    return int(v0), int(v1 - v0)
+
+
+def weight_values(W: torch.Tensor, N: int, K: int, w_format: str, dtype: torch.dtype) -> torch.Tensor:
+    """The packed weight's element values [N, K] (formats.py) in dtype, exact: integer formats (in int8
+    or any float dtype) and the float8 formats (float32 / bfloat16)."""
+    fmt = formats.get_format(w_format)
+    codes = unpack_codes(W, N, K, fmt.bits)
+    if fmt.kind == "fp8":
+        return codes.to(torch.uint8).view(getattr(torch, fmt.name)).to(dtype)
+    if not fmt.is_integer:
+        raise ValueError(f"bitblas_jax::matmul: w_format={fmt.name!r} does not take int8 / float8 activations")
+    offset, step = _affine_decode(fmt.name)
+    return (codes * step + offset).to(dtype)
+
+
+_CHUNK_ELEMENTS = 1 << 24     # group sums [groups, M, N] held at once (the float64 ones: 128 MB)
+
+
+def _wrap_int32(S: torch.Tensor) -> torch.Tensor:
+    """Exact integer-valued float64 sums -> int32, wrapping mod 2^32 as an int32 GEMM does."""
+    x = S.to(torch.int64)
+    return (((x + (1 << 31)) & ((1 << 32) - 1)) - (1 << 31)).to(torch.int32)
+
+
+def _group_term(S, asum, s, z, mode: str):
+    """quantized_dot._group_term for a chunk of groups: S [c, M, N], asum [c, M], s / z [c, N]."""
+    f32 = torch.float32
+    if mode == "none":
+        return S.to(f32)
+    s = s.to(f32)[:, None, :]
+    if mode == "scale":
+        return s * S.to(f32)
+    if mode == "quantized":
+        return s * (S - z.to(S.dtype)[:, None, :] * asum[:, :, None]).to(f32)
+    zf, af = z.to(f32)[:, None, :], asum.to(f32)[:, :, None]
+    if mode == "original":
+        return s * (S.to(f32) - zf * af)
+    return s * S.to(f32) - zf * af          # rescale
+
+
+def matmul_exact(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
+                 out_dtype: torch.dtype, int_mm: bool | None = None) -> torch.Tensor:
+    """C [M, N] in out_dtype for int8 / float8 A2 [M, K] and the packed W [N, K * bits / 8], on the
+    tensors' device: quantized_dot.matmul_xla in torch (its docstring is the arithmetic).
+
+    The weight is unpacked on the device (weight_values). Group sums S:
+    - int8 A: exact int32. With int_mm (default: CUDA tensors with M > 16, what torch._int_mm's shape
+      rules take) one torch._int_mm per group (int8 tensor cores, int32 sums); else a float64 matmul,
+      exact because every product is an integer of at most 2^14 in magnitude and K <= 2^30 keeps
+      |S| <= 2^44 < 2^53, then wrapped to int32 as an int32 GEMM wraps (exact while |S| < 2^31);
+    - float8 A: both operands widened to float32 (exact: every float8 and int4 value is one, and a
+      bfloat16 / TF32 one, so torch's reduced-precision float32 matmul settings change nothing), products
+      exact, float32 accumulation.
+    Then the float32 group terms (quantized_dot._group_term) summed over the groups, and finish.
+    """
+    M, K = A2.shape
+    N = W.shape[0]
+    if a_dtype == "int8":
+        acc = torch.int32
+        a, w = A2, weight_values(W, N, K, w_format, torch.int8)
+        if int_mm is None:
+            int_mm = A2.is_cuda and M > 16
+    else:
+        acc = torch.float32
+        a, w = A2.to(torch.float32), weight_values(W, N, K, w_format, torch.float32)
+        int_mm = False
+    G = 1 if mode == "none" else K // group_size
+    gs = K // G
+    ag = a.reshape(M, G, gs).transpose(0, 1)          # [G, M, gs]
+    wg = w.reshape(N, G, gs).transpose(0, 1)          # [G, N, gs]
+    zeros_mode = mode in formats.ZEROS_MODES
+    asum = a.reshape(M, G, gs).sum(-1, dtype=acc).t() if zeros_mode else None       # [G, M]
+    s = scale.t() if scale is not None else None                                     # [G, N]
+    z = zeros.t() if zeros is not None else None
+    chunk = 1 if int_mm else max(1, min(G, _CHUNK_ELEMENTS // max(1, M * N)))
+    v = None
+    for g0 in range(0, G, chunk):
+        g1 = min(G, g0 + chunk)
+        if int_mm:
+            S = torch._int_mm(ag[g0].contiguous(), wg[g0].contiguous().t())[None]
+        elif acc == torch.int32:
+            S = _wrap_int32(torch.matmul(ag[g0:g1].to(torch.float64), wg[g0:g1].to(torch.float64).transpose(1, 2)))
+        else:
+            S = torch.matmul(ag[g0:g1], wg[g0:g1].transpose(1, 2))
+        if mode == "none":
+            return finish(S[0], bias, out_dtype)
+        term = _group_term(S, asum[g0:g1] if zeros_mode else None, s[g0:g1], z[g0:g1] if z is not None else None,
+                           mode).sum(0)
+        v = term if v is None else v + term
+    return finish(v, bias, out_dtype)
