@@ -84,7 +84,8 @@ def _capability(index: int) -> tuple[int, int]:
 def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
     """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
     sm_80+, gemm_wgmma_i8 sm_90, both the CUDA kernels; BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_I8
-    override as under JAX). group_size resolved (K for per channel)."""
+    override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
+    group_size resolved (K for per channel)."""
     if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
         decode_i8 = sm90 = False
     else:
@@ -129,8 +130,8 @@ def _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> No
     scaled = mode == "scale"
     A2, W = _aligned(A2, 2), _aligned(W, 16)
     sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
-    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size,
-            A2.data_ptr(), W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
+    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size, A2.data_ptr(),
+                                 W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
     _finish_into(C2, sums, bias)
 
 
@@ -164,9 +165,9 @@ def _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -
     per_channel = mode == "scale" and not grouped
     A_sigma, W = sigma_order(A2), _aligned(W, 16)
     sums = _sums_buffer(C2, torch.float32 if grouped else torch.int32, not per_channel)
-    _cuda_module().gemm_wgmma_i8_raw(M, N, K, formats.FORMATS[w_format].id,
-            formats.MODE_IDS[mode], group_size, A_sigma.data_ptr(), W.data_ptr(),
-            scale.data_ptr() if scale is not None else 0, sums.data_ptr(), stream)
+    _cuda_module().gemm_wgmma_i8_raw(M, N, K, formats.FORMATS[w_format].id, formats.MODE_IDS[mode], group_size,
+                                     A_sigma.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
+                                     sums.data_ptr(), stream)
     if per_channel:
         sums = scale.reshape(1, N) * sums.to(torch.float32)
     _finish_into(C2, sums, bias)
