@@ -1,7 +1,7 @@
 """GPU check of int8 / float8 activations in the torch shim (issue 29, bitblas_jax/torch/quantized.py), on a
 machine with a CUDA GPU, torch with CUDA, and a bitblas_jax install built with nvcc.
 
-    python3 tools/gpu_torch_qact_check.py              # about 3-4 minutes on an H200 (mostly pytest)
+    python3 tools/gpu_torch_qact_check.py              # about 3-5 minutes on an H200 (mostly pytest)
     python3 tools/gpu_torch_qact_check.py --no-bench   # without the timing table
 
 1. tests/test_torch_qact.py on the GPU: every path (decode_i8, gemm_wgmma_i8 on sm_90, the exact torch dots
