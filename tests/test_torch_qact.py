@@ -98,7 +98,7 @@ COMBINATIONS = list(_combinations())
 @pytest.mark.parametrize("bits", [1, 2, 4, 8, 16])
 def test_unpack_codes_matches_layout(rng, bits):
     """quantized.unpack_codes (shifts and one transpose) is layout.unpack, on random packed bytes;
-    also from a weight that starts off the 4-byte grid (a slice)."""
+    also from a weight that starts off the 4-byte grid (a slice), and for a range of k."""
     N, K = 48, layout.tile_k(bits) * 3
     packed = rng.integers(0, 256, (N, K * bits // 8)).astype(np.uint8)
     want = layout.unpack(packed, N, K, bits)
@@ -107,6 +107,9 @@ def test_unpack_codes_matches_layout(rng, bits):
     flat = torch.from_numpy(np.concatenate([[7], packed.ravel()]).astype(np.uint8))
     got = quantized.unpack_codes(flat[1:].reshape(packed.shape), N, K, bits).numpy()
     np.testing.assert_array_equal(got.astype(np.uint32), want)
+    tk = layout.tile_k(bits)                       # a range of whole packed tiles
+    got = quantized.unpack_codes(torch.from_numpy(packed), N, K, bits, (tk, 3 * tk)).numpy()
+    np.testing.assert_array_equal(got.astype(np.uint32), want[:, tk:3 * tk])
 
 
 @pytest.mark.parametrize("w", sorted({w for a in formats.QUANTIZED_A.values() for w in a["W"]}))
@@ -140,10 +143,13 @@ def test_exact_path_every_combination(rng, a_dtype, w, mode, group, out, bias):
         np.testing.assert_array_equal(to_numpy(got), to_numpy(torch.ops.bitblas_jax.matmul(*op_args(case))))
 
 
+@pytest.mark.parametrize("sliced", [False, True])
 @pytest.mark.parametrize("int_mm", [False, True])
-def test_exact_path_wraps_int32_like_the_kernels(int_mm):
+def test_exact_path_wraps_int32_like_the_kernels(monkeypatch, int_mm, sliced):
     """K = 2^17 with every product (-128)^2: S = 2^31 wraps to -2^31 as in an int32 GEMM (and in the CPU
-    kernel); 127 * -128 * 2^17 = -2^31 + 2^24 does not wrap."""
+    kernel); 127 * -128 * 2^17 = -2^31 + 2^24 does not wrap. Also with K walked in slices of 2^13."""
+    if sliced:
+        monkeypatch.setattr(quantized, "_CHUNK_ELEMENTS", 16 * 8192)
     K, N = 1 << 17, 16
     lin = bbt.Linear(K, N, A_dtype="int8", W_dtype="int8", out_dtype="int32")
     lin.load_and_transform_weight(np.full((N, K), -128, np.int8))
@@ -158,15 +164,22 @@ def test_exact_path_wraps_int32_like_the_kernels(int_mm):
     np.testing.assert_array_equal(got.numpy(), lin(A).numpy())
 
 
-@pytest.mark.parametrize("a_dtype,w,mode,group", [("int8", "int4", "quantized", 32), ("int8", "uint2", "original", 128),
-                                                  ("float8_e5m2", "int4", "rescale", 64),
-                                                  ("float8_e4m3fn", "float8_e5m2", "scale", -1)])
+@pytest.mark.parametrize("a_dtype,w,mode,group,out", [("int8", "int4", "quantized", 32, "float32"),
+                                                      ("int8", "uint2", "original", 128, "bfloat16"),
+                                                      ("int8", "int1", "none", -1, "int32"),
+                                                      ("int8", "uint4", "none", -1, "float16"),
+                                                      ("float8_e5m2", "int4", "rescale", 64, "float32"),
+                                                      ("float8_e4m3fn", "float8_e5m2", "scale", -1, "float32"),
+                                                      ("float8_e4m3fn", "float8_e4m3fn", "none", -1, "float32")])
 @pytest.mark.parametrize("M", [1, 17, 300])
-def test_exact_path_groups_in_chunks(rng, monkeypatch, a_dtype, w, mode, group, M):
-    """Group sums computed a few groups at a time (a small chunk limit here) give the same bound."""
+def test_exact_path_in_k_slices(rng, monkeypatch, a_dtype, w, mode, group, out, M):
+    """K walked in slices of whole groups and packed tiles (a small limit here: several slices, a few
+    groups each) gives the same exactness and bound, for every int8 route."""
     monkeypatch.setattr(quantized, "_CHUNK_ELEMENTS", 3 * M * 32)
-    case = make_qcase(rng, a_dtype, w, mode, group, "float32", True, M=M, N=32, K=512)
-    check_quantized(case, to_numpy(exact(case)))
+    case = make_qcase(rng, a_dtype, w, mode, group, out, out != "int32", M=M, N=32, K=1024)
+    assert quantized._k_slice(M, 32, 1024, 256 if w == "int1" else 128, None if mode == "none" else 128) < 1024
+    for int_mm in ((False, True) if a_dtype == "int8" else (None,)):
+        check_quantized(case, to_numpy(exact(case, int_mm=int_mm)))
 
 
 def test_epilogue_is_the_ops_one(rng):
