@@ -1,8 +1,8 @@
-"""int8 / float8 activations in the torch shim (bitblas_jax/torch/quantized.py) against the float64 /
-int64 reference (tests/cases.py: check_quantized, the float32 bound of qerror_bound; int32 outputs bit
-for bit).
+"""int8 / float8 activations in the torch shim (bitblas_jax/torch/quantized_cuda.py, quantized_dot.py)
+against the float64 / int64 reference (tests/cases.py: check_quantized, the float32 bound of
+qerror_bound; int32 outputs bit for bit).
 
-On this machine: the exact torch path (quantized.matmul_exact, what CUDA tensors run where the plan says
+On this machine: the exact torch path (qdot.matmul_exact, what CUDA tensors run where the plan says
 "xla_dot") on CPU tensors, its unpack and k permutation, the plan's wiring and the decode_i8 /
 gemm_wgmma_i8 glue with the kernels stood in for by NumPy on CPU memory. With a CUDA GPU and the CUDA
 kernels: every path on CUDA tensors (the `gpu` tests; tools/gpu_torch_qact_check.py runs them).
@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 
 import bitblas_jax.torch as bbt  # noqa: E402
 from bitblas_jax import _ext, formats, gpu_plan, layout, primitive, reference  # noqa: E402
-from bitblas_jax.torch import ops, quantized  # noqa: E402
+from bitblas_jax.torch import ops  # noqa: E402
+from bitblas_jax.torch import quantized_cuda as qcuda, quantized_dot as qdot  # noqa: E402
 
 from cases import check_quantized, make_qcase  # noqa: E402
 
@@ -66,10 +67,10 @@ def op_args(case, device="cpu"):
 
 
 def exact(case, device="cpu", int_mm=None):
-    """quantized.matmul_exact on the case's operands ([M, K] A)."""
+    """qdot.matmul_exact on the case's operands ([M, K] A)."""
     c = case.cfg
     A, W, s, z, b = operands(case, device)
-    return quantized.matmul_exact(A.reshape(-1, c.K), W, s, z, b, c.W_dtype, c.A_dtype, c.mode,
+    return qdot.matmul_exact(A.reshape(-1, c.K), W, s, z, b, c.W_dtype, c.A_dtype, c.mode,
                                   c.resolved_group_size, ops.TORCH_DTYPES[c.out_dtype], int_mm=int_mm)
 
 
@@ -97,18 +98,18 @@ COMBINATIONS = list(_combinations())
 # ---- the exact torch path on CPU tensors -----------------------------------------------------------------
 @pytest.mark.parametrize("bits", [1, 2, 4, 8, 16])
 def test_unpack_codes_matches_layout(rng, bits):
-    """quantized.unpack_codes (shifts and one transpose) is layout.unpack, on random packed bytes;
+    """qdot.unpack_codes (shifts and one transpose) is layout.unpack, on random packed bytes;
     also from a weight that starts off the 4-byte grid (a slice), and for a range of k."""
     N, K = 48, layout.tile_k(bits) * 3
     packed = rng.integers(0, 256, (N, K * bits // 8)).astype(np.uint8)
     want = layout.unpack(packed, N, K, bits)
-    got = quantized.unpack_codes(torch.from_numpy(packed), N, K, bits).numpy()
+    got = qdot.unpack_codes(torch.from_numpy(packed), N, K, bits).numpy()
     np.testing.assert_array_equal(got.astype(np.uint32), want)
     flat = torch.from_numpy(np.concatenate([[7], packed.ravel()]).astype(np.uint8))
-    got = quantized.unpack_codes(flat[1:].reshape(packed.shape), N, K, bits).numpy()
+    got = qdot.unpack_codes(flat[1:].reshape(packed.shape), N, K, bits).numpy()
     np.testing.assert_array_equal(got.astype(np.uint32), want)
     tk = layout.tile_k(bits)                       # a range of whole packed tiles
-    got = quantized.unpack_codes(torch.from_numpy(packed), N, K, bits, (tk, 3 * tk)).numpy()
+    got = qdot.unpack_codes(torch.from_numpy(packed), N, K, bits, (tk, 3 * tk)).numpy()
     np.testing.assert_array_equal(got.astype(np.uint32), want[:, tk:3 * tk])
 
 
@@ -118,7 +119,7 @@ def test_weight_values_are_the_format_values(rng, w):
     case = make_qcase(rng, "int8" if fmt.is_integer else "float8_e4m3fn", w, N=32, K=256)
     want = formats.decode_codes(fmt, formats.values_to_codes(fmt, np.asarray(case.values)))
     for dtype in ((torch.int8, torch.float32) if fmt.is_integer else (torch.float32,)):
-        got = quantized.weight_values(to_torch(case.packed()), 32, 256, w, dtype)
+        got = qdot.weight_values(to_torch(case.packed()), 32, 256, w, dtype)
         assert got.dtype == dtype
         np.testing.assert_array_equal(got.numpy().astype(np.float64), want)
 
@@ -127,7 +128,7 @@ def test_sigma_order_is_gemm_i8_sigma(rng):
     """sigma_order (a transpose of each 16-k chunk) puts k in primitive.GEMM_I8_SIGMA's order."""
     A = rng.integers(-128, 128, (5, 256)).astype(np.int8)
     want = A.reshape(5, 16, 16)[:, :, primitive.GEMM_I8_SIGMA].reshape(5, 256)
-    np.testing.assert_array_equal(quantized.sigma_order(torch.from_numpy(A)).numpy(), want)
+    np.testing.assert_array_equal(qcuda.sigma_order(torch.from_numpy(A)).numpy(), want)
 
 
 @pytest.mark.parametrize("a_dtype,w,mode,group,out,bias", COMBINATIONS)
@@ -149,13 +150,13 @@ def test_exact_path_wraps_int32_like_the_kernels(monkeypatch, int_mm, sliced):
     """K = 2^17 with every product (-128)^2: S = 2^31 wraps to -2^31 as in an int32 GEMM (and in the CPU
     kernel); 127 * -128 * 2^17 = -2^31 + 2^24 does not wrap. Also with K walked in slices of 2^13."""
     if sliced:
-        monkeypatch.setattr(quantized, "_CHUNK_ELEMENTS", 16 * 8192)
+        monkeypatch.setattr(qdot, "_CHUNK_ELEMENTS", 16 * 8192)
     K, N = 1 << 17, 16
     lin = bbt.Linear(K, N, A_dtype="int8", W_dtype="int8", out_dtype="int32")
     lin.load_and_transform_weight(np.full((N, K), -128, np.int8))
     A = torch.full((2, K), -128, dtype=torch.int8)
     A[1] = 127
-    got = quantized.matmul_exact(A, lin.qweight, None, None, None, "int8", "int8", "none", K, torch.int32,
+    got = qdot.matmul_exact(A, lin.qweight, None, None, None, "int8", "int8", "none", K, torch.int32,
                                  int_mm=int_mm)
     want = reference.integer_matmul(A.numpy(), np.full((N, K), -128, np.int8), "int8")
     wrapped = ((want + 2**31) % 2**32 - 2**31).astype(np.int32)
@@ -175,19 +176,19 @@ def test_exact_path_wraps_int32_like_the_kernels(monkeypatch, int_mm, sliced):
 def test_exact_path_in_k_slices(rng, monkeypatch, a_dtype, w, mode, group, out, M):
     """K walked in slices of whole groups and packed tiles (a small limit here: several slices, a few
     groups each) gives the same exactness and bound, for every int8 route."""
-    monkeypatch.setattr(quantized, "_CHUNK_ELEMENTS", 3 * M * 32)
+    monkeypatch.setattr(qdot, "_CHUNK_ELEMENTS", 3 * M * 32)
     case = make_qcase(rng, a_dtype, w, mode, group, out, out != "int32", M=M, N=32, K=1024)
-    assert quantized._k_slice(M, 32, 1024, 256 if w == "int1" else 128, None if mode == "none" else 128) < 1024
+    assert qdot._k_slice(M, 32, 1024, 256 if w == "int1" else 128, None if mode == "none" else 128) < 1024
     for int_mm in ((False, True) if a_dtype == "int8" else (None,)):
         check_quantized(case, to_numpy(exact(case, int_mm=int_mm)))
 
 
 def test_epilogue_is_the_ops_one(rng):
-    """ops.quantized_epilogue (Linear's activation-scale epilogue) and quantized.finish share one cast:
+    """ops.quantized_epilogue (Linear's activation-scale epilogue) and qdot.finish share one cast:
     int8 rounds half to even, saturates, NaN -> 0."""
     v = torch.tensor([[0.5, 1.5, 2.5, -0.5, 200.0, -300.0, float("nan"), float("inf")]])
     want = [0, 2, 2, 0, 127, -128, 0, 127]
-    assert quantized.finish(v, None, torch.int8).tolist() == [want]
+    assert qdot.finish(v, None, torch.int8).tolist() == [want]
     assert ops.quantized_epilogue(v, torch.tensor(1.0), None, "int8").tolist() == [want]
     assert ops.quantized_epilogue(v[:, :4], torch.tensor([2.0]), torch.ones(4), "float32").tolist() == \
         [[2.0, 4.0, 6.0, 0.0]]
@@ -230,13 +231,13 @@ def fake_gpu(monkeypatch):
     """kernel_for as on a GPU of compute capability `cap` with the CUDA kernels (set cap[0])."""
     cap = [(9, 0)]
     monkeypatch.setattr(_ext, "_bitblas_cuda", object())          # gpu_plan's "this install has them"
-    monkeypatch.setattr(quantized, "_cuda_module", lambda: object())
-    monkeypatch.setattr(quantized, "_capability", lambda index: cap[0])
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: object())
+    monkeypatch.setattr(qcuda, "_capability", lambda index: cap[0])
     for var in ("BITBLAS_JAX_DECODE_I8", "BITBLAS_JAX_GEMM_I8", "BITBLAS_JAX_HOPPER"):
         monkeypatch.delenv(var, raising=False)
-    quantized.kernel_for.cache_clear()
+    qcuda.kernel_for.cache_clear()
     yield cap
-    quantized.kernel_for.cache_clear()
+    qcuda.kernel_for.cache_clear()
 
 
 @pytest.mark.parametrize("cap,a_dtype,w,mode,group,M,kernel", [
@@ -256,25 +257,25 @@ def test_kernel_for_is_gpu_plans_rule(fake_gpu, cap, a_dtype, w, mode, group, M,
     """The torch shim's path for int8 / float8 A is gpu_plan.quantized_activation_kernel for the tensors'
     GPU (decode_i8 on sm_80+, gemm_wgmma_i8 on sm_90)."""
     fake_gpu[0] = cap
-    assert quantized.kernel_for(0, M, 256, w, a_dtype, mode, group) == kernel
+    assert qcuda.kernel_for(0, M, 256, w, a_dtype, mode, group) == kernel
 
 
 def test_kernel_for_without_cuda_kernels_and_env(fake_gpu, monkeypatch):
     """Without the CUDA kernels every case takes the exact torch path; BITBLAS_JAX_DECODE_I8 /
     BITBLAS_JAX_GEMM_I8 turn the kernels off as under JAX."""
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
-    assert quantized.kernel_for(0, 1, 256, "int4", "int8", "scale", 128) == "xla_dot"
+    assert qcuda.kernel_for(0, 1, 256, "int4", "int8", "scale", 128) == "xla_dot"
     monkeypatch.setenv("BITBLAS_JAX_GEMM_I8", "0")
-    assert quantized.kernel_for(0, 300, 256, "int8", "int8", "none", 256) == "xla_dot"
-    quantized.kernel_for.cache_clear()
+    assert qcuda.kernel_for(0, 300, 256, "int8", "int8", "none", 256) == "xla_dot"
+    qcuda.kernel_for.cache_clear()
     monkeypatch.delenv("BITBLAS_JAX_DECODE_I8")
-    monkeypatch.setattr(quantized, "_cuda_module", lambda: None)
-    assert quantized.kernel_for(0, 1, 256, "int4", "int8", "scale", 128) == "xla_dot"
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: None)
+    assert qcuda.kernel_for(0, 1, 256, "int4", "int8", "scale", 128) == "xla_dot"
 
 
 class _NumpyKernels:
     """decode_i8_raw / gemm_wgmma_i8_raw computed by the reference on the CPU memory behind the pointers:
-    the glue in quantized.py (buffers, kSigma order, per-channel scales, finish) runs as on a GPU."""
+    the glue in quantized_cuda.py (buffers, kSigma order, per-channel scales, finish) runs as on a GPU."""
 
     def __init__(self, values):
         self.values = np.asarray(values).astype(np.int64)         # the weight's element values [N, K]
@@ -327,13 +328,13 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, w, mode, group, out
     output), per-channel scales, bias and cast as quantized_dot.finish; the kernel that ran is the plan's."""
     case = make_qcase(rng, "int8", w, mode, group, out, bias, M=19, N=48, K=512)
     fake = _NumpyKernels(case.values)
-    monkeypatch.setattr(quantized, "_cuda_module", lambda: fake)
-    monkeypatch.setattr(quantized, "kernel_for", lambda *a: kernel)
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: fake)
+    monkeypatch.setattr(qcuda, "kernel_for", lambda *a: kernel)
     c = case.cfg
     A, W, s, z, b = operands(case)
     poison = np.iinfo(np.int32).min if out == "int32" else (77 if out == "int8" else float("nan"))
     C = torch.full((19, 48), poison, dtype=ops.TORCH_DTYPES[out])
-    quantized.run_cuda(A, W, s, z, b, c.W_dtype, "int8", c.mode, c.resolved_group_size, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, "int8", c.mode, c.resolved_group_size, C, 0, 0)
     assert fake.calls == [kernel]
     check_quantized(case, to_numpy(C))
 
@@ -406,9 +407,9 @@ def test_cuda_paths_reach_the_kernels():
     (on sm_80+: decode_i8), and the exact torch path for float8."""
     idx = torch.cuda.current_device()
     cap = torch.cuda.get_device_capability(idx)
-    got = {quantized.kernel_for(idx, 1, 1024, "int4", "int8", "scale", 128),
-           quantized.kernel_for(idx, 300, 1024, "int8", "int8", "none", 1024),
-           quantized.kernel_for(idx, 300, 1024, "float8_e4m3fn", "float8_e4m3fn", "scale", 1024)}
+    got = {qcuda.kernel_for(idx, 1, 1024, "int4", "int8", "scale", 128),
+           qcuda.kernel_for(idx, 300, 1024, "int8", "int8", "none", 1024),
+           qcuda.kernel_for(idx, 300, 1024, "float8_e4m3fn", "float8_e4m3fn", "scale", 1024)}
     want = {"decode_i8", "xla_dot"} | ({"gemm_wgmma_i8"} if cap == (9, 0) else set())
     assert got == want if cap >= (8, 0) else got == {"xla_dot"}
 

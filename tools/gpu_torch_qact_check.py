@@ -1,5 +1,7 @@
-"""GPU check of int8 / float8 activations in the torch shim (issue 29, bitblas_jax/torch/quantized.py), on a
-machine with a CUDA GPU, torch with CUDA, and a bitblas_jax install built with nvcc.
+"""GPU check of int8 / float8 activations in the torch shim (issue 29).
+
+bitblas_jax/torch/quantized_cuda.py and quantized_dot.py, on a machine with a CUDA GPU, torch with CUDA,
+and a bitblas_jax install built with nvcc.
 
     python3 tools/gpu_torch_qact_check.py              # about 3-5 minutes on an H200 (mostly pytest)
     python3 tools/gpu_torch_qact_check.py --no-bench   # without the timing table
@@ -24,25 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")    # JAX and torch share the GPU here
 
-
-def run_tests(args: list[str]) -> tuple[bool, str]:
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rs", *args],
-                       cwd=ROOT, capture_output=True, text=True)
-    lines = [line for line in p.stdout.splitlines() if line.strip()]
-    tail = lines[-1:] or ["(no output)"]
-    skipped = [line for line in lines if "skipped (GPU tests)" in line]
-    if p.returncode:
-        print(p.stdout[-8000:], p.stderr[-3000:])
-    elif skipped:   # GPU tests skipped on a GPU machine: the check did not check
-        return False, f"{tail[0]}; {skipped[0].strip()}"
-    return p.returncode == 0, tail[0]
+from gpu_qact_check import run_tests  # noqa: E402  (pytest on the GPU; skipped GPU tests fail the check)
 
 
 def torch_vs_jax() -> tuple[bool, str]:
@@ -51,7 +41,7 @@ def torch_vs_jax() -> tuple[bool, str]:
     import numpy as np
     import torch
 
-    from bitblas_jax.torch import quantized
+    from bitblas_jax.torch import quantized_cuda as quantized
     from cases import check_quantized, make_qcase
 
     rng = np.random.default_rng(0)
@@ -87,7 +77,7 @@ def bench(Ms=(1, 16, 300, 1024), size=4096) -> list[str]:
     import torch
 
     import bitblas_jax.torch as bbt
-    from bitblas_jax.torch import quantized
+    from bitblas_jax.torch import quantized_cuda as quantized
 
     N = K = size
     rng = np.random.default_rng(0)

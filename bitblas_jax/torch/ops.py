@@ -16,7 +16,7 @@ csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
   eager mode, a fresh graph-pool allocation during CUDA graph capture);
 - int8 / float8 A on CUDA tensors takes the path JAX takes
   (gpu_plan.quantized_activation_kernel: the decode_i8 or gemm_wgmma_i8 kernel, or exact
-  dots in torch), with JAX's arithmetic: torch/quantized.py.
+  dots in torch), with JAX's arithmetic: torch/quantized_cuda.py, torch/quantized_dot.py.
 
 `out` (the out= variant) must be contiguous, on A's device, in out_dtype, and of the
 result's shape [..., N]: the kernel writes it in place, with no copy.
@@ -39,7 +39,7 @@ import torch
 
 from .. import formats, layout
 from ..activations import GRANULARITIES, QMAX
-from . import quantized
+from . import quantized_cuda, quantized_dot
 
 __all__ = ["matmul", "matmul_out", "matmul_impl", "matmul_out_impl", "dequantize", "has_cuda_kernels",
            "TORCH_DTYPES", "dtype_name",
@@ -287,7 +287,7 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
         current = _current_device()
         index = A.device.index if A.device.index is not None else current
         if formats.is_quantized_activation(a_dtype):
-            _on_device(index, current, quantized.run_cuda, A2, W, scale, zeros, bias, fmt, a_dtype, mode, g,
+            _on_device(index, current, quantized_cuda.run_cuda, A2, W, scale, zeros, bias, fmt, a_dtype, mode, g,
                        C.view(M, N), index, _raw_stream(index))
             return C
         kernel = _cuda_kernel()
@@ -437,5 +437,5 @@ def quantize_activations(A: torch.Tensor, dtype: str = "int8", granularity: str 
 
 
 def quantized_epilogue(v: torch.Tensor, a_scale: Optional[torch.Tensor], bias, out_dtype: str) -> torch.Tensor:
-    """quantized_dot.epilogue in torch: cast(a_scale * v + bias), v float32 [..., N] (quantized.epilogue)."""
-    return quantized.epilogue(v, bias, TORCH_DTYPES[out_dtype], a_scale)
+    """quantized_dot.epilogue in torch: cast(a_scale * v + bias), v float32 [..., N]."""
+    return quantized_dot.epilogue(v, bias, TORCH_DTYPES[out_dtype], a_scale)

@@ -1,19 +1,10 @@
-"""int8 / float8 activations in the torch op (ops.py): the GPU path and the arithmetic of JAX's.
+"""int8 / float8 activations in torch: the exact arithmetic of bitblas_jax/quantized_dot.py (its docstring
+is the arithmetic; README, "int8 and float8 activations") on torch tensors of any device.
 
-The semantics are those of bitblas_jax/quantized_dot.py (its docstring is the exact arithmetic; README,
-"int8 and float8 activations"). On CUDA tensors `run_cuda` asks the plan JAX asks,
-gpu_plan.quantized_activation_kernel, for the tensor's GPU:
-
-- "decode_i8": the CUDA kernel (`_bitblas_cuda.decode_i8_raw`) returns the exact int32 sums S (mode
-  none) or v, the float32 sum of the scaled int32 group sums (mode scale); `finish` applies the bias and
-  the output cast;
-- "gemm_wgmma_i8": the activations in the kernel's k order (`sigma_order`), then
-  `_bitblas_cuda.gemm_wgmma_i8_raw`: S, or v with groups of 128; per-channel scales s * S here; `finish`;
-- "xla_dot" (under JAX: XLA's exact dots) and anything else: `matmul_exact`, the same exact dots in torch.
-
-No host sync and no host-to-device copy on the way (CUDA-graph capture works); every buffer is a fresh
-allocation of the call (none is kept across calls). CPU tensors run the C++ CPU kernel (ops.py), which
-computes the same thing; `matmul_exact` runs on CPU tensors too (the tests check it there).
+`matmul_exact` is quantized_dot.matmul_xla in torch: the CUDA path runs it where the plan says "xla_dot"
+(quantized_cuda.py); `finish` / `epilogue` / `cast_out` are quantized_dot's, shared by the kernels' paths
+and the layer's activation-scale epilogue (ops.quantized_epilogue). No host sync and no host-to-device
+copy (CUDA-graph capture works); every buffer is a fresh allocation of the call.
 """
 from __future__ import annotations
 
@@ -23,10 +14,9 @@ import math
 import numpy as np
 import torch
 
-from .. import formats, gpu_plan, layout
+from .. import formats, layout
 
-__all__ = ["run_cuda", "kernel_for", "matmul_exact", "unpack_codes", "weight_values", "sigma_order",
-           "finish", "epilogue", "cast_out"]
+__all__ = ["matmul_exact", "unpack_codes", "weight_values", "finish", "epilogue", "cast_out"]
 
 
 # ---- the epilogue (quantized_dot.cast_out / epilogue / finish) -----------------------------------
@@ -56,126 +46,9 @@ def finish(sums: torch.Tensor, bias, out_dtype: torch.dtype) -> torch.Tensor:
     return epilogue(sums.to(torch.float32), bias, out_dtype)
 
 
-def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
-    """finish(sums) written into C2; nothing to do where the kernel wrote C2 itself (sums is C2) but add
-    the bias (float32 output: v + bias is the epilogue)."""
-    if sums is C2:
-        if bias is not None and bias.numel():
-            C2.add_(bias)
-        return
-    C2.copy_(finish(sums, bias, C2.dtype))
-
-
-# ---- the plan ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _cuda_module():
-    try:
-        from .. import _bitblas_cuda
-    except ImportError:
-        return None
-    return _bitblas_cuda
-
-
-@functools.lru_cache(maxsize=64)
-def _capability(index: int) -> tuple[int, int]:
-    return tuple(torch.cuda.get_device_capability(index))
-
-
-@functools.lru_cache(maxsize=8192)
-def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
-    """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
-    sm_80+, gemm_wgmma_i8 sm_90, both the CUDA kernels; BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_I8
-    override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
-    group_size resolved (K for per channel)."""
-    if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
-        decode_i8 = sm90 = False
-    else:
-        decode_i8 = gpu_plan.decode_i8_runs(lambda: _capability(index) >= (8, 0))
-        sm90 = gpu_plan.gemm_i8_runs(lambda: _capability(index) == (9, 0))
-    return gpu_plan.quantized_activation_kernel(a_dtype, w_format, mode, group_size, M, K,
-                                                decode_i8=decode_i8, sm90=sm90)
-
-
-def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
-             C2: torch.Tensor, index: int, stream: int) -> None:
-    """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
-    on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
-    (the current device: the launchers launch there), `stream` torch's current stream on it."""
-    M, K = A2.shape
-    kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
-    if kernel == "decode_i8":
-        _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
-    elif kernel == "gemm_wgmma_i8":
-        _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
-    else:
-        C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
-
-
-def _aligned(t: torch.Tensor, align: int) -> torch.Tensor:
-    """t, or a copy of it where its data does not start on an `align`-byte boundary (a slice may not;
-    torch's allocations do)."""
-    return t if t.data_ptr() % align == 0 else t.clone()
-
-
-def _sums_buffer(C2: torch.Tensor, dtype: torch.dtype, direct: bool) -> torch.Tensor:
-    """Where a kernel writes its sums: C2 itself when they are already the output, else a fresh buffer."""
-    if direct and C2.dtype == dtype:
-        return C2
-    return torch.empty(C2.shape, dtype=dtype, device=C2.device)
-
-
-def _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
-    """decode_i8: S (int32, mode none) or v (float32, mode scale), then finish."""
-    M, K = A2.shape
-    N = W.shape[0]
-    scaled = mode == "scale"
-    A2, W = _aligned(A2, 2), _aligned(W, 16)
-    sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
-    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size, A2.data_ptr(),
-                                 W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
-    _finish_into(C2, sums, bias)
-
-
-# ---- gemm_wgmma_i8 (written against launch_gemm_wgmma_i8(GemmI8Args) and primitive._gemm_i8_call) ----
-@functools.lru_cache(maxsize=None)
-def _sigma_is_chunk_transpose() -> bool:
-    """Whether primitive.GEMM_I8_SIGMA (the kernel's kSigma, the one definition) is the transpose that
-    sigma_order applies: position 4t + 2h + j of a 16-k chunk carries k = 8h + 2t + j."""
-    from ..primitive import GEMM_I8_SIGMA
-    return bool(np.array_equal(np.arange(16).reshape(2, 4, 2).transpose(1, 0, 2).reshape(16), GEMM_I8_SIGMA))
-
-
-def sigma_order(A2: torch.Tensor) -> torch.Tensor:
-    """A2 [M, K] with each 16-k chunk in gemm_wgmma_i8's k order (primitive.GEMM_I8_SIGMA), a new
-    contiguous tensor: one transpose of each chunk viewed [2, 4, 2] (a view and a copy, no index tensor,
-    so no host-to-device copy)."""
-    if not _sigma_is_chunk_transpose():
-        raise NotImplementedError("bitblas_jax::matmul: primitive.GEMM_I8_SIGMA is no longer the chunk "
-                                  "transpose that torch/quantized.py sigma_order applies; update sigma_order")
-    M, K = A2.shape
-    return A2.reshape(M, K // 16, 2, 4, 2).transpose(2, 3).reshape(M, K)
-
-
-def _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
-    """gemm_wgmma_i8 (sm_90): A in kSigma order; S (int32), or v (float32) with groups of
-    gpu_plan.GEMM_I8_GROUP; per-channel scales: s * S in float32 (quantized_dot's term of the one group);
-    then finish."""
-    M, K = A2.shape
-    N = W.shape[0]
-    grouped = mode == "scale" and group_size == gpu_plan.GEMM_I8_GROUP     # v from the kernel
-    per_channel = mode == "scale" and not grouped
-    A_sigma, W = sigma_order(A2), _aligned(W, 16)
-    sums = _sums_buffer(C2, torch.float32 if grouped else torch.int32, not per_channel)
-    _cuda_module().gemm_wgmma_i8_raw(M, N, K, formats.FORMATS[w_format].id, formats.MODE_IDS[mode], group_size,
-                                     A_sigma.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
-                                     sums.data_ptr(), stream)
-    if per_channel:
-        sums = scale.reshape(1, N) * sums.to(torch.float32)
-    _finish_into(C2, sums, bias)
-
-
 # ---- the exact path in torch (quantized_dot.matmul_xla) ---------------------------------------------
-def unpack_codes(W: torch.Tensor, N: int, K: int, bits: int, k_range: tuple[int, int] | None = None) -> torch.Tensor:
+def unpack_codes(W: torch.Tensor, N: int, K: int, bits: int,
+                 k_range: tuple[int, int] | None = None) -> torch.Tensor:
     """Packed uint8 [N, K * bits / 8] -> raw codes int32 [N, K] on W's device: layout.unpack in torch;
     with k_range (k0, k1), multiples of the packed tile's k, the columns k0..k1 only.
 
@@ -300,7 +173,8 @@ def matmul_exact(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: s
         if int_mm:
             if a.dim() == 2:
                 return torch._int_mm(a.contiguous(), w.t())
-            return torch.stack([torch._int_mm(a[i].contiguous(), w[i].contiguous().t()) for i in range(a.shape[0])])
+            return torch.stack([torch._int_mm(a[i].contiguous(), w[i].contiguous().t())
+                                for i in range(a.shape[0])])
         if int8:
             S = torch.matmul(a.to(torch.float64), w.to(torch.float64).transpose(-1, -2))
             return S.to(torch.int64) if a.dim() == 2 else _int32_wrapped(S)
