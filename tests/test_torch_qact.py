@@ -509,6 +509,26 @@ def test_cuda_linear_int8_quantizes_fp16_inputs(rng, W_dtype, group, out, M):
 
 
 @on_gpu
+@pytest.mark.parametrize("A_dtype,W_dtype,zeros_mode", [("int8", "uint4", "quantized"), ("int8", "int8", None),
+                                                        ("float8_e4m3fn", "int4", "original"),
+                                                        ("float8_e5m2", "float8_e5m2", None)])
+def test_cuda_dequantize_quantized_layers(rng, A_dtype, W_dtype, zeros_mode):
+    """Linear.dequantize (the kernel path on an identity) of an int8 / float8-activation layer on CUDA
+    equals the CPU layer's: float32, the weight's values with scale / zeros applied once in float32."""
+    case = make_qcase(rng, A_dtype, W_dtype, "scale" if zeros_mode is None else zeros_mode, 128, "float32",
+                      M=1, N=64, K=512)
+    layers = []
+    for device in ("cpu", "cuda"):
+        lin = bbt.Linear(512, 64, A_dtype=A_dtype, W_dtype=W_dtype, group_size=128, with_scaling=True,
+                         with_zeros=zeros_mode is not None, zeros_mode=zeros_mode, out_dtype="float32",
+                         device=device)
+        lin.load_and_transform_weight(case.values, case.scale, case.zeros)
+        layers.append(lin.dequantize())
+    assert layers[1].dtype == torch.float32 and layers[1].device.type == "cuda"
+    np.testing.assert_array_equal(to_numpy(layers[1]), to_numpy(layers[0]))
+
+
+@on_gpu
 def test_cuda_m_zero_and_errors(rng):
     """M = 0 gives an empty result; operands on two devices still raise naming the argument."""
     case = make_qcase(rng, "int8", "int4", "scale", 128, "float16", True, M=2, N=256, K=1024)

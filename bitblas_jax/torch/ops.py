@@ -376,13 +376,15 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
     rows), so it is for backward passes and debugging, not for inference.
     """
     name = _DTYPE_NAMES[a_dtype]
-    accum, out = "float32", name
+    accum, out, eye_dtype = "float32", name, a_dtype
     if formats.is_quantized_activation(name):     # 1 * w exactly, then scale / zeros in float32
-        accum, out = formats.QUANTIZED_A[name]["accum"], "float32"
+        # (the identity made in float32, then cast: torch's eye / pad do not take float8 on every device)
+        accum, out, eye_dtype = formats.QUANTIZED_A[name]["accum"], "float32", torch.float32
     parts = []
     for k0 in range(0, K, 1024):
         rows = min(1024, K - k0)
-        eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=a_dtype, device=W.device), (k0, 0))
+        eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=eye_dtype, device=W.device), (k0, 0))
+        eye = eye.to(a_dtype)
         parts.append(matmul(eye, W, scale, zeros, None, w_format, mode, group_size, accum, out))
     return torch.cat(parts, 0).t()
 
