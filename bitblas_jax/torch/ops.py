@@ -378,7 +378,7 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
     name = _DTYPE_NAMES[a_dtype]
     accum, out, eye_dtype = "float32", name, a_dtype
     if formats.is_quantized_activation(name):     # 1 * w exactly, then scale / zeros in float32
-        # (the identity made in float32, then cast: torch's eye / pad do not take float8 on every device)
+        # (the identity made in float32, then cast: float8 support in torch's eye / pad varies by device)
         accum, out, eye_dtype = formats.QUANTIZED_A[name]["accum"], "float32", torch.float32
     parts = []
     for k0 in range(0, K, 1024):
