@@ -339,6 +339,21 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, w, mode, group, out
     check_quantized(case, to_numpy(C))
 
 
+@pytest.mark.parametrize("kernel", ["decode_i8", "gemm_wgmma_i8", "xla_dot"])
+def test_float8_routed_to_an_int8_kernel_takes_the_exact_path(rng, monkeypatch, kernel):
+    """The raw kernel entries take int8 A: float8 A that a plan sends to one of them runs the exact torch
+    path (no kernel call), so a plan extended to float8 before its entry is cannot read float8 as int8."""
+    calls = []
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: calls.append("kernel"))
+    monkeypatch.setattr(qcuda, "kernel_for", lambda *a: kernel)
+    case = make_qcase(rng, "float8_e4m3fn", "int4", "scale", 128, "float32", True, M=20, N=48, K=512)
+    A, W, s, z, b = operands(case)
+    C = torch.full((20, 48), float("nan"))
+    qcuda.run_cuda(A, W, s, z, b, "int4", "float8_e4m3fn", "scale", 128, C, 0, 0)
+    assert not calls
+    check_quantized(case, to_numpy(C))
+
+
 def test_op_takes_quantized_cuda_tensors():
     """The op's checks take int8 / float8 A on CUDA tensors (its fake implementation, what torch.compile
     traces, on fake CUDA tensors); what cannot run still raises naming the argument."""

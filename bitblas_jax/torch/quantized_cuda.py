@@ -64,9 +64,11 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
     (the current device: the launchers launch there), `stream` torch's current stream on it."""
     M, K = A2.shape
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
-    if kernel == "decode_i8":
+    # the raw entries take int8 A (DecodeI8Args / GemmI8Args); any other A the plan may send to a kernel
+    # takes the exact path until its entry takes it
+    if kernel == "decode_i8" and a_dtype == "int8":
         _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
-    elif kernel == "gemm_wgmma_i8":
+    elif kernel == "gemm_wgmma_i8" and a_dtype == "int8":
         _gemm_wgmma_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
     else:
         C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
