@@ -198,15 +198,15 @@ def decode_i8_runs(detect=_jax_gpus_are_sm80) -> bool:
     return _ext.has_cuda() and bool(detect())
 
 
-def gemm_a8_runs() -> bool:
+def gemm_a8_runs(detect=_jax_gpu_is_sm90) -> bool:
     """Whether gemm_wgmma_a8 can run: this install has the CUDA kernels and the GPU is an sm_90 one
-    (hopper()). BITBLAS_JAX_GEMM_A8=0 / 1 overrides it (A/B timing against XLA's dots; lowering tests
-    on machines without a GPU)."""
+    (hopper(detect); default: JAX's GPU). BITBLAS_JAX_GEMM_A8=0 / 1 overrides it (A/B timing against
+    XLA's dots; lowering tests on machines without a GPU)."""
     env = os.environ.get("BITBLAS_JAX_GEMM_A8")
     if env in ("0", "1"):
         return env == "1"
     from . import _ext
-    return _ext.has_cuda() and hopper()
+    return _ext.has_cuda() and hopper(detect)
 
 
 def widened_f16_runs(detect=_jax_gpus_are_sm80) -> bool:

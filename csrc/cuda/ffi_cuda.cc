@@ -13,6 +13,7 @@
 #include "decode_i8.h"
 #include "gemm_wgmma_a8.h"
 #include "matmul_cuda.h"
+#include "qact_raw.h"
 
 namespace py = pybind11;
 namespace bitblas_jax {
@@ -238,4 +239,5 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,
         "Run the CUDA kernels on raw device pointers and a raw cudaStream_t (torch shim).");
+  bitblas_jax::def_qact_raw(m);
 }

@@ -1,0 +1,148 @@
+"""int8 / float8 activations on CUDA tensors for the torch op (ops.py): the GPU path JAX takes.
+
+`run_cuda` asks the plan JAX asks, gpu_plan.quantized_activation_kernel, for the tensors' GPU
+(`kernel_for`):
+
+- "decode_i8": the CUDA kernel (`_bitblas_cuda.decode_i8_raw`) returns the exact int32 sums S (mode
+  none) or v, the float32 sum of the scaled int32 group sums (mode scale); quantized_dot.finish applies
+  the bias and the output cast;
+- "gemm_wgmma_a8" (int8 / float8 A): the activations in the kernel's k order (`sigma_order`), then
+  `_bitblas_cuda.gemm_wgmma_a8_raw`: int32 S, or float32 (float8 sums, or v with group scales the kernel
+  applies; gpu_plan.gemm_a8_output); per-channel scales s * S here; finish;
+- "xla_dot" (under JAX: XLA's exact dots) and anything else: quantized_dot.matmul_exact, the same exact
+  dots in torch. (The plan is asked without "widened_f16", JAX's float8 path through the 16-bit
+  kernels: the torch shim runs those calls on the exact path.)
+
+No host sync and no host-to-device copy on the way (CUDA-graph capture works); every buffer is a fresh
+allocation of the call (none is kept across calls). CPU tensors run the C++ CPU kernel (ops.py).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .. import formats, gpu_plan
+from .quantized_dot import finish, matmul_exact
+
+__all__ = ["run_cuda", "kernel_for", "sigma_order"]
+
+
+# ---- the plan ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cuda_module():
+    try:
+        from .. import _bitblas_cuda
+    except ImportError:
+        return None
+    return _bitblas_cuda
+
+
+@functools.lru_cache(maxsize=64)
+def _capability(index: int) -> tuple[int, int]:
+    return tuple(torch.cuda.get_device_capability(index))
+
+
+@functools.lru_cache(maxsize=8192)
+def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
+    """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
+    sm_80+, gemm_wgmma_a8 sm_90, both the CUDA kernels; BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8
+    override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
+    group_size resolved (K for per channel)."""
+    if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
+        decode_i8 = sm90 = False
+    else:
+        decode_i8 = gpu_plan.decode_i8_runs(lambda: _capability(index) >= (8, 0))
+        sm90 = gpu_plan.gemm_a8_runs(lambda: _capability(index) == (9, 0))
+    return gpu_plan.quantized_activation_kernel(a_dtype, w_format, mode, group_size, M, K,
+                                                decode_i8=decode_i8, sm90=sm90, widened_f16=False)
+
+
+def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
+             C2: torch.Tensor, index: int, stream: int) -> None:
+    """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
+    on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
+    (the current device: the launchers launch there), `stream` torch's current stream on it."""
+    M, K = A2.shape
+    kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
+    # decode_i8_raw takes int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A (GemmA8Args)
+    if kernel == "decode_i8" and a_dtype == "int8":
+        _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
+    elif kernel == "gemm_wgmma_a8":
+        _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
+    else:
+        C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
+
+
+def _aligned(t: torch.Tensor, align: int) -> torch.Tensor:
+    """t, or a copy of it where its data does not start on an `align`-byte boundary (a slice may not;
+    torch's allocations do)."""
+    return t if t.data_ptr() % align == 0 else t.clone()
+
+
+def _sums_buffer(C2: torch.Tensor, dtype: torch.dtype, direct: bool) -> torch.Tensor:
+    """Where a kernel writes its sums: C2 itself when they are already the output, else a fresh buffer."""
+    if direct and C2.dtype == dtype:
+        return C2
+    return torch.empty(C2.shape, dtype=dtype, device=C2.device)
+
+
+def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
+    """finish(sums) written into C2; nothing to do where the kernel wrote C2 itself (sums is C2) but add
+    the bias (float32 output: v + bias is the epilogue)."""
+    if sums is C2:
+        if bias is not None and bias.numel():
+            C2.add_(bias)
+        return
+    C2.copy_(finish(sums, bias, C2.dtype))
+
+
+def _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
+    """decode_i8: S (int32, mode none) or v (float32, mode scale), then finish."""
+    M, K = A2.shape
+    N = W.shape[0]
+    scaled = mode == "scale"
+    A2, W = _aligned(A2, 2), _aligned(W, 16)
+    sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
+    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size, A2.data_ptr(),
+                                 W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
+    _finish_into(C2, sums, bias)
+
+
+# ---- gemm_wgmma_a8 (as primitive._gemm_a8_call) -----------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _sigma_is_chunk_transpose() -> bool:
+    """Whether primitive.GEMM_A8_SIGMA (the kernel's kSigma, the one definition) is the transpose that
+    sigma_order applies: position 4t + 2h + j of a 16-k chunk carries k = 8h + 2t + j."""
+    from ..primitive import GEMM_A8_SIGMA
+    return bool(np.array_equal(np.arange(16).reshape(2, 4, 2).transpose(1, 0, 2).reshape(16), GEMM_A8_SIGMA))
+
+
+def sigma_order(A2: torch.Tensor) -> torch.Tensor:
+    """A2 [M, K] with each 16-k chunk in gemm_wgmma_a8's k order (primitive.GEMM_A8_SIGMA), a new
+    contiguous tensor: one transpose of each chunk viewed [2, 4, 2] (a view and a copy, no index tensor,
+    so no host-to-device copy)."""
+    if not _sigma_is_chunk_transpose():
+        raise NotImplementedError("bitblas_jax::matmul: primitive.GEMM_A8_SIGMA is no longer the chunk "
+                                  "transpose that torch/quantized_cuda.py sigma_order applies; update sigma_order")
+    M, K = A2.shape
+    return A2.reshape(M, K // 16, 2, 4, 2).transpose(2, 3).reshape(M, K)
+
+
+def _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
+    """gemm_wgmma_a8 (sm_90): A in kSigma order; int32 S, or float32 (gpu_plan.gemm_a8_output: float8
+    sums, or v with the group scales the kernel applies); per-channel scales: s * S in float32
+    (quantized_dot's term of the one group); then finish."""
+    M, K = A2.shape
+    N = W.shape[0]
+    out_dtype, kernel_scales = gpu_plan.gemm_a8_output(a_dtype, mode, group_size, K)
+    per_channel = mode == "scale" and not kernel_scales
+    A_sigma, W = sigma_order(A2), _aligned(W, 16)
+    sums = _sums_buffer(C2, torch.float32 if out_dtype == "float32" else torch.int32, not per_channel)
+    _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], formats.FORMATS[w_format].id,
+                                     formats.MODE_IDS[mode], group_size, A_sigma.data_ptr(), W.data_ptr(),
+                                     0 if scale is None else scale.data_ptr(), sums.data_ptr(), stream)
+    if per_channel:
+        sums = scale.reshape(1, N) * sums.to(torch.float32)
+    _finish_into(C2, sums, bias)
