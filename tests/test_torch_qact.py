@@ -233,7 +233,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(_ext, "_bitblas_cuda", object())          # gpu_plan's "this install has them"
     monkeypatch.setattr(qcuda, "_cuda_module", lambda: object())
     monkeypatch.setattr(qcuda, "_capability", lambda index: cap[0])
-    for var in ("BITBLAS_JAX_DECODE_I8", "BITBLAS_JAX_GEMM_A8", "BITBLAS_JAX_HOPPER"):
+    for var in ("BITBLAS_JAX_DECODE_I8", "BITBLAS_JAX_GEMM_A8", "BITBLAS_JAX_WIDENED_F16", "BITBLAS_JAX_HOPPER"):
         monkeypatch.delenv(var, raising=False)
     qcuda.kernel_for.cache_clear()
     yield cap
@@ -248,18 +248,19 @@ def fake_gpu(monkeypatch):
     ((9, 0), "int8", "int4", "scale", 256, 300, "gemm_wgmma_a8"),      # per channel (K = 256)
     ((9, 0), "int8", "int2", "none", 256, 300, "xla_dot"),
     ((9, 0), "int8", "int4", "quantized", 128, 1, "xla_dot"),
-    ((9, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "xla_dot"),      # no widened_f16 in the shim
+    ((9, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "xla_dot"),      # groups: XLA's dots
+    ((9, 0), "float8_e4m3fn", "int4", "scale", 256, 1, "widened_f16"),  # per channel at decode sizes
     ((9, 0), "float8_e4m3fn", "float8_e5m2", "scale", 128, 40, "gemm_wgmma_a8"),
     ((9, 0), "float8_e5m2", "int4", "none", 256, 300, "gemm_wgmma_a8"),
-    ((8, 0), "float8_e4m3fn", "float8_e4m3fn", "none", 256, 300, "xla_dot"),
+    ((8, 0), "float8_e4m3fn", "float8_e4m3fn", "none", 256, 300, "widened_f16"),
+    ((7, 5), "float8_e4m3fn", "float8_e4m3fn", "none", 256, 300, "xla_dot"),
     ((8, 0), "int8", "int4", "scale", 128, 1, "decode_i8"),
     ((8, 0), "int8", "int8", "none", 256, 17, "xla_dot"),
     ((7, 5), "int8", "int4", "scale", 128, 1, "xla_dot"),
 ])
 def test_kernel_for_is_gpu_plans_rule(fake_gpu, cap, a_dtype, w, mode, group, M, kernel):
     """The torch shim's path for int8 / float8 A is gpu_plan.quantized_activation_kernel for the tensors'
-    GPU (decode_i8 on sm_80+, gemm_wgmma_a8 on sm_90), without widened_f16 (JAX's float8 path through
-    the 16-bit kernels: the shim runs those calls on its exact path)."""
+    GPU (decode_i8 and widened_f16 on sm_80+, gemm_wgmma_a8 on sm_90)."""
     fake_gpu[0] = cap
     assert qcuda.kernel_for(0, M, 256, w, a_dtype, mode, group) == kernel
 
@@ -351,10 +352,32 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, a_dtype, w, mode, g
     check_quantized(case, to_numpy(C))
 
 
-@pytest.mark.parametrize("kernel", ["decode_i8", "widened_f16", "xla_dot"])
+@pytest.mark.parametrize("a_dtype,w,mode,out,bias", [
+    ("float8_e4m3fn", "float8_e4m3fn", "none", "float32", False),
+    ("float8_e5m2", "float8_e5m2", "scale", "bfloat16", True),
+    ("float8_e4m3fn", "int4", "original", "float16", True),
+    ("float8_e5m2", "int4", "quantized", "float32", False),
+])
+def test_widened_f16_glue_on_cpu_tensors(rng, monkeypatch, a_dtype, w, mode, out, bias):
+    """run_cuda's widened_f16 branch on CPU tensors (its 16-bit op call then runs the CPU kernel): float8 A
+    converted to float16, S over all of K in float32, the per-channel term and finish, into a NaN-poisoned
+    C, within the float32 bound; no raw kernel call."""
+    calls = []
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: calls.append("kernel"))
+    monkeypatch.setattr(qcuda, "kernel_for", lambda *a: "widened_f16")
+    case = make_qcase(rng, a_dtype, w, mode, -1, out, bias, M=21, N=48, K=512)
+    c = case.cfg
+    A, W, s, z, b = operands(case)
+    C = torch.full((21, 48), float("nan"), dtype=ops.TORCH_DTYPES[out])
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, C, 0, 0)
+    assert not calls
+    check_quantized(case, to_numpy(C))
+
+
+@pytest.mark.parametrize("kernel", ["decode_i8", "xla_dot"])
 def test_float8_without_a_float8_kernel_takes_the_exact_path(rng, monkeypatch, kernel):
-    """decode_i8_raw takes int8 A only, and the shim has no widened_f16: float8 A that a plan sends to
-    either runs the exact torch path (no kernel call), so float8 is never read as int8."""
+    """decode_i8_raw takes int8 A only: float8 A that a plan sends to it runs the exact torch path (no
+    kernel call), so float8 is never read as int8."""
     calls = []
     monkeypatch.setattr(qcuda, "_cuda_module", lambda: calls.append("kernel"))
     monkeypatch.setattr(qcuda, "kernel_for", lambda *a: kernel)

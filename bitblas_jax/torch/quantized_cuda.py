@@ -9,9 +9,11 @@
 - "gemm_wgmma_a8" (int8 / float8 A): the activations in the kernel's k order (`sigma_order`), then
   `_bitblas_cuda.gemm_wgmma_a8_raw`: int32 S, or float32 (float8 sums, or v with group scales the kernel
   applies; gpu_plan.gemm_a8_output); per-channel scales s * S here; finish;
+- "widened_f16" (float8 A, mode none or one group per row): A converted to float16 (exact), the op's
+  own 16-bit CUDA path (mode none, float32 accumulation and output) returns S, then the per-channel
+  term (quantized_dot.per_channel_v) and finish, as primitive._widened_f16_call;
 - "xla_dot" (under JAX: XLA's exact dots) and anything else: quantized_dot.matmul_exact, the same exact
-  dots in torch. (The plan is asked without "widened_f16", JAX's float8 path through the 16-bit
-  kernels: the torch shim runs those calls on the exact path.)
+  dots in torch.
 
 No host sync and no host-to-device copy on the way (CUDA-graph capture works); every buffer is a fresh
 allocation of the call (none is kept across calls). CPU tensors run the C++ CPU kernel (ops.py).
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import formats, gpu_plan
-from .quantized_dot import finish, matmul_exact
+from .quantized_dot import finish, matmul_exact, per_channel_v
 
 __all__ = ["run_cuda", "kernel_for", "sigma_order"]
 
@@ -47,16 +49,17 @@ def _capability(index: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8192)
 def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
     """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
-    sm_80+, gemm_wgmma_a8 sm_90, both the CUDA kernels; BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8
-    override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
+    sm_80+, gemm_wgmma_a8 sm_90, widened_f16 sm_80+, all the CUDA kernels; BITBLAS_JAX_DECODE_I8 /
+    BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_WIDENED_F16 override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
     group_size resolved (K for per channel)."""
     if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
-        decode_i8 = sm90 = False
+        decode_i8 = sm90 = widened_f16 = False
     else:
         decode_i8 = gpu_plan.decode_i8_runs(lambda: _capability(index) >= (8, 0))
         sm90 = gpu_plan.gemm_a8_runs(lambda: _capability(index) == (9, 0))
+        widened_f16 = gpu_plan.widened_f16_runs(lambda: _capability(index) >= (8, 0))
     return gpu_plan.quantized_activation_kernel(a_dtype, w_format, mode, group_size, M, K,
-                                                decode_i8=decode_i8, sm90=sm90, widened_f16=False)
+                                                decode_i8=decode_i8, sm90=sm90, widened_f16=widened_f16)
 
 
 def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
@@ -71,6 +74,8 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
         _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
     elif kernel == "gemm_wgmma_a8":
         _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
+    elif kernel == "widened_f16" and a_dtype != "int8":
+        _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2)
     else:
         C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
 
@@ -146,3 +151,14 @@ def _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, 
     if per_channel:
         sums = scale.reshape(1, N) * sums.to(torch.float32)
     _finish_into(C2, sums, bias)
+
+
+# ---- widened_f16 (as primitive._widened_f16_call) ------------------------------------------------------
+def _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2) -> None:
+    """float8 A2 converted to float16 (exact: every e4m3fn / e5m2 value is a float16) through the op's
+    16-bit CUDA path with mode none, float32 accumulation and float32 output: S over all of K; then the
+    per-channel term and finish (bias, cast)."""
+    K = A2.shape[1]
+    S = torch.ops.bitblas_jax.matmul(A2.to(torch.float16), W, None, None, None, w_format, "none", K,
+                                     "float32", "float32")
+    C2.copy_(finish(per_channel_v(S, A2, scale, zeros, mode), bias, C2.dtype))

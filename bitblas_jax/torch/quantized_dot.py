@@ -16,7 +16,7 @@ import torch
 
 from .. import formats, layout
 
-__all__ = ["matmul_exact", "unpack_codes", "weight_values", "finish", "epilogue", "cast_out"]
+__all__ = ["matmul_exact", "unpack_codes", "weight_values", "finish", "epilogue", "cast_out", "per_channel_v"]
 
 
 # ---- the epilogue (quantized_dot.cast_out / epilogue / finish) -----------------------------------
@@ -131,6 +131,19 @@ def _group_term(S, asum, s, z, mode: str):
     if mode == "original":
         return s * (S.to(f32) - zf * af)
     return s * S.to(f32) - zf * af          # rescale
+
+
+def per_channel_v(S: torch.Tensor, A2: torch.Tensor, scale, zeros, mode: str) -> torch.Tensor:
+    """quantized_dot.per_channel_v: v [M, N] from S [M, N], the float32 sums over all of K, for a mode
+    with one group per row (or none); Asum summed from A2 [M, K] in float32 where the mode has zeros."""
+    if mode == "none":
+        return S.to(torch.float32)
+    M, N = S.shape
+    asum = (A2.to(torch.float32).sum(-1) if mode in formats.ZEROS_MODES
+            else torch.zeros((M,), dtype=torch.float32, device=S.device))
+    z = zeros.reshape(1, N) if zeros is not None and zeros.numel() else torch.zeros((1, N), dtype=torch.float32,
+                                                                                   device=S.device)
+    return _group_term(S[None], asum[None], scale.reshape(1, N), z, mode)[0]
 
 
 def matmul_exact(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
