@@ -134,6 +134,16 @@ __device__ __forceinline__ void mma_f16(uint32_t (&d)[2], const uint32_t (&a)[4]
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// D = A(16x32, weight rows n x k) * B(32x8, k x activation rows m) + D, int8 operands, int32 sums.
+__device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // Accumulators of one 16(n) x 8(m) mma tile: fp32 (4 regs) or fp16 (2 half2 regs).
 // Element e (0..3): row g + 8*(e>>1) (n), column 2c + (e&1) (m).
 template <bool ACC16>
