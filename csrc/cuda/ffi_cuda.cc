@@ -89,22 +89,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
                                   .Attr<int64_t>("K"),
                               {ffi::Traits::kCmdBufferCompatible});
 
-// The kernels of int8 activations that return decode_i8's sums (decode_i8, gemm_mma_a8): the same
-// operands, checks and outputs, each with its plan.h rule and launcher.
+// The kernels of int8 activations that return decode_i8's sums: the same operands, checks and
+// outputs, each with its plan.h rule and launcher.
 struct Int8SumsKernel {
   const char* name;    // in messages
   const char* target;  // the custom call
   bool (*takes)(WFormat, int, int64_t, int64_t);
   std::string (*launch)(const DecodeI8Args&, cudaStream_t);
 };
+// decode_i8 (decode_i8.cuh): int8 activations at decode sizes, on the packed weight of every path.
+constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::decode_i8_takes, launch_decode_i8};
+// gemm_mma_a8 (gemm_mma_a8.cuh): int8 activations above decode sizes on any sm_80+ GPU, A with each
+// 16-k chunk in kSigma order (bitblas_jax/primitive.py permutes it).
+constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
+                                    launch_gemm_mma_a8};
 
 // The exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode scale);
 // bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish). Operands and
 // attributes as the matmul call's, without bias; zeros is empty in both modes.
-ffi::Error Int8SumsImpl(const Int8SumsKernel& kern, cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W,
-                        ffi::AnyBuffer scale, ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out,
-                        int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N,
-                        int64_t K) {
+template <const Int8SumsKernel& kern>
+ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                            ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
+                            int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
   const std::string name = kern.name;
   if (A.element_type() != ffi::DataType::S8) return arg_error(name + ": A must be s8");
   if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error(name + ": accum_dtype must be int32");
@@ -138,7 +144,7 @@ ffi::Error Int8SumsImpl(const Int8SumsKernel& kern, cudaStream_t stream, ffi::An
   return ffi::Error::Success();
 }
 
-// The handlers' bindings: A, W, scale, zeros, out and the matmul call's attributes.
+// The handlers' binding: A, W, scale, zeros, out and the matmul call's attributes.
 #define BITBLAS_JAX_INT8_SUMS_BINDING                                                   \
   BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()                                             \
                                .Ctx<ffi::PlatformStream<cudaStream_t>>()                \
@@ -148,31 +154,10 @@ ffi::Error Int8SumsImpl(const Int8SumsKernel& kern, cudaStream_t stream, ffi::An
                                .Arg<ffi::AnyBuffer>() /* zeros */                       \
                                .Ret<ffi::AnyBuffer>() /* out */)
 
-// decode_i8 (decode_i8.cuh): int8 activations at decode sizes, on the packed weight of every path.
-constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::decode_i8_takes, launch_decode_i8};
-
-ffi::Error DecodeI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                            ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
-                            int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
-  return Int8SumsImpl(kDecodeI8, stream, A, W, scale, zeros, out, w_format, mode, group_size, accum_dtype, N, K);
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, DecodeI8CudaImpl, BITBLAS_JAX_INT8_SUMS_BINDING,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, Int8SumsCudaImpl<kDecodeI8>, BITBLAS_JAX_INT8_SUMS_BINDING,
                               {ffi::Traits::kCmdBufferCompatible});
-
-// gemm_mma_a8 (gemm_mma_a8.cuh): int8 activations above decode sizes on any sm_80+ GPU, A with each
-// 16-k chunk in kSigma order (bitblas_jax/primitive.py permutes it).
-constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
-                                    launch_gemm_mma_a8};
-
-ffi::Error GemmMmaA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                             ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
-                             int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
-  return Int8SumsImpl(kGemmMmaA8, stream, A, W, scale, zeros, out, w_format, mode, group_size, accum_dtype, N, K);
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, GemmMmaA8CudaImpl, BITBLAS_JAX_INT8_SUMS_BINDING,
-                              {ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGemmMmaA8>,
+                              BITBLAS_JAX_INT8_SUMS_BINDING, {ffi::Traits::kCmdBufferCompatible});
 
 // gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
 // in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order

@@ -35,6 +35,7 @@
 
 #include <cstdint>
 
+#include "band_copy.cuh"
 #include "bitblas_jax/plan.h"
 #include "gemm_mma_a8.h"
 #include "gemm_wgmma_a8.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
@@ -150,17 +151,12 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   const int bx = blockIdx.x;
   const long long m0 = static_cast<long long>(blockIdx.y) * BM;
 
-  // Stage copies with each thread's addresses computed once (as gemm_mma): weights in passes of BPI
-  // bands (CPB 16-byte chunks per band), activations in passes of RPP rows (VPR chunks per row). A
-  // thread's rows keep r % 8 from pass to pass (RPP is a multiple of 8), so its swizzled chunk is fixed.
-  constexpr int CPB = TPB * 32, BPI = T / CPB, WIT = NB / BPI;
+  // Stage copies with each thread's addresses computed once: weights by BandStageCopy, activations in
+  // passes of RPP rows (VPR 16-byte chunks per row). A thread's rows keep r % 8 from pass to pass (RPP
+  // is a multiple of 8), so its swizzled chunk is fixed.
+  const BandStageCopy<NB, TPB, T> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
   constexpr int VPR = BK / 16, RPP = T / VPR, AIT = BM / RPP;
-  static_assert(T % CPB == 0 && NB % BPI == 0 && T % VPR == 0 && BM % RPP == 0 && RPP % 8 == 0,
-                "stage copy shape");
-  const long long band_stride = static_cast<long long>(KT) * 512;
-  const int wb = tid / CPB, wrest = tid % CPB;
-  const uint8_t* wsrc = p.W + (static_cast<long long>(bx) * NB + wb) * band_stride + wrest * 16;
-  const uint32_t wdst = smem_addr(smem) + wb * TPB * 512 + wrest * 16;
+  static_assert(T % VPR == 0 && BM % RPP == 0 && RPP % 8 == 0, "stage copy shape");
   const int ar = tid / VPR, av = tid % VPR;
   const uint8_t* asrc = reinterpret_cast<const uint8_t*>(p.A) + (m0 + ar) * K + av * 16;
   const uint32_t adst = smem_addr(smem) + Cfg::W_BYTES + ar * BK + ((av ^ (ar & 7)) << 4);
@@ -168,13 +164,7 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   auto load_stage = [&](int st, int kb) {
     const int k0 = kb * BK;
     const bool full = k0 + BK <= K;  // else only the first (K - k0) / TK tiles exist
-#pragma unroll
-    for (int j = 0; j < WIT; ++j) {
-      const bool ok = bx * NB + wb + j * BPI < nbands && (full || k0 + (wrest / 32) * TK < K);
-      if (ok)
-        cp_async16_stream(wdst + st * Cfg::STAGE_BYTES + j * BPI * TPB * 512,
-                          wsrc + j * BPI * band_stride + static_cast<long long>(kb) * TPB * 512);
-    }
+    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, full ? TPB : (K - k0) / TK);
     // rows past M and chunks past K are left as they are: their sums are never stored
 #pragma unroll
     for (int j = 0; j < AIT; ++j) {
@@ -184,22 +174,8 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
     cp_async_commit();
   };
 
-  int acc[2][MBW][4];
-  float facc[SCALED ? 2 : 1][SCALED ? MBW : 1][4];
-#pragma unroll
-  for (int bi = 0; bi < 2; ++bi)
-#pragma unroll
-    for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[bi][mb][e] = 0;
-  if constexpr (SCALED) {
-#pragma unroll
-    for (int bi = 0; bi < 2; ++bi)
-#pragma unroll
-      for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) facc[bi][mb][e] = 0.f;
-  }
+  int acc[2][MBW][4] = {};
+  float facc[SCALED ? 2 : 1][SCALED ? MBW : 1][4] = {};
 
   // this lane's weight rows: g and g + 8 of the warp's two bands
   const long long nrow0 = (static_cast<long long>(bx) * NB + 2 * wn) * plan::kTileRows + g;
