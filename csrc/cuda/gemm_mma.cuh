@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
   // Stage copies, with each thread's addresses computed once: weights by
   // BandStageCopy, activations in passes of RPP rows (VPR 16-byte vectors per
   // row); a stage adds its k offset.
-  const BandStageCopy<NB, TPB, 256> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
+  const BandStageCopy<NB, TPB, TK, 256> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
   constexpr int VPR = BK / 8, RPP = 256 / VPR, AIT = (BM + RPP - 1) / RPP;
   static_assert(256 % VPR == 0, "stage copy shape");
   const int ar = tid / VPR, av = tid % VPR;
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
   auto load_stage = [&](int st, int kb) {
     const long long k0 = static_cast<long long>(kb) * BK;
     const bool full = k0 + BK <= K;  // else only the first (K - k0) / TK tiles exist
-    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, full ? TPB : static_cast<int>((K - k0) / TK));
+    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, K - k0);
     // activations: rows past M and columns past K are left as they are (never stored / never read)
     if (p.a_aligned) {
 #pragma unroll
@@ -298,31 +298,15 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
   // ---- epilogue ----
   const long long mw = m0 + wm * WM;
   if (p.split == 1) {
-#pragma unroll
-    for (int bi = 0; bi < 2; ++bi) {
-      if (!band_ok[bi]) continue;
-#pragma unroll
-      for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long m = mw + mb * 8 + 2 * c + (e & 1);
-          if (m < M) store_out<T>(p, m, nrow0 + 16 * bi + 8 * (e >> 1), acc[bi][mb].get(e));
-        }
-    }
+    for_each_output<MBW>(band_ok, nrow0, mw, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+      store_out<T>(p, m, n, acc[bi][mb].get(e));
+    });
     return;
   }
   float* part = p.partial + static_cast<long long>(bz) * M * N;
-#pragma unroll
-  for (int bi = 0; bi < 2; ++bi) {
-    if (!band_ok[bi]) continue;
-#pragma unroll
-    for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const long long m = mw + mb * 8 + 2 * c + (e & 1);
-        if (m < M) part[m * N + nrow0 + 16 * bi + 8 * (e >> 1)] = acc[bi][mb].get(e);
-      }
-  }
+  for_each_output<MBW>(band_ok, nrow0, mw, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+    part[m * N + n] = acc[bi][mb].get(e);
+  });
   if (splitk_arrive(p, by * gridDim.x + bx)) {
     const long long nb0 = static_cast<long long>(bx) * BN;
     splitk_reduce<T, BN>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,

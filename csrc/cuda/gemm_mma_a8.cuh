@@ -46,6 +46,8 @@ namespace cudak {
 
 constexpr int kGemmMmaA8Warps = 8;
 constexpr int kGemmMmaA8Threads = 32 * kGemmMmaA8Warps;
+// The unit of the activation copies (cp.async) and of an ldmatrix row: 16 bytes, 16 k.
+constexpr int kGemmMmaA8Chunk = 16;
 // Weight rows per CTA: 8 bands of 16, two per warp, so each warp's decode feeds two A operands.
 constexpr int kGemmMmaA8WeightRows = 128;
 constexpr int kGemmMmaA8WarpsN = 4;  // warps along the weight rows (the rest stand along M)
@@ -69,7 +71,7 @@ struct GemmMmaA8Cfg {
   static constexpr int NB = kGemmMmaA8WeightRows / plan::kTileRows;  // bands per CTA
   static constexpr int WM = BM / (kGemmMmaA8Warps / kGemmMmaA8WarpsN);  // activation rows per warp
   static constexpr int MBW = WM / 8;                      // n8 blocks per warp
-  static constexpr int W_BYTES = NB * TPB * 512;
+  static constexpr int W_BYTES = NB * TPB * kTileBytes;
   static constexpr int A_BYTES = BM * BK;                 // one byte per activation
   static constexpr int STAGE_BYTES = W_BYTES + A_BYTES;
   static constexpr int FIT = kGemmMmaA8SmemBudget / STAGE_BYTES;
@@ -154,21 +156,21 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   // Stage copies with each thread's addresses computed once: weights by BandStageCopy, activations in
   // passes of RPP rows (VPR 16-byte chunks per row). A thread's rows keep r % 8 from pass to pass (RPP
   // is a multiple of 8), so its swizzled chunk is fixed.
-  const BandStageCopy<NB, TPB, T> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
-  constexpr int VPR = BK / 16, RPP = T / VPR, AIT = BM / RPP;
+  const BandStageCopy<NB, TPB, TK, T> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
+  constexpr int CH = kGemmMmaA8Chunk, VPR = BK / CH, RPP = T / VPR, AIT = BM / RPP;
   static_assert(T % VPR == 0 && BM % RPP == 0 && RPP % 8 == 0, "stage copy shape");
   const int ar = tid / VPR, av = tid % VPR;
-  const uint8_t* asrc = reinterpret_cast<const uint8_t*>(p.A) + (m0 + ar) * K + av * 16;
-  const uint32_t adst = smem_addr(smem) + Cfg::W_BYTES + ar * BK + ((av ^ (ar & 7)) << 4);
+  const uint8_t* asrc = reinterpret_cast<const uint8_t*>(p.A) + (m0 + ar) * K + av * CH;
+  const uint32_t adst = smem_addr(smem) + Cfg::W_BYTES + ar * BK + (av ^ (ar & 7)) * CH;
 
   auto load_stage = [&](int st, int kb) {
     const int k0 = kb * BK;
-    const bool full = k0 + BK <= K;  // else only the first (K - k0) / TK tiles exist
-    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, full ? TPB : (K - k0) / TK);
+    const bool full = k0 + BK <= K;  // else K ends inside this stage
+    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, K - k0);
     // rows past M and chunks past K are left as they are: their sums are never stored
 #pragma unroll
     for (int j = 0; j < AIT; ++j) {
-      const bool ok = m0 + ar + j * RPP < M && (full || k0 + av * 16 < K);
+      const bool ok = m0 + ar + j * RPP < M && (full || k0 + av * CH < K);
       if (ok) cp_async16(adst + st * Cfg::STAGE_BYTES + j * RPP * BK, asrc + static_cast<long long>(j) * RPP * K + k0);
     }
     cp_async_commit();
@@ -217,25 +219,25 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
         cp_async_commit();
     }
     const int st = kb % STAGES;
-    const uint32_t sw = smem_addr(smem) + st * Cfg::STAGE_BYTES + (2 * wn) * TPB * 512 + lane * 16;
+    const uint32_t sw = smem_addr(smem) + st * Cfg::STAGE_BYTES + (2 * wn) * TPB * kTileBytes + lane * 16;
     const uint32_t sa = smem_addr(smem) + st * Cfg::STAGE_BYTES + Cfg::W_BYTES + a_lane_row;
     const int k0 = kb * BK;
     const int ntv = min(TPB, (K - k0) / TK);
 #pragma unroll
     for (int tt = 0; tt < TPB; ++tt) {
       if (tt >= ntv) break;
-      const uint4 w0 = lds128(sw + tt * 512), w1 = lds128(sw + TPB * 512 + tt * 512);
+      const uint4 w0 = lds128(sw + tt * kTileBytes), w1 = lds128(sw + (TPB + tt) * kTileBytes);
 #pragma unroll
       for (int j = 0; j < STEPS; ++j) {
         uint32_t a0[4], a1[4];
         i8_fragment<WF>(w0, j, a0);
         i8_fragment<WF>(w1, j, a1);
         const int q = tt * STEPS + j;  // k32 step within the stage: chunks 2q, 2q + 1 of each row
-        const uint32_t col = ((static_cast<uint32_t>(2 * q) ^ swz_hi) | swz_lo) << 4;
+        const uint32_t col = ((static_cast<uint32_t>(2 * q) ^ swz_hi) | swz_lo) * CH;
 #pragma unroll
         for (int pb = 0; pb < MBW / 2; ++pb) {
           uint32_t b[4];
-          ldmatrix_x4(sa + pb * 16 * BK + col, b[0], b[1], b[2], b[3]);
+          ldmatrix_x4(sa + pb * 16 * BK + col, b[0], b[1], b[2], b[3]);  // n8 blocks 2 pb, 2 pb + 1
           mma_m16n8k32_s8(acc[0][2 * pb], a0, b[0], b[1]);
           mma_m16n8k32_s8(acc[0][2 * pb + 1], a0, b[2], b[3]);
           mma_m16n8k32_s8(acc[1][2 * pb], a1, b[0], b[1]);
@@ -262,24 +264,12 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   }
   cp_async_wait<0>();
 
-  // C fragment element e of n8 block mb: weight row g + 8 (e >> 1), activation row 2c + (e & 1)
-  const long long mw = m0 + wm * WM;
-#pragma unroll
-  for (int bi = 0; bi < 2; ++bi) {
-    if (!band_ok[bi]) continue;
-#pragma unroll
-    for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const long long m = mw + mb * 8 + 2 * c + (e & 1);
-        if (m >= M) continue;
-        const long long o = m * N + nrow0 + 16 * bi + 8 * (e >> 1);
-        if constexpr (SCALED)
-          static_cast<float*>(p.out)[o] = facc[bi][mb][e];
-        else
-          static_cast<int32_t*>(p.out)[o] = acc[bi][mb][e];
-      }
-  }
+  for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+    if constexpr (SCALED)
+      static_cast<float*>(p.out)[m * N + n] = facc[bi][mb][e];
+    else
+      static_cast<int32_t*>(p.out)[m * N + n] = acc[bi][mb][e];
+  });
 }
 
 }  // namespace cudak
