@@ -305,7 +305,7 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
     ("int8", "none", -1, "int32", 16, "decode_i8"),
     ("uint1", "scale", 32, "float32", 1, "decode_i8"),
     ("int2", "scale", -1, "int8", 3, "decode_i8"),
-    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime
+    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime (gemm_mma_a8 off)
     ("int4", "original", 128, "float16", 8, "xla_dot"),     # zeros modes: XLA's dots
     ("uint4", "quantized", 64, "float32", 1, "xla_dot"),
     ("int4", "scale", 8, "float32", 4, "xla_dot"),          # groups inside an mma step (32 k)
@@ -313,7 +313,7 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
 def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
     decode_i8 custom call, whose int32 (mode none) or float32 (mode scale) result the fused epilogue
-    takes; what it does not compute lowers to XLA's dots."""
+    takes; what it does not compute lowers to XLA's dots (and so does M > 16 with gemm_mma_a8 off)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
@@ -349,7 +349,8 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
     """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
     activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
-    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32."""
+    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32; the
+    rest to XLA's dots with gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")

@@ -11,11 +11,12 @@
 // warps computes 128 weight rows x BM activation rows (64 up to M = 64, else 128) over all of K. The
 // warps stand 4 along n and 2 along m; each owns two 16-row bands and BM / 2 activation rows, so each
 // decoded weight fragment feeds BM / 16 mma. Stages of at least 128 k (whole packed tiles) run through
-// a cp.async ring with one barrier per stage: the bands' packed tiles as they are, the activations as
-// BM rows of stage-k bytes whose 16-byte chunks are XOR-swizzled by row (chunk j of row r at j ^ (r % 8)),
-// so the 8 rows of an ldmatrix matrix fall in distinct banks with no padding. One ldmatrix.x4 gives the
-// B fragments of two n8 blocks for one k32 step: an 8x8 b16 matrix is 8 rows x 16 bytes and thread t
-// gets the 4 bytes of row t / 4 at byte 4 (t % 4), which is the k32 B fragment's register.
+// a cp.async ring with one barrier per stage: the bands' packed tiles as they are (band_copy.cuh), the
+// activations as BM rows of stage-k bytes whose 16-byte chunks are XOR-swizzled by row (chunk j of row r
+// at j ^ (r % 8)), so the 8 rows of an ldmatrix matrix fall in distinct banks with no padding. One
+// ldmatrix.x4 gives the B fragments of two n8 blocks for one k32 step: an 8x8 b16 matrix is 8 rows x 16
+// bytes and thread t gets the 4 bytes of row t / 4 at byte 4 (t % 4), which is the k32 B fragment's
+// register.
 //
 // The fragments. A lane's 16 bytes of a packed tile are its fp16 m16n8k16 A fragments (docs/LAYOUT.md);
 // with each 16-k chunk in kSigma order (gemm_wgmma_a8.cuh) they are the s8 m16n8k32 A fragments. 8- and
@@ -44,6 +45,8 @@
 namespace bitblas_jax {
 namespace cudak {
 
+// 8 warps, two per SM sub-partition at one CTA per SM: each warp issues 8 or 16 independent mma per k32
+// step (two bands x its n8 blocks), which with the other warp of its sub-partition hides the mma latency.
 constexpr int kGemmMmaA8Warps = 8;
 constexpr int kGemmMmaA8Threads = 32 * kGemmMmaA8Warps;
 // The unit of the activation copies (cp.async) and of an ldmatrix row: 16 bytes, 16 k.
@@ -54,10 +57,12 @@ constexpr int kGemmMmaA8WarpsN = 4;  // warps along the weight rows (the rest st
 // k per stage, at least: 128-byte activation rows (eight 16-byte chunks: the XOR swizzle's period) and
 // four k32 steps per barrier.
 constexpr int kGemmMmaA8MinStageK = 128;
+// Loads of three stages ahead cover the memory latency (gemm_mma's depth); deeper rings only take space.
 constexpr int kGemmMmaA8MaxStages = 4;
 // The ring of one CTA fits every sm_80+ GPU: sm_86 / sm_89 give a block at most 99 KB of shared memory.
 constexpr int kGemmMmaA8SmemBudget = 96 * 1024;
-// Activation rows per CTA: the small tile up to this many rows of M, the large one above.
+// Activation rows per CTA: the small tile up to this many rows of M (fewer padded rows, twice the CTAs
+// along M), the large one above (each decoded fragment feeds twice the mma).
 constexpr int kGemmMmaA8SmallRows = 64;
 constexpr int kGemmMmaA8LargeRows = 128;
 

@@ -46,7 +46,7 @@ std::string launch_gemm_mma_a8(const GemmMmaA8Args& a, cudaStream_t stream) {
   if (std::string err = check_int8_sums_args(a, "gemm_mma_a8", plan::gemm_mma_a8_takes, 16); !err.empty() || a.M == 0)
     return err;
   if (a.K > INT_MAX) return "gemm_mma_a8: K must be below 2^31";
-  if ((a.M + cudak::kGemmMmaA8SmallRows - 1) / cudak::kGemmMmaA8SmallRows > 65535)
+  if ((a.M + cudak::kGemmMmaA8LargeRows - 1) / cudak::kGemmMmaA8LargeRows > 65535)   // grid.y of the large tile
     return "gemm_mma_a8: M too large for one launch";
   const cudaError_t e = a.scaled ? launch_format<true>(a, stream) : launch_format<false>(a, stream);
   return e == cudaSuccess ? "" : std::string("CUDA error in the gemm_mma_a8 launch: ") + cudaGetErrorString(e);
