@@ -30,8 +30,9 @@ TARGET = "bitblas_jax_matmul"
 DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
 DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
 GEMM_A8_TARGET = "bitblas_jax_gemm_a8"      # CUDA only (int8 activations, larger M, sm_90)
-# gemm_wgmma_a8's k order within each 16-k chunk of A (csrc/cuda/gemm_wgmma_a8.cuh kSigma): position p
-# carries k SIGMA[p], the order in which the packed weight's lane fragments hold k.
+GEMM_MMA_A8_TARGET = "bitblas_jax_gemm_mma_a8"  # CUDA only (int8 activations, larger M, sm_80+)
+# The 8-bit kernels' k order within each 16-k chunk of A (csrc/cuda/gemm_wgmma_a8.cuh kSigma; gemm_mma_a8
+# too): position p carries k SIGMA[p], the order in which the packed weight's lane fragments hold k.
 GEMM_A8_SIGMA = np.array([0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15])
 
 
@@ -160,6 +161,8 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
             return _gemm_a8_call(A, W, scale, zeros, bias, spec=spec)
         if kernel == "widened_f16":
             return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "gemm_mma_a8":
+            return _gemm_mma_a8_call(A, W, scale, zeros, bias, spec=spec)
         raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
                                   "which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
@@ -187,17 +190,34 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
-def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """int8 activations at decode sizes: the decode_i8 kernel returns the exact int32 sums (mode none)
-    or v, the float32 sum of the scaled int32 group sums (mode scale); the bias and the output cast
-    are quantized_dot.finish, which XLA fuses (the activation scale comes after, Matmul.__call__).
-    zeros (empty in both modes) goes along so the handler checks the weight operands as the matmul
-    call's handler does."""
-    A2 = _as_2d(A, spec)
+def _int8_sums_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
+    """A kernel with decode_i8's contract (`target`: decode_i8 or gemm_mma_a8) on A2, A's rows as the
+    kernel takes them: it returns the exact int32 sums (mode none) or v, the float32 sum of the scaled
+    int32 group sums (mode scale); the bias and the output cast are quantized_dot.finish, which XLA fuses
+    (the activation scale comes after, Matmul.__call__). zeros (empty in both modes) goes along so the
+    handler checks the weight operands as the matmul call's handler does."""
     sums = jnp.int32 if spec.mode == "none" else jnp.float32
-    out = jax.ffi.ffi_call(DECODE_I8_TARGET, jax.ShapeDtypeStruct((A2.shape[0], spec.N), sums))(
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), sums))(
         A2, W, scale, zeros, **spec.ffi_attrs())
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
+
+
+def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 activations at decode sizes: the decode_i8 kernel (_int8_sums_call)."""
+    return _int8_sums_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, spec)
+
+
+def _gemm_mma_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_int8_sums_call) on A's
+    16-k chunks in its k order (_in_sigma_order)."""
+    return _int8_sums_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+
+
+def _in_sigma_order(A2):
+    """[M, K] with each 16-k chunk in the 8-bit kernels' k order (GEMM_A8_SIGMA): one gather, which XLA
+    fuses into the copy."""
+    M, K = A2.shape
+    return A2.reshape(M, K // 16, 16)[:, :, GEMM_A8_SIGMA].reshape(M, K)
 
 
 def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
@@ -208,7 +228,7 @@ def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     one group); bias and the cast are quantized_dot.finish."""
     A2 = _as_2d(A, spec)
     M, K = A2.shape
-    A_sigma = A2.reshape(M, K // 16, 16)[:, :, GEMM_A8_SIGMA].reshape(M, K)
+    A_sigma = _in_sigma_order(A2)
     from .gpu_plan import gemm_a8_output
     out_dtype, kernel_scales = gemm_a8_output(spec.a_dtype, spec.mode, spec.group_size, K)
     out = jax.ffi.ffi_call(GEMM_A8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(out_dtype)))(

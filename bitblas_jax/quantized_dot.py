@@ -14,12 +14,12 @@ The op's semantics for quantized activations (README, "int8 and float8 activatio
 
 w are the weight's element values (formats.py), s / z / bias float32, qz the integer zero points.
 The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++. On the GPU,
-gpu_plan.quantized_activation_kernel picks the path: "decode_i8" (the CUDA kernel computes S for mode
-none, v for mode scale; `finish` here applies the rest), "widened_f16" (float8 A widened to float16, the
-16-bit kernels compute S over all of K in float32; `per_channel_v` and `finish` here the rest) or
-"xla_dot", matmul_xla here, exact too:
-int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every
-float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
+gpu_plan.quantized_activation_kernel picks the path: "decode_i8" or "gemm_mma_a8" (the CUDA kernels
+compute S for mode none, v for mode scale; `finish` here applies the rest), "gemm_wgmma_a8",
+"widened_f16" (float8 A widened to float16, the 16-bit kernels compute S over all of K in float32;
+`per_channel_v` and `finish` here the rest) or "xla_dot", matmul_xla here, exact too: int8 x int8 ->
+int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every float8 and int4
+value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
 """
 from __future__ import annotations

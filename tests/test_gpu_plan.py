@@ -134,9 +134,9 @@ def test_gemm_max_m_env_override(monkeypatch):
 
 # ---- int8 / float8 activations ----------------------------------------------------------------------
 def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True, sm90=False,
-         widened_f16=False):
+         gemm_mma_a8=False, widened_f16=False):
     return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8,
-                                          sm90=sm90, widened_f16=widened_f16)
+                                          sm90=sm90, gemm_mma_a8=gemm_mma_a8, widened_f16=widened_f16)
 
 
 @pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
@@ -282,8 +282,42 @@ def test_widened_f16_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
     assert not gp.widened_f16_runs(lambda: True) and qact(8, **fp8) == "xla_dot"
 
 
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 32), ("scale", 64), ("scale", 96),
+                                        ("scale", 128), ("scale", 16), ("scale", 48), ("original", 128),
+                                        ("quantized", 64)])
+def test_int8_activations_above_decode_sizes_run_gemm_mma_a8_on_sm80(w, mode, group):
+    """On an sm_80+ GPU, int8 activations past the decode regime run gemm_mma_a8 where it computes the mode
+    (decode_i8's rule: modes none / scale, groups of whole 32-k mma steps) and gemm_wgmma_a8 does not take
+    the call: everything it takes without sm_90; on sm_90 the 2- and 1-bit weights and the groups other
+    than 128 / per-channel. Zeros modes and groups inside a 32-k step stay on XLA's dots."""
+    takes = mode == "none" or (mode == "scale" and (group == -1 or group % 32 == 0))
+    wgmma = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group in (-1, 128)))
+    for M in (17, 64, 65, 1024, 100000):
+        assert qact(M, w, mode, group, gemm_mma_a8=True) == ("gemm_mma_a8" if takes else "xla_dot"), M
+        on_sm90 = "gemm_wgmma_a8" if wgmma else "gemm_mma_a8" if takes else "xla_dot"
+        assert qact(M, w, mode, group, gemm_mma_a8=True, sm90=True) == on_sm90, M
+        assert qact(M, w, mode, group, gemm_mma_a8=False) == "xla_dot"
+    for M in (1, 16):   # the decode regime: decode_i8, or XLA's dots without it
+        assert qact(M, w, mode, group, gemm_mma_a8=True) == ("decode_i8" if takes else "xla_dot")
+        assert qact(M, w, mode, group, gemm_mma_a8=True, decode_i8=False) == "xla_dot"
+    assert qact(64, w, mode, group, K=6144 + 16, gemm_mma_a8=True) == "xla_dot"    # K off every packed tile
+    assert qact(64, w, mode, group, a_dtype="float8_e4m3fn", gemm_mma_a8=True) == "xla_dot"
+
+
+def test_gemm_mma_a8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_MMA_A8", raising=False)
+    assert gp.gemm_mma_a8_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.gemm_mma_a8_runs(lambda: False)
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
+    assert gp.gemm_mma_a8_runs(lambda: False) and qact(64, "int2", gemm_mma_a8=None) == "gemm_mma_a8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
+    assert not gp.gemm_mma_a8_runs(lambda: True) and qact(64, "int2", gemm_mma_a8=None) == "xla_dot"
+
+
 def test_quantized_activation_kernel_names_and_bad_input():
-    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_a8", "widened_f16")
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_a8", "gemm_mma_a8", "widened_f16")
     with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
         qact(1, a_dtype="float16")
 

@@ -309,7 +309,7 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
     ("int8", "none", -1, "int32", 16, "decode_i8"),
     ("uint1", "scale", 32, "float32", 1, "decode_i8"),
     ("int2", "scale", -1, "int8", 3, "decode_i8"),
-    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime
+    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime (gemm_mma_a8 off)
     ("int4", "original", 128, "float16", 8, "xla_dot"),     # zeros modes: XLA's dots
     ("uint4", "quantized", 64, "float32", 1, "xla_dot"),
     ("int4", "scale", 8, "float32", 4, "xla_dot"),          # groups inside an mma step (32 k)
@@ -317,9 +317,10 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
 def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
     decode_i8 custom call, whose int32 (mode none) or float32 (mode scale) result the fused epilogue
-    takes; what it does not compute lowers to XLA's dots."""
+    takes; what it does not compute lowers to XLA's dots (and so does M > 16 with gemm_mma_a8 off)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
     cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
                           **formats.mode_flags(mode))
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
@@ -352,10 +353,12 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
     """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
     activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
-    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32."""
+    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32; the
+    rest to XLA's dots with gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
     cfg = bj.MatmulConfig(N=64, K=512, A_dtype=a_dtype, W_dtype=w, out_dtype=out, group_size=group,
                           **formats.mode_flags(mode))
     assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, cfg.resolved_group_size, M, 512) == kernel
@@ -368,6 +371,42 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
     sums = "i32" if a_dtype == "int8" and (mode, group) != ("scale", 128) else "f32"
     act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
     assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    assert "dot_general" not in text
+
+
+@pytest.mark.parametrize("w,mode,group,out,M,sm90,kernel", [
+    ("int8", "none", -1, "int32", 17, False, "gemm_mma_a8"),
+    ("int4", "scale", -1, "float16", 64, False, "gemm_mma_a8"),      # per-channel scales, in the kernel
+    ("uint4", "scale", 128, "bfloat16", 300, False, "gemm_mma_a8"),
+    ("int2", "scale", 32, "int8", 65, True, "gemm_mma_a8"),          # 2-bit weights: not gemm_wgmma_a8's
+    ("uint1", "none", -1, "float32", 100, True, "gemm_mma_a8"),
+    ("int8", "scale", 64, "float32", 33, True, "gemm_mma_a8"),       # groups of 64: not gemm_wgmma_a8's
+    ("int4", "scale", 128, "float16", 64, True, "gemm_wgmma_a8"),    # gemm_wgmma_a8 first on sm_90
+    ("int8", "none", -1, "int32", 16, False, "decode_i8"),           # the decode regime first
+    ("int4", "original", 128, "float16", 64, False, "xla_dot"),      # zeros modes: XLA's dots
+    ("int4", "scale", 16, "float32", 64, False, "xla_dot"),          # groups inside an mma step (32 k)
+])
+def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm90, kernel):
+    """On an sm_80+ GPU (forced here: BITBLAS_JAX_GEMM_MMA_A8=1), int8 activations above the decode regime
+    lower to the gemm_mma_a8 custom call where gemm_wgmma_a8 does not take them (sm90: whether it runs,
+    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a gather), with decode_i8's
+    result: int32 sums (mode none) or float32 (mode scale) into the fused epilogue."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1" if sm90 else "0")
+    cfg = bj.MatmulConfig(N=64, K=512, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+                          **formats.mode_flags(mode))
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 512) == kernel
+    text = _cuda_text(cfg, M)
+    calls = [line for line in text.splitlines() if "bitblas_jax_gemm_mma_a8" in line]
+    if kernel != "gemm_mma_a8":
+        assert not calls
+        return
+    assert len(calls) == 1 and "bitblas_jax_matmul" not in text and "bitblas_jax_gemm_a8" not in text, calls
+    sums = "i32" if mode == "none" else "f32"
+    assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
+    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
     assert "dot_general" not in text
 
 
@@ -439,6 +478,61 @@ def test_gpu_decode_i8_epilogues(rng, w, mode, group, out, bias, a_scale, M):
     """decode_i8's sums through the fused epilogue: activation scales, bias, every output cast."""
     case = make_qcase(rng, "int8", w, mode, group, out, bias, M=M, N=64, K=2048, a_scale=a_scale)
     got, _ = _run_decode_i8(case, a_scale=case.a_scale)
+    check_quantized(case, got)
+
+
+def _gemm_mma_a8_cases():
+    """Every int8-activation weight format at M = 17, 64 (the 64-row tile), 100, 300 (the 128-row tile,
+    partly filled), two of DECODE_I8_KINDS at each, cycling so each format meets every kind."""
+    for i, w in enumerate(formats.QUANTIZED_A["int8"]["W"]):
+        for j, M in enumerate((17, 64, 100, 300)):
+            for d in (0, 2):
+                mode, group = DECODE_I8_KINDS[(i + j + d) % len(DECODE_I8_KINDS)]
+                yield pytest.param(w, M, mode, group, id=f"{w}-M{M}-{mode}-g{group}")
+
+
+def _force_gemm_mma_a8(monkeypatch):
+    """Route int8 activations above the decode regime to gemm_mma_a8, also on an sm_90 GPU (where
+    gemm_wgmma_a8 would take some of them); skips where the GPU cannot run it."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_mma_a8_runs():
+        pytest.skip("gemm_mma_a8 needs an sm_80+ GPU and the CUDA kernels")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")
+
+
+@on_gpu
+@pytest.mark.parametrize("w,M,mode,group", list(_gemm_mma_a8_cases()))
+def test_gpu_gemm_mma_a8_exact(monkeypatch, rng, w, M, mode, group):
+    """gemm_mma_a8 against the int64 / float64 reference on full-range random int8 activations and weights:
+    int32 sums (mode none) bit for bit, float32 v (mode scale) within the float32 bound; N = 272 (a
+    partial 128-row CTA), K = 1536 (12 stages; 6 for 1-bit weights); the output buffer poisoned."""
+    from bitblas_jax import gpu_plan
+    _force_gemm_mma_a8(monkeypatch)
+    out_dtype = "int32" if mode == "none" else "float32"
+    case = make_qcase(rng, "int8", w, mode, group, out_dtype, M=M, N=272, K=DECODE_I8_K)
+    assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
+                                                DECODE_I8_K) == "gemm_mma_a8"
+    out, written = _run_decode_i8(case, target="bitblas_jax_gemm_mma_a8")
+    assert written, "XLA did not hand the poisoned buffer to the kernel (the check would not see unwritten outputs)"
+    check_quantized(case, out)
+
+
+@on_gpu
+@pytest.mark.parametrize("w,mode,group,out,bias,a_scale,M,K", [
+    ("int8", "none", -1, "int32", False, None, 40, 1056),        # a last stage of one 32-k tile
+    ("int4", "scale", 32, "float32", False, None, 129, 1088),    # ... of one 64-k tile
+    ("int4", "scale", 128, "float16", True, "token", 77, 2048),  # SmoothQuant W4A8
+    ("int8", "scale", -1, "bfloat16", False, "token", 256, 2048),  # W8A8, per-channel weight scales
+    ("uint2", "scale", 64, "int8", True, None, 33, 2048),
+    ("int1", "none", -1, "float16", True, "tensor", 500, 2048),
+])
+def test_gpu_gemm_mma_a8_stages_and_epilogues(monkeypatch, rng, w, mode, group, out, bias, a_scale, M, K):
+    """gemm_mma_a8 where K ends inside a stage, and its sums through the fused epilogue: activation
+    scales, bias, every output cast."""
+    _force_gemm_mma_a8(monkeypatch)
+    case = make_qcase(rng, "int8", w, mode, group, out, bias, M=M, N=144, K=K, a_scale=a_scale)
+    got, _ = _run_decode_i8(case, target="bitblas_jax_gemm_mma_a8", a_scale=case.a_scale)
     check_quantized(case, got)
 
 

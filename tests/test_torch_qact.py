@@ -233,7 +233,8 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(_ext, "_bitblas_cuda", object())          # gpu_plan's "this install has them"
     monkeypatch.setattr(qcuda, "_cuda_module", lambda: object())
     monkeypatch.setattr(qcuda, "_capability", lambda index: cap[0])
-    for var in ("BITBLAS_JAX_DECODE_I8", "BITBLAS_JAX_GEMM_A8", "BITBLAS_JAX_WIDENED_F16", "BITBLAS_JAX_HOPPER"):
+    for var in ("BITBLAS_JAX_DECODE_I8", "BITBLAS_JAX_GEMM_A8", "BITBLAS_JAX_GEMM_MMA_A8", "BITBLAS_JAX_WIDENED_F16",
+                "BITBLAS_JAX_HOPPER"):
         monkeypatch.delenv(var, raising=False)
     qcuda.kernel_for.cache_clear()
     yield cap
@@ -246,7 +247,7 @@ def fake_gpu(monkeypatch):
     ((9, 0), "int8", "int8", "none", 256, 17, "gemm_wgmma_a8"),
     ((9, 0), "int8", "uint4", "scale", 128, 300, "gemm_wgmma_a8"),
     ((9, 0), "int8", "int4", "scale", 256, 300, "gemm_wgmma_a8"),      # per channel (K = 256)
-    ((9, 0), "int8", "int2", "none", 256, 300, "xla_dot"),
+    ((9, 0), "int8", "int2", "original", 128, 300, "xla_dot"),         # zeros modes: XLA's dots
     ((9, 0), "int8", "int4", "quantized", 128, 1, "xla_dot"),
     ((9, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "xla_dot"),      # groups: XLA's dots
     ((9, 0), "float8_e4m3fn", "int4", "scale", 256, 1, "widened_f16"),  # per channel at decode sizes
@@ -255,23 +256,27 @@ def fake_gpu(monkeypatch):
     ((8, 0), "float8_e4m3fn", "float8_e4m3fn", "none", 256, 300, "widened_f16"),
     ((7, 5), "float8_e4m3fn", "float8_e4m3fn", "none", 256, 300, "xla_dot"),
     ((8, 0), "int8", "int4", "scale", 128, 1, "decode_i8"),
-    ((8, 0), "int8", "int8", "none", 256, 17, "xla_dot"),
+    ((8, 0), "int8", "int8", "none", 256, 17, "gemm_mma_a8"),
+    ((9, 0), "int8", "int2", "scale", 64, 300, "gemm_mma_a8"),
+    ((8, 0), "int8", "int4", "quantized", 128, 300, "xla_dot"),
     ((7, 5), "int8", "int4", "scale", 128, 1, "xla_dot"),
 ])
 def test_kernel_for_is_gpu_plans_rule(fake_gpu, cap, a_dtype, w, mode, group, M, kernel):
     """The torch shim's path for int8 / float8 A is gpu_plan.quantized_activation_kernel for the tensors'
-    GPU (decode_i8 and widened_f16 on sm_80+, gemm_wgmma_a8 on sm_90)."""
+    GPU (decode_i8, gemm_mma_a8 and widened_f16 on sm_80+, gemm_wgmma_a8 on sm_90)."""
     fake_gpu[0] = cap
     assert qcuda.kernel_for(0, M, 256, w, a_dtype, mode, group) == kernel
 
 
 def test_kernel_for_without_cuda_kernels_and_env(fake_gpu, monkeypatch):
     """Without the CUDA kernels every case takes the exact torch path; BITBLAS_JAX_DECODE_I8 /
-    BITBLAS_JAX_GEMM_A8 turn the kernels off as under JAX."""
+    BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 turn the kernels off as under JAX."""
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
     assert qcuda.kernel_for(0, 1, 256, "int4", "int8", "scale", 128) == "xla_dot"
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")
-    assert qcuda.kernel_for(0, 300, 256, "int8", "int8", "none", 256) == "xla_dot"
+    assert qcuda.kernel_for(0, 300, 256, "int8", "int8", "none", 256) == "gemm_mma_a8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
+    assert qcuda.kernel_for(0, 301, 256, "int8", "int8", "none", 256) == "xla_dot"
     qcuda.kernel_for.cache_clear()
     monkeypatch.delenv("BITBLAS_JAX_DECODE_I8")
     monkeypatch.setattr(qcuda, "_cuda_module", lambda: None)
@@ -279,8 +284,8 @@ def test_kernel_for_without_cuda_kernels_and_env(fake_gpu, monkeypatch):
 
 
 class _NumpyKernels:
-    """decode_i8_raw / gemm_wgmma_a8_raw computed by the reference on the CPU memory behind the pointers:
-    the glue in quantized_cuda.py (buffers, kSigma order, per-channel scales, finish) runs as on a GPU."""
+    """decode_i8_raw / gemm_mma_a8_raw / gemm_wgmma_a8_raw computed by the reference on the CPU memory behind
+    the pointers: the glue in quantized_cuda.py (buffers, kSigma order, per-channel scales, finish) runs as on a GPU."""
 
     def __init__(self, values):
         self.values = np.asarray(values).astype(np.float64)       # the weight's element values [N, K]
@@ -308,6 +313,15 @@ class _NumpyKernels:
         res = self._sums(a, s, group_size if scaled else K, scaled)
         self._array(out, (M, N), res.dtype)[...] = res
 
+    def gemm_mma_a8_raw(self, M, N, K, w_format, scaled, group_size, A, W, scale, out, stream):
+        self.calls.append("gemm_mma_a8")
+        a_sigma = self._array(A, (M, K), np.int8).astype(np.float64)
+        a = np.empty_like(a_sigma)
+        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
+        s = self._array(scale, (N, K // group_size), np.float32) if scaled else None
+        res = self._sums(a, s, group_size if scaled else K, scaled)
+        self._array(out, (M, N), res.dtype)[...] = res
+
     def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, out, stream):
         self.calls.append("gemm_wgmma_a8")
         a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
@@ -326,6 +340,9 @@ class _NumpyKernels:
     ("decode_i8", "int8", "uint2", "none", -1, "bfloat16", True),
     ("decode_i8", "int8", "int8", "scale", 64, "float32", True),          # the kernel writes C, + bias in place
     ("decode_i8", "int8", "int1", "scale", -1, "int8", True),
+    ("gemm_mma_a8", "int8", "int2", "none", -1, "int32", False),
+    ("gemm_mma_a8", "int8", "uint1", "scale", 64, "float32", True),       # the kernel writes C, + bias
+    ("gemm_mma_a8", "int8", "int4", "scale", -1, "bfloat16", True),
     ("gemm_wgmma_a8", "int8", "int8", "none", -1, "int32", False),
     ("gemm_wgmma_a8", "int8", "uint4", "none", -1, "float16", True),
     ("gemm_wgmma_a8", "int8", "int4", "scale", -1, "float32", True),       # per channel: s * S here
@@ -460,7 +477,7 @@ def test_cuda_paths_reach_the_kernels():
     got = {qcuda.kernel_for(idx, 1, 1024, "int4", "int8", "scale", 128),
            qcuda.kernel_for(idx, 300, 1024, "int8", "int8", "none", 1024),
            qcuda.kernel_for(idx, 300, 1024, "float8_e4m3fn", "float8_e4m3fn", "scale", 1024)}
-    want = {"decode_i8"} | ({"gemm_wgmma_a8"} if cap == (9, 0) else {"xla_dot"})
+    want = {"decode_i8"} | ({"gemm_wgmma_a8"} if cap == (9, 0) else {"gemm_mma_a8", "widened_f16"})
     assert got == want if cap >= (8, 0) else got == {"xla_dot"}
 
 

@@ -4,6 +4,7 @@ bitblas_jax install has the CUDA kernels.
     python3 tools/gpu_qact_check.py --decode-i8    # decode_i8 only: about 1.5 minutes on an H200
     python3 tools/gpu_qact_check.py --gemm-a8      # gemm_wgmma_a8 only (sm_90): about 2 minutes
     python3 tools/gpu_qact_check.py --fp8          # float8 activations (widened_f16 and the rest): about 7 minutes
+    python3 tools/gpu_qact_check.py --gemm-mma-a8  # gemm_mma_a8 only (sm_80+): about 3 minutes
     python3 tools/gpu_qact_check.py                # everything: tests on the GPU, then the timing table
     python3 tools/gpu_qact_check.py --no-bench
 
@@ -35,11 +36,17 @@ within the stated bounds, poisoned outputs), then the tests through JAX (pytest 
    x e4m3, per-channel scale), W4F8 (e4m3 x int4, per-channel), E5M2 (e5m2 x e5m2, mode none), fp16
    output, activations quantized per token. About 2 minutes.
 
-Without --decode-i8 / --gemm-a8 / --fp8:
+--gemm-mma-a8 (the sm_80+ int8 GEMM, csrc/cuda/gemm_mma_a8.cuh): builds and runs
+tests/cuda/gemm_mma_a8_selftest.cu (every int8-activation weight format, modes none / scale, M = 17 ..
+300, poisoned outputs, int32 bit for bit against int64; about 30 s), its --time rows (M = 64, 256, 1024
+on N = K = 8192, int8 and int4 weights), then the tests through JAX (pytest -k gemm_mma_a8: the plan
+rule, the lowering, and on the GPU every format against the int64 / float64 reference; about 2 minutes).
+
+Without --decode-i8 / --gemm-a8 / --gemm-mma-a8 / --fp8:
 1. Runs tests/test_quantized_activations.py and tests/test_activation_quant.py on the GPU (every
    A x W x mode x group x out x bias combination against the float64 / int64 reference, int32 outputs
    bit for bit, the K = 2^16 limit, jit / vmap / grad, the Flax and torch layers, decode_i8's tests).
-2. Builds and runs the decode_i8 and gemm_wgmma_a8 self-tests (as above).
+2. Builds and runs the decode_i8, gemm_wgmma_a8 and gemm_mma_a8 self-tests (as above).
 3. Times, on N = K = 8192, at M = 1, 16, 256, 1024, 4096: XLA's fp16 dot, XLA's int8 dot (int8 x int8
    -> int32, the issue's baseline), and bitblas_jax W8A8 (per-channel), W4A8 (g128) and W_FP8A_FP8
    (per-tensor weight scale), activations already quantized, fp16 output. About 3-5 minutes.
@@ -78,11 +85,13 @@ SELFTESTS = {   # name -> the self-test source and the kernel units it links
     "decode_i8": ["tests/cuda/decode_i8_selftest.cu", "csrc/cuda/inst_decode_i8.cu"],
     "gemm_a8": ["tests/cuda/gemm_a8_selftest.cu", "csrc/cuda/inst_gemm_wgmma_a8.cu",
                 "csrc/cuda/inst_gemm_wgmma_a8_f8.cu", "csrc/cuda/tma_map.cu"],
+    "gemm_mma_a8": ["tests/cuda/gemm_mma_a8_selftest.cu", "csrc/cuda/inst_gemm_mma_a8.cu"],
 }
 
 
-def run_selftest(name: str) -> tuple[bool, str]:
-    """Builds tests/cuda/<name>_selftest.cu for this GPU's architecture and runs it."""
+def run_selftest(name: str, time_args: list[list[str]] = ()) -> tuple[bool, str]:
+    """Builds tests/cuda/<name>_selftest.cu for this GPU's architecture and runs it, then once with
+    `--time *args` for each of time_args (printed; a failed timing run fails the check)."""
     import jax
     if shutil.which("nvcc") is None:
         return False, "nvcc not on PATH"
@@ -99,7 +108,12 @@ def run_selftest(name: str) -> tuple[bool, str]:
     r = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
     print(r.stdout[-3000:])
     last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return r.returncode == 0, last
+    ok = r.returncode == 0
+    for t in time_args:
+        tr = subprocess.run([exe, "--time", *t], cwd=ROOT, capture_output=True, text=True)
+        print(tr.stdout.strip())
+        ok = ok and tr.returncode == 0
+    return ok, last
 
 
 def _bench_module():
@@ -265,6 +279,8 @@ def main() -> int:
                    help="the gemm_wgmma_a8 checks only (sm_90: self-test and GPU tests, about 2 minutes)")
     p.add_argument("--fp8", action="store_true",
                    help="the float8-activation checks only (widened_f16; about 7 minutes)")
+    p.add_argument("--gemm-mma-a8", action="store_true",
+                   help="the gemm_mma_a8 checks only (sm_80+: self-test, its timing and GPU tests, about 3 minutes)")
     p.add_argument("--no-bench", action="store_true")
     p.add_argument("--no-tests", action="store_true")
     p.add_argument("--size", type=int, default=8192, help="N = K of the timed layer")
@@ -286,9 +302,16 @@ def main() -> int:
             _timed(results, "widened_f16 timing ran", lambda: bench_fp8(args.size, Ms))
     elif not args.no_tests:
         results["decode_i8 CUDA selftest"] = run_selftest("decode_i8")
-        if args.gemm_a8 or not args.decode_i8:
+        only = args.decode_i8 or args.gemm_a8 or args.gemm_mma_a8
+        if args.gemm_a8 or not only:
             results["gemm_wgmma_a8 CUDA selftest (sm_90)"] = run_selftest("gemm_a8")
-        if args.gemm_a8:
+        if args.gemm_mma_a8 or not only:
+            timing = [[str(m), "8192", "8192", bits] for bits in ("8", "4") for m in (64, 256, 1024)]
+            results["gemm_mma_a8 CUDA selftest"] = run_selftest("gemm_mma_a8", timing if args.gemm_mma_a8 else ())
+        if args.gemm_mma_a8:
+            results["gemm_mma_a8 tests on the GPU"] = run_tests(
+                ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "gemm_mma_a8"])
+        elif args.gemm_a8:
             results["gemm_wgmma_a8 tests on the GPU"] = run_tests(
                 ["tests/test_quantized_activations.py", "tests/test_gpu_plan.py", "-k", "gemm_wgmma_a8"])
         elif args.decode_i8:
@@ -297,7 +320,7 @@ def main() -> int:
         else:
             results["tests on the GPU"] = run_tests(["tests/test_quantized_activations.py",
                                                      "tests/test_activation_quant.py"])
-    if not args.no_bench and not args.gemm_a8 and not args.fp8:
+    if not args.no_bench and not args.gemm_a8 and not args.fp8 and not args.gemm_mma_a8:
         if args.decode_i8:
             _timed(results, "decode_i8 timing ran", lambda: bench_decode_i8(args.size, Ms))
         else:

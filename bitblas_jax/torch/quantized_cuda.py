@@ -6,6 +6,7 @@
 - "decode_i8": the CUDA kernel (`_bitblas_cuda.decode_i8_raw`) returns the exact int32 sums S (mode
   none) or v, the float32 sum of the scaled int32 group sums (mode scale); quantized_dot.finish applies
   the bias and the output cast;
+- "gemm_mma_a8": as decode_i8, on the activations in the kernel's k order (`sigma_order`);
 - "gemm_wgmma_a8" (int8 / float8 A): the activations in the kernel's k order (`sigma_order`), then
   `_bitblas_cuda.gemm_wgmma_a8_raw`: int32 S, or float32 (float8 sums, or v with group scales the kernel
   applies; gpu_plan.gemm_a8_output); per-channel scales s * S here; finish;
@@ -49,17 +50,20 @@ def _capability(index: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8192)
 def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: str, group_size: int) -> str:
     """gpu_plan.quantized_activation_kernel for the GPU `index` (torch's view of it: decode_i8 needs
-    sm_80+, gemm_wgmma_a8 sm_90, widened_f16 sm_80+, all the CUDA kernels; BITBLAS_JAX_DECODE_I8 /
-    BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_WIDENED_F16 override as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
+    sm_80+, gemm_wgmma_a8 sm_90, gemm_mma_a8 and widened_f16 sm_80+, all the CUDA kernels;
+    BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 / BITBLAS_JAX_WIDENED_F16 override
+    as under JAX, read at the first call of a shape: the answer is cached, as ops._plan's).
     group_size resolved (K for per channel)."""
     if _cuda_module() is None:       # the CUDA kernels were not built: the exact torch path runs
-        decode_i8 = sm90 = widened_f16 = False
+        decode_i8 = sm90 = gemm_mma_a8 = widened_f16 = False
     else:
         decode_i8 = gpu_plan.decode_i8_runs(lambda: _capability(index) >= (8, 0))
+        gemm_mma_a8 = gpu_plan.gemm_mma_a8_runs(lambda: _capability(index) >= (8, 0))
         sm90 = gpu_plan.gemm_a8_runs(lambda: _capability(index) == (9, 0))
         widened_f16 = gpu_plan.widened_f16_runs(lambda: _capability(index) >= (8, 0))
     return gpu_plan.quantized_activation_kernel(a_dtype, w_format, mode, group_size, M, K,
-                                                decode_i8=decode_i8, sm90=sm90, widened_f16=widened_f16)
+                                                decode_i8=decode_i8, sm90=sm90, gemm_mma_a8=gemm_mma_a8,
+                                                widened_f16=widened_f16)
 
 
 def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
@@ -69,9 +73,9 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
     (the current device: the launchers launch there), `stream` torch's current stream on it."""
     M, K = A2.shape
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
-    # decode_i8_raw takes int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A (GemmA8Args)
-    if kernel == "decode_i8" and a_dtype == "int8":
-        _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream)
+    # decode_i8_raw / gemm_mma_a8_raw take int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A
+    if kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8":
+        _int8_sums(kernel, A2, W, scale, bias, w_format, mode, group_size, C2, stream)
     elif kernel == "gemm_wgmma_a8":
         _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
     elif kernel == "widened_f16" and a_dtype != "int8":
@@ -103,15 +107,18 @@ def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
     C2.copy_(finish(sums, bias, C2.dtype))
 
 
-def _decode_i8(A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
-    """decode_i8: S (int32, mode none) or v (float32, mode scale), then finish."""
+def _int8_sums(kernel, A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
+    """decode_i8 / gemm_mma_a8 (A in kSigma order, 16-byte aligned): S (int32, mode none) or v (float32,
+    mode scale), then finish."""
     M, K = A2.shape
     N = W.shape[0]
     scaled = mode == "scale"
-    A2, W = _aligned(A2, 2), _aligned(W, 16)
+    A2 = sigma_order(A2) if kernel == "gemm_mma_a8" else _aligned(A2, 2)
+    W = _aligned(W, 16)
     sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
-    _cuda_module().decode_i8_raw(M, N, K, formats.FORMATS[w_format].id, scaled, group_size, A2.data_ptr(),
-                                 W.data_ptr(), scale.data_ptr() if scaled else 0, sums.data_ptr(), stream)
+    getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, scaled, group_size,
+                                             A2.data_ptr(), W.data_ptr(), scale.data_ptr() if scaled else 0,
+                                             sums.data_ptr(), stream)
     _finish_into(C2, sums, bias)
 
 

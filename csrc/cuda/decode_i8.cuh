@@ -47,15 +47,6 @@ struct DecodeI8Params {
   void* out;
 };
 
-__device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // The int8 value of fragment element f of this lane's 16 bytes (codes -> element values, formats.py).
 template <int BITS, bool SIGNED>
 __device__ __forceinline__ uint32_t element_i8(const uint32_t (&w)[4], int f) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bitblas_jax/kernel_api.h"
+#include "bitblas_jax/plan.h"
 
 namespace bitblas_jax {
 
@@ -26,5 +27,23 @@ struct DecodeI8Args {
 
 // Launches on `stream`; returns "" or why the arguments cannot run (nothing launched then).
 std::string launch_decode_i8(const DecodeI8Args& args, cudaStream_t stream);
+
+// The argument checks of the kernels that take DecodeI8Args (decode_i8, gemm_mma_a8): "" or why `kernel`
+// cannot run them; `takes` is its plan.h rule, `a_align` the alignment its loads need of A (bytes).
+// M == 0 passes: there is nothing to launch.
+inline std::string check_int8_sums_args(const DecodeI8Args& a, const std::string& kernel,
+                                        bool (*takes)(WFormat, int, int64_t, int64_t), uintptr_t a_align) {
+  const int mode = static_cast<int>(a.scaled ? ScaleMode::kScale : ScaleMode::kNone);
+  if (!takes(a.w_format, mode, a.group_size, a.K))
+    return kernel + ": takes int8, int4 .. int1 and uint4 .. uint1 weights, K a multiple of the packed "
+                    "tile's k, and for mode scale a group_size that is a multiple of 32 and divides K";
+  if (a.M < 0 || a.N <= 0 || a.N % kTileN) return kernel + ": N must be a positive multiple of 16, M >= 0";
+  if (a.scaled && !a.scale) return kernel + ": mode scale needs scale";
+  if (a.M == 0) return "";
+  if (!a.A || !a.W || !a.out) return kernel + ": A, W and out must not be null";
+  if (reinterpret_cast<uintptr_t>(a.A) % a_align || reinterpret_cast<uintptr_t>(a.W) % 16)
+    return kernel + ": A must be " + std::to_string(a_align) + "-byte and W 16-byte aligned";
+  return "";
+}
 
 }  // namespace bitblas_jax

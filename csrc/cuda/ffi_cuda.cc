@@ -11,6 +11,7 @@
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
 #include "decode_i8.h"
+#include "gemm_mma_a8.h"
 #include "gemm_wgmma_a8.h"
 #include "matmul_cuda.h"
 #include "qact_raw.h"
@@ -89,29 +90,45 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
                                   .Attr<int64_t>("K"),
                               {ffi::Traits::kCmdBufferCompatible});
 
+// The kernels of int8 activations that return decode_i8's sums: the same operands, checks and
+// outputs, each with its plan.h rule and launcher.
+struct Int8SumsKernel {
+  const char* name;    // in messages
+  const char* target;  // the custom call
+  bool (*takes)(WFormat, int, int64_t, int64_t);
+  std::string (*launch)(const DecodeI8Args&, cudaStream_t);
+};
 // decode_i8 (decode_i8.cuh): int8 activations at decode sizes, on the packed weight of every path.
-// Returns the exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode
-// scale); bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish).
-// Operands and attributes as the matmul call's, without bias; zeros is empty in both modes.
-ffi::Error DecodeI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::decode_i8_takes, launch_decode_i8};
+// gemm_mma_a8 (gemm_mma_a8.cuh): int8 activations above decode sizes on any sm_80+ GPU, A with each
+// 16-k chunk in kSigma order (bitblas_jax/primitive.py permutes it).
+constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
+                                    launch_gemm_mma_a8};
+
+// The exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode scale);
+// bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish). Operands and
+// attributes as the matmul call's, without bias; zeros is empty in both modes.
+template <const Int8SumsKernel& kern>
+ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
                             ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
                             int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
-  if (A.element_type() != ffi::DataType::S8) return arg_error("decode_i8: A must be s8");
-  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error("decode_i8: accum_dtype must be int32");
+  const std::string name = kern.name;
+  if (A.element_type() != ffi::DataType::S8) return arg_error(name + ": A must be s8");
+  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error(name + ": accum_dtype must be int32");
   MatmulArgs args;
   if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
       e.failure())
     return e;
   const bool scaled = args.mode == ScaleMode::kScale;
-  if (!plan::decode_i8_takes(args.w_format, static_cast<int>(args.mode), group_size, K))
-    return arg_error("decode_i8 takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
+  if (!kern.takes(args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error(name + " takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
                      "a group_size that is a multiple of 32 (gpu_plan.quantized_activation_kernel)");
   auto ad = A.dimensions();
-  if (ad.size() != 2 || ad[1] != K) return arg_error("decode_i8: A must be [M, K]");
+  if (ad.size() != 2 || ad[1] != K) return arg_error(name + ": A must be [M, K]");
   auto od = out->dimensions();
-  if (od.size() != 2 || od[0] != ad[0] || od[1] != N) return arg_error("decode_i8: the output must be [M, N]");
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N) return arg_error(name + ": the output must be [M, N]");
   if (out->element_type() != (scaled ? ffi::DataType::F32 : ffi::DataType::S32))
-    return arg_error("decode_i8: the output must be s32 (mode none) or f32 (mode scale)");
+    return arg_error(name + ": the output must be s32 (mode none) or f32 (mode scale)");
   DecodeI8Args d;
   d.M = ad[0];
   d.N = N;
@@ -123,21 +140,25 @@ ffi::Error DecodeI8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffe
   d.W = args.W;
   d.scale = static_cast<const float*>(args.scale);
   d.out = out->untyped_data();
-  const std::string err = launch_decode_i8(d, stream);
-  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_decode_i8");
+  const std::string err = kern.launch(d, stream);
+  if (!err.empty()) return to_ffi_error(err, kern.target);
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    bitblas_jax_decode_i8_cuda, DecodeI8CudaImpl,
-    BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()
-                                 .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                 .Arg<ffi::AnyBuffer>()   // A
-                                 .Arg<ffi::AnyBuffer>()   // W
-                                 .Arg<ffi::AnyBuffer>()   // scale
-                                 .Arg<ffi::AnyBuffer>()   // zeros
-                                 .Ret<ffi::AnyBuffer>()), // out
-    {ffi::Traits::kCmdBufferCompatible});
+// The handlers' binding: A, W, scale, zeros, out and the matmul call's attributes.
+#define BITBLAS_JAX_INT8_SUMS_BINDING                                                   \
+  BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()                                             \
+                               .Ctx<ffi::PlatformStream<cudaStream_t>>()                \
+                               .Arg<ffi::AnyBuffer>() /* A */                           \
+                               .Arg<ffi::AnyBuffer>() /* W */                           \
+                               .Arg<ffi::AnyBuffer>() /* scale */                       \
+                               .Arg<ffi::AnyBuffer>() /* zeros */                       \
+                               .Ret<ffi::AnyBuffer>() /* out */)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, Int8SumsCudaImpl<kDecodeI8>, BITBLAS_JAX_INT8_SUMS_BINDING,
+                              {ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGemmMmaA8>,
+                              BITBLAS_JAX_INT8_SUMS_BINDING, {ffi::Traits::kCmdBufferCompatible});
 
 // gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
 // in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
@@ -235,6 +256,8 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
                                              "xla._CUSTOM_CALL_TARGET");
     d["bitblas_jax_gemm_a8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_a8_cuda),
                                            "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_gemm_mma_a8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_mma_a8_cuda),
+                                               "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,

@@ -36,17 +36,10 @@ cudaError_t launch_format(WFormat f, const cudak::DecodeI8Params& p, dim3 grid, 
 
 std::string launch_decode_i8(const DecodeI8Args& a, cudaStream_t stream) {
   const WFormat f = a.w_format;
-  const int mode = static_cast<int>(a.scaled ? ScaleMode::kScale : ScaleMode::kNone);
-  if (!plan::decode_i8_takes(f, mode, a.group_size, a.K))
-    return "decode_i8: takes int8, int4 .. int1 and uint4 .. uint1 weights, K a multiple of the packed "
-           "tile's k, and for mode scale a group_size that is a multiple of 32 and divides K";
+  // A's activations are read as 16-bit pairs
+  if (std::string err = check_int8_sums_args(a, "decode_i8", plan::decode_i8_takes, 2); !err.empty() || a.M == 0)
+    return err;
   const int64_t tk = tile_k(format_bits(f));
-  if (a.M < 0 || a.N <= 0 || a.N % kTileN) return "decode_i8: N must be a positive multiple of 16, M >= 0";
-  if (a.scaled && !a.scale) return "decode_i8: mode scale needs scale";
-  if (a.M == 0) return "";
-  if (!a.A || !a.W || !a.out) return "decode_i8: A, W and out must not be null";
-  if (reinterpret_cast<uintptr_t>(a.A) % 2 || reinterpret_cast<uintptr_t>(a.W) % 16)
-    return "decode_i8: A must be 2-byte and W 16-byte aligned";
   cudak::DecodeI8Params p;
   p.M = a.M; p.N = a.N; p.K = a.K;
   p.tiles_k = a.K / tk;

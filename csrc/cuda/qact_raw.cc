@@ -14,6 +14,7 @@
 #include "bitblas_jax/kernel_api.h"
 #include "bitblas_jax/plan.h"
 #include "decode_i8.h"
+#include "gemm_mma_a8.h"
 #include "gemm_wgmma_a8.h"
 
 namespace py = pybind11;
@@ -33,15 +34,17 @@ WFormat checked_format(int w_format, const char* kernel) {
   return static_cast<WFormat>(w_format);
 }
 
-// out: int32 S [M, N] (scaled false: mode none) or float32 v (scaled: mode scale, group_size a multiple
-// of 32 dividing K; per channel is group_size K).
-void decode_i8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled, int64_t group_size, uintptr_t A,
-                   uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
+// The kernels of DecodeI8Args (decode_i8, and gemm_mma_a8 with A in kSigma order): out int32 S [M, N]
+// (scaled false: mode none) or float32 v (scaled: mode scale, group_size a multiple of 32 dividing K; per
+// channel is group_size K).
+template <std::string (*LAUNCH)(const DecodeI8Args&, cudaStream_t)>
+void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_format, bool scaled,
+                   int64_t group_size, uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
   DecodeI8Args d;
   d.M = M;
   d.N = N;
   d.K = K;
-  d.w_format = checked_format(w_format, "decode_i8");
+  d.w_format = checked_format(w_format, kernel);
   d.scaled = scaled;
   d.group_size = group_size;
   d.A = reinterpret_cast<const int8_t*>(A);
@@ -51,9 +54,19 @@ void decode_i8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled, i
   std::string err;
   {
     py::gil_scoped_release release;
-    err = launch_decode_i8(d, reinterpret_cast<cudaStream_t>(stream));
+    err = LAUNCH(d, reinterpret_cast<cudaStream_t>(stream));
   }
-  raise_on(err, "decode_i8");
+  raise_on(err, kernel);
+}
+
+void decode_i8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled, int64_t group_size, uintptr_t A,
+                   uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
+  int8_sums_raw<launch_decode_i8>("decode_i8", M, N, K, w_format, scaled, group_size, A, W, scale, out, stream);
+}
+
+void gemm_mma_a8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled, int64_t group_size, uintptr_t A,
+                     uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
+  int8_sums_raw<launch_gemm_mma_a8>("gemm_mma_a8", M, N, K, w_format, scaled, group_size, A, W, scale, out, stream);
 }
 
 // ---- gemm_wgmma_a8 ---------------------------------------------------------------------------------
@@ -98,6 +111,10 @@ void def_qact_raw(py::module_& m) {
         py::arg("scaled"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"), py::arg("out"),
         py::arg("stream"),
         "decode_i8 on raw device pointers and a raw cudaStream_t (torch shim): int32 S or float32 v.");
+  m.def("gemm_mma_a8_raw", &gemm_mma_a8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("w_format"),
+        py::arg("scaled"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"), py::arg("out"),
+        py::arg("stream"),
+        "gemm_mma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order): as decode_i8_raw.");
   m.def("gemm_wgmma_a8_raw", &gemm_wgmma_a8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("a_dtype"),
         py::arg("w_format"), py::arg("mode"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"),
         py::arg("out"), py::arg("stream"),

@@ -5,7 +5,7 @@
 
 namespace bitblas_jax {
 
-// Defines decode_i8_raw and gemm_wgmma_a8_raw on the module.
+// Defines decode_i8_raw, gemm_mma_a8_raw and gemm_wgmma_a8_raw on the module.
 void def_qact_raw(pybind11::module_& m);
 
 }  // namespace bitblas_jax

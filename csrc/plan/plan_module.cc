@@ -97,18 +97,19 @@ PYBIND11_MODULE(_bitblas_plan, m) {
   m.def(
       "quantized_activation_kernel",
       [](int64_t M, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size, bool decode_i8,
-         int64_t decode_i8_max_m, bool sm90, bool widened_f16) {
+         int64_t decode_i8_max_m, bool sm90, bool gemm_mma_a8, bool widened_f16) {
         if (a_dtype < 0 || a_dtype >= bitblas_jax::kNumDTypes) throw py::value_error("bad a_dtype id");
         if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
         bp::QActQuery q;
         q.M = M, q.K = K, q.a_dtype = static_cast<bitblas_jax::DType>(a_dtype);
         q.w_format = static_cast<bitblas_jax::WFormat>(w_format), q.mode = mode, q.group_size = group_size;
         q.decode_i8 = decode_i8, q.decode_i8_max_m = decode_i8_max_m, q.sm90 = sm90;
+        q.gemm_mma_a8 = gemm_mma_a8;
         q.widened_f16 = widened_f16;
         return std::string(bp::qact_kernel_name(bp::quantized_activation_kernel(q)));
       },
       py::arg("M"), py::arg("K"), py::arg("a_dtype"), py::arg("w_format"), py::arg("mode"), py::arg("group_size"),
-      py::arg("decode_i8"), py::arg("decode_i8_max_m"), py::arg("sm90") = false,
+      py::arg("decode_i8"), py::arg("decode_i8_max_m"), py::arg("sm90") = false, py::arg("gemm_mma_a8") = false,
       py::arg("widened_f16") = false,
       "The GPU path of int8 / float8 activations (plan::quantized_activation_kernel), by name.");
   m.def(

@@ -405,16 +405,19 @@ inline Plan make_plan(const PlanQuery& q) {
 //   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
 //   kGemmWgmmaA8  csrc/cuda/gemm_wgmma_a8.cuh: int8 / float8 activations above decode sizes on Hopper's
 //              8-bit tensor cores (wgmma k32, sm_90a)
+//   kGemmMmaA8 csrc/cuda/gemm_mma_a8.cuh: int8 activations above decode sizes on int8 tensor cores
+//              (mma.m16n8k32.s8, sm_80+), where kGemmWgmmaA8 does not take the call
 //   kWidenedF16  float8 activations widened to float16 (exact) on make_plan's 16-bit kernels, float32
 //              accumulation and output, the float32 epilogue in XLA (widened_f16_takes)
-enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaA8 = 2, kWidenedF16 = 3 };
-constexpr int kNumQActKernels = 4;
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaA8 = 2, kGemmMmaA8 = 3, kWidenedF16 = 4 };
+constexpr int kNumQActKernels = 5;
 
 inline const char* qact_kernel_name(QActKernel k) {
   switch (k) {
     case QActKernel::kXlaDot: return "xla_dot";
     case QActKernel::kDecodeI8: return "decode_i8";
     case QActKernel::kGemmWgmmaA8: return "gemm_wgmma_a8";
+    case QActKernel::kGemmMmaA8: return "gemm_mma_a8";
     case QActKernel::kWidenedF16: return "widened_f16";
   }
   return "?";
@@ -433,6 +436,11 @@ constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, i
   if (mode == static_cast<int>(ScaleMode::kNone)) return true;
   return mode == static_cast<int>(ScaleMode::kScale) && group_size > 0 && group_size % 32 == 0 &&
          K % group_size == 0;
+}
+
+// What gemm_mma_a8 computes: what decode_i8 computes (the same operands, modes and outputs), at any M.
+constexpr bool gemm_mma_a8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  return decode_i8_takes(w_format, mode, group_size, K);
 }
 
 // What gemm_wgmma_a8 computes (sm_90a), K a multiple of its 128-k stage:
@@ -491,6 +499,7 @@ struct QActQuery {
   // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
   int64_t decode_i8_max_m = 16;
   bool sm90 = false;             // the GPU can run gemm_wgmma_a8 (sm_90, built with the CUDA kernels)
+  bool gemm_mma_a8 = false;      // the GPU can run gemm_mma_a8 (sm_80+, built with the CUDA kernels)
   bool widened_f16 = false;      // the GPU can run the 16-bit kernels (sm_80+, built with the CUDA kernels)
 };
 
@@ -500,6 +509,9 @@ inline QActKernel quantized_activation_kernel(const QActQuery& q) {
     return QActKernel::kDecodeI8;
   if (q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_a8_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kGemmWgmmaA8;
+  if (q.a_dtype == DType::kI8 && q.gemm_mma_a8 && q.M > q.decode_i8_max_m &&
+      gemm_mma_a8_takes(q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kGemmMmaA8;
   if (q.widened_f16 && q.M >= 1 && widened_f16_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kWidenedF16;
   return QActKernel::kXlaDot;
