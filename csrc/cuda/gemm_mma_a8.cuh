@@ -19,8 +19,8 @@
 // register.
 //
 // The fragments. A lane's 16 bytes of a packed tile are its fp16 m16n8k16 A fragments (docs/LAYOUT.md);
-// with each 16-k chunk in kSigma order (gemm_wgmma_a8.cuh) they are the s8 m16n8k32 A fragments. 8- and
-// 4-bit weights decode with gemm_wgmma_a8's a8_fragment; 2- and 1-bit ones with low_bit_fragment below
+// with each 16-k chunk in kSigma order (a8_fragment.cuh) they are the s8 m16n8k32 A fragments. 8- and
+// 4-bit weights decode with a8_fragment (a8_fragment.cuh); 2- and 1-bit ones with low_bit_fragment below
 // (a mask per field row and one __byte_perm per register). The activations arrive in the same k order:
 // the caller permutes them (bitblas_jax/primitive.py), so no lane shuffles anything.
 //
@@ -36,10 +36,10 @@
 
 #include <cstdint>
 
+#include "a8_fragment.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
 #include "band_copy.cuh"
 #include "bitblas_jax/plan.h"
 #include "gemm_mma_a8.h"
-#include "gemm_wgmma_a8.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
 #include "ptx.cuh"
 
 namespace bitblas_jax {

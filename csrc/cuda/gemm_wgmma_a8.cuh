@@ -38,14 +38,12 @@
 
 #include <type_traits>
 
+#include "a8_fragment.cuh"  // kSigma, a8_fragment
 #include "gemm_wgmma.cuh"  // mbarriers, TMA, descriptors, setmaxnreg
 #include "gemm_wgmma_a8.h"
 
 namespace bitblas_jax {
 namespace cudak {
-
-// k position -> the k it carries, within each 16-k chunk.
-constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
 
 // fence_acc (gemm_wgmma.cuh) for int32 accumulators.
 template <int R>
@@ -54,47 +52,8 @@ __device__ __forceinline__ void fence_acc(int (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
-// The e4m3 bits of int4 values, code c (value c - 8) at byte c of this table's 16 bytes.
-constexpr uint32_t kInt4E4m3[4] = {0xCACCCED0u, 0xB8C0C4C8u, 0x44403800u, 0x4E4C4A48u};
-
-// Four int4 codes (one per byte, 0..15) -> the e4m3 bits of their values, per byte.
-__device__ __forceinline__ uint32_t int4_codes_to_e4m3(uint32_t r) {
-  uint32_t t = r & 0x07070707u;                                   // the code's index in its half table
-  t |= t >> 4;
-  const uint32_t sel = (t & 0xffu) | ((t >> 8) & 0xff00u);       // one selector nibble per byte
-  const uint32_t neg = __byte_perm(kInt4E4m3[0], kInt4E4m3[1], sel);   // codes 0..7: values -8..-1
-  const uint32_t pos = __byte_perm(kInt4E4m3[2], kInt4E4m3[3], sel);   // codes 8..15: values 0..7
-  const uint32_t upper = ((r >> 3) & 0x01010101u) * 0xffu;       // 0xff in the bytes of codes 8..15
-  return (pos & upper) | (neg & ~upper);
-}
-
 // The weight's wgmma type under float8 activations: its own float8 kind, e4m3 for int4.
 constexpr bool weight_is_e5m2(WFormat w) { return w == WFormat::kFP8E5M2; }
-
-// The A registers of k32 step j of a lane's 16-byte chunk (the header's fragment order).
-template <WFormat WF, bool FLOAT8_ACT>
-__device__ __forceinline__ void a8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
-  if constexpr (format_bits(WF) == 8) {
-    constexpr uint32_t flip = WF == WFormat::kInt8 ? 0x80808080u : 0u;   // offset binary -> int8
-    a[0] = __byte_perm(w.x, w.y, 0x6420) ^ flip;
-    a[1] = __byte_perm(w.x, w.y, 0x7531) ^ flip;
-    a[2] = __byte_perm(w.z, w.w, 0x6420) ^ flip;
-    a[3] = __byte_perm(w.z, w.w, 0x7531) ^ flip;
-  } else {
-    const uint32_t q0 = j == 0 ? w.x : w.z, q1 = j == 0 ? w.y : w.w;
-    const uint32_t r[4] = {__byte_perm(q0 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q0 >> 4) & 0x0f0f0f0fu, 0u, 0x3120),
-                           __byte_perm(q1 & 0x0f0f0f0fu, 0u, 0x3120), __byte_perm((q1 >> 4) & 0x0f0f0f0fu, 0u, 0x3120)};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (FLOAT8_ACT)
-        a[i] = int4_codes_to_e4m3(r[i]);
-      else if constexpr (WF == WFormat::kInt4)
-        a[i] = (r[i] + 0x78787878u) ^ 0x80808080u;  // no carries: bytes < 0x88
-      else
-        a[i] = r[i];
-    }
-  }
-}
 
 template <int BITS, int BM>
 struct GemmA8Cfg {
