@@ -4,7 +4,7 @@
 #   ST=build/st/selftest bash tools/gpu_wgmma_sweep.sh                # the cases below
 #   ST=... CLUSTERS="1 2" FMTS="1" bash tools/gpu_wgmma_sweep.sh "256 8192 8192 gemm_wgmma_tall 2" ...
 # Arguments (optional): cuda_selftest --one's "M N K kernel split" without the format. FMTS are WFormat
-# ids (1 int4, 8 nf4, 3 int8); BITBLAS_JAX_WGMMA_CLUSTER sets the cluster size of each run.
+# ids (1 int4, 8 nf4, 0 int8); BITBLAS_JAX_WGMMA_CLUSTER sets the cluster size of each run.
 set -uo pipefail
 ST=${ST:-build/st/selftest}
 CLUSTERS=${CLUSTERS:-"1 2 4"}
