@@ -587,7 +587,9 @@ def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
     """gemm_wgmma_a8 (sm_90) with float8 activations: on integer-valued operands (_integer_valued) within
     the float32 bound (exact without scales), so a wrong k order, weight decode or stage shows; on
     random full-range float8 operands within the documented bound of the float8 tensor cores' sums
-    (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024; outputs poisoned."""
+    (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024. The output buffer is
+    poisoned; where no epilogue follows the kernel (mode none, groups in the kernel, float32 out) it is the
+    kernel's own, so an unwritten element shows as NaN."""
     from bitblas_jax import gpu_plan
     if not gpu_plan.gemm_a8_runs():
         pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
@@ -602,6 +604,25 @@ def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
         np.testing.assert_array_equal(got, exact.value())
     got, _ = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
     check_quantized(case, got, float8_tensor_cores=True)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w", [(a, w) for a in FP8 for w in FP8])
+@pytest.mark.parametrize("mode,group,specials", [("none", -1, "activations"), ("scale", 128, "activations"),
+                                                 ("scale", -1, "weights"), ("none", -1, "weights")])
+def test_gpu_gemm_wgmma_a8_float8_specials(rng, a_dtype, w, mode, group, specials):
+    """NaN (and e5m2's +-inf) in float8 activations or weights through gemm_wgmma_a8 (sm_90, chosen by the
+    plan): the float64 reference's NaN / inf, the other outputs (integer-valued operands: exact tensor-core
+    sums) within the float32 bound."""
+    from bitblas_jax import gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    case = _integer_valued(make_qcase(rng, a_dtype, w, mode, group, "float32", M=40, N=272, K=1024), rng)
+    case = with_special_activations(case) if specials == "activations" else with_special_weights(case)
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, 40,
+                                                1024) == "gemm_wgmma_a8"
+    got, _ = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
+    check_quantized_nonfinite(case, got)
 
 
 @on_gpu

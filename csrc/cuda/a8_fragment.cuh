@@ -36,6 +36,7 @@ __device__ __forceinline__ uint32_t int4_codes_to_e4m3(uint32_t r) {
 // offset binary, float8 ones their own bits, int4 under float8 activations becomes e4m3).
 template <WFormat WF, bool FLOAT8_ACT>
 __device__ __forceinline__ void a8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
+  static_assert(!FLOAT8_ACT || WF != WFormat::kUInt4, "uint4 has no e4m3 lookup (plan.h: float8 takes int4)");
   if constexpr (format_bits(WF) == 8) {
     constexpr uint32_t flip = WF == WFormat::kInt8 ? 0x80808080u : 0u;   // offset binary -> int8
     a[0] = __byte_perm(w.x, w.y, 0x6420) ^ flip;

@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
       for (int h = 0; h < 2; ++h)
         s_grp[bi][h] = band_ok[bi] ? __ldg(p.scale + (nrow0 + 16 * bi + 8 * h) * groups + gi) : 0.f;
   };
-  int gi = 0, group_end = gs;
+  int gi = 0;
+  long long group_end = gs;  // after the last group it is one group past K, which may not fit an int
   if constexpr (SCALED) load_scales(0);
 
   // ldmatrix.x4 lane address: matrix lane / 8 is n8 block (lane >> 4) at k half (lane >> 3) & 1 of the

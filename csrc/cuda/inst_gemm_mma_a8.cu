@@ -45,7 +45,8 @@ std::string launch_gemm_mma_a8(const GemmMmaA8Args& a, cudaStream_t stream) {
   // cp.async copies 16-byte chunks of A
   if (std::string err = check_int8_sums_args(a, "gemm_mma_a8", plan::gemm_mma_a8_takes, 16); !err.empty() || a.M == 0)
     return err;
-  if (a.K > INT_MAX) return "gemm_mma_a8: K must be below 2^31";
+  // the kernel's k loop runs in int, a stage (256 k at most) past K
+  if (a.K > INT_MAX - 256) return "gemm_mma_a8: K must be below 2^31 - 256";
   if ((a.M + cudak::kGemmMmaA8LargeRows - 1) / cudak::kGemmMmaA8LargeRows > 65535)   // grid.y of the large tile
     return "gemm_mma_a8: M too large for one launch";
   const cudaError_t e = a.scaled ? launch_format<true>(a, stream) : launch_format<false>(a, stream);

@@ -55,12 +55,25 @@ double value_of(uint8_t code, DType kind) {
   }
 }
 
-// The float8 code of v (exactly representable), by search.
-uint8_t code_of(double v, DType kind) {
-  for (int c = 0; c < 256; ++c)
-    if (value_of(static_cast<uint8_t>(c), kind) == v) return static_cast<uint8_t>(c);
-  std::printf("no code for %g\n", v);
-  std::exit(2);
+// The float8 code of the integer v in [-8, 8] (exactly representable), from a table made once per kind
+// (a search per element made the --time setup of a large problem take a minute).
+uint8_t code_of(int v, DType kind) {
+  static uint8_t table[2][17];
+  static bool made[2] = {false, false};
+  const int t = kind == DType::kF8E5M2;
+  if (!made[t]) {
+    for (int x = -8; x <= 8; ++x) {
+      int c = 0;
+      while (c < 256 && value_of(static_cast<uint8_t>(c), kind) != x) ++c;
+      if (c == 256) {
+        std::printf("no code for %d\n", x);
+        std::exit(2);
+      }
+      table[t][x + 8] = static_cast<uint8_t>(c);
+    }
+    made[t] = true;
+  }
+  return table[t][v + 8];
 }
 
 const char* name(DType a) { return a == DType::kI8 ? "int8" : a == DType::kF8E4M3 ? "e4m3" : "e5m2"; }
@@ -238,11 +251,21 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
   else if (kind == "e4m3") act = DType::kF8E4M3, wf = WFormat::kFP8E4M3;
   else if (kind == "e4m3-int4") act = DType::kF8E4M3, wf = WFormat::kInt4;
   else if (kind == "e5m2") act = DType::kF8E5M2, wf = WFormat::kFP8E5M2;
+  else if (kind != "int8") {
+    std::printf("--time: KIND must be int8, int4, e4m3, e4m3-int4 or e5m2, not %s\n", kind.c_str());
+    std::exit(2);
+  }
   const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, 7);
   Device d(p, M, N, {});
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
-  for (int i = 0; i < 3; ++i) bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  for (int i = 0; i < 3; ++i) {
+    const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+    if (!err.empty()) {
+      std::printf("--time: the launch was refused: %s\n", err.c_str());
+      std::exit(2);
+    }
+  }
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));

@@ -35,7 +35,7 @@ inline const FormatInfo kFormats[] = {
     {WFormat::kUInt1, "uint1", 1, 0, 1},
 };
 
-// The 8-bit kernels' k order within each 16-k chunk of A (gemm_wgmma_a8.cuh kSigma).
+// The 8-bit kernels' k order within each 16-k chunk of A (a8_fragment.cuh kSigma).
 constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
 
 inline uint32_t code_of(const FormatInfo& fi, int v) {
