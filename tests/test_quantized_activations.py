@@ -680,6 +680,11 @@ def _widened_on_cpu(case, A=None):
     """primitive._widened_f16_call with the CPU kernel as its 16-bit call: A widened to float16, the
     16-bit kernel in mode none with float32 output, the per-channel term, bias and cast in XLA (and the
     activation scale after, as Matmul.__call__ applies it), the arithmetic widened_f16 does on the GPU."""
+    with jax.default_device(jax.devices("cpu")[0]):   # the CPU kernel's custom call: CPU buffers only
+        return _widened_on_cpu_device(case, A)
+
+
+def _widened_on_cpu_device(case, A=None):
     spec = case.mm.spec
     f32 = lambda x: jnp.zeros((0,), jnp.float32) if x is None else jnp.asarray(x)  # noqa: E731
     A = jnp.asarray(case.A if A is None else A)
