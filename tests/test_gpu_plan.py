@@ -186,17 +186,14 @@ def test_int8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(w, mode
 def test_float8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(a_dtype, w, mode, group):
     """On an sm_90 GPU, float8 activations past the decode regime with float8 / int4 weights and mode none,
     per-channel scales or groups of whole 128-k stages (dividing K) run gemm_wgmma_a8; groups inside a
-    stage and the zeros modes stay on XLA's dots, and so does everything without sm_90. At M <= 16 it runs
-    the grouped scales only (widened_f16 takes mode none and per-channel scales there)."""
+    stage and the zeros modes stay on XLA's dots, and so does everything without sm_90 or at M <= 16."""
     K = 6144                                         # 384 divides it: 3 stages a group
     takes = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
     for M in (17, 64, 1024, 100000):
         assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == ("gemm_wgmma_a8" if takes else "xla_dot")
         assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=False) == "xla_dot"
-    grouped = mode == "scale" and group != -1 and group % 128 == 0
     for M in (1, 16):
-        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == ("gemm_wgmma_a8" if grouped else "xla_dot")
-    assert qact(0, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == "xla_dot"
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == "xla_dot"
     assert qact(64, w, "scale", 256, K=6144 + 128, a_dtype=a_dtype, sm90=True) == "xla_dot"    # 256 does not divide K
     assert qact(64, w, "none", -1, K=6144 + 64, a_dtype=a_dtype, sm90=True) == "xla_dot"      # K off the stage
 
@@ -253,14 +250,13 @@ def test_float8_activations_run_widened_f16(a_dtype, w, mode, group, takes):
     """On an sm_80+ GPU with the CUDA kernels, float8 activations in mode none or with one group per row
     (per-channel scales; int4's zeros modes too) run widened_f16 at every M; grouped scales stay on XLA's
     dots (the 16-bit kernels take float16 scales), and so does everything without the GPU. On sm_90,
-    gemm_wgmma_a8 is tried first above decode sizes, and at every M for the grouped scales of whole stages
-    that widened_f16 cannot take (its own test above)."""
+    gemm_wgmma_a8 is tried first above decode sizes, for what it computes (its own test above)."""
     a8 = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
     for M in (1, 7, 16, 17, 100, 257, 4096, 100000):
         widened = "widened_f16" if takes else "xla_dot"
         assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=False, widened_f16=True) == widened, M
         assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=True, widened_f16=True) == \
-            ("gemm_wgmma_a8" if a8 and (M > gp.DECODE_I8_MAX_M or not takes) else widened), M
+            ("gemm_wgmma_a8" if M > gp.DECODE_I8_MAX_M and a8 else widened), M
         assert qact(M, w, mode, group, a_dtype=a_dtype, widened_f16=False) == "xla_dot"
     assert qact(0, w, mode, group, a_dtype=a_dtype, widened_f16=True) == "xla_dot"
 

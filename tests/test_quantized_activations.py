@@ -348,7 +348,6 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     ("float8_e4m3fn", "int4", "scale", 128, "float16", 200, "gemm_wgmma_a8"),
     ("float8_e5m2", "float8_e5m2", "scale", 256, "float32", 129, "gemm_wgmma_a8"),   # two stages a group
     ("float8_e4m3fn", "int4", "scale", 64, "float16", 64, "xla_dot"),    # groups inside a stage
-    ("float8_e4m3fn", "float8_e4m3fn", "scale", 128, "float16", 4, "gemm_wgmma_a8"),   # groups at decode sizes
     ("float8_e4m3fn", "int4", "original", 128, "float32", 64, "xla_dot"),         # zeros modes: XLA's dots
 ])
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
@@ -569,9 +568,6 @@ def _gemm_a8_float8_cases():
             for j, M in enumerate((17, 64, 100, 257)):
                 mode, group, out = kinds[(i + j) % len(kinds)]
                 yield pytest.param(a_dtype, w, M, mode, group, out, id=f"{a_dtype}-{w}-M{M}-{mode}-g{group}-{out}")
-            for M, group in ((1, 128), (16, 256)):      # group scales at decode sizes (the plan's rule)
-                yield pytest.param(a_dtype, w, M, "scale", group, "float16",
-                                   id=f"{a_dtype}-{w}-M{M}-scale-g{group}-float16")
 
 
 def _integer_valued(case, rng):

@@ -249,8 +249,7 @@ def fake_gpu(monkeypatch):
     ((9, 0), "int8", "int4", "scale", 256, 300, "gemm_wgmma_a8"),      # per channel (K = 256)
     ((9, 0), "int8", "int2", "original", 128, 300, "xla_dot"),         # zeros modes: XLA's dots
     ((9, 0), "int8", "int4", "quantized", 128, 1, "xla_dot"),
-    ((9, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "gemm_wgmma_a8"),  # groups at decode sizes
-    ((8, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "xla_dot"),      # groups off Hopper: XLA's dots
+    ((9, 0), "float8_e4m3fn", "int4", "scale", 128, 1, "xla_dot"),      # groups: XLA's dots
     ((9, 0), "float8_e4m3fn", "int4", "scale", 256, 1, "widened_f16"),  # per channel at decode sizes
     ((9, 0), "float8_e4m3fn", "float8_e5m2", "scale", 128, 40, "gemm_wgmma_a8"),
     ((9, 0), "float8_e5m2", "int4", "none", 256, 300, "gemm_wgmma_a8"),

@@ -507,13 +507,7 @@ inline QActKernel quantized_activation_kernel(const QActQuery& q) {
   if (q.a_dtype == DType::kI8 && q.decode_i8 && q.M >= 1 && q.M <= q.decode_i8_max_m &&
       decode_i8_takes(q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kDecodeI8;
-  // float8 with group scales at decode sizes: widened_f16 cannot take them (the 16-bit kernels take float16
-  // scales) and XLA's dots loop over the groups on a widened weight; gemm_wgmma_a8 reads the float8 weight
-  // once, so it runs them too (its 64-row tile mostly idle, the weight's bytes the cost either way)
-  const bool float8_groups_at_decode_sizes =
-      is_float8(q.a_dtype) && q.M >= 1 && !widened_f16_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K);
-  if (q.sm90 && (q.M > q.decode_i8_max_m || float8_groups_at_decode_sizes) &&
-      gemm_wgmma_a8_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
+  if (q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_a8_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
     return QActKernel::kGemmWgmmaA8;
   if (q.a_dtype == DType::kI8 && q.gemm_mma_a8 && q.M > q.decode_i8_max_m &&
       gemm_mma_a8_takes(q.w_format, q.mode, q.group_size, q.K))
