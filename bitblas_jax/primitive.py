@@ -31,9 +31,14 @@ DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
 DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
 GEMM_A8_TARGET = "bitblas_jax_gemm_a8"      # CUDA only (int8 activations, larger M, sm_90)
 GEMM_MMA_A8_TARGET = "bitblas_jax_gemm_mma_a8"  # CUDA only (int8 activations, larger M, sm_80+)
-# The 8-bit kernels' k order within each 16-k chunk of A (csrc/cuda/gemm_wgmma_a8.cuh kSigma; gemm_mma_a8
-# too): position p carries k SIGMA[p], the order in which the packed weight's lane fragments hold k.
-GEMM_A8_SIGMA = np.array([0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15])
+# The 8-bit kernels' k order within each 16-k chunk of A (csrc/cuda/a8_fragment.cuh kSigma; gemm_wgmma_a8
+# and gemm_mma_a8), the order in which the packed weight's lane fragments hold k: the chunk viewed as
+# [2, 4, 2] (k = 8h + 2t + j) with h and t swapped, so position 4t + 2h + j carries k: A [M, K] viewed
+# [M, K / 16, 2, 4, 2] and transposed by SIGMA_ORDER_AXES. A transpose, not a gather: the kernels' calls
+# run inside custom_partitioning, which refuses constants (an index array) in the traced body.
+SIGMA_CHUNK_VIEW = (2, 4, 2)
+SIGMA_ORDER_AXES = (0, 1, 3, 2, 4)
+GEMM_A8_SIGMA = np.arange(16).reshape((1, 1) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(16)
 
 
 def empty(dtype) -> jax.Array:
@@ -214,10 +219,10 @@ def _gemm_mma_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 
 
 def _in_sigma_order(A2):
-    """[M, K] with each 16-k chunk in the 8-bit kernels' k order (GEMM_A8_SIGMA): one gather, which XLA
-    fuses into the copy."""
+    """[M, K] with each 16-k chunk in the 8-bit kernels' k order (GEMM_A8_SIGMA): one transpose, which
+    XLA fuses into the copy."""
     M, K = A2.shape
-    return A2.reshape(M, K // 16, 16)[:, :, GEMM_A8_SIGMA].reshape(M, K)
+    return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(M, K)
 
 
 def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):

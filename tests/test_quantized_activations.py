@@ -8,6 +8,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -278,8 +279,21 @@ def _cuda_text(cfg, M):
         zdt = cfg.format.zeros_dtype if cfg.zeros_mode == "quantized" else jnp.float32
         args.append(jax.ShapeDtypeStruct((cfg.N, cfg.num_groups), jnp.dtype(zdt)))
     names = ["A", "W"] + ["scale"] * cfg.with_scaling + ["zeros"] * cfg.with_zeros
+    _assert_partitionable(mm.spec, dict(zip(names, args)))
     f = jax.jit(lambda *xs: mm(xs[0], xs[1], **dict(zip(names[2:], xs[2:]))))
     return export(f, platforms=["cuda"])(*args).mlir_module()
+
+
+def _assert_partitionable(spec, args):
+    """The whole op's CUDA body, where it goes through custom_partitioning (every kernel call; XLA's own
+    ops are partitioned by XLA), holds no constant: custom_partitioning refuses a body that captures
+    one (an index array, a table), and an export (as _cuda_text lowers) never meets that check."""
+    if primitive._cuda_runs_xla_ops(spec, args["A"].shape[0]):
+        return
+    absent = jax.ShapeDtypeStruct((0,), formats.scale_dtype(spec.a_dtype))
+    operands = [args["A"], args["W"], args.get("scale", absent), args.get("zeros", absent), absent]
+    body = jax.make_jaxpr(functools.partial(primitive._cuda_call, spec=spec))(*operands)
+    assert not body.consts, f"the CUDA body captures constants {[np.shape(c) for c in body.consts]}"
 
 
 @pytest.mark.parametrize("a_dtype,w,dot", [("int8", "int4", "(tensor<8x128xi8>, tensor<64x128xi8>) -> tensor<8x64xi32>"),
@@ -309,7 +323,7 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
     ("int8", "none", -1, "int32", 16, "decode_i8"),
     ("uint1", "scale", 32, "float32", 1, "decode_i8"),
     ("int2", "scale", -1, "int8", 3, "decode_i8"),
-    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime (gemm_mma_a8 off)
+    ("int4", "scale", 128, "float16", 17, "xla_dot"),       # above the decode regime (the GEMMs off)
     ("int4", "original", 128, "float16", 8, "xla_dot"),     # zeros modes: XLA's dots
     ("uint4", "quantized", 64, "float32", 1, "xla_dot"),
     ("int4", "scale", 8, "float32", 4, "xla_dot"),          # groups inside an mma step (32 k)
@@ -321,6 +335,7 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")
     cfg = bj.MatmulConfig(N=64, K=256, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
                           **formats.mode_flags(mode))
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, cfg.resolved_group_size, M, 256) == kernel
@@ -353,7 +368,7 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
     """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
     activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
-    k order (a gather) where it computes the mode: int32 sums (int8 without group scales) or float32; the
+    k order (a transpose) where it computes the mode: int32 sums (int8 without group scales) or float32; the
     rest to XLA's dots with gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
@@ -389,7 +404,7 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
 def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm90, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_GEMM_MMA_A8=1), int8 activations above the decode regime
     lower to the gemm_mma_a8 custom call where gemm_wgmma_a8 does not take them (sm90: whether it runs,
-    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a gather), with decode_i8's
+    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), with decode_i8's
     result: int32 sums (mode none) or float32 (mode scale) into the fused epilogue."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
@@ -714,7 +729,7 @@ def test_widened_f16_full_range_e5m2(rng, a_dtype):
     exact through the float16 widening: products up to 57344^2 in float32, per-channel scale applied
     in float32 after the sum (never folded into a float16 weight)."""
     K, N = 512, 32
-    amax = float(np.finfo(formats.NUMPY_DTYPES[a_dtype]).max)
+    amax = float(ml_dtypes.finfo(formats.NUMPY_DTYPES[a_dtype]).max)
     case = make_qcase(rng, a_dtype, "float8_e5m2", "scale", -1, "float32", M=4, N=N, K=K)
     signs = rng.choice([-1.0, 1.0], (N, K))
     case.values = (signs * np.where(rng.random((N, K)) < 0.5, 57344.0, 2.0 ** -16)).astype(

@@ -452,8 +452,11 @@ def _gpu_cases():
 def test_cuda_every_path(rng, a_dtype, w, mode, group, out, bias, M):
     """The op on CUDA tensors (the plan's path for this GPU) through matmul.out into a poisoned output
     (NaN; integer outputs twice, with two poisons, so an unwritten element shows) and the functional op,
-    against the reference; int32 outputs bit for bit. N = 272 (a partial 128-row GEMM tile), K = 1024."""
+    against the reference; int32 outputs bit for bit; float8 activations on Hopper's float8 tensor cores
+    (gemm_wgmma_a8) within their documented bound. N = 272 (a partial 128-row GEMM tile), K = 1024."""
     case = make_qcase(rng, a_dtype, w, mode, group, out, bias, M=M, N=272, K=1024)
+    kernel = gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, M, 1024)
+    float8_tensor_cores = a_dtype != "int8" and kernel == "gemm_wgmma_a8"
     args = op_args(case, "cuda")
     dt = ops.TORCH_DTYPES[out]
     poisons = (float("nan"),) if dt.is_floating_point else ((-(2**31), 2**31 - 1) if out == "int32" else (77, -77))
@@ -462,10 +465,10 @@ def test_cuda_every_path(rng, a_dtype, w, mode, group, out, bias, M):
         C = torch.full((M, 272), p, dtype=dt, device="cuda")
         torch.ops.bitblas_jax.matmul.out(*args, out=C)
         results.append(to_numpy(C))
-        check_quantized(case, results[-1])
+        check_quantized(case, results[-1], float8_tensor_cores)
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
-    check_quantized(case, to_numpy(torch.ops.bitblas_jax.matmul(*args)))
+    check_quantized(case, to_numpy(torch.ops.bitblas_jax.matmul(*args)), float8_tensor_cores)
 
 
 @on_gpu

@@ -123,23 +123,13 @@ def _int8_sums(kernel, A2, W, scale, bias, w_format, mode, group_size, C2, strea
 
 
 # ---- gemm_wgmma_a8 (as primitive._gemm_a8_call) -----------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _sigma_is_chunk_transpose() -> bool:
-    """Whether primitive.GEMM_A8_SIGMA (the kernel's kSigma, the one definition) is the transpose that
-    sigma_order applies: position 4t + 2h + j of a 16-k chunk carries k = 8h + 2t + j."""
-    from ..primitive import GEMM_A8_SIGMA
-    return bool(np.array_equal(np.arange(16).reshape(2, 4, 2).transpose(1, 0, 2).reshape(16), GEMM_A8_SIGMA))
-
-
 def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     """A2 [M, K] with each 16-k chunk in gemm_wgmma_a8's k order (primitive.GEMM_A8_SIGMA), a new
-    contiguous tensor: one transpose of each chunk viewed [2, 4, 2] (a view and a copy, no index tensor,
-    so no host-to-device copy)."""
-    if not _sigma_is_chunk_transpose():
-        raise NotImplementedError("bitblas_jax::matmul: primitive.GEMM_A8_SIGMA is no longer the chunk "
-                                  "transpose that torch/quantized_cuda.py sigma_order applies; update sigma_order")
+    contiguous tensor: the chunk transpose primitive._in_sigma_order applies (a view and a copy, no index
+    tensor, so no host-to-device copy)."""
+    from ..primitive import SIGMA_CHUNK_VIEW, SIGMA_ORDER_AXES
     M, K = A2.shape
-    return A2.reshape(M, K // 16, 2, 4, 2).transpose(2, 3).reshape(M, K)
+    return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
 
 
 def _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
