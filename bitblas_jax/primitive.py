@@ -195,27 +195,40 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
-def _int8_sums_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
-    """A kernel with decode_i8's contract (`target`: decode_i8 or gemm_mma_a8) on A2, A's rows as the
-    kernel takes them: it returns the exact int32 sums (mode none) or v, the float32 sum of the scaled
-    int32 group sums (mode scale); the bias and the output cast are quantized_dot.finish, which XLA fuses
-    (the activation scale comes after, Matmul.__call__). zeros (empty in both modes) goes along so the
-    handler checks the weight operands as the matmul call's handler does."""
-    sums = jnp.int32 if spec.mode == "none" else jnp.float32
-    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), sums))(
-        A2, W, scale, zeros, **spec.ffi_attrs())
+def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
+    """One 8-bit kernel (`target`: decode_i8, gemm_mma_a8 or gemm_wgmma_a8) on A2, A's rows as the kernel
+    takes them, with the matmul call's operands and attributes (zeros, empty, goes along so the handler
+    checks the weight operands as the matmul handler does). The kernel returns the int32 sums S (int8),
+    the float32 sums (float8) or, where it applies group scales (gpu_plan.a8_kernel_output), v, the
+    float32 sum of the scaled group sums. Per-channel scales it leaves to s * S in float32 here (the one
+    group's term of quantized_dot; the kernel runs as for mode none); then quantized_dot.finish (bias,
+    the output cast), which XLA fuses (the activation scale comes after, Matmul.__call__)."""
+    from .gpu_plan import a8_kernel_output
+    out_dtype, kernel_scales = a8_kernel_output(spec.a_dtype, spec.mode, spec.group_size, spec.K)
+    per_channel = spec.mode == "scale" and not kernel_scales
+    kspec = dataclasses.replace(spec, mode="none") if per_channel else spec
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(out_dtype)))(
+        A2, W, empty(scale.dtype) if per_channel else scale, zeros, **kspec.ffi_attrs())
+    if per_channel:
+        out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
     return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """int8 activations at decode sizes: the decode_i8 kernel (_int8_sums_call)."""
-    return _int8_sums_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, spec)
+    """int8 activations at decode sizes: the decode_i8 kernel (_a8_kernel_call)."""
+    return _a8_kernel_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, spec)
 
 
 def _gemm_mma_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_int8_sums_call) on A's
+    """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_a8_kernel_call) on A's
     16-k chunks in its k order (_in_sigma_order)."""
-    return _int8_sums_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+
+
+def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 / float8 activations above decode sizes on sm_90: the gemm_wgmma_a8 kernel (_a8_kernel_call)
+    on A's 16-k chunks in its k order (_in_sigma_order)."""
+    return _a8_kernel_call(GEMM_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
 
 
 def _in_sigma_order(A2):
@@ -223,24 +236,6 @@ def _in_sigma_order(A2):
     XLA fuses into the copy."""
     M, K = A2.shape
     return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(M, K)
-
-
-def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    """int8 / float8 activations above decode sizes on sm_90: A's 16-k chunks into gemm_wgmma_a8's k
-    order (one gather XLA fuses into the copy); the kernel returns the int32 sums S (int8) or the float32
-    sums (float8), or with group scales v, the float32 sum of the scaled group sums
-    (gpu_plan.gemm_a8_output); per-channel scales are s * S in float32 here (quantized_dot's term for
-    one group); bias and the cast are quantized_dot.finish."""
-    A2 = _as_2d(A, spec)
-    M, K = A2.shape
-    A_sigma = _in_sigma_order(A2)
-    from .gpu_plan import gemm_a8_output
-    out_dtype, kernel_scales = gemm_a8_output(spec.a_dtype, spec.mode, spec.group_size, K)
-    out = jax.ffi.ffi_call(GEMM_A8_TARGET, jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(out_dtype)))(
-        A_sigma, W, scale, zeros, **spec.ffi_attrs())
-    if spec.mode == "scale" and not kernel_scales:     # per channel: s * S, the one group's term
-        out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
-    return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def widened_f16_spec(spec: KernelSpec) -> KernelSpec:

@@ -278,6 +278,19 @@ def qerror_bound(case: QCase, float8_tensor_cores: bool = False) -> np.ndarray:
     return steps * 2.0**-24 * (mag + b) + tensor_cores + 1e-30
 
 
+def on_float8_tensor_cores(case: QCase) -> bool:
+    """Whether case's call on JAX's default device runs on Hopper's float8 tensor cores (gemm_wgmma_a8
+    with float8 activations: the one path check_quantized holds to their own, wider bound)."""
+    import jax
+    from bitblas_jax import gpu_plan
+    c = case.cfg
+    if c.A_dtype == "int8" or jax.default_backend() != "gpu":
+        return False
+    M = int(np.prod(np.shape(case.A)[:-1]))
+    return gpu_plan.quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M,
+                                                c.K) == "gemm_wgmma_a8"
+
+
 def check_quantized(case: QCase, out, float8_tensor_cores: bool = False) -> None:
     """int32: equal to the int64 sum; int8: between the saturated roundings of value -+ bound;
     float outputs: within bound + the output's rounding (qerror_bound; float8_tensor_cores: Hopper's

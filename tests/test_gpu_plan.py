@@ -103,11 +103,12 @@ def test_gemm_wgmma_needs_fp32_accumulation_whole_tile_groups_aligned_a_and_whol
 
 
 def test_gemm_wgmma_clusters():
-    """Clusters of 2 CTAs along N where there are two CTAs' worth of weight rows (forced 1 / 2 / 4 as
-    asked, never more than the CTAs along N); a grid that fits one wave of single CTAs but not of
-    clusters (a GPC with an odd SM count) runs single CTAs."""
+    """Single CTAs by default (measured faster than pairs on the H200: plan.h kWgmmaClusterCtas); forced
+    clusters of 1 / 2 / 4 as asked, never more than the CTAs along N; a grid that fits one wave of single
+    CTAs but not of clusters (a GPC with an odd SM count) runs single CTAs."""
     c = _bitblas_plan.wgmma_cluster_ctas
-    assert (c(128), c(144), c(256), c(8192)) == (1, 2, 2, 2)
+    assert (c(128), c(144), c(256), c(8192)) == (1, 1, 1, 1)
+    assert (c(144, 2), c(256, 2), c(8192, 2)) == (2, 2, 2)
     assert (c(8192, 1), c(8192, 4), c(384, 4), c(256, 4), c(128, 4)) == (1, 4, 2, 2, 1)
     g = _bitblas_plan.wgmma_cluster_for_grid
     assert g(2, 128, 132, 130) == 2          # fits both waves
@@ -199,16 +200,16 @@ def test_float8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(a_dty
 
 
 def test_gemm_wgmma_a8_output_dtype_and_who_scales():
-    """The kernel's output (gpu_plan.gemm_a8_output, plan.h): int8 sums stay int32 unless the kernel
+    """The kernel's output (gpu_plan.a8_kernel_output, plan.h): int8 sums stay int32 unless the kernel
     scales groups; float8 sums are float32; per-channel scales (group = K) are applied after the kernel."""
     K = 1024
-    assert gp.gemm_a8_output("int8", "none", K, K) == ("int32", False)
-    assert gp.gemm_a8_output("int8", "scale", K, K) == ("int32", False)
-    assert gp.gemm_a8_output("int8", "scale", 128, K) == ("float32", True)
+    assert gp.a8_kernel_output("int8", "none", K, K) == ("int32", False)
+    assert gp.a8_kernel_output("int8", "scale", K, K) == ("int32", False)
+    assert gp.a8_kernel_output("int8", "scale", 128, K) == ("float32", True)
     for f8 in ("float8_e4m3fn", "float8_e5m2"):
-        assert gp.gemm_a8_output(f8, "none", K, K) == ("float32", False)
-        assert gp.gemm_a8_output(f8, "scale", K, K) == ("float32", False)
-        assert gp.gemm_a8_output(f8, "scale", 256, K) == ("float32", True)
+        assert gp.a8_kernel_output(f8, "none", K, K) == ("float32", False)
+        assert gp.a8_kernel_output(f8, "scale", K, K) == ("float32", False)
+        assert gp.a8_kernel_output(f8, "scale", 256, K) == ("float32", True)
 
 
 def test_gemm_wgmma_a8_needs_hopper_and_the_cuda_kernels(monkeypatch):

@@ -136,9 +136,13 @@ def test_large_groups_and_shapes(rng):
 
 @pytest.mark.parametrize("a_dtype,w", [("int8", "uint4"), ("float8_e5m2", "float8_e4m3fn")])
 def test_threaded_cpu_kernel(rng, a_dtype, w):
-    """M * N * K above 2^21: the CPU kernel splits the bands over threads."""
+    """M * N * K above 2^21: the CPU kernel splits the bands over threads (on the CPU device also where
+    a GPU is JAX's default)."""
     case = make_qcase(rng, a_dtype, w, "scale", 128, "float32", True, M=33, N=128, K=1024)
-    check_quantized(case, case.run())
+    with jax.default_device(jax.devices("cpu")[0]):
+        out = case.run()
+    assert out.devices() == {jax.devices("cpu")[0]}
+    check_quantized(case, out)
 
 
 def test_m_zero(rng):
@@ -330,8 +334,9 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
 ])
 def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
-    decode_i8 custom call, whose int32 (mode none) or float32 (mode scale) result the fused epilogue
-    takes; what it does not compute lowers to XLA's dots (and so does M > 16 with gemm_mma_a8 off)."""
+    decode_i8 custom call, whose int32 sums (mode none; per-channel scales: a mode-none call, s * S
+    after it) or float32 v (group scales, applied in the kernel) the fused epilogue takes; what it does
+    not compute lowers to XLA's dots (and so does M > 16 with the GEMMs off)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
@@ -345,9 +350,18 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
         return
     calls = [line for line in text.splitlines() if "bitblas_jax_decode_i8" in line]
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    sums = "i32" if mode == "none" else "f32"
-    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
     assert "dot_general" not in text
+
+
+def _assert_a8_kernel_modes(call, mode, group, M, N):
+    """An 8-bit kernel's custom call: group scales go in (float32 v out); per-channel scales do not (a
+    mode-none call: int32 sums, scaled after it); mode none: int32 sums."""
+    kernel_scales = mode == "scale" and group != -1
+    assert f"mode = {formats.MODE_IDS['scale' if kernel_scales else 'none']} : i64" in call, call
+    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros
+    assert (operand_types[2] != "tensor<0xf32>") == kernel_scales, call
+    assert f"-> tensor<{M}x{N}x{'f32' if kernel_scales else 'i32'}>" in call, call
 
 
 @pytest.mark.parametrize("a_dtype,w,mode,group,out,M,kernel", [
@@ -405,7 +419,7 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_GEMM_MMA_A8=1), int8 activations above the decode regime
     lower to the gemm_mma_a8 custom call where gemm_wgmma_a8 does not take them (sm90: whether it runs,
     BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), with decode_i8's
-    result: int32 sums (mode none) or float32 (mode scale) into the fused epilogue."""
+    result (_assert_a8_kernel_modes) into the fused epilogue."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
@@ -419,9 +433,8 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text and "bitblas_jax_gemm_a8" not in text, calls
-    sums = "i32" if mode == "none" else "f32"
     assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
-    assert f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
     assert "dot_general" not in text
 
 

@@ -21,7 +21,7 @@ from bitblas_jax import _ext, formats, gpu_plan, layout, primitive, reference  #
 from bitblas_jax.torch import ops  # noqa: E402
 from bitblas_jax.torch import quantized_cuda as qcuda, quantized_dot as qdot  # noqa: E402
 
-from cases import check_quantized, make_qcase  # noqa: E402
+from cases import check_quantized, make_qcase, on_float8_tensor_cores  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available() and bbt.has_cuda_kernels()
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and the CUDA kernels")]
@@ -328,7 +328,7 @@ class _NumpyKernels:
         a_sigma = self._array(A, (M, K), formats.NUMPY_DTYPES[a_name]).astype(np.float64)
         a = np.empty_like(a_sigma)
         a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
-        out_dtype, kernel_scales = gpu_plan.gemm_a8_output(a_name, {v: k for k, v in formats.MODE_IDS.items()}[mode],
+        out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, {v: k for k, v in formats.MODE_IDS.items()}[mode],
                                                            group_size, K)
         s = self._array(scale, (N, K // group_size), np.float32) if kernel_scales else None
         res = self._sums(a, s, group_size if kernel_scales else K, out_dtype == "float32")
@@ -455,8 +455,7 @@ def test_cuda_every_path(rng, a_dtype, w, mode, group, out, bias, M):
     against the reference; int32 outputs bit for bit; float8 activations on Hopper's float8 tensor cores
     (gemm_wgmma_a8) within their documented bound. N = 272 (a partial 128-row GEMM tile), K = 1024."""
     case = make_qcase(rng, a_dtype, w, mode, group, out, bias, M=M, N=272, K=1024)
-    kernel = gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, M, 1024)
-    float8_tensor_cores = a_dtype != "int8" and kernel == "gemm_wgmma_a8"
+    float8_tensor_cores = on_float8_tensor_cores(case)     # the shim follows JAX's plan
     args = op_args(case, "cuda")
     dt = ops.TORCH_DTYPES[out]
     poisons = (float("nan"),) if dt.is_floating_point else ((-(2**31), 2**31 - 1) if out == "int32" else (77, -77))

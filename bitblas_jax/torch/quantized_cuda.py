@@ -3,13 +3,12 @@
 `run_cuda` asks the plan JAX asks, gpu_plan.quantized_activation_kernel, for the tensors' GPU
 (`kernel_for`):
 
-- "decode_i8": the CUDA kernel (`_bitblas_cuda.decode_i8_raw`) returns the exact int32 sums S (mode
-  none) or v, the float32 sum of the scaled int32 group sums (mode scale); quantized_dot.finish applies
-  the bias and the output cast;
-- "gemm_mma_a8": as decode_i8, on the activations in the kernel's k order (`sigma_order`);
-- "gemm_wgmma_a8" (int8 / float8 A): the activations in the kernel's k order (`sigma_order`), then
-  `_bitblas_cuda.gemm_wgmma_a8_raw`: int32 S, or float32 (float8 sums, or v with group scales the kernel
-  applies; gpu_plan.gemm_a8_output); per-channel scales s * S here; finish;
+- "decode_i8", "gemm_mma_a8", "gemm_wgmma_a8" (int8 A; gemm_wgmma_a8 also float8 A), as
+  primitive._a8_kernel_call: the CUDA kernel (`_bitblas_cuda.<kernel>_raw`; the GEMMs on the activations
+  in their k order, `sigma_order`) returns the exact int32 sums S, the float32 sums (float8) or v, the
+  float32 sum of the scaled group sums, where it applies the group scales (gpu_plan.a8_kernel_output);
+  per-channel scales are s * S in float32 after a mode-none kernel; quantized_dot.finish applies the
+  bias and the output cast;
 - "widened_f16" (float8 A, mode none or one group per row): A converted to float16 (exact), the op's
   own 16-bit CUDA path (mode none, float32 accumulation and output) returns S, then the per-channel
   term (quantized_dot.per_channel_v) and finish, as primitive._widened_f16_call;
@@ -74,10 +73,8 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
     M, K = A2.shape
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
     # decode_i8_raw / gemm_mma_a8_raw take int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A
-    if kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8":
-        _int8_sums(kernel, A2, W, scale, bias, w_format, mode, group_size, C2, stream)
-    elif kernel == "gemm_wgmma_a8":
-        _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
+    if (kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8") or kernel == "gemm_wgmma_a8":
+        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
     elif kernel == "widened_f16" and a_dtype != "int8":
         _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2)
     else:
@@ -107,24 +104,8 @@ def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
     C2.copy_(finish(sums, bias, C2.dtype))
 
 
-def _int8_sums(kernel, A2, W, scale, bias, w_format, mode, group_size, C2, stream) -> None:
-    """decode_i8 / gemm_mma_a8 (A in kSigma order, 16-byte aligned): S (int32, mode none) or v (float32,
-    mode scale), then finish."""
-    M, K = A2.shape
-    N = W.shape[0]
-    scaled = mode == "scale"
-    A2 = sigma_order(A2) if kernel == "gemm_mma_a8" else _aligned(A2, 2)
-    W = _aligned(W, 16)
-    sums = _sums_buffer(C2, torch.float32 if scaled else torch.int32, True)
-    getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, scaled, group_size,
-                                             A2.data_ptr(), W.data_ptr(), scale.data_ptr() if scaled else 0,
-                                             sums.data_ptr(), stream)
-    _finish_into(C2, sums, bias)
-
-
-# ---- gemm_wgmma_a8 (as primitive._gemm_a8_call) -----------------------------------------------------
 def sigma_order(A2: torch.Tensor) -> torch.Tensor:
-    """A2 [M, K] with each 16-k chunk in gemm_wgmma_a8's k order (primitive.GEMM_A8_SIGMA), a new
+    """A2 [M, K] with each 16-k chunk in the 8-bit GEMMs' k order (primitive.GEMM_A8_SIGMA), a new
     contiguous tensor: the chunk transpose primitive._in_sigma_order applies (a view and a copy, no index
     tensor, so no host-to-device copy)."""
     from ..primitive import SIGMA_CHUNK_VIEW, SIGMA_ORDER_AXES
@@ -132,19 +113,28 @@ def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
 
 
-def _gemm_wgmma_a8(A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
-    """gemm_wgmma_a8 (sm_90): A in kSigma order; int32 S, or float32 (gpu_plan.gemm_a8_output: float8
-    sums, or v with the group scales the kernel applies); per-channel scales: s * S in float32
-    (quantized_dot's term of the one group); then finish."""
+def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
+    """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: A in kSigma order for the
+    GEMMs (decode_i8: 2-byte aligned as it is); the kernel's int32 S, float32 sums (float8) or v where it
+    applies the group scales (gpu_plan.a8_kernel_output); per-channel scales: s * S in float32 after a
+    mode-none kernel; then finish."""
     M, K = A2.shape
     N = W.shape[0]
-    out_dtype, kernel_scales = gpu_plan.gemm_a8_output(a_dtype, mode, group_size, K)
+    out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_dtype, mode, group_size, K)
     per_channel = mode == "scale" and not kernel_scales
-    A_sigma, W = sigma_order(A2), _aligned(W, 16)
+    kmode = "none" if per_channel else mode
+    A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
+    W = _aligned(W, 16)
     sums = _sums_buffer(C2, torch.float32 if out_dtype == "float32" else torch.int32, not per_channel)
-    _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], formats.FORMATS[w_format].id,
-                                     formats.MODE_IDS[mode], group_size, A_sigma.data_ptr(), W.data_ptr(),
-                                     0 if scale is None else scale.data_ptr(), sums.data_ptr(), stream)
+    scale_ptr = scale.data_ptr() if kmode == "scale" else 0
+    if kernel == "gemm_wgmma_a8":
+        _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], formats.FORMATS[w_format].id,
+                                         formats.MODE_IDS[kmode], group_size, A2.data_ptr(), W.data_ptr(),
+                                         scale_ptr, sums.data_ptr(), stream)
+    else:
+        getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, kmode == "scale",
+                                                 group_size, A2.data_ptr(), W.data_ptr(), scale_ptr,
+                                                 sums.data_ptr(), stream)
     if per_channel:
         sums = scale.reshape(1, N) * sums.to(torch.float32)
     _finish_into(C2, sums, bias)

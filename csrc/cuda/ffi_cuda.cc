@@ -163,7 +163,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGe
 // gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
 // in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
 // (bitblas_jax/primitive.py permutes it); the output is the int32 sums S (int8, no group scales) or
-// float32 (float8 sums, or sums of scaled groups: plan::gemm_wgmma_a8_float_out), and
+// float32 (float8 sums, or sums of scaled groups: plan::a8_kernel_float_out), and
 // bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
 // Operands and attributes as the matmul call's, without bias (zeros only for the checks).
 ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
@@ -187,8 +187,8 @@ ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
     return arg_error("gemm_wgmma_a8 takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / "
                      "uint4 weights, per channel or in groups of 128; float8 A with float8 / int4 weights, per "
                      "channel or in groups of a multiple of 128 (gpu_plan.quantized_activation_kernel)");
-  const bool scales = plan::gemm_wgmma_a8_scales(static_cast<int>(args.mode), group_size, K);
-  const bool float_out = plan::gemm_wgmma_a8_float_out(act, static_cast<int>(args.mode), group_size, K);
+  const bool scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
+  const bool float_out = plan::a8_kernel_float_out(act, static_cast<int>(args.mode), group_size, K);
   auto ad = A.dimensions();
   if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_a8: A must be [M, K]");
   auto od = out->dimensions();

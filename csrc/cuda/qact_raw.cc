@@ -72,8 +72,8 @@ void gemm_mma_a8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled,
 // ---- gemm_wgmma_a8 ---------------------------------------------------------------------------------
 // As the FFI handler bitblas_jax_gemm_a8 fills GemmA8Args: A (int8 / float8, a DType id) in the kernel's
 // kSigma order (the caller permutes it), W the packed weight, out [M, N]: int32 S, or float32 (float8
-// sums, or v where the kernel applies group scales itself: plan::gemm_wgmma_a8_float_out /
-// gemm_wgmma_a8_scales); mode and group_size as the matmul call's.
+// sums, or v where the kernel applies group scales itself: plan::a8_kernel_float_out /
+// a8_kernel_scales); mode and group_size as the matmul call's.
 void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size,
                        uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
   const WFormat f = checked_format(w_format, "gemm_wgmma_a8");
@@ -83,7 +83,7 @@ void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_forma
     raise_on("takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / uint4 weights, per "
              "channel or in groups of 128; float8 A with float8 / int4 weights, per channel or in groups of a "
              "multiple of 128 (gpu_plan.quantized_activation_kernel)", "gemm_wgmma_a8");
-  const bool scales = plan::gemm_wgmma_a8_scales(mode, group_size, K);
+  const bool scales = plan::a8_kernel_scales(mode, group_size, K);
   if (scales && !scale) raise_on("group scales need scale", "gemm_wgmma_a8");
   GemmA8Args g;
   g.M = M;
