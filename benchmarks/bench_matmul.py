@@ -1,10 +1,15 @@
 """bitblas_jax against every baseline, in one run: XLA's fp16 and bf16 dots, XLA's own int4 path
 (jnp.int4, group 128, dequantized inside jit), torch's bf16 matmul, torch's tinygemm int4 and gemlite
-(Triton) A16W4 / A16W8, on layer shapes of popular open models (SHAPES).
+(Triton) A16W4 / A16W8, on layer shapes of popular open models (SHAPES). The quantized-activation
+formats (w8a8, w4a8g128: SmoothQuant's W8A8 / W4A8; fp8a8, w4f8g128: float8 E4M3 activations with float8
+or int4 weights; per-token activation scales, fp16 output) are timed against XLA's dot of the same
+activation type too (int8 x int8 -> int32, e4m3 x e4m3 -> float32; added as a baseline whenever they run).
 
     python benchmarks/bench_matmul.py --quick           # 3 big layers + a small one, 4 M (tools/gpu_check.sh)
     python benchmarks/bench_matmul.py                   # the full sweep (FULL_SHAPES x MS)
     python benchmarks/bench_matmul.py --out results     # + results.json, results.png
+    python benchmarks/bench_matmul.py --formats w4g128,w4a8g128,w8,w8a8 --Ms 1,16 --shapes 8192x8192,28672x8192
+                                                        # int8 activations at decode sizes (decode_i8)
     python benchmarks/bench_matmul.py --replot a,b --out joined   # the tables / plot of written runs
 
 On a CPU backend (no GPU) the default grid shrinks to a smoke run on small shapes; the baselines that
@@ -79,18 +84,22 @@ CPU_SHAPES = [(512, 1024), (1024, 512)]              # the CPU smoke run (with C
 MS = [1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]  # decode, then the GEMM regime
 QUICK_MS = [1, 16, 128, 1024]
 CPU_MS = [1, 16]
-# name -> (W_dtype, group_size, A dtype)
+# name -> (W_dtype, group_size, A dtype); int8 A: per-token activation scales, float16 output
 FORMATS = {
     "w4g128": ("int4", 128, "float16"), "w4g128-bf16": ("int4", 128, "bfloat16"),
     "w4pc": ("int4", -1, "float16"), "w8": ("int8", -1, "float16"), "w2g128": ("int2", 128, "float16"),
     "nf4g128": ("nf4", 128, "float16"), "fp4g128": ("fp4_e2m1", 128, "float16"),
     "fp8": ("float8_e4m3fn", -1, "float16"),
+    "w8a8": ("int8", -1, "int8"), "w4a8g128": ("int4", 128, "int8"),
+    "fp8a8": ("float8_e4m3fn", -1, "float8_e4m3fn"), "w4f8g128": ("int4", 128, "float8_e4m3fn"),
 }
+# the XLA dot of each quantized activation type: the baseline of its formats (issue 29)
+ACT_BASELINE = {"int8": "xla_int8", "float8_e4m3fn": "xla_fp8"}
 FULL_FORMATS = ["w4g128", "w4g128-bf16", "w8"]
 QUICK_FORMATS = ["w4g128", "w4g128-bf16", "w2g128", "w8"]
-XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc")
+XLA_BASELINES = ("fp16", "bf16", "xla_int4_g128", "xla_int4_pc", "xla_int8", "xla_fp8")
 BASELINES = XLA_BASELINES + torch_baselines.NAMES
-DEFAULT_BASELINES = [b for b in BASELINES if b != "xla_int4_pc"]
+DEFAULT_BASELINES = [b for b in BASELINES if b not in ("xla_int4_pc", *ACT_BASELINE.values())]
 CALL_BYTES = 256 << 20  # weight bytes streamed per timed jit call (--call-mb)
 PEAK_FLOPS = 790e12     # H200 dense fp16, measured (the floor's compute term)
 # a baseline's max error / max |reference| above this is a wrong product, not rounding: a mispacked weight
@@ -233,7 +242,10 @@ def copy_bandwidth() -> float:
 def rotation(fn, A, ws):
     """(jitted f, its args, ops per call): one fn(a, *w) per weight copy in ws, each with its own activations."""
     n = len(ws)
-    As = [A * (1 + 1e-3 * j) for j in range(n)]
+    if jnp.issubdtype(A.dtype, jnp.integer):
+        As = [A + jnp.asarray(j, A.dtype) for j in range(n)]   # wraps: the same full-range statistics
+    else:
+        As = [A * (1 + 1e-3 * j) for j in range(n)]
     return jax.jit(lambda As, ws: [fn(As[j], *ws[j]) for j in range(n)]), (As, ws), n
 
 
@@ -270,8 +282,9 @@ def print_timeline(fn, args, ops: int, calls: int = 4):
 
 def bitblas_config(M, N, K, fmt_name):
     W_dtype, group, adt = FORMATS[fmt_name]
-    return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="float32",
-                           out_dtype=adt, group_size=group, with_scaling=True)
+    quantized_a = adt in ACT_BASELINE
+    return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="int32" if adt == "int8" else "float32",
+                           out_dtype="float16" if quantized_a else adt, group_size=group, with_scaling=True)
 
 
 class Weights:
@@ -319,11 +332,16 @@ def bitblas_item(cfg, fmt_name, weights: Weights):
             print(f"  {fmt_name}: transform_weight on the device failed ({type(e).__name__}: {e}); "
                   "packing on the host", flush=True)
             W = mm.transform_weight(np.asarray(values))
-        S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, adt)
+        S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, cfg.scale_dtype)
         wbytes = W.nbytes + S.nbytes
         # distinct buffers, same statistics
         return [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))], int(wbytes)
     ws, wbytes = weights.for_shape("bitblas:" + fmt_name, N, K, make)
+    if cfg.quantized_activations:   # already quantized (quantize_activations is the caller's, once per layer input)
+        A = (weights.integers((cfg.M, K), -128, 127, jnp.int8) if adt == "int8"
+             else weights.normal((cfg.M, K), bj.formats.FP8_NUMPY[adt]))
+        a_scale = weights.uniform((cfg.M,), 0.5e-2, 1.5e-2, jnp.float32)
+        return rotation(lambda a, w, s: mm(a, w, scale=s, a_scale=a_scale), A, ws), wbytes
     A = weights.normal((cfg.M, K), adt)
     return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), wbytes
 
@@ -334,7 +352,9 @@ def plan_name(cfg, M: int) -> str:
     if jax.default_backend() != "gpu":
         return "cpu"
     try:
-        from bitblas_jax.gpu_plan import plan_cuda
+        from bitblas_jax.gpu_plan import plan_cuda, quantized_activation_kernel
+        if cfg.quantized_activations:
+            return quantized_activation_kernel(cfg.A_dtype, cfg.W_dtype, cfg.mode, cfg.resolved_group_size, M, cfg.K)
         p = plan_cuda(M, cfg.N, cfg.K, cfg.W_dtype, cfg.A_dtype, cfg.accum_dtype, cfg.out_dtype, cfg.mode,
                       cfg.resolved_group_size)
     except Exception as e:  # noqa: BLE001 - the row still has its timings
@@ -381,7 +401,31 @@ def xla_int4_item(M, N, K, group, weights: Weights):
     return rotation(f, A, ws)
 
 
+def xla_int8_item(M, N, K, weights: Weights):
+    """XLA's int8 dot: int8 x int8 -> int32 (cuBLASLt IMMA where XLA picks it), no epilogue."""
+    def make():
+        W = weights.integers((N, K), -128, 127, jnp.int8)
+        return [(W + jnp.int8(i),) for i in range(copies_for(N * K))]
+    ws = weights.for_shape("xla_int8", N, K, make)
+    A = weights.integers((M, K), -128, 127, jnp.int8)
+    return rotation(lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32),
+                    A, ws)
+
+
+def xla_fp8_item(M, N, K, weights: Weights):
+    """XLA's float8 dot: e4m3 x e4m3 -> float32 (cuBLASLt's fp8 GEMM where XLA picks it), no epilogue."""
+    f8 = bj.formats.FP8_NUMPY["float8_e4m3fn"]
+    ws = weights.for_shape("xla_fp8", N, K, lambda: [(weights.normal((N, K), f8),) for _ in range(copies_for(N * K))])
+    A = weights.normal((M, K), f8)
+    return rotation(lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())),
+                                                     preferred_element_type=jnp.float32), A, ws)
+
+
 def xla_item(name, M, N, K, weights: Weights):
+    if name == "xla_int8":
+        return xla_int8_item(M, N, K, weights)
+    if name == "xla_fp8":
+        return xla_fp8_item(M, N, K, weights)
     if name in ("fp16", "bf16"):
         return xla_dense_item(M, N, K, jnp.float16 if name == "fp16" else jnp.bfloat16, weights)
     return xla_int4_item(M, N, K, 128 if name == "xla_int4_g128" else -1, weights)
@@ -392,7 +436,10 @@ def _ratio(base, ours):
 
 
 def gemlite_counterpart(fmt_name) -> str | None:
-    """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8)."""
+    """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8); none for
+    quantized activations."""
+    if FORMATS[fmt_name][2] in ACT_BASELINE:
+        return None
     bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
     return {4: "gemlite_w4", 8: "gemlite_w8"}.get(bits)
 
@@ -408,7 +455,10 @@ def make_row(N, K, M, fmt_name, plan, r, wbytes, base, bw):
         row["pct_copy_bw_gpu"] = 100 * wbytes / (r["gpu_us"] * 1e-6) / 1e12 / bw
     bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
     gemlite = gemlite_counterpart(fmt_name)
+    act_base = ACT_BASELINE.get(FORMATS[fmt_name][2])
     for key, b in (("fp16", "fp16"), ("bf16", "bf16"), ("xla_int4", "xla_int4_g128"),
+                   ("xla_int8", "xla_int8" if act_base == "xla_int8" else None),
+                   ("xla_fp8", "xla_fp8" if act_base == "xla_fp8" else None),
                    ("torch_int4", "torch_int4" if bits == 4 else None), ("gemlite", gemlite)):
         if b is None:
             continue
@@ -479,6 +529,10 @@ def main():
     baselines = ["fp16"] if args.fp16_baseline_only else args.baselines.split(",")
     if args.no_torch:
         baselines = [b for b in baselines if b not in torch_baselines.NAMES]
+    for f in fmts:   # the XLA dot of each quantized activation type that runs (issue 29)
+        act_base = ACT_BASELINE.get(FORMATS.get(f, ("", 0, ""))[2])
+        if act_base and act_base not in baselines and not args.fp16_baseline_only:
+            baselines.append(act_base)
     unknown = sorted(set(fmts) - set(FORMATS)) + sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
@@ -685,11 +739,14 @@ def _fmt_row(r):
             f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')}% BW(gpu) | x fp16 {_f(r.get('x_fp16'))}/"
             f"{_f(r.get('x_fp16_gpu'))}  x xla_int4 {_f(r.get('x_xla_int4'))}/{_f(r.get('x_xla_int4_gpu'))}  "
             f"x tinygemm {_f(r.get('x_torch_int4'))}/{_f(r.get('x_torch_int4_gpu'))}  "
-            f"x gemlite {_f(r.get('x_gemlite'))}/{_f(r.get('x_gemlite_gpu'))}  (wall/gpu)")
+            f"x gemlite {_f(r.get('x_gemlite'))}/{_f(r.get('x_gemlite_gpu'))}  "
+            f"x xla_int8 {_f(r.get('x_xla_int8'))}/{_f(r.get('x_xla_int8_gpu'))}  "
+            f"x xla_fp8 {_f(r.get('x_xla_fp8'))}/{_f(r.get('x_xla_fp8_gpu'))}  (wall/gpu)")
 
 
 BASE_COLUMNS = [("fp16", "XLA fp16"), ("bf16", "XLA bf16"), ("xla_int4_g128", "XLA int4 g128"),
-                ("xla_int4_pc", "XLA int4 pc"), ("torch_bf16", "torch bf16"), ("torch_int4", "tinygemm"),
+                ("xla_int4_pc", "XLA int4 pc"), ("xla_int8", "XLA int8"), ("xla_fp8", "XLA fp8"), ("torch_bf16", "torch bf16"),
+                ("torch_int4", "tinygemm"),
                 ("gemlite_w4", "gemlite w4"), ("gemlite_w8", "gemlite w8")]
 
 
@@ -719,7 +776,7 @@ def _fmt_base(b, seen_errors: set | None = None):
 def _table(rows):
     head = ("| N x K | M | format | plan | us | GPU us | floor us | % copy BW (GPU) | x fp16 | x fp16 (GPU) | "
             "x bf16 (GPU) | x XLA int4 | x XLA int4 (GPU) | x tinygemm | x tinygemm (GPU) | x gemlite | "
-            "x gemlite (GPU) |")
+            "x gemlite (GPU) | x XLA int8 | x XLA int8 (GPU) | x XLA fp8 | x XLA fp8 (GPU) |")
     out = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for r in rows:
         out.append(f"| {r['N']}x{r['K']} | {r['M']} | {r['format']} | {r['plan']} | {r['us']:.1f} | "
@@ -727,7 +784,8 @@ def _table(rows):
                    f"{_f(r.get('pct_copy_bw_gpu'), '{:.0f}')} | " +
                    " | ".join(_f(r.get(k)) for k in ("x_fp16", "x_fp16_gpu", "x_bf16_gpu", "x_xla_int4",
                                                       "x_xla_int4_gpu", "x_torch_int4", "x_torch_int4_gpu",
-                                                      "x_gemlite", "x_gemlite_gpu")) + " |")
+                                                      "x_gemlite", "x_gemlite_gpu", "x_xla_int8",
+                                                      "x_xla_int8_gpu", "x_xla_fp8", "x_xla_fp8_gpu")) + " |")
     return "\n".join(out)
 
 

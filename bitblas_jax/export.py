@@ -19,7 +19,8 @@ import jax
 from . import primitive
 
 #: The custom-call targets a bitblas_jax function lowers to (CPU and CUDA).
-CUSTOM_CALL_TARGETS = (primitive.TARGET, primitive.DEQUANT_TARGET)
+CUSTOM_CALL_TARGETS = (primitive.TARGET, primitive.DEQUANT_TARGET, primitive.DECODE_I8_TARGET,
+                       primitive.GEMM_A8_TARGET, primitive.GEMM_MMA_A8_TARGET)
 
 
 def disabled_checks() -> list:

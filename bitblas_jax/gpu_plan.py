@@ -12,6 +12,19 @@ The kernels, by mechanism (docs/KERNELS.md):
   dequantize_then_dot  large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot
                        (cuBLAS) multiplies
 
+and, for int8 / float8 activations (quantized_activation_kernel):
+
+  decode_i8            int8 activations, M <= 16: int8 tensor cores (mma.m16n8k32.s8) on the same packed
+                       weight, exact int32 group sums
+  gemm_wgmma_a8        int8 activations above (sm_90a): wgmma m64nNk32 s8 with the weight in registers,
+                       int8 / int4 / uint4 weights, mode none or per-channel scales
+  widened_f16          float8 activations (sm_80+), mode none or one group per row: A widened to float16
+                       (exact), plan_cuda's 16-bit kernels with float32 accumulation and output, the
+                       per-channel term and the epilogue in XLA
+  gemm_mma_a8          int8 activations above decode sizes where gemm_wgmma_a8 does not take the call
+                       (sm_80+): mma.m16n8k32.s8, what decode_i8 computes
+  xla_dot              the rest: XLA's exact dots and the float32 epilogue (quantized_dot.py)
+
 All plan arithmetic (tiles, stage k, split-K, workspace bytes, what fits) lives in C++,
 csrc/include/bitblas_jax/plan.h, which the dispatcher launches from; this module asks it through the
 `_bitblas_plan` extension and owns only what C++ cannot know: the measured M thresholds between the
@@ -24,8 +37,9 @@ up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize
 writing and re-reading a 16-bit weight costs less than the GEMMs' mainloops there.
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
-whether gemm_wgmma may run), BITBLAS_JAX_NUM_SMS (the SM count the split-K heuristic plans for;
-default 132, an H100 / H200).
+whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
+BITBLAS_JAX_WIDENED_F16 (0 / 1: whether decode_i8 / gemm_wgmma_a8 / gemm_mma_a8 / widened_f16 may run),
+BITBLAS_JAX_NUM_SMS (the SM count the split-K heuristic plans for; default 132, an H100 / H200).
 """
 from __future__ import annotations
 
@@ -135,22 +149,113 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 
-# Kernels for int8 / float8 activations on the GPU. No CUDA kernel takes them yet, so every case is
-# "xla_dot": bitblas_jax/quantized_dot.py, XLA's exact integer dot (int8) or a float32-accumulating
-# bfloat16 dot of exactly widened float8 values, and the float32 epilogue, all fused and partitioned
-# by XLA. A dedicated kernel (int8 mma / dp4a decode, int8 / fp8 wgmma GEMM) gets its cases here,
-# returning its name from plan.h's KERNELS, and primitive._cuda_call launches it as the other plans.
-QUANTIZED_ACTIVATION_KERNELS = ("xla_dot",)
+# ---- int8 / float8 activations ------------------------------------------------------------------
+# Their GPU path (plan.h quantized_activation_kernel): "decode_i8", the int8 tensor-core decode kernel,
+# for int8 activations at decode sizes where it computes the mode; "gemm_wgmma_a8", the Hopper 8-bit
+# GEMM, above them (int8 A with int8 / int4 / uint4 weights, float8 A with float8 / int4 weights; mode
+# none, per-channel scales or groups of whole 128-k stages); "gemm_mma_a8", the sm_80+ int8 GEMM, above
+# decode sizes for what gemm_wgmma_a8 does not take (decode_i8's formats and modes); "widened_f16",
+# float8 activations widened to float16 on the 16-bit kernels (mode none, one group per row) where
+# gemm_wgmma_a8 does not run; else "xla_dot",
+# bitblas_jax/quantized_dot.py (XLA's exact dots and the float32 epilogue, fused and partitioned by XLA).
+QUANTIZED_ACTIVATION_KERNELS = tuple(_bitblas_plan.QUANTIZED_ACTIVATION_KERNELS)
 
 
-def quantized_activation_kernel(A_dtype: str, W_dtype: str, mode: str, M: int | None = None,
-                                N: int | None = None, K: int | None = None) -> str:
-    """The GPU path of int8 / float8 activations (M None: the path for every M, which the
-    partitioning rule asks)."""
+def a8_kernel_output(A_dtype: str, mode: str, group_size: int, K: int) -> tuple[str, bool]:
+    """(an 8-bit kernel's output dtype, whether it applied the group scales itself) for a call the plan
+    gave decode_i8, gemm_mma_a8 or gemm_wgmma_a8: plan.h a8_kernel_float_out / a8_kernel_scales. Where it
+    did not, the caller applies mode scale's one group per row (s * S in float32)."""
+    float_out = _bitblas_plan.a8_kernel_float_out(a_dtype=formats.DTYPE_IDS[A_dtype], mode=formats.MODE_IDS[mode],
+                                                  group_size=int(group_size), K=int(K))
+    scales = _bitblas_plan.a8_kernel_scales(mode=formats.MODE_IDS[mode], group_size=int(group_size), K=int(K))
+    return ("float32" if float_out else "int32"), bool(scales)
+
+
+DECODE_I8_MAX_M = 16        # decode_i8 up to here (the decode regime of the 16-bit kernels), XLA's dots above
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_gpus_are_sm80() -> bool:
+    try:
+        import jax
+        gpus = jax.devices("gpu")
+    except Exception:  # no GPU backend
+        return False
+
+    def major(d) -> int:
+        try:
+            return int(str(getattr(d, "compute_capability", "0")).split(".")[0])
+        except ValueError:
+            return 0
+    return bool(gpus) and all(major(d) >= 8 for d in gpus)
+
+
+def _sm80_kernel_runs(env_name: str, detect) -> bool:
+    """Whether a kernel that needs sm_80+ can run: this install has the CUDA kernels and detect() (every
+    JAX GPU is sm_80 or newer); the environment variable env_name = 0 / 1 overrides it."""
+    env = os.environ.get(env_name)
+    if env in ("0", "1"):
+        return env == "1"
+    from . import _ext
+    return _ext.has_cuda() and bool(detect())
+
+
+def decode_i8_runs(detect=_jax_gpus_are_sm80) -> bool:
+    """Whether decode_i8 can run: this install has the CUDA kernels and detect() (default: every JAX GPU
+    is sm_80 or newer; mma.m16n8k32.s8 needs sm_80). BITBLAS_JAX_DECODE_I8=0 / 1 overrides it (A/B
+    timing against XLA's dots; lowering tests on machines without a GPU)."""
+    return _sm80_kernel_runs("BITBLAS_JAX_DECODE_I8", detect)
+
+
+def gemm_mma_a8_runs(detect=_jax_gpus_are_sm80) -> bool:
+    """Whether gemm_mma_a8 can run: as decode_i8_runs (sm_80+ and the CUDA kernels).
+    BITBLAS_JAX_GEMM_MMA_A8=0 / 1 overrides it (A/B timing against XLA's dots; lowering tests on machines
+    without a GPU; with BITBLAS_JAX_GEMM_A8=0, the kernel on an sm_90 GPU)."""
+    return _sm80_kernel_runs("BITBLAS_JAX_GEMM_MMA_A8", detect)
+
+
+def gemm_a8_runs(detect=_jax_gpu_is_sm90) -> bool:
+    """Whether gemm_wgmma_a8 can run: this install has the CUDA kernels and the GPU is an sm_90 one
+    (hopper(detect); default: JAX's GPU). BITBLAS_JAX_GEMM_A8=0 / 1 overrides it (A/B timing against
+    XLA's dots; lowering tests on machines without a GPU)."""
+    env = os.environ.get("BITBLAS_JAX_GEMM_A8")
+    if env in ("0", "1"):
+        return env == "1"
+    from . import _ext
+    return _ext.has_cuda() and hopper(detect)
+
+
+def widened_f16_runs(detect=_jax_gpus_are_sm80) -> bool:
+    """Whether widened_f16 can run: this install has the CUDA kernels and detect() (default: every JAX
+    GPU is sm_80 or newer, where the 16-bit kernels run). BITBLAS_JAX_WIDENED_F16=0 / 1 overrides it
+    (A/B timing against XLA's dots; lowering tests on machines without a GPU)."""
+    return _sm80_kernel_runs("BITBLAS_JAX_WIDENED_F16", detect)
+
+
+def quantized_activation_kernel(A_dtype: str, W_dtype: str, mode: str, group_size: int, M: int, K: int,
+                                decode_i8: bool | None = None, sm90: bool | None = None,
+                                gemm_mma_a8: bool | None = None, widened_f16: bool | None = None) -> str:
+    """The GPU path of int8 / float8 activations for C[M, N] (plan.h quantized_activation_kernel):
+    "decode_i8", "gemm_wgmma_a8", "gemm_mma_a8", "widened_f16" or "xla_dot". group_size: resolved (K for
+    per-channel); decode_i8: whether the GPU can run it (None asks decode_i8_runs()); sm90: whether it
+    can run gemm_wgmma_a8 (None asks gemm_a8_runs()); gemm_mma_a8: whether it can run gemm_mma_a8 (None
+    asks gemm_mma_a8_runs()); widened_f16: whether it can run the 16-bit kernels for float8 activations
+    (None asks widened_f16_runs())."""
     if not formats.is_quantized_activation(A_dtype):
         raise ValueError(f"quantized_activation_kernel: A_dtype={A_dtype!r} is not int8 / float8")
-    del W_dtype, mode, M, N, K
-    return "xla_dot"
+    if decode_i8 is None:
+        decode_i8 = decode_i8_runs()
+    if sm90 is None:
+        sm90 = gemm_a8_runs()
+    if gemm_mma_a8 is None:
+        gemm_mma_a8 = gemm_mma_a8_runs()
+    if widened_f16 is None:
+        widened_f16 = widened_f16_runs()
+    return _bitblas_plan.quantized_activation_kernel(
+        M=int(M), K=int(K), a_dtype=formats.DTYPE_IDS[A_dtype], w_format=formats.get_format(W_dtype).id,
+        mode=formats.MODE_IDS[mode], group_size=int(group_size), decode_i8=bool(decode_i8),
+        decode_i8_max_m=DECODE_I8_MAX_M, sm90=bool(sm90), gemm_mma_a8=bool(gemm_mma_a8),
+        widened_f16=bool(widened_f16))
 
 
 def tile_dims(plan: CudaPlan) -> tuple[int, int]:

@@ -11,7 +11,9 @@ the transpose in A.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,17 @@ bitblas_matmul_p = Primitive("bitblas_matmul")
 _EXACT = jax.lax.Precision.HIGHEST   # float32 dots in full precision (no TF32 on GPU)
 TARGET = "bitblas_jax_matmul"
 DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
+DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
+GEMM_A8_TARGET = "bitblas_jax_gemm_a8"      # CUDA only (int8 activations, larger M, sm_90)
+GEMM_MMA_A8_TARGET = "bitblas_jax_gemm_mma_a8"  # CUDA only (int8 activations, larger M, sm_80+)
+# The 8-bit kernels' k order within each 16-k chunk of A (csrc/cuda/a8_fragment.cuh kSigma; gemm_wgmma_a8
+# and gemm_mma_a8), the order in which the packed weight's lane fragments hold k: the chunk viewed as
+# [2, 4, 2] (k = 8h + 2t + j) with h and t swapped, so position 4t + 2h + j carries k: A [M, K] viewed
+# [M, K / 16, 2, 4, 2] and transposed by SIGMA_ORDER_AXES. A transpose, not a gather: the kernels' calls
+# run inside custom_partitioning, which refuses constants (an index array) in the traced body.
+SIGMA_CHUNK_VIEW = (2, 4, 2)
+SIGMA_ORDER_AXES = (0, 1, 3, 2, 4)
+GEMM_A8_SIGMA = np.arange(16).reshape((1, 1) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(16)
 
 
 def empty(dtype) -> jax.Array:
@@ -123,26 +136,49 @@ def _add_bias(out, bias, spec: KernelSpec):
     return out
 
 
-def _cuda_runs_xla_ops(spec: KernelSpec) -> bool:
-    """Whether the GPU lowering is XLA's own ops: float32 activations (the CUDA kernels take fp16 /
-    bf16), and int8 / float8 ones while the plan routes them to XLA (gpu_plan)."""
+def _quantized_activation_kernel(spec: KernelSpec, M: int) -> str:
+    """The GPU path of int8 / float8 activations for M rows (gpu_plan.quantized_activation_kernel)."""
+    from .gpu_plan import quantized_activation_kernel
+    return quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode, spec.group_size, M, spec.K)
+
+
+def _cuda_runs_xla_ops(spec: KernelSpec, M: int) -> bool:
+    """Whether the GPU lowering of M rows is XLA's own ops: float32 activations (the CUDA kernels take
+    fp16 / bf16), and int8 / float8 ones where the plan routes them to XLA's dots (gpu_plan)."""
     if formats.is_quantized_activation(spec.a_dtype):
-        from .gpu_plan import quantized_activation_kernel
-        return quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode) == "xla_dot"
+        return _quantized_activation_kernel(spec, M) == "xla_dot"
     return spec.a_dtype == "float32"
 
 
+def _rows(A) -> int:
+    """M: A's leading dims, folded."""
+    return math.prod(A.shape[:-1])
+
+
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
-    if _cuda_runs_xla_ops(spec):
+    if _cuda_runs_xla_ops(spec, _rows(A)):
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if formats.is_quantized_activation(spec.a_dtype):
-        from .gpu_plan import quantized_activation_kernel
-        raise NotImplementedError(
-            f"bitblas_jax: the plan picked {quantized_activation_kernel(spec.a_dtype, spec.w_format, spec.mode)!r} "
-            f"for {spec.a_dtype} activations, which primitive._cuda_call cannot launch")
+        kernel = _quantized_activation_kernel(spec, _rows(A))
+        if kernel == "decode_i8":
+            return _decode_i8_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "gemm_wgmma_a8":
+            return _gemm_a8_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "widened_f16":
+            return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
+        if kernel == "gemm_mma_a8":
+            return _gemm_mma_a8_call(A, W, scale, zeros, bias, spec=spec)
+        raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
+                                  "which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
+    return _f16_kernel_call(A, W, scale, zeros, bias, spec=spec)
+
+
+def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """float16 / bfloat16 activations: the kernel plan_cuda picks (the matmul custom call, or
+    dequantize_then_dot)."""
     from .gpu_plan import plan_cuda
     A2 = _as_2d(A, spec)
     M = A2.shape[0]
@@ -157,6 +193,71 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
         split_k=np.int64(plan.split_k),
         **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
+
+
+def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
+    """One 8-bit kernel (`target`: decode_i8, gemm_mma_a8 or gemm_wgmma_a8) on A2, A's rows as the kernel
+    takes them, with the matmul call's operands and attributes (zeros, empty, goes along so the handler
+    checks the weight operands as the matmul handler does). The kernel returns the int32 sums S (int8),
+    the float32 sums (float8) or, where it applies group scales (gpu_plan.a8_kernel_output), v, the
+    float32 sum of the scaled group sums. Per-channel scales it leaves to s * S in float32 here (the one
+    group's term of quantized_dot; the kernel runs as for mode none); then quantized_dot.finish (bias,
+    the output cast), which XLA fuses (the activation scale comes after, Matmul.__call__)."""
+    from .gpu_plan import a8_kernel_output
+    out_dtype, kernel_scales = a8_kernel_output(spec.a_dtype, spec.mode, spec.group_size, spec.K)
+    per_channel = spec.mode == "scale" and not kernel_scales
+    kspec = dataclasses.replace(spec, mode="none") if per_channel else spec
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(out_dtype)))(
+        A2, W, empty(scale.dtype) if per_channel else scale, zeros, **kspec.ffi_attrs())
+    if per_channel:
+        out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
+    return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
+
+
+def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 activations at decode sizes: the decode_i8 kernel (_a8_kernel_call)."""
+    return _a8_kernel_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, spec)
+
+
+def _gemm_mma_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_a8_kernel_call) on A's
+    16-k chunks in its k order (_in_sigma_order)."""
+    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+
+
+def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+    """int8 / float8 activations above decode sizes on sm_90: the gemm_wgmma_a8 kernel (_a8_kernel_call)
+    on A's 16-k chunks in its k order (_in_sigma_order)."""
+    return _a8_kernel_call(GEMM_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+
+
+def _in_sigma_order(A2):
+    """[M, K] with each 16-k chunk in the 8-bit kernels' k order (GEMM_A8_SIGMA): one transpose, which
+    XLA fuses into the copy."""
+    M, K = A2.shape
+    return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(M, K)
+
+
+def widened_f16_spec(spec: KernelSpec) -> KernelSpec:
+    """The 16-bit call widened_f16 makes for float8 activations: float16 A, mode none (the weight's
+    element values, no scales: the packed weight is the same for every mode), float32 accumulation
+    and float32 output (S, the sums over all of K)."""
+    return dataclasses.replace(spec, a_dtype="float16", mode="none", group_size=spec.K,
+                               accum_dtype="float32", out_dtype="float32")
+
+
+def _widened_f16_call(A, W, scale, zeros, bias, *, spec: KernelSpec, call16=None):
+    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16 (exact:
+    every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
+    (exact products, float32 sums), then quantized_dot's per-channel term in float32, bias and the
+    cast (quantized_dot.per_channel_v, finish), fused by XLA. (The plan took widened_f16 only where
+    the CUDA kernels are built, or under BITBLAS_JAX_WIDENED_F16=1 for lowering tests.) call16: the
+    16-bit call (tests pass _cpu_call to run this arithmetic on the CPU kernel)."""
+    A2 = _as_2d(A, spec)
+    none = empty(jnp.float16)
+    S = (call16 or _f16_kernel_call)(A2.astype(jnp.float16), W, none, none, none, spec=widened_f16_spec(spec))
+    v = quantized_dot.per_channel_v(S, A2, scale, zeros, spec.mode)
+    return quantized_dot.finish(v, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 
 
 def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
@@ -181,8 +282,10 @@ def _lowering(call):
 
     def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
         # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
-        # partitions itself; custom_partitioning would also refuse their constants (the tables)
-        xla_ops = call is _cuda_call and _cuda_runs_xla_ops(spec)
+        # partitions itself; custom_partitioning would also refuse their constants (the tables).
+        # int8 / float8 ones too where the whole op's M goes to XLA's dots; where it goes to a
+        # kernel, each device's call picks again for its own rows.
+        xla_ops = call is _cuda_call and _cuda_runs_xla_ops(spec, _rows(ctx.avals_in[0]))
         if partition.wants_rule(ctx) and not xla_ops:
             body = functools.partial(whole_op, spec=spec, k_shards=k_shards)
             f = functools.partial(partition.call, body, bind, spec, k_shards)

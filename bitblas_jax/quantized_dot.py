@@ -13,11 +13,14 @@ The op's semantics for quantized activations (README, "int8 and float8 activatio
     C    = cast_out(v + bias)               int32 output (mode none, no bias): S itself
 
 w are the weight's element values (formats.py), s / z / bias float32, qz the integer zero points.
-The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++; this module is the GPU
-path (primitive.py, while gpu_plan.quantized_activation_kernel says "xla_dot") and is exact there
-too: int8 x int8 -> int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16
-(every float8 and int4 value is a bfloat16) for a dot with float32 accumulation. float8 dots with
-float8 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
+The CPU kernel (csrc/cpu/matmul_cpu_qact.cc) does this arithmetic in C++. On the GPU,
+gpu_plan.quantized_activation_kernel picks the path: "decode_i8" or "gemm_mma_a8" (the CUDA kernels
+compute S for mode none, v for mode scale; `finish` here applies the rest), "gemm_wgmma_a8",
+"widened_f16" (float8 A widened to float16, the 16-bit kernels compute S over all of K in float32;
+`per_channel_v` and `finish` here the rest) or "xla_dot", matmul_xla here, exact too: int8 x int8 ->
+int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every float8 and int4
+value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
+operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
 """
 from __future__ import annotations
 
@@ -46,6 +49,14 @@ def epilogue(v: jax.Array, bias, out_dtype: str, a_scale=None) -> jax.Array:
     return cast_out(v, out_dtype)
 
 
+def finish(sums: jax.Array, bias, spec: KernelSpec) -> jax.Array:
+    """C [M, N] from the int32 sums S (mode none) or the float32 v (module docstring): S itself for
+    int32 output, else epilogue(float32(S) or v, bias)."""
+    if spec.out_dtype == "int32":
+        return sums
+    return epilogue(sums.astype(jnp.float32), bias, spec.out_dtype)
+
+
 def _group_term(S, asum, s, z, mode: str):
     """The float32 term of one group: S [M, N], asum [M], s / z [N] (module docstring)."""
     f32 = jnp.float32
@@ -60,6 +71,18 @@ def _group_term(S, asum, s, z, mode: str):
     if mode == "original":
         return s * (S.astype(f32) - zf * af)
     return s * S.astype(f32) - zf * af          # rescale
+
+
+def per_channel_v(S: jax.Array, A2: jax.Array, scale, zeros, mode: str) -> jax.Array:
+    """v [M, N] from S [M, N], the float32 sums over all of K, for a mode with one group per row (or
+    none): the group's term (module docstring), Asum summed from A2 [M, K] in float32 where the mode
+    has zeros."""
+    if mode == "none":
+        return S.astype(jnp.float32)
+    asum = (jnp.sum(A2.astype(jnp.float32), axis=-1) if mode in ("original", "rescale", "quantized")
+            else jnp.zeros((S.shape[0],), jnp.float32))
+    z = zeros.reshape(-1) if zeros.size else jnp.zeros((S.shape[1],), jnp.float32)
+    return _group_term(S.astype(jnp.float32), asum, scale.reshape(-1), z, mode)
 
 
 def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
@@ -78,23 +101,19 @@ def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
         return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
 
     if spec.mode == "none":
-        S = dot(a, w)
-        if spec.out_dtype == "int32":
-            return S.reshape(A.shape[:-1] + (N,))
-        v = S.astype(jnp.float32)
-    else:
-        gs = spec.group_size
-        G = K // gs
-        ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
-        asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
-                ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
-        z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
+        return finish(dot(a, w), bias, spec).reshape(A.shape[:-1] + (N,))
+    gs = spec.group_size
+    G = K // gs
+    ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
+    asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
+            ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
+    z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
 
-        def body(g, acc):
-            S = dot(jax.lax.dynamic_index_in_dim(ag, g, 1, keepdims=False),
-                    jax.lax.dynamic_index_in_dim(wg, g, 1, keepdims=False))
-            col = lambda x: jax.lax.dynamic_index_in_dim(x, g, 1, keepdims=False)  # noqa: E731
-            return acc + _group_term(S, col(asum), col(scale), col(z_all), spec.mode)
+    def body(g, acc):
+        S = dot(jax.lax.dynamic_index_in_dim(ag, g, 1, keepdims=False),
+                jax.lax.dynamic_index_in_dim(wg, g, 1, keepdims=False))
+        col = lambda x: jax.lax.dynamic_index_in_dim(x, g, 1, keepdims=False)  # noqa: E731
+        return acc + _group_term(S, col(asum), col(scale), col(z_all), spec.mode)
 
-        v = jax.lax.fori_loop(0, G, body, jnp.zeros((M, N), jnp.float32))
-    return epilogue(v, bias, spec.out_dtype).reshape(A.shape[:-1] + (N,))
+    v = jax.lax.fori_loop(0, G, body, jnp.zeros((M, N), jnp.float32))
+    return finish(v, bias, spec).reshape(A.shape[:-1] + (N,))

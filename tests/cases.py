@@ -246,13 +246,21 @@ def make_qcase(rng, A_dtype, W_dtype, mode="none", group_size=-1, out_dtype="flo
     return QCase(cfg, values, scale, zeros, bias, A, s)
 
 
-def qerror_bound(case: QCase) -> np.ndarray:
+# Hopper's float8 tensor cores (gemm_wgmma_a8): a k32 wgmma adds its 32 exact products and the running
+# sum aligned to the largest of them with 13 fraction bits, truncating, so each of the 33 terms loses
+# less than 2^-13 of the largest; a 128-k stage (4 wgmmas, then promoted to float32) errs by at most
+# 4 * 33 * 2^-13 of its sum of |products|.
+FLOAT8_WGMMA_STAGE_REL = 4 * 33 * 2.0**-13
+
+
+def qerror_bound(case: QCase, float8_tensor_cores: bool = False) -> np.ndarray:
     """Bound on |v_kernel - v_reference| before the output cast (the v of quantized_dot.py).
 
     Every float32 operation on the way rounds once (relative 2^-24) a quantity bounded by
     mag = |a_scale| * |A| @ (|w s| + |z s| + |z|)^T: the group sum (float8 only: up to group_size
     additions of exact products; int8 group sums are exact), the zero term, the scale product, the
-    G additions across groups, then the activation scale and the bias.
+    G additions across groups, then the activation scale and the bias. float8_tensor_cores: the sums
+    of Hopper's float8 wgmma (FLOAT8_WGMMA_STAGE_REL of mag more).
     """
     c = case.cfg
     fmt = c.format
@@ -266,12 +274,27 @@ def qerror_bound(case: QCase) -> np.ndarray:
         mag = mag * np.abs(np.asarray(case.a_scale, np.float64))[..., None]
     steps = c.K // g + 6 + (g if c.A_dtype != "int8" else 0)
     b = 0 if case.bias is None else np.abs(case.bias.astype(np.float64))
-    return steps * 2.0**-24 * (mag + b) + 1e-30
+    tensor_cores = FLOAT8_WGMMA_STAGE_REL * mag if float8_tensor_cores else 0
+    return steps * 2.0**-24 * (mag + b) + tensor_cores + 1e-30
 
 
-def check_quantized(case: QCase, out) -> None:
+def on_float8_tensor_cores(case: QCase) -> bool:
+    """Whether case's call on JAX's default device runs on Hopper's float8 tensor cores (gemm_wgmma_a8
+    with float8 activations: the one path check_quantized holds to their own, wider bound)."""
+    import jax
+    from bitblas_jax import gpu_plan
+    c = case.cfg
+    if c.A_dtype == "int8" or jax.default_backend() != "gpu":
+        return False
+    M = int(np.prod(np.shape(case.A)[:-1]))
+    return gpu_plan.quantized_activation_kernel(c.A_dtype, c.W_dtype, c.mode, c.resolved_group_size, M,
+                                                c.K) == "gemm_wgmma_a8"
+
+
+def check_quantized(case: QCase, out, float8_tensor_cores: bool = False) -> None:
     """int32: equal to the int64 sum; int8: between the saturated roundings of value -+ bound;
-    float outputs: within bound + the output's rounding."""
+    float outputs: within bound + the output's rounding (qerror_bound; float8_tensor_cores: Hopper's
+    float8 wgmma sums)."""
     out = np.asarray(out)
     c = case.cfg
     v = case.value()
@@ -281,7 +304,7 @@ def check_quantized(case: QCase, out) -> None:
         exact = reference.integer_matmul(case.A, case.values, c.W_dtype)
         np.testing.assert_array_equal(out.astype(np.int64), exact)
         return
-    bound = qerror_bound(case)
+    bound = qerror_bound(case, float8_tensor_cores)
     if c.out_dtype == "int8":
         lo, hi = reference.saturate_int8(v - bound), reference.saturate_int8(v + bound)
         bad = (out < lo) | (out > hi)
@@ -291,8 +314,76 @@ def check_quantized(case: QCase, out) -> None:
     got = out.astype(np.float64)
     assert np.all(np.isfinite(got)), "non-finite output (unwritten or overflowed elements)"
     err = np.abs(got - v)
-    bound = bound + UNIT_ROUNDOFF[c.out_dtype] * (np.abs(v) + bound) + 2.0**-25  # + float16 subnormals
+    bound = qout_bound(c.out_dtype, v, bound)
     bad = err > bound
     assert not bad.any(), (
         f"{bad.sum()} of {bad.size} elements over the bound; worst err {err.max():.3g} "
         f"(bound there {bound.flat[np.argmax(err - bound)]:.3g}), |value| max {np.abs(v).max():.3g}")
+
+
+def qout_bound(out_dtype: str, v, bound) -> np.ndarray:
+    """A float output's bound: qerror_bound (before the cast) + the output's rounding (+ float16
+    subnormals)."""
+    return bound + UNIT_ROUNDOFF[out_dtype] * (np.abs(v) + bound) + 2.0**-25
+
+
+def check_quantized_nonfinite(case: QCase, out, inf_may_be_nan: bool = False) -> None:
+    """For float8 activations or weights holding NaN / inf: NaN exactly where the float64 value has NaN,
+    its +-inf where it is infinite (or NaN there with inf_may_be_nan: zero points applied through
+    activation sums turn inf - inf into NaN), the outputs it keeps finite within check_quantized's
+    bound."""
+    out = np.asarray(out)
+    c = case.cfg
+    assert out.dtype == formats.NUMPY_DTYPES[c.out_dtype], out.dtype
+    got = out.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):     # inf - inf, inf * 0 in the reference are the point
+        v = case.value()
+        bound = qout_bound(c.out_dtype, v, qerror_bound(case))
+        assert got.shape == v.shape, (got.shape, v.shape)
+        nan_ref, inf_ref, finite = np.isnan(v), np.isinf(v), np.isfinite(v)
+        assert (nan_ref | inf_ref).any(), "the case has no special value (a test that cannot fail)"
+        assert finite.any(), "the case has no finite output (the bound is not checked)"
+        assert np.all(np.isnan(got[nan_ref])), f"{np.sum(~np.isnan(got[nan_ref]))} NaN outputs missing"
+        assert not np.isnan(got[finite]).any(), "NaN where the reference is finite"
+        same_inf = got[inf_ref] == v[inf_ref]
+        if inf_may_be_nan:
+            same_inf |= np.isnan(got[inf_ref])
+        assert same_inf.all(), f"{np.sum(~same_inf)} of {inf_ref.sum()} infinite outputs differ"
+        err = np.abs(got - v)
+        bad = finite & ~(err <= bound)
+    assert not bad.any(), f"{bad.sum()} of {finite.sum()} finite elements over the bound; worst err {err[bad].max():.3g}"
+
+
+# fp8 special codes: e4m3fn NaN; e5m2 +-inf and NaN
+FP8_SPECIAL_CODES = {"float8_e4m3fn": [0x7F, 0xFF],
+                     "float8_e5m2": [0x7C, 0xFC, 0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF]}
+
+
+def with_special_activations(case: QCase) -> QCase:
+    """case with one special code in every third activation row (first row included), at k spread over
+    the packed tiles' positions, each row another code; for e5m2 one more row (if M > 1) with +inf and
+    -inf (NaN). The other rows stay finite."""
+    a_dtype = case.cfg.A_dtype
+    codes = case.A.view(np.uint8).copy()
+    lead, K = codes.shape[:-1], codes.shape[-1]
+    flat = codes.reshape(-1, K)
+    specials = FP8_SPECIAL_CODES[a_dtype]
+    for i, m in enumerate(range(0, flat.shape[0], 3)):
+        flat[m, (37 * i + 5) % K] = specials[i % len(specials)]
+    if a_dtype == "float8_e5m2" and flat.shape[0] > 1:
+        flat[1, 3], flat[1, K - 2] = 0x7C, 0xFC
+    case.A = flat.reshape(lead + (K,)).view(formats.NUMPY_DTYPES[a_dtype])
+    return case
+
+
+def with_special_weights(case: QCase) -> QCase:
+    """case (float8 weights) with one special code in each of the first N / 4 weight rows, at k spread
+    over the packed tiles' positions (tests/test_fp8_specials.py's pattern)."""
+    fmt = case.cfg.W_dtype
+    codes = np.asarray(case.values).view(np.uint8).copy()
+    specials = FP8_SPECIAL_CODES[fmt]
+    N, K = codes.shape
+    for n in range(N // 4):
+        codes[n, (37 * n + 5 * (n // 8)) % K] = specials[n % len(specials)]
+    case.values = codes.view(formats.FP8_NUMPY[fmt])
+    return case

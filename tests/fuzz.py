@@ -195,8 +195,11 @@ def run_jax(fc: FuzzCase, case, device):
     import jax.numpy as jnp
     args = [case.A, case.packed(), case.scale, case.zeros, case.bias]
     args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
-    poison = jax.device_put(jnp.full(fc.lead + (fc.N,), SENTINEL if _expects_nonfinite(fc) else np.nan,
-                                     formats.NUMPY_DTYPES[fc.out]), device)
+    # made on the device itself, as on a machine without a GPU: on a GPU machine (JAX's default device
+    # there) a poison copied over to the CPU was not always taken as the donated output buffer
+    with jax.default_device(device):
+        poison = jnp.full(fc.lead + (fc.N,), SENTINEL if _expects_nonfinite(fc) else np.nan,
+                          formats.NUMPY_DTYPES[fc.out])
     ptr = poison.unsafe_buffer_pointer() if poison.size else None
     f = jax.jit(lambda p, A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b),
                 donate_argnums=0, keep_unused=True)    # a fresh function: traced now, under plan_env

@@ -14,7 +14,7 @@ from bitblas_jax import formats, reference
 from bitblas_jax.activations import QMAX
 from bitblas_jax.flax import Dense, Linear, quantize_model
 
-from cases import QCase, UNIT_ROUNDOFF, check_quantized, qerror_bound, random_values
+from cases import QCase, UNIT_ROUNDOFF, check_quantized, on_float8_tensor_cores, qerror_bound, random_values
 
 # half the relative spacing of normal float8 values, and half the subnormal spacing
 FP8_HALF_ULP = {"float8_e4m3fn": (2.0**-4, 2.0**-10), "float8_e5m2": (2.0**-3, 2.0**-17)}
@@ -97,7 +97,7 @@ def test_quantize_and_call(rng, A_dtype, W_dtype, mode, group, out, granularity)
     mm, W = case.mm, case.packed()
     y = jax.jit(lambda x, W: mm.quantize_and_call(x, W, case.scale, case.zeros, case.bias,
                                                   granularity=granularity))(jnp.asarray(x), W)
-    check_quantized(case, y)                      # exact chain: float64 of the quantized values
+    check_quantized(case, y, on_float8_tensor_cores(case))   # exact chain: float64 of the quantized values
     if out == "int8":
         return
     # and against the float product of the unquantized x: off by the activation rounding only
@@ -120,7 +120,7 @@ def test_flax_linear_quantized_activations(rng, A_dtype, W_dtype, group):
     assert layer.config.out_dtype == "bfloat16" and layer.scales.get_value().dtype == jnp.float32
     y = nnx.jit(lambda m, x: m(x))(layer, jnp.asarray(x))
     assert y.dtype == jnp.bfloat16
-    check_quantized(case, y)
+    check_quantized(case, y, on_float8_tensor_cores(case))
     # int8 / float8 input is taken as given (no activation scale)
     y_raw = layer(jnp.asarray(case.A))
     case.a_scale = None

@@ -17,11 +17,9 @@ import pytest
 import bitblas_jax as bj
 from bitblas_jax import _ext, formats, gpu_plan, primitive
 
-from cases import check_nonfinite, make_case
+from cases import FP8_SPECIAL_CODES as SPECIAL_CODES, check_nonfinite, make_case
 from test_gpu import GPUS, run_on   # a fresh jit per call: each trace reads the plan's environment
 
-SPECIAL_CODES = {"float8_e4m3fn": [0x7F, 0xFF],
-                 "float8_e5m2": [0x7C, 0xFC, 0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF]}
 N, K = 64, 512
 
 

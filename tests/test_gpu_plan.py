@@ -102,6 +102,21 @@ def test_gemm_wgmma_needs_fp32_accumulation_whole_tile_groups_aligned_a_and_whol
     assert dims(512, fmt="int1", mode="none", group=-1, **torch_like) == (128, 128)
 
 
+def test_gemm_wgmma_clusters():
+    """Single CTAs by default (measured faster than pairs on the H200: plan.h kWgmmaClusterCtas); forced
+    clusters of 1 / 2 / 4 as asked, never more than the CTAs along N; a grid that fits one wave of single
+    CTAs but not of clusters (a GPC with an odd SM count) runs single CTAs."""
+    c = _bitblas_plan.wgmma_cluster_ctas
+    assert (c(128), c(144), c(256), c(8192)) == (1, 1, 1, 1)
+    assert (c(144, 2), c(256, 2), c(8192, 2)) == (2, 2, 2)
+    assert (c(8192, 1), c(8192, 4), c(384, 4), c(256, 4), c(128, 4)) == (1, 4, 2, 2, 1)
+    g = _bitblas_plan.wgmma_cluster_for_grid
+    assert g(2, 128, 132, 130) == 2          # fits both waves
+    assert g(2, 132, 132, 130) == 1          # one wave alone, two with clusters
+    assert g(2, 400, 132, 130) == 2          # several waves either way
+    assert g(1, 132, 132, 0) == 1
+
+
 def test_hopper_env_override(monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
     assert gp.hopper(lambda: False) and plan(64, sm90=None).kernel == "gemm_wgmma"
@@ -116,6 +131,196 @@ def test_gemm_max_m_env_override(monkeypatch):
     assert kernel(4096) == "gemm_mma" and kernel(4096, sm90=True) == "gemm_wgmma"
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "0")
     assert kernel(17) == "dequantize_then_dot" and kernel(16) == "decode"
+
+
+# ---- int8 / float8 activations ----------------------------------------------------------------------
+def qact(M, w="int4", mode="scale", group=128, K=6144, a_dtype="int8", decode_i8=True, sm90=False,
+         gemm_mma_a8=False, widened_f16=False):
+    return gp.quantized_activation_kernel(a_dtype, w, mode, K if group == -1 else group, M, K, decode_i8=decode_i8,
+                                          sm90=sm90, gemm_mma_a8=gemm_mma_a8, widened_f16=widened_f16)
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 32), ("scale", 96), ("scale", 128)])
+def test_int8_activations_at_decode_sizes_run_decode_i8(w, mode, group):
+    """Every weight format of int8 activations, modes none / scale with groups of whole 32-k mma steps:
+    decode_i8 for M = 1 .. 16 on an sm_80+ GPU, XLA's dots above and where it cannot run."""
+    assert gp.DECODE_I8_MAX_M == 16
+    for M in range(1, gp.DECODE_I8_MAX_M + 1):
+        assert qact(M, w, mode, group) == "decode_i8", M
+    assert qact(gp.DECODE_I8_MAX_M + 1, w, mode, group) == "xla_dot"
+    assert qact(1, w, mode, group, decode_i8=False) == "xla_dot"
+    assert qact(0, w, mode, group) == "xla_dot"
+
+
+@pytest.mark.parametrize("w,mode,group,a_dtype", [
+    ("int4", "original", 128, "int8"), ("uint4", "rescale", 64, "int8"), ("int2", "quantized", 128, "int8"),
+    ("int4", "scale", 16, "int8"), ("int8", "scale", 48, "int8"), ("int8", "scale", 8, "int8"),
+    ("float8_e4m3fn", "scale", 128, "float8_e4m3fn"), ("int4", "scale", 128, "float8_e5m2"),
+    ("float8_e5m2", "none", -1, "float8_e4m3fn"),
+])
+def test_what_decode_i8_does_not_compute_stays_on_xla_dots(w, mode, group, a_dtype):
+    """Zeros modes, groups that end inside a 32-k mma step, float8 activations: XLA's exact dots."""
+    for M in (1, 16):
+        assert qact(M, w, mode, group, a_dtype=a_dtype) == "xla_dot"
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("scale", 64), ("scale", 256),
+                                        ("original", 128)])
+def test_int8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(w, mode, group):
+    """On an sm_90 GPU, int8 activations past the decode regime with int8 / int4 / uint4 weights and mode
+    none, per-channel scales or groups of 128 run gemm_wgmma_a8; other groups, zeros, other formats and
+    K off its 128-k stage stay on XLA's dots, and so does everything without sm_90."""
+    takes = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group in (-1, 128)))
+    for M in (17, 64, 1024, 100000):
+        assert qact(M, w, mode, group, sm90=True) == ("gemm_wgmma_a8" if takes else "xla_dot"), M
+        assert qact(M, w, mode, group, sm90=False) == "xla_dot"
+    assert qact(16, w, mode, group, sm90=True) != "gemm_wgmma_a8"
+    assert qact(64, w, mode, group, K=6144 + 64, sm90=True) == "xla_dot" or w not in ("int8", "int4", "uint4")
+
+
+@pytest.mark.parametrize("a_dtype", ["float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["float8_e4m3fn"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 128), ("scale", 256), ("scale", 384),
+                                        ("scale", 64), ("original", 128), ("quantized", 128)])
+def test_float8_activations_above_decode_sizes_run_gemm_wgmma_a8_on_hopper(a_dtype, w, mode, group):
+    """On an sm_90 GPU, float8 activations past the decode regime with float8 / int4 weights and mode none,
+    per-channel scales or groups of whole 128-k stages (dividing K) run gemm_wgmma_a8; groups inside a
+    stage and the zeros modes stay on XLA's dots, and so does everything without sm_90 or at M <= 16."""
+    K = 6144                                         # 384 divides it: 3 stages a group
+    takes = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
+    for M in (17, 64, 1024, 100000):
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == ("gemm_wgmma_a8" if takes else "xla_dot")
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=False) == "xla_dot"
+    for M in (1, 16):
+        assert qact(M, w, mode, group, K=K, a_dtype=a_dtype, sm90=True) == "xla_dot"
+    assert qact(64, w, "scale", 256, K=6144 + 128, a_dtype=a_dtype, sm90=True) == "xla_dot"    # 256 does not divide K
+    assert qact(64, w, "none", -1, K=6144 + 64, a_dtype=a_dtype, sm90=True) == "xla_dot"      # K off the stage
+
+
+def test_gemm_wgmma_a8_output_dtype_and_who_scales():
+    """The kernel's output (gpu_plan.a8_kernel_output, plan.h): int8 sums stay int32 unless the kernel
+    scales groups; float8 sums are float32; per-channel scales (group = K) are applied after the kernel."""
+    K = 1024
+    assert gp.a8_kernel_output("int8", "none", K, K) == ("int32", False)
+    assert gp.a8_kernel_output("int8", "scale", K, K) == ("int32", False)
+    assert gp.a8_kernel_output("int8", "scale", 128, K) == ("float32", True)
+    for f8 in ("float8_e4m3fn", "float8_e5m2"):
+        assert gp.a8_kernel_output(f8, "none", K, K) == ("float32", False)
+        assert gp.a8_kernel_output(f8, "scale", K, K) == ("float32", False)
+        assert gp.a8_kernel_output(f8, "scale", 256, K) == ("float32", True)
+
+
+def test_gemm_wgmma_a8_needs_hopper_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_A8", raising=False)
+    monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
+    assert gp.gemm_a8_runs() == _ext.has_cuda()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
+    assert gp.gemm_a8_runs() and qact(64, "int8", "none", -1, sm90=None) == "gemm_wgmma_a8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "0")
+    assert not gp.gemm_a8_runs() and qact(64, "int8", "none", -1, sm90=None) == "xla_dot"
+
+
+def test_decode_i8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_DECODE_I8", raising=False)
+    assert gp.decode_i8_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.decode_i8_runs(lambda: False)
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    assert gp.decode_i8_runs(lambda: False) and qact(8, decode_i8=None) == "decode_i8"
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "0")
+    assert not gp.decode_i8_runs(lambda: True) and qact(8, decode_i8=None) == "xla_dot"
+
+
+FP8 = ("float8_e4m3fn", "float8_e5m2")
+
+
+def _fp8_kinds():
+    """(A, W, mode, group, whether widened_f16 computes it): every float8-activation weight format and
+    mode, per channel and in groups."""
+    for a_dtype, w in itertools.product(FP8, formats.QUANTIZED_A["float8_e4m3fn"]["W"]):
+        for mode in formats.allowed_modes(formats.get_format(w)):
+            for group in ((-1,) if mode == "none" else (-1, 128, 64)):
+                yield a_dtype, w, mode, group, group == -1
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,takes", list(_fp8_kinds()))
+def test_float8_activations_run_widened_f16(a_dtype, w, mode, group, takes):
+    """On an sm_80+ GPU with the CUDA kernels, float8 activations in mode none or with one group per row
+    (per-channel scales; int4's zeros modes too) run widened_f16 at every M; grouped scales stay on XLA's
+    dots (the 16-bit kernels take float16 scales), and so does everything without the GPU. On sm_90,
+    gemm_wgmma_a8 is tried first above decode sizes, for what it computes (its own test above)."""
+    a8 = mode == "none" or (mode == "scale" and (group == -1 or group % 128 == 0))
+    for M in (1, 7, 16, 17, 100, 257, 4096, 100000):
+        widened = "widened_f16" if takes else "xla_dot"
+        assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=False, widened_f16=True) == widened, M
+        assert qact(M, w, mode, group, a_dtype=a_dtype, sm90=True, widened_f16=True) == \
+            ("gemm_wgmma_a8" if M > gp.DECODE_I8_MAX_M and a8 else widened), M
+        assert qact(M, w, mode, group, a_dtype=a_dtype, widened_f16=False) == "xla_dot"
+    assert qact(0, w, mode, group, a_dtype=a_dtype, widened_f16=True) == "xla_dot"
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+def test_int8_activations_never_run_widened_f16(w):
+    """widened_f16 is the float8 rule: int8 activations keep their own kernels and XLA's int32 dots."""
+    for M in (1, 16, 17, 1024):
+        for mode, group in (("none", -1), ("scale", -1)):
+            assert qact(M, w, mode, group, decode_i8=False, widened_f16=True) == "xla_dot"
+            assert qact(M, w, mode, group, widened_f16=True) == qact(M, w, mode, group, widened_f16=False)
+
+
+def test_widened_f16_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_WIDENED_F16", raising=False)
+    assert gp.widened_f16_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.widened_f16_runs(lambda: False)
+    fp8 = dict(w="float8_e4m3fn", mode="scale", group=-1, a_dtype="float8_e4m3fn", widened_f16=None)
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "1")
+    assert gp.widened_f16_runs(lambda: False) and qact(8, **fp8) == "widened_f16"
+    monkeypatch.setenv("BITBLAS_JAX_WIDENED_F16", "0")
+    assert not gp.widened_f16_runs(lambda: True) and qact(8, **fp8) == "xla_dot"
+
+
+@pytest.mark.parametrize("w", formats.QUANTIZED_A["int8"]["W"])
+@pytest.mark.parametrize("mode,group", [("none", -1), ("scale", -1), ("scale", 32), ("scale", 64), ("scale", 96),
+                                        ("scale", 128), ("scale", 16), ("scale", 48), ("original", 128),
+                                        ("quantized", 64)])
+def test_int8_activations_above_decode_sizes_run_gemm_mma_a8_on_sm80(w, mode, group):
+    """On an sm_80+ GPU, int8 activations past the decode regime run gemm_mma_a8 where it computes the mode
+    (decode_i8's rule: modes none / scale, groups of whole 32-k mma steps) and gemm_wgmma_a8 does not take
+    the call: everything it takes without sm_90; on sm_90 the 2- and 1-bit weights and the groups other
+    than 128 / per-channel. Zeros modes and groups inside a 32-k step stay on XLA's dots."""
+    takes = mode == "none" or (mode == "scale" and (group == -1 or group % 32 == 0))
+    wgmma = w in ("int8", "int4", "uint4") and (mode == "none" or (mode == "scale" and group in (-1, 128)))
+    for M in (17, 64, 65, 1024, 100000):
+        assert qact(M, w, mode, group, gemm_mma_a8=True) == ("gemm_mma_a8" if takes else "xla_dot"), M
+        on_sm90 = "gemm_wgmma_a8" if wgmma else "gemm_mma_a8" if takes else "xla_dot"
+        assert qact(M, w, mode, group, gemm_mma_a8=True, sm90=True) == on_sm90, M
+        assert qact(M, w, mode, group, gemm_mma_a8=False) == "xla_dot"
+    for M in (1, 16):   # the decode regime: decode_i8, or XLA's dots without it
+        assert qact(M, w, mode, group, gemm_mma_a8=True) == ("decode_i8" if takes else "xla_dot")
+        assert qact(M, w, mode, group, gemm_mma_a8=True, decode_i8=False) == "xla_dot"
+    assert qact(64, w, mode, group, K=6144 + 16, gemm_mma_a8=True) == "xla_dot"    # K off every packed tile
+    assert qact(64, w, mode, group, a_dtype="float8_e4m3fn", gemm_mma_a8=True) == "xla_dot"
+
+
+def test_gemm_mma_a8_needs_an_sm80_gpu_and_the_cuda_kernels(monkeypatch):
+    from bitblas_jax import _ext
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_MMA_A8", raising=False)
+    assert gp.gemm_mma_a8_runs(lambda: True) == _ext.has_cuda()
+    assert not gp.gemm_mma_a8_runs(lambda: False)
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
+    assert gp.gemm_mma_a8_runs(lambda: False) and qact(64, "int2", gemm_mma_a8=None) == "gemm_mma_a8"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
+    assert not gp.gemm_mma_a8_runs(lambda: True) and qact(64, "int2", gemm_mma_a8=None) == "xla_dot"
+
+
+def test_quantized_activation_kernel_names_and_bad_input():
+    assert gp.QUANTIZED_ACTIVATION_KERNELS == ("xla_dot", "decode_i8", "gemm_wgmma_a8", "gemm_mma_a8", "widened_f16")
+    with pytest.raises(ValueError, match="A_dtype='float16' is not int8 / float8"):
+        qact(1, a_dtype="float16")
 
 
 # ---- Python and C++ agree --------------------------------------------------------------------------

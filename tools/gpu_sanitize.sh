@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # compute-sanitizer over every kernel: memcheck, racecheck, synccheck and initcheck, each running
-# tests/cuda/sanitize_cases.py (every kernel, split-K 1..32, every format family, both activation
-# dtypes, JAX and the torch shim, aligned and misaligned activations; each result checked against the
-# float64 reference). The successor of gpu_check.sh's sanitize step; run it whenever a kernel changes.
+# tests/cuda/sanitize_cases.py (every kernel, the int8 / float8-activation ones too, split-K 1..32,
+# every format family, both activation dtypes, JAX and the torch shim, aligned and misaligned
+# activations; each result checked against the float64 reference). The successor of gpu_check.sh's
+# sanitize step; run it whenever a kernel changes.
 #   bash tools/gpu_sanitize.sh                        # the four tools, side by side on one GPU
 #   SANITIZE_TOOLS="memcheck racecheck" bash tools/gpu_sanitize.sh
 #   PARALLEL=0 bash tools/gpu_sanitize.sh             # one tool after the other

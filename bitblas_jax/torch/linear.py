@@ -343,7 +343,7 @@ class Linear(nn.Module):
 
         int8 / float8 A_dtype: A in that dtype is taken as given; float16 / bfloat16 / float32 A
         is quantized here (ops.quantize_activations, per token or per tensor) and its scales are
-        applied in the float32 epilogue (CPU tensors: no CUDA kernel takes these activations yet).
+        applied in the float32 epilogue.
         """
         if self.config.quantized_activations and A.dtype != self._a_torch and A.is_floating_point():
             return self._forward_quantizing(A, output)
@@ -386,8 +386,11 @@ class Linear(nn.Module):
         if b["perm"] is not None:
             A = A.index_select(-1, b["perm"])
         values, a_scale = ops.quantize_activations(A, self.A_dtype, self.activation_granularity)
-        v = ops.matmul_impl(values, b["qweight"], b["scales"], b["zeros"], None, self.W_dtype, self._mode,
-                            self._gs, self.accum_dtype, "float32")
+        # the values carry no gradient (the bias gets its own through the epilogue): the op's autograd
+        # layer is needed only under torch.compile, which must see the op
+        matmul = torch.ops.bitblas_jax.matmul if torch.compiler.is_compiling() else ops.matmul_impl
+        v = matmul(values, b["qweight"], b["scales"], b["zeros"], None, self.W_dtype, self._mode,
+                   self._gs, self.accum_dtype, "float32")
         C = ops.quantized_epilogue(v, a_scale, b["bias"], self.out_dtype)
         if output is not None:
             output.copy_(C)

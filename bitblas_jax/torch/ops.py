@@ -13,7 +13,10 @@ csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
 - CUDA tensors go to `bitblas_jax._bitblas_cuda.matmul_raw` on torch's current
   stream of the tensors' device, with the plan of `bitblas_jax.gpu_plan.plan_cuda`
   and its split-K workspace from torch's caching allocator (cached per stream in
-  eager mode, a fresh graph-pool allocation during CUDA graph capture).
+  eager mode, a fresh graph-pool allocation during CUDA graph capture);
+- int8 / float8 A on CUDA tensors takes the path JAX takes
+  (gpu_plan.quantized_activation_kernel: the decode_i8 or gemm_wgmma_a8 kernel, or exact
+  dots in torch), with JAX's arithmetic: torch/quantized_cuda.py, torch/quantized_dot.py.
 
 `out` (the out= variant) must be contiguous, on A's device, in out_dtype, and of the
 result's shape [..., N]: the kernel writes it in place, with no copy.
@@ -36,6 +39,7 @@ import torch
 
 from .. import formats, layout
 from ..activations import GRANULARITIES, QMAX
+from . import quantized_cuda, quantized_dot
 
 __all__ = ["matmul", "matmul_out", "matmul_impl", "matmul_out_impl", "dequantize", "has_cuda_kernels",
            "TORCH_DTYPES", "dtype_name",
@@ -192,10 +196,6 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
         _check_tensor("bias", bias, (N,), sdt, dev)
     if dev.type == "cuda" and a_dtype == "float32":
         raise TypeError("bitblas_jax::matmul: float32 A runs on CPU only; on CUDA use float16 or bfloat16")
-    if dev.type == "cuda" and formats.is_quantized_activation(a_dtype):
-        # no CUDA kernel takes them yet (under JAX they run through XLA's exact dots on the GPU)
-        raise TypeError(f"bitblas_jax::matmul: {a_dtype} A runs on CPU tensors only in the torch shim; "
-                        "on CUDA use float16 / bfloat16 activations, or run the layer through JAX")
     return fmt, a_dtype, N, K, g
 
 
@@ -284,25 +284,34 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
     if A.device.type == "cpu":
         _cpu_kernel()(M, N, K, *ids, *ptrs)
     elif A.device.type == "cuda":
+        current = _current_device()
+        index = A.device.index if A.device.index is not None else current
+        if formats.is_quantized_activation(a_dtype):
+            _on_device(index, current, quantized_cuda.run_cuda, A2, W, scale, zeros, bias, fmt, a_dtype, mode, g,
+                       C.view(M, N), index, _raw_stream(index))
+            return C
         kernel = _cuda_kernel()
         if kernel is None:
             raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install "
                                "time); reinstall with nvcc on PATH, or run on CPU")
-        current = _current_device()
-        index = A.device.index if A.device.index is not None else current
         # a slice of a tensor may start off the 16-byte grid that gemm_wgmma's copies need
         kid, tile, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g,
                                              A2.data_ptr() % 16 == 0)
         stream = _raw_stream(index)
         ws = _workspace(ws_bytes, A.device) if ws_bytes else None
-        if index == current:
-            kernel(M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
-        else:
-            with torch.cuda.device(index):   # launch in the tensors' device context
-                kernel(M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
+        _on_device(index, current, kernel, M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
     else:
         raise ValueError(f"bitblas_jax::matmul: A is on {A.device}; only cpu and cuda tensors are supported")
     return C
+
+
+def _on_device(index: int, current: int, fn, *args) -> None:
+    """fn(*args) with device `index` current (the launchers launch on the current device)."""
+    if index == current:
+        fn(*args)
+    else:
+        with torch.cuda.device(index):
+            fn(*args)
 
 
 # ---- registration -------------------------------------------------------------------
@@ -367,13 +376,15 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
     rows), so it is for backward passes and debugging, not for inference.
     """
     name = _DTYPE_NAMES[a_dtype]
-    accum, out = "float32", name
+    accum, out, eye_dtype = "float32", name, a_dtype
     if formats.is_quantized_activation(name):     # 1 * w exactly, then scale / zeros in float32
-        accum, out = formats.QUANTIZED_A[name]["accum"], "float32"
+        # (the identity made in float32, then cast: float8 support in torch's eye / pad varies by device)
+        accum, out, eye_dtype = formats.QUANTIZED_A[name]["accum"], "float32", torch.float32
     parts = []
     for k0 in range(0, K, 1024):
         rows = min(1024, K - k0)
-        eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=a_dtype, device=W.device), (k0, 0))
+        eye = torch.nn.functional.pad(torch.eye(rows, K - k0, dtype=eye_dtype, device=W.device), (k0, 0))
+        eye = eye.to(a_dtype)
         parts.append(matmul(eye, W, scale, zeros, None, w_format, mode, group_size, accum, out))
     return torch.cat(parts, 0).t()
 
@@ -427,11 +438,6 @@ def quantize_activations(A: torch.Tensor, dtype: str = "int8", granularity: str 
     return values, (scale[..., 0] if granularity == "per_token" else scale.reshape(()))
 
 
-def quantized_epilogue(v: torch.Tensor, a_scale: torch.Tensor, bias, out_dtype: str) -> torch.Tensor:
+def quantized_epilogue(v: torch.Tensor, a_scale: Optional[torch.Tensor], bias, out_dtype: str) -> torch.Tensor:
     """quantized_dot.epilogue in torch: cast(a_scale * v + bias), v float32 [..., N]."""
-    v = v * (a_scale[..., None] if a_scale.dim() else a_scale)
-    if bias is not None:
-        v = v + bias.to(torch.float32)
-    if out_dtype == "int8":
-        return torch.nan_to_num(v, nan=0.0).clamp(-128.0, 127.0).round().to(torch.int8)
-    return v.to(TORCH_DTYPES[out_dtype])
+    return quantized_dot.epilogue(v, bias, TORCH_DTYPES[out_dtype], a_scale)

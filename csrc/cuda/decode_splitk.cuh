@@ -294,31 +294,15 @@ __global__ void __launch_bounds__(256, MB == 1 ? 3 : 2) decode_splitk_kernel(con
 
   // ---- epilogue ----
   if (split == 1) {
-#pragma unroll
-    for (int bi = 0; bi < 2; ++bi) {
-      if (!act[bi]) continue;
-#pragma unroll
-      for (int mb = 0; mb < MB; ++mb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int m = mb * 8 + 2 * c + (e & 1);
-          if (m < M) store_out<T>(p, m, n0 + 16 * bi + 8 * (e >> 1), acc[bi][mb].get(e));
-        }
-    }
+    for_each_output<MB>(act, n0, 0, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+      store_out<T>(p, m, n, acc[bi][mb].get(e));
+    });
     return;
   }
   float* part = p.partial + static_cast<long long>(sp) * p.M * N;
-#pragma unroll
-  for (int bi = 0; bi < 2; ++bi) {
-    if (!act[bi]) continue;
-#pragma unroll
-    for (int mb = 0; mb < MB; ++mb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = mb * 8 + 2 * c + (e & 1);
-        if (m < M) part[static_cast<long long>(m) * N + n0 + 16 * bi + 8 * (e >> 1)] = acc[bi][mb].get(e);
-      }
-  }
+  for_each_output<MB>(act, n0, 0, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+    part[m * N + n] = acc[bi][mb].get(e);
+  });
   if (splitk_arrive(p, blockIdx.x)) {
     const long long nb0 = static_cast<long long>(blockIdx.x) * ROWS;
     splitk_reduce<T, ROWS, 0, 1, 4>(p, 0, M, nb0, static_cast<int>(min(static_cast<long long>(ROWS), N - nb0)));

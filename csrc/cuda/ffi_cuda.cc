@@ -10,14 +10,18 @@
 
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
+#include "decode_i8.h"
+#include "gemm_mma_a8.h"
+#include "gemm_wgmma_a8.h"
 #include "matmul_cuda.h"
+#include "qact_raw.h"
 
 namespace py = pybind11;
 namespace bitblas_jax {
 namespace {
 
-ffi::Error to_ffi_error(const std::string& err) {
-  const std::string msg = "bitblas_jax_matmul (cuda): " + err;
+ffi::Error to_ffi_error(const std::string& err, const char* target = "bitblas_jax_matmul") {
+  const std::string msg = std::string(target) + " (cuda): " + err;
   if (err.rfind("CUDA error", 0) == 0) return ffi::Error::Internal(msg);
   return ffi::Error::InvalidArgument(msg);
 }
@@ -86,6 +90,138 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_dequantize_cuda, DequantizeCudaImpl,
                                   .Attr<int64_t>("K"),
                               {ffi::Traits::kCmdBufferCompatible});
 
+// The kernels of int8 activations that return decode_i8's sums: the same operands, checks and
+// outputs, each with its plan.h rule and launcher.
+struct Int8SumsKernel {
+  const char* name;    // in messages
+  const char* target;  // the custom call
+  bool (*takes)(WFormat, int, int64_t, int64_t);
+  std::string (*launch)(const DecodeI8Args&, cudaStream_t);
+};
+// decode_i8 (decode_i8.cuh): int8 activations at decode sizes, on the packed weight of every path.
+constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::decode_i8_takes, launch_decode_i8};
+// gemm_mma_a8 (gemm_mma_a8.cuh): int8 activations above decode sizes on any sm_80+ GPU, A with each
+// 16-k chunk in kSigma order (bitblas_jax/primitive.py permutes it).
+constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
+                                    launch_gemm_mma_a8};
+
+// The exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode scale);
+// bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish). Operands and
+// attributes as the matmul call's, without bias; zeros is empty in both modes.
+template <const Int8SumsKernel& kern>
+ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                            ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
+                            int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+  const std::string name = kern.name;
+  if (A.element_type() != ffi::DataType::S8) return arg_error(name + ": A must be s8");
+  if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error(name + ": accum_dtype must be int32");
+  MatmulArgs args;
+  if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
+      e.failure())
+    return e;
+  const bool scaled = args.mode == ScaleMode::kScale;
+  if (!kern.takes(args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error(name + " takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
+                     "a group_size that is a multiple of 32 (gpu_plan.quantized_activation_kernel)");
+  auto ad = A.dimensions();
+  if (ad.size() != 2 || ad[1] != K) return arg_error(name + ": A must be [M, K]");
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N) return arg_error(name + ": the output must be [M, N]");
+  if (out->element_type() != (scaled ? ffi::DataType::F32 : ffi::DataType::S32))
+    return arg_error(name + ": the output must be s32 (mode none) or f32 (mode scale)");
+  DecodeI8Args d;
+  d.M = ad[0];
+  d.N = N;
+  d.K = K;
+  d.w_format = args.w_format;
+  d.scaled = scaled;
+  d.group_size = group_size;
+  d.A = static_cast<const int8_t*>(A.untyped_data());
+  d.W = args.W;
+  d.scale = static_cast<const float*>(args.scale);
+  d.out = out->untyped_data();
+  const std::string err = kern.launch(d, stream);
+  if (!err.empty()) return to_ffi_error(err, kern.target);
+  return ffi::Error::Success();
+}
+
+// The handlers' binding: A, W, scale, zeros, out and the matmul call's attributes.
+#define BITBLAS_JAX_INT8_SUMS_BINDING                                                   \
+  BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()                                             \
+                               .Ctx<ffi::PlatformStream<cudaStream_t>>()                \
+                               .Arg<ffi::AnyBuffer>() /* A */                           \
+                               .Arg<ffi::AnyBuffer>() /* W */                           \
+                               .Arg<ffi::AnyBuffer>() /* scale */                       \
+                               .Arg<ffi::AnyBuffer>() /* zeros */                       \
+                               .Ret<ffi::AnyBuffer>() /* out */)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, Int8SumsCudaImpl<kDecodeI8>, BITBLAS_JAX_INT8_SUMS_BINDING,
+                              {ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGemmMmaA8>,
+                              BITBLAS_JAX_INT8_SUMS_BINDING, {ffi::Traits::kCmdBufferCompatible});
+
+// gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
+// in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
+// (bitblas_jax/primitive.py permutes it); the output is the int32 sums S (int8, no group scales) or
+// float32 (float8 sums, or sums of scaled groups: plan::a8_kernel_float_out), and
+// bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
+// Operands and attributes as the matmul call's, without bias (zeros only for the checks).
+ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
+                          ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
+                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+  DType act;
+  switch (A.element_type()) {
+    case ffi::DataType::S8: act = DType::kI8; break;
+    case ffi::DataType::F8E4M3FN: act = DType::kF8E4M3; break;
+    case ffi::DataType::F8E5M2: act = DType::kF8E5M2; break;
+    default: return arg_error("gemm_wgmma_a8: A must be s8, f8e4m3fn or f8e5m2");
+  }
+  const DType accum = act == DType::kI8 ? DType::kI32 : DType::kF32;
+  if (accum_dtype != static_cast<int64_t>(accum))
+    return arg_error("gemm_wgmma_a8: accum_dtype must be int32 (int8 A) or float32 (float8 A)");
+  MatmulArgs args;
+  if (ffi::Error e = set_weight_args(W, scale, zeros, A.element_type(), w_format, mode, group_size, N, K, &args);
+      e.failure())
+    return e;
+  if (!plan::gemm_wgmma_a8_takes(act, args.w_format, static_cast<int>(args.mode), group_size, K))
+    return arg_error("gemm_wgmma_a8 takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / "
+                     "uint4 weights, per channel or in groups of 128; float8 A with float8 / int4 weights, per "
+                     "channel or in groups of a multiple of 128 (gpu_plan.quantized_activation_kernel)");
+  const bool scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
+  const bool float_out = plan::a8_kernel_float_out(act, static_cast<int>(args.mode), group_size, K);
+  auto ad = A.dimensions();
+  if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_a8: A must be [M, K]");
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != ad[0] || od[1] != N ||
+      out->element_type() != (float_out ? ffi::DataType::F32 : ffi::DataType::S32))
+    return arg_error("gemm_wgmma_a8: the output must be [M, N], f32 for float8 A or group scales, else s32");
+  GemmA8Args g;
+  g.M = ad[0];
+  g.N = N;
+  g.K = K;
+  g.A = A.untyped_data();
+  g.act = act;
+  g.W = args.W;
+  g.w_format = args.w_format;
+  g.scale = scales ? static_cast<const float*>(args.scale) : nullptr;
+  g.group_size = group_size;
+  g.out = out->untyped_data();
+  const std::string err = launch_gemm_wgmma_a8(g, stream);
+  if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_a8");
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    bitblas_jax_gemm_a8_cuda, GemmA8CudaImpl,
+    BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()
+                                 .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                 .Arg<ffi::AnyBuffer>()   // A (kSigma order)
+                                 .Arg<ffi::AnyBuffer>()   // W
+                                 .Arg<ffi::AnyBuffer>()   // scale
+                                 .Arg<ffi::AnyBuffer>()   // zeros
+                                 .Ret<ffi::AnyBuffer>()), // out
+    {ffi::Traits::kCmdBufferCompatible});
+
 // For the torch shim: the same dispatcher on raw device pointers and a raw
 // stream (torch's current stream, as an int); the caller sets the device.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
@@ -116,8 +252,15 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
         py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_matmul_cuda), "xla._CUSTOM_CALL_TARGET");
     d["bitblas_jax_dequantize"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_dequantize_cuda),
                                               "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_decode_i8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_decode_i8_cuda),
+                                             "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_gemm_a8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_a8_cuda),
+                                           "xla._CUSTOM_CALL_TARGET");
+    d["bitblas_jax_gemm_mma_a8"] = py::capsule(reinterpret_cast<void*>(bitblas_jax::bitblas_jax_gemm_mma_a8_cuda),
+                                               "xla._CUSTOM_CALL_TARGET");
     return d;
   });
   m.def("matmul_raw", &bitblas_jax::matmul_raw,
         "Run the CUDA kernels on raw device pointers and a raw cudaStream_t (torch shim).");
+  bitblas_jax::def_qact_raw(m);
 }

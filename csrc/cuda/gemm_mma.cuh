@@ -17,6 +17,7 @@
 // the current stage computes.
 #pragma once
 
+#include "band_copy.cuh"
 #include "bitblas_jax/plan.h"
 #include "common.cuh"
 
@@ -76,16 +77,12 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
 
   if constexpr (FC == FC_NF4) init_nf4_tab<T>(sTab);  // visible after the first barrier
 
-  // Stage copies, with each thread's addresses computed once: weights in
-  // passes of BPI bands (CPB 16-byte chunks per band), activations in passes
-  // of RPP rows (VPR 16-byte vectors per row); a stage adds its k offset.
-  constexpr int CPB = TPB * 32, BPI = 256 / CPB, WIT = NB / BPI;
+  // Stage copies, with each thread's addresses computed once: weights by
+  // BandStageCopy, activations in passes of RPP rows (VPR 16-byte vectors per
+  // row); a stage adds its k offset.
+  const BandStageCopy<NB, TPB, TK, 256> copy_bands(p.W, smem_addr(smem), bx * NB, KT, tid);
   constexpr int VPR = BK / 8, RPP = 256 / VPR, AIT = (BM + RPP - 1) / RPP;
-  static_assert(256 % CPB == 0 && NB % BPI == 0 && 256 % VPR == 0, "stage copy shape");
-  const long long band_stride = static_cast<long long>(KT) * 512;
-  const int wb = tid / CPB, wrest = tid % CPB;
-  const uint8_t* wsrc = p.W + (static_cast<long long>(bx) * NB + wb) * band_stride + wrest * 16;
-  const uint32_t wdst = smem_addr(smem) + wb * TPB * 512 + wrest * 16;
+  static_assert(256 % VPR == 0, "stage copy shape");
   const int ar = tid / VPR, av = tid % VPR;
   const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
   const uint16_t* asrc = Ag + (m0 + ar) * K + av * 8;
@@ -94,13 +91,7 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
   auto load_stage = [&](int st, int kb) {
     const long long k0 = static_cast<long long>(kb) * BK;
     const bool full = k0 + BK <= K;  // else only the first (K - k0) / TK tiles exist
-#pragma unroll
-    for (int j = 0; j < WIT; ++j) {
-      const bool ok = bx * NB + wb + j * BPI < nbands && (full || k0 + (wrest / 32) * TK < K);
-      if (ok)
-        cp_async16_stream(wdst + st * Cfg::STAGE_BYTES + j * BPI * TPB * 512,
-                          wsrc + j * BPI * band_stride + static_cast<long long>(kb) * TPB * 512);
-    }
+    copy_bands(st * Cfg::STAGE_BYTES, kb, nbands, K - k0);
     // activations: rows past M and columns past K are left as they are (never stored / never read)
     if (p.a_aligned) {
 #pragma unroll
@@ -307,31 +298,15 @@ __global__ void __launch_bounds__(256, plan::mma_ctas_per_sm(GemmMmaCfg<FC, BM, 
   // ---- epilogue ----
   const long long mw = m0 + wm * WM;
   if (p.split == 1) {
-#pragma unroll
-    for (int bi = 0; bi < 2; ++bi) {
-      if (!band_ok[bi]) continue;
-#pragma unroll
-      for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long m = mw + mb * 8 + 2 * c + (e & 1);
-          if (m < M) store_out<T>(p, m, nrow0 + 16 * bi + 8 * (e >> 1), acc[bi][mb].get(e));
-        }
-    }
+    for_each_output<MBW>(band_ok, nrow0, mw, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+      store_out<T>(p, m, n, acc[bi][mb].get(e));
+    });
     return;
   }
   float* part = p.partial + static_cast<long long>(bz) * M * N;
-#pragma unroll
-  for (int bi = 0; bi < 2; ++bi) {
-    if (!band_ok[bi]) continue;
-#pragma unroll
-    for (int mb = 0; mb < MBW; ++mb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const long long m = mw + mb * 8 + 2 * c + (e & 1);
-        if (m < M) part[m * N + nrow0 + 16 * bi + 8 * (e >> 1)] = acc[bi][mb].get(e);
-      }
-  }
+  for_each_output<MBW>(band_ok, nrow0, mw, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+    part[m * N + n] = acc[bi][mb].get(e);
+  });
   if (splitk_arrive(p, by * gridDim.x + bx)) {
     const long long nb0 = static_cast<long long>(bx) * BN;
     splitk_reduce<T, BN>(p, m0, static_cast<int>(min(static_cast<long long>(BM), M - m0)), nb0,

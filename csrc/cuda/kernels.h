@@ -14,6 +14,7 @@ struct KernelEntry {
   int dyn_smem = 0;          // dynamic shared memory bytes (the most a launch needs)
   int threads = 256;
   bool pdl = false;          // launch with programmatic dependent launch (the kernel calls griddep_wait first)
+  bool act_map = false;      // gemm_wgmma: a second argument, the activations' TMA map (a CUtensorMap)
   // decode_splitk: a launch needs fixed_smem + (grouped ? group_smem : 0) + rows * row_smem
   int fixed_smem = 0, group_smem = 0, row_smem = 0;
 };

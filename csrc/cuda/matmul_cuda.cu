@@ -10,10 +10,13 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 
+#include "cluster_attr.h"
 #include "kernels.h"
 #include "matmul_cuda.h"
+#include "tma_map.h"
 
 namespace bitblas_jax {
 namespace cudak {
@@ -132,32 +135,98 @@ std::string ensure_smem(const void* fn, int bytes, const DeviceInfo& info) {
 
 // Kernels that begin with griddep_wait (KernelEntry::pdl) go out with
 // programmatic stream serialization: they may start during the previous
-// kernel's tail and prefetch their weights (csrc/cuda/decode.cuh).
-std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1) {
+// kernel's tail and prefetch their weights (csrc/cuda/decode.cuh). Kernels
+// that take the activations' TMA map (KernelEntry::act_map) get `act_map` as
+// their second argument; `cluster` > 1 launches clusters of that many CTAs
+// along x (the grid's x a multiple of it).
+std::string launch(const KernelEntry& ke, dim3 grid, const KParams& kp, cudaStream_t stream, int smem = -1,
+                   const CUtensorMap* act_map = nullptr, int cluster = 1) {
   if (ke.fn == nullptr) return "no kernel for this format / dtype combination";
+  if (ke.act_map != (act_map != nullptr)) return "internal: the kernel's TMA map argument does not match the launch";
+  if (cluster < 1 || grid.x % static_cast<unsigned>(cluster) != 0)
+    return "internal: grid x " + std::to_string(grid.x) + " is not a multiple of the cluster " + std::to_string(cluster);
   DeviceInfo info;
   std::string err = device_info(&info);
   if (err.empty()) err = ensure_smem(ke.fn, ke.dyn_smem, info);
   if (!err.empty()) return err;
   KParams local = kp;
-  void* args[] = {&local};
+  CUtensorMap map_local;
+  if (act_map != nullptr) map_local = *act_map;
+  void* args[] = {&local, &map_local};
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(ke.threads);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem < 0 ? ke.dyn_smem : smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned nattr = 0;
   if (ke.pdl && info.pdl) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[nattr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[nattr].val.programmaticStreamSerializationAllowed = 1;
+    ++nattr;
   }
+  if (cluster > 1) attr[nattr++] = cluster_attr(cluster);
+  cfg.attrs = nattr > 0 ? attr : nullptr;
+  cfg.numAttrs = nattr;
   cudaError_t e = cudaLaunchKernelExC(&cfg, ke.fn, args);
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
   e = cudaGetLastError();
   if (e != cudaSuccess) return cuda_error("kernel launch", e);
   return "";
+}
+
+// BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4 forces gemm_wgmma's CTAs per cluster (A/B timing); 0: the plan's.
+int forced_wgmma_cluster() {
+  static const int forced = [] {
+    const char* env = std::getenv("BITBLAS_JAX_WGMMA_CLUSTER");
+    if (env == nullptr) return 0;
+    const std::string v(env);
+    return v == "1" ? 1 : v == "2" ? 2 : v == "4" ? 4 : 0;
+  }();
+  return forced;
+}
+
+// CTAs of `ke` the device runs at once in clusters of `cluster` (clusters at once x cluster), per
+// device and kernel; 0 where the query fails (the caller keeps single CTAs).
+int64_t cluster_wave_ctas(const KernelEntry& ke, int cluster, const DeviceInfo& info) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int>, int64_t> known;
+  const auto key = std::make_tuple(info.dev, ke.fn, cluster);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = known.find(key);
+    if (it != known.end()) return it->second;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(cluster) * 64);
+  cfg.blockDim = dim3(ke.threads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(ke.dyn_smem);
+  cudaLaunchAttribute attr = cluster_attr(cluster);
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  int64_t ctas = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, ke.fn, &cfg) == cudaSuccess)
+    ctas = static_cast<int64_t>(clusters) * cluster;
+  else
+    cudaGetLastError();  // clear it: a failed query only means single CTAs
+  std::lock_guard<std::mutex> lock(mu);
+  known[key] = ctas;
+  return ctas;
+}
+
+// gemm_wgmma's CTAs per cluster for a grid of nblocks x mblocks x split tiles: the plan's rule
+// (plan::wgmma_cluster_ctas, plan::wgmma_cluster_for_grid with this GPU's occupancy), or the forced one.
+int wgmma_cluster_for(const KernelEntry& ke, int64_t N, int64_t nblocks, int64_t mblocks, int64_t split) {
+  const int forced = forced_wgmma_cluster();
+  const int cl = plan::wgmma_cluster_ctas(N, forced);
+  if (forced > 0 || cl == 1) return cl;
+  DeviceInfo info;
+  if (!device_info(&info).empty() || !ensure_smem(ke.fn, ke.dyn_smem, info).empty()) return 1;
+  const int64_t grid = plan::ceil_div(nblocks, cl) * cl * mblocks * split;
+  const int64_t wave = cluster_wave_ctas(ke, 1, info), cluster_wave = cluster_wave_ctas(ke, cl, info);
+  if (wave == 0 || cluster_wave == 0) return 1;
+  return plan::wgmma_cluster_for_grid(cl, grid, wave, cluster_wave);
 }
 
 size_t dtype_size(DType d) { return d == DType::kF32 ? 4 : 2; }
@@ -290,12 +359,15 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
   }
 
   // The GEMMs: a grid of BN x BM output tiles x split, in launches of at most 65535 tile rows.
-  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM) -> std::string {
+  // gemm_wgmma (act_map): its grid's x rounded up to the cluster, each launch's activations as a TMA
+  // map with boxes of BM / cluster rows.
+  auto run_tiles = [&](const KernelEntry& ke, int BN, int BM, int cluster = 1) -> std::string {
     const int64_t stages = plan::ceil_div(K, p.stage_k);
     if (p.split_k > stages || p.split_k > 65535)
       return std::string(name) + ": split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(stages) +
              " stages of K";
     const int64_t nblocks = plan::ceil_div(N, BN);
+    const int64_t grid_x = plan::ceil_div(nblocks, cluster) * cluster;
     const int64_t max_rows = int64_t{65535} * BM;
     for (int64_t m0 = 0; m0 < M; m0 += max_rows) {
       const int64_t ms = std::min<int64_t>(max_rows, M - m0);
@@ -311,9 +383,13 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
         cudaError_t e = cudaMemsetAsync(ws, 0, static_cast<size_t>(nblocks * mblocks) * 4, stream);
         if (e != cudaSuccess) return cuda_error("cudaMemsetAsync", e);
       }
+      CUtensorMap map;
+      if (ke.act_map) {
+        if (std::string err = encode_act_map(kl.A, ms, K, 2, BM / cluster, &map); !err.empty()) return err;
+      }
       std::string err = launch(
-          ke, dim3(static_cast<unsigned>(nblocks), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
-          kl, stream);
+          ke, dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(mblocks), static_cast<unsigned>(p.split_k)),
+          kl, stream, -1, ke.act_map ? &map : nullptr, cluster);
       if (!err.empty()) return err;
     }
     return "";
@@ -326,12 +402,15 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
     if (!info.sm90) return "gemm_wgmma needs an sm_90 GPU (the plan's sm90 flag was wrong)";
     if (tc == cudak::TC_F16ACC16) return "gemm_wgmma needs float32 accumulation";
     if (!whole_groups) return "gemm_wgmma needs groups of whole packed tiles";
-    // (the producer warp copies the activations 16 bytes at a time)
+    // (the TMA reads the activations from a 16-byte aligned address)
     if (!kp.a_aligned) return "gemm_wgmma needs A 16-byte aligned (plan with a_aligned = false)";
     if (K % p.stage_k != 0) return "gemm_wgmma: K must be a multiple of " + std::to_string(p.stage_k);
     const KernelEntry ke = cudak::gemm_wgmma_entry(tc, fc, tile);
     if (ke.fn == nullptr) return "gemm_wgmma: this format's stages do not fit the tile";
-    return run_tiles(ke, plan::kWgmmaTiles[tile].weight_rows, plan::kWgmmaTiles[tile].act_rows);
+    const int BN = plan::kWgmmaTiles[tile].weight_rows, BM = plan::kWgmmaTiles[tile].act_rows;
+    const int64_t first_rows = std::min<int64_t>(M, int64_t{65535} * BM);  // the first launch's
+    return run_tiles(ke, BN, BM,
+                     wgmma_cluster_for(ke, N, plan::ceil_div(N, BN), plan::ceil_div(first_rows, BM), p.split_k));
   }
 
   if (tile < 0 || tile >= plan::kNumMmaTiles) return "gemm_mma: bad tile " + std::to_string(tile);

@@ -134,6 +134,36 @@ __device__ __forceinline__ void mma_f16(uint32_t (&d)[2], const uint32_t (&a)[4]
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// D = A(16x32, weight rows n x k) * B(32x8, k x activation rows m) + D, int8 operands, int32 sums.
+__device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The outputs of a warp of the mma.sync GEMMs (gemm_mma, gemm_mma_a8), which holds two 16-row bands bi
+// (band_ok[bi]: the band exists) x MBW n8 blocks mb x the C fragment's elements e (weight row g + 8 (e >> 1),
+// activation row 2c + (e & 1)): store(bi, mb, e, m, n) for each one with m < M, where n = nrow0 (band 0's
+// row g) + 16 bi + 8 (e >> 1) and m = mw (the warp's first activation row) + 8 mb + 2c + (e & 1).
+template <int MBW, typename Store>
+__device__ __forceinline__ void for_each_output(const bool (&band_ok)[2], long long nrow0, long long mw, int c,
+                                                long long M, Store&& store) {
+#pragma unroll
+  for (int bi = 0; bi < 2; ++bi) {
+    if (!band_ok[bi]) continue;
+#pragma unroll
+    for (int mb = 0; mb < MBW; ++mb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const long long m = mw + mb * 8 + 2 * c + (e & 1);
+        if (m < M) store(bi, mb, e, m, nrow0 + 16 * bi + 8 * (e >> 1));
+      }
+  }
+}
+
 // Accumulators of one 16(n) x 8(m) mma tile: fp32 (4 regs) or fp16 (2 half2 regs).
 // Element e (0..3): row g + 8*(e>>1) (n), column 2c + (e&1) (m).
 template <bool ACC16>

@@ -79,12 +79,57 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "wgmma_stage_k", [](int bits, int act_rows) { return bp::wgmma_stage_k(bits, act_rows); }, py::arg("bits"),
       py::arg("act_rows"));
   m.def(
+      "wgmma_cluster_ctas", [](int64_t N, int forced) { return bp::wgmma_cluster_ctas(N, forced); }, py::arg("N"),
+      py::arg("forced") = 0, "gemm_wgmma's CTAs per cluster along N (forced: BITBLAS_JAX_WGMMA_CLUSTER).");
+  m.def(
+      "wgmma_cluster_for_grid",
+      [](int cl, int64_t grid_ctas, int64_t wave_ctas, int64_t cluster_wave_ctas) {
+        return bp::wgmma_cluster_for_grid(cl, grid_ctas, wave_ctas, cluster_wave_ctas);
+      },
+      py::arg("cl"), py::arg("grid_ctas"), py::arg("wave_ctas"), py::arg("cluster_wave_ctas"),
+      "The cluster size a launch keeps, given the GPU's CTAs at once with and without clusters.");
+  m.def(
       "workspace_bytes",
       [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N) {
         return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N);
       },
       py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"));
+  m.def(
+      "quantized_activation_kernel",
+      [](int64_t M, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size, bool decode_i8,
+         int64_t decode_i8_max_m, bool sm90, bool gemm_mma_a8, bool widened_f16) {
+        if (a_dtype < 0 || a_dtype >= bitblas_jax::kNumDTypes) throw py::value_error("bad a_dtype id");
+        if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
+        bp::QActQuery q;
+        q.M = M, q.K = K, q.a_dtype = static_cast<bitblas_jax::DType>(a_dtype);
+        q.w_format = static_cast<bitblas_jax::WFormat>(w_format), q.mode = mode, q.group_size = group_size;
+        q.decode_i8 = decode_i8, q.decode_i8_max_m = decode_i8_max_m, q.sm90 = sm90;
+        q.gemm_mma_a8 = gemm_mma_a8;
+        q.widened_f16 = widened_f16;
+        return std::string(bp::qact_kernel_name(bp::quantized_activation_kernel(q)));
+      },
+      py::arg("M"), py::arg("K"), py::arg("a_dtype"), py::arg("w_format"), py::arg("mode"), py::arg("group_size"),
+      py::arg("decode_i8"), py::arg("decode_i8_max_m"), py::arg("sm90") = false, py::arg("gemm_mma_a8") = false,
+      py::arg("widened_f16") = false,
+      "The GPU path of int8 / float8 activations (plan::quantized_activation_kernel), by name.");
+  m.def(
+      "a8_kernel_float_out",
+      [](int a_dtype, int mode, int64_t group_size, int64_t K) {
+        if (a_dtype < 0 || a_dtype >= bitblas_jax::kNumDTypes) throw py::value_error("bad a_dtype id");
+        return bp::a8_kernel_float_out(static_cast<bitblas_jax::DType>(a_dtype), mode, group_size, K);
+      },
+      py::arg("a_dtype"), py::arg("mode"), py::arg("group_size"), py::arg("K"),
+      "Whether an 8-bit kernel returns float32 (else the int32 sums): plan::a8_kernel_float_out.");
+  m.def(
+      "a8_kernel_scales",
+      [](int mode, int64_t group_size, int64_t K) { return bp::a8_kernel_scales(mode, group_size, K); },
+      py::arg("mode"), py::arg("group_size"), py::arg("K"),
+      "Whether the 8-bit kernels apply the group scales themselves: plan::a8_kernel_scales.");
   py::list names;
   for (int k = 0; k < bp::kNumKernels; ++k) names.append(bp::kernel_name(static_cast<bp::Kernel>(k)));
   m.attr("KERNELS") = names;
+  py::list qact_names;
+  for (int k = 0; k < bp::kNumQActKernels; ++k)
+    qact_names.append(bp::qact_kernel_name(static_cast<bp::QActKernel>(k)));
+  m.attr("QUANTIZED_ACTIVATION_KERNELS") = qact_names;
 }

@@ -9,12 +9,14 @@ BITBLAS_JAX_NUM_SMS for other split-K values).
     python tests/cuda/sanitize_cases.py            # run (a GPU); exit 1 on a failure or missed coverage
     python tests/cuda/sanitize_cases.py --list     # the cases and their plans, nothing run (any machine;
                                                    # BITBLAS_JAX_HOPPER=1 plans for an sm_90 GPU)
-    python tests/cuda/sanitize_cases.py --only 3,7 # a subset, by index
+    python tests/cuda/sanitize_cases.py --only 3,7 # a subset, by index (q2: quantized-activation case 2)
     python tests/cuda/sanitize_cases.py --device cpu   # the same cases on the CPU kernel
 
 Prints one line per case (index, description, plan per path, ok / FAIL), then the coverage: the kernels
 and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only), split
 > 1 on decode_splitk, gemm_mma and gemm_wgmma, and the torch shim's decode, GEMM and misaligned paths.
+Then the int8 / float8-activation cases (sanitize_qact_cases.py): every quantized-activation kernel
+through JAX and the torch shim.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fuzz  # noqa: E402
+import sanitize_qact_cases as qact  # noqa: E402
 
 MMA = {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"}     # gemm_mma on every GPU
 GEMM = {"BITBLAS_JAX_GEMM_MAX_M": "4096"}                                # the GEMM instead of dequantize + dot
@@ -103,8 +106,11 @@ def main(argv=None) -> int:
                     help="cpu: the same cases on the CPU kernel (a check of this script; no plans)")
     args = ap.parse_args(argv)
     todo = cases(args.device)
+    only_qact = None
     if args.only:
-        keep = {int(x) for x in args.only.split(",")}
+        picks = args.only.split(",")
+        keep = {int(x) for x in picks if not x.startswith("q")}
+        only_qact = {int(x[1:]) for x in picks if x.startswith("q")}
         todo = [c for c in todo if c.index in keep]
     from bitblas_jax import gpu_plan
     sm90 = gpu_plan.hopper()
@@ -121,13 +127,19 @@ def main(argv=None) -> int:
         status = "FAIL " + "; ".join(res["failures"]) if res["failures"] else ("listed" if args.list else "ok")
         failed += bool(res["failures"])
         print(f"[{fc.index:2d}] {fc.describe()}: {plans}: {status}", flush=True)
+    q_reached, q_failed = ({}, 0) if args.device == "cpu" else qact.run_cases(args.list, only_qact)
+    failed += q_failed
     print("coverage:")
     for path, ks in sorted(reached.items()):
         print(f"  {path}: " + ", ".join(f"{k} split {sorted(s)}" for k, s in sorted(ks.items())))
-    miss = [] if args.only or args.device == "cpu" else missing_coverage(reached, sm90)
+    for path, ks in sorted(q_reached.items()):
+        print(f"  {path} (int8 / float8 activations): " + ", ".join(sorted(ks)))
+    miss = [] if args.only or args.device == "cpu" else (
+        missing_coverage(reached, sm90) + qact.missing_coverage(q_reached, sm90, "torch" in q_reached))
     if miss:
         print("NOT REACHED: " + "; ".join(miss))
-    print(f"{'PASS' if not failed and not miss else 'FAIL'} sanitize cases: {len(todo)} cases, "
+    print(f"{'PASS' if not failed and not miss else 'FAIL'} sanitize cases: {len(todo)} + "
+          f"{len(qact.SPECS) if only_qact is None else len(only_qact)} cases, "
           f"{failed} failed{', coverage incomplete' if miss else ''}")
     return 1 if failed or miss else 0
 

@@ -231,6 +231,27 @@ constexpr int wgmma_smem_bytes(int bits, int act_rows) {
 constexpr int kWgmmaTallMinTiles = 128;
 constexpr int kWgmmaMaxSplit = 4;
 constexpr int64_t kWgmmaPartialCap = 8 << 20;
+// CTAs per cluster along N. The CTAs of a cluster compute the same activation rows for neighbouring
+// weight rows: each brings 1 / CL of a stage's activation rows and multicasts them to all (TMA), so
+// the activations' L2 reads drop by CL. They are most of what a CTA reads (8 bytes for every byte of
+// weight at 256 rows: at the tensor cores' peak about 6.8 TB/s of L2 reads over the GPU, more than
+// L2 delivers). Measured on the H200, single CTAs win: clusters of 2 took 5-47% longer on every layer
+// of tools/gpu_wgmma_sweep.sh (M = 64 .. 4096; 4096 .. 28672 rows; e.g. 8192^2 at M = 1024: 194 us
+// alone, 247 us in pairs), so the default is 1 and clusters stay for A/B timing. `forced`
+// (BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4) overrides it; never more CTAs than there are along N.
+constexpr int kWgmmaClusterCtas = 1;
+constexpr int wgmma_cluster_ctas(int64_t N, int forced = 0) {
+  int cl = forced > 0 ? forced : kWgmmaClusterCtas;
+  while (cl > 1 && ceil_div(N, kWgmmaWeightRows) < cl) cl /= 2;
+  return cl;
+}
+// The cluster size a launch keeps: `cl`, unless the grid fits one wave of single CTAs (wave_ctas:
+// the GPU's CTAs at once) but not one wave of clusters (cluster_wave_ctas: clusters at once x cl). A
+// cluster's CTAs share a GPC, so a GPC with an odd number of SMs holds one CTA fewer at cl = 2 (one
+// CTA per SM at 128 and 256 activation rows): a second wave would cost more than the multicast saves.
+constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_ctas, int64_t cluster_wave_ctas) {
+  return cl > 1 && grid_ctas <= wave_ctas && grid_ctas > cluster_wave_ctas ? 1 : cl;
+}
 
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
@@ -250,7 +271,7 @@ struct PlanQuery {
   int mode = 0;                 // a ScaleMode id
   int64_t group_size = 0;
   bool sm90 = false;            // an sm_90 GPU: gemm_wgmma can run
-  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's producer copies 16 bytes at a time)
+  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's TMA map needs it)
   int num_sms = 132;
   // Measured thresholds (bitblas_jax/gpu_plan.py): the largest M for each kernel; a GEMM larger than
   // its max runs kDequantizeThenDot.
@@ -377,6 +398,129 @@ inline Plan make_plan(const PlanQuery& q) {
   const int64_t split = one_wave_split(q.num_sms, tiles, mma_ctas_per_sm(tile), ceil_div(K, mma_stage_k(q.bits)),
                                        kMmaMaxSplit, kMmaPartialCap, M, N);
   return finish(Kernel::kGemmMma, tile, split, M, N, K, q.bits);
+}
+
+// ---- int8 / float8 activations -------------------------------------------------------------------
+// Their GPU path, chosen apart from make_plan (whose kernels take 16-bit activations):
+//   kXlaDot    bitblas_jax/quantized_dot.py: XLA's exact int8 x int8 -> int32 dots (float8: exactly
+//              widened bfloat16 operands, float32 accumulation) per group, the float32 epilogue fused
+//   kDecodeI8  csrc/cuda/decode_i8.cuh: int8 activations on int8 tensor cores (mma.m16n8k32.s8, sm_80+)
+//   kGemmWgmmaA8  csrc/cuda/gemm_wgmma_a8.cuh: int8 / float8 activations above decode sizes on Hopper's
+//              8-bit tensor cores (wgmma k32, sm_90a)
+//   kGemmMmaA8 csrc/cuda/gemm_mma_a8.cuh: int8 activations above decode sizes on int8 tensor cores
+//              (mma.m16n8k32.s8, sm_80+), where kGemmWgmmaA8 does not take the call
+//   kWidenedF16  float8 activations widened to float16 (exact) on make_plan's 16-bit kernels, float32
+//              accumulation and output, the float32 epilogue in XLA (widened_f16_takes)
+enum class QActKernel : int { kXlaDot = 0, kDecodeI8 = 1, kGemmWgmmaA8 = 2, kGemmMmaA8 = 3, kWidenedF16 = 4 };
+constexpr int kNumQActKernels = 5;
+
+inline const char* qact_kernel_name(QActKernel k) {
+  switch (k) {
+    case QActKernel::kXlaDot: return "xla_dot";
+    case QActKernel::kDecodeI8: return "decode_i8";
+    case QActKernel::kGemmWgmmaA8: return "gemm_wgmma_a8";
+    case QActKernel::kGemmMmaA8: return "gemm_mma_a8";
+    case QActKernel::kWidenedF16: return "widened_f16";
+  }
+  return "?";
+}
+
+// What decode_i8 computes: int8 activations with weights whose element values are int8 (int8, int4 ..
+// int1, uint4 .. uint1: the int8 row of formats.py QUANTIZED_A), mode none (the int32 sums) or scale
+// with groups of whole 32-k mma steps (each group's exact int32 sum is scaled in float32). The zeros
+// modes stay on kXlaDot.
+constexpr bool decode_i8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  const bool int8_values = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 ||
+                           w_format == WFormat::kInt2 || w_format == WFormat::kInt1 ||
+                           w_format == WFormat::kUInt4 || w_format == WFormat::kUInt2 ||
+                           w_format == WFormat::kUInt1;
+  if (!int8_values || K <= 0 || K % packed_tile_k(format_bits(w_format)) != 0) return false;
+  if (mode == static_cast<int>(ScaleMode::kNone)) return true;
+  return mode == static_cast<int>(ScaleMode::kScale) && group_size > 0 && group_size % 32 == 0 &&
+         K % group_size == 0;
+}
+
+// What gemm_mma_a8 computes: what decode_i8 computes (the same operands, modes and outputs), at any M.
+constexpr bool gemm_mma_a8_takes(WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  return decode_i8_takes(w_format, mode, group_size, K);
+}
+
+// What gemm_wgmma_a8 computes (sm_90a), K a multiple of its 128-k stage:
+//   int8 A with int8 / int4 / uint4 weights: mode none (the exact int32 sums), scale per channel
+//     (applied to the int32 sums in float32 after the kernel) or in groups of one stage (each group's
+//     exact int32 sum scaled in the kernel);
+//   float8 A with float8_e4m3fn / float8_e5m2 / int4 weights: mode none, scale per channel (after the
+//     kernel) or in groups of whole stages (in the kernel).
+// Other group sizes and the zeros modes stay on kXlaDot.
+constexpr int64_t kGemmA8Stage = 128;
+constexpr bool is_float8(DType d) { return d == DType::kF8E4M3 || d == DType::kF8E5M2; }
+constexpr bool gemm_wgmma_a8_takes(DType act, WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  if (K <= 0 || K % kGemmA8Stage != 0) return false;
+  const bool none = mode == static_cast<int>(ScaleMode::kNone), scale = mode == static_cast<int>(ScaleMode::kScale);
+  if (act == DType::kI8) {
+    const bool formats = w_format == WFormat::kInt8 || w_format == WFormat::kInt4 || w_format == WFormat::kUInt4;
+    return formats && (none || (scale && (group_size == K || group_size == kGemmA8Stage)));
+  }
+  if (is_float8(act)) {
+    const bool formats = w_format == WFormat::kFP8E4M3 || w_format == WFormat::kFP8E5M2 || w_format == WFormat::kInt4;
+    return formats && (none || (scale && group_size > 0 && group_size % kGemmA8Stage == 0 && K % group_size == 0));
+  }
+  return false;
+}
+// Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply the group scales themselves
+// (groups smaller than K), rather than their caller applying a per-channel scale to the sums in float32
+// after the kernel: one rounding of the exact int32 sums, and the kernels split K as in mode none.
+// (decode_i8 splits a CTA's K over its warps by whole groups: one group per row left all of K to one
+// warp, and int8 x int8 with per-channel scales ran at 5% of the H200's bandwidth.)
+constexpr bool a8_kernel_scales(int mode, int64_t group_size, int64_t K) {
+  return mode == static_cast<int>(ScaleMode::kScale) && group_size != K;
+}
+// Whether an 8-bit kernel's output is float32 (else the int32 sums): float8 A, or group scales applied
+// in the kernel.
+constexpr bool a8_kernel_float_out(DType act, int mode, int64_t group_size, int64_t K) {
+  return is_float8(act) || a8_kernel_scales(mode, group_size, K);
+}
+
+// What the 16-bit kernels compute for float8 activations widened to float16: every e4m3fn / e5m2
+// value (NaN and inf included) and every int4 value is a float16 and every product of two is exact in
+// float32, so make_plan's kernels with float32 accumulation, mode none and float32 output return the
+// quantized-activation semantics' S over all of K (float32 sums of exact products). That serves mode
+// none and one group per row (per channel: scale, and int4's zeros modes), whose term (s * S,
+// s * (S - z * Asum), ...) XLA applies to S in float32 after the kernel. Smaller groups stay on
+// kXlaDot: the 16-bit kernels take scales in A's dtype (float16), and rounding the float32 scales to
+// float16, or folding them into float16 weights (e5m2 weights reach 57344), would leave the float32
+// bound.
+constexpr bool widened_f16_takes(DType a_dtype, WFormat w_format, int mode, int64_t group_size, int64_t K) {
+  const bool formats = w_format == WFormat::kFP8E4M3 || w_format == WFormat::kFP8E5M2 || w_format == WFormat::kInt4;
+  return is_float8(a_dtype) && formats && K > 0 && (mode == static_cast<int>(ScaleMode::kNone) || group_size == K);
+}
+
+struct QActQuery {
+  int64_t M = 0, K = 0;
+  DType a_dtype = DType::kI8;
+  WFormat w_format = WFormat::kInt8;
+  int mode = 0;                  // a ScaleMode id
+  int64_t group_size = 0;
+  bool decode_i8 = false;        // the GPU can run decode_i8 (sm_80+, built with the CUDA kernels)
+  // Measured threshold (bitblas_jax/gpu_plan.py): the largest M decode_i8 runs; XLA's dots above.
+  int64_t decode_i8_max_m = 16;
+  bool sm90 = false;             // the GPU can run gemm_wgmma_a8 (sm_90, built with the CUDA kernels)
+  bool gemm_mma_a8 = false;      // the GPU can run gemm_mma_a8 (sm_80+, built with the CUDA kernels)
+  bool widened_f16 = false;      // the GPU can run the 16-bit kernels (sm_80+, built with the CUDA kernels)
+};
+
+inline QActKernel quantized_activation_kernel(const QActQuery& q) {
+  if (q.a_dtype == DType::kI8 && q.decode_i8 && q.M >= 1 && q.M <= q.decode_i8_max_m &&
+      decode_i8_takes(q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kDecodeI8;
+  if (q.sm90 && q.M > q.decode_i8_max_m && gemm_wgmma_a8_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kGemmWgmmaA8;
+  if (q.a_dtype == DType::kI8 && q.gemm_mma_a8 && q.M > q.decode_i8_max_m &&
+      gemm_mma_a8_takes(q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kGemmMmaA8;
+  if (q.widened_f16 && q.M >= 1 && widened_f16_takes(q.a_dtype, q.w_format, q.mode, q.group_size, q.K))
+    return QActKernel::kWidenedF16;
+  return QActKernel::kXlaDot;
 }
 
 }  // namespace plan

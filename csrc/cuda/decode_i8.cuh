@@ -1,0 +1,171 @@
+// decode_i8: int8 activations x int8 .. int1 weights on int8 tensor cores (mma.m16n8k32.s8, sm_80+).
+//
+// What it computes (README, "int8 and float8 activations"; bitblas_jax/quantized_dot.py): for mode
+// "none" the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k] (wrapping mod 2^32 as any int32 GEMM);
+// for mode "scale" v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, S_g the exact int32
+// sum of group g. The rest of the epilogue (activation scale, bias, the output cast) stays in XLA
+// (quantized_dot.epilogue), which fuses it.
+//
+// Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
+// kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp
+// streams its tiles with one 16-byte load per lane (the next tile's load in flight while the current
+// one is decoded), decodes the lane's codes to int8 in registers and issues one mma per 32 k for each
+// 8-row activation tile. A warp's group sums are exact int32; at each group end they are scaled into
+// float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
+// order) and warp 0 writes the 16 x (up to) 16 outputs.
+//
+// The k permutation. The packed layout holds, per lane, the m16n8k16 (fp16) A-operand fragments:
+// rows g, g + 8 (g = lane / 4) at columns 2c, 2c+1, 2c+8, 2c+9 (c = lane % 4) of each 16-wide k-step.
+// mma.m16n8k32.s8 wants 4 consecutive k per register (4c .. 4c+3 and 16 + 4c .. 16 + 4c + 3). A dot
+// product does not care about the order of k as long as both operands use the same one, so register
+// j of the A fragment takes the lane's elements of k-step 2j' / 2j'+1 as they are, and the B fragment
+// (activation row g of the 8-row tile) is loaded in the same order: bytes at k = 2c, 2c+1, 2c+8, 2c+9
+// (+ 16 for the second register), i.e. two 16-bit loads per register.
+//
+// Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
+// bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
+// launch_decode_i8 (inst_decode_i8.cu); bitblas_jax/primitive.py's _decode_i8_call binds it and applies
+// quantized_dot.finish (bias, cast), as on the XLA path's S / v.
+#pragma once
+
+#include <cstdint>
+
+#include "bitblas_jax/layout.h"
+#include "decode_i8.h"
+#include "ptx.cuh"
+
+namespace bitblas_jax {
+namespace cudak {
+
+constexpr int kDecodeI8Warps = 8;
+
+struct DecodeI8Params {
+  int64_t M, N, K, tiles_k, group_size, groups, unit_k;
+  const int8_t* A;
+  const uint8_t* W;
+  const float* scale;
+  void* out;
+};
+
+// The int8 value of fragment element f of this lane's 16 bytes (codes -> element values, formats.py).
+template <int BITS, bool SIGNED>
+__device__ __forceinline__ uint32_t element_i8(const uint32_t (&w)[4], int f) {
+  constexpr int E = 32 / BITS;
+  constexpr uint32_t kMask = (1u << BITS) - 1u;
+  const uint32_t code = (w[f / E] >> (layout::field_of(f % E, BITS) * BITS)) & kMask;
+  int v = static_cast<int>(code);
+  if (SIGNED) v = BITS == 1 ? 2 * v - 1 : v - (1 << (BITS - 1));
+  return static_cast<uint32_t>(v) & 0xffu;
+}
+
+// Four fragment elements as one register, element a in the low byte.
+template <int BITS, bool SIGNED>
+__device__ __forceinline__ uint32_t pack4(const uint32_t (&w)[4], int a, int b, int c, int d) {
+  return element_i8<BITS, SIGNED>(w, a) | (element_i8<BITS, SIGNED>(w, b) << 8) |
+         (element_i8<BITS, SIGNED>(w, c) << 16) | (element_i8<BITS, SIGNED>(w, d) << 24);
+}
+
+template <int BITS, bool SIGNED, bool SCALED, int NT>
+__global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8Params p) {
+  constexpr int TK = 256 / BITS;      // k per packed tile
+  constexpr int MMAS = TK / 32;       // mma k-steps per tile
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const int64_t n0 = int64_t(blockIdx.x) * 16;
+  const int64_t m0 = int64_t(blockIdx.y) * 16;
+
+  // this warp's k range: whole units (whole groups and whole tiles)
+  const int64_t units = p.K / p.unit_k;
+  const int64_t t0 = (units * warp / kDecodeI8Warps) * (p.unit_k / TK);
+  const int64_t t1 = (units * (warp + 1) / kDecodeI8Warps) * (p.unit_k / TK);
+
+  const uint8_t* wlane = p.W + int64_t(blockIdx.x) * p.tiles_k * 512 + lane * 16;
+  const uint8_t* arow[NT];
+  bool has_row[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int64_t m = m0 + nt * 8 + g;
+    has_row[nt] = m < p.M;
+    arow[nt] = reinterpret_cast<const uint8_t*>(p.A) + (has_row[nt] ? m : 0) * p.K;
+  }
+  int acc[NT][4];
+  float facc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[nt][i] = 0, facc[nt][i] = 0.0f;
+
+  uint4 next = t0 < t1 ? ldg_stream(wlane + t0 * 512) : make_uint4(0, 0, 0, 0);
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint4 cur = next;
+    if (t + 1 < t1) next = ldg_stream(wlane + (t + 1) * 512);
+    const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
+#pragma unroll
+    for (int j = 0; j < MMAS; ++j) {
+      const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
+      const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
+                             pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
+                             pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
+                             pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
+      const int64_t k = t * TK + 32 * j + 2 * c;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t b0 = 0, b1 = 0;
+        if (has_row[nt]) {
+          b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
+          b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
+        }
+        mma_m16n8k32_s8(acc[nt], a, b0, b1);
+      }
+      if constexpr (SCALED) {
+        const int64_t k_end = t * TK + 32 * (j + 1);
+        if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
+          const int64_t grp = k_end / p.group_size - 1;
+          const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
+          const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            facc[nt][0] += s_lo * float(acc[nt][0]);
+            facc[nt][1] += s_lo * float(acc[nt][1]);
+            facc[nt][2] += s_hi * float(acc[nt][2]);
+            facc[nt][3] += s_hi * float(acc[nt][3]);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
+          }
+        }
+      }
+    }
+  }
+
+  // add the warps' results: int32 (wrapping, as unsigned) or float32 in warp order
+  __shared__ uint32_t red[kDecodeI8Warps][NT][4][32];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      red[warp][nt][i][lane] = SCALED ? __float_as_uint(facc[nt][i]) : static_cast<uint32_t>(acc[nt][i]);
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // C fragment: i = 0, 1: weight row g, activation rows 2c, 2c+1; i = 2, 3: weight row g + 8
+      const int64_t n = n0 + g + 8 * (i >> 1);
+      const int64_t m = m0 + nt * 8 + 2 * c + (i & 1);
+      if (m >= p.M) continue;
+      if constexpr (SCALED) {
+        float v = 0.0f;
+        for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += __uint_as_float(red[w2][nt][i][lane]);
+        static_cast<float*>(p.out)[m * p.N + n] = v;
+      } else {
+        uint32_t v = 0;
+        for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += red[w2][nt][i][lane];
+        static_cast<int32_t*>(p.out)[m * p.N + n] = static_cast<int32_t>(v);
+      }
+    }
+  }
+}
+
+}  // namespace cudak
+}  // namespace bitblas_jax

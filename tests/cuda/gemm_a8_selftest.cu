@@ -1,0 +1,312 @@
+// Self-test of gemm_wgmma_a8 (csrc/cuda/gemm_wgmma_a8.cuh) on an sm_90 GPU, weights packed in the shared
+// layout, activations in kSigma order, outputs poisoned (INT32_MIN / NaN) so unwritten elements show:
+//   int8 A x int8 / int4 / uint4: full-range random data, int32 sums against the exact int64 ones; group
+//     scales of 128 against the float64 sum within its float32 bound.
+//   float8 A (e4m3 / e5m2) x float8_e4m3fn / float8_e5m2 / int4: integer-valued operands (|a| <= 8,
+//     |w| <= 8: every product and stage sum exact in the tensor cores' 13 fraction bits) against the
+//     exact sums (no scales) or within the float32 bound (groups of 128 / 256); random full-range float8
+//     data (|x| <= 64) within the float8 tensor cores' bound, 4 * 33 * 2^-13 of each stage's sum of
+//     |products| (tests/cases.py FLOAT8_WGMMA_STAGE_REL), the worst observed error printed.
+// Prints one line a case and PASS / FAIL last; exit status 1 on any mismatch.
+//   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
+//     -Icsrc/cuda tests/cuda/gemm_a8_selftest.cu csrc/cuda/inst_gemm_wgmma_a8.cu \
+//     csrc/cuda/inst_gemm_wgmma_a8_f8.cu csrc/cuda/tma_map.cu -o build/gemm_a8_selftest && build/gemm_a8_selftest
+//   build/gemm_a8_selftest --time M N K KIND   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4, e5m2
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../csrc/cpu/matmul_cpu_convert.h"
+#include "bitblas_jax/layout.h"
+#include "gemm_wgmma_a8.h"
+
+namespace {
+
+using bitblas_jax::DType;
+using bitblas_jax::WFormat;
+
+constexpr int kSigmaHost[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
+constexpr double kFloat8StageRel = 4 * 33 * 0x1p-13;  // tests/cases.py FLOAT8_WGMMA_STAGE_REL
+
+#define CHECK(x)                                                                         \
+  do {                                                                                   \
+    cudaError_t e_ = (x);                                                                \
+    if (e_ != cudaSuccess) {                                                             \
+      std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
+      std::exit(2);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+int bits_of(WFormat w) { return w == WFormat::kInt4 || w == WFormat::kUInt4 ? 4 : 8; }
+
+// An 8-bit activation / weight code's value (float8 codes through the CPU kernel's conversions).
+double value_of(uint8_t code, DType kind) {
+  switch (kind) {
+    case DType::kF8E4M3: return bitblas_jax::cpu::fp8_e4m3fn_to_f32(code);
+    case DType::kF8E5M2: return bitblas_jax::cpu::fp8_e5m2_to_f32(code);
+    default: return static_cast<int8_t>(code);
+  }
+}
+
+// The float8 code of the integer v in [-8, 8] (exactly representable), from a table made once per kind
+// (a search per element made the --time setup of a large problem take a minute).
+uint8_t code_of(int v, DType kind) {
+  static uint8_t table[2][17];
+  static bool made[2] = {false, false};
+  const int t = kind == DType::kF8E5M2;
+  if (!made[t]) {
+    for (int x = -8; x <= 8; ++x) {
+      int c = 0;
+      while (c < 256 && value_of(static_cast<uint8_t>(c), kind) != x) ++c;
+      if (c == 256) {
+        std::printf("no code for %d\n", x);
+        std::exit(2);
+      }
+      table[t][x + 8] = static_cast<uint8_t>(c);
+    }
+    made[t] = true;
+  }
+  return table[t][v + 8];
+}
+
+const char* name(DType a) { return a == DType::kI8 ? "int8" : a == DType::kF8E4M3 ? "e4m3" : "e5m2"; }
+const char* name(WFormat w) {
+  switch (w) {
+    case WFormat::kInt8: return "int8";
+    case WFormat::kInt4: return "int4";
+    case WFormat::kUInt4: return "uint4";
+    case WFormat::kFP8E4M3: return "float8_e4m3fn";
+    default: return "float8_e5m2";
+  }
+}
+
+// How the operands are drawn: integers over the format's whole range (int8 A), small integers
+// (float8, exact in the tensor cores), or random finite float8 codes with |x| <= 64.
+enum class Draw { kFullRange, kSmallIntegers };
+
+struct Problem {
+  std::vector<double> a, w;       // values
+  std::vector<uint8_t> a_sigma;   // activation codes in kSigma order
+  std::vector<uint8_t> packed;
+};
+
+uint8_t draw_code(std::mt19937_64& rng, DType kind, Draw draw, int lo, int hi) {
+  if (kind == DType::kI8 || draw == Draw::kSmallIntegers) {
+    const int v = std::uniform_int_distribution<int>(lo, hi)(rng);
+    return kind == DType::kI8 ? static_cast<uint8_t>(static_cast<int8_t>(v)) : code_of(v, kind);
+  }
+  for (;;) {  // a random finite float8 code of magnitude <= 64
+    const uint8_t c = static_cast<uint8_t>(rng() & 0xff);
+    const double v = value_of(c, kind);
+    if (std::isfinite(v) && std::fabs(v) <= 64) return c;
+  }
+}
+
+Problem make(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, Draw draw, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int bits = bits_of(wf);
+  Problem p;
+  p.a.resize(M * K);
+  p.w.resize(N * K);
+  std::vector<uint8_t> a_codes(M * K);
+  for (int64_t i = 0; i < M * K; ++i) {
+    a_codes[i] = draw_code(rng, act, draw, act == DType::kI8 ? -128 : -8, act == DType::kI8 ? 127 : 8);
+    p.a[i] = value_of(a_codes[i], act);
+  }
+  p.packed.assign(N * K * bits / 8, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      uint32_t code;
+      double v;
+      if (wf == WFormat::kFP8E4M3 || wf == WFormat::kFP8E5M2) {
+        const DType kind = wf == WFormat::kFP8E4M3 ? DType::kF8E4M3 : DType::kF8E5M2;
+        code = draw_code(rng, kind, draw, -8, 8);
+        v = value_of(static_cast<uint8_t>(code), kind);
+      } else {
+        const bool is_signed = wf != WFormat::kUInt4;
+        const int lo = is_signed ? -(1 << (bits - 1)) : 0, hi = is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+        const int x = std::uniform_int_distribution<int>(lo, hi)(rng);
+        code = static_cast<uint32_t>(x - lo);  // offset binary when signed (formats.py)
+        v = x;
+      }
+      p.w[n * K + k] = v;
+      const auto slot = bitblas_jax::layout::code_slot(K, bits, n, k);
+      p.packed[slot.byte + slot.shift / 8] |= static_cast<uint8_t>(code << (slot.shift % 8));
+    }
+  p.a_sigma.resize(M * K);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k0 = 0; k0 < K; k0 += 16)
+      for (int i = 0; i < 16; ++i) p.a_sigma[m * K + k0 + i] = a_codes[m * K + k0 + kSigmaHost[i]];
+  return p;
+}
+
+struct Device {
+  uint8_t *a = nullptr, *w = nullptr;
+  float* scale = nullptr;
+  void* out = nullptr;
+  Device(const Problem& p, int64_t M, int64_t N, const std::vector<float>& s) {
+    CHECK(cudaMalloc(&a, p.a_sigma.size() + 16));
+    CHECK(cudaMalloc(&w, p.packed.size()));
+    CHECK(cudaMalloc(&out, M * N * 4 + 4));
+    CHECK(cudaMemcpy(a, p.a_sigma.data(), p.a_sigma.size(), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(w, p.packed.data(), p.packed.size(), cudaMemcpyHostToDevice));
+    if (!s.empty()) {
+      CHECK(cudaMalloc(&scale, s.size() * 4));
+      CHECK(cudaMemcpy(scale, s.data(), s.size() * 4, cudaMemcpyHostToDevice));
+    }
+  }
+  ~Device() {
+    cudaFree(a);
+    cudaFree(w);
+    cudaFree(out);
+    if (scale) cudaFree(scale);
+  }
+};
+
+// One case: group = 0 without scales. The output is int32 (int8 A without scales) or float32.
+bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group, Draw draw, uint64_t seed) {
+  const Problem p = make(M, N, K, act, wf, draw, seed);
+  const int64_t G = group ? K / group : 0;
+  std::vector<float> scale(N * G);
+  std::mt19937_64 rng(seed + 99);
+  std::uniform_real_distribution<float> ds(-0.02f, 0.02f);
+  for (auto& x : scale) x = ds(rng);
+  Device d(p, M, N, scale);
+  const bool int_out = act == DType::kI8 && !group;
+  std::vector<uint32_t> poison(M * N, int_out ? 0x80000000u : 0x7fc00000u), got(M * N);
+  CHECK(cudaMemcpy(d.out, poison.data(), M * N * 4, cudaMemcpyHostToDevice));
+  bitblas_jax::GemmA8Args args;
+  args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
+  args.scale = d.scale, args.group_size = group, args.out = d.out;
+  const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  if (err.empty()) CHECK(cudaDeviceSynchronize());
+  CHECK(cudaMemcpy(got.data(), d.out, M * N * 4, cudaMemcpyDeviceToHost));
+  char what[160];
+  std::snprintf(what, sizeof what, "%s x %s g%ld %s M=%ld N=%ld K=%ld", name(act), name(wf), (long)group,
+                draw == Draw::kFullRange ? "full-range" : "small-int", (long)M, (long)N, (long)K);
+  if (!err.empty()) {
+    std::printf("FAIL %s: %s\n", what, err.c_str());
+    return false;
+  }
+  // exact: int8 sums, and float8 small-integer sums without scales; else the float32 bound (+ the
+  // float8 tensor cores' bound on full-range float8 data)
+  const bool exact = group == 0 && (act == DType::kI8 || draw == Draw::kSmallIntegers);
+  const bool tensor_core_bound = act != DType::kI8 && draw == Draw::kFullRange;
+  int64_t bad = 0, unwritten = 0;
+  double worst = 0, worst_rel = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = 0, mag = 0;
+      int64_t isum = 0;
+      const int64_t gs = group ? group : K;
+      for (int64_t g0 = 0; g0 < K; g0 += gs) {
+        double S = 0, Sabs = 0;
+        for (int64_t k = g0; k < g0 + gs; ++k) {
+          const double prod = p.a[m * K + k] * p.w[n * K + k];
+          S += prod;
+          Sabs += std::fabs(prod);
+          if (act == DType::kI8) isum += static_cast<int64_t>(prod);
+        }
+        const double s = group ? scale[n * G + g0 / gs] : 1.0;
+        ref += s * S;
+        mag += std::fabs(s) * Sabs;
+      }
+      const uint32_t bits = got[m * N + n];
+      if (bits == poison[0]) ++unwritten;
+      double g;
+      if (int_out) {
+        g = static_cast<int32_t>(bits);
+        ref = static_cast<int32_t>(static_cast<uint32_t>(isum));  // wraps mod 2^32 as the kernel's sums
+      } else {
+        float f;
+        std::memcpy(&f, &bits, 4);
+        g = f;
+      }
+      const double err_mn = std::fabs(g - ref);
+      const double bound = exact ? 0.0
+                                 : (K / 128 + 2) * 0x1p-23 * mag + (tensor_core_bound ? kFloat8StageRel * mag : 0.0);
+      if (!(err_mn <= bound)) {
+        if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.9g, expected %.9g (bound %g)\n", what, (long)m, (long)n, g, ref, bound);
+        ++bad;
+      }
+      if (bound > 0) worst = std::max(worst, err_mn / bound);
+      if (mag > 0) worst_rel = std::max(worst_rel, err_mn / mag);
+    }
+  std::printf("%s %s: %ld wrong, %ld unwritten; worst %.3g of the bound, %.3g of sum|a w s|\n", bad ? "FAIL" : "ok  ",
+              what, (long)bad, (long)unwritten, worst, worst_rel);
+  return bad == 0;
+}
+
+void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
+  DType act = DType::kI8;
+  WFormat wf = WFormat::kInt8;
+  if (kind == "int4") wf = WFormat::kInt4;
+  else if (kind == "e4m3") act = DType::kF8E4M3, wf = WFormat::kFP8E4M3;
+  else if (kind == "e4m3-int4") act = DType::kF8E4M3, wf = WFormat::kInt4;
+  else if (kind == "e5m2") act = DType::kF8E5M2, wf = WFormat::kFP8E5M2;
+  else if (kind != "int8") {
+    std::printf("--time: KIND must be int8, int4, e4m3, e4m3-int4 or e5m2, not %s\n", kind.c_str());
+    std::exit(2);
+  }
+  const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, 7);
+  Device d(p, M, N, {});
+  bitblas_jax::GemmA8Args args;
+  args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
+  for (int i = 0; i < 3; ++i) {
+    const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+    if (!err.empty()) {
+      std::printf("--time: the launch was refused: %s\n", err.c_str());
+      std::exit(2);
+    }
+  }
+  cudaEvent_t t0, t1;
+  CHECK(cudaEventCreate(&t0));
+  CHECK(cudaEventCreate(&t1));
+  constexpr int kReps = 20;
+  CHECK(cudaEventRecord(t0));
+  for (int i = 0; i < kReps; ++i) bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  CHECK(cudaEventRecord(t1));
+  CHECK(cudaEventSynchronize(t1));
+  CHECK(cudaGetLastError());
+  float ms = 0.f;
+  CHECK(cudaEventElapsedTime(&ms, t0, t1));
+  const double us = 1e3 * ms / kReps;
+  std::printf("time %s M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(), (long)M,
+              (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 5 && std::string(argv[1]) == "--time") {
+    time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8");
+    return 0;
+  }
+  bool ok = true;
+  uint64_t seed = 1;
+  for (WFormat wf : {WFormat::kInt8, WFormat::kInt4, WFormat::kUInt4}) {
+    for (int64_t M : {1, 17, 64, 65, 128, 200, 256, 300})
+      for (int64_t N : {16, 128, 144, 272})
+        for (int64_t K : {128, 384, 1024}) ok &= check(M, N, K, DType::kI8, wf, 0, Draw::kFullRange, seed++);
+    ok &= check(1024, 512, 4096, DType::kI8, wf, 0, Draw::kFullRange, seed++);
+    for (int64_t M : {1, 64, 100, 300})
+      for (int64_t K : {128, 1024}) ok &= check(M, 272, K, DType::kI8, wf, 128, Draw::kFullRange, seed++);
+  }
+  for (DType act : {DType::kF8E4M3, DType::kF8E5M2})
+    for (WFormat wf : {WFormat::kFP8E4M3, WFormat::kFP8E5M2, WFormat::kInt4}) {
+      for (int64_t M : {1, 17, 64, 100, 128, 300})
+        for (int64_t N : {16, 144, 272})
+          for (int64_t K : {128, 1024}) ok &= check(M, N, K, act, wf, 0, Draw::kSmallIntegers, seed++);
+      for (int64_t group : {128, 256}) ok &= check(100, 272, 1024, act, wf, group, Draw::kSmallIntegers, seed++);
+      for (int64_t group : {0, 128}) ok &= check(200, 272, 4096, act, wf, group, Draw::kFullRange, seed++);
+    }
+  std::printf("%s gemm_wgmma_a8 self-test\n", ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}

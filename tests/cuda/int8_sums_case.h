@@ -1,0 +1,136 @@
+// One self-test case of the kernels with decode_i8's contract (decode_i8, gemm_mma_a8; DecodeI8Args):
+// full-range random int8 activations and weights of one format, packed in the shared layout (A in
+// kSigma order where the kernel takes it so), group scales, outputs poisoned (INT32_MIN / NaN) so
+// unwritten elements show, against an int64 host reference (mode none: bit for bit, wrapping mod 2^32)
+// or a float64 one (mode scale: within the float32 bound (groups + 10) * 2^-24 * sum_g |s_g S_g|).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bitblas_jax/layout.h"
+#include "decode_i8.h"
+
+namespace int8_sums_case {
+
+using bitblas_jax::DecodeI8Args;
+using bitblas_jax::WFormat;
+
+struct FormatInfo {
+  WFormat f;
+  const char* name;
+  int bits, lo, hi;   // element value range
+};
+
+inline const FormatInfo kFormats[] = {
+    {WFormat::kInt8, "int8", 8, -128, 127}, {WFormat::kInt4, "int4", 4, -8, 7},
+    {WFormat::kUInt4, "uint4", 4, 0, 15},   {WFormat::kInt2, "int2", 2, -2, 1},
+    {WFormat::kUInt2, "uint2", 2, 0, 3},    {WFormat::kInt1, "int1", 1, -1, 1},
+    {WFormat::kUInt1, "uint1", 1, 0, 1},
+};
+
+// The 8-bit kernels' k order within each 16-k chunk of A (a8_fragment.cuh kSigma).
+constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
+
+inline uint32_t code_of(const FormatInfo& fi, int v) {
+  if (fi.lo >= 0) return uint32_t(v);
+  if (fi.bits == 1) return uint32_t((v + 1) / 2);
+  return uint32_t(v + (1 << (fi.bits - 1)));
+}
+
+#define INT8_SUMS_CHECK_CUDA(x)                                                              \
+  do {                                                                                       \
+    cudaError_t e_ = (x);                                                                    \
+    if (e_ != cudaSuccess) {                                                                 \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);  \
+      return "cuda error";                                                                   \
+    }                                                                                        \
+  } while (0)
+
+using Launch = std::string (*)(const DecodeI8Args&, cudaStream_t);
+
+// "" on success, else what went wrong. group <= 0: mode none. sigma_order: A goes to the kernel with each
+// 16-k chunk in kSigma order.
+inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
+                            int64_t K, int64_t group, std::mt19937_64& rng) {
+  const bool scaled = group > 0;
+  const int64_t G = scaled ? K / group : 1, gs = scaled ? group : K;
+  std::uniform_int_distribution<int> a_dist(-128, 127), w_dist(fi.lo, fi.hi);
+  std::uniform_real_distribution<float> s_dist(-2.0f, 2.0f);
+  std::vector<int8_t> A(M * K), A_dev(M * K);
+  for (auto& x : A) x = int8_t(a_dist(rng));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k)
+      A_dev[m * K + k] = sigma_order ? A[m * K + k / 16 * 16 + kSigma[k % 16]] : A[m * K + k];
+  std::vector<int> w(N * K);
+  for (auto& x : w) {
+    x = w_dist(rng);
+    if (fi.bits == 1 && fi.lo < 0 && x == 0) x = 1;   // int1 is -1 or +1
+  }
+  std::vector<uint8_t> Wp(N * K * fi.bits / 8, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const bitblas_jax::layout::CodeSlot slot = bitblas_jax::layout::code_slot(K, fi.bits, n, k);
+      uint32_t word;
+      std::memcpy(&word, &Wp[slot.byte], 4);
+      word |= code_of(fi, w[n * K + k]) << slot.shift;
+      std::memcpy(&Wp[slot.byte], &word, 4);
+    }
+  std::vector<float> scale(N * G);
+  for (auto& x : scale) x = s_dist(rng);
+  const uint32_t poison = scaled ? 0x7fc00000u : 0x80000000u;   // NaN / INT32_MIN
+  std::vector<uint32_t> out(M * N, poison);
+
+  int8_t* dA; uint8_t* dW; float* dS; void* dOut;
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dA, A.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, Wp.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dS, scale.size() * 4));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dOut, M * N * 4));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, A_dev.data(), A.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, Wp.data(), Wp.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dS, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dOut, out.data(), out.size() * 4, cudaMemcpyHostToDevice));
+  DecodeI8Args args;
+  args.M = M; args.N = N; args.K = K; args.w_format = fi.f; args.scaled = scaled;
+  args.group_size = group; args.A = dA; args.W = dW; args.scale = scaled ? dS : nullptr; args.out = dOut;
+  std::string err = launch(args, 0);
+  if (!err.empty()) return err;
+  INT8_SUMS_CHECK_CUDA(cudaDeviceSynchronize());
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(out.data(), dOut, out.size() * 4, cudaMemcpyDeviceToHost));
+  cudaFree(dA); cudaFree(dW); cudaFree(dS); cudaFree(dOut);
+
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double v = 0, mag = 0;
+      int64_t total = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        int64_t S = 0;
+        for (int64_t k = g * gs; k < (g + 1) * gs; ++k) S += int64_t(A[m * K + k]) * w[n * K + k];
+        total += S;
+        v += double(scale[n * G + g]) * double(S);
+        mag += std::fabs(double(scale[n * G + g]) * double(S));
+      }
+      const uint32_t got = out[m * N + n];
+      if (!scaled) {
+        if (int32_t(got) != int32_t(uint32_t(total)))
+          return "int32 mismatch at m=" + std::to_string(m) + " n=" + std::to_string(n) + ": got " +
+                 std::to_string(int32_t(got)) + ", want " + std::to_string(total);
+      } else {
+        float f;
+        std::memcpy(&f, &got, 4);
+        const double bound = (G + 10) * std::ldexp(mag, -24) + 1e-30;
+        if (!(std::fabs(double(f) - v) <= bound))
+          return "float32 out of bound at m=" + std::to_string(m) + " n=" + std::to_string(n) + ": got " +
+                 std::to_string(f) + ", want " + std::to_string(v) + " (bound " + std::to_string(bound) + ")";
+      }
+    }
+  return "";
+}
+
+}  // namespace int8_sums_case
