@@ -8,9 +8,9 @@
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
 // kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp
-// streams its tiles with one 16-byte load per lane (the next tile's load in flight while the current
-// one is decoded), decodes the lane's codes to int8 in registers and issues one mma per 32 k for each
-// 8-row activation tile. A warp's group sums are exact int32; at each group end they are scaled into
+// streams its tiles with one 16-byte load per lane (several in flight: decode_i8_loads_in_flight),
+// decodes the lane's codes to int8 in registers and issues one mma per 32 k for each 8-row activation
+// tile. A warp's group sums are exact int32; at each group end they are scaled into
 // float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
 // order) and warp 0 writes the 16 x (up to) 16 outputs.
 //
@@ -38,6 +38,13 @@ namespace bitblas_jax {
 namespace cudak {
 
 constexpr int kDecodeI8Warps = 8;
+// 16-byte weight loads each lane keeps in flight. One (a load of the next tile while the current one is
+// decoded) left an H200 at 20% of its bandwidth: at two 256-thread CTAs per SM that is 8 KB in flight
+// per SM, where the memory system's latency needs about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit
+// tiles hold 4 and 8 mma steps each, so fewer cover the same time (1-bit: more than one spills
+// registers in the scaled kernels).
+template <int BITS>
+constexpr int decode_i8_loads_in_flight() { return BITS >= 4 ? 4 : BITS == 2 ? 2 : 1; }
 
 struct DecodeI8Params {
   int64_t M, N, K, tiles_k, group_size, groups, unit_k;
@@ -95,42 +102,53 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nt][i] = 0, facc[nt][i] = 0.0f;
 
-  uint4 next = t0 < t1 ? ldg_stream(wlane + t0 * 512) : make_uint4(0, 0, 0, 0);
-  for (int64_t t = t0; t < t1; ++t) {
-    const uint4 cur = next;
-    if (t + 1 < t1) next = ldg_stream(wlane + (t + 1) * 512);
-    const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
+  // D tiles of the lane's weight stream in flight: a ring of registers indexed by the unrolled d (static
+  // indices keep it in registers), each slot refilled with the tile D ahead as it is used
+  constexpr int D = decode_i8_loads_in_flight<BITS>();
+  uint4 ring[D];
 #pragma unroll
-    for (int j = 0; j < MMAS; ++j) {
-      const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
-      const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
-                             pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
-                             pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
-                             pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
-      const int64_t k = t * TK + 32 * j + 2 * c;
+  for (int d = 0; d < D; ++d)
+    ring[d] = t0 + d < t1 ? ldg_stream(wlane + (t0 + d) * 512) : make_uint4(0, 0, 0, 0);
+  for (int64_t tb = t0; tb < t1; tb += D) {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        uint32_t b0 = 0, b1 = 0;
-        if (has_row[nt]) {
-          b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
-          b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
+    for (int d = 0; d < D; ++d) {
+      const int64_t t = tb + d;
+      if (t >= t1) break;
+      const uint4 cur = ring[d];
+      if (t + D < t1) ring[d] = ldg_stream(wlane + (t + D) * 512);
+      const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
+#pragma unroll
+      for (int j = 0; j < MMAS; ++j) {
+        const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
+        const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
+                               pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
+                               pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
+                               pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
+        const int64_t k = t * TK + 32 * j + 2 * c;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          uint32_t b0 = 0, b1 = 0;
+          if (has_row[nt]) {
+            b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
+            b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
+          }
+          mma_m16n8k32_s8(acc[nt], a, b0, b1);
         }
-        mma_m16n8k32_s8(acc[nt], a, b0, b1);
-      }
-      if constexpr (SCALED) {
-        const int64_t k_end = t * TK + 32 * (j + 1);
-        if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
-          const int64_t grp = k_end / p.group_size - 1;
-          const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
-          const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
+        if constexpr (SCALED) {
+          const int64_t k_end = t * TK + 32 * (j + 1);
+          if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
+            const int64_t grp = k_end / p.group_size - 1;
+            const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
+            const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            facc[nt][0] += s_lo * float(acc[nt][0]);
-            facc[nt][1] += s_lo * float(acc[nt][1]);
-            facc[nt][2] += s_hi * float(acc[nt][2]);
-            facc[nt][3] += s_hi * float(acc[nt][3]);
+            for (int nt = 0; nt < NT; ++nt) {
+              facc[nt][0] += s_lo * float(acc[nt][0]);
+              facc[nt][1] += s_lo * float(acc[nt][1]);
+              facc[nt][2] += s_hi * float(acc[nt][2]);
+              facc[nt][3] += s_hi * float(acc[nt][3]);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
+              for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
+            }
           }
         }
       }
