@@ -382,8 +382,9 @@ def _assert_a8_kernel_modes(call, mode, group, M, N):
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
     """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
     activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
-    k order (a transpose) where it computes the mode: int32 sums (int8 without group scales) or float32; the
-    rest to XLA's dots with gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
+    k order (a transpose) where it computes the mode, returning the output itself (its epilogue applies
+    per-channel scales, the bias and the cast: no XLA op after it); the rest to XLA's dots with
+    gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
@@ -397,10 +398,13 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    sums = "i32" if a_dtype == "int8" and (mode, group) != ("scale", 128) else "f32"
     act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
-    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
-    assert "dot_general" not in text
+    mlir_out = {"int32": "i32", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8"}[out]
+    # the output itself: the kernel's epilogue applies the scales, the bias and the cast
+    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{mlir_out}>" in calls[0], calls[0]
+    operand_types = calls[0].split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros, bias
+    assert len(operand_types) == 5 and (operand_types[2] != "tensor<0xf32>") == (mode == "scale"), calls[0]
+    assert "dot_general" not in text and "convert" not in text.split("bitblas_jax_gemm_a8")[1], text
 
 
 @pytest.mark.parametrize("w,mode,group,out,M,sm90,kernel", [
@@ -616,8 +620,8 @@ def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
     the float32 bound (exact without scales), so a wrong k order, weight decode or stage shows; on
     random full-range float8 operands within the documented bound of the float8 tensor cores' sums
     (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024. The output buffer is
-    poisoned; where no epilogue follows the kernel (mode none, groups in the kernel, float32 out) it is the
-    kernel's own, so an unwritten element shows as NaN."""
+    poisoned and is the kernel's own (its epilogue writes the output), so an unwritten element shows as
+    NaN."""
     from bitblas_jax import gpu_plan
     if not gpu_plan.gemm_a8_runs():
         pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")

@@ -322,17 +322,34 @@ class _NumpyKernels:
         res = self._sums(a, s, group_size if scaled else K, scaled)
         self._array(out, (M, N), res.dtype)[...] = res
 
-    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, out, stream):
+    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, out_dtype, out,
+                          stream):
         self.calls.append("gemm_wgmma_a8")
         a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
+        o_name = {v: k for k, v in formats.DTYPE_IDS.items()}[out_dtype]
         a_sigma = self._array(A, (M, K), formats.NUMPY_DTYPES[a_name]).astype(np.float64)
         a = np.empty_like(a_sigma)
         a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
-        out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, {v: k for k, v in formats.MODE_IDS.items()}[mode],
-                                                           group_size, K)
-        s = self._array(scale, (N, K // group_size), np.float32) if kernel_scales else None
-        res = self._sums(a, s, group_size if kernel_scales else K, out_dtype == "float32")
+        mode_name = {v: k for k, v in formats.MODE_IDS.items()}[mode]
+        sums_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, mode_name, group_size, K)
+        s = self._array(scale, (N, K // group_size), np.float32) if mode_name == "scale" else None
+        res = self._sums(a, s if kernel_scales else None, group_size if kernel_scales else K,
+                         sums_dtype == "float32")
+        if o_name != "int32":       # the epilogue: per-channel scale, bias, the cast (quantized_dot.cast_out)
+            v = res.astype(np.float64)
+            if mode_name == "scale" and not kernel_scales:
+                v = s.reshape(1, N).astype(np.float64) * v
+            if bias:
+                v = v + self._array(bias, (N,), np.float32)
+            res = np.asarray(qdot_cast_out(v.astype(np.float32), o_name))
         self._array(out, (M, N), res.dtype)[...] = res
+
+
+def qdot_cast_out(v, out_dtype):
+    """quantized_dot.cast_out in NumPy (the epilogue's cast)."""
+    if out_dtype == "int8":
+        return np.round(np.clip(np.where(np.isnan(v), 0.0, v), -128.0, 127.0)).astype(np.int8)
+    return v.astype(formats.NUMPY_DTYPES[out_dtype])
 
 
 @pytest.mark.parametrize("kernel,a_dtype,w,mode,group,out,bias", [
@@ -364,7 +381,7 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, a_dtype, w, mode, g
     A, W, s, z, b = operands(case)
     poison = np.iinfo(np.int32).min if out == "int32" else (77 if out == "int8" else float("nan"))
     C = torch.full((19, 48), poison, dtype=ops.TORCH_DTYPES[out])
-    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, c.out_dtype, C, 0, 0)
     assert fake.calls == [kernel]
     check_quantized(case, to_numpy(C))
 
@@ -386,7 +403,7 @@ def test_widened_f16_glue_on_cpu_tensors(rng, monkeypatch, a_dtype, w, mode, out
     c = case.cfg
     A, W, s, z, b = operands(case)
     C = torch.full((21, 48), float("nan"), dtype=ops.TORCH_DTYPES[out])
-    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, c.out_dtype, C, 0, 0)
     assert not calls
     check_quantized(case, to_numpy(C))
 
@@ -401,7 +418,7 @@ def test_float8_without_a_float8_kernel_takes_the_exact_path(rng, monkeypatch, k
     case = make_qcase(rng, "float8_e4m3fn", "int4", "scale", 128, "float32", True, M=20, N=48, K=512)
     A, W, s, z, b = operands(case)
     C = torch.full((20, 48), float("nan"))
-    qcuda.run_cuda(A, W, s, z, b, "int4", "float8_e4m3fn", "scale", 128, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, "int4", "float8_e4m3fn", "scale", 128, ops.dtype_name(C.dtype), C, 0, 0)
     assert not calls
     check_quantized(case, to_numpy(C))
 

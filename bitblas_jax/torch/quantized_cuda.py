@@ -66,7 +66,7 @@ def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: st
 
 
 def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
-             C2: torch.Tensor, index: int, stream: int) -> None:
+             out_dtype: str, C2: torch.Tensor, index: int, stream: int) -> None:
     """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
     on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
     (the current device: the launchers launch there), `stream` torch's current stream on it."""
@@ -74,7 +74,7 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
     # decode_i8_raw / gemm_mma_a8_raw take int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A
     if (kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8") or kernel == "gemm_wgmma_a8":
-        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
+        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream)
     elif kernel == "widened_f16" and a_dtype != "int8":
         _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2)
     else:
@@ -113,28 +113,30 @@ def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
 
 
-def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
+def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream) -> None:
     """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: A in kSigma order for the
-    GEMMs (decode_i8: 2-byte aligned as it is); the kernel's int32 S, float32 sums (float8) or v where it
-    applies the group scales (gpu_plan.a8_kernel_output); per-channel scales: s * S in float32 after a
-    mode-none kernel; then finish."""
+    GEMMs (decode_i8: 2-byte aligned as it is). gemm_wgmma_a8 writes C2 itself (its epilogue applies
+    per-channel scales, the bias and the cast); the others write the int32 S or v where they apply the
+    group scales (gpu_plan.a8_kernel_output), per-channel scales are s * S in float32 after a mode-none
+    kernel, then finish."""
     M, K = A2.shape
     N = W.shape[0]
-    out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_dtype, mode, group_size, K)
-    per_channel = mode == "scale" and not kernel_scales
-    kmode = "none" if per_channel else mode
     A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
     W = _aligned(W, 16)
-    sums = _sums_buffer(C2, torch.float32 if out_dtype == "float32" else torch.int32, not per_channel)
-    scale_ptr = scale.data_ptr() if kmode == "scale" else 0
     if kernel == "gemm_wgmma_a8":
         _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], formats.FORMATS[w_format].id,
-                                         formats.MODE_IDS[kmode], group_size, A2.data_ptr(), W.data_ptr(),
-                                         scale_ptr, sums.data_ptr(), stream)
-    else:
-        getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, kmode == "scale",
-                                                 group_size, A2.data_ptr(), W.data_ptr(), scale_ptr,
-                                                 sums.data_ptr(), stream)
+                                         formats.MODE_IDS[mode], group_size, A2.data_ptr(), W.data_ptr(),
+                                         0 if scale is None else scale.data_ptr(),
+                                         0 if bias is None or not bias.numel() else bias.data_ptr(),
+                                         formats.DTYPE_IDS[out_dtype], C2.data_ptr(), stream)
+        return
+    sums_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_dtype, mode, group_size, K)
+    per_channel = mode == "scale" and not kernel_scales
+    scaled = mode == "scale" and not per_channel
+    sums = _sums_buffer(C2, torch.float32 if sums_dtype == "float32" else torch.int32, not per_channel)
+    getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, scaled, group_size,
+                                             A2.data_ptr(), W.data_ptr(), scale.data_ptr() if scaled else 0,
+                                             sums.data_ptr(), stream)
     if per_channel:
         sums = scale.reshape(1, N) * sums.to(torch.float32)
     _finish_into(C2, sums, bias)

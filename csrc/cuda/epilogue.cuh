@@ -1,4 +1,5 @@
-// The output write: cast to the output dtype, then the bias.
+// The output writes: 16-bit activations cast to the output dtype, then add the bias (store_out);
+// int8 / float8 activations' float32 values are cast last (store_qact_out).
 #pragma once
 
 #include "params.cuh"
@@ -29,6 +30,20 @@ __device__ __forceinline__ void store_out(const KParams& p, long long m, long lo
     default:
       reinterpret_cast<float*>(p.C)[idx] = acc + b;
       break;
+  }
+}
+
+// out[o] = cast_out(v) for int8 / float8 activations (v: float32, bias and scales applied): kF32, kF16,
+// kBF16, or kI8 rounding half to even and saturating (NaN -> 0), as bitblas_jax/quantized_dot.py
+// cast_out.
+__device__ __forceinline__ void store_qact_out(void* out, long long o, DType dtype, float v) {
+  switch (dtype) {
+    case DType::kF16: static_cast<__half*>(out)[o] = __float2half_rn(v); break;
+    case DType::kBF16: static_cast<__nv_bfloat16*>(out)[o] = __float2bfloat16_rn(v); break;
+    case DType::kI8:
+      static_cast<int8_t*>(out)[o] = static_cast<int8_t>(isnan(v) ? 0.f : rintf(fminf(fmaxf(v, -128.f), 127.f)));
+      break;
+    default: static_cast<float*>(out)[o] = v; break;
   }
 }
 

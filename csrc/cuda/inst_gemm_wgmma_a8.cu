@@ -39,6 +39,18 @@ std::string launch_gemm_wgmma_a8(const GemmA8Args& a, cudaStream_t stream) {
       return "gemm_wgmma_a8: group scales of 128 k (int8 activations) or whole multiples of 128 dividing K (float8)";
     if (reinterpret_cast<uintptr_t>(a.scale) % 4) return "gemm_wgmma_a8: scale must be 4-byte aligned";
   }
+  const bool int32_sums = a.act == DType::kI8 && !a.scale;
+  switch (a.out_dtype) {
+    case DType::kI32:
+      if (!int32_sums || a.col_scale || a.bias)
+        return "gemm_wgmma_a8: an int32 output holds the int32 sums alone (int8 A, no scales, no bias)";
+      break;
+    case DType::kF32: case DType::kF16: case DType::kBF16: case DType::kI8: break;
+    default: return "gemm_wgmma_a8: out_dtype must be int32, float32, float16, bfloat16 or int8";
+  }
+  if (a.col_scale && a.scale) return "gemm_wgmma_a8: per-channel scales or group scales, not both";
+  if (reinterpret_cast<uintptr_t>(a.col_scale) % 4 || reinterpret_cast<uintptr_t>(a.bias) % 4)
+    return "gemm_wgmma_a8: col_scale and bias must be 4-byte aligned";
   if (a.M == 0) return "";
   if (!a.A || !a.W || !a.out) return "gemm_wgmma_a8: A, W and out must not be null";
   if (reinterpret_cast<uintptr_t>(a.A) % 16 || reinterpret_cast<uintptr_t>(a.W) % 16)

@@ -71,20 +71,23 @@ void gemm_mma_a8_raw(int64_t M, int64_t N, int64_t K, int w_format, bool scaled,
 
 // ---- gemm_wgmma_a8 ---------------------------------------------------------------------------------
 // As the FFI handler bitblas_jax_gemm_a8 fills GemmA8Args: A (int8 / float8, a DType id) in the kernel's
-// kSigma order (the caller permutes it), W the packed weight, out [M, N]: int32 S, or float32 (float8
-// sums, or v where the kernel applies group scales itself: plan::a8_kernel_float_out /
-// a8_kernel_scales); mode and group_size as the matmul call's.
+// kSigma order (the caller permutes it), W the packed weight, scale as the matmul call's (group scales
+// in the main loop, per-channel ones in the epilogue: plan::a8_kernel_scales), bias float32 [N] or 0,
+// out [M, N] of out_dtype (a DType id; int32: the exact sums of int8 A in mode none, without bias).
 void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size,
-                       uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t out, uintptr_t stream) {
+                       uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out,
+                       uintptr_t stream) {
   const WFormat f = checked_format(w_format, "gemm_wgmma_a8");
   if (a_dtype < 0 || a_dtype >= kNumDTypes) raise_on("bad a_dtype id", "gemm_wgmma_a8");
+  if (out_dtype < 0 || out_dtype >= kNumDTypes) raise_on("bad out_dtype id", "gemm_wgmma_a8");
   const DType act = static_cast<DType>(a_dtype);
   if (!plan::gemm_wgmma_a8_takes(act, f, mode, group_size, K))
     raise_on("takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / uint4 weights, per "
              "channel or in groups of 128; float8 A with float8 / int4 weights, per channel or in groups of a "
              "multiple of 128 (gpu_plan.quantized_activation_kernel)", "gemm_wgmma_a8");
-  const bool scales = plan::a8_kernel_scales(mode, group_size, K);
-  if (scales && !scale) raise_on("group scales need scale", "gemm_wgmma_a8");
+  const bool scaled = mode == static_cast<int>(ScaleMode::kScale);
+  const bool group_scales = plan::a8_kernel_scales(mode, group_size, K);
+  if (scaled && !scale) raise_on("mode scale needs scale", "gemm_wgmma_a8");
   GemmA8Args g;
   g.M = M;
   g.N = N;
@@ -93,8 +96,11 @@ void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_forma
   g.act = act;
   g.W = reinterpret_cast<const uint8_t*>(W);
   g.w_format = f;
-  g.scale = scales ? reinterpret_cast<const float*>(scale) : nullptr;
+  g.scale = group_scales ? reinterpret_cast<const float*>(scale) : nullptr;
   g.group_size = group_size;
+  g.col_scale = scaled && !group_scales ? reinterpret_cast<const float*>(scale) : nullptr;
+  g.bias = reinterpret_cast<const float*>(bias);
+  g.out_dtype = static_cast<DType>(out_dtype);
   g.out = reinterpret_cast<void*>(out);
   std::string err;
   {
@@ -117,8 +123,9 @@ void def_qact_raw(py::module_& m) {
         "gemm_mma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order): as decode_i8_raw.");
   m.def("gemm_wgmma_a8_raw", &gemm_wgmma_a8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("a_dtype"),
         py::arg("w_format"), py::arg("mode"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"),
-        py::arg("out"), py::arg("stream"),
-        "gemm_wgmma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order).");
+        py::arg("bias"), py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
+        "gemm_wgmma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order): the "
+        "output with per-channel scales, bias and the cast applied.");
 }
 
 }  // namespace bitblas_jax

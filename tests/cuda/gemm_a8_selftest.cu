@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -185,6 +186,7 @@ bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
   args.scale = d.scale, args.group_size = group, args.out = d.out;
+  args.out_dtype = int_out ? DType::kI32 : DType::kF32;    // the sums (or v) themselves
   const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   if (err.empty()) CHECK(cudaDeviceSynchronize());
   CHECK(cudaMemcpy(got.data(), d.out, M * N * 4, cudaMemcpyDeviceToHost));
@@ -244,6 +246,85 @@ bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group
   return bad == 0;
 }
 
+// The epilogue: C = out_dtype(col_scale[n] * S + bias[n]) with per-channel scales and a bias, every
+// output dtype, against the float64 value: within the float32 bound plus the output's rounding (int8:
+// half a unit, saturated at -128 / 127; the poison 0x7f never written by a correct kernel is checked
+// through the count of changed bytes being the whole output).
+bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DType out_dtype, uint64_t seed) {
+  const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, seed);
+  std::mt19937_64 rng(seed + 7);
+  std::uniform_real_distribution<float> ds(-1.0f, 1.0f);
+  // scales that put |C| near 100 (int8 outputs then round and saturate); bias of the same size
+  const double unit = 100.0 / (std::sqrt(static_cast<double>(K)) * (act == DType::kI8 ? 64.0 * 64.0 : 8.0 * 8.0));
+  std::vector<float> col_scale(N), bias(N);
+  for (auto& x : col_scale) x = static_cast<float>(unit * ds(rng));
+  for (auto& x : bias) x = 50.0f * ds(rng);
+  Device d(p, M, N, col_scale);
+  float* d_bias = nullptr;
+  CHECK(cudaMalloc(&d_bias, N * 4));
+  CHECK(cudaMemcpy(d_bias, bias.data(), N * 4, cudaMemcpyHostToDevice));
+  const int esize = out_dtype == DType::kF32 ? 4 : out_dtype == DType::kI8 ? 1 : 2;
+  std::vector<uint8_t> poison(M * N * esize, 0x7f), got(M * N * esize);
+  CHECK(cudaMemcpy(d.out, poison.data(), poison.size(), cudaMemcpyHostToDevice));
+  bitblas_jax::GemmA8Args args;
+  args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
+  args.col_scale = d.scale, args.bias = d_bias, args.out_dtype = out_dtype, args.out = d.out;
+  const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  if (err.empty()) CHECK(cudaDeviceSynchronize());
+  CHECK(cudaMemcpy(got.data(), d.out, got.size(), cudaMemcpyDeviceToHost));
+  CHECK(cudaFree(d_bias));
+  const char* out_name = out_dtype == DType::kF32 ? "float32" : out_dtype == DType::kF16 ? "float16"
+                         : out_dtype == DType::kBF16 ? "bfloat16" : "int8";
+  char what[160];
+  std::snprintf(what, sizeof what, "epilogue %s x %s -> %s M=%ld N=%ld K=%ld", name(act), name(wf), out_name,
+                (long)M, (long)N, (long)K);
+  if (!err.empty()) {
+    std::printf("FAIL %s: %s\n", what, err.c_str());
+    return false;
+  }
+  const double unit_roundoff = out_dtype == DType::kF16 ? 0x1p-11 : out_dtype == DType::kBF16 ? 0x1p-8 : 0x1p-24;
+  int64_t bad = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double S = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double prod = p.a[m * K + k] * p.w[n * K + k];
+        S += prod;
+        mag += std::fabs(prod);
+      }
+      const double v = static_cast<double>(col_scale[n]) * S + bias[n];
+      const double bound = (K / 128 + 4) * 0x1p-23 * (std::fabs(col_scale[n]) * mag + std::fabs(bias[n]));
+      const uint8_t* e = &got[(m * N + n) * esize];
+      double g;
+      bool ok;
+      if (out_dtype == DType::kI8) {
+        g = static_cast<int8_t>(e[0]);
+        ok = std::fabs(g - std::min(127.0, std::max(-128.0, v))) <= 0.5 + bound;
+      } else {
+        if (out_dtype == DType::kF32) {
+          float f;
+          std::memcpy(&f, e, 4);
+          g = f;
+        } else {
+          uint16_t h;
+          std::memcpy(&h, e, 2);
+          g = out_dtype == DType::kF16 ? bitblas_jax::cpu::f16_to_f32(h) : bitblas_jax::cpu::bf16_to_f32(h);
+        }
+        ok = std::fabs(g - v) <= bound + unit_roundoff * (std::fabs(v) + bound);
+      }
+      if (!ok) {
+        if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.9g, expected %.9g\n", what, (long)m, (long)n, g, v);
+        ++bad;
+      }
+    }
+  int64_t unchanged = 0;     // elements still holding the poison in every byte
+  for (int64_t i = 0; i < M * N; ++i)
+    unchanged += std::memcmp(&got[i * esize], &poison[i * esize], esize) == 0;
+  std::printf("%s %s: %ld wrong, %ld bytes-unchanged elements\n", bad ? "FAIL" : "ok  ", what, (long)bad,
+              (long)unchanged);
+  return bad == 0;
+}
+
 void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
   DType act = DType::kI8;
   WFormat wf = WFormat::kInt8;
@@ -259,6 +340,7 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
   Device d(p, M, N, {});
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
+  args.out_dtype = act == DType::kI8 ? DType::kI32 : DType::kF32;
   for (int i = 0; i < 3; ++i) {
     const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
     if (!err.empty()) {
@@ -307,6 +389,12 @@ int main(int argc, char** argv) {
       for (int64_t group : {128, 256}) ok &= check(100, 272, 1024, act, wf, group, Draw::kSmallIntegers, seed++);
       for (int64_t group : {0, 128}) ok &= check(200, 272, 4096, act, wf, group, Draw::kFullRange, seed++);
     }
+  // the epilogue: per-channel scales, bias, every output dtype; both activation kinds, a partial tile
+  for (DType out : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8}) {
+    ok &= check_epilogue(100, 272, 1024, DType::kI8, WFormat::kInt4, out, seed++);
+    ok &= check_epilogue(300, 144, 512, DType::kI8, WFormat::kInt8, out, seed++);
+    ok &= check_epilogue(65, 272, 1024, DType::kF8E4M3, WFormat::kFP8E4M3, out, seed++);
+  }
   std::printf("%s gemm_wgmma_a8 self-test\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
