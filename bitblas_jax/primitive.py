@@ -198,29 +198,15 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
     """One 8-bit kernel (`target`: decode_i8, gemm_mma_a8 or gemm_wgmma_a8) on A2, A's rows as the kernel
     takes them, with the matmul call's operands and attributes (zeros, empty, goes along so the handler
-    checks the weight operands as the matmul handler does).
-
-    gemm_wgmma_a8 returns C itself: its epilogue applies per-channel scales, the bias and the cast
-    (quantized_dot.finish's arithmetic, in float32). decode_i8 and gemm_mma_a8 return the int32 sums S,
-    or v, the float32 sum of the scaled group sums, where they apply group scales
-    (gpu_plan.a8_kernel_output); per-channel scales are s * S in float32 here (the one group's term of
-    quantized_dot; the kernel runs as for mode none), then quantized_dot.finish, which XLA fuses. (The
-    activation scale comes after, Matmul.__call__.)"""
-    M, N = A2.shape[0], spec.N
-    if target == GEMM_A8_TARGET:
-        b = bias.astype(jnp.float32) if bias.size and spec.out_dtype != "int32" else empty(jnp.float32)
-        out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((M, N), jnp.dtype(spec.out_dtype)))(
-            A2, W, scale, zeros, b, **spec.ffi_attrs())
-        return out.reshape(A.shape[:-1] + (N,))
-    from .gpu_plan import a8_kernel_output
-    out_dtype, kernel_scales = a8_kernel_output(spec.a_dtype, spec.mode, spec.group_size, spec.K)
-    per_channel = spec.mode == "scale" and not kernel_scales
-    kspec = dataclasses.replace(spec, mode="none") if per_channel else spec
-    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((M, N), jnp.dtype(out_dtype)))(
-        A2, W, empty(scale.dtype) if per_channel else scale, zeros, **kspec.ffi_attrs())
-    if per_channel:
-        out = scale.reshape(1, N).astype(jnp.float32) * out.astype(jnp.float32)
-    return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (N,))
+    checks the weight operands as the matmul handler does). The kernel returns C itself: its sums (exact
+    int32 group sums; float8: the tensor cores' stage sums in float32), group scales applied in its main
+    loop, then its epilogue applies a per-channel scale, the bias and the cast in float32
+    (quantized_dot.finish's arithmetic; plan.h a8_kernel_scales says which scales go where). The
+    activation scale comes after, in XLA (Matmul.__call__)."""
+    b = bias.astype(jnp.float32) if bias.size and spec.out_dtype != "int32" else empty(jnp.float32)
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
+        A2, W, scale, zeros, b, **spec.ffi_attrs())
+    return out.reshape(A.shape[:-1] + (spec.N,))
 
 
 def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):

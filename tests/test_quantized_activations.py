@@ -334,9 +334,8 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
 ])
 def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
-    decode_i8 custom call, whose int32 sums (mode none; per-channel scales: a mode-none call, s * S
-    after it) or float32 v (group scales, applied in the kernel) the fused epilogue takes; what it does
-    not compute lowers to XLA's dots (and so does M > 16 with the GEMMs off)."""
+    decode_i8 custom call, which returns the output itself (_assert_a8_kernel_call); what it does not
+    compute lowers to XLA's dots (and so does M > 16 with the GEMMs off)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
@@ -350,18 +349,20 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
         return
     calls = [line for line in text.splitlines() if "bitblas_jax_decode_i8" in line]
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out)
     assert "dot_general" not in text
 
 
-def _assert_a8_kernel_modes(call, mode, group, M, N):
-    """An 8-bit kernel's custom call: group scales go in (float32 v out); per-channel scales do not (a
-    mode-none call: int32 sums, scaled after it); mode none: int32 sums."""
-    kernel_scales = mode == "scale" and group != -1
-    assert f"mode = {formats.MODE_IDS['scale' if kernel_scales else 'none']} : i64" in call, call
-    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros
-    assert (operand_types[2] != "tensor<0xf32>") == kernel_scales, call
-    assert f"-> tensor<{M}x{N}x{'f32' if kernel_scales else 'i32'}>" in call, call
+def _assert_a8_kernel_call(call, mode, M, N, out, a_type="i8"):
+    """An 8-bit kernel's custom call: A (a_type), W, scale (present in mode scale: group scales in the
+    kernel's main loop, a per-channel one in its epilogue), zeros, bias; it returns the output itself
+    (the epilogue applies the scales, the bias and the cast)."""
+    mlir_out = {"int32": "i32", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8"}[out]
+    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros, bias
+    assert len(operand_types) == 5 and f"x{a_type}>" in operand_types[0], call
+    assert (operand_types[2] != "tensor<0xf32>") == (mode == "scale"), call
+    assert f"mode = {formats.MODE_IDS[mode]} : i64" in call, call
+    assert f"-> tensor<{M}x{N}x{mlir_out}>" in call, call
 
 
 @pytest.mark.parametrize("a_dtype,w,mode,group,out,M,kernel", [
@@ -399,12 +400,9 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
     act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
-    mlir_out = {"int32": "i32", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8"}[out]
-    # the output itself: the kernel's epilogue applies the scales, the bias and the cast
-    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{mlir_out}>" in calls[0], calls[0]
-    operand_types = calls[0].split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros, bias
-    assert len(operand_types) == 5 and (operand_types[2] != "tensor<0xf32>") == (mode == "scale"), calls[0]
-    assert "dot_general" not in text and "convert" not in text.split("bitblas_jax_gemm_a8")[1], text
+    assert f"tensor<{M}x512x{act}>" in calls[0], calls[0]
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out, act)
+    assert "dot_general" not in text
 
 
 @pytest.mark.parametrize("w,mode,group,out,M,sm90,kernel", [
@@ -422,8 +420,8 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
 def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm90, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_GEMM_MMA_A8=1), int8 activations above the decode regime
     lower to the gemm_mma_a8 custom call where gemm_wgmma_a8 does not take them (sm90: whether it runs,
-    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), with decode_i8's
-    result (_assert_a8_kernel_modes) into the fused epilogue."""
+    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), returning the
+    output itself (_assert_a8_kernel_call)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
@@ -438,7 +436,7 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text and "bitblas_jax_gemm_a8" not in text, calls
     assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
-    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out)
     assert "dot_general" not in text
 
 

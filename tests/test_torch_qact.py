@@ -306,36 +306,17 @@ class _NumpyKernels:
         s = np.ones((S.shape[2], S.shape[0]), np.float32) if scale is None else scale
         return sum(np.float32(s[:, i])[None, :] * S[i].astype(np.float32) for i in range(S.shape[0]))
 
-    def decode_i8_raw(self, M, N, K, w_format, scaled, group_size, A, W, scale, out, stream):
-        self.calls.append("decode_i8")
-        a = self._array(A, (M, K), np.int8).astype(np.float64)
-        s = self._array(scale, (N, K // group_size), np.float32) if scaled else None
-        res = self._sums(a, s, group_size if scaled else K, scaled)
-        self._array(out, (M, N), res.dtype)[...] = res
-
-    def gemm_mma_a8_raw(self, M, N, K, w_format, scaled, group_size, A, W, scale, out, stream):
-        self.calls.append("gemm_mma_a8")
-        a_sigma = self._array(A, (M, K), np.int8).astype(np.float64)
-        a = np.empty_like(a_sigma)
-        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
-        s = self._array(scale, (N, K // group_size), np.float32) if scaled else None
-        res = self._sums(a, s, group_size if scaled else K, scaled)
-        self._array(out, (M, N), res.dtype)[...] = res
-
-    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, out_dtype, out,
-                          stream):
-        self.calls.append("gemm_wgmma_a8")
-        a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
+    def _kernel(self, name, a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out):
+        """A kernel's sums, group scales in its main loop (plan.h a8_kernel_scales), then its epilogue:
+        per-channel scale, bias, the cast (quantized_dot.cast_out), written to out."""
+        self.calls.append(name)
         o_name = {v: k for k, v in formats.DTYPE_IDS.items()}[out_dtype]
-        a_sigma = self._array(A, (M, K), formats.NUMPY_DTYPES[a_name]).astype(np.float64)
-        a = np.empty_like(a_sigma)
-        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
         mode_name = {v: k for k, v in formats.MODE_IDS.items()}[mode]
         sums_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, mode_name, group_size, K)
         s = self._array(scale, (N, K // group_size), np.float32) if mode_name == "scale" else None
         res = self._sums(a, s if kernel_scales else None, group_size if kernel_scales else K,
                          sums_dtype == "float32")
-        if o_name != "int32":       # the epilogue: per-channel scale, bias, the cast (quantized_dot.cast_out)
+        if o_name != "int32":
             v = res.astype(np.float64)
             if mode_name == "scale" and not kernel_scales:
                 v = s.reshape(1, N).astype(np.float64) * v
@@ -343,6 +324,26 @@ class _NumpyKernels:
                 v = v + self._array(bias, (N,), np.float32)
             res = np.asarray(qdot_cast_out(v.astype(np.float32), o_name))
         self._array(out, (M, N), res.dtype)[...] = res
+
+    def _unsigma(self, A, M, K, dtype):
+        a_sigma = self._array(A, (M, K), dtype).astype(np.float64)
+        a = np.empty_like(a_sigma)
+        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
+        return a
+
+    def decode_i8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
+        a = self._array(A, (M, K), np.int8).astype(np.float64)
+        self._kernel("decode_i8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
+
+    def gemm_mma_a8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
+        a = self._unsigma(A, M, K, np.int8)
+        self._kernel("gemm_mma_a8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
+
+    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, out_dtype, out,
+                          stream):
+        a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
+        a = self._unsigma(A, M, K, formats.NUMPY_DTYPES[a_name])
+        self._kernel("gemm_wgmma_a8", a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out)
 
 
 def qdot_cast_out(v, out_dtype):

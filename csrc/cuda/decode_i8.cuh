@@ -12,7 +12,8 @@
 // decodes the lane's codes to int8 in registers and issues one mma per 32 k for each 8-row activation
 // tile. A warp's group sums are exact int32; at each group end they are scaled into
 // float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
-// order) and warp 0 writes the 16 x (up to) 16 outputs.
+// order) and warp 0 writes the 16 x (up to) 16 outputs through the epilogue (store_qact_sum:
+// per-channel scale, bias, the output cast).
 //
 // The k permutation. The packed layout holds, per lane, the m16n8k16 (fp16) A-operand fragments:
 // rows g, g + 8 (g = lane / 4) at columns 2c, 2c+1, 2c+8, 2c+9 (c = lane % 4) of each 16-wide k-step.
@@ -32,6 +33,7 @@
 
 #include "bitblas_jax/layout.h"
 #include "decode_i8.h"
+#include "epilogue.cuh"
 #include "ptx.cuh"
 
 namespace bitblas_jax {
@@ -51,6 +53,9 @@ struct DecodeI8Params {
   const int8_t* A;
   const uint8_t* W;
   const float* scale;
+  const float* col_scale;   // the epilogue (DecodeI8Args)
+  const float* bias;
+  DType out_dtype;
   void* out;
 };
 
@@ -175,11 +180,11 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
       if constexpr (SCALED) {
         float v = 0.0f;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += __uint_as_float(red[w2][nt][i][lane]);
-        static_cast<float*>(p.out)[m * p.N + n] = v;
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, v);
       } else {
         uint32_t v = 0;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += red[w2][nt][i][lane];
-        static_cast<int32_t*>(p.out)[m * p.N + n] = static_cast<int32_t>(v);
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, static_cast<int32_t>(v));
       }
     }
   }

@@ -47,5 +47,20 @@ __device__ __forceinline__ void store_qact_out(void* out, long long o, DType dty
   }
 }
 
+// C[o] of an 8-bit-activation kernel from its sum x for output column n: an int32 output is the int32
+// sum itself; else store_qact_out(col_scale[n] * x + bias[n]) in float32 (one fmaf; col_scale and bias
+// float32 [N] or null).
+template <typename Sum>
+__device__ __forceinline__ void store_qact_sum(void* out, long long o, DType dtype, const float* col_scale,
+                                               const float* bias, long long n, Sum x) {
+  if (dtype == DType::kI32) {
+    static_cast<int32_t*>(out)[o] = static_cast<int32_t>(x);
+    return;
+  }
+  const float cs = col_scale ? __ldg(col_scale + n) : 1.f;
+  const float b = bias ? __ldg(bias + n) : 0.f;
+  store_qact_out(out, o, dtype, fmaf(cs, static_cast<float>(x), b));
+}
+
 }  // namespace cudak
 }  // namespace bitblas_jax

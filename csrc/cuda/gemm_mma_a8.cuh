@@ -38,6 +38,7 @@
 
 #include "a8_fragment.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
 #include "band_copy.cuh"
+#include "epilogue.cuh"
 #include "bitblas_jax/plan.h"
 #include "gemm_mma_a8.h"
 #include "ptx.cuh"
@@ -272,9 +273,9 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
 
   for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
     if constexpr (SCALED)
-      static_cast<float*>(p.out)[m * N + n] = facc[bi][mb][e];
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[bi][mb][e]);
     else
-      static_cast<int32_t*>(p.out)[m * N + n] = acc[bi][mb][e];
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[bi][mb][e]);
   });
 }
 

@@ -207,26 +207,17 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     fence_acc(acc);
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
     if (band_ok) {
-      // the epilogue's per-row terms (GemmA8Args): this lane's two weight rows
-      float cs[2] = {1.f, 1.f}, b[2] = {0.f, 0.f};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (p.col_scale) cs[h] = __ldg(p.col_scale + nrow0 + 8 * h);
-        if (p.bias) b[h] = __ldg(p.bias + nrow0 + 8 * h);
-      }
 #pragma unroll
       for (int j = 0; j < BM / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const long long m = m0 + 8 * j + 2 * c + (e & 1);
           if (m >= M) continue;
-          const long long o = m * N + nrow0 + 8 * (e >> 1);
-          if (!PROMOTE && p.out_dtype == DType::kI32) {
-            static_cast<int32_t*>(p.out)[o] = static_cast<int32_t>(acc[4 * j + e]);
-            continue;
-          }
-          const float x = PROMOTE ? facc[4 * j + e] : static_cast<float>(acc[4 * j + e]);
-          store_qact_out(p.out, o, p.out_dtype, fmaf(cs[e >> 1], x, b[e >> 1]));
+          const long long n = nrow0 + 8 * (e >> 1);
+          if constexpr (PROMOTE)
+            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[4 * j + e]);
+          else
+            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[4 * j + e]);
         }
     }
   }

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -99,6 +100,7 @@ inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& f
   DecodeI8Args args;
   args.M = M; args.N = N; args.K = K; args.w_format = fi.f; args.scaled = scaled;
   args.group_size = group; args.A = dA; args.W = dW; args.scale = scaled ? dS : nullptr; args.out = dOut;
+  args.out_dtype = scaled ? bitblas_jax::DType::kF32 : bitblas_jax::DType::kI32;   // the sums themselves
   std::string err = launch(args, 0);
   if (!err.empty()) return err;
   INT8_SUMS_CHECK_CUDA(cudaDeviceSynchronize());
@@ -129,6 +131,107 @@ inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& f
           return "float32 out of bound at m=" + std::to_string(m) + " n=" + std::to_string(n) + ": got " +
                  std::to_string(f) + ", want " + std::to_string(v) + " (bound " + std::to_string(bound) + ")";
       }
+    }
+  return "";
+}
+
+// The epilogue: per-channel scales (col_scale) and a bias, out_dtype float32 / float16 / bfloat16 / int8,
+// against the float64 value s[n] * S + b[n]: within the float32 rounding of the product plus the
+// output's rounding (int8: half a unit, saturated). "" on success.
+inline std::string run_epilogue_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
+                                     int64_t K, bitblas_jax::DType out_dtype, std::mt19937_64& rng) {
+  using bitblas_jax::DType;
+  std::uniform_int_distribution<int> a_dist(-128, 127), w_dist(fi.lo, fi.hi);
+  std::vector<int8_t> A(M * K), A_dev(M * K);
+  for (auto& x : A) x = int8_t(a_dist(rng));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k)
+      A_dev[m * K + k] = sigma_order ? A[m * K + k / 16 * 16 + kSigma[k % 16]] : A[m * K + k];
+  std::vector<int> w(N * K);
+  for (auto& x : w) {
+    x = w_dist(rng);
+    if (fi.bits == 1 && fi.lo < 0 && x == 0) x = 1;
+  }
+  std::vector<uint8_t> Wp(N * K * fi.bits / 8, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const bitblas_jax::layout::CodeSlot slot = bitblas_jax::layout::code_slot(K, fi.bits, n, k);
+      uint32_t word;
+      std::memcpy(&word, &Wp[slot.byte], 4);
+      word |= code_of(fi, w[n * K + k]) << slot.shift;
+      std::memcpy(&Wp[slot.byte], &word, 4);
+    }
+  // scales that put |C| near 100, so int8 outputs round and saturate; a bias of the same size
+  const double amp = 64.0 * std::max(std::abs(fi.lo), std::abs(fi.hi)) * std::sqrt(double(K));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> cs(N), bias(N);
+  for (auto& x : cs) x = float(100.0 / amp * u(rng));
+  for (auto& x : bias) x = 50.0f * u(rng);
+  const int esize = out_dtype == DType::kF32 ? 4 : out_dtype == DType::kI8 ? 1 : 2;
+  std::vector<uint8_t> out(M * N * esize, 0x7f);
+  int8_t* dA; uint8_t* dW; float *dS, *dB; void* dOut;
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dA, A.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, Wp.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dS, N * 4));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dB, N * 4));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dOut, out.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, A_dev.data(), A.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, Wp.data(), Wp.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dS, cs.data(), N * 4, cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dB, bias.data(), N * 4, cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dOut, out.data(), out.size(), cudaMemcpyHostToDevice));
+  DecodeI8Args args;
+  args.M = M; args.N = N; args.K = K; args.w_format = fi.f; args.scaled = false; args.group_size = K;
+  args.A = dA; args.W = dW; args.col_scale = dS; args.bias = dB; args.out_dtype = out_dtype; args.out = dOut;
+  std::string err = launch(args, 0);
+  if (!err.empty()) return err;
+  INT8_SUMS_CHECK_CUDA(cudaDeviceSynchronize());
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(out.data(), dOut, out.size(), cudaMemcpyDeviceToHost));
+  cudaFree(dA); cudaFree(dW); cudaFree(dS); cudaFree(dB); cudaFree(dOut);
+  const double u_out = out_dtype == DType::kF16 ? 0x1p-11 : out_dtype == DType::kBF16 ? 0x1p-8 : 0x1p-24;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      int64_t S = 0;
+      for (int64_t k = 0; k < K; ++k) S += int64_t(A[m * K + k]) * w[n * K + k];
+      const double v = double(cs[n]) * double(S) + bias[n];
+      // float(S) and the fmaf: two float32 roundings of terms up to |s S| + |b|
+      const double bound = 4 * std::ldexp(std::fabs(double(cs[n]) * double(S)) + std::fabs(bias[n]), -24);
+      const uint8_t* e = &out[(m * N + n) * esize];
+      double g;
+      bool ok;
+      if (out_dtype == DType::kI8) {
+        g = double(int8_t(e[0]));
+        ok = std::fabs(g - std::min(127.0, std::max(-128.0, v))) <= 0.5 + bound;
+      } else {
+        if (out_dtype == DType::kF32) {
+          float f;
+          std::memcpy(&f, e, 4);
+          g = f;
+        } else {
+          uint16_t h;
+          std::memcpy(&h, e, 2);
+          uint32_t bits;
+          if (out_dtype == DType::kBF16) {
+            bits = uint32_t(h) << 16;
+          } else {     // float16 -> float32 bits (normal, subnormal, zero; no inf / NaN expected here)
+            const uint32_t sign = uint32_t(h & 0x8000) << 16, ex = (h >> 10) & 0x1f, man = h & 0x3ff;
+            if (ex == 0) {
+              const float f = std::ldexp(float(man), -24);
+              std::memcpy(&bits, &f, 4);
+              bits |= sign;
+            } else {
+              bits = sign | ((ex + 112) << 23) | (man << 13);
+            }
+          }
+          float f;
+          std::memcpy(&f, &bits, 4);
+          g = f;
+        }
+        ok = std::fabs(g - v) <= bound + u_out * (std::fabs(v) + bound);
+      }
+      if (!ok)
+        return "epilogue mismatch at m=" + std::to_string(m) + " n=" + std::to_string(n) + ": got " +
+               std::to_string(g) + ", want " + std::to_string(v);
     }
   return "";
 }
