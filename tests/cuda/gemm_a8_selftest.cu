@@ -27,6 +27,7 @@
 #include "../../csrc/cpu/matmul_cpu_convert.h"
 #include "bitblas_jax/layout.h"
 #include "gemm_wgmma_a8.h"
+#include "qact_out_check.h"
 
 namespace {
 
@@ -263,7 +264,7 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
   float* d_bias = nullptr;
   CHECK(cudaMalloc(&d_bias, N * 4));
   CHECK(cudaMemcpy(d_bias, bias.data(), N * 4, cudaMemcpyHostToDevice));
-  const int esize = out_dtype == DType::kF32 ? 4 : out_dtype == DType::kI8 ? 1 : 2;
+  const int esize = qact_out_check::element_bytes(out_dtype);
   std::vector<uint8_t> poison(M * N * esize, 0x7f), got(M * N * esize);
   CHECK(cudaMemcpy(d.out, poison.data(), poison.size(), cudaMemcpyHostToDevice));
   bitblas_jax::GemmA8Args args;
@@ -282,7 +283,6 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
     std::printf("FAIL %s: %s\n", what, err.c_str());
     return false;
   }
-  const double unit_roundoff = out_dtype == DType::kF16 ? 0x1p-11 : out_dtype == DType::kBF16 ? 0x1p-8 : 0x1p-24;
   int64_t bad = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
@@ -294,24 +294,8 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
       }
       const double v = static_cast<double>(col_scale[n]) * S + bias[n];
       const double bound = (K / 128 + 4) * 0x1p-23 * (std::fabs(col_scale[n]) * mag + std::fabs(bias[n]));
-      const uint8_t* e = &got[(m * N + n) * esize];
-      double g;
-      bool ok;
-      if (out_dtype == DType::kI8) {
-        g = static_cast<int8_t>(e[0]);
-        ok = std::fabs(g - std::min(127.0, std::max(-128.0, v))) <= 0.5 + bound;
-      } else {
-        if (out_dtype == DType::kF32) {
-          float f;
-          std::memcpy(&f, e, 4);
-          g = f;
-        } else {
-          uint16_t h;
-          std::memcpy(&h, e, 2);
-          g = out_dtype == DType::kF16 ? bitblas_jax::cpu::f16_to_f32(h) : bitblas_jax::cpu::bf16_to_f32(h);
-        }
-        ok = std::fabs(g - v) <= bound + unit_roundoff * (std::fabs(v) + bound);
-      }
+      const double g = qact_out_check::element(&got[(m * N + n) * esize], out_dtype);
+      const bool ok = qact_out_check::within(g, out_dtype, v, bound);
       if (!ok) {
         if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.9g, expected %.9g\n", what, (long)m, (long)n, g, v);
         ++bad;

@@ -17,6 +17,7 @@
 
 #include "bitblas_jax/layout.h"
 #include "decode_i8.h"
+#include "qact_out_check.h"
 
 namespace int8_sums_case {
 
@@ -56,33 +57,50 @@ inline uint32_t code_of(const FormatInfo& fi, int v) {
 
 using Launch = std::string (*)(const DecodeI8Args&, cudaStream_t);
 
-// "" on success, else what went wrong. group <= 0: mode none. sigma_order: A goes to the kernel with each
-// 16-k chunk in kSigma order.
-inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
-                            int64_t K, int64_t group, std::mt19937_64& rng) {
-  const bool scaled = group > 0;
-  const int64_t G = scaled ? K / group : 1, gs = scaled ? group : K;
+// Random full-range int8 activations (A; A_dev as the kernel takes them: with each 16-k chunk in kSigma
+// order where sigma_order) and weights of one format (w, and packed in the shared layout: Wp).
+struct Operands {
+  std::vector<int8_t> A, A_dev;
+  std::vector<int> w;
+  std::vector<uint8_t> Wp;
+};
+
+inline Operands make_operands(bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N, int64_t K,
+                              std::mt19937_64& rng) {
   std::uniform_int_distribution<int> a_dist(-128, 127), w_dist(fi.lo, fi.hi);
-  std::uniform_real_distribution<float> s_dist(-2.0f, 2.0f);
-  std::vector<int8_t> A(M * K), A_dev(M * K);
-  for (auto& x : A) x = int8_t(a_dist(rng));
+  Operands o;
+  o.A.resize(M * K);
+  o.A_dev.resize(M * K);
+  for (auto& x : o.A) x = int8_t(a_dist(rng));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; ++k)
-      A_dev[m * K + k] = sigma_order ? A[m * K + k / 16 * 16 + kSigma[k % 16]] : A[m * K + k];
-  std::vector<int> w(N * K);
-  for (auto& x : w) {
+      o.A_dev[m * K + k] = sigma_order ? o.A[m * K + k / 16 * 16 + kSigma[k % 16]] : o.A[m * K + k];
+  o.w.resize(N * K);
+  for (auto& x : o.w) {
     x = w_dist(rng);
     if (fi.bits == 1 && fi.lo < 0 && x == 0) x = 1;   // int1 is -1 or +1
   }
-  std::vector<uint8_t> Wp(N * K * fi.bits / 8, 0);
+  o.Wp.assign(N * K * fi.bits / 8, 0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const bitblas_jax::layout::CodeSlot slot = bitblas_jax::layout::code_slot(K, fi.bits, n, k);
       uint32_t word;
-      std::memcpy(&word, &Wp[slot.byte], 4);
-      word |= code_of(fi, w[n * K + k]) << slot.shift;
-      std::memcpy(&Wp[slot.byte], &word, 4);
+      std::memcpy(&word, &o.Wp[slot.byte], 4);
+      word |= code_of(fi, o.w[n * K + k]) << slot.shift;
+      std::memcpy(&o.Wp[slot.byte], &word, 4);
     }
+  return o;
+}
+
+// "" on success, else what went wrong. group <= 0: mode none.
+inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
+                            int64_t K, int64_t group, std::mt19937_64& rng) {
+  const bool scaled = group > 0;
+  const int64_t G = scaled ? K / group : 1, gs = scaled ? group : K;
+  std::uniform_real_distribution<float> s_dist(-2.0f, 2.0f);
+  const Operands o = make_operands(sigma_order, fi, M, N, K, rng);
+  const std::vector<int8_t>& A = o.A;
+  const std::vector<int>& w = o.w;
   std::vector<float> scale(N * G);
   for (auto& x : scale) x = s_dist(rng);
   const uint32_t poison = scaled ? 0x7fc00000u : 0x80000000u;   // NaN / INT32_MIN
@@ -90,11 +108,11 @@ inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& f
 
   int8_t* dA; uint8_t* dW; float* dS; void* dOut;
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dA, A.size()));
-  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, Wp.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, o.Wp.size()));
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dS, scale.size() * 4));
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dOut, M * N * 4));
-  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, A_dev.data(), A.size(), cudaMemcpyHostToDevice));
-  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, Wp.data(), Wp.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, o.A_dev.data(), A.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, o.Wp.data(), o.Wp.size(), cudaMemcpyHostToDevice));
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(dS, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice));
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(dOut, out.data(), out.size() * 4, cudaMemcpyHostToDevice));
   DecodeI8Args args;
@@ -141,42 +159,25 @@ inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& f
 inline std::string run_epilogue_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
                                      int64_t K, bitblas_jax::DType out_dtype, std::mt19937_64& rng) {
   using bitblas_jax::DType;
-  std::uniform_int_distribution<int> a_dist(-128, 127), w_dist(fi.lo, fi.hi);
-  std::vector<int8_t> A(M * K), A_dev(M * K);
-  for (auto& x : A) x = int8_t(a_dist(rng));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k)
-      A_dev[m * K + k] = sigma_order ? A[m * K + k / 16 * 16 + kSigma[k % 16]] : A[m * K + k];
-  std::vector<int> w(N * K);
-  for (auto& x : w) {
-    x = w_dist(rng);
-    if (fi.bits == 1 && fi.lo < 0 && x == 0) x = 1;
-  }
-  std::vector<uint8_t> Wp(N * K * fi.bits / 8, 0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; ++k) {
-      const bitblas_jax::layout::CodeSlot slot = bitblas_jax::layout::code_slot(K, fi.bits, n, k);
-      uint32_t word;
-      std::memcpy(&word, &Wp[slot.byte], 4);
-      word |= code_of(fi, w[n * K + k]) << slot.shift;
-      std::memcpy(&Wp[slot.byte], &word, 4);
-    }
+  const Operands o = make_operands(sigma_order, fi, M, N, K, rng);
+  const std::vector<int8_t>& A = o.A;
+  const std::vector<int>& w = o.w;
   // scales that put |C| near 100, so int8 outputs round and saturate; a bias of the same size
   const double amp = 64.0 * std::max(std::abs(fi.lo), std::abs(fi.hi)) * std::sqrt(double(K));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<float> cs(N), bias(N);
   for (auto& x : cs) x = float(100.0 / amp * u(rng));
   for (auto& x : bias) x = 50.0f * u(rng);
-  const int esize = out_dtype == DType::kF32 ? 4 : out_dtype == DType::kI8 ? 1 : 2;
+  const int esize = qact_out_check::element_bytes(out_dtype);
   std::vector<uint8_t> out(M * N * esize, 0x7f);
   int8_t* dA; uint8_t* dW; float *dS, *dB; void* dOut;
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dA, A.size()));
-  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, Wp.size()));
+  INT8_SUMS_CHECK_CUDA(cudaMalloc(&dW, o.Wp.size()));
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dS, N * 4));
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dB, N * 4));
   INT8_SUMS_CHECK_CUDA(cudaMalloc(&dOut, out.size()));
-  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, A_dev.data(), A.size(), cudaMemcpyHostToDevice));
-  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, Wp.data(), Wp.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dA, o.A_dev.data(), A.size(), cudaMemcpyHostToDevice));
+  INT8_SUMS_CHECK_CUDA(cudaMemcpy(dW, o.Wp.data(), o.Wp.size(), cudaMemcpyHostToDevice));
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(dS, cs.data(), N * 4, cudaMemcpyHostToDevice));
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(dB, bias.data(), N * 4, cudaMemcpyHostToDevice));
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(dOut, out.data(), out.size(), cudaMemcpyHostToDevice));
@@ -188,7 +189,6 @@ inline std::string run_epilogue_case(Launch launch, bool sigma_order, const Form
   INT8_SUMS_CHECK_CUDA(cudaDeviceSynchronize());
   INT8_SUMS_CHECK_CUDA(cudaMemcpy(out.data(), dOut, out.size(), cudaMemcpyDeviceToHost));
   cudaFree(dA); cudaFree(dW); cudaFree(dS); cudaFree(dB); cudaFree(dOut);
-  const double u_out = out_dtype == DType::kF16 ? 0x1p-11 : out_dtype == DType::kBF16 ? 0x1p-8 : 0x1p-24;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       int64_t S = 0;
@@ -196,39 +196,8 @@ inline std::string run_epilogue_case(Launch launch, bool sigma_order, const Form
       const double v = double(cs[n]) * double(S) + bias[n];
       // float(S) and the fmaf: two float32 roundings of terms up to |s S| + |b|
       const double bound = 4 * std::ldexp(std::fabs(double(cs[n]) * double(S)) + std::fabs(bias[n]), -24);
-      const uint8_t* e = &out[(m * N + n) * esize];
-      double g;
-      bool ok;
-      if (out_dtype == DType::kI8) {
-        g = double(int8_t(e[0]));
-        ok = std::fabs(g - std::min(127.0, std::max(-128.0, v))) <= 0.5 + bound;
-      } else {
-        if (out_dtype == DType::kF32) {
-          float f;
-          std::memcpy(&f, e, 4);
-          g = f;
-        } else {
-          uint16_t h;
-          std::memcpy(&h, e, 2);
-          uint32_t bits;
-          if (out_dtype == DType::kBF16) {
-            bits = uint32_t(h) << 16;
-          } else {     // float16 -> float32 bits (normal, subnormal, zero; no inf / NaN expected here)
-            const uint32_t sign = uint32_t(h & 0x8000) << 16, ex = (h >> 10) & 0x1f, man = h & 0x3ff;
-            if (ex == 0) {
-              const float f = std::ldexp(float(man), -24);
-              std::memcpy(&bits, &f, 4);
-              bits |= sign;
-            } else {
-              bits = sign | ((ex + 112) << 23) | (man << 13);
-            }
-          }
-          float f;
-          std::memcpy(&f, &bits, 4);
-          g = f;
-        }
-        ok = std::fabs(g - v) <= bound + u_out * (std::fabs(v) + bound);
-      }
+      const double g = qact_out_check::element(&out[(m * N + n) * esize], out_dtype);
+      const bool ok = qact_out_check::within(g, out_dtype, v, bound);
       if (!ok)
         return "epilogue mismatch at m=" + std::to_string(m) + " n=" + std::to_string(n) + ": got " +
                std::to_string(g) + ", want " + std::to_string(v);
