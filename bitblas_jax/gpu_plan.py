@@ -162,9 +162,9 @@ QUANTIZED_ACTIVATION_KERNELS = tuple(_bitblas_plan.QUANTIZED_ACTIVATION_KERNELS)
 
 
 def a8_kernel_output(A_dtype: str, mode: str, group_size: int, K: int) -> tuple[str, bool]:
-    """(an 8-bit kernel's output dtype, whether it applied the group scales itself) for a call the plan
-    gave decode_i8, gemm_mma_a8 or gemm_wgmma_a8: plan.h a8_kernel_float_out / a8_kernel_scales. Where it
-    did not, the caller applies mode scale's one group per row (s * S in float32)."""
+    """(the dtype of an 8-bit kernel's sums, whether its main loop applies the group scales) for a call
+    the plan gave decode_i8, gemm_mma_a8 or gemm_wgmma_a8: plan.h a8_kernel_float_out / a8_kernel_scales.
+    Where it does not, mode scale's one group per row is its epilogue's (s * S in float32)."""
     float_out = _bitblas_plan.a8_kernel_float_out(a_dtype=formats.DTYPE_IDS[A_dtype], mode=formats.MODE_IDS[mode],
                                                   group_size=int(group_size), K=int(K))
     scales = _bitblas_plan.a8_kernel_scales(mode=formats.MODE_IDS[mode], group_size=int(group_size), K=int(K))
