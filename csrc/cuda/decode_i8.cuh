@@ -3,8 +3,9 @@
 // What it computes (README, "int8 and float8 activations"; bitblas_jax/quantized_dot.py): for mode
 // "none" the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k] (wrapping mod 2^32 as any int32 GEMM);
 // for mode "scale" v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, S_g the exact int32
-// sum of group g. The rest of the epilogue (activation scale, bias, the output cast) stays in XLA
-// (quantized_dot.epilogue), which fuses it.
+// sum of group g (groups smaller than K; per-channel scales are the epilogue's). The kernel writes the
+// output itself: C = cast_out(s[n] * x + bias[n]) in float32 (epilogue.cuh store_qact_sum; x = S or v);
+// only an activation scale is XLA's, after it (quantized_dot.epilogue).
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
 // kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp

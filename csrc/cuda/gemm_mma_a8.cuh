@@ -4,8 +4,9 @@
 // What it computes: decode_i8's contract (decode_i8.cuh; README "int8 and float8 activations";
 // bitblas_jax/quantized_dot.py). Mode none: the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k]
 // (wrapping mod 2^32 as any int32 GEMM). Mode scale, groups a multiple of 32 (per-channel included):
-// v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, each S_g an exact int32 sum. Activation
-// scale, bias and the output cast stay in XLA (quantized_dot.finish), which fuses them.
+// v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, each S_g an exact int32 sum (groups
+// smaller than K; per-channel scales are the epilogue's). It writes the output itself through
+// decode_i8's epilogue (epilogue.cuh store_qact_sum: per-channel scale, bias, the cast).
 //
 // Shape. gemm_mma's (gemm_mma.cuh) with 8-bit operands. Grid (ceil(N / 128), ceil(M / BM)): a CTA of 8
 // warps computes 128 weight rows x BM activation rows (64 up to M = 64, else 128) over all of K. The

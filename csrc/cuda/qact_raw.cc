@@ -38,11 +38,14 @@ WFormat checked_format(int w_format, const char* kernel) {
 // fills them: mode and group_size as the matmul call's (group scales in the main loop, per-channel ones
 // in the epilogue: plan::a8_kernel_scales), bias float32 [N] or 0, out [M, N] of out_dtype (a DType id;
 // int32: the exact sums in mode none, without bias).
-template <std::string (*LAUNCH)(const DecodeI8Args&, cudaStream_t)>
+template <std::string (*LAUNCH)(const DecodeI8Args&, cudaStream_t), bool (*TAKES)(WFormat, int, int64_t, int64_t)>
 void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size,
                    uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out,
                    uintptr_t stream) {
   if (out_dtype < 0 || out_dtype >= kNumDTypes) raise_on("bad out_dtype id", kernel);
+  if (!TAKES(checked_format(w_format, kernel), mode, group_size, K))
+    raise_on("takes int8, int4 .. int1 and uint4 .. uint1 weights, mode none, or mode scale with a group_size "
+             "that is a multiple of 32 dividing K (gpu_plan.quantized_activation_kernel)", kernel);
   const bool scaled = mode == static_cast<int>(ScaleMode::kScale);
   const bool group_scales = plan::a8_kernel_scales(mode, group_size, K);
   if (scaled && !scale) raise_on("mode scale needs scale", kernel);
@@ -70,14 +73,14 @@ void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_fo
 
 void decode_i8_raw(int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size, uintptr_t A,
                    uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out, uintptr_t stream) {
-  int8_sums_raw<launch_decode_i8>("decode_i8", M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype,
-                                  out, stream);
+  int8_sums_raw<launch_decode_i8, plan::decode_i8_takes>("decode_i8", M, N, K, w_format, mode, group_size, A, W,
+                                                         scale, bias, out_dtype, out, stream);
 }
 
 void gemm_mma_a8_raw(int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size, uintptr_t A,
                      uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out, uintptr_t stream) {
-  int8_sums_raw<launch_gemm_mma_a8>("gemm_mma_a8", M, N, K, w_format, mode, group_size, A, W, scale, bias,
-                                    out_dtype, out, stream);
+  int8_sums_raw<launch_gemm_mma_a8, plan::gemm_mma_a8_takes>("gemm_mma_a8", M, N, K, w_format, mode, group_size, A,
+                                                             W, scale, bias, out_dtype, out, stream);
 }
 
 // ---- gemm_wgmma_a8 ---------------------------------------------------------------------------------
