@@ -312,10 +312,11 @@ class _NumpyKernels:
         self.calls.append(name)
         o_name = {v: k for k, v in formats.DTYPE_IDS.items()}[out_dtype]
         mode_name = {v: k for k, v in formats.MODE_IDS.items()}[mode]
-        sums_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, mode_name, group_size, K)
+        kernel_scales = gpu_plan.a8_kernel_scales(mode_name, group_size, K)
         s = self._array(scale, (N, K // group_size), np.float32) if mode_name == "scale" else None
+        # int8 sums are exact int32 unless the main loop scales groups; float8 sums are float32
         res = self._sums(a, s if kernel_scales else None, group_size if kernel_scales else K,
-                         sums_dtype == "float32")
+                         a_name != "int8" or kernel_scales)
         if o_name != "int32":
             v = res.astype(np.float64)
             if mode_name == "scale" and not kernel_scales:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from .. import formats, gpu_plan

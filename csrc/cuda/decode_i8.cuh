@@ -41,9 +41,8 @@ namespace bitblas_jax {
 namespace cudak {
 
 constexpr int kDecodeI8Warps = 8;
-// 16-byte weight loads each lane keeps in flight. One (a load of the next tile while the current one is
-// decoded) left an H200 at 20% of its bandwidth: at two 256-thread CTAs per SM that is 8 KB in flight
-// per SM, where the memory system's latency needs about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit
+// 16-byte weight loads each lane keeps in flight. At two 256-thread CTAs per SM one load per lane is
+// 8 KB in flight per SM, where the H200's bandwidth x latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit
 // tiles hold 4 and 8 mma steps each, so fewer cover the same time (1-bit: more than one spills
 // registers in the scaled kernels).
 template <int BITS>

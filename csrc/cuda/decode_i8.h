@@ -11,6 +11,7 @@
 
 #include "bitblas_jax/kernel_api.h"
 #include "bitblas_jax/plan.h"
+#include "qact_epilogue_args.h"
 
 namespace bitblas_jax {
 
@@ -46,17 +47,9 @@ inline std::string check_int8_sums_args(const DecodeI8Args& a, const std::string
                     "tile's k, and for mode scale a group_size that is a multiple of 32 and divides K";
   if (a.M < 0 || a.N <= 0 || a.N % kTileN) return kernel + ": N must be a positive multiple of 16, M >= 0";
   if (a.scaled && !a.scale) return kernel + ": mode scale needs scale";
-  if (a.scaled && a.col_scale) return kernel + ": group scales or per-channel scales, not both";
-  switch (a.out_dtype) {
-    case DType::kI32:
-      if (a.scaled || a.col_scale || a.bias)
-        return kernel + ": an int32 output holds the int32 sums alone (mode none, no scales, no bias)";
-      break;
-    case DType::kF32: case DType::kF16: case DType::kBF16: case DType::kI8: break;
-    default: return kernel + ": out_dtype must be int32, float32, float16, bfloat16 or int8";
-  }
-  if (reinterpret_cast<uintptr_t>(a.col_scale) % 4 || reinterpret_cast<uintptr_t>(a.bias) % 4)
-    return kernel + ": col_scale and bias must be 4-byte aligned";
+  if (std::string err = check_qact_epilogue(kernel, a.out_dtype, !a.scaled, a.scaled, a.col_scale, a.bias);
+      !err.empty())
+    return err;
   if (a.M == 0) return "";
   if (!a.A || !a.W || !a.out) return kernel + ": A, W and out must not be null";
   if (reinterpret_cast<uintptr_t>(a.A) % a_align || reinterpret_cast<uintptr_t>(a.W) % 16)
