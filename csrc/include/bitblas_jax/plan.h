@@ -235,9 +235,8 @@ constexpr int64_t kWgmmaPartialCap = 8 << 20;
 // weight rows: each brings 1 / CL of a stage's activation rows and multicasts them to all (TMA), so
 // the activations' L2 reads drop by CL. They are most of what a CTA reads (8 bytes for every byte of
 // weight at 256 rows: at the tensor cores' peak about 6.8 TB/s of L2 reads over the GPU, more than
-// L2 delivers). Measured on the H200, single CTAs win: clusters of 2 took 5-47% longer on every layer
-// of tools/gpu_wgmma_sweep.sh (M = 64 .. 4096; 4096 .. 28672 rows; e.g. 8192^2 at M = 1024: 194 us
-// alone, 247 us in pairs), so the default is 1 and clusters stay for A/B timing. `forced`
+// L2 delivers). The default is single CTAs: on the H200 pairs were slower on every layer of
+// tools/gpu_wgmma_sweep.sh (docs/KERNELS.md, gemm_wgmma), so clusters stay for A/B timing. `forced`
 // (BITBLAS_JAX_WGMMA_CLUSTER: 1, 2 or 4) overrides it; never more CTAs than there are along N.
 constexpr int kWgmmaClusterCtas = 1;
 constexpr int wgmma_cluster_ctas(int64_t N, int forced = 0) {
@@ -469,9 +468,9 @@ constexpr bool gemm_wgmma_a8_takes(DType act, WFormat w_format, int mode, int64_
 }
 // Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply the group scales themselves
 // (groups smaller than K), rather than their caller applying a per-channel scale to the sums in float32
-// after the kernel: one rounding of the exact int32 sums, and the kernels split K as in mode none.
-// (decode_i8 splits a CTA's K over its warps by whole groups: one group per row left all of K to one
-// warp, and int8 x int8 with per-channel scales ran at 5% of the H200's bandwidth.)
+// after the kernel: one rounding of the exact int32 sums, and the kernels split K as in mode none
+// (decode_i8 splits a CTA's K over its warps by whole groups, so one group per row would leave all of K
+// to one warp).
 constexpr bool a8_kernel_scales(int mode, int64_t group_size, int64_t K) {
   return mode == static_cast<int>(ScaleMode::kScale) && group_size != K;
 }
