@@ -242,15 +242,16 @@ def widened_f16_spec(spec: KernelSpec) -> KernelSpec:
 
 
 def _widened_f16_call(A, W, scale, zeros, bias, *, spec: KernelSpec, call16=None):
-    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16 (exact:
-    every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
+    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16
+    (quantized_dot.widen: exact, every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
     (exact products, float32 sums), then quantized_dot's per-channel term in float32, bias and the
     cast (quantized_dot.per_channel_v, finish), fused by XLA. (The plan took widened_f16 only where
     the CUDA kernels are built, or under BITBLAS_JAX_WIDENED_F16=1 for lowering tests.) call16: the
     16-bit call (tests pass _cpu_call to run this arithmetic on the CPU kernel)."""
     A2 = _as_2d(A, spec)
     none = empty(jnp.float16)
-    S = (call16 or _f16_kernel_call)(A2.astype(jnp.float16), W, none, none, none, spec=widened_f16_spec(spec))
+    S = (call16 or _f16_kernel_call)(quantized_dot.widen(A2, jnp.float16), W, none, none, none,
+                                     spec=widened_f16_spec(spec))
     v = quantized_dot.per_channel_v(S, A2, scale, zeros, spec.mode)
     return quantized_dot.finish(v, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 

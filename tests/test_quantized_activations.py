@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -792,7 +793,7 @@ def test_fp8_weight_specials_on_cpu(rng, a_dtype, w):
 ])
 def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M, hopper):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_WIDENED_F16=1), float8 activations in mode none or with
-    one group per row lower to A converted to float16 and the 16-bit kernel plan_cuda picks for mode
+    one group per row lower to A widened to float16 through its bits (quantized_dot.widen) and the 16-bit kernel plan_cuda picks for mode
     none, float32 accumulation and float32 output (the matmul custom call, or the dequantize one and
     a float16 dot into float32); grouped scales lower to XLA's dots."""
     from bitblas_jax import gpu_plan
@@ -805,11 +806,12 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
     kernel = gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, mode, cfg.resolved_group_size, M, K)
     assert kernel == ("widened_f16" if group == -1 else "xla_dot")
     text = _cuda_text(cfg, M)
+    _assert_float8_widened_by_bits(text)
     if kernel == "xla_dot":
         assert "custom_call" not in text
         return
     a_type = {"float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
-    assert f"(tensor<{M}x{K}x{a_type}>) -> tensor<{M}x{K}xf16>" in text           # the widening
+    assert f"(tensor<{M}x{K}x{a_type}>) -> tensor<{M}x{K}xui8>" in text           # the widening's bits
     assert "bf16>, tensor" not in text                                           # no bfloat16 dot
     plan = gpu_plan.plan_cuda(M, N, K, cfg.W_dtype, "float16", "float32", "float32", "none", K)
     calls = [line for line in text.splitlines() if "stablehlo.custom_call" in line]
@@ -823,6 +825,40 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
     for attr in ("mode = 0 ", f"accum_dtype = {formats.DTYPE_IDS['float32']} ", f"kernel = {plan.kernel_id} "):
         assert attr in calls[0], (attr, calls[0])
     assert f": (tensor<{M}x{K}xf16>, " in calls[0] and f"-> (tensor<{M}x{N}xf32>, " in calls[0], calls[0]
+
+
+_FLOAT8_CONVERT = re.compile(
+    r"(%\S+) = stablehlo\.convert (%\S+) : \(tensor<[^>]*x(f8E4M3FN|f8E5M2)>\) -> tensor<[^>]*x(f16|bf16|f32)>")
+
+
+def _assert_float8_widened_by_bits(text):
+    """No float convert out of a float8 activation in the lowered op: XLA's GPU compiler may fold it into
+    the convert that made A (quantized_dot.widen), and the sums would see the unrounded activations.
+    (The weight's float8 values are a bitcast of its codes, which nothing can fold.)"""
+    defs = {}
+    for line in text.splitlines():
+        name = line.strip().split(" = ")[0]
+        if name.startswith("%"):
+            defs[name] = line
+    hits = [m.group(0) for line in text.splitlines() if (m := _FLOAT8_CONVERT.search(line))
+            and "stablehlo.bitcast_convert" not in defs.get(m.group(2), "")]
+    assert not hits, hits
+
+
+@pytest.mark.parametrize("a_dtype", FP8)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_widen_is_exact_on_every_float8_code(a_dtype, dtype):
+    """quantized_dot.widen, jitted, on all 256 codes: the float8 value in dtype (NaN where it is NaN, e5m2's
+    +-inf kept, subnormals exact), without a float convert out of float8 (the lowering)."""
+    codes = np.arange(256, dtype=np.uint8).view(formats.NUMPY_DTYPES[a_dtype])
+    f = jax.jit(lambda a: quantized_dot.widen(a, jnp.dtype(dtype)))
+    got = np.asarray(f(jnp.asarray(codes)))
+    assert got.dtype == jnp.dtype(dtype)
+    got, want = got.astype(np.float64), codes.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+    assert np.isinf(want).any() == (a_dtype == "float8_e5m2")
+    _assert_float8_widened_by_bits(f.lower(jnp.asarray(codes)).as_text())
 
 
 # ---- widened_f16 on a CUDA GPU (skipped elsewhere) --------------------------------------------------------

@@ -11,7 +11,8 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
 //     -Icsrc/cuda tests/cuda/gemm_a8_selftest.cu csrc/cuda/inst_gemm_wgmma_a8.cu \
 //     csrc/cuda/inst_gemm_wgmma_a8_f8.cu csrc/cuda/tma_map.cu -o build/gemm_a8_selftest && build/gemm_a8_selftest
-//   build/gemm_a8_selftest --time M N K KIND   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4, e5m2
+//   build/gemm_a8_selftest --time M N K KIND [GROUP]   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4,
+//                                                      # e5m2; GROUP: group scales of GROUP k (0: none)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -312,7 +313,7 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
   return bad == 0 && same;
 }
 
-void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
+void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t group) {
   DType act = DType::kI8;
   WFormat wf = WFormat::kInt8;
   if (kind == "int4") wf = WFormat::kInt4;
@@ -324,10 +325,12 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
     std::exit(2);
   }
   const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, 7);
-  Device d(p, M, N, {});
+  // group scales applied in the main loop (the cost of W4A8 g128 against mode none)
+  Device d(p, M, N, std::vector<float>(group > 0 ? N * (K / group) : 0, 0.01f));
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
-  args.out_dtype = act == DType::kI8 ? DType::kI32 : DType::kF32;
+  args.scale = d.scale, args.group_size = group > 0 ? group : 0;
+  args.out_dtype = act == DType::kI8 && group <= 0 ? DType::kI32 : DType::kF32;
   for (int i = 0; i < 3; ++i) {
     const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
     if (!err.empty()) {
@@ -347,15 +350,16 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
   float ms = 0.f;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / kReps;
-  std::printf("time %s M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(), (long)M,
-              (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
+  std::printf("time %s g%ld M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(),
+              (long)group, (long)M, (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 5 && std::string(argv[1]) == "--time") {
-    time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8");
+    time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8",
+              argc > 6 ? std::atoll(argv[6]) : 0);
     return 0;
   }
   bool ok = true;
