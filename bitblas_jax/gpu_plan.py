@@ -161,14 +161,11 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
 QUANTIZED_ACTIVATION_KERNELS = tuple(_bitblas_plan.QUANTIZED_ACTIVATION_KERNELS)
 
 
-def a8_kernel_output(A_dtype: str, mode: str, group_size: int, K: int) -> tuple[str, bool]:
-    """(an 8-bit kernel's output dtype, whether it applied the group scales itself) for a call the plan
-    gave decode_i8, gemm_mma_a8 or gemm_wgmma_a8: plan.h a8_kernel_float_out / a8_kernel_scales. Where it
-    did not, the caller applies mode scale's one group per row (s * S in float32)."""
-    float_out = _bitblas_plan.a8_kernel_float_out(a_dtype=formats.DTYPE_IDS[A_dtype], mode=formats.MODE_IDS[mode],
-                                                  group_size=int(group_size), K=int(K))
-    scales = _bitblas_plan.a8_kernel_scales(mode=formats.MODE_IDS[mode], group_size=int(group_size), K=int(K))
-    return ("float32" if float_out else "int32"), bool(scales)
+def a8_kernel_scales(mode: str, group_size: int, K: int) -> bool:
+    """Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply mode scale's group scales
+    in their main loop (groups smaller than K); else a per-channel scale is their epilogue's
+    (plan.h a8_kernel_scales)."""
+    return bool(_bitblas_plan.a8_kernel_scales(mode=formats.MODE_IDS[mode], group_size=int(group_size), K=int(K)))
 
 
 DECODE_I8_MAX_M = 16        # decode_i8 up to here (the decode regime of the 16-bit kernels), XLA's dots above

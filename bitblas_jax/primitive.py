@@ -198,20 +198,15 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
     """One 8-bit kernel (`target`: decode_i8, gemm_mma_a8 or gemm_wgmma_a8) on A2, A's rows as the kernel
     takes them, with the matmul call's operands and attributes (zeros, empty, goes along so the handler
-    checks the weight operands as the matmul handler does). The kernel returns the int32 sums S (int8),
-    the float32 sums (float8) or, where it applies group scales (gpu_plan.a8_kernel_output), v, the
-    float32 sum of the scaled group sums. Per-channel scales it leaves to s * S in float32 here (the one
-    group's term of quantized_dot; the kernel runs as for mode none); then quantized_dot.finish (bias,
-    the output cast), which XLA fuses (the activation scale comes after, Matmul.__call__)."""
-    from .gpu_plan import a8_kernel_output
-    out_dtype, kernel_scales = a8_kernel_output(spec.a_dtype, spec.mode, spec.group_size, spec.K)
-    per_channel = spec.mode == "scale" and not kernel_scales
-    kspec = dataclasses.replace(spec, mode="none") if per_channel else spec
-    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(out_dtype)))(
-        A2, W, empty(scale.dtype) if per_channel else scale, zeros, **kspec.ffi_attrs())
-    if per_channel:
-        out = scale.reshape(1, spec.N).astype(jnp.float32) * out.astype(jnp.float32)
-    return quantized_dot.finish(out, bias, spec).reshape(A.shape[:-1] + (spec.N,))
+    checks the weight operands as the matmul handler does). The kernel returns C itself: its sums (exact
+    int32 group sums; float8: the tensor cores' stage sums in float32), group scales applied in its main
+    loop, then its epilogue applies a per-channel scale, the bias and the cast in float32
+    (quantized_dot.finish's arithmetic; plan.h a8_kernel_scales says which scales go where). The
+    activation scale comes after, in XLA (Matmul.__call__)."""
+    b = bias.astype(jnp.float32) if bias.size and spec.out_dtype != "int32" else empty(jnp.float32)
+    out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
+        A2, W, scale, zeros, b, **spec.ffi_attrs())
+    return out.reshape(A.shape[:-1] + (spec.N,))
 
 
 def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
@@ -247,15 +242,16 @@ def widened_f16_spec(spec: KernelSpec) -> KernelSpec:
 
 
 def _widened_f16_call(A, W, scale, zeros, bias, *, spec: KernelSpec, call16=None):
-    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16 (exact:
-    every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
+    """float8 activations on the 16-bit kernels (gpu_plan: widened_f16): A widened to float16
+    (quantized_dot.widen: exact, every e4m3fn / e5m2 value is a float16), the 16-bit kernel plan_cuda picks returns S in float32
     (exact products, float32 sums), then quantized_dot's per-channel term in float32, bias and the
     cast (quantized_dot.per_channel_v, finish), fused by XLA. (The plan took widened_f16 only where
     the CUDA kernels are built, or under BITBLAS_JAX_WIDENED_F16=1 for lowering tests.) call16: the
     16-bit call (tests pass _cpu_call to run this arithmetic on the CPU kernel)."""
     A2 = _as_2d(A, spec)
     none = empty(jnp.float16)
-    S = (call16 or _f16_kernel_call)(A2.astype(jnp.float16), W, none, none, none, spec=widened_f16_spec(spec))
+    S = (call16 or _f16_kernel_call)(quantized_dot.widen(A2, jnp.float16), W, none, none, none,
+                                     spec=widened_f16_spec(spec))
     v = quantized_dot.per_channel_v(S, A2, scale, zeros, spec.mode)
     return quantized_dot.finish(v, bias, spec).reshape(A.shape[:-1] + (spec.N,))
 

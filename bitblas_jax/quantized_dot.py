@@ -21,6 +21,11 @@ compute S for mode none, v for mode scale; `finish` here applies the rest), "gem
 int32 is XLA's integer dot, and float8 operands are widened exactly to bfloat16 (every float8 and int4
 value is a bfloat16) for a dot with float32 accumulation. float8 dots with float8
 operands are avoided on purpose: Hopper's fp8 tensor cores accumulate in fewer than 32 bits.
+
+float8 A is widened through its bits (`widen`), never by a float convert: XLA's GPU compiler folds a
+chain of float converts (SimplifyFPConversions, on under xla_allow_excess_precision, the default), so
+where A was rounded to float8 in the same jit (quantize_activations) convert(convert(x, f8), f16)
+would become convert(x, f16) and the sums would see x instead of its float8 values.
 """
 from __future__ import annotations
 
@@ -29,6 +34,23 @@ import jax.numpy as jnp
 
 from . import dequant
 from .spec import KernelSpec
+
+
+def widen(A: jax.Array, dtype) -> jax.Array:
+    """A's values in `dtype` (a float type holding them all; int32 for int8 A), exactly. float8 goes through
+    its bit pattern (module docstring: a float convert from float8 may be folded away): e5m2 is the top
+    byte of a float16; e4m3fn's sign, exponent and mantissa moved into a float16's exponent and mantissa
+    are its value times 2^-8 (subnormals included), rescaled by an exact multiply, 0x7f / 0xff NaN."""
+    if A.dtype == jnp.float8_e5m2:
+        bits = jax.lax.bitcast_convert_type(A, jnp.uint8).astype(jnp.uint16)
+        return jax.lax.bitcast_convert_type(bits << 8, jnp.float16).astype(dtype)
+    if A.dtype == jnp.float8_e4m3fn:
+        bits = jax.lax.bitcast_convert_type(A, jnp.uint8).astype(jnp.uint16)
+        mag = bits & 0x7F
+        h = jax.lax.bitcast_convert_type(((bits & 0x80) << 8) | (mag << 7), jnp.float16)
+        h = jnp.where(mag == 0x7F, jnp.nan, h * 256.0)     # weak-typed scalars: float16 arithmetic
+        return h.astype(dtype)
+    return A.astype(dtype)
 
 
 def cast_out(v: jax.Array, out_dtype: str) -> jax.Array:
@@ -79,7 +101,7 @@ def per_channel_v(S: jax.Array, A2: jax.Array, scale, zeros, mode: str) -> jax.A
     has zeros."""
     if mode == "none":
         return S.astype(jnp.float32)
-    asum = (jnp.sum(A2.astype(jnp.float32), axis=-1) if mode in ("original", "rescale", "quantized")
+    asum = (jnp.sum(widen(A2, jnp.float32), axis=-1) if mode in ("original", "rescale", "quantized")
             else jnp.zeros((S.shape[0],), jnp.float32))
     z = zeros.reshape(-1) if zeros.size else jnp.zeros((S.shape[1],), jnp.float32)
     return _group_term(S.astype(jnp.float32), asum, scale.reshape(-1), z, mode)
@@ -95,7 +117,7 @@ def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
     if spec.a_dtype == "int8":
         acc_t, a, w = jnp.int32, A2, values.astype(jnp.int8)
     else:
-        acc_t, a, w = jnp.float32, A2.astype(jnp.bfloat16), values.astype(jnp.bfloat16)
+        acc_t, a, w = jnp.float32, widen(A2, jnp.bfloat16), values.astype(jnp.bfloat16)
 
     def dot(x, y):
         return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
@@ -105,7 +127,7 @@ def matmul_xla(A, W, scale, zeros, bias, spec: KernelSpec) -> jax.Array:
     gs = spec.group_size
     G = K // gs
     ag, wg = a.reshape(M, G, gs), w.reshape(N, G, gs)
-    asum = (jnp.sum(A2.reshape(M, G, gs).astype(acc_t), axis=-1) if spec.mode in
+    asum = (jnp.sum(widen(A2.reshape(M, G, gs), acc_t), axis=-1) if spec.mode in
             ("original", "rescale", "quantized") else jnp.zeros((M, G), acc_t))
     z_all = zeros if zeros.size else jnp.zeros((N, G), jnp.float32)
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+import cases
 import fuzz
 
 CHUNKS, PER_CHUNK = 8, 40
@@ -26,3 +27,29 @@ def test_fuzz_cpu(chunk):
             failures.append(f"case {i}: {fc.describe()}: {'; '.join(res['failures'])}\n  rerun: {fuzz.command(fc)}")
     assert not failures, f"fuzz seed {seed}: {len(failures)} failing case(s)\n" + "\n".join(failures)
     assert poisoned == PER_CHUNK, "the JAX outputs were not written into the poisoned buffers"
+
+
+# seed 2026 cases (int8 / uint8 / uint4, mode original, K <= 64) where the 16-bit kernels' one rounded
+# z * s per group weighs most against the bound
+ZERO_POINT_CASES = [1312, 1777, 2576, 3165, 4887]
+
+
+@pytest.mark.parametrize("index", ZERO_POINT_CASES)
+def test_bound_takes_the_kernels_zero_point_rounding(index, monkeypatch):
+    """The 16-bit kernels' original-mode weight, round(v s - round(z s)) (cases.kernel_weight), checked
+    as a kernel output: within the bound (and its non-finite outputs taken) though it differs from the
+    reference's round((v - z) s), by more than the bound without its z s term."""
+    import numpy as np
+
+    from bitblas_jax import formats, reference
+    fc = fuzz.draw(2026, index, "gpu", True)
+    case = fuzz.build(fc)
+    assert case.cfg.mode == "original" and np.any(cases.kernel_weight(case) != case.wd())
+    with np.errstate(invalid="ignore"):
+        out = reference.matmul(case.A, cases.kernel_weight(case), case.bias).astype(
+            formats.NUMPY_DTYPES[fc.out])
+    fuzz.check_result(fc, case, out)
+    monkeypatch.setattr(cases, "zero_point_products", lambda c: None)    # the bound without the rule
+    monkeypatch.setattr(cases, "kernel_weight", lambda c: c.wd())
+    with pytest.raises(AssertionError):
+        fuzz.check_result(fc, case, out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -334,9 +335,8 @@ def test_cuda_lowering_is_exact_xla_dot(monkeypatch, a_dtype, w, dot):
 ])
 def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_DECODE_I8=1), int8 activations at M <= 16 lower to the
-    decode_i8 custom call, whose int32 sums (mode none; per-channel scales: a mode-none call, s * S
-    after it) or float32 v (group scales, applied in the kernel) the fused epilogue takes; what it does
-    not compute lowers to XLA's dots (and so does M > 16 with the GEMMs off)."""
+    decode_i8 custom call, which returns the output itself (_assert_a8_kernel_call); what it does not
+    compute lowers to XLA's dots (and so does M > 16 with the GEMMs off)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "0")
@@ -350,18 +350,20 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
         return
     calls = [line for line in text.splitlines() if "bitblas_jax_decode_i8" in line]
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out)
     assert "dot_general" not in text
 
 
-def _assert_a8_kernel_modes(call, mode, group, M, N):
-    """An 8-bit kernel's custom call: group scales go in (float32 v out); per-channel scales do not (a
-    mode-none call: int32 sums, scaled after it); mode none: int32 sums."""
-    kernel_scales = mode == "scale" and group != -1
-    assert f"mode = {formats.MODE_IDS['scale' if kernel_scales else 'none']} : i64" in call, call
-    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros
-    assert (operand_types[2] != "tensor<0xf32>") == kernel_scales, call
-    assert f"-> tensor<{M}x{N}x{'f32' if kernel_scales else 'i32'}>" in call, call
+def _assert_a8_kernel_call(call, mode, M, N, out, a_type="i8"):
+    """An 8-bit kernel's custom call: A (a_type), W, scale (present in mode scale: group scales in the
+    kernel's main loop, a per-channel one in its epilogue), zeros, bias; it returns the output itself
+    (the epilogue applies the scales, the bias and the cast)."""
+    mlir_out = {"int32": "i32", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8"}[out]
+    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros, bias
+    assert len(operand_types) == 5 and f"x{a_type}>" in operand_types[0], call
+    assert (operand_types[2] != "tensor<0xf32>") == (mode == "scale"), call
+    assert f"mode = {formats.MODE_IDS[mode]} : i64" in call, call
+    assert f"-> tensor<{M}x{N}x{mlir_out}>" in call, call
 
 
 @pytest.mark.parametrize("a_dtype,w,mode,group,out,M,kernel", [
@@ -382,8 +384,9 @@ def _assert_a8_kernel_modes(call, mode, group, M, N):
 def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group, out, M, kernel):
     """On an sm_90 GPU (forced here: BITBLAS_JAX_GEMM_A8=1 and BITBLAS_JAX_DECODE_I8=1), int8 / float8
     activations above the decode regime lower to the gemm_wgmma_a8 custom call on the activations in its
-    k order (a transpose) where it computes the mode: int32 sums (int8 without group scales) or float32; the
-    rest to XLA's dots with gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
+    k order (a transpose) where it computes the mode, returning the output itself (its epilogue applies
+    per-channel scales, the bias and the cast: no XLA op after it); the rest to XLA's dots with
+    gemm_mma_a8 turned off (test_cuda_lowering_picks_gemm_mma_a8 has it on)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
@@ -397,9 +400,9 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
         assert not calls
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
-    sums = "i32" if a_dtype == "int8" and (mode, group) != ("scale", 128) else "f32"
     act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
-    assert f"tensor<{M}x512x{act}>" in calls[0] and f"-> tensor<{M}x64x{sums}>" in calls[0], calls[0]
+    assert f"tensor<{M}x512x{act}>" in calls[0], calls[0]
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out, act)
     assert "dot_general" not in text
 
 
@@ -418,8 +421,8 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
 def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm90, kernel):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_GEMM_MMA_A8=1), int8 activations above the decode regime
     lower to the gemm_mma_a8 custom call where gemm_wgmma_a8 does not take them (sm90: whether it runs,
-    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), with decode_i8's
-    result (_assert_a8_kernel_modes) into the fused epilogue."""
+    BITBLAS_JAX_GEMM_A8), on the activations in the 8-bit kernels' k order (a transpose), returning the
+    output itself (_assert_a8_kernel_call)."""
     from bitblas_jax import gpu_plan
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
     monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
@@ -434,7 +437,7 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
         return
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text and "bitblas_jax_gemm_a8" not in text, calls
     assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
-    _assert_a8_kernel_modes(calls[0], mode, group, M, 64)
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out)
     assert "dot_general" not in text
 
 
@@ -616,8 +619,8 @@ def test_gpu_gemm_wgmma_a8_float8(rng, a_dtype, w, M, mode, group, out):
     the float32 bound (exact without scales), so a wrong k order, weight decode or stage shows; on
     random full-range float8 operands within the documented bound of the float8 tensor cores' sums
     (cases.FLOAT8_WGMMA_STAGE_REL). N = 272 (a partial 128-row CTA), K = 1024. The output buffer is
-    poisoned; where no epilogue follows the kernel (mode none, groups in the kernel, float32 out) it is the
-    kernel's own, so an unwritten element shows as NaN."""
+    poisoned and is the kernel's own (its epilogue writes the output), so an unwritten element shows as
+    NaN."""
     from bitblas_jax import gpu_plan
     if not gpu_plan.gemm_a8_runs():
         pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
@@ -790,7 +793,7 @@ def test_fp8_weight_specials_on_cpu(rng, a_dtype, w):
 ])
 def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M, hopper):
     """On an sm_80+ GPU (forced here: BITBLAS_JAX_WIDENED_F16=1), float8 activations in mode none or with
-    one group per row lower to A converted to float16 and the 16-bit kernel plan_cuda picks for mode
+    one group per row lower to A widened to float16 through its bits (quantized_dot.widen) and the 16-bit kernel plan_cuda picks for mode
     none, float32 accumulation and float32 output (the matmul custom call, or the dequantize one and
     a float16 dot into float32); grouped scales lower to XLA's dots."""
     from bitblas_jax import gpu_plan
@@ -803,11 +806,12 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
     kernel = gpu_plan.quantized_activation_kernel(a_dtype, cfg.W_dtype, mode, cfg.resolved_group_size, M, K)
     assert kernel == ("widened_f16" if group == -1 else "xla_dot")
     text = _cuda_text(cfg, M)
+    _assert_float8_widened_by_bits(text)
     if kernel == "xla_dot":
         assert "custom_call" not in text
         return
     a_type = {"float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
-    assert f"(tensor<{M}x{K}x{a_type}>) -> tensor<{M}x{K}xf16>" in text           # the widening
+    assert f"(tensor<{M}x{K}x{a_type}>) -> tensor<{M}x{K}xui8>" in text           # the widening's bits
     assert "bf16>, tensor" not in text                                           # no bfloat16 dot
     plan = gpu_plan.plan_cuda(M, N, K, cfg.W_dtype, "float16", "float32", "float32", "none", K)
     calls = [line for line in text.splitlines() if "stablehlo.custom_call" in line]
@@ -821,6 +825,40 @@ def test_cuda_lowering_picks_widened_f16(monkeypatch, a_dtype, w, mode, group, M
     for attr in ("mode = 0 ", f"accum_dtype = {formats.DTYPE_IDS['float32']} ", f"kernel = {plan.kernel_id} "):
         assert attr in calls[0], (attr, calls[0])
     assert f": (tensor<{M}x{K}xf16>, " in calls[0] and f"-> (tensor<{M}x{N}xf32>, " in calls[0], calls[0]
+
+
+_FLOAT8_CONVERT = re.compile(
+    r"(%\S+) = stablehlo\.convert (%\S+) : \(tensor<[^>]*x(f8E4M3FN|f8E5M2)>\) -> tensor<[^>]*x(f16|bf16|f32)>")
+
+
+def _assert_float8_widened_by_bits(text):
+    """No float convert out of a float8 activation in the lowered op: XLA's GPU compiler may fold it into
+    the convert that made A (quantized_dot.widen), and the sums would see the unrounded activations.
+    (The weight's float8 values are a bitcast of its codes, which nothing can fold.)"""
+    defs = {}
+    for line in text.splitlines():
+        name = line.strip().split(" = ")[0]
+        if name.startswith("%"):
+            defs[name] = line
+    hits = [m.group(0) for line in text.splitlines() if (m := _FLOAT8_CONVERT.search(line))
+            and "stablehlo.bitcast_convert" not in defs.get(m.group(2), "")]
+    assert not hits, hits
+
+
+@pytest.mark.parametrize("a_dtype", FP8)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_widen_is_exact_on_every_float8_code(a_dtype, dtype):
+    """quantized_dot.widen, jitted, on all 256 codes: the float8 value in dtype (NaN where it is NaN, e5m2's
+    +-inf kept, subnormals exact), without a float convert out of float8 (the lowering)."""
+    codes = np.arange(256, dtype=np.uint8).view(formats.NUMPY_DTYPES[a_dtype])
+    f = jax.jit(lambda a: quantized_dot.widen(a, jnp.dtype(dtype)))
+    got = np.asarray(f(jnp.asarray(codes)))
+    assert got.dtype == jnp.dtype(dtype)
+    got, want = got.astype(np.float64), codes.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+    assert np.isinf(want).any() == (a_dtype == "float8_e5m2")
+    _assert_float8_widened_by_bits(f.lower(jnp.asarray(codes)).as_text())
 
 
 # ---- widened_f16 on a CUDA GPU (skipped elsewhere) --------------------------------------------------------

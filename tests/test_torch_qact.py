@@ -306,33 +306,52 @@ class _NumpyKernels:
         s = np.ones((S.shape[2], S.shape[0]), np.float32) if scale is None else scale
         return sum(np.float32(s[:, i])[None, :] * S[i].astype(np.float32) for i in range(S.shape[0]))
 
-    def decode_i8_raw(self, M, N, K, w_format, scaled, group_size, A, W, scale, out, stream):
-        self.calls.append("decode_i8")
+    def _kernel(self, name, a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out):
+        """A kernel's sums, group scales in its main loop (plan.h a8_kernel_scales), then its epilogue:
+        per-channel scale, bias, the cast (quantized_dot.cast_out), written to out."""
+        self.calls.append(name)
+        o_name = {v: k for k, v in formats.DTYPE_IDS.items()}[out_dtype]
+        mode_name = {v: k for k, v in formats.MODE_IDS.items()}[mode]
+        kernel_scales = gpu_plan.a8_kernel_scales(mode_name, group_size, K)
+        s = self._array(scale, (N, K // group_size), np.float32) if mode_name == "scale" else None
+        # int8 sums are exact int32 unless the main loop scales groups; float8 sums are float32
+        res = self._sums(a, s if kernel_scales else None, group_size if kernel_scales else K,
+                         a_name != "int8" or kernel_scales)
+        if o_name != "int32":
+            v = res.astype(np.float64)
+            if mode_name == "scale" and not kernel_scales:
+                v = s.reshape(1, N).astype(np.float64) * v
+            if bias:
+                v = v + self._array(bias, (N,), np.float32)
+            res = np.asarray(qdot_cast_out(v.astype(np.float32), o_name))
+        self._array(out, (M, N), res.dtype)[...] = res
+
+    def _unsigma(self, A, M, K, dtype):
+        a_sigma = self._array(A, (M, K), dtype).astype(np.float64)
+        a = np.empty_like(a_sigma)
+        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
+        return a
+
+    def decode_i8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
         a = self._array(A, (M, K), np.int8).astype(np.float64)
-        s = self._array(scale, (N, K // group_size), np.float32) if scaled else None
-        res = self._sums(a, s, group_size if scaled else K, scaled)
-        self._array(out, (M, N), res.dtype)[...] = res
+        self._kernel("decode_i8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
 
-    def gemm_mma_a8_raw(self, M, N, K, w_format, scaled, group_size, A, W, scale, out, stream):
-        self.calls.append("gemm_mma_a8")
-        a_sigma = self._array(A, (M, K), np.int8).astype(np.float64)
-        a = np.empty_like(a_sigma)
-        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
-        s = self._array(scale, (N, K // group_size), np.float32) if scaled else None
-        res = self._sums(a, s, group_size if scaled else K, scaled)
-        self._array(out, (M, N), res.dtype)[...] = res
+    def gemm_mma_a8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
+        a = self._unsigma(A, M, K, np.int8)
+        self._kernel("gemm_mma_a8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
 
-    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, out, stream):
-        self.calls.append("gemm_wgmma_a8")
+    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, out_dtype, out,
+                          stream):
         a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
-        a_sigma = self._array(A, (M, K), formats.NUMPY_DTYPES[a_name]).astype(np.float64)
-        a = np.empty_like(a_sigma)
-        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
-        out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_name, {v: k for k, v in formats.MODE_IDS.items()}[mode],
-                                                           group_size, K)
-        s = self._array(scale, (N, K // group_size), np.float32) if kernel_scales else None
-        res = self._sums(a, s, group_size if kernel_scales else K, out_dtype == "float32")
-        self._array(out, (M, N), res.dtype)[...] = res
+        a = self._unsigma(A, M, K, formats.NUMPY_DTYPES[a_name])
+        self._kernel("gemm_wgmma_a8", a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out)
+
+
+def qdot_cast_out(v, out_dtype):
+    """quantized_dot.cast_out in NumPy (the epilogue's cast)."""
+    if out_dtype == "int8":
+        return np.round(np.clip(np.where(np.isnan(v), 0.0, v), -128.0, 127.0)).astype(np.int8)
+    return v.astype(formats.NUMPY_DTYPES[out_dtype])
 
 
 @pytest.mark.parametrize("kernel,a_dtype,w,mode,group,out,bias", [
@@ -364,7 +383,7 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, a_dtype, w, mode, g
     A, W, s, z, b = operands(case)
     poison = np.iinfo(np.int32).min if out == "int32" else (77 if out == "int8" else float("nan"))
     C = torch.full((19, 48), poison, dtype=ops.TORCH_DTYPES[out])
-    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, c.out_dtype, C, 0, 0)
     assert fake.calls == [kernel]
     check_quantized(case, to_numpy(C))
 
@@ -386,7 +405,7 @@ def test_widened_f16_glue_on_cpu_tensors(rng, monkeypatch, a_dtype, w, mode, out
     c = case.cfg
     A, W, s, z, b = operands(case)
     C = torch.full((21, 48), float("nan"), dtype=ops.TORCH_DTYPES[out])
-    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, c.out_dtype, C, 0, 0)
     assert not calls
     check_quantized(case, to_numpy(C))
 
@@ -401,7 +420,7 @@ def test_float8_without_a_float8_kernel_takes_the_exact_path(rng, monkeypatch, k
     case = make_qcase(rng, "float8_e4m3fn", "int4", "scale", 128, "float32", True, M=20, N=48, K=512)
     A, W, s, z, b = operands(case)
     C = torch.full((20, 48), float("nan"))
-    qcuda.run_cuda(A, W, s, z, b, "int4", "float8_e4m3fn", "scale", 128, C, 0, 0)
+    qcuda.run_cuda(A, W, s, z, b, "int4", "float8_e4m3fn", "scale", 128, ops.dtype_name(C.dtype), C, 0, 0)
     assert not calls
     check_quantized(case, to_numpy(C))
 

@@ -288,7 +288,7 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
         index = A.device.index if A.device.index is not None else current
         if formats.is_quantized_activation(a_dtype):
             _on_device(index, current, quantized_cuda.run_cuda, A2, W, scale, zeros, bias, fmt, a_dtype, mode, g,
-                       C.view(M, N), index, _raw_stream(index))
+                       out_dtype, C.view(M, N), index, _raw_stream(index))
             return C
         kernel = _cuda_kernel()
         if kernel is None:

@@ -5,10 +5,8 @@
 
 - "decode_i8", "gemm_mma_a8", "gemm_wgmma_a8" (int8 A; gemm_wgmma_a8 also float8 A), as
   primitive._a8_kernel_call: the CUDA kernel (`_bitblas_cuda.<kernel>_raw`; the GEMMs on the activations
-  in their k order, `sigma_order`) returns the exact int32 sums S, the float32 sums (float8) or v, the
-  float32 sum of the scaled group sums, where it applies the group scales (gpu_plan.a8_kernel_output);
-  per-channel scales are s * S in float32 after a mode-none kernel; quantized_dot.finish applies the
-  bias and the output cast;
+  in their k order, `sigma_order`) writes C itself, its epilogue applying per-channel scales, the bias
+  and the cast;
 - "widened_f16" (float8 A, mode none or one group per row): A converted to float16 (exact), the op's
   own 16-bit CUDA path (mode none, float32 accumulation and output) returns S, then the per-channel
   term (quantized_dot.per_channel_v) and finish, as primitive._widened_f16_call;
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from .. import formats, gpu_plan
@@ -66,7 +63,7 @@ def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: st
 
 
 def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
-             C2: torch.Tensor, index: int, stream: int) -> None:
+             out_dtype: str, C2: torch.Tensor, index: int, stream: int) -> None:
     """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
     on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
     (the current device: the launchers launch there), `stream` torch's current stream on it."""
@@ -74,7 +71,7 @@ def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, 
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
     # decode_i8_raw / gemm_mma_a8_raw take int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A
     if (kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8") or kernel == "gemm_wgmma_a8":
-        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream)
+        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream)
     elif kernel == "widened_f16" and a_dtype != "int8":
         _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2)
     else:
@@ -87,23 +84,6 @@ def _aligned(t: torch.Tensor, align: int) -> torch.Tensor:
     return t if t.data_ptr() % align == 0 else t.clone()
 
 
-def _sums_buffer(C2: torch.Tensor, dtype: torch.dtype, direct: bool) -> torch.Tensor:
-    """Where a kernel writes its sums: C2 itself when they are already the output, else a fresh buffer."""
-    if direct and C2.dtype == dtype:
-        return C2
-    return torch.empty(C2.shape, dtype=dtype, device=C2.device)
-
-
-def _finish_into(C2: torch.Tensor, sums: torch.Tensor, bias) -> None:
-    """finish(sums) written into C2; nothing to do where the kernel wrote C2 itself (sums is C2) but add
-    the bias (float32 output: v + bias is the epilogue)."""
-    if sums is C2:
-        if bias is not None and bias.numel():
-            C2.add_(bias)
-        return
-    C2.copy_(finish(sums, bias, C2.dtype))
-
-
 def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     """A2 [M, K] with each 16-k chunk in the 8-bit GEMMs' k order (primitive.GEMM_A8_SIGMA), a new
     contiguous tensor: the chunk transpose primitive._in_sigma_order applies (a view and a copy, no index
@@ -113,31 +93,23 @@ def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
 
 
-def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, C2, stream) -> None:
-    """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: A in kSigma order for the
-    GEMMs (decode_i8: 2-byte aligned as it is); the kernel's int32 S, float32 sums (float8) or v where it
-    applies the group scales (gpu_plan.a8_kernel_output); per-channel scales: s * S in float32 after a
-    mode-none kernel; then finish."""
+def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream) -> None:
+    """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: the kernel writes C2 itself
+    (its epilogue applies per-channel scales, the bias and the cast); A in kSigma order for the GEMMs
+    (decode_i8: 2-byte aligned as it is)."""
     M, K = A2.shape
     N = W.shape[0]
-    out_dtype, kernel_scales = gpu_plan.a8_kernel_output(a_dtype, mode, group_size, K)
-    per_channel = mode == "scale" and not kernel_scales
-    kmode = "none" if per_channel else mode
     A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
     W = _aligned(W, 16)
-    sums = _sums_buffer(C2, torch.float32 if out_dtype == "float32" else torch.int32, not per_channel)
-    scale_ptr = scale.data_ptr() if kmode == "scale" else 0
+    ptrs = (A2.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
+            0 if bias is None or not bias.numel() else bias.data_ptr())
+    ids = (formats.FORMATS[w_format].id, formats.MODE_IDS[mode], group_size)
     if kernel == "gemm_wgmma_a8":
-        _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], formats.FORMATS[w_format].id,
-                                         formats.MODE_IDS[kmode], group_size, A2.data_ptr(), W.data_ptr(),
-                                         scale_ptr, sums.data_ptr(), stream)
+        _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], *ids, *ptrs, formats.DTYPE_IDS[out_dtype],
+                                         C2.data_ptr(), stream)
     else:
-        getattr(_cuda_module(), kernel + "_raw")(M, N, K, formats.FORMATS[w_format].id, kmode == "scale",
-                                                 group_size, A2.data_ptr(), W.data_ptr(), scale_ptr,
-                                                 sums.data_ptr(), stream)
-    if per_channel:
-        sums = scale.reshape(1, N) * sums.to(torch.float32)
-    _finish_into(C2, sums, bias)
+        getattr(_cuda_module(), kernel + "_raw")(M, N, K, *ids, *ptrs, formats.DTYPE_IDS[out_dtype], C2.data_ptr(),
+                                                 stream)
 
 
 # ---- widened_f16 (as primitive._widened_f16_call) ------------------------------------------------------

@@ -3,16 +3,18 @@
 // What it computes (README, "int8 and float8 activations"; bitblas_jax/quantized_dot.py): for mode
 // "none" the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k] (wrapping mod 2^32 as any int32 GEMM);
 // for mode "scale" v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, S_g the exact int32
-// sum of group g. The rest of the epilogue (activation scale, bias, the output cast) stays in XLA
-// (quantized_dot.epilogue), which fuses it.
+// sum of group g (groups smaller than K; per-channel scales are the epilogue's). The kernel writes the
+// output itself: C = cast_out(s[n] * x + bias[n]) in float32 (epilogue.cuh store_qact_sum; x = S or v);
+// only an activation scale is XLA's, after it (quantized_dot.epilogue).
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
 // kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp
-// streams its tiles with one 16-byte load per lane (the next tile's load in flight while the current
-// one is decoded), decodes the lane's codes to int8 in registers and issues one mma per 32 k for each
-// 8-row activation tile. A warp's group sums are exact int32; at each group end they are scaled into
+// streams its tiles with one 16-byte load per lane (several in flight: decode_i8_loads_in_flight),
+// decodes the lane's codes to int8 in registers and issues one mma per 32 k for each 8-row activation
+// tile. A warp's group sums are exact int32; at each group end they are scaled into
 // float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
-// order) and warp 0 writes the 16 x (up to) 16 outputs.
+// order) and warp 0 writes the 16 x (up to) 16 outputs through the epilogue (store_qact_sum:
+// per-channel scale, bias, the output cast).
 //
 // The k permutation. The packed layout holds, per lane, the m16n8k16 (fp16) A-operand fragments:
 // rows g, g + 8 (g = lane / 4) at columns 2c, 2c+1, 2c+8, 2c+9 (c = lane % 4) of each 16-wide k-step.
@@ -32,18 +34,28 @@
 
 #include "bitblas_jax/layout.h"
 #include "decode_i8.h"
+#include "epilogue.cuh"
 #include "ptx.cuh"
 
 namespace bitblas_jax {
 namespace cudak {
 
 constexpr int kDecodeI8Warps = 8;
+// 16-byte weight loads each lane keeps in flight. At two 256-thread CTAs per SM one load per lane is
+// 8 KB in flight per SM, where the H200's bandwidth x latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit
+// tiles hold 4 and 8 mma steps each, so fewer cover the same time (1-bit: more than one spills
+// registers in the scaled kernels).
+template <int BITS>
+constexpr int decode_i8_loads_in_flight() { return BITS >= 4 ? 4 : BITS == 2 ? 2 : 1; }
 
 struct DecodeI8Params {
   int64_t M, N, K, tiles_k, group_size, groups, unit_k;
   const int8_t* A;
   const uint8_t* W;
   const float* scale;
+  const float* col_scale;   // the epilogue (DecodeI8Args)
+  const float* bias;
+  DType out_dtype;
   void* out;
 };
 
@@ -95,42 +107,53 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nt][i] = 0, facc[nt][i] = 0.0f;
 
-  uint4 next = t0 < t1 ? ldg_stream(wlane + t0 * 512) : make_uint4(0, 0, 0, 0);
-  for (int64_t t = t0; t < t1; ++t) {
-    const uint4 cur = next;
-    if (t + 1 < t1) next = ldg_stream(wlane + (t + 1) * 512);
-    const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
+  // D tiles of the lane's weight stream in flight: a ring of registers indexed by the unrolled d (static
+  // indices keep it in registers), each slot refilled with the tile D ahead as it is used
+  constexpr int D = decode_i8_loads_in_flight<BITS>();
+  uint4 ring[D];
 #pragma unroll
-    for (int j = 0; j < MMAS; ++j) {
-      const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
-      const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
-                             pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
-                             pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
-                             pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
-      const int64_t k = t * TK + 32 * j + 2 * c;
+  for (int d = 0; d < D; ++d)
+    ring[d] = t0 + d < t1 ? ldg_stream(wlane + (t0 + d) * 512) : make_uint4(0, 0, 0, 0);
+  for (int64_t tb = t0; tb < t1; tb += D) {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        uint32_t b0 = 0, b1 = 0;
-        if (has_row[nt]) {
-          b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
-          b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
+    for (int d = 0; d < D; ++d) {
+      const int64_t t = tb + d;
+      if (t >= t1) break;
+      const uint4 cur = ring[d];
+      if (t + D < t1) ring[d] = ldg_stream(wlane + (t + D) * 512);
+      const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
+#pragma unroll
+      for (int j = 0; j < MMAS; ++j) {
+        const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
+        const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
+                               pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
+                               pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
+                               pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
+        const int64_t k = t * TK + 32 * j + 2 * c;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          uint32_t b0 = 0, b1 = 0;
+          if (has_row[nt]) {
+            b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
+            b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
+          }
+          mma_m16n8k32_s8(acc[nt], a, b0, b1);
         }
-        mma_m16n8k32_s8(acc[nt], a, b0, b1);
-      }
-      if constexpr (SCALED) {
-        const int64_t k_end = t * TK + 32 * (j + 1);
-        if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
-          const int64_t grp = k_end / p.group_size - 1;
-          const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
-          const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
+        if constexpr (SCALED) {
+          const int64_t k_end = t * TK + 32 * (j + 1);
+          if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
+            const int64_t grp = k_end / p.group_size - 1;
+            const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
+            const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            facc[nt][0] += s_lo * float(acc[nt][0]);
-            facc[nt][1] += s_lo * float(acc[nt][1]);
-            facc[nt][2] += s_hi * float(acc[nt][2]);
-            facc[nt][3] += s_hi * float(acc[nt][3]);
+            for (int nt = 0; nt < NT; ++nt) {
+              facc[nt][0] += s_lo * float(acc[nt][0]);
+              facc[nt][1] += s_lo * float(acc[nt][1]);
+              facc[nt][2] += s_hi * float(acc[nt][2]);
+              facc[nt][3] += s_hi * float(acc[nt][3]);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
+              for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
+            }
           }
         }
       }
@@ -157,11 +180,11 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
       if constexpr (SCALED) {
         float v = 0.0f;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += __uint_as_float(red[w2][nt][i][lane]);
-        static_cast<float*>(p.out)[m * p.N + n] = v;
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, v);
       } else {
         uint32_t v = 0;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += red[w2][nt][i][lane];
-        static_cast<int32_t*>(p.out)[m * p.N + n] = static_cast<int32_t>(v);
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, static_cast<int32_t>(v));
       }
     }
   }

@@ -105,47 +105,49 @@ constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::d
 constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
                                     launch_gemm_mma_a8};
 
-// The exact int32 sums (mode none) or the float32 sums of the scaled int32 group sums (mode scale);
-// bitblas_jax/primitive.py applies the bias and the output cast (quantized_dot.finish). Operands and
-// attributes as the matmul call's, without bias; zeros is empty in both modes.
+// C itself: the kernel's sums (the exact int32 sums, or the float32 sums of the scaled int32 group sums
+// with groups smaller than K) through its epilogue: per-channel scales (one group: the kernel runs as
+// for mode none), the bias and the output cast (plan::a8_kernel_scales says which scales go where). An
+// int32 C is the sums themselves (mode none, no bias). Operands and attributes as the matmul call's;
+// zeros is empty in both modes.
 template <const Int8SumsKernel& kern>
 ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                            ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
-                            int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+                            ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> out,
+                            int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N,
+                            int64_t K) {
   const std::string name = kern.name;
   if (A.element_type() != ffi::DataType::S8) return arg_error(name + ": A must be s8");
   if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error(name + ": accum_dtype must be int32");
   MatmulArgs args;
-  if (ffi::Error e = set_weight_args(W, scale, zeros, ffi::DataType::S8, w_format, mode, group_size, N, K, &args);
+  if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *out, w_format, mode, group_size, accum_dtype,
+                                      N, K, &args);
       e.failure())
     return e;
-  const bool scaled = args.mode == ScaleMode::kScale;
+  const bool group_scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
+  const bool per_channel = args.mode == ScaleMode::kScale && !group_scales;
   if (!kern.takes(args.w_format, static_cast<int>(args.mode), group_size, K))
     return arg_error(name + " takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
                      "a group_size that is a multiple of 32 (gpu_plan.quantized_activation_kernel)");
-  auto ad = A.dimensions();
-  if (ad.size() != 2 || ad[1] != K) return arg_error(name + ": A must be [M, K]");
-  auto od = out->dimensions();
-  if (od.size() != 2 || od[0] != ad[0] || od[1] != N) return arg_error(name + ": the output must be [M, N]");
-  if (out->element_type() != (scaled ? ffi::DataType::F32 : ffi::DataType::S32))
-    return arg_error(name + ": the output must be s32 (mode none) or f32 (mode scale)");
   DecodeI8Args d;
-  d.M = ad[0];
+  d.M = args.M;
   d.N = N;
   d.K = K;
   d.w_format = args.w_format;
-  d.scaled = scaled;
-  d.group_size = group_size;
-  d.A = static_cast<const int8_t*>(A.untyped_data());
+  d.scaled = group_scales;      // per-channel scales are the epilogue's: the kernel sums as for mode none
+  d.group_size = group_scales ? group_size : K;
+  d.A = static_cast<const int8_t*>(args.A);
   d.W = args.W;
-  d.scale = static_cast<const float*>(args.scale);
-  d.out = out->untyped_data();
+  d.scale = group_scales ? static_cast<const float*>(args.scale) : nullptr;
+  d.col_scale = per_channel ? static_cast<const float*>(args.scale) : nullptr;
+  d.bias = static_cast<const float*>(args.bias);
+  d.out_dtype = args.out_dtype;
+  d.out = args.C;
   const std::string err = kern.launch(d, stream);
   if (!err.empty()) return to_ffi_error(err, kern.target);
   return ffi::Error::Success();
 }
 
-// The handlers' binding: A, W, scale, zeros, out and the matmul call's attributes.
+// The handlers' binding: A, W, scale, zeros, bias, out and the matmul call's attributes.
 #define BITBLAS_JAX_INT8_SUMS_BINDING                                                   \
   BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()                                             \
                                .Ctx<ffi::PlatformStream<cudaStream_t>>()                \
@@ -153,6 +155,7 @@ ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffe
                                .Arg<ffi::AnyBuffer>() /* W */                           \
                                .Arg<ffi::AnyBuffer>() /* scale */                       \
                                .Arg<ffi::AnyBuffer>() /* zeros */                       \
+                               .Arg<ffi::AnyBuffer>() /* bias */                        \
                                .Ret<ffi::AnyBuffer>() /* out */)
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, Int8SumsCudaImpl<kDecodeI8>, BITBLAS_JAX_INT8_SUMS_BINDING,
@@ -162,13 +165,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGe
 
 // gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
 // in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
-// (bitblas_jax/primitive.py permutes it); the output is the int32 sums S (int8, no group scales) or
-// float32 (float8 sums, or sums of scaled groups: plan::a8_kernel_float_out), and
-// bitblas_jax/primitive.py applies per-channel scales, bias and the cast (quantized_dot.finish).
-// Operands and attributes as the matmul call's, without bias (zeros only for the checks).
+// (bitblas_jax/primitive.py permutes it). The output is C itself: the kernel's epilogue applies
+// per-channel scales, the bias and the cast (int32 C: the exact int32 sums, mode none without bias).
+// Operands and attributes as the matmul call's (zeros only for the checks).
 ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                          ffi::AnyBuffer zeros, ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode,
-                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K) {
+                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> out,
+                          int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N,
+                          int64_t K) {
   DType act;
   switch (A.element_type()) {
     case ffi::DataType::S8: act = DType::kI8; break;
@@ -180,32 +183,30 @@ ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
   if (accum_dtype != static_cast<int64_t>(accum))
     return arg_error("gemm_wgmma_a8: accum_dtype must be int32 (int8 A) or float32 (float8 A)");
   MatmulArgs args;
-  if (ffi::Error e = set_weight_args(W, scale, zeros, A.element_type(), w_format, mode, group_size, N, K, &args);
+  if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *out, w_format, mode, group_size, accum_dtype,
+                                      N, K, &args);
       e.failure())
     return e;
   if (!plan::gemm_wgmma_a8_takes(act, args.w_format, static_cast<int>(args.mode), group_size, K))
     return arg_error("gemm_wgmma_a8 takes K a multiple of 128 and mode none or scale: int8 A with int8 / int4 / "
                      "uint4 weights, per channel or in groups of 128; float8 A with float8 / int4 weights, per "
                      "channel or in groups of a multiple of 128 (gpu_plan.quantized_activation_kernel)");
-  const bool scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
-  const bool float_out = plan::a8_kernel_float_out(act, static_cast<int>(args.mode), group_size, K);
-  auto ad = A.dimensions();
-  if (ad.size() != 2 || ad[1] != K) return arg_error("gemm_wgmma_a8: A must be [M, K]");
-  auto od = out->dimensions();
-  if (od.size() != 2 || od[0] != ad[0] || od[1] != N ||
-      out->element_type() != (float_out ? ffi::DataType::F32 : ffi::DataType::S32))
-    return arg_error("gemm_wgmma_a8: the output must be [M, N], f32 for float8 A or group scales, else s32");
+  const bool scaled = args.mode == ScaleMode::kScale;
+  const bool group_scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
   GemmA8Args g;
-  g.M = ad[0];
+  g.M = args.M;
   g.N = N;
   g.K = K;
-  g.A = A.untyped_data();
+  g.A = args.A;
   g.act = act;
   g.W = args.W;
   g.w_format = args.w_format;
-  g.scale = scales ? static_cast<const float*>(args.scale) : nullptr;
+  g.scale = group_scales ? static_cast<const float*>(args.scale) : nullptr;
   g.group_size = group_size;
-  g.out = out->untyped_data();
+  g.col_scale = scaled && !group_scales ? static_cast<const float*>(args.scale) : nullptr;
+  g.bias = static_cast<const float*>(args.bias);
+  g.out_dtype = args.out_dtype;
+  g.out = args.C;
   const std::string err = launch_gemm_wgmma_a8(g, stream);
   if (!err.empty()) return to_ffi_error(err, "bitblas_jax_gemm_a8");
   return ffi::Error::Success();
@@ -219,6 +220,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
                                  .Arg<ffi::AnyBuffer>()   // W
                                  .Arg<ffi::AnyBuffer>()   // scale
                                  .Arg<ffi::AnyBuffer>()   // zeros
+                                 .Arg<ffi::AnyBuffer>()   // bias
                                  .Ret<ffi::AnyBuffer>()), // out
     {ffi::Traits::kCmdBufferCompatible});
 

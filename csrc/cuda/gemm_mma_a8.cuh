@@ -4,8 +4,9 @@
 // What it computes: decode_i8's contract (decode_i8.cuh; README "int8 and float8 activations";
 // bitblas_jax/quantized_dot.py). Mode none: the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k]
 // (wrapping mod 2^32 as any int32 GEMM). Mode scale, groups a multiple of 32 (per-channel included):
-// v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, each S_g an exact int32 sum. Activation
-// scale, bias and the output cast stay in XLA (quantized_dot.finish), which fuses them.
+// v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, each S_g an exact int32 sum (groups
+// smaller than K; per-channel scales are the epilogue's). It writes the output itself through
+// decode_i8's epilogue (epilogue.cuh store_qact_sum: per-channel scale, bias, the cast).
 //
 // Shape. gemm_mma's (gemm_mma.cuh) with 8-bit operands. Grid (ceil(N / 128), ceil(M / BM)): a CTA of 8
 // warps computes 128 weight rows x BM activation rows (64 up to M = 64, else 128) over all of K. The
@@ -38,6 +39,7 @@
 
 #include "a8_fragment.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
 #include "band_copy.cuh"
+#include "epilogue.cuh"
 #include "bitblas_jax/plan.h"
 #include "gemm_mma_a8.h"
 #include "ptx.cuh"
@@ -272,9 +274,9 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
 
   for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
     if constexpr (SCALED)
-      static_cast<float*>(p.out)[m * N + n] = facc[bi][mb][e];
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[bi][mb][e]);
     else
-      static_cast<int32_t*>(p.out)[m * N + n] = acc[bi][mb][e];
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[bi][mb][e]);
   });
 }
 

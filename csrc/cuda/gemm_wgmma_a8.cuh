@@ -213,11 +213,11 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
         for (int e = 0; e < 4; ++e) {
           const long long m = m0 + 8 * j + 2 * c + (e & 1);
           if (m >= M) continue;
-          const long long o = m * N + nrow0 + 8 * (e >> 1);
+          const long long n = nrow0 + 8 * (e >> 1);
           if constexpr (PROMOTE)
-            static_cast<float*>(p.out)[o] = facc[4 * j + e];
+            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[4 * j + e]);
           else
-            static_cast<int32_t*>(p.out)[o] = acc[4 * j + e];
+            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[4 * j + e]);
         }
     }
   }

@@ -25,7 +25,14 @@ struct GemmA8Args {
   // float8 A: a multiple of 128.
   const float* scale = nullptr;
   int64_t group_size = 0;
-  void* out = nullptr;         // [M, N], int32 or float32 (above)
+  // The epilogue: C[m, n] = out_dtype(col_scale[n] * x + bias[n]), in float32, x the sums or v above;
+  // int8 rounds half to even and saturates (NaN -> 0), as bitblas_jax/quantized_dot.py cast_out.
+  // col_scale (per-channel scales) and bias: float32 [N], or null. out_dtype int32 (int8 A without any
+  // scales) stores the sums themselves: no col_scale, no bias.
+  const float* col_scale = nullptr;
+  const float* bias = nullptr;
+  DType out_dtype = DType::kI32;  // kI32, kF32, kF16, kBF16 or kI8
+  void* out = nullptr;            // [M, N] of out_dtype
 };
 
 // "" or the reason it did not launch (sm_90 only).

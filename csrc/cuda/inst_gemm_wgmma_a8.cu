@@ -2,6 +2,7 @@
 // int8 / int4 / uint4 weights, int32 sums (64, 128 or 256 activation rows per CTA) or group scales
 // of 128 k (64 or 128 rows). The float8 ones are inst_gemm_wgmma_a8_f8.cu.
 #include "bitblas_jax/plan.h"
+#include "qact_epilogue_args.h"
 #include "inst_gemm_wgmma_a8.inc"
 
 namespace bitblas_jax {
@@ -39,6 +40,10 @@ std::string launch_gemm_wgmma_a8(const GemmA8Args& a, cudaStream_t stream) {
       return "gemm_wgmma_a8: group scales of 128 k (int8 activations) or whole multiples of 128 dividing K (float8)";
     if (reinterpret_cast<uintptr_t>(a.scale) % 4) return "gemm_wgmma_a8: scale must be 4-byte aligned";
   }
+  const bool int32_sums = a.act == DType::kI8 && !a.scale;
+  if (std::string err = check_qact_epilogue("gemm_wgmma_a8", a.out_dtype, int32_sums, a.scale, a.col_scale, a.bias);
+      !err.empty())
+    return err;
   if (a.M == 0) return "";
   if (!a.A || !a.W || !a.out) return "gemm_wgmma_a8: A, W and out must not be null";
   if (reinterpret_cast<uintptr_t>(a.A) % 16 || reinterpret_cast<uintptr_t>(a.W) % 16)

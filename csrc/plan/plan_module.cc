@@ -113,18 +113,11 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       py::arg("widened_f16") = false,
       "The GPU path of int8 / float8 activations (plan::quantized_activation_kernel), by name.");
   m.def(
-      "a8_kernel_float_out",
-      [](int a_dtype, int mode, int64_t group_size, int64_t K) {
-        if (a_dtype < 0 || a_dtype >= bitblas_jax::kNumDTypes) throw py::value_error("bad a_dtype id");
-        return bp::a8_kernel_float_out(static_cast<bitblas_jax::DType>(a_dtype), mode, group_size, K);
-      },
-      py::arg("a_dtype"), py::arg("mode"), py::arg("group_size"), py::arg("K"),
-      "Whether an 8-bit kernel returns float32 (else the int32 sums): plan::a8_kernel_float_out.");
-  m.def(
       "a8_kernel_scales",
       [](int mode, int64_t group_size, int64_t K) { return bp::a8_kernel_scales(mode, group_size, K); },
       py::arg("mode"), py::arg("group_size"), py::arg("K"),
-      "Whether the 8-bit kernels apply the group scales themselves: plan::a8_kernel_scales.");
+      "Whether the 8-bit kernels apply the group scales in their main loop (else a per-channel scale in "
+      "their epilogue): plan::a8_kernel_scales.");
   py::list names;
   for (int k = 0; k < bp::kNumKernels; ++k) names.append(bp::kernel_name(static_cast<bp::Kernel>(k)));
   m.attr("KERNELS") = names;

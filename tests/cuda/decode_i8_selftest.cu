@@ -46,6 +46,17 @@ int main() {
     const std::string err = run_case(bitblas_jax::launch_decode_i8, false, kFormats[0], 3, 16, 65536, -1, rng);
     if (!err.empty()) ++fails, lines.push_back("FAIL int8 K=65536: " + err);
   }
+  // the epilogue: per-channel scales, bias, every float / int8 output (one and two 8-row activation tiles)
+  for (const FormatInfo& fi : {kFormats[0], kFormats[1], kFormats[5]})
+    for (bitblas_jax::DType out : {bitblas_jax::DType::kF32, bitblas_jax::DType::kF16, bitblas_jax::DType::kBF16,
+                                   bitblas_jax::DType::kI8})
+      for (int64_t M : {1, 13}) {
+        ++cases;
+        const std::string err = run_epilogue_case(bitblas_jax::launch_decode_i8, false, fi, M, 48, 1024, out, rng);
+        if (!err.empty())
+          ++fails, lines.push_back(std::string("FAIL epilogue ") + fi.name + " M=" + std::to_string(M) + " out=" +
+                                   std::to_string(static_cast<int>(out)) + ": " + err);
+      }
   for (const std::string& l : lines)
     if (l.rfind("FAIL", 0) == 0) std::printf("%s\n", l.c_str());
   std::printf("decode_i8 selftest: %s  %d cases, %d failed\n", fails ? "FAIL" : "PASS", cases, fails);

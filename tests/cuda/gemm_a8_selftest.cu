@@ -11,7 +11,8 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
 //     -Icsrc/cuda tests/cuda/gemm_a8_selftest.cu csrc/cuda/inst_gemm_wgmma_a8.cu \
 //     csrc/cuda/inst_gemm_wgmma_a8_f8.cu csrc/cuda/tma_map.cu -o build/gemm_a8_selftest && build/gemm_a8_selftest
-//   build/gemm_a8_selftest --time M N K KIND   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4, e5m2
+//   build/gemm_a8_selftest --time M N K KIND [GROUP]   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4,
+//                                                      # e5m2; GROUP: group scales of GROUP k (0: none)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "../../csrc/cpu/matmul_cpu_convert.h"
 #include "bitblas_jax/layout.h"
 #include "gemm_wgmma_a8.h"
+#include "qact_out_check.h"
 
 namespace {
 
@@ -185,6 +188,7 @@ bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
   args.scale = d.scale, args.group_size = group, args.out = d.out;
+  args.out_dtype = int_out ? DType::kI32 : DType::kF32;    // the sums (or v) themselves
   const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   if (err.empty()) CHECK(cudaDeviceSynchronize());
   CHECK(cudaMemcpy(got.data(), d.out, M * N * 4, cudaMemcpyDeviceToHost));
@@ -244,7 +248,72 @@ bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group
   return bad == 0;
 }
 
-void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
+// The epilogue: C = out_dtype(col_scale[n] * S + bias[n]) with per-channel scales and a bias, every
+// output dtype, against the float64 value: within the float32 bound plus the output's rounding (int8:
+// half a unit, saturated at -128 / 127), and run again over a second poison: the two outputs must be
+// identical, so an element left unwritten shows (0x7f alone reads as 127, a saturated int8 value).
+bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DType out_dtype, uint64_t seed) {
+  const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, seed);
+  std::mt19937_64 rng(seed + 7);
+  std::uniform_real_distribution<float> ds(-1.0f, 1.0f);
+  // scales that put |C| near 100 (int8 outputs then round and saturate); bias of the same size
+  const double unit = 100.0 / (std::sqrt(static_cast<double>(K)) * (act == DType::kI8 ? 64.0 * 64.0 : 8.0 * 8.0));
+  std::vector<float> col_scale(N), bias(N);
+  for (auto& x : col_scale) x = static_cast<float>(unit * ds(rng));
+  for (auto& x : bias) x = 50.0f * ds(rng);
+  Device d(p, M, N, col_scale);
+  float* d_bias = nullptr;
+  CHECK(cudaMalloc(&d_bias, N * 4));
+  CHECK(cudaMemcpy(d_bias, bias.data(), N * 4, cudaMemcpyHostToDevice));
+  const int esize = qact_out_check::element_bytes(out_dtype);
+  std::vector<uint8_t> poison(M * N * esize, 0x7f), got(M * N * esize);
+  CHECK(cudaMemcpy(d.out, poison.data(), poison.size(), cudaMemcpyHostToDevice));
+  bitblas_jax::GemmA8Args args;
+  args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
+  args.col_scale = d.scale, args.bias = d_bias, args.out_dtype = out_dtype, args.out = d.out;
+  std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  if (err.empty()) CHECK(cudaDeviceSynchronize());
+  CHECK(cudaMemcpy(got.data(), d.out, got.size(), cudaMemcpyDeviceToHost));
+  std::vector<uint8_t> again(got.size(), 0x80);
+  CHECK(cudaMemcpy(d.out, again.data(), again.size(), cudaMemcpyHostToDevice));
+  if (err.empty()) err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  if (err.empty()) CHECK(cudaDeviceSynchronize());
+  CHECK(cudaMemcpy(again.data(), d.out, again.size(), cudaMemcpyDeviceToHost));
+  CHECK(cudaFree(d_bias));
+  const char* out_name = out_dtype == DType::kF32 ? "float32" : out_dtype == DType::kF16 ? "float16"
+                         : out_dtype == DType::kBF16 ? "bfloat16" : "int8";
+  char what[160];
+  std::snprintf(what, sizeof what, "epilogue %s x %s -> %s M=%ld N=%ld K=%ld", name(act), name(wf), out_name,
+                (long)M, (long)N, (long)K);
+  if (!err.empty()) {
+    std::printf("FAIL %s: %s\n", what, err.c_str());
+    return false;
+  }
+  int64_t bad = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double S = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double prod = p.a[m * K + k] * p.w[n * K + k];
+        S += prod;
+        mag += std::fabs(prod);
+      }
+      const double v = static_cast<double>(col_scale[n]) * S + bias[n];
+      const double bound = (K / 128 + 4) * 0x1p-23 * (std::fabs(col_scale[n]) * mag + std::fabs(bias[n]));
+      const double g = qact_out_check::element(&got[(m * N + n) * esize], out_dtype);
+      const bool ok = qact_out_check::within(g, out_dtype, v, bound);
+      if (!ok) {
+        if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.9g, expected %.9g\n", what, (long)m, (long)n, g, v);
+        ++bad;
+      }
+    }
+  const bool same = again == got;
+  std::printf("%s %s: %ld wrong%s\n", bad || !same ? "FAIL" : "ok  ", what, (long)bad,
+              same ? "" : "; unwritten elements (the outputs over two poisons differ)");
+  return bad == 0 && same;
+}
+
+void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t group) {
   DType act = DType::kI8;
   WFormat wf = WFormat::kInt8;
   if (kind == "int4") wf = WFormat::kInt4;
@@ -256,9 +325,12 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
     std::exit(2);
   }
   const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, 7);
-  Device d(p, M, N, {});
+  // group scales applied in the main loop (the cost of W4A8 g128 against mode none)
+  Device d(p, M, N, std::vector<float>(group > 0 ? N * (K / group) : 0, 0.01f));
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
+  args.scale = d.scale, args.group_size = group > 0 ? group : 0;
+  args.out_dtype = act == DType::kI8 && group <= 0 ? DType::kI32 : DType::kF32;
   for (int i = 0; i < 3; ++i) {
     const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
     if (!err.empty()) {
@@ -278,15 +350,16 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind) {
   float ms = 0.f;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / kReps;
-  std::printf("time %s M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(), (long)M,
-              (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
+  std::printf("time %s g%ld M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(),
+              (long)group, (long)M, (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 5 && std::string(argv[1]) == "--time") {
-    time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8");
+    time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8",
+              argc > 6 ? std::atoll(argv[6]) : 0);
     return 0;
   }
   bool ok = true;
@@ -307,6 +380,12 @@ int main(int argc, char** argv) {
       for (int64_t group : {128, 256}) ok &= check(100, 272, 1024, act, wf, group, Draw::kSmallIntegers, seed++);
       for (int64_t group : {0, 128}) ok &= check(200, 272, 4096, act, wf, group, Draw::kFullRange, seed++);
     }
+  // the epilogue: per-channel scales, bias, every output dtype; both activation kinds, a partial tile
+  for (DType out : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8}) {
+    ok &= check_epilogue(100, 272, 1024, DType::kI8, WFormat::kInt4, out, seed++);
+    ok &= check_epilogue(300, 144, 512, DType::kI8, WFormat::kInt8, out, seed++);
+    ok &= check_epilogue(65, 272, 1024, DType::kF8E4M3, WFormat::kFP8E4M3, out, seed++);
+  }
   std::printf("%s gemm_wgmma_a8 self-test\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

@@ -104,6 +104,18 @@ int main(int argc, char** argv) {
   }
   // K = 2^16 with full-range int8 weights: the documented no-overflow limit (|S| <= 2^30)
   run(kFormats[0], 17, 16, 65536, -1);
+  // the epilogue: per-channel scales, bias, every float / int8 output, both activation tiles
+  for (const FormatInfo& fi : {kFormats[0], kFormats[1], kFormats[4]})
+    for (bitblas_jax::DType out : {bitblas_jax::DType::kF32, bitblas_jax::DType::kF16, bitblas_jax::DType::kBF16,
+                                   bitblas_jax::DType::kI8})
+      for (int64_t M : {40, 300}) {
+        ++cases;
+        const std::string err = run_epilogue_case(bitblas_jax::launch_gemm_mma_a8, true, fi, M, 144, 1536, out, rng);
+        if (!err.empty()) {
+          ++fails;
+          std::printf("FAIL epilogue %s M=%ld out=%d: %s\n", fi.name, (long)M, static_cast<int>(out), err.c_str());
+        }
+      }
   std::printf("gemm_mma_a8 selftest: %s  %d cases, %d failed\n", fails ? "FAIL" : "PASS", cases, fails);
   return fails ? 1 : 0;
 }

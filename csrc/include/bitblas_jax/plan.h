@@ -466,18 +466,13 @@ constexpr bool gemm_wgmma_a8_takes(DType act, WFormat w_format, int mode, int64_
   }
   return false;
 }
-// Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply the group scales themselves
-// (groups smaller than K), rather than their caller applying a per-channel scale to the sums in float32
-// after the kernel: one rounding of the exact int32 sums, and the kernels split K as in mode none
+// Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply the group scales in their main
+// loop (groups smaller than K), rather than a per-channel scale in their epilogue (epilogue.cuh
+// store_qact_sum): one float32 rounding of the exact int32 sums, and the main loop sums as in mode none
 // (decode_i8 splits a CTA's K over its warps by whole groups, so one group per row would leave all of K
 // to one warp).
 constexpr bool a8_kernel_scales(int mode, int64_t group_size, int64_t K) {
   return mode == static_cast<int>(ScaleMode::kScale) && group_size != K;
-}
-// Whether an 8-bit kernel's output is float32 (else the int32 sums): float8 A, or group scales applied
-// in the kernel.
-constexpr bool a8_kernel_float_out(DType act, int mode, int64_t group_size, int64_t K) {
-  return is_float8(act) || a8_kernel_scales(mode, group_size, K);
 }
 
 // What the 16-bit kernels compute for float8 activations widened to float16: every e4m3fn / e5m2
