@@ -26,8 +26,8 @@
 //
 // Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
 // bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
-// launch_decode_i8 (inst_decode_i8.cu); bitblas_jax/primitive.py's _decode_i8_call binds it and applies
-// quantized_dot.finish (bias, cast), as on the XLA path's S / v.
+// launch_decode_i8 (inst_decode_i8.cu); bitblas_jax/primitive.py's _decode_i8_call binds it
+// (_a8_kernel_call) and takes C as the kernel wrote it.
 #pragma once
 
 #include <cstdint>
