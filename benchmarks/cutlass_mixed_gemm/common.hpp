@@ -65,6 +65,23 @@ using MmaAtomShape   = Layout<Shape<_1,_1>>;                    // 1 shuffle ato
 using LayoutAtomQuant = decltype(cutlass::compute_memory_reordering_atom<ElemX, MmaAtomShape, ValueShuffle>());
 using LayoutWR = decltype(cute::tile_to_shape(LayoutAtomQuant{}, Layout<Shape<int,int,int>, StrideW>{}));
 
+// bitblas_jax's packed 4-bit layout (docs/LAYOUT.md; csrc/include/bitblas_jax/layout.h code_slot) as a cute
+// layout of nibble offsets: 16 x 64 tiles of 1024 nibbles, band by band; in a tile lane 4g + c holds 16 bytes,
+// one word per k16 step s; in a word the nibble of (row half i1, k bit 0 i0, k bit 3 i2) is 4 i0 + 2 i2 + i1.
+//   n = (g: 8, i1: 2, band: N / 16)          strides (128, 1, (K / 64) * 1024)
+//   k = (i0: 2, c: 4, i2: 2, s: 4, K / 64)   strides (4, 32, 2, 8, 1024)
+// Its words are the shuffled layout's (tests/layout_vs_packed.cu); only their order differs.
+inline auto make_packed_layout(int N, int K) {
+  return make_layout(
+      make_shape(make_shape(_8{}, _2{}, N / 16), make_shape(_2{}, _4{}, _2{}, _4{}, K / 64), 1),
+      make_stride(make_stride(_128{}, _1{}, int64_t(K / 64) * 1024), make_stride(_4{}, _32{}, _2{}, _8{}, _1024{}),
+                  int64_t(N) * K));
+}
+using LayoutWP = decltype(make_packed_layout(0, 0));
+
+// Which weight buffer a mixed variant reads.
+enum WeightOrder { W_PLAIN = 0, W_SHUFFLED = 1, W_PACKED = 2 };
+
 enum Kind { KIND_F16 = 0, KIND_MIXED_S = 1, KIND_MIXED_SZ = 2 };
 
 struct Result {
@@ -85,8 +102,9 @@ struct Problem {
   int nc = 1;      // rotation count for GEMM objects / X / D copies
   int nc_q = 1;    // int4 weight copies (plain and reordered), scales, zeros
   int nc_h = 1;    // fp16 weight copies (baseline)
-  std::vector<void*> Wq, Wr, Wh, S, Z, X, D;
+  std::vector<void*> Wq, Wr, Wp, Wh, S, Z, X, D;   // int4 plain / shuffled / packed, fp16, scales, zeros, X, D
   LayoutWR layout_r;
+  LayoutWP layout_p;
   int sm_count = 132;
   int iters = 20, warmup = 5;
   double timeout_s = 20.0;
@@ -149,7 +167,7 @@ using EpilogueCoop = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
 
 // Mixed input: ElemATuple = cute::tuple<int4b_t, half_t> (scale only) or tuple<int4b_t, half_t, half_t> (scale+zero)
-// LayoutWArg = RowMajor tag (plain K-major) or LayoutWR (offline reordered).
+// LayoutWArg = RowMajor tag (plain K-major), LayoutWR (offline reordered) or LayoutWP (bitblas_jax's packed).
 template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void>
 struct MixedGemm {
   using Epi = EpilogueCoop<Tile, Cluster>;
@@ -184,7 +202,7 @@ inline const char* status_str(cutlass::Status s) { return cutlass::cutlassGetSta
 // ------------------------------------------------------------------------------------------------
 // Benchmark driver for one GEMM type on one (shape, M)
 // ------------------------------------------------------------------------------------------------
-template <class Gemm, int KindV, bool Shuffled, bool StreamK>
+template <class Gemm, int KindV, int Order, bool StreamK>
 void bench(const Problem& p, Result& r) {
   using GK = typename Gemm::GemmKernel;
   using StrideA = typename GK::StrideA;
@@ -209,10 +227,14 @@ void bench(const Problem& p, Result& r) {
       a.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(N, K, 1));
     } else {
       using CM = typename GK::CollectiveMainloop;
-      if constexpr (Shuffled) {
+      if constexpr (Order == W_SHUFFLED) {
         static_assert(std::is_same_v<StrideA, LayoutWR>, "shuffled variant must use the reordered layout");
         a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wr[wc]);
         a.mainloop.dA = p.layout_r;
+      } else if constexpr (Order == W_PACKED) {
+        static_assert(std::is_same_v<StrideA, LayoutWP>, "packed variant must use the packed layout");
+        a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wp[wc]);
+        a.mainloop.dA = p.layout_p;
       } else {
         a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wq[wc]);
         a.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(N, K, 1));

@@ -9,6 +9,7 @@
 // Usage: cutlass_mixed_gemm [--shape N K]... [--m M[,M...]]... [--iters I] [--warmup W]
 //                           [--variants a,b,...] [--skip a,b,...] [--rot-mb MB] [--timeout S] [--list]
 // No arguments = full sweep (6 shapes x 7 M values x all variants).
+#include "bitblas_jax/layout.h"   // code_slot: where the packed layout puts a code
 #include "common.hpp"
 #include "variants/variant_list.hpp"
 
@@ -275,7 +276,8 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     const size_t bq = size_t(N) * K / 2, bh = size_t(N) * K * 2, bs = size_t(scale_k) * N * 2;
     const size_t bx = size_t(Mmax) * K * 2, bd = size_t(Mmax) * N * 2;
     for (int c = 0; c < nc_q && alloc_ok; ++c) {
-      p.Wq.push_back(dalloc(bq)); p.Wr.push_back(dalloc(bq)); p.S.push_back(dalloc(bs)); p.Z.push_back(dalloc(bs));
+      p.Wq.push_back(dalloc(bq)); p.Wr.push_back(dalloc(bq)); p.Wp.push_back(dalloc(bq));
+      p.S.push_back(dalloc(bs)); p.Z.push_back(dalloc(bs));
     }
     for (int c = 0; c < nc_h && alloc_ok; ++c) p.Wh.push_back(dalloc(bh));
     for (int c = 0; c < nc && alloc_ok; ++c) { p.X.push_back(dalloc(bx)); p.D.push_back(dalloc(bd)); }
@@ -294,9 +296,13 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     p.layout_r = cute::tile_to_shape(LayoutAtomQuant{}, shape_w);
     bool reorder_ok = (int64_t(cute::size(p.layout_r)) == int64_t(N) * K) &&
                       (int64_t(cute::cosize(p.layout_r)) == int64_t(N) * K);
+    p.layout_p = make_packed_layout(N, K);
     if (ok_) {
       cutlass::reorder_tensor(reinterpret_cast<const cutlass::int4b_t*>(p.Wq[0]), layout_w,
                               reinterpret_cast<cutlass::int4b_t*>(p.Wr[0]), p.layout_r);
+      CK(cudaGetLastError());
+      cutlass::reorder_tensor(reinterpret_cast<const cutlass::int4b_t*>(p.Wq[0]), layout_w,
+                              reinterpret_cast<cutlass::int4b_t*>(p.Wp[0]), p.layout_p);
       CK(cudaGetLastError());
     }
     // Host spot check of the reorder: reordered[layout_r(n,k)] must equal logical q[n,k].
@@ -316,6 +322,22 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       chk1(N - 1, K - 1);
       reorder_ok = reorder_ok && (bad == 0);
       printf("# reorder check N=%d K=%d: %d positions, %d mismatches -> %s\n", N, K, checked, bad, reorder_ok ? "PASS" : "FAIL");
+      // the packed buffer: each code where bitblas_jax's layout.h puts it (byte * 2 + shift / 4)
+      CK(cudaMemcpy(hR.data(), p.Wp[0], bq, cudaMemcpyDeviceToHost));
+      int pbad = 0, pchecked = 0;
+      auto chk2 = [&](int n, int k) {
+        const auto slot = bitblas_jax::layout::code_slot(K, 4, n, k);
+        const int64_t off = slot.byte * 2 + slot.shift / 4;
+        pbad += int64_t(p.layout_p(n, k, 0)) != off || nib_at(hR.data(), off) != nib_at(hQ.data(), int64_t(n) * K + k);
+        ++pchecked;
+      };
+      for (int n = 0; n < std::min(N, 32); ++n) for (int k = 0; k < std::min(K, 256); ++k) chk2(n, k);
+      SplitMix r3(78);
+      for (int i = 0; i < 200000; ++i) chk2(int(r3.next() % N), int(r3.next() % K));
+      chk2(N - 1, K - 1);
+      printf("# packed-layout check N=%d K=%d: %d positions, %d mismatches -> %s\n", N, K, pchecked, pbad,
+             pbad ? "FAIL" : "PASS");
+      reorder_ok = reorder_ok && pbad == 0;
     }
     if (ok_) {
       dequant_kernel<<<4 * prop.multiProcessorCount, 256, 0, ctx.stream>>>(
@@ -327,6 +349,7 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     for (int c = 1; c < nc_q && ok_; ++c) {
       CK(cudaMemcpy(p.Wq[c], p.Wq[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Wr[c], p.Wr[0], bq, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Wp[c], p.Wp[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.S[c], p.S[0], bs, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Z[c], p.Z[0], bs, cudaMemcpyDeviceToDevice));
     }

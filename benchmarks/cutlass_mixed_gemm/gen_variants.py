@@ -4,47 +4,53 @@ and variants/variant_list.hpp. Edit the table and rerun to add/remove variants."
 import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 variants = [
- # name, kind, shuffled, streamk, gemm type expr, desc
- ("f16_128x128_c1", "KIND_F16", "false", "false",
+ # name, kind, weight order (W_PLAIN / W_SHUFFLED / W_PACKED), streamk, gemm type expr, desc
+ ("f16_128x128_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto (-> TmaWarpSpecializedCooperative), tile 128x128x64, cluster 1x1x1, persistent"),
- ("f16_128x256_c1", "KIND_F16", "false", "false",
+ ("f16_128x256_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto (-> TmaWarpSpecializedCooperative), tile 128x256x64, cluster 1x1x1, persistent"),
- ("f16_128x128_c2", "KIND_F16", "false", "false",
+ ("f16_128x128_c2", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_128,_64>, Shape<_2,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto (-> TmaWarpSpecializedCooperative), tile 128x128x64, cluster 2x1x1 (X tile multicast), persistent"),
- ("mx_s_shuf_128x128_c1", "KIND_MIXED_S", "true", "false",
+ ("mx_s_shuf_128x128_c1", "KIND_MIXED_S", "W_SHUFFLED", "false",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWR>::Gemm",
   "int4 x fp16 mixed, scale-only, shuffled W, tile 128x128x64, cluster 1x1x1, cooperative, persistent"),
- ("mx_s_shuf_128x256_c1", "KIND_MIXED_S", "true", "false",
+ ("mx_s_shuf_128x256_c1", "KIND_MIXED_S", "W_SHUFFLED", "false",
   "MixedGemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWR>::Gemm",
   "int4 x fp16 mixed, scale-only, shuffled W, tile 128x256x64, cluster 1x1x1, cooperative, persistent"),
- ("mx_s_shuf_128x64_c1", "KIND_MIXED_S", "true", "false",
+ ("mx_s_shuf_128x64_c1", "KIND_MIXED_S", "W_SHUFFLED", "false",
   "MixedGemm<Shape<_128,_64,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWR>::Gemm",
   "int4 x fp16 mixed, scale-only, shuffled W, tile 128x64x64, cluster 1x1x1, cooperative, persistent (small-M candidate)"),
- ("mx_s_shuf_128x128_c2", "KIND_MIXED_S", "true", "false",
+ ("mx_s_shuf_128x128_c2", "KIND_MIXED_S", "W_SHUFFLED", "false",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_2,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWR>::Gemm",
   "int4 x fp16 mixed, scale-only, shuffled W, tile 128x128x64, cluster 2x1x1 (X tile multicast), cooperative, persistent"),
- ("mx_s_plain_128x128_c1", "KIND_MIXED_S", "false", "false",
+ ("mx_s_packed_128x128_c1", "KIND_MIXED_S", "W_PACKED", "false",
+  "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWP>::Gemm",
+  "int4 x fp16 mixed, scale-only, bitblas_jax's packed W (read as it is), tile 128x128x64, cluster 1x1x1, cooperative, persistent"),
+ ("mx_s_packed_128x256_c1", "KIND_MIXED_S", "W_PACKED", "false",
+  "MixedGemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWP>::Gemm",
+  "int4 x fp16 mixed, scale-only, bitblas_jax's packed W (read as it is), tile 128x256x64, cluster 1x1x1, cooperative, persistent"),
+ ("mx_s_plain_128x128_c1", "KIND_MIXED_S", "W_PLAIN", "false",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutA>::Gemm",
   "int4 x fp16 mixed, scale-only, plain K-major W (no reorder), tile 128x128x64, cluster 1x1x1, cooperative, persistent"),
- ("mx_sz_shuf_128x128_c1", "KIND_MIXED_SZ", "true", "false",
+ ("mx_sz_shuf_128x128_c1", "KIND_MIXED_SZ", "W_SHUFFLED", "false",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS, ElemZ>, LayoutWR>::Gemm",
   "int4 x fp16 mixed, scale+zero (w = q*s + z), shuffled W, tile 128x128x64, cluster 1x1x1, cooperative, persistent"),
- ("mx_s_shuf_128x128_sk", "KIND_MIXED_S", "true", "true",
+ ("mx_s_shuf_128x128_sk", "KIND_MIXED_S", "W_SHUFFLED", "true",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutWR, cutlass::gemm::StreamKScheduler>::Gemm",
   "int4 x fp16 mixed, scale-only, shuffled W, tile 128x128x64, cluster 1x1x1, cooperative, stream-K scheduler (heuristic decomposition)"),
 ]
 os.makedirs(os.path.join(HERE, "variants"), exist_ok=True)
 names = []
-for name, kind, shuf, sk, gexpr, desc in variants:
+for name, kind, order, sk, gexpr, desc in variants:
     src = f'''// Variant {name}: {desc}
 #include "../common.hpp"
 using namespace bench;
 namespace {{
 using G = {gexpr};
-void run_v(const Problem& p, Result& r) {{ bench::bench<G, {kind}, {shuf}, {sk}>(p, r); }}
+void run_v(const Problem& p, Result& r) {{ bench::bench<G, {kind}, {order}, {sk}>(p, r); }}
 }}  // namespace
 bench::Variant variant_{name}() {{
   return {{"{name}", "{desc}", {kind}, &run_v, {sk}}};
