@@ -79,8 +79,9 @@ inline auto make_packed_layout(int N, int K) {
 }
 using LayoutWP = decltype(make_packed_layout(0, 0));
 
-// Which weight buffer a mixed variant reads.
-enum WeightOrder { W_PLAIN = 0, W_SHUFFLED = 1, W_PACKED = 2 };
+// Which weight buffer a mixed variant reads. W_PACKED_U4: the packed buffer with bitblas_jax's own int4 codes,
+// offset binary (value + 8), read as uint4b_t with zeros z - 8 s (the library's int4 through CUTLASS).
+enum WeightOrder { W_PLAIN = 0, W_SHUFFLED = 1, W_PACKED = 2, W_PACKED_U4 = 3 };
 
 enum Kind { KIND_F16 = 0, KIND_MIXED_S = 1, KIND_MIXED_SZ = 2 };
 
@@ -102,7 +103,8 @@ struct Problem {
   int nc = 1;      // rotation count for GEMM objects / X / D copies
   int nc_q = 1;    // int4 weight copies (plain and reordered), scales, zeros
   int nc_h = 1;    // fp16 weight copies (baseline)
-  std::vector<void*> Wq, Wr, Wp, Wh, S, Z, X, D;   // int4 plain / shuffled / packed, fp16, scales, zeros, X, D
+  std::vector<void*> Wq, Wr, Wp, Wu, Wh, S, Z, Zu, X, D;  // int4 plain / shuffled / packed / packed offset-binary,
+                                                          // fp16, scales, zeros (Zu: z - 8 s), X, D
   LayoutWR layout_r;
   LayoutWP layout_p;
   int sm_count = 132;
@@ -231,9 +233,9 @@ void bench(const Problem& p, Result& r) {
         static_assert(std::is_same_v<StrideA, LayoutWR>, "shuffled variant must use the reordered layout");
         a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wr[wc]);
         a.mainloop.dA = p.layout_r;
-      } else if constexpr (Order == W_PACKED) {
+      } else if constexpr (Order == W_PACKED || Order == W_PACKED_U4) {
         static_assert(std::is_same_v<StrideA, LayoutWP>, "packed variant must use the packed layout");
-        a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wp[wc]);
+        a.mainloop.ptr_A = reinterpret_cast<decltype(a.mainloop.ptr_A)>(Order == W_PACKED ? p.Wp[wc] : p.Wu[wc]);
         a.mainloop.dA = p.layout_p;
       } else {
         a.mainloop.ptr_A = reinterpret_cast<ElemW const*>(p.Wq[wc]);
@@ -244,7 +246,7 @@ void bench(const Problem& p, Result& r) {
       a.mainloop.dS = cutlass::make_cute_packed_stride(typename CM::StrideScale{}, make_shape(N, scale_k, 1));
       a.mainloop.group_size = kGroup;
       if constexpr (KindV == KIND_MIXED_SZ) {
-        a.mainloop.ptr_Z = reinterpret_cast<ElemZ const*>(p.Z[wc]);
+        a.mainloop.ptr_Z = reinterpret_cast<ElemZ const*>(Order == W_PACKED_U4 ? p.Zu[wc] : p.Z[wc]);
       } else {
         a.mainloop.ptr_Z = nullptr;
       }

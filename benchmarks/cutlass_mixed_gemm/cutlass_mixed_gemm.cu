@@ -276,8 +276,8 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     const size_t bq = size_t(N) * K / 2, bh = size_t(N) * K * 2, bs = size_t(scale_k) * N * 2;
     const size_t bx = size_t(Mmax) * K * 2, bd = size_t(Mmax) * N * 2;
     for (int c = 0; c < nc_q && alloc_ok; ++c) {
-      p.Wq.push_back(dalloc(bq)); p.Wr.push_back(dalloc(bq)); p.Wp.push_back(dalloc(bq));
-      p.S.push_back(dalloc(bs)); p.Z.push_back(dalloc(bs));
+      p.Wq.push_back(dalloc(bq)); p.Wr.push_back(dalloc(bq)); p.Wp.push_back(dalloc(bq)); p.Wu.push_back(dalloc(bq));
+      p.S.push_back(dalloc(bs)); p.Z.push_back(dalloc(bs)); p.Zu.push_back(dalloc(bs));
     }
     for (int c = 0; c < nc_h && alloc_ok; ++c) p.Wh.push_back(dalloc(bh));
     for (int c = 0; c < nc && alloc_ok; ++c) { p.X.push_back(dalloc(bx)); p.D.push_back(dalloc(bd)); }
@@ -338,6 +338,12 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       printf("# packed-layout check N=%d K=%d: %d positions, %d mismatches -> %s\n", N, K, pchecked, pbad,
              pbad ? "FAIL" : "PASS");
       reorder_ok = reorder_ok && pbad == 0;
+      // the library's int4 codes (offset binary: flip each nibble's top bit) and the zeros that undo the offset
+      for (auto& b : hR) b ^= 0x88;
+      CK(cudaMemcpy(p.Wu[0], hR.data(), bq, cudaMemcpyHostToDevice));
+      std::vector<cutlass::half_t> hZu(hZ.size());
+      for (size_t i = 0; i < hZ.size(); ++i) hZu[i] = cutlass::half_t(float(hZ[i]) - 8.f * float(hS[i]));
+      CK(cudaMemcpy(p.Zu[0], hZu.data(), bs, cudaMemcpyHostToDevice));
     }
     if (ok_) {
       dequant_kernel<<<4 * prop.multiProcessorCount, 256, 0, ctx.stream>>>(
@@ -350,6 +356,8 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       CK(cudaMemcpy(p.Wq[c], p.Wq[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Wr[c], p.Wr[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Wp[c], p.Wp[0], bq, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Wu[c], p.Wu[0], bq, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Zu[c], p.Zu[0], bs, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.S[c], p.S[0], bs, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Z[c], p.Z[0], bs, cudaMemcpyDeviceToDevice));
     }
