@@ -96,7 +96,7 @@ struct Result {
 };
 
 struct Problem;
-typedef void (*CheckFn)(const Problem&, int kind, Result&);
+typedef void (*CheckFn)(const Problem&, int kind, bool bf16, Result&);
 
 struct Problem {
   int N = 0, K = 0, M = 0;
@@ -105,6 +105,7 @@ struct Problem {
   int nc_h = 1;    // fp16 weight copies (baseline)
   std::vector<void*> Wq, Wr, Wp, Wu, Wh, S, Z, Zu, X, D;  // int4 plain / shuffled / packed / packed offset-binary,
                                                           // fp16, scales, zeros (Zu: z - 8 s), X, D
+  std::vector<void*> Whb, Sb, Zb, Zub, Xb;                // the bfloat16 variants' weights, scales, zeros, X
   LayoutWR layout_r;
   LayoutWP layout_p;
   int sm_count = 132;
@@ -121,6 +122,7 @@ struct Variant {
   int kind;
   void (*run)(const Problem&, Result&);
   bool deferred;   // run in a second pass after the whole sweep (stream-K: known hang reports, CUTLASS #1917)
+  bool bf16;       // bfloat16 activations, scales and output (compared with the bf16 baselines)
 };
 
 // Wait for all work on `stream` with a watchdog: a hung kernel cannot be recovered, so we exit.
@@ -159,24 +161,25 @@ inline void fatal_if_device_error(cudaError_t st, const char* what) {
 // ------------------------------------------------------------------------------------------------
 // GEMM type builders
 // ------------------------------------------------------------------------------------------------
-template <class Tile, class Cluster>
+// T: the activations', scales', zeros' and output's type (half_t, or bfloat16_t for the bf16 variants).
+template <class Tile, class Cluster, class T = ElemD>
 using EpilogueCoop = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
     Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
     ElemAcc, ElemAcc,
     void, LayoutD, AlignD,          // no C operand (beta = 0): no smem / no loads for C
-    ElemD, LayoutD, AlignD,
+    T, LayoutD, AlignD,
     cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
 
 // Mixed input: ElemATuple = cute::tuple<int4b_t, half_t> (scale only) or tuple<int4b_t, half_t, half_t> (scale+zero)
 // LayoutWArg = RowMajor tag (plain K-major), LayoutWR (offline reordered) or LayoutWP (bitblas_jax's packed).
-template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void>
+template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void, class T = ElemX>
 struct MixedGemm {
-  using Epi = EpilogueCoop<Tile, Cluster>;
+  using Epi = EpilogueCoop<Tile, Cluster, T>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       ElemATuple, LayoutWArg, AlignW,
-      ElemX, LayoutB, AlignH,
+      T, LayoutB, AlignH,
       ElemAcc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
@@ -185,13 +188,13 @@ struct MixedGemm {
 };
 
 // fp16 x fp16 baseline, same transposed formulation (A = dequantized W [N,K] K-major, B = X K-major).
-template <class Tile, class Cluster, class Sched = cutlass::gemm::collective::KernelScheduleAuto>
+template <class Tile, class Cluster, class Sched = cutlass::gemm::collective::KernelScheduleAuto, class T = ElemX>
 struct F16Gemm {
-  using Epi = EpilogueCoop<Tile, Cluster>;
+  using Epi = EpilogueCoop<Tile, Cluster, T>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-      ElemX, LayoutA, AlignH,
-      ElemX, LayoutB, AlignH,
+      T, LayoutA, AlignH,
+      T, LayoutB, AlignH,
       ElemAcc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
       Sched>::CollectiveOp;
@@ -204,7 +207,7 @@ inline const char* status_str(cutlass::Status s) { return cutlass::cutlassGetSta
 // ------------------------------------------------------------------------------------------------
 // Benchmark driver for one GEMM type on one (shape, M)
 // ------------------------------------------------------------------------------------------------
-template <class Gemm, int KindV, int Order, bool StreamK>
+template <class Gemm, int KindV, int Order, bool StreamK, bool BF16 = false>
 void bench(const Problem& p, Result& r) {
   using GK = typename Gemm::GemmKernel;
   using StrideA = typename GK::StrideA;
@@ -225,7 +228,7 @@ void bench(const Problem& p, Result& r) {
 
     const int wc = c % (KindV == KIND_F16 ? p.nc_h : p.nc_q);
     if constexpr (KindV == KIND_F16) {
-      a.mainloop.ptr_A = reinterpret_cast<ElemX const*>(p.Wh[wc]);
+      a.mainloop.ptr_A = reinterpret_cast<decltype(a.mainloop.ptr_A)>(BF16 ? p.Whb[wc] : p.Wh[wc]);
       a.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(N, K, 1));
     } else {
       using CM = typename GK::CollectiveMainloop;
@@ -242,23 +245,24 @@ void bench(const Problem& p, Result& r) {
         a.mainloop.dA = cutlass::make_cute_packed_stride(StrideA{}, make_shape(N, K, 1));
       }
       const int scale_k = (K + kGroup - 1) / kGroup;
-      a.mainloop.ptr_S = reinterpret_cast<ElemS const*>(p.S[wc]);
+      a.mainloop.ptr_S = reinterpret_cast<decltype(a.mainloop.ptr_S)>(BF16 ? p.Sb[wc] : p.S[wc]);
       a.mainloop.dS = cutlass::make_cute_packed_stride(typename CM::StrideScale{}, make_shape(N, scale_k, 1));
       a.mainloop.group_size = kGroup;
       if constexpr (KindV == KIND_MIXED_SZ) {
-        a.mainloop.ptr_Z = reinterpret_cast<ElemZ const*>(Order == W_PACKED_U4 ? p.Zu[wc] : p.Z[wc]);
+        const auto& z = Order == W_PACKED_U4 ? (BF16 ? p.Zub : p.Zu) : (BF16 ? p.Zb : p.Z);
+        a.mainloop.ptr_Z = reinterpret_cast<decltype(a.mainloop.ptr_Z)>(z[wc]);
       } else {
         a.mainloop.ptr_Z = nullptr;
       }
     }
-    a.mainloop.ptr_B = reinterpret_cast<ElemX const*>(p.X[c]);
+    a.mainloop.ptr_B = reinterpret_cast<decltype(a.mainloop.ptr_B)>(BF16 ? p.Xb[c] : p.X[c]);
     a.mainloop.dB = cutlass::make_cute_packed_stride(StrideB{}, make_shape(M, K, 1));
 
     a.epilogue.thread.alpha = 1.0f;
     a.epilogue.thread.beta = 0.0f;
     a.epilogue.ptr_C = nullptr;
     a.epilogue.dC = cutlass::make_cute_packed_stride(StrideC{}, make_shape(N, M, 1));
-    a.epilogue.ptr_D = reinterpret_cast<ElemD*>(p.D[c]);
+    a.epilogue.ptr_D = reinterpret_cast<decltype(a.epilogue.ptr_D)>(p.D[c]);   // 2 bytes an element either way
     a.epilogue.dD = cutlass::make_cute_packed_stride(StrideD{}, make_shape(N, M, 1));
 
     a.hw_info.device_id = 0;
@@ -329,7 +333,7 @@ void bench(const Problem& p, Result& r) {
   if (ce != cudaSuccess) { r.err = std::string("memset D: ") + cudaGetErrorString(ce); return; }
   if (!launch(0) || !run(0)) return;
   fatal_if_device_error(wait_stream(p.stream, p.timeout_s, "correctness run"), "correctness run");
-  p.check(p, KindV, r);
+  p.check(p, KindV, BF16, r);
 
   // ---- warm-up (rotating copies) ----
   int it = 0;

@@ -51,10 +51,11 @@ static inline int nib_at(const uint8_t* q, int64_t elem) {
   return v >= 8 ? v - 16 : v;   // two's complement int4
 }
 
-// Dequantize for the fp16 baseline: Wh[n,k] = fp16(q[n,k] * s[n,k/128]) (same rounding as the mixed
-// kernel's fp16 multiply: q*s is exact in fp32, then one rounding to fp16).
-__global__ void dequant_kernel(const uint8_t* __restrict__ q, const cutlass::half_t* __restrict__ S,
-                               cutlass::half_t* __restrict__ Wh, int N, int K) {
+// Dequantize for the 16-bit baselines: Wh[n,k] = T(q[n,k] * s[n,k/128]) (same rounding as the mixed
+// kernel's multiply: q*s is exact in fp32, then one rounding to T).
+template <class T>
+__global__ void dequant_kernel(const uint8_t* __restrict__ q, const T* __restrict__ S, T* __restrict__ Wh, int N,
+                               int K) {
   const int64_t nbytes = int64_t(N) * K / 2;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nbytes; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t e0 = 2 * i;
@@ -64,13 +65,13 @@ __global__ void dequant_kernel(const uint8_t* __restrict__ q, const cutlass::hal
     int v0 = b & 0xF;  v0 = v0 >= 8 ? v0 - 16 : v0;
     int v1 = b >> 4;   v1 = v1 >= 8 ? v1 - 16 : v1;
     const float s = float(S[int64_t(k / kGroup) * N + n]);
-    Wh[e0]     = cutlass::half_t(float(v0) * s);
-    Wh[e0 + 1] = cutlass::half_t(float(v1) * s);
+    Wh[e0]     = T(float(v0) * s);
+    Wh[e0 + 1] = T(float(v1) * s);
   }
 }
 
-__global__ void gather_kernel(const cutlass::half_t* __restrict__ D, const int64_t* __restrict__ idx,
-                              cutlass::half_t* __restrict__ out, int n) {
+__global__ void gather_kernel(const uint16_t* __restrict__ D, const int64_t* __restrict__ idx,
+                              uint16_t* __restrict__ out, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = D[idx[i]];
 }
@@ -95,27 +96,27 @@ struct CheckState {
   std::vector<double> ref_s;     // sum_k x * (q*s)
   std::vector<double> ref_sz;    // sum_k x * (q*s + z)
   int64_t* d_idx = nullptr;
-  cutlass::half_t* d_out = nullptr;
+  uint16_t* d_out = nullptr;        // the sampled outputs' bits (fp16 or bf16)
   int n = 0;
 };
 static CheckState g_chk;
 
-// Tolerance: outputs are fp16 (relative rounding 2^-11 ~ 4.9e-4 of |value| <= max|ref|); the mixed kernel
-// additionally rounds each dequantized weight q*s (+z) to fp16 (relative 2^-11 per term, random sign, so
-// the sum error grows ~sqrt(K) while the sum itself also grows ~sqrt(K)); accumulation is fp32.
-// Expected max |out-ref| / max|ref| is ~1e-3; any layout/scale/zero/reorder mistake gives O(0.1..1).
-// 2e-2 therefore separates "correct up to fp16 rounding" from "wrong" with a wide margin.
+// Tolerance: outputs are fp16 or bf16 (relative rounding 2^-11 or 2^-8 of |value| <= max|ref|); the mixed
+// kernel additionally rounds each dequantized weight q*s (+z) to the activation type (relative 2^-11 / 2^-8
+// per term, random sign, so the sum error grows ~sqrt(K) while the sum itself also grows ~sqrt(K));
+// accumulation is fp32. Expected max |out-ref| / max|ref| is ~1e-3 (fp16) to ~5e-3 (bf16); any
+// layout/scale/zero/reorder mistake gives O(0.1..1). 2e-2 separates "correct up to rounding" from "wrong".
 static const double kTol = 2e-2;
 
-static void check_fn(const Problem& p, int kind, Result& r) {
+static void check_fn(const Problem& p, int kind, bool bf16, Result& r) {
   CheckState& c = g_chk;
   bool ok_ = true;
   CK(cudaMemcpyAsync(c.d_idx, c.idx.data(), c.n * sizeof(int64_t), cudaMemcpyHostToDevice, p.stream));
-  gather_kernel<<<(c.n + 255) / 256, 256, 0, p.stream>>>(reinterpret_cast<const cutlass::half_t*>(p.D[0]),
+  gather_kernel<<<(c.n + 255) / 256, 256, 0, p.stream>>>(reinterpret_cast<const uint16_t*>(p.D[0]),
                                                          c.d_idx, c.d_out, c.n);
   CK(cudaGetLastError());
-  std::vector<cutlass::half_t> out(c.n);
-  CK(cudaMemcpyAsync(out.data(), c.d_out, c.n * sizeof(cutlass::half_t), cudaMemcpyDeviceToHost, p.stream));
+  std::vector<uint16_t> out(c.n);
+  CK(cudaMemcpyAsync(out.data(), c.d_out, c.n * sizeof(uint16_t), cudaMemcpyDeviceToHost, p.stream));
   fatal_if_device_error(wait_stream(p.stream, p.timeout_s, "check gather"), "check gather");
   if (!ok_) { r.max_rel_err = -1; r.pass = false; return; }
   const std::vector<double>& ref = (kind == KIND_MIXED_SZ) ? c.ref_sz : c.ref_s;
@@ -123,7 +124,8 @@ static void check_fn(const Problem& p, int kind, Result& r) {
   bool nan = false;
   for (int i = 0; i < c.n; ++i) maxref = std::max(maxref, std::fabs(ref[i]));
   for (int i = 0; i < c.n; ++i) {
-    double o = double(float(out[i]));
+    const double o = bf16 ? double(float(cutlass::bfloat16_t::bitcast(out[i])))
+                          : double(float(cutlass::half_t::bitcast(out[i])));
     if (!std::isfinite(o)) { nan = true; continue; }
     maxerr = std::max(maxerr, std::fabs(o - ref[i]));
   }
@@ -196,7 +198,7 @@ static bool parse(int argc, char** argv, Opts& o) {
 }
 
 
-struct SumRow { int N, K, M; std::string f16; double f16_us; std::string mx; double mx_us; };
+struct SumRow { int N, K, M; bool bf16; std::string f16; double f16_us; std::string mx; double mx_us; };
 
 struct Ctx {
   const Opts& o;
@@ -204,18 +206,19 @@ struct Ctx {
   cudaStream_t stream;
   std::vector<cudaEvent_t>& ev;
   std::vector<SumRow>& summary;
-  std::map<std::tuple<int,int,int>, std::pair<std::string,double>>& best_f16;   // from the main pass
+  std::map<std::tuple<int,int,int,bool>, std::pair<std::string,double>>& best_f16;   // from the main pass, per dtype
 };
 
 static void print_summary(const std::vector<SumRow>& summary, const Opts& o, double t_start) {
   (void)o;
-  printf("\n# ===== summary: best passing fp16 vs best passing mixed (speedup = t_f16 / t_mixed) =====\n");
-  printf("# %6s %6s %6s | %-22s %9s | %-24s %9s | %s\n", "N", "K", "M", "best_f16", "us", "best_mixed", "us", "speedup");
+  printf("\n# ===== summary: best passing 16-bit GEMM vs best passing mixed, per activation type (speedup = t_16bit / t_mixed) =====\n");
+  printf("# %4s %6s %6s %6s | %-22s %9s | %-30s %9s | %s\n", "type", "N", "K", "M", "best_16bit", "us", "best_mixed", "us",
+         "speedup");
   for (auto& s : summary) {
     char sp[32];
     if (s.f16_us > 0 && s.mx_us > 0) snprintf(sp, sizeof(sp), "%.3fx", s.f16_us / s.mx_us); else snprintf(sp, sizeof(sp), "n/a");
-    printf("# %6d %6d %6d | %-22s %9.2f | %-24s %9.2f | %s\n", s.N, s.K, s.M, s.f16.c_str(), s.f16_us, s.mx.c_str(),
-           s.mx_us, sp);
+    printf("# %4s %6d %6d %6d | %-22s %9.2f | %-30s %9.2f | %s\n", s.bf16 ? "bf16" : "fp16", s.N, s.K, s.M, s.f16.c_str(),
+           s.f16_us, s.mx.c_str(), s.mx_us, sp);
   }
   printf("# total wall time so far %.1f s\n", now_s() - t_start);
 }
@@ -244,17 +247,22 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       for (; i + 8 <= hQ.size(); i += 8) { uint64_t r = rng.next(); memcpy(&hQ[i], &r, 8); }
       for (; i < hQ.size(); ++i) hQ[i] = uint8_t(rng.next());
     }
-    // scales in [1/64, 1/32): (512+j) * 2^-15, exactly representable in fp16; zeros in [-1/8, 1/8]: j * 2^-10
+    // Values with at most 8 significant bits, exact in fp16 and bf16 alike (one reference for both):
+    // scales in [1/64, 1/32): (128 + j) * 2^-13; zeros in [-1/8, 1/8]: j * 2^-9; activations in [-1, 1]: j / 128
     std::vector<cutlass::half_t> hS(size_t(scale_k) * N), hZ(size_t(scale_k) * N);
-    for (auto& s : hS) s = cutlass::half_t(float(512 + int(rng.next() % 512)) / 32768.0f);
-    for (auto& z : hZ) z = cutlass::half_t(float(int(rng.next() % 257) - 128) / 1024.0f);
-    // activations in [-1, 1]: j/1024, exactly representable in fp16
+    for (auto& s : hS) s = cutlass::half_t(float(128 + int(rng.next() % 128)) / 8192.0f);
+    for (auto& z : hZ) z = cutlass::half_t(float(int(rng.next() % 129) - 64) / 512.0f);
     std::vector<float> hXf(size_t(Mmax) * K);
     std::vector<cutlass::half_t> hX(size_t(Mmax) * K);
     for (size_t i = 0; i < hXf.size(); ++i) {
-      hXf[i] = float(int(rng.next() % 2049) - 1024) / 1024.0f;
+      hXf[i] = float(int(rng.next() % 257) - 128) / 128.0f;
       hX[i] = cutlass::half_t(hXf[i]);
     }
+    auto to_bf16 = [](const std::vector<cutlass::half_t>& v) {
+      std::vector<cutlass::bfloat16_t> b(v.size());
+      for (size_t i = 0; i < v.size(); ++i) b[i] = cutlass::bfloat16_t(float(v[i]));
+      return b;
+    };
 
     // ---------------- device data ----------------
     Problem p;
@@ -278,9 +286,12 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     for (int c = 0; c < nc_q && alloc_ok; ++c) {
       p.Wq.push_back(dalloc(bq)); p.Wr.push_back(dalloc(bq)); p.Wp.push_back(dalloc(bq)); p.Wu.push_back(dalloc(bq));
       p.S.push_back(dalloc(bs)); p.Z.push_back(dalloc(bs)); p.Zu.push_back(dalloc(bs));
+      p.Sb.push_back(dalloc(bs)); p.Zb.push_back(dalloc(bs)); p.Zub.push_back(dalloc(bs));
     }
-    for (int c = 0; c < nc_h && alloc_ok; ++c) p.Wh.push_back(dalloc(bh));
-    for (int c = 0; c < nc && alloc_ok; ++c) { p.X.push_back(dalloc(bx)); p.D.push_back(dalloc(bd)); }
+    for (int c = 0; c < nc_h && alloc_ok; ++c) { p.Wh.push_back(dalloc(bh)); p.Whb.push_back(dalloc(bh)); }
+    for (int c = 0; c < nc && alloc_ok; ++c) {
+      p.X.push_back(dalloc(bx)); p.Xb.push_back(dalloc(bx)); p.D.push_back(dalloc(bd));
+    }
     auto free_all = [&]() { cudaDeviceSynchronize(); for (void* a : allocs) cudaFree(a); allocs.clear(); };
     if (!alloc_ok) { printf("ERROR: skipping shape N=%d K=%d (allocation failed)\n", N, K); free_all(); continue; }
 
@@ -289,6 +300,12 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     CK(cudaMemcpy(p.S[0], hS.data(), bs, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(p.Z[0], hZ.data(), bs, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(p.X[0], hX.data(), bx, cudaMemcpyHostToDevice));
+    {
+      const auto hSb = to_bf16(hS), hZb = to_bf16(hZ), hXb = to_bf16(hX);
+      CK(cudaMemcpy(p.Sb[0], hSb.data(), bs, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(p.Zb[0], hZb.data(), bs, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(p.Xb[0], hXb.data(), bx, cudaMemcpyHostToDevice));
+    }
 
     // Offline reorder of the int4 weights into the shuffled layout (CUTLASS's reorder_tensor, as example 55).
     auto shape_w = make_shape(N, K, 1);
@@ -344,11 +361,16 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       std::vector<cutlass::half_t> hZu(hZ.size());
       for (size_t i = 0; i < hZ.size(); ++i) hZu[i] = cutlass::half_t(float(hZ[i]) - 8.f * float(hS[i]));
       CK(cudaMemcpy(p.Zu[0], hZu.data(), bs, cudaMemcpyHostToDevice));
+      const auto hZub = to_bf16(hZu);   // (z - 8 s in fp16 first, then bf16: both round; within the tolerance)
+      CK(cudaMemcpy(p.Zub[0], hZub.data(), bs, cudaMemcpyHostToDevice));
     }
     if (ok_) {
       dequant_kernel<<<4 * prop.multiProcessorCount, 256, 0, ctx.stream>>>(
           reinterpret_cast<const uint8_t*>(p.Wq[0]), reinterpret_cast<const cutlass::half_t*>(p.S[0]),
           reinterpret_cast<cutlass::half_t*>(p.Wh[0]), N, K);
+      dequant_kernel<<<4 * prop.multiProcessorCount, 256, 0, ctx.stream>>>(
+          reinterpret_cast<const uint8_t*>(p.Wq[0]), reinterpret_cast<const cutlass::bfloat16_t*>(p.Sb[0]),
+          reinterpret_cast<cutlass::bfloat16_t*>(p.Whb[0]), N, K);
       CK(cudaGetLastError());
       CK(cudaStreamSynchronize(ctx.stream));
     }
@@ -358,11 +380,20 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       CK(cudaMemcpy(p.Wp[c], p.Wp[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Wu[c], p.Wu[0], bq, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Zu[c], p.Zu[0], bs, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Sb[c], p.Sb[0], bs, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Zb[c], p.Zb[0], bs, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Zub[c], p.Zub[0], bs, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.S[c], p.S[0], bs, cudaMemcpyDeviceToDevice));
       CK(cudaMemcpy(p.Z[c], p.Z[0], bs, cudaMemcpyDeviceToDevice));
     }
-    for (int c = 1; c < nc_h && ok_; ++c) CK(cudaMemcpy(p.Wh[c], p.Wh[0], bh, cudaMemcpyDeviceToDevice));
-    for (int c = 1; c < nc && ok_; ++c) CK(cudaMemcpy(p.X[c], p.X[0], bx, cudaMemcpyDeviceToDevice));
+    for (int c = 1; c < nc_h && ok_; ++c) {
+      CK(cudaMemcpy(p.Wh[c], p.Wh[0], bh, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Whb[c], p.Whb[0], bh, cudaMemcpyDeviceToDevice));
+    }
+    for (int c = 1; c < nc && ok_; ++c) {
+      CK(cudaMemcpy(p.X[c], p.X[0], bx, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(p.Xb[c], p.Xb[0], bx, cudaMemcpyDeviceToDevice));
+    }
     if (ok_) CK(cudaDeviceSynchronize());
     if (!ok_) { printf("ERROR: data setup failed for N=%d K=%d; skipping shape\n", N, K); free_all(); continue; }
     printf("# setup N=%d K=%d done in %.2f s\n", N, K, now_s() - t_shape);
@@ -398,56 +429,63 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
       }
 
       const double flop = 2.0 * M * double(N) * K;
-      const auto key = std::make_tuple(N, K, M);
-      double best_f16 = 0; std::string best_f16_name = "-";
-      if (deferred && ctx.best_f16.count(key)) { best_f16_name = ctx.best_f16[key].first; best_f16 = ctx.best_f16[key].second; }
-      double best_mx = 0;  std::string best_mx_name = "-";
-      std::vector<std::pair<const Variant*, Result>> f16_results;
+      for (const bool bf16 : {false, true}) {   // each activation type against its own 16-bit baselines
+        const char* dt = bf16 ? "bf16" : "fp16";
+        const auto key = std::make_tuple(N, K, M, bf16);
+        bool any = false;
+        for (auto& v : vars) any |= v.bf16 == bf16;
+        if (!any) continue;
+        double best_f16 = 0; std::string best_f16_name = "-";
+        if (deferred && ctx.best_f16.count(key)) { best_f16_name = ctx.best_f16[key].first; best_f16 = ctx.best_f16[key].second; }
+        double best_mx = 0;  std::string best_mx_name = "-";
+        std::vector<std::pair<const Variant*, Result>> f16_results;
 
-      auto print_line = [&](const Variant& v, const Result& r) {
-        if (!r.ok) {
-          printf("N=%-6d K=%-5d M=%-5d %-24s ERROR %s%s\n", N, K, M, v.name, r.err.c_str(),
-                 r.max_rel_err >= 0 ? (r.pass ? " (check PASS)" : " (check FAIL)") : "");
-          return;
-        }
-        char ratio[32];
-        if (best_f16 > 0) snprintf(ratio, sizeof(ratio), "%.3fx", best_f16 / r.us); else snprintf(ratio, sizeof(ratio), "n/a");
-        printf("N=%-6d K=%-5d M=%-5d %-24s us=%9.2f  TFLOPs=%7.1f  vs_best_f16=%-7s  maxrel=%.2e  %s%s%s\n", N, K, M,
-               v.name, r.us, flop / (r.us * 1e-6) / 1e12, ratio, r.max_rel_err, r.pass ? "PASS" : "FAIL",
-               o.verbose ? "  " : "", o.verbose ? (r.info + " min_us=" + std::to_string(r.min_us)).c_str() : "");
-      };
-
-      for (auto& v : vars) {
-        if (v.kind != KIND_F16) continue;
-        Result r;
-        v.run(p, r);
-        f16_results.push_back({&v, r});
-        if (r.ok && r.pass && (best_f16 == 0 || r.us < best_f16)) { best_f16 = r.us; best_f16_name = v.name; }
-      }
-      for (auto& [vp, r] : f16_results) print_line(*vp, r);
-      for (auto& v : vars) {
-        if (v.kind == KIND_F16) continue;
-        Result r;
-        v.run(p, r);
-        print_line(v, r);
-        if (r.ok && r.pass && (best_mx == 0 || r.us < best_mx)) { best_mx = r.us; best_mx_name = v.name; }
-      }
-      char sp[32];
-      if (best_f16 > 0 && best_mx > 0) snprintf(sp, sizeof(sp), "%.3fx", best_f16 / best_mx); else snprintf(sp, sizeof(sp), "n/a");
-      printf("%s N=%d K=%d M=%d best_f16=%s %.2f us  best_mixed=%s %.2f us  mixed_vs_f16=%s\n", deferred ? "SUMMARY_DEFERRED" : "SUMMARY", N, K, M,
-             best_f16_name.c_str(), best_f16, best_mx_name.c_str(), best_mx, sp);
-      if (!deferred) {
-        ctx.best_f16[key] = {best_f16_name, best_f16};
-        ctx.summary.push_back({N, K, M, best_f16_name, best_f16, best_mx_name, best_mx});
-      } else {
-        bool found = false;
-        for (auto& row : ctx.summary) {
-          if (row.N == N && row.K == K && row.M == M) {
-            found = true;
-            if (best_mx > 0 && (row.mx_us <= 0 || best_mx < row.mx_us)) { row.mx = best_mx_name; row.mx_us = best_mx; }
+        auto print_line = [&](const Variant& v, const Result& r) {
+          if (!r.ok) {
+            printf("N=%-6d K=%-5d M=%-5d %-30s ERROR %s%s\n", N, K, M, v.name, r.err.c_str(),
+                   r.max_rel_err >= 0 ? (r.pass ? " (check PASS)" : " (check FAIL)") : "");
+            return;
           }
+          char ratio[32];
+          if (best_f16 > 0) snprintf(ratio, sizeof(ratio), "%.3fx", best_f16 / r.us); else snprintf(ratio, sizeof(ratio), "n/a");
+          printf("N=%-6d K=%-5d M=%-5d %-30s us=%9.2f  TFLOPs=%7.1f  vs_best_%s=%-7s  maxrel=%.2e  %s%s%s\n", N, K, M,
+                 v.name, r.us, flop / (r.us * 1e-6) / 1e12, dt, ratio, r.max_rel_err, r.pass ? "PASS" : "FAIL",
+                 o.verbose ? "  " : "", o.verbose ? (r.info + " min_us=" + std::to_string(r.min_us)).c_str() : "");
+        };
+
+        for (auto& v : vars) {
+          if (v.kind != KIND_F16 || v.bf16 != bf16) continue;
+          Result r;
+          v.run(p, r);
+          f16_results.push_back({&v, r});
+          if (r.ok && r.pass && (best_f16 == 0 || r.us < best_f16)) { best_f16 = r.us; best_f16_name = v.name; }
         }
-        if (!found) ctx.summary.push_back({N, K, M, best_f16_name, best_f16, best_mx_name, best_mx});
+        for (auto& [vp, r] : f16_results) print_line(*vp, r);
+        for (auto& v : vars) {
+          if (v.kind == KIND_F16 || v.bf16 != bf16) continue;
+          Result r;
+          v.run(p, r);
+          print_line(v, r);
+          if (r.ok && r.pass && (best_mx == 0 || r.us < best_mx)) { best_mx = r.us; best_mx_name = v.name; }
+        }
+        char sp[32];
+        if (best_f16 > 0 && best_mx > 0) snprintf(sp, sizeof(sp), "%.3fx", best_f16 / best_mx); else snprintf(sp, sizeof(sp), "n/a");
+        printf("%s %s N=%d K=%d M=%d best_16bit=%s %.2f us  best_mixed=%s %.2f us  mixed_vs_16bit=%s\n",
+               deferred ? "SUMMARY_DEFERRED" : "SUMMARY", dt, N, K, M, best_f16_name.c_str(), best_f16,
+               best_mx_name.c_str(), best_mx, sp);
+        if (!deferred) {
+          ctx.best_f16[key] = {best_f16_name, best_f16};
+          ctx.summary.push_back({N, K, M, bf16, best_f16_name, best_f16, best_mx_name, best_mx});
+        } else {
+          bool found = false;
+          for (auto& row : ctx.summary) {
+            if (row.N == N && row.K == K && row.M == M && row.bf16 == bf16) {
+              found = true;
+              if (best_mx > 0 && (row.mx_us <= 0 || best_mx < row.mx_us)) { row.mx = best_mx_name; row.mx_us = best_mx; }
+            }
+          }
+          if (!found) ctx.summary.push_back({N, K, M, bf16, best_f16_name, best_f16, best_mx_name, best_mx});
+        }
       }
     }
     free_all();
@@ -502,7 +540,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   for (auto& v : vars) printf("# variant %-24s %s\n", v.name, v.desc);
-  printf("# columns: us = median of per-launch cudaEvent times; TFLOPs = 2*M*N*K/t; vs_best_f16 = "
+  printf("# columns: us = median of per-launch cudaEvent times; TFLOPs = 2*M*N*K/t; vs_best_fp16 / bf16 = "
          "t(best passing fp16 variant) / t(this) (>1 = faster than fp16); maxrel = max|out-ref|/max|ref| "
          "over %d sampled outputs vs host fp64 reference\n", 512);
 
@@ -512,13 +550,13 @@ int main(int argc, char** argv) {
   for (auto& e : ev) CK(cudaEventCreate(&e));
   g_chk.n = 512;
   CK(cudaMalloc(&g_chk.d_idx, g_chk.n * sizeof(int64_t)));
-  CK(cudaMalloc(&g_chk.d_out, g_chk.n * sizeof(cutlass::half_t)));
+  CK(cudaMalloc(&g_chk.d_out, g_chk.n * sizeof(uint16_t)));
   if (!ok_) return 1;
 
   std::vector<Variant> main_vars, deferred_vars;
   for (auto& v : vars) (v.deferred ? deferred_vars : main_vars).push_back(v);
   std::vector<SumRow> summary;
-  std::map<std::tuple<int,int,int>, std::pair<std::string,double>> best_f16_map;
+  std::map<std::tuple<int,int,int,bool>, std::pair<std::string,double>> best_f16_map;
   Ctx ctx{o, prop, stream, ev, summary, best_f16_map};
   if (!main_vars.empty()) run_pass(ctx, main_vars, false);
   print_summary(summary, o, t_start);

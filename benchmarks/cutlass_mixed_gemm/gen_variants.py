@@ -38,6 +38,18 @@ variants = [
  ("mx_sz_packedu4_128x256_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
   "MixedGemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>, cute::tuple<cutlass::uint4b_t, ElemS, ElemZ>, LayoutWP>::Gemm",
   "bitblas_jax's int4 as it is: packed W, offset-binary codes as uint4 with zeros z - 8 s, tile 128x256x64, cluster 1x1x1, cooperative, persistent"),
+ ("bf16_128x128_c1", "KIND_F16", "W_PLAIN", "false",
+  "F16Gemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cutlass::gemm::collective::KernelScheduleAuto, cutlass::bfloat16_t>::Gemm",
+  "bf16 x bf16 baseline, KernelScheduleAuto, tile 128x128x64, cluster 1x1x1, persistent"),
+ ("bf16_128x256_c1", "KIND_F16", "W_PLAIN", "false",
+  "F16Gemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>, cutlass::gemm::collective::KernelScheduleAuto, cutlass::bfloat16_t>::Gemm",
+  "bf16 x bf16 baseline, KernelScheduleAuto, tile 128x256x64, cluster 1x1x1, persistent"),
+ ("mx_sz_packedu4_bf16_128x128_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<cutlass::uint4b_t, cutlass::bfloat16_t, cutlass::bfloat16_t>, LayoutWP, void, cutlass::bfloat16_t>::Gemm",
+  "bitblas_jax's int4 as it is under bf16 activations (packed W, uint4 codes, zeros z - 8 s), tile 128x128x64, cooperative, persistent"),
+ ("mx_sz_packedu4_bf16_128x256_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  "MixedGemm<Shape<_128,_256,_64>, Shape<_1,_1,_1>, cute::tuple<cutlass::uint4b_t, cutlass::bfloat16_t, cutlass::bfloat16_t>, LayoutWP, void, cutlass::bfloat16_t>::Gemm",
+  "bitblas_jax's int4 as it is under bf16 activations (packed W, uint4 codes, zeros z - 8 s), tile 128x256x64, cooperative, persistent"),
  ("mx_s_plain_128x128_c1", "KIND_MIXED_S", "W_PLAIN", "false",
   "MixedGemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>, cute::tuple<ElemW, ElemS>, LayoutA>::Gemm",
   "int4 x fp16 mixed, scale-only, plain K-major W (no reorder), tile 128x128x64, cluster 1x1x1, cooperative, persistent"),
@@ -51,15 +63,16 @@ variants = [
 os.makedirs(os.path.join(HERE, "variants"), exist_ok=True)
 names = []
 for name, kind, order, sk, gexpr, desc in variants:
+    bf16 = "true" if "bfloat16" in gexpr else "false"
     src = f'''// Variant {name}: {desc}
 #include "../common.hpp"
 using namespace bench;
 namespace {{
 using G = {gexpr};
-void run_v(const Problem& p, Result& r) {{ bench::bench<G, {kind}, {order}, {sk}>(p, r); }}
+void run_v(const Problem& p, Result& r) {{ bench::bench<G, {kind}, {order}, {sk}, {bf16}>(p, r); }}
 }}  // namespace
 bench::Variant variant_{name}() {{
-  return {{"{name}", "{desc}", {kind}, &run_v, {sk}}};
+  return {{"{name}", "{desc}", {kind}, &run_v, {sk}, {bf16}}};
 }}
 '''
     path = os.path.join(HERE, "variants", f"v_{name}.cu")
