@@ -16,13 +16,12 @@
 // order) and warp 0 writes the 16 x (up to) 16 outputs through the epilogue (store_qact_sum:
 // per-channel scale, bias, the output cast).
 //
-// The k permutation. The packed layout holds, per lane, the m16n8k16 (fp16) A-operand fragments:
-// rows g, g + 8 (g = lane / 4) at columns 2c, 2c+1, 2c+8, 2c+9 (c = lane % 4) of each 16-wide k-step.
-// mma.m16n8k32.s8 wants 4 consecutive k per register (4c .. 4c+3 and 16 + 4c .. 16 + 4c + 3). A dot
-// product does not care about the order of k as long as both operands use the same one, so register
-// j of the A fragment takes the lane's elements of k-step 2j' / 2j'+1 as they are, and the B fragment
-// (activation row g of the 8-row tile) is loaded in the same order: bytes at k = 2c, 2c+1, 2c+8, 2c+9
-// (+ 16 for the second register), i.e. two 16-bit loads per register.
+// The k order. A lane decodes its 16 bytes with i8_fragment (a8_fragment.cuh), as the GEMMs do: register
+// 4c + i of an m16n8k32 fragment carries k = kSigma[4c + i] of each 16-k chunk (2c, 2c+1, 2c+8, 2c+9), the
+// k the lane's fp16 fragment holds, so masks and byte permutes build the registers with no per-element
+// shifts. The activations (the B fragment of 8-row tile row g) are loaded in the same order: bytes
+// k = 2c, 2c+1 and 2c+8, 2c+9 (+ 16 for the second register), i.e. two 16-bit loads per register, from
+// A as it is: no XLA op permutes A before the launch, as the GEMMs' callers do.
 //
 // Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
 // bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
@@ -32,7 +31,7 @@
 
 #include <cstdint>
 
-#include "bitblas_jax/layout.h"
+#include "a8_fragment.cuh"  // i8_fragment
 #include "decode_i8.h"
 #include "epilogue.cuh"
 #include "ptx.cuh"
@@ -59,26 +58,9 @@ struct DecodeI8Params {
   void* out;
 };
 
-// The int8 value of fragment element f of this lane's 16 bytes (codes -> element values, formats.py).
-template <int BITS, bool SIGNED>
-__device__ __forceinline__ uint32_t element_i8(const uint32_t (&w)[4], int f) {
-  constexpr int E = 32 / BITS;
-  constexpr uint32_t kMask = (1u << BITS) - 1u;
-  const uint32_t code = (w[f / E] >> (layout::field_of(f % E, BITS) * BITS)) & kMask;
-  int v = static_cast<int>(code);
-  if (SIGNED) v = BITS == 1 ? 2 * v - 1 : v - (1 << (BITS - 1));
-  return static_cast<uint32_t>(v) & 0xffu;
-}
-
-// Four fragment elements as one register, element a in the low byte.
-template <int BITS, bool SIGNED>
-__device__ __forceinline__ uint32_t pack4(const uint32_t (&w)[4], int a, int b, int c, int d) {
-  return element_i8<BITS, SIGNED>(w, a) | (element_i8<BITS, SIGNED>(w, b) << 8) |
-         (element_i8<BITS, SIGNED>(w, c) << 16) | (element_i8<BITS, SIGNED>(w, d) << 24);
-}
-
-template <int BITS, bool SIGNED, bool SCALED, int NT>
+template <WFormat WF, bool SCALED, int NT>
 __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8Params p) {
+  constexpr int BITS = format_bits(WF);
   constexpr int TK = 256 / BITS;      // k per packed tile
   constexpr int MMAS = TK / 32;       // mma k-steps per tile
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -121,14 +103,10 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
       if (t >= t1) break;
       const uint4 cur = ring[d];
       if (t + D < t1) ring[d] = ldg_stream(wlane + (t + D) * 512);
-      const uint32_t w[4] = {cur.x, cur.y, cur.z, cur.w};
 #pragma unroll
       for (int j = 0; j < MMAS; ++j) {
-        const int f0 = 16 * j, f1 = 16 * j + 8;   // the two 16-wide k-steps of this mma
-        const uint32_t a[4] = {pack4<BITS, SIGNED>(w, f0 + 0, f0 + 1, f0 + 4, f0 + 5),   // row g
-                               pack4<BITS, SIGNED>(w, f0 + 2, f0 + 3, f0 + 6, f0 + 7),   // row g + 8
-                               pack4<BITS, SIGNED>(w, f1 + 0, f1 + 1, f1 + 4, f1 + 5),
-                               pack4<BITS, SIGNED>(w, f1 + 2, f1 + 3, f1 + 6, f1 + 7)};
+        uint32_t a[4];
+        i8_fragment<WF>(cur, j, a);
         const int64_t k = t * TK + 32 * j + 2 * c;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {

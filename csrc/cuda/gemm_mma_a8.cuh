@@ -20,10 +20,9 @@
 // register.
 //
 // The fragments. A lane's 16 bytes of a packed tile are its fp16 m16n8k16 A fragments (docs/LAYOUT.md);
-// with each 16-k chunk in kSigma order (a8_fragment.cuh) they are the s8 m16n8k32 A fragments. 8- and
-// 4-bit weights decode with a8_fragment (a8_fragment.cuh); 2- and 1-bit ones with low_bit_fragment below
-// (a mask per field row and one __byte_perm per register). The activations arrive in the same k order:
-// the caller permutes them (bitblas_jax/primitive.py), so no lane shuffles anything.
+// with each 16-k chunk in kSigma order they are the s8 m16n8k32 A fragments (a8_fragment.cuh
+// i8_fragment). The activations arrive in the same k order: the caller permutes them
+// (bitblas_jax/primitive.py), so no lane shuffles anything.
 //
 // Group scales. The k32 step that closes a group adds s * float(S_g) into float32 accumulators and
 // restarts the int32 sums (mma.sync accumulators are plain registers, so this costs one FMA per
@@ -37,7 +36,7 @@
 
 #include <cstdint>
 
-#include "a8_fragment.cuh"  // kSigma's fragment order: a8_fragment (8- and 4-bit weights)
+#include "a8_fragment.cuh"  // i8_fragment: the weight's A registers in kSigma order
 #include "band_copy.cuh"
 #include "epilogue.cuh"
 #include "bitblas_jax/plan.h"
@@ -89,58 +88,6 @@ struct GemmMmaA8Cfg {
   static_assert(BK % kGemmMmaA8MinStageK == 0, "activation rows of whole swizzle periods");
   static_assert(STAGES >= 2, "a ring of at least two stages");
 };
-
-// The A registers of k32 step j of a lane's 16 bytes for 2- and 1-bit weights. A word holds E = 32 / BITS
-// codes, SPW = E / 8 k16 steps; element i of k16 step s (local to the word) sits in bit field
-// (i % 2) E / 2 + 4 s + i / 2 (layout.h field_of). x_r = (q >> BITS r) & mask puts field (E / 4) b + r in
-// byte b, so row g (elements 0, 1, 4, 5: k 2c, 2c+1, 2c+8, 2c+9, kSigma's order) of step s is bytes b', b'+2
-// of x_r and x_{r+2} with r = 4 (s % (E / 16)) and b' = s / (E / 16): one __byte_perm (0x6420 or 0x7531);
-// row g + 8 (elements 2, 3, 6, 7) the same from x_{r+1} and x_{r+3}.
-template <WFormat WF>
-__device__ __forceinline__ void low_bit_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
-  constexpr int BITS = format_bits(WF);
-  static_assert(BITS == 2 || BITS == 1, "2- and 1-bit weights");
-  constexpr int E = 32 / BITS;          // codes per word
-  constexpr int SPW = E / 8;            // k16 steps per word
-  constexpr int PAIR = E / 16;          // k16 steps per byte pair of an x_r
-  constexpr uint32_t kFieldMask = BITS == 2 ? 0x03030303u : 0x01010101u;
-  // int1's value is 2 code - 1: its codes are taken one bit up, as 2 code
-  constexpr int UP = WF == WFormat::kInt1 ? 1 : 0;
-  constexpr bool SIGNED = WF == WFormat::kInt2 || WF == WFormat::kInt1;
-  // per byte, value = x - kZero (int2: code - 2; int1: 2 code - 1); x + (0x80 - kZero) stays within
-  // 0x7e .. 0x81 (no carry into the next byte) and ^ 0x80 turns it into the value's two's complement
-  constexpr uint32_t kZero = BITS == 2 ? 2u : 1u;
-  constexpr uint32_t kBias = (0x80u - kZero) * 0x01010101u;
-  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {              // k16 step 2j + h of the tile: registers 2h, 2h + 1
-    const int step = 2 * j + h;
-    const uint32_t q = words[step / SPW];
-    const int s = step % SPW;
-    const int r = 4 * (s % PAIR);
-    const uint32_t sel = s / PAIR ? 0x7531u : 0x6420u;
-#pragma unroll
-    for (int row = 0; row < 2; ++row) {      // row g, then g + 8
-      uint32_t x[2];
-#pragma unroll
-      for (int t = 0; t < 2; ++t) {
-        const int sh = BITS * (r + row + 2 * t) - UP;
-        x[t] = (sh >= 0 ? q >> sh : q << -sh) & (kFieldMask << UP);
-      }
-      const uint32_t v = __byte_perm(x[0], x[1], sel);
-      a[2 * h + row] = SIGNED ? (v + kBias) ^ 0x80808080u : v;
-    }
-  }
-}
-
-// The A registers of k32 step j of a lane's 16 bytes (every weight format int8 activations take).
-template <WFormat WF>
-__device__ __forceinline__ void i8_fragment(const uint4& w, int j, uint32_t (&a)[4]) {
-  if constexpr (format_bits(WF) >= 4)
-    a8_fragment<WF, false>(w, j, a);
-  else
-    low_bit_fragment<WF>(w, j, a);
-}
 
 template <WFormat WF, bool SCALED, int BM>
 __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const GemmMmaA8Args p) {

@@ -8,26 +8,26 @@
 namespace bitblas_jax {
 namespace {
 
-template <int BITS, bool SIGNED, bool SCALED>
-cudaError_t launch_bits(const cudak::DecodeI8Params& p, dim3 grid, cudaStream_t stream) {
+template <WFormat WF, bool SCALED>
+cudaError_t launch_tiles(const cudak::DecodeI8Params& p, dim3 grid, cudaStream_t stream) {
   const dim3 block(32 * cudak::kDecodeI8Warps);
   if (p.M > 8)
-    cudak::decode_i8_kernel<BITS, SIGNED, SCALED, 2><<<grid, block, 0, stream>>>(p);
+    cudak::decode_i8_kernel<WF, SCALED, 2><<<grid, block, 0, stream>>>(p);
   else
-    cudak::decode_i8_kernel<BITS, SIGNED, SCALED, 1><<<grid, block, 0, stream>>>(p);
+    cudak::decode_i8_kernel<WF, SCALED, 1><<<grid, block, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <bool SCALED>
 cudaError_t launch_format(WFormat f, const cudak::DecodeI8Params& p, dim3 grid, cudaStream_t stream) {
   switch (f) {
-    case WFormat::kInt8: return launch_bits<8, true, SCALED>(p, grid, stream);
-    case WFormat::kInt4: return launch_bits<4, true, SCALED>(p, grid, stream);
-    case WFormat::kUInt4: return launch_bits<4, false, SCALED>(p, grid, stream);
-    case WFormat::kInt2: return launch_bits<2, true, SCALED>(p, grid, stream);
-    case WFormat::kUInt2: return launch_bits<2, false, SCALED>(p, grid, stream);
-    case WFormat::kInt1: return launch_bits<1, true, SCALED>(p, grid, stream);
-    case WFormat::kUInt1: return launch_bits<1, false, SCALED>(p, grid, stream);
+    case WFormat::kInt8: return launch_tiles<WFormat::kInt8, SCALED>(p, grid, stream);
+    case WFormat::kInt4: return launch_tiles<WFormat::kInt4, SCALED>(p, grid, stream);
+    case WFormat::kUInt4: return launch_tiles<WFormat::kUInt4, SCALED>(p, grid, stream);
+    case WFormat::kInt2: return launch_tiles<WFormat::kInt2, SCALED>(p, grid, stream);
+    case WFormat::kUInt2: return launch_tiles<WFormat::kUInt2, SCALED>(p, grid, stream);
+    case WFormat::kInt1: return launch_tiles<WFormat::kInt1, SCALED>(p, grid, stream);
+    case WFormat::kUInt1: return launch_tiles<WFormat::kUInt1, SCALED>(p, grid, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -1,0 +1,121 @@
+// Host check of the 8-bit tensor-core fragments (csrc/cuda/a8_fragment.cuh), compiled by the C++ compiler
+// with no GPU (tests/test_fragment_emulation.py). i8_fragment's A registers and decode_i8's activation
+// loads (csrc/cuda/decode_i8.cuh: bytes k = 2c, 2c+1, 2c+8, 2c+9 per register) go through mma.m16n8k32's
+// register semantics and must give the exact integer dot product of a random packed tile read through
+// layout.h, for every integer weight format; int4_codes_to_e4m3 must give each int4 value's e4m3 bits.
+// The GEMMs hand over activations in the same kSigma order (primitive.py), so this covers their
+// fragment math too.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+// The device intrinsics these headers use, on the host.
+#define __device__
+#define __forceinline__ inline
+static uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+  uint8_t b[8];
+  std::memcpy(b, &x, 4);
+  std::memcpy(b + 4, &y, 4);
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint32_t(b[(s >> (4 * i)) & 7]) << (8 * i);
+  return r;
+}
+struct uint4 {
+  uint32_t x, y, z, w;
+};
+
+#include "a8_fragment.cuh"
+#include "bitblas_jax/layout.h"
+
+using namespace bitblas_jax;
+
+namespace {
+
+constexpr bool is_signed(WFormat f) {
+  return f == WFormat::kInt8 || f == WFormat::kInt4 || f == WFormat::kInt2 || f == WFormat::kInt1;
+}
+
+int value_of(WFormat f, int bits, uint32_t code) {
+  if (!is_signed(f)) return int(code);
+  return bits == 1 ? 2 * int(code) - 1 : int(code) - (1 << (bits - 1));
+}
+
+// One packed tile (16 weight rows x 256 / BITS k) times 8 activation rows, every k32 step.
+template <WFormat WF>
+int check_format(unsigned seed) {
+  constexpr int BITS = format_bits(WF);
+  constexpr int TK = 256 / BITS;
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> W(512);
+  for (auto& b : W) b = uint8_t(rng());
+  int8_t A[8][TK];
+  for (auto& row : A)
+    for (auto& v : row) v = int8_t(rng());
+  int wrong = 0;
+  for (int j = 0; j < TK / 32; ++j) {
+    uint32_t a[32][4], b[32][2];
+    for (int lane = 0; lane < 32; ++lane) {
+      uint4 w;
+      std::memcpy(&w, W.data() + lane * 16, 16);
+      cudak::i8_fragment<WF>(w, j, a[lane]);
+      const int g = lane >> 2, c = lane & 3, k = 32 * j + 2 * c;
+      auto pair = [&](int kk) { return uint32_t(uint8_t(A[g][kk])) | (uint32_t(uint8_t(A[g][kk + 1])) << 8); };
+      b[lane][0] = pair(k) | (pair(k + 8) << 16);
+      b[lane][1] = pair(k + 16) | (pair(k + 24) << 16);
+    }
+    for (int row = 0; row < 16; ++row) {
+      for (int col = 0; col < 8; ++col) {
+        // mma.m16n8k32 (PTX ISA): A register r of lane (g, c) holds row g + 8 (r & 1), k slots
+        // 16 (r >> 1) + 4c .. + 3; B register r of lane (n, c) holds column n, k slots 16 r + 4c .. + 3.
+        int64_t sum = 0, ref = 0;
+        for (int slot = 0; slot < 32; ++slot) {
+          const int c = (slot & 15) >> 2, byte = slot & 3, half = slot >> 4;
+          const int8_t av = int8_t(a[(row & 7) * 4 + c][(row >> 3) + 2 * half] >> (8 * byte));
+          const int8_t bv = int8_t(b[col * 4 + c][half] >> (8 * byte));
+          sum += int64_t(av) * bv;
+        }
+        for (int k = 32 * j; k < 32 * j + 32; ++k)
+          ref += int64_t(value_of(WF, BITS, layout::load_code(W.data(), TK, BITS, row, k))) * A[col][k];
+        wrong += sum != ref;
+      }
+    }
+  }
+  std::printf("%-6s %d-bit: %d of %d sums wrong\n", format_name(WF), BITS, wrong, 16 * 8 * (TK / 32));
+  return wrong;
+}
+
+// e4m3 bits -> value (finite codes only: int4 values are small integers).
+double e4m3_value(uint8_t bits) {
+  const int s = bits >> 7, e = (bits >> 3) & 15, m = bits & 7;
+  const double mag = e == 0 ? m / 8.0 * (1.0 / 64) : (1 + m / 8.0) * double(1 << e) / 128.0;
+  return s ? -mag : mag;
+}
+
+int check_int4_e4m3() {
+  int wrong = 0;
+  for (uint32_t code = 0; code < 16; ++code) {
+    const uint32_t r = code | ((15 - code) << 8) | (((code + 5) & 15) << 16) | (((code * 7) & 15) << 24);
+    const uint32_t e = cudak::int4_codes_to_e4m3(r);
+    for (int byte = 0; byte < 4; ++byte) {
+      const int c = (r >> (8 * byte)) & 15;
+      wrong += e4m3_value(uint8_t(e >> (8 * byte))) != double(c - 8);
+    }
+  }
+  std::printf("int4 -> e4m3: %d of 64 wrong\n", wrong);
+  return wrong;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const unsigned seed = argc > 1 ? unsigned(std::strtoul(argv[1], nullptr, 10)) : 2026u;
+  std::printf("seed %u\n", seed);
+  int wrong = check_format<WFormat::kInt8>(seed) + check_format<WFormat::kInt4>(seed) +
+              check_format<WFormat::kUInt4>(seed) + check_format<WFormat::kInt2>(seed) +
+              check_format<WFormat::kUInt2>(seed) + check_format<WFormat::kInt1>(seed) +
+              check_format<WFormat::kUInt1>(seed) + check_int4_e4m3();
+  std::printf(wrong ? "FAIL\n" : "PASS\n");
+  return wrong != 0;
+}
