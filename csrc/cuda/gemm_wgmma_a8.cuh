@@ -26,14 +26,19 @@
 // mbarrier. One wgmma per k32 step; WINDOW - 1 stay in flight while the next step is decoded.
 //
 // Stage sums (PROMOTE: float8 activations, or int8 ones with group scales). Each 128-k stage's first
-// wgmma overwrites the accumulators; after its last one the pipeline drains and the stage's sum is
-// added, times its group scale, into float32 accumulators. For int8 a stage is one group of 128 and its
-// int32 sum is exact. For float8 this is the precision of the sum: Hopper's float8 tensor cores keep
-// about 13 fraction bits (truncated) in the running sum of a wgmma, so over a long K the sum would
-// lose small products; a stage of 4 wgmmas limits that loss to 128 products, and the stages add in
-// float32. (Adding while a wgmma is in flight makes ptxas serialize every wgmma, C7513; the other
-// consumer warpgroup's wgmmas keep the tensor cores busy through the drain.) Two accumulator sets take
-// BM registers, so PROMOTE runs at 64 or 128 activation rows.
+// wgmma overwrites one of two stage-sum sets, and the stage's sum is added, times its group scale, into
+// float32 accumulators. For int8 a stage is one group of 128 and its int32 sum is exact. For float8 this
+// is the precision of the sum: Hopper's float8 tensor cores keep about 13 fraction bits (truncated) in
+// the running sum of a wgmma, so over a long K the sum would lose small products; a stage of 4 wgmmas
+// limits that loss to 128 products, and the stages add in float32. When to add: within a run of
+// kStagesPerFullDrain stages, the window's wait after the next stage's first wgmma has retired the
+// previous stage, whose set is then added a quarter per k32 step while this stage's wgmmas run; the
+// run's last stage drains the pipeline and is added after it. ptxas lets a retired set be read while the
+// other set's wgmmas are in flight only when both lie in one loop iteration (a sum read in the next
+// iteration makes it serialize every wgmma, C7514), so a run is one iteration: one full drain per 512 k
+// instead of one per 128 (the other consumer warpgroup's wgmmas keep the tensor cores busy through it).
+// Two sets and the float32 sums take 3/2 BM registers per thread, so PROMOTE runs at 64 or 128
+// activation rows (at 128 the int8 group-scaled kernels spill 16-24 bytes, reloaded once per stage).
 #pragma once
 
 #include <type_traits>
@@ -54,6 +59,14 @@ __device__ __forceinline__ void fence_acc(int (&d)[R]) {
 
 // The weight's wgmma type under float8 activations: its own float8 kind, e4m3 for int4.
 constexpr bool weight_is_e5m2(WFormat w) { return w == WFormat::kFP8E5M2; }
+
+// k32 wgmma steps per stage (plan.h kGemmA8Stage = 128 k).
+constexpr int kStageSteps = 4;
+// Stage sums (header): stages per run, of which all but the last are added into float32 while the next
+// stage's wgmmas run. A sum read in the loop iteration after the one that issued its wgmmas makes ptxas
+// serialize every wgmma (C7514), so each run is one iteration and ends in a full drain; four stages
+// drain a quarter as often as one.
+constexpr int kStagesPerFullDrain = 4;
 
 template <int BITS, int BM>
 struct GemmA8Cfg {
@@ -96,7 +109,9 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
   using Acc = std::conditional_t<FLOAT8, float, int>;
   constexpr int NB = Cfg::NB, TPB = Cfg::TPB, BK = Cfg::BK, STAGES = Cfg::STAGES, ND = BM / 2;
   constexpr int STEPS = Cfg::STEPS;
-  static_assert(!PROMOTE || BM <= 128, "two accumulator sets: 128 activation rows at most");
+  constexpr int SETS = PROMOTE ? 2 : 1;  // stage-sum sets (header)
+  static_assert(!PROMOTE || BM <= 128, "three accumulator sets: 128 activation rows at most");
+  static_assert(TPB * STEPS == kStageSteps, "a stage is kStageSteps k32 steps");
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
 
@@ -150,24 +165,43 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
     int slot = 0, prev = STAGES - 1;
     uint32_t phase = 0;
-    // PROMOTE: each stage's first wgmma overwrites acc, and after its last one the pipeline drains and
-    // acc is added into facc in float32, times the stage's group scale (header).
-    Acc acc[ND];
+    // PROMOTE: a stage sums into one of two sets (its first wgmma overwrites it); within a run of
+    // kStagesPerFullDrain stages each stage's sum is added into facc (float32, times its group scale) a
+    // quarter per k32 step while the next stage's wgmmas run, and the run's last one after a full drain
+    // (header).
+    Acc acc[SETS][ND];
     float facc[PROMOTE ? ND : 1];
+    float s_lo[SETS], s_hi[SETS];  // this lane's rows' scales of the group of the stage summed in each set
 #pragma unroll
-    for (int i = 0; i < ND; ++i) acc[i] = 0;
+    for (int b = 0; b < SETS; ++b) {
+      s_lo[b] = s_hi[b] = 1.f;
+#pragma unroll
+      for (int i = 0; i < ND; ++i) acc[b][i] = 0;
+      fence_acc(acc[b]);
+    }
 #pragma unroll
     for (int i = 0; i < (PROMOTE ? ND : 1); ++i) facc[i] = 0.f;
-    fence_acc(acc);
     const bool band_ok = band < nbands;
     const int stages_per_group = SCALED ? static_cast<int>(p.group_size / BK) : 1;
     const long long groups = SCALED ? K / p.group_size : 1;
-    for (int kb = 0; kb < KB; ++kb) {
-      float s_lo = 1.f, s_hi = 1.f;  // this lane's rows' scales of the stage's group
+    // facc += set B's stage sum (times its scale), elements [lo, hi) (constants once unrolled)
+    auto add_stage_sum = [&](auto b_c, int lo, int hi) {
+      constexpr int B = decltype(b_c)::value;
+#pragma unroll
+      for (int i = 0; i < ND; ++i) {
+        if (i < lo || i >= hi) continue;
+        const float s = (i & 2) ? s_hi[B] : s_lo[B];
+        facc[i] = SCALED ? fmaf(s, static_cast<float>(acc[B][i]), facc[i]) : facc[i] + static_cast<float>(acc[B][i]);
+      }
+    };
+    // Stage kb into set P; ADD_OTHER: the other set holds the previous stage's sum, added here.
+    auto run_stage = [&](auto p_c, auto add_other_c, int kb) {
+      constexpr int P = decltype(p_c)::value, Q = SETS - 1 - P;
+      constexpr bool ADD_OTHER = decltype(add_other_c)::value;
       if (SCALED && band_ok) {
         const long long gi = kb / stages_per_group;
-        s_lo = __ldg(p.scale + nrow0 * groups + gi);
-        s_hi = __ldg(p.scale + (nrow0 + 8) * groups + gi);
+        s_lo[P] = __ldg(p.scale + nrow0 * groups + gi);
+        s_hi[P] = __ldg(p.scale + (nrow0 + 8) * groups + gi);
       }
       mbar_wait(full0 + 8 * slot, phase);
       const uint32_t sbase = ring + slot * Cfg::STAGE_BYTES;
@@ -182,19 +216,18 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
           const int step = tt * STEPS + j;
           const uint64_t desc = wgmma_desc_sw128(sbase + step * 32);  // k32 = 32 bytes into the 128-byte rows
           wgmma_fence();
-          wgmma_a8<ACT, WF, BM>(acc, a, desc, PROMOTE && step == 0 ? 0 : 1);
+          wgmma_a8<ACT, WF, BM>(acc[P], a, desc, PROMOTE && step == 0 ? 0 : 1);
           wgmma_commit();
           wgmma_wait<Cfg::WINDOW - 1>();
+          // WINDOW - 1 k-steps into this stage every wgmma of the previous one has retired: its slot is
+          // free and its sum (the other set) final
           if (step == Cfg::WINDOW - 2 && kb > 0) mbar_arrive(empty0 + 8 * prev);
-        }
-      }
-      if constexpr (PROMOTE) {
-        wgmma_wait<0>();
-        fence_acc(acc);
-#pragma unroll
-        for (int i = 0; i < ND; ++i) {
-          const float s = (i & 2) ? s_hi : s_lo;
-          facc[i] = SCALED ? fmaf(s, static_cast<float>(acc[i]), facc[i]) : facc[i] + static_cast<float>(acc[i]);
+          if constexpr (ADD_OTHER) {
+            static_assert(Cfg::WINDOW == 2, "the previous stage has retired from the first step on");
+            if (step == 0) fence_acc(acc[Q]);
+            constexpr int kPart = ND / kStageSteps;  // a quarter of the previous stage's sum per step
+            add_stage_sum(std::integral_constant<int, Q>{}, step * kPart, (step + 1) * kPart);
+          }
         }
       }
       prev = slot;
@@ -202,9 +235,36 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
         slot = 0;
         phase ^= 1u;
       }
+    };
+    // after a full drain: set B's sum into facc
+    auto drain_and_add = [&](auto b_c) {
+      wgmma_wait<0>();
+      fence_acc(acc[decltype(b_c)::value]);
+      add_stage_sum(b_c, 0, ND);
+    };
+    using Set0 = std::integral_constant<int, 0>;
+    using Set1 = std::integral_constant<int, SETS - 1>;
+    using Add = std::true_type;
+    using First = std::false_type;
+    int kb = 0;
+    if constexpr (PROMOTE) {
+      static_assert(kStagesPerFullDrain == 4, "the run below is written out for four stages");
+      for (; kb + kStagesPerFullDrain <= KB; kb += kStagesPerFullDrain) {
+        run_stage(Set0{}, First{}, kb);
+        run_stage(Set1{}, Add{}, kb + 1);
+        run_stage(Set0{}, Add{}, kb + 2);
+        run_stage(Set1{}, Add{}, kb + 3);
+        drain_and_add(Set1{});
+      }
+      for (; kb < KB; ++kb) {  // the stages past the last whole run: one drain each
+        run_stage(Set0{}, First{}, kb);
+        drain_and_add(Set0{});
+      }
+    } else {
+      for (; kb < KB; ++kb) run_stage(Set0{}, First{}, kb);
     }
     wgmma_wait<0>();
-    fence_acc(acc);
+    fence_acc(acc[0]);
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
     if (band_ok) {
 #pragma unroll
@@ -217,7 +277,7 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
           if constexpr (PROMOTE)
             store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[4 * j + e]);
           else
-            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[4 * j + e]);
+            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[0][4 * j + e]);
         }
     }
   }

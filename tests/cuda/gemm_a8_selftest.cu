@@ -369,15 +369,17 @@ int main(int argc, char** argv) {
       for (int64_t N : {16, 128, 144, 272})
         for (int64_t K : {128, 384, 1024}) ok &= check(M, N, K, DType::kI8, wf, 0, Draw::kFullRange, seed++);
     ok &= check(1024, 512, 4096, DType::kI8, wf, 0, Draw::kFullRange, seed++);
+    // stage sums: K = 128 (one stage), 640 and 1024 (runs of four stages and one left over, two runs)
     for (int64_t M : {1, 64, 100, 300})
-      for (int64_t K : {128, 1024}) ok &= check(M, 272, K, DType::kI8, wf, 128, Draw::kFullRange, seed++);
+      for (int64_t K : {128, 640, 1024}) ok &= check(M, 272, K, DType::kI8, wf, 128, Draw::kFullRange, seed++);
   }
   for (DType act : {DType::kF8E4M3, DType::kF8E5M2})
     for (WFormat wf : {WFormat::kFP8E4M3, WFormat::kFP8E5M2, WFormat::kInt4}) {
       for (int64_t M : {1, 17, 64, 100, 128, 300})
         for (int64_t N : {16, 144, 272})
-          for (int64_t K : {128, 1024}) ok &= check(M, N, K, act, wf, 0, Draw::kSmallIntegers, seed++);
+          for (int64_t K : {128, 384, 896, 1024}) ok &= check(M, N, K, act, wf, 0, Draw::kSmallIntegers, seed++);
       for (int64_t group : {128, 256}) ok &= check(100, 272, 1024, act, wf, group, Draw::kSmallIntegers, seed++);
+      ok &= check(100, 272, 640, act, wf, 128, Draw::kSmallIntegers, seed++);
       for (int64_t group : {0, 128}) ok &= check(200, 272, 4096, act, wf, group, Draw::kFullRange, seed++);
     }
   // the epilogue: per-channel scales, bias, every output dtype; both activation kinds, a partial tile
