@@ -89,6 +89,16 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nt][i] = 0, facc[nt][i] = 0.0f;
 
+  // group scales: k32 steps left in the current group (a warp's range starts on a group boundary), and
+  // this lane's rows' scales of that group, loaded one group ahead
+  const int steps_per_group = SCALED ? static_cast<int>(p.group_size / 32) : 1;
+  int group_left = steps_per_group;
+  int64_t grp = SCALED ? t0 * TK / p.group_size : 0;
+  const float* scale_lo = SCALED ? p.scale + (n0 + g) * p.groups : nullptr;   // rows g and g + 8
+  const float* scale_hi = SCALED ? scale_lo + 8 * p.groups : nullptr;
+  float s_lo = 0.f, s_hi = 0.f;
+  if (SCALED && t0 < t1) s_lo = __ldg(scale_lo + grp), s_hi = __ldg(scale_hi + grp);
+
   // D tiles of the lane's weight stream in flight: a ring of registers indexed by the unrolled d (static
   // indices keep it in registers), each slot refilled with the tile D ahead as it is used
   constexpr int D = decode_i8_loads_in_flight<BITS>();
@@ -118,11 +128,7 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
           mma_m16n8k32_s8(acc[nt], a, b0, b1);
         }
         if constexpr (SCALED) {
-          const int64_t k_end = t * TK + 32 * (j + 1);
-          if (k_end % p.group_size == 0) {          // a group ends: scale its exact sums
-            const int64_t grp = k_end / p.group_size - 1;
-            const float s_lo = __ldg(p.scale + (n0 + g) * p.groups + grp);
-            const float s_hi = __ldg(p.scale + (n0 + g + 8) * p.groups + grp);
+          if (--group_left == 0) {                   // a group ends: scale its exact sums
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
               facc[nt][0] += s_lo * float(acc[nt][0]);
@@ -132,6 +138,10 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
 #pragma unroll
               for (int i = 0; i < 4; ++i) acc[nt][i] = 0;
             }
+            group_left = steps_per_group;
+            const int64_t next = ++grp < p.groups ? grp : p.groups - 1;   // (past the last: not used)
+            s_lo = __ldg(scale_lo + next);
+            s_hi = __ldg(scale_hi + next);
           }
         }
       }
