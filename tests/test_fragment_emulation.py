@@ -1,7 +1,8 @@
 """The 8-bit tensor-core fragments of the CUDA kernels (csrc/cuda/a8_fragment.cuh), checked on the host:
 tests/cuda/fragment_emulation.cc feeds the A registers the kernels build and the activation registers
-decode_i8 loads through mma.m16n8k32's register semantics and compares with the exact dot product of
-the packed tile, for every integer weight format int8 activations take (no GPU needed)."""
+(decode_i8's loads of A as it is; the GEMMs' of A in kSigma order) through mma.m16n8k32's register
+semantics and compares with the exact dot product of the packed tile, for every integer weight format
+int8 activations take (no GPU needed)."""
 from __future__ import annotations
 
 import os
@@ -32,3 +33,12 @@ def test_fragments_give_the_exact_dot_product(emulator, rng, fresh):
     out = subprocess.run([emulator, str(seed)], capture_output=True, text=True)
     sys.stdout.write(out.stdout)
     assert out.returncode == 0 and out.stdout.rstrip().endswith("PASS"), out.stdout + out.stderr
+
+
+def test_python_permutes_gemm_activations_in_the_kernels_k_order(emulator):
+    """primitive.GEMM_A8_SIGMA (the XLA transpose before gemm_mma_a8 / gemm_wgmma_a8) is a8_fragment.cuh's kSigma,
+    the order the emulation above checks."""
+    from bitblas_jax import primitive
+    out = subprocess.run([emulator, "1"], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("kSigma:"))
+    assert [int(v) for v in line.split()[1:]] == list(primitive.GEMM_A8_SIGMA)

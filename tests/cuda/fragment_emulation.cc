@@ -3,8 +3,8 @@
 // loads (csrc/cuda/decode_i8.cuh: bytes k = 2c, 2c+1, 2c+8, 2c+9 per register) go through mma.m16n8k32's
 // register semantics and must give the exact integer dot product of a random packed tile read through
 // layout.h, for every integer weight format; int4_codes_to_e4m3 must give each int4 value's e4m3 bits.
-// The GEMMs hand over activations in the same kSigma order (primitive.py), so this covers their
-// fragment math too.
+// The GEMMs' activations, permuted by kSigma (primitive.py) and read as 4 consecutive bytes per register,
+// go through the same check, and kSigma is printed for the Python side to compare with its own order.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -44,7 +44,7 @@ int value_of(WFormat f, int bits, uint32_t code) {
 
 // One packed tile (16 weight rows x 256 / BITS k) times 8 activation rows, every k32 step.
 template <WFormat WF>
-int check_format(unsigned seed) {
+int check_format(unsigned seed, bool gemm_order) {
   constexpr int BITS = format_bits(WF);
   constexpr int TK = 256 / BITS;
   std::mt19937 rng(seed);
@@ -62,8 +62,18 @@ int check_format(unsigned seed) {
       cudak::i8_fragment<WF>(w, j, a[lane]);
       const int g = lane >> 2, c = lane & 3, k = 32 * j + 2 * c;
       auto pair = [&](int kk) { return uint32_t(uint8_t(A[g][kk])) | (uint32_t(uint8_t(A[g][kk + 1])) << 8); };
-      b[lane][0] = pair(k) | (pair(k + 8) << 16);
-      b[lane][1] = pair(k + 16) | (pair(k + 24) << 16);
+      if (gemm_order) {  // A permuted by kSigma per 16-k chunk, 4 consecutive bytes per register
+        auto sigma4 = [&](int k0) {
+          uint32_t r = 0;
+          for (int i = 0; i < 4; ++i) r |= uint32_t(uint8_t(A[g][16 * (k0 / 16) + cudak::kSigma[k0 % 16 + i]])) << (8 * i);
+          return r;
+        };
+        b[lane][0] = sigma4(32 * j + 4 * c);
+        b[lane][1] = sigma4(32 * j + 16 + 4 * c);
+      } else {  // decode_i8: A as it is, two 16-bit loads per register
+        b[lane][0] = pair(k) | (pair(k + 8) << 16);
+        b[lane][1] = pair(k + 16) | (pair(k + 24) << 16);
+      }
     }
     for (int row = 0; row < 16; ++row) {
       for (int col = 0; col < 8; ++col) {
@@ -82,7 +92,8 @@ int check_format(unsigned seed) {
       }
     }
   }
-  std::printf("%-6s %d-bit: %d of %d sums wrong\n", format_name(WF), BITS, wrong, 16 * 8 * (TK / 32));
+  std::printf("%-6s %d-bit, %s: %d of %d sums wrong\n", format_name(WF), BITS,
+              gemm_order ? "A in kSigma order (GEMMs)" : "A as it is (decode_i8)", wrong, 16 * 8 * (TK / 32));
   return wrong;
 }
 
@@ -112,10 +123,15 @@ int check_int4_e4m3() {
 int main(int argc, char** argv) {
   const unsigned seed = argc > 1 ? unsigned(std::strtoul(argv[1], nullptr, 10)) : 2026u;
   std::printf("seed %u\n", seed);
-  int wrong = check_format<WFormat::kInt8>(seed) + check_format<WFormat::kInt4>(seed) +
-              check_format<WFormat::kUInt4>(seed) + check_format<WFormat::kInt2>(seed) +
-              check_format<WFormat::kUInt2>(seed) + check_format<WFormat::kInt1>(seed) +
-              check_format<WFormat::kUInt1>(seed) + check_int4_e4m3();
+  int wrong = check_int4_e4m3();
+  for (bool gemm_order : {false, true})
+    wrong += check_format<WFormat::kInt8>(seed, gemm_order) + check_format<WFormat::kInt4>(seed, gemm_order) +
+             check_format<WFormat::kUInt4>(seed, gemm_order) + check_format<WFormat::kInt2>(seed, gemm_order) +
+             check_format<WFormat::kUInt2>(seed, gemm_order) + check_format<WFormat::kInt1>(seed, gemm_order) +
+             check_format<WFormat::kUInt1>(seed, gemm_order);
+  std::printf("kSigma:");
+  for (int i = 0; i < 16; ++i) std::printf(" %d", cudak::kSigma[i]);
+  std::printf("\n");
   std::printf(wrong ? "FAIL\n" : "PASS\n");
   return wrong != 0;
 }
