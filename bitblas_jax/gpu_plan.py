@@ -28,7 +28,7 @@ and, for int8 / float8 activations (quantized_activation_kernel):
 All plan arithmetic (tiles, stage k, split-K, workspace bytes, what fits) lives in C++,
 csrc/include/bitblas_jax/plan.h, which the dispatcher launches from; this module asks it through the
 `_bitblas_plan` extension and owns only what C++ cannot know: the measured M thresholds between the
-kernels, the environment overrides and the GPU's compute capability.
+kernels, the environment overrides and the GPU's compute capability and SM count.
 
 The thresholds (H100 and H200 measurements, docs/KERNELS.md): decode up to 16 rows under JAX (32 under
 the torch shim, which has no XLA dot; decode_splitk up to 8 rows under JAX where decode cannot run);
@@ -39,7 +39,7 @@ writing and re-reading a 16-bit weight costs less than the GEMMs' mainloops ther
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
 BITBLAS_JAX_WIDENED_F16 (0 / 1: whether decode_i8 / gemm_wgmma_a8 / gemm_mma_a8 / widened_f16 may run),
-BITBLAS_JAX_NUM_SMS (the SM count the split-K heuristic plans for; default 132, an H100 / H200).
+BITBLAS_JAX_NUM_SMS (the SM count the split-K rules plan for; default: the GPU's, num_sms()).
 """
 from __future__ import annotations
 
@@ -75,11 +75,38 @@ class CudaPlan(NamedTuple):
         return KERNELS.index(self.kernel)
 
 
-def num_sms() -> int:
+# The SM count planned for where nothing says otherwise: an H100 SXM / H200.
+DEFAULT_NUM_SMS = 132
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_gpu_sm_count() -> int | None:
+    """The fewest SMs among JAX's GPUs (their `core_count`), None without a GPU backend or a count."""
     try:
-        return max(1, int(os.environ.get("BITBLAS_JAX_NUM_SMS", "132")))
-    except ValueError:
-        return 132
+        import jax
+        counts = [getattr(d, "core_count", None) for d in jax.devices("gpu")]
+    except Exception:  # no GPU backend
+        return None
+    counts = [int(c) for c in counts if isinstance(c, int) and c > 0]
+    return min(counts) if counts else None
+
+
+def num_sms(detect=_jax_gpu_sm_count) -> int:
+    """The SM count the split-K rules plan for (plan.h): BITBLAS_JAX_NUM_SMS, else detect()
+    (default: the fewest SMs among JAX's GPUs; the torch shim passes its device's count), else
+    DEFAULT_NUM_SMS. A wave of tiles is this many CTAs (times the CTAs per SM), so an A100 (108 SMs) or an
+    H100 PCIe (114) plans its own waves."""
+    env = os.environ.get("BITBLAS_JAX_NUM_SMS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"BITBLAS_JAX_NUM_SMS must be a positive integer, not {env!r}") from None
+    try:
+        n = detect()
+    except Exception:
+        n = None
+    return int(n) if n and int(n) > 0 else DEFAULT_NUM_SMS
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,12 +152,13 @@ def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
 
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
               mode: str, group_size: int, allow_xla_dot: bool = True, sm90: bool | None = None,
-              a_aligned: bool = True) -> CudaPlan:
+              a_aligned: bool = True, sms: int | None = None) -> CudaPlan:
     """The plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU (plan.h make_plan).
 
     allow_xla_dot: whether dequantize_then_dot is possible (the torch shim, which runs the custom
     kernels only, says no). sm90: whether the GPU is an sm_90 one; None asks hopper(). a_aligned:
-    whether A is 16-byte aligned (XLA's buffers always are; a torch slice may not be).
+    whether A is 16-byte aligned (XLA's buffers always are; a torch slice may not be). sms: the GPU's SM
+    count; None asks num_sms().
     """
     del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
@@ -145,7 +173,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
     p = _bitblas_plan.make_plan(
         M=M, N=N, K=K, bits=formats.get_format(W_dtype).bits, accum_f32=accum_dtype == "float32",
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
-        num_sms=num_sms(), **limits)
+        num_sms=int(sms) if sms else num_sms(), **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

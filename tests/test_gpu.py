@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,15 @@ GPUS = _gpus()
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not GPUS, reason="no CUDA GPU visible to JAX"),
               pytest.mark.skipif(not _ext.has_cuda(), reason="built without the CUDA kernels")]
+
+
+def test_num_sms_is_the_gpus():
+    """The split-K rules count the GPU's own SMs (gpu_plan.num_sms: JAX's devices' core_count)."""
+    from bitblas_jax import gpu_plan
+    counts = [d.core_count for d in GPUS]
+    assert all(isinstance(c, int) and c > 0 for c in counts), counts
+    if not os.environ.get("BITBLAS_JAX_NUM_SMS"):
+        assert gpu_plan.num_sms() == min(counts)
 
 
 def run_on(case, device, A=None):

@@ -117,6 +117,24 @@ def test_gemm_wgmma_clusters():
     assert g(1, 132, 132, 0) == 1
 
 
+def test_num_sms_follows_the_gpu(monkeypatch):
+    """The waves the split-K rules count are the GPU's: BITBLAS_JAX_NUM_SMS, else the detected count (JAX's
+    GPUs; the torch shim its device's), else 132. 4096^2 at M = 128 is 32 tiles of 128 x 128: on 132 SMs
+    they split K 4 ways to fill the wave; on 16 SMs they already fill two waves and run whole."""
+    monkeypatch.delenv("BITBLAS_JAX_NUM_SMS", raising=False)
+    assert gp.num_sms(lambda: 114) == 114
+    assert gp.num_sms(lambda: None) == gp.num_sms(lambda: 0) == gp.num_sms(lambda: 1 / 0) == 132
+    monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", "8")
+    assert gp.num_sms(lambda: 114) == 8
+    monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", "many")
+    with pytest.raises(ValueError, match="BITBLAS_JAX_NUM_SMS"):
+        gp.num_sms()
+    monkeypatch.delenv("BITBLAS_JAX_NUM_SMS")
+    p132 = plan(128, N=4096, K=4096, sm90=True, sms=132)
+    p16 = plan(128, N=4096, K=4096, sm90=True, sms=16)
+    assert (p132.split_k, p16.split_k, p16.workspace_bytes) == (4, 1, 0)
+
+
 def test_hopper_env_override(monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_HOPPER", "1")
     assert gp.hopper(lambda: False) and plan(64, sm90=None).kernel == "gemm_wgmma"

@@ -81,11 +81,12 @@ def has_cuda_kernels() -> bool:
 @functools.lru_cache(maxsize=8192)
 def _plan(device_index, M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size, a_aligned=True):
     """(kernel id, tile, split_k, workspace bytes) of gpu_plan.plan_cuda for this device."""
-    from ..gpu_plan import hopper, plan_cuda
+    from ..gpu_plan import hopper, num_sms, plan_cuda
     sm90 = hopper(lambda: torch.cuda.get_device_capability(device_index) == (9, 0))
+    sms = num_sms(lambda: torch.cuda.get_device_properties(device_index).multi_processor_count)
     with torch.cuda.device(device_index):
         p = plan_cuda(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode, group_size,
-                      allow_xla_dot=False, sm90=sm90, a_aligned=a_aligned)
+                      allow_xla_dot=False, sm90=sm90, a_aligned=a_aligned, sms=sms)
     return p.kernel_id, int(p.tile), int(p.split_k), int(p.workspace_bytes)
 
 
