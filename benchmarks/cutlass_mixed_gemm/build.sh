@@ -24,7 +24,7 @@ python3 gen_variants.py   # variants/: one translation unit per GEMM (generated,
 FLAGS=(-std=c++17 -O3 --expt-relaxed-constexpr
        -gencode=arch=compute_90a,code=sm_90a
        -DNDEBUG
-       -I"$ROOT/shim" -I"$ROOT/../../csrc/include" -I"$CUTLASS/include" -I"$CUTLASS/tools/util/include"
+       -I"$ROOT/shim" -I"$ROOT/../../csrc/include" -I"$ROOT/../../csrc/cuda" -I"$CUTLASS/include" -I"$CUTLASS/tools/util/include"
        -Xptxas -v
        -diag-suppress 20012)
 # shim/ (first on the path) provides an empty cutlass/util/reference/device/tensor_fill.h: the real one

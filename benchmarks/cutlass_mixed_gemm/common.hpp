@@ -32,6 +32,7 @@
 #include "cutlass/gemm/kernel/tile_scheduler.hpp"
 #include "cutlass/util/packed_stride.hpp"
 #include "cutlass/util/mixed_dtype_utils.hpp"   // compute_memory_reordering_atom, reorder_tensor
+#include "cutlass_packed_layout.h"                // bitblas_jax::make_packed_layout
 
 namespace bench {
 
@@ -65,19 +66,10 @@ using MmaAtomShape   = Layout<Shape<_1,_1>>;                    // 1 shuffle ato
 using LayoutAtomQuant = decltype(cutlass::compute_memory_reordering_atom<ElemX, MmaAtomShape, ValueShuffle>());
 using LayoutWR = decltype(cute::tile_to_shape(LayoutAtomQuant{}, Layout<Shape<int,int,int>, StrideW>{}));
 
-// bitblas_jax's packed 4-bit layout (docs/LAYOUT.md; csrc/include/bitblas_jax/layout.h code_slot) as a cute
-// layout of nibble offsets: 16 x 64 tiles of 1024 nibbles, band by band; in a tile lane 4g + c holds 16 bytes,
-// one word per k16 step s; in a word the nibble of (row half i1, k bit 0 i0, k bit 3 i2) is 4 i0 + 2 i2 + i1.
-//   n = (g: 8, i1: 2, band: N / 16)          strides (128, 1, (K / 64) * 1024)
-//   k = (i0: 2, c: 4, i2: 2, s: 4, K / 64)   strides (4, 32, 2, 8, 1024)
-// Its words are the shuffled layout's (tests/layout_vs_packed.cu); only their order differs.
-inline auto make_packed_layout(int N, int K) {
-  return make_layout(
-      make_shape(make_shape(_8{}, _2{}, N / 16), make_shape(_2{}, _4{}, _2{}, _4{}, K / 64), 1),
-      make_stride(make_stride(_128{}, _1{}, int64_t(K / 64) * 1024), make_stride(_4{}, _32{}, _2{}, _8{}, _1024{}),
-                  int64_t(N) * K));
-}
-using LayoutWP = decltype(make_packed_layout(0, 0));
+// bitblas_jax's packed 4-bit layout as a cute layout: the library's own (csrc/cuda/cutlass_packed_layout.h, which
+// gemm_cutlass hands the collective). Its words are the shuffled layout's (tests/layout_vs_packed.cu).
+using bitblas_jax::make_packed_layout;
+using LayoutWP = bitblas_jax::PackedLayout4;
 
 // Which weight buffer a mixed variant reads. W_PACKED_U4: the packed buffer with bitblas_jax's own int4 codes,
 // offset binary (value + 8), read as uint4b_t with zeros z - 8 s (the library's int4 through CUTLASS).

@@ -7,7 +7,7 @@
 // ((n / 16) * (K / 64) + k / 64) * 128 + lane * 4 + (k % 64) / 16 (16 x 64 tiles, a lane's 16 bytes together),
 // with lane = 4 (n % 8) + (k % 8) / 2.
 // Build: nvcc -std=c++17 --expt-relaxed-constexpr -Ishim -I. -I<cutlass>/include -I<cutlass>/tools/util/include \
-//        -I../../csrc/include tests/layout_vs_packed.cu -o /tmp/layout_vs_packed   (from this folder)
+//        -I../../csrc/include -I../../csrc/cuda tests/layout_vs_packed.cu -o /tmp/layout_vs_packed   (from this folder)
 #include <cstdio>
 
 #include "bitblas_jax/layout.h"

@@ -1,0 +1,217 @@
+// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.cu): int4 / uint4 weights in the packed layout, every
+// mode, float16 / bfloat16, groups of 64, 128 and K, odd M, with and without bias, against a float64 reference
+// of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference rounds each weight
+// once to A's type; CUTLASS rounds code * S and then + Z (S and Z themselves rounded to A's type), so
+// |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| + 32 K u^2 sum |a w|, u the unit
+// roundoff of A's type (fp32 sums of exact products). `--time M N K [bf16]` times the kernel alone.
+//
+//   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
+//     -Icsrc/cuda -I<cutlass>/include tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu -o /tmp/gct
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bitblas_jax/layout.h"
+#include "gemm_cutlass.h"
+
+using namespace bitblas_jax;
+
+namespace {
+
+#define CHECK(x)                                                                                 \
+  do {                                                                                           \
+    cudaError_t e_ = (x);                                                                        \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::printf("CUDA error %s at line %d\n", cudaGetErrorString(e_), __LINE__);               \
+      std::exit(2);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+uint16_t to_bits(float v, bool bf16) {
+  if (bf16) { __nv_bfloat16 b = __float2bfloat16(v); uint16_t r; std::memcpy(&r, &b, 2); return r; }
+  __half h = __float2half(v); uint16_t r; std::memcpy(&r, &h, 2); return r;
+}
+float from_bits(uint16_t x, bool bf16) {
+  if (bf16) { __nv_bfloat16 b; std::memcpy(&b, &x, 2); return __bfloat162float(b); }
+  __half h; std::memcpy(&h, &x, 2); return __half2float(h);
+}
+float round_to(float v, bool bf16) { return from_bits(to_bits(v, bf16), bf16); }
+
+struct Dev {
+  std::vector<void*> ptrs;
+  template <class V> void* put(const std::vector<V>& v) {
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, std::max<size_t>(16, v.size() * sizeof(V))));
+    if (!v.empty()) CHECK(cudaMemcpy(p, v.data(), v.size() * sizeof(V), cudaMemcpyHostToDevice));
+    ptrs.push_back(p);
+    return p;
+  }
+  ~Dev() { for (void* p : ptrs) cudaFree(p); }
+};
+
+bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
+           std::mt19937_64& rng) {
+  const bool signed4 = wf == WFormat::kInt4;
+  const int64_t G = K / gs;
+  const double u = bf16 ? 0x1p-8 : 0x1p-11;
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  std::vector<int> value(N * K);
+  std::vector<uint8_t> packed(N * K / 2, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const int code = static_cast<int>(rng() % 16);
+      value[n * K + k] = signed4 ? code - 8 : code;
+      const auto slot = layout::code_slot(K, 4, n, k);
+      packed[slot.byte + slot.shift / 8] |= static_cast<uint8_t>(code << (slot.shift % 8));
+    }
+  std::vector<uint16_t> A(M * K), S(N * G), Zt(N * G), B(N);
+  std::vector<uint8_t> Zq(N * G);
+  std::vector<float> Af(M * K), Sf(N * G), Zf(N * G), Bf(N);
+  for (int64_t i = 0; i < M * K; ++i) Af[i] = round_to(uni(rng), bf16), A[i] = to_bits(Af[i], bf16);
+  for (int64_t i = 0; i < N * G; ++i) {
+    Sf[i] = round_to(0.01f + 0.02f * std::fabs(uni(rng)), bf16), S[i] = to_bits(Sf[i], bf16);
+    Zf[i] = round_to(uni(rng) * (mode == ScaleMode::kRescale ? 0.1f : 4.f), bf16), Zt[i] = to_bits(Zf[i], bf16);
+    Zq[i] = static_cast<uint8_t>(signed4 ? (static_cast<int>(rng() % 16) - 8) : static_cast<int>(rng() % 16));
+  }
+  for (int64_t n = 0; n < N; ++n) Bf[n] = round_to(uni(rng), bf16), B[n] = to_bits(Bf[n], bf16);
+
+  Dev d;
+  MatmulArgs a;
+  a.M = M, a.N = N, a.K = K, a.w_format = wf, a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
+  a.accum_dtype = DType::kF32, a.mode = mode, a.group_size = gs;
+  a.A = d.put(A), a.W = static_cast<const uint8_t*>(d.put(packed));
+  a.scale = mode == ScaleMode::kNone ? nullptr : d.put(S);
+  a.zeros = mode == ScaleMode::kQuantized ? d.put(Zq) : mode >= ScaleMode::kOriginal ? d.put(Zt) : nullptr;
+  a.bias = bias ? d.put(B) : nullptr;
+  std::vector<uint16_t> poison(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
+  a.C = d.put(poison);
+  const size_t ws_bytes = gemm_cutlass_workspace_bytes(N, K, gs);
+  void* ws = nullptr;
+  CHECK(cudaMalloc(&ws, ws_bytes));
+  d.ptrs.push_back(ws);
+  const std::string err = launch_gemm_cutlass(a, tile, ws, ws_bytes, 0);
+  char what[200];
+  std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d", signed4 ? "int4" : "uint4",
+                bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N, (long)K, bias, tile);
+  if (!err.empty()) { std::printf("FAIL %s: %s\n", what, err.c_str()); return false; }
+  CHECK(cudaDeviceSynchronize());
+  std::vector<uint16_t> C(M * N);
+  CHECK(cudaMemcpy(C.data(), a.C, C.size() * 2, cudaMemcpyDeviceToHost));
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = 0, bound = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t g = n * G + k / gs;
+        const double s = mode == ScaleMode::kNone ? 1.0 : Sf[g];
+        const int v = value[n * K + k];
+        const int code = signed4 ? v + 8 : v;
+        double w = v * s, z = signed4 ? -8.0 * s : 0.0;
+        if (mode == ScaleMode::kOriginal) w = (v - Zf[g]) * s, z = -(Zf[g] + (signed4 ? 8 : 0)) * s;
+        if (mode == ScaleMode::kRescale) w = v * s - Zf[g], z = -(signed4 ? 8 : 0) * s - Zf[g];
+        if (mode == ScaleMode::kQuantized) {
+          const int q = signed4 ? static_cast<int>(static_cast<int8_t>(Zq[g])) : Zq[g];
+          w = (v - q) * s, z = -(q + (signed4 ? 8 : 0)) * s;
+        }
+        const double wr = round_to(static_cast<float>(w), bf16);
+        const double x = Af[m * K + k];
+        ref += x * wr;
+        mag += std::fabs(x * w);
+        bound += std::fabs(x) * (u * std::fabs(code * s) + 2 * u * std::fabs(z) + 2 * u * std::fabs(w));
+      }
+      if (bias) ref += Bf[n];
+      bound += u * std::fabs(ref) + 32.0 * K * u * u * mag + 1e-30;
+      const double got = from_bits(C[m * N + n], bf16);
+      const double e = std::fabs(got - ref);
+      if (!(e <= bound)) {
+        if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.6g, expected %.6g (bound %.3g)\n", what, (long)m, (long)n, got, ref, bound);
+        ++bad;
+      } else {
+        worst = std::max(worst, e / bound);
+      }
+    }
+  std::printf("%s %s: %ld wrong, worst %.2f of the bound\n", bad ? "FAIL" : "ok  ", what, (long)bad, worst);
+  return bad == 0;
+}
+
+int time_case(int64_t M, int64_t N, int64_t K, bool bf16) {
+  std::mt19937_64 rng(7);
+  const int64_t gs = 128, G = K / gs;
+  const int64_t w_bytes = N * K / 2;
+  const int copies = static_cast<int>(std::max<int64_t>(2, (256ll << 20) / w_bytes + 1));
+  std::vector<uint8_t> packed(w_bytes);
+  for (auto& b : packed) b = static_cast<uint8_t>(rng());
+  std::vector<uint16_t> A(M * K, to_bits(0.5f, bf16)), S(N * G, to_bits(0.01f, bf16));
+  Dev d;
+  std::vector<void*> w(copies);
+  for (auto& p : w) p = d.put(packed);
+  MatmulArgs a;
+  a.M = M, a.N = N, a.K = K, a.w_format = WFormat::kInt4, a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
+  a.mode = ScaleMode::kScale, a.group_size = gs, a.A = d.put(A), a.scale = d.put(S);
+  std::vector<uint16_t> C(M * N);
+  a.C = d.put(C);
+  const size_t ws_bytes = gemm_cutlass_workspace_bytes(N, K, gs);
+  void* ws = nullptr;
+  CHECK(cudaMalloc(&ws, ws_bytes));
+  d.ptrs.push_back(ws);
+  const int tile = M > kGemmCutlassRows[0] ? 1 : 0;
+  auto launch = [&](int i) {
+    a.W = static_cast<const uint8_t*>(w[i % copies]);
+    const std::string err = launch_gemm_cutlass(a, tile, ws, ws_bytes, 0);
+    if (!err.empty()) { std::printf("--time: %s\n", err.c_str()); std::exit(2); }
+  };
+  for (int i = 0; i < 2 * copies; ++i) launch(i);
+  cudaEvent_t t0, t1;
+  CHECK(cudaEventCreate(&t0));
+  CHECK(cudaEventCreate(&t1));
+  std::vector<float> per;
+  for (int b = 0; b < 11; ++b) {
+    CHECK(cudaEventRecord(t0));
+    for (int i = 0; i < copies; ++i) launch(i);
+    CHECK(cudaEventRecord(t1));
+    CHECK(cudaEventSynchronize(t1));
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    per.push_back(1e3f * ms / copies);
+  }
+  std::sort(per.begin(), per.end());
+  const double us = per[per.size() / 2];
+  std::printf("time gemm_cutlass %s int4 g128 M=%ld N=%ld K=%ld tile %d: %.2f us, %.0f TFLOP/s (group terms included)\n",
+              bf16 ? "bf16" : "fp16", (long)M, (long)N, (long)K, tile, us, 2.0 * M * N * K / us / 1e6);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 5 && std::string(argv[1]) == "--time")
+    return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16");
+  std::mt19937_64 rng(2026);
+  bool ok = true;
+  int cases = 0;
+  for (bool bf16 : {false, true})
+    for (WFormat wf : {WFormat::kInt4, WFormat::kUInt4})
+      for (ScaleMode mode : {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale,
+                             ScaleMode::kQuantized})
+        for (int64_t gs : {int64_t(64), int64_t(128), int64_t(-1)}) {
+          const int64_t K = 1024, g = gs < 0 ? K : gs;
+          for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
+            ++cases;
+            ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, M > 128 ? 1 : 0, rng);
+          }
+        }
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 129, 1024, 2048, 128, false, 1, rng), ++cases;
+  std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
+  return ok ? 0 : 1;
+}
