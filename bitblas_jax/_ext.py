@@ -44,5 +44,10 @@ def has_cuda() -> bool:
     return _bitblas_cuda is not None
 
 
+def has_cutlass() -> bool:
+    """True when the CUDA kernels include gemm_cutlass (built where the nvidia-cutlass headers were found)."""
+    return _bitblas_cuda is not None and bool(_bitblas_cuda.has_cutlass())
+
+
 cpu = _bitblas_cpu
 cuda = _bitblas_cuda

@@ -9,6 +9,8 @@ The kernels, by mechanism (docs/KERNELS.md):
                        packed tiles): K split across CTAs
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
   gemm_wgmma           Hopper GEMM (sm_90a): warp-specialized, wgmma with the weight in registers
+  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 weights from M = 65: CUTLASS's mixed-input
+                       collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight
   dequantize_then_dot  large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot
                        (cuBLAS) multiplies
 
@@ -34,12 +36,15 @@ The thresholds (H100 and H200 measurements, docs/KERNELS.md): decode up to 16 ro
 the torch shim, which has no XLA dot; decode_splitk up to 8 rows under JAX where decode cannot run);
 then the GEMM up to gemm_max_m() rows (gemm_wgmma on sm_90: 1024 on layers of 4096 x 8192 weights and
 up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize_then_dot, since
-writing and re-reading a 16-bit weight costs less than the GEMMs' mainloops there.
+writing and re-reading a 16-bit weight costs less than those GEMMs' mainloops there. On sm_90, int4 /
+uint4 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows
+instead (where it computes the call: plan.h gemm_cutlass_takes).
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
 BITBLAS_JAX_WIDENED_F16 (0 / 1: whether decode_i8 / gemm_wgmma_a8 / gemm_mma_a8 / widened_f16 may run),
-BITBLAS_JAX_NUM_SMS (the SM count the split-K rules plan for; default: the GPU's, num_sms()).
+BITBLAS_JAX_NUM_SMS (the SM count the split-K rules and gemm_cutlass's tiles plan for; default: the GPU's,
+num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run).
 """
 from __future__ import annotations
 
@@ -60,6 +65,13 @@ WGMMA_MAX_M = 512           # ... from WGMMA_LAYER weights
 WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
+# gemm_cutlass (Hopper, int4 / uint4 weights) from here: at M <= 64 gemm_wgmma's split-K fills the GPU with
+# few tiles; from M = 128 CUTLASS's collective ran 1.05-1.32x gemm_wgmma and 1.1-1.9x the fp16 dot on the H100
+# (docs/KERNELS.md, gemm_cutlass).
+GEMM_CUTLASS_MIN_M = 65
+# ... up to here under JAX, dequantize_then_dot above: at M = 4096 CUTLASS's collective ran 0.86-1.05x
+# CUTLASS's fp16 GEMM on the H100, where writing the 16-bit weight costs the dot a few percent.
+GEMM_CUTLASS_MAX_M = 4096
 _NO_LIMIT = 1 << 62
 
 class CudaPlan(NamedTuple):
@@ -150,30 +162,47 @@ def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
     return WGMMA_MAX_M if N * K >= WGMMA_LAYER else WGMMA_SMALL_MAX_M
 
 
+def gemm_cutlass_runs(built=None) -> bool:
+    """Whether gemm_cutlass may run: built() (default: this install's CUDA module was compiled with
+    CUTLASS). BITBLAS_JAX_GEMM_CUTLASS=0 / 1 overrides it (A/B timing, plan tests)."""
+    env = os.environ.get("BITBLAS_JAX_GEMM_CUTLASS")
+    if env in ("0", "1"):
+        return env == "1"
+    if built is None:
+        from . import _ext
+        built = lambda: _ext.has_cutlass()  # noqa: E731
+    return bool(built())
+
+
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
               mode: str, group_size: int, allow_xla_dot: bool = True, sm90: bool | None = None,
-              a_aligned: bool = True, sms: int | None = None) -> CudaPlan:
+              a_aligned: bool = True, sms: int | None = None, gemm_cutlass: bool | None = None) -> CudaPlan:
     """The plan for C[M, N] = A[M, K] x dequant(W)[N, K]^T on the GPU (plan.h make_plan).
 
     allow_xla_dot: whether dequantize_then_dot is possible (the torch shim, which runs the custom
     kernels only, says no). sm90: whether the GPU is an sm_90 one; None asks hopper(). a_aligned:
     whether A is 16-byte aligned (XLA's buffers always are; a torch slice may not be). sms: the GPU's SM
-    count; None asks num_sms().
+    count; None asks num_sms(). gemm_cutlass: whether gemm_cutlass may run; None asks gemm_cutlass_runs().
     """
-    del A_dtype, out_dtype
     M, N, K = int(M), int(N), int(K)
     if sm90 is None:
         sm90 = hopper()
+    if gemm_cutlass is None:
+        gemm_cutlass = gemm_cutlass_runs()
+    env_max = _env_gemm_max_m()
     if allow_xla_dot:
         limits = dict(decode_max_m=DECODE_MAX_M, decode_splitk_max_m=DECODE_SPLITK_MAX_M,
-                      mma_max_m=gemm_max_m(N, K, False), wgmma_max_m=gemm_max_m(N, K, True))
+                      mma_max_m=gemm_max_m(N, K, False), wgmma_max_m=gemm_max_m(N, K, True),
+                      cutlass_max_m=GEMM_CUTLASS_MAX_M if env_max is None else env_max)
     else:
         limits = dict(decode_max_m=TORCH_DECODE_MAX_M, decode_splitk_max_m=TORCH_DECODE_MAX_M,
-                      mma_max_m=_NO_LIMIT, wgmma_max_m=_NO_LIMIT)
+                      mma_max_m=_NO_LIMIT, wgmma_max_m=_NO_LIMIT, cutlass_max_m=_NO_LIMIT)
+    fmt = formats.get_format(W_dtype)
     p = _bitblas_plan.make_plan(
-        M=M, N=N, K=K, bits=formats.get_format(W_dtype).bits, accum_f32=accum_dtype == "float32",
+        M=M, N=N, K=K, bits=fmt.bits, accum_f32=accum_dtype == "float32",
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
-        num_sms=int(sms) if sms else num_sms(), **limits)
+        num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
+        gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M, **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

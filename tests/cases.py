@@ -113,6 +113,10 @@ def error_bound(case: Case, A=None) -> np.ndarray:
       to A's dtype (csrc/cuda/convert.cuh rowp_make2), which differs from the reference's
       round((v - z) * s) by up to u_A * |z s| per weight, with one sign over a whole group:
       <= u_A * |A| @ |z s|^T (zero_point_products).
+    - gemm_cutlass (where it may run the call: gemm_cutlass_codes_scaled) dequantizes w = code * S + Z in
+      A's dtype with Z = (offset + z) s or the mode's like term rounded once, code * S rounded, then the sum
+      rounded: from the reference's once-rounded weight by <= u_A (|c s| + 2 |Z| + 2 |w|) <= 3 u_A (|c s| + |w|)
+      beyond the one rounding above (|Z| <= |w| + |c s|): <= 3 u_A * |A| @ (|c s| + |w|)^T.
     """
     c = case.cfg
     A = np.asarray(case.A if A is None else A, np.float64)
@@ -121,7 +125,29 @@ def error_bound(case: Case, A=None) -> np.ndarray:
     zs = zero_point_products(case)
     if zs is not None:
         bound = bound + UNIT_ROUNDOFF[c.A_dtype] * (np.abs(A) @ np.abs(zs).T)
+    cs = gemm_cutlass_codes_scaled(case, A)
+    if cs is not None:
+        bound = bound + 3 * UNIT_ROUNDOFF[c.A_dtype] * (np.abs(A) @ (np.abs(cs) + np.abs(case.wd())).T)
     return bound
+
+
+def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
+    """code * s per weight [N, K] (float64; s = 1 in mode none) where gemm_cutlass may run the call: this
+    install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h gemm_cutlass_takes the call, and A has at least
+    gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other kernels' bound stays as sharp as it was."""
+    from bitblas_jax import _bitblas_plan, gpu_plan
+    c = case.cfg
+    fmt = formats.get_format(c.W_dtype)
+    M = int(np.prod(np.shape(A)[:-1]))
+    group = c.K if c.group_size == -1 or c.mode == "none" else c.group_size
+    takes = _bitblas_plan.gemm_cutlass_takes(w_format=fmt.id, out_is_act=c.out_dtype == c.A_dtype,
+                                             accum_f32=c.accum_dtype == "float32", group_size=group, N=c.N, K=c.K)
+    if not (takes and M >= gpu_plan.GEMM_CUTLASS_MIN_M and gpu_plan.gemm_cutlass_runs()):
+        return None
+    codes = np.asarray(case.values, np.float64) - fmt.value_range[0]   # int4's offset-binary codes: v + 8
+    if c.mode == "none":
+        return codes
+    return codes * np.repeat(np.asarray(case.scale, np.float64), group, axis=1)
 
 
 def zero_point_products(case: Case) -> np.ndarray | None:

@@ -115,6 +115,7 @@ def test_gpu_gemm_wgmma(rng, monkeypatch, fmt, mode, group, a_dtype, M):
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")   # int4 / uint4 from M = 65: gemm_cutlass's
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode,
                               1024 if group == -1 else group).kernel == "gemm_wgmma"
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=272, K=1024)
@@ -128,6 +129,7 @@ def test_gpu_gemm_wgmma_tall_tile(rng, monkeypatch, fmt):
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")
     p = gpu_plan.plan_cuda(257, 28672, 512, fmt, "float16", "float32", "float16", "scale", 128)
     assert p.kernel == "gemm_wgmma" and gpu_plan.tile_dims(p) == (128, 256)
     case = make_case(rng, fmt, "scale", 128, "float16", "float32", "float16", False, M=257, N=28672, K=512)
@@ -135,14 +137,54 @@ def test_gpu_gemm_wgmma_tall_tile(rng, monkeypatch, fmt):
 
 
 def test_gpu_gemm_wgmma_tall_tile_at_1000_rows_by_default(rng):
-    """The default rule's gemm_wgmma tall tile past 512 rows on a layer of 4096 x 8192 weights (no override), with a
-    last 256-row tile that is partly empty (1000 = 3 x 256 + 232); the GPU only (the float64 reference)."""
+    """The default rule's gemm_wgmma tall tile past 512 rows on a layer of 4096 x 8192 weights (no override; nf4,
+    which gemm_cutlass does not take), with a last 256-row tile that is partly empty (1000 = 3 x 256 + 232); the
+    GPU only (the float64 reference)."""
     from bitblas_jax import gpu_plan
     _needs_sm90()
     M, N, K = 1000, 4096, 8192
-    p = gpu_plan.plan_cuda(M, N, K, "int4", "bfloat16", "float32", "bfloat16", "scale", 128)
+    p = gpu_plan.plan_cuda(M, N, K, "nf4", "bfloat16", "float32", "bfloat16", "scale", 128)
     assert p.kernel == "gemm_wgmma" and gpu_plan.tile_dims(p) == (128, 256)
-    case = make_case(rng, "int4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
+    case = make_case(rng, "nf4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
+    check(case, run_on(case, GPUS[0]))
+
+
+def _needs_cutlass():
+    from bitblas_jax import _ext
+    _needs_sm90()
+    if not _ext.has_cutlass():
+        pytest.skip("this install was built without gemm_cutlass (no CUTLASS headers)")
+
+
+def _cutlass_matrix():
+    for i, (fmt, mode, a_dtype) in enumerate(itertools.product(
+            ("int4", "uint4"), ("none", "scale", "original", "rescale", "quantized"), ("float16", "bfloat16"))):
+        for j, g in enumerate((-1,) if mode == "none" else (-1, 64, 128)):
+            M = (65, 130, 300)[(i + j) % 3]
+            yield pytest.param(fmt, mode, g, a_dtype, M, (i + j) % 2 == 0, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
+
+
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,M,bias", list(_cutlass_matrix()))
+def test_gpu_gemm_cutlass(rng, fmt, mode, group, a_dtype, M, bias):
+    """gemm_cutlass (CUTLASS's mixed-input collective on the packed weight, the mode's group terms) through
+    JAX on int4 / uint4, every mode, float16 / bfloat16, groups of 64, 128 and K, with and without bias."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    g = 1024 if group == -1 else group
+    assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode, g).kernel == "gemm_cutlass"
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, bias, M=M, N=272, K=1024)
+    check_gpu_and_cpu(case)
+
+
+@pytest.mark.parametrize("M,N,rows", [(300, 272, 64), (200, 8192, 128), (1000, 4096, 256)])
+def test_gpu_gemm_cutlass_tiles(rng, M, N, rows):
+    """Each of gemm_cutlass's tiles where the plan's wave model picks it (plan.h gemm_cutlass_tile_for on
+    132 SMs: an H100 SXM / H200 runs that tile), with a partly filled last tile; the GPU only."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    p = gpu_plan.plan_cuda(M, N, 1024, "int4", "float16", "float32", "float16", "original", 128, sms=132)
+    assert p.kernel == "gemm_cutlass" and gpu_plan.tile_dims(p) == (128, rows)
+    case = make_case(rng, "int4", "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=1024)
     check(case, run_on(case, GPUS[0]))
 
 

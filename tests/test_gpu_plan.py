@@ -10,8 +10,10 @@ from bitblas_jax import _bitblas_plan, formats
 from bitblas_jax import gpu_plan as gp
 
 
-def plan(M, N=8192, K=8192, fmt="int4", accum="float32", mode="scale", group=128, sm90=False, **kw):
-    return gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, group, sm90=sm90, **kw)
+def plan(M, N=8192, K=8192, fmt="int4", accum="float32", mode="scale", group=128, sm90=False, gemm_cutlass=False,
+         **kw):
+    return gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, group, sm90=sm90, gemm_cutlass=gemm_cutlass,
+                        **kw)
 
 
 def kernel(M, **kw):
@@ -133,6 +135,58 @@ def test_num_sms_follows_the_gpu(monkeypatch):
     p132 = plan(128, N=4096, K=4096, sm90=True, sms=132)
     p16 = plan(128, N=4096, K=4096, sm90=True, sms=16)
     assert (p132.split_k, p16.split_k, p16.workspace_bytes) == (4, 1, 0)
+
+
+# ---- gemm_cutlass --------------------------------------------------------------------------------------
+def test_gemm_cutlass_rule():
+    """On sm_90 with gemm_cutlass built, int4 / uint4 weights with 16-bit output and float32 accumulation run
+    gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under the torch shim),
+    in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
+    cut = dict(sm90=True, gemm_cutlass=True, sms=132)
+    assert plan(64, **cut).kernel == "gemm_wgmma"
+    assert plan(65, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
+    assert plan(4097, **cut).kernel == "dequantize_then_dot"
+    assert plan(100000, allow_xla_dot=False, **cut).kernel == "gemm_cutlass"
+    for fmt in ("int4", "uint4"):
+        for mode in ("none", "scale", "original", "rescale", "quantized"):
+            for group in ((8192,) if mode == "none" else (64, 128, 8192)):
+                assert plan(256, fmt=fmt, mode=mode, group=group, **cut).kernel == "gemm_cutlass", (fmt, mode, group)
+    # what it does not take: other formats, groups inside a stage, float16 accumulation or float32 output,
+    # an unaligned A (its TMA), a GPU before sm_90, or a build without it
+    for fmt in ("nf4", "fp4_e2m1", "int8", "int2", "uint8"):
+        assert plan(256, fmt=fmt, **cut).kernel != "gemm_cutlass", fmt
+    assert plan(256, group=32, **cut).kernel != "gemm_cutlass"
+    assert plan(256, accum="float16", **cut).kernel != "gemm_cutlass"
+    assert gp.plan_cuda(256, 8192, 8192, "int4", "float16", "float32", "float32", "scale", 128,
+                        **cut).kernel != "gemm_cutlass"
+    assert plan(256, a_aligned=False, **cut).kernel != "gemm_cutlass"
+    assert plan(256, sm90=False, gemm_cutlass=True).kernel == "dequantize_then_dot"
+    assert plan(256, sm90=True, gemm_cutlass=False).kernel == "gemm_wgmma"
+    p = plan(256, N=4096, K=6144, group=128, **cut)
+    assert (p.split_k, p.stage_k, p.workspace_bytes) == (1, 64, 2 * 2 * (6144 // 128) * 4096)
+    assert plan(256, N=4096, K=6144, mode="none", **cut).workspace_bytes == 2 * 2 * 1 * 4096
+
+
+@pytest.mark.parametrize("M,N,rows", [
+    # the fastest tile measured on the H100 (benchmarks/cutlass_mixed_gemm, int4 g128)
+    (128, 4096, 64), (256, 4096, 64), (512, 4096, 128), (1024, 4096, 256),
+    (128, 18944, 128), (256, 18944, 128), (1024, 18944, 256),
+    (128, 29568, 128), (256, 29568, 256), (1024, 29568, 256),
+    (128, 8192, 64), (256, 8192, 128), (512, 8192, 256), (256, 14336, 256)])
+def test_gemm_cutlass_tile_follows_the_waves(M, N, rows):
+    p = plan(M, N=N, K=4096, sm90=True, gemm_cutlass=True, sms=132)
+    assert p.kernel == "gemm_cutlass" and gp.tile_dims(p) == (128, rows)
+
+
+def test_gemm_cutlass_env_override(monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "1")
+    assert gp.gemm_cutlass_runs(lambda: False) and plan(256, sm90=True, gemm_cutlass=None).kernel == "gemm_cutlass"
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")
+    assert not gp.gemm_cutlass_runs(lambda: True) and plan(256, sm90=True, gemm_cutlass=None).kernel == "gemm_wgmma"
+    monkeypatch.delenv("BITBLAS_JAX_GEMM_CUTLASS")
+    assert gp.gemm_cutlass_runs(lambda: True) and not gp.gemm_cutlass_runs(lambda: False)
+    from bitblas_jax import _ext
+    assert gp.gemm_cutlass_runs() == _ext.has_cutlass()
 
 
 def test_hopper_env_override(monkeypatch):
@@ -355,19 +409,20 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
     plan Python sized its workspace and decisions by, and names a tile that exists."""
     bits = formats.get_format(fmt).bits
     n = 0
-    for M, (N, K), accum, sm90, xla in itertools.product(
-            [1, 3, 8, 9, 16, 17, 20, 33, 64, 65, 130, 257, 512, 1000, 1025],
+    for M, (N, K), accum, sm90, xla, cutlass in itertools.product(
+            [1, 3, 8, 9, 16, 17, 20, 33, 64, 65, 130, 257, 512, 1000, 1025, 5000],
             [(256, 1024), (4096, 4096), (8192, 8192), (28672, 8192), (1024, 65536)],
-            ["float32", "float16"], [False, True], [True, False]):
+            ["float32", "float16"], [False, True], [True, False], [False, True]):
         g = K if group == -1 else group
         if K % (256 // bits) or K % g:
             continue
-        p = gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, g, allow_xla_dot=xla, sm90=sm90)
-        again = _bitblas_plan.finish(p.kernel, p.tile, p.split_k, M, N, K, bits)
+        p = gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, g, allow_xla_dot=xla, sm90=sm90,
+                         gemm_cutlass=cutlass)
+        again = _bitblas_plan.finish(p.kernel, p.tile, p.split_k, M, N, K, bits, g)
         assert (again["kernel"], again["tile"], again["tail_tile"], again["split_k"], again["stage_k"],
                 again["workspace_bytes"]) == (p.kernel, p.tile, p.tail_tile, p.split_k, p.stage_k,
                                               p.workspace_bytes), (M, N, K, accum, sm90, xla)
-        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N)
+        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N, K, g)
         if p.kernel != "dequantize_then_dot" and p.kernel != "decode_splitk":
             gp.tile_dims(p)   # raises for a tile the kernel does not have
         if p.kernel == "decode":
@@ -375,6 +430,9 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             assert accum == "float32"
         if p.kernel == "gemm_wgmma":
             assert sm90 and accum == "float32" and K % p.stage_k == 0
+        if p.kernel == "gemm_cutlass":
+            assert cutlass and sm90 and accum == "float32" and fmt in ("int4", "uint4") and M >= 65
+            assert p.workspace_bytes == 4 * (K // g) * N and p.split_k == 1
         if not xla:
             assert p.kernel != "dequantize_then_dot"
         n += 1

@@ -28,6 +28,7 @@ python3 -c "import jax, bitblas_jax._ext as e; print('jax', jax.__version__, jax
 if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA graphs), files compiled in parallel
   t0=$SECONDS; mkdir -p build/selftest
   for f in csrc/cuda/*.cu tests/cuda/selftest.cu; do
+    [[ $f == *inst_gemm_cutlass_* ]] && continue   # gemm_cutlass: its own self-test below (CUTLASS headers)
     nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda -Xcompiler -fopenmp \
       -c "$f" -o "build/selftest/$(basename "$f").o" &
   done
@@ -37,6 +38,17 @@ if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA 
   build/selftest/cuda_selftest ${SELFTEST_ARGS:-} >"$OUT/selftest.log" 2>&1
   RESULT[selftest]="rc=$? ($((SECONDS - t0)) s): $(grep -m1 -E 'passed|FAIL' "$OUT/selftest.log")"
   sed -n '/^ *fmt /,$p' "$OUT/selftest.log" | head -60
+  # gemm_cutlass's self-test (tests/cuda/gemm_cutlass_selftest.cu), against the nvidia-cutlass headers
+  cutlass=$(python3 -c "import importlib.util, os; s = importlib.util.find_spec('cutlass_library'); print(os.path.join(list(s.submodule_search_locations)[0], 'source') if s else '')")
+  if [ -n "$cutlass" ]; then
+    nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -diag-suppress 20012 \
+      -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda -I"$cutlass/include" \
+      -I"$cutlass/tools/util/include" tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu \
+      csrc/cuda/inst_gemm_cutlass_f16.cu csrc/cuda/inst_gemm_cutlass_bf16.cu -o build/selftest/gemm_cutlass_selftest \
+      >"$OUT/gemm_cutlass_selftest_build.log" 2>&1 || echo "gemm_cutlass selftest build failed"
+    build/selftest/gemm_cutlass_selftest >"$OUT/gemm_cutlass_selftest.log" 2>&1
+    RESULT[selftest]+="; gemm_cutlass rc=$?: $(tail -1 "$OUT/gemm_cutlass_selftest.log")"
+  fi
   if [ -n "${SELFTEST_PDL_AB:-}" ]; then  # the timings again, launched without programmatic dependent launch
     BITBLAS_JAX_PDL=0 build/selftest/cuda_selftest --time-only >"$OUT/selftest_nopdl.log" 2>&1
     echo "-- without PDL --"; sed -n '/^ *fmt /,$p' "$OUT/selftest_nopdl.log" | head -60

@@ -11,6 +11,7 @@
 #include "bitblas_jax/ffi_args.h"
 #include "bitblas_jax/raw_args.h"
 #include "decode_i8.h"
+#include "gemm_cutlass.h"
 #include "gemm_mma_a8.h"
 #include "gemm_wgmma_a8.h"
 #include "matmul_cuda.h"
@@ -262,6 +263,8 @@ PYBIND11_MODULE(_bitblas_cuda, m) {
                                                "xla._CUSTOM_CALL_TARGET");
     return d;
   });
+  m.def("has_cutlass", &bitblas_jax::gemm_cutlass_built,
+        "Whether this build holds gemm_cutlass (CUTLASS's Hopper mixed-input GEMM; the nvidia-cutlass headers).");
   m.def("matmul_raw", &bitblas_jax::matmul_raw,
         "Run the CUDA kernels on raw device pointers and a raw cudaStream_t (torch shim).");
   bitblas_jax::def_qact_raw(m);

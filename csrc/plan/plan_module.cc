@@ -38,6 +38,8 @@ py::tuple tile_dims(const std::string& kernel, int tile) {
     return py::make_tuple(bp::kMmaTiles[tile].weight_rows, bp::kMmaTiles[tile].act_rows);
   if (k == bp::Kernel::kGemmWgmma && tile >= 0 && tile < bp::kNumWgmmaTiles)
     return py::make_tuple(bp::kWgmmaTiles[tile].weight_rows, bp::kWgmmaTiles[tile].act_rows);
+  if (k == bp::Kernel::kGemmCutlass && tile >= 0 && tile < bp::kNumCutlassTiles)
+    return py::make_tuple(bp::kCutlassWeightRows, bp::kCutlassTiles[tile].act_rows);
   if (k == bp::Kernel::kDecode && tile >= 0 && tile < bp::kNumDecodeShapes)
     return py::make_tuple(bp::kDecodeShapes[tile].n8_blocks, bp::kDecodeShapes[tile].tiles);
   throw py::value_error("no tile " + std::to_string(tile) + " for kernel '" + kernel + "'");
@@ -51,25 +53,31 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "make_plan",
       [](int64_t M, int64_t N, int64_t K, int bits, bool accum_f32, int mode, int64_t group_size, bool sm90,
          bool a_aligned, int num_sms, int64_t decode_max_m, int64_t decode_splitk_max_m, int64_t mma_max_m,
-         int64_t wgmma_max_m) {
+         int64_t wgmma_max_m, int w_format, bool out_is_act, bool gemm_cutlass, int64_t cutlass_min_m,
+         int64_t cutlass_max_m) {
+        if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
         bp::PlanQuery q;
         q.M = M, q.N = N, q.K = K, q.bits = bits, q.accum_f32 = accum_f32, q.mode = mode;
         q.group_size = group_size, q.sm90 = sm90, q.a_aligned = a_aligned, q.num_sms = num_sms;
         q.decode_max_m = decode_max_m, q.decode_splitk_max_m = decode_splitk_max_m;
         q.mma_max_m = mma_max_m, q.wgmma_max_m = wgmma_max_m;
+        q.w_format = static_cast<bitblas_jax::WFormat>(w_format), q.out_is_act = out_is_act;
+        q.gemm_cutlass = gemm_cutlass, q.cutlass_min_m = cutlass_min_m, q.cutlass_max_m = cutlass_max_m;
         return as_dict(bp::make_plan(q));
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("bits"), py::arg("accum_f32"), py::arg("mode"),
       py::arg("group_size"), py::arg("sm90"), py::arg("a_aligned"), py::arg("num_sms"), py::arg("decode_max_m"),
-      py::arg("decode_splitk_max_m"), py::arg("mma_max_m"), py::arg("wgmma_max_m"),
+      py::arg("decode_splitk_max_m"), py::arg("mma_max_m"), py::arg("wgmma_max_m"), py::arg("w_format"),
+      py::arg("out_is_act"), py::arg("gemm_cutlass"), py::arg("cutlass_min_m"), py::arg("cutlass_max_m"),
       "The plan for one problem (plan::make_plan), as a dict.");
   m.def(
       "finish",
-      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits) {
-        return as_dict(bp::finish(kernel_by_name(kernel), tile, split_k, M, N, K, bits));
+      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits,
+         int64_t group_size) {
+        return as_dict(bp::finish(kernel_by_name(kernel), tile, split_k, M, N, K, bits, group_size));
       },
       py::arg("kernel"), py::arg("tile"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K"),
-      py::arg("bits"), "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
+      py::arg("bits"), py::arg("group_size") = 0, "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
   m.def("tile_dims", &tile_dims, py::arg("kernel"), py::arg("tile"),
         "GEMM tiles: (weight rows, activation rows); decode shapes: (n8 blocks, tiles per chunk).");
   m.def(
@@ -90,10 +98,22 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "The cluster size a launch keeps, given the GPU's CTAs at once with and without clusters.");
   m.def(
       "workspace_bytes",
-      [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N) {
-        return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N);
+      [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N, int64_t K, int64_t group_size) {
+        return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N, K, group_size);
       },
-      py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"));
+      py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K") = 0, py::arg("group_size") = 0);
+  m.def(
+      "gemm_cutlass_takes",
+      [](int w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N, int64_t K) {
+        if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
+        return bp::gemm_cutlass_takes(static_cast<bitblas_jax::WFormat>(w_format), out_is_act, accum_f32, group_size,
+                                      N, K);
+      },
+      py::arg("w_format"), py::arg("out_is_act"), py::arg("accum_f32"), py::arg("group_size"), py::arg("N"),
+      py::arg("K"), "What gemm_cutlass computes (plan::gemm_cutlass_takes; group_size resolved: K for one per row).");
+  m.def(
+      "gemm_cutlass_tile_for", [](int64_t M, int64_t N, int num_sms) { return bp::gemm_cutlass_tile_for(M, N, num_sms); },
+      py::arg("M"), py::arg("N"), py::arg("num_sms"), "gemm_cutlass's tile id by its wave model.");
   m.def(
       "quantized_activation_kernel",
       [](int64_t M, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size, bool decode_i8,

@@ -1,12 +1,14 @@
-// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.cu): int4 / uint4 weights in the packed layout, every
+// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.h): int4 / uint4 weights in the packed layout, every
 // mode, float16 / bfloat16, groups of 64, 128 and K, odd M, with and without bias, against a float64 reference
 // of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference rounds each weight
 // once to A's type; CUTLASS rounds code * S and then + Z (S and Z themselves rounded to A's type), so
 // |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| + 32 K u^2 sum |a w|, u the unit
 // roundoff of A's type (fp32 sums of exact products). `--time M N K [bf16]` times the kernel alone.
 //
-//   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
-//     -Icsrc/cuda -I<cutlass>/include tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu -o /tmp/gct
+//   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
+//     -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include tests/cuda/gemm_cutlass_selftest.cu \
+//     csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_f16.cu csrc/cuda/inst_gemm_cutlass_bf16.cu -o /tmp/gct
+// (tools/gpu_check.sh, step selftest, builds and runs it)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "bitblas_jax/layout.h"
+#include "bitblas_jax/plan.h"
 #include "gemm_cutlass.h"
 
 using namespace bitblas_jax;
@@ -94,7 +97,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   a.bias = bias ? d.put(B) : nullptr;
   std::vector<uint16_t> poison(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
   a.C = d.put(poison);
-  const size_t ws_bytes = gemm_cutlass_workspace_bytes(N, K, gs);
+  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(N, K, gs);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
@@ -160,11 +163,11 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16) {
   a.mode = ScaleMode::kScale, a.group_size = gs, a.A = d.put(A), a.scale = d.put(S);
   std::vector<uint16_t> C(M * N);
   a.C = d.put(C);
-  const size_t ws_bytes = gemm_cutlass_workspace_bytes(N, K, gs);
+  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(N, K, gs);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
-  const int tile = M > kGemmCutlassRows[0] ? 1 : 0;
+  const int tile = plan::gemm_cutlass_tile_for(M, N, 132);
   auto launch = [&](int i) {
     a.W = static_cast<const uint8_t*>(w[i % copies]);
     const std::string err = launch_gemm_cutlass(a, tile, ws, ws_bytes, 0);
@@ -207,11 +210,13 @@ int main(int argc, char** argv) {
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
-            ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, M > 128 ? 1 : 0, rng);
+            ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, static_cast<int>(cases % plan::kNumCutlassTiles),
+                        rng);
           }
         }
-  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, rng), ++cases;
   ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 129, 1024, 2048, 128, false, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, false, 77, 528, 1536, 64, true, 0, rng), ++cases;
   std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
   return ok ? 0 : 1;
 }

@@ -32,8 +32,12 @@ enum class Kernel : int {
   kGemmWgmma = 3,
   // Large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot multiplies.
   kDequantizeThenDot = 4,
+  // Hopper GEMM (sm_90a) from M of a few tiles up: CUTLASS's mixed-input collective (TMA, warp-specialized
+  // cooperative consumers, the weight decoded into wgmma's register operand, persistent tiles) on the
+  // packed 4-bit integer weight; per-group terms w = code * S + Z in the workspace (csrc/cuda/gemm_cutlass.h).
+  kGemmCutlass = 5,
 };
-constexpr int kNumKernels = 5;
+constexpr int kNumKernels = 6;
 
 inline const char* kernel_name(Kernel k) {
   switch (k) {
@@ -42,6 +46,7 @@ inline const char* kernel_name(Kernel k) {
     case Kernel::kGemmMma: return "gemm_mma";
     case Kernel::kGemmWgmma: return "gemm_wgmma";
     case Kernel::kDequantizeThenDot: return "dequantize_then_dot";
+    case Kernel::kGemmCutlass: return "gemm_cutlass";
   }
   return "?";
 }
@@ -252,12 +257,59 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
   return cl > 1 && grid_ctas <= wave_ctas && grid_ctas > cluster_wave_ctas ? 1 : cl;
 }
 
+// ---- gemm_cutlass: tiles ---------------------------------------------------------------------------
+// CUTLASS computes D'[N, M] = W[N, K] x A^T: 128 weight rows per tile, the activation rows by tile id. The
+// tile is chosen by a wave model (gemm_cutlass_tile_for): a persistent grid of one CTA per SM runs the
+// tiles in ceil(tiles / SMs) waves, each as long as a tile's rows over the tile's relative throughput.
+// The throughputs are the H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128,
+// M = 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With them the model picks the
+// fastest measured tile at M = 128 / 256 / 512 / 1024 on all six of the benchmark's layers but one near tie.
+struct CutlassTile {
+  int act_rows;
+  int speed_pct;
+};
+constexpr int kNumCutlassTiles = 3;
+constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {{64, 57}, {128, 100}, {256, 121}};
+constexpr int kCutlassWeightRows = 128;
+constexpr int kCutlassStageK = 64;  // k per mainloop stage: K and the group size are multiples of it
+
+// What gemm_cutlass computes: 4-bit integer weights (int4's offset-binary codes read as unsigned, the
+// offset folded into the group terms), 16-bit activations with output of the same type and float32
+// accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16 rows.
+constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N,
+                                  int64_t K) {
+  return (w_format == WFormat::kInt4 || w_format == WFormat::kUInt4) && out_is_act && accum_f32 && K > 0 &&
+         K % kCutlassStageK == 0 && N % kTileRows == 0 && group_size > 0 && K % group_size == 0 &&
+         (group_size % kCutlassStageK == 0 || group_size == K);
+}
+
+// The tile the wave model finds fastest for M rows on num_sms SMs (ties: the larger tile).
+constexpr int gemm_cutlass_tile_for(int64_t M, int64_t N, int num_sms) {
+  int best = 0;
+  int64_t best_cost = -1;
+  for (int t = 0; t < kNumCutlassTiles; ++t) {
+    const int64_t tiles = ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows);
+    const int64_t cost = ceil_div(tiles, num_sms > 0 ? num_sms : 1) * kCutlassTiles[t].act_rows * 1000 /
+                         kCutlassTiles[t].speed_pct;
+    if (best_cost < 0 || cost <= best_cost) best = t, best_cost = cost;
+  }
+  return best;
+}
+
+// The group terms S and Z ([K / group_size][N] each, in the activations' 16-bit type).
+constexpr int64_t gemm_cutlass_workspace_bytes(int64_t N, int64_t K, int64_t group_size) {
+  return group_size > 0 ? 2 * (K / group_size) * N * 2 : 0;
+}
+
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
 // partial sums of every split.
 constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
-constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N) {
-  return split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
+// gemm_cutlass's are its group terms instead (K and group_size matter only there).
+constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
+                                  int64_t group_size = 0) {
+  return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(N, K, group_size)
+         : split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
              ? 0
              : counter_bytes(M, N) + split_k * M * N * 4;
 }
@@ -266,6 +318,8 @@ constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t 
 struct PlanQuery {
   int64_t M = 0, N = 0, K = 0;
   int bits = 4;                 // weight bits (format_bits)
+  WFormat w_format = WFormat::kInt4;
+  bool out_is_act = true;       // the output dtype is the activations' (else float32)
   bool accum_f32 = true;        // float32 accumulation (else float16)
   int mode = 0;                 // a ScaleMode id
   int64_t group_size = 0;
@@ -278,6 +332,10 @@ struct PlanQuery {
   int64_t decode_splitk_max_m = 8;
   int64_t mma_max_m = 64;
   int64_t wgmma_max_m = 1024;
+  // gemm_cutlass: whether it may run (built with CUTLASS, not turned off) and its M range.
+  bool gemm_cutlass = false;
+  int64_t cutlass_min_m = 65;
+  int64_t cutlass_max_m = 4096;
 
   bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
@@ -308,8 +366,9 @@ inline int64_t one_wave_split(int num_sms, int64_t tiles, int per_sm, int64_t st
 }
 
 // The numbers that follow from (kernel, tile, split_k) for one problem: what the dispatcher needs.
-inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits) {
-  (void)K;
+// group_size: the resolved group (K for one per row), for gemm_cutlass's workspace.
+inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits,
+                   int64_t group_size = 0) {
   Plan p;
   p.kernel = kernel;
   p.tile = tile;
@@ -333,8 +392,12 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.tile = 0;
       p.split_k = 1;
       break;
+    case Kernel::kGemmCutlass:  // persistent tiles, no split
+      p.split_k = 1;
+      p.stage_k = kCutlassStageK;
+      break;
   }
-  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N);
+  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, group_size);
   return p;
 }
 
@@ -362,6 +425,12 @@ inline bool wgmma_fits(const PlanQuery& q) {
   return wgmma_supported(q.bits, rows) && q.K % wgmma_stage_k(q.bits, rows) == 0;
 }
 
+// Whether gemm_cutlass runs this problem: allowed, an sm_90 GPU, A 16-byte aligned (TMA) and what it computes.
+inline bool gemm_cutlass_fits(const PlanQuery& q) {
+  return q.gemm_cutlass && q.sm90 && q.a_aligned &&
+         gemm_cutlass_takes(q.w_format, q.out_is_act, q.accum_f32, q.has_scales() ? q.group_size : q.K, q.N, q.K);
+}
+
 inline int mma_tile_for(const PlanQuery& q) {
   if (!groups_in_whole_tiles(q.has_scales(), q.group_size, q.bits)) return kMma128x32GroupsInTiles;
   const bool wide = ceil_div(q.N, 256) * ceil_div(q.M, q.M > 32 ? 64 : 32) >= kMmaWideMinTiles;
@@ -372,6 +441,9 @@ inline Plan make_plan(const PlanQuery& q) {
   const int64_t M = q.M, N = q.N, K = q.K;
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
   if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
+  if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m)
+    return finish(Kernel::kGemmCutlass, gemm_cutlass_tile_for(M, N, q.num_sms), 1, M, N, K, q.bits,
+                  q.has_scales() ? q.group_size : K);
   const bool wgmma = wgmma_fits(q);
   if (M > max64(q.decode_max_m, wgmma ? q.wgmma_max_m : q.mma_max_m))
     return finish(Kernel::kDequantizeThenDot, 0, 1, M, N, K, q.bits);
