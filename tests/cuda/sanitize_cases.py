@@ -1,10 +1,10 @@
 """The case list compute-sanitizer runs (tools/gpu_sanitize.sh): every kernel (decode, decode_splitk,
-gemm_mma, gemm_wgmma, dequantize_then_dot), split-K from 1 to 32, every format family (int, uint with
+gemm_mma, gemm_wgmma, gemm_cutlass, dequantize_then_dot), split-K from 1 to 32, every format family (int, uint with
 zeros, nf4, fp4, fp8, 16-bit), both activation dtypes, through JAX and the torch shim (aligned and
 misaligned activations), each result checked against the float64 reference with poisoned outputs
 (tests/fuzz.py runs a case). The plan of each case comes from the rule or from the environment
 overrides a case sets (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0 for gemm_mma on sm_90,
-BITBLAS_JAX_NUM_SMS for other split-K values).
+BITBLAS_JAX_NUM_SMS for other split-K values, BITBLAS_JAX_GEMM_CUTLASS=0 for gemm_wgmma where gemm_cutlass runs).
 
     python tests/cuda/sanitize_cases.py            # run (a GPU); exit 1 on a failure or missed coverage
     python tests/cuda/sanitize_cases.py --list     # the cases and their plans, nothing run (any machine;
@@ -13,7 +13,8 @@ BITBLAS_JAX_NUM_SMS for other split-K values).
     python tests/cuda/sanitize_cases.py --device cpu   # the same cases on the CPU kernel
 
 Prints one line per case (index, description, plan per path, ok / FAIL), then the coverage: the kernels
-and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only), split
+and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only, gemm_cutlass
+where the install holds it too), split
 > 1 on decode_splitk, gemm_mma and gemm_wgmma, and the torch shim's decode, GEMM and misaligned paths.
 Then the int8 / float8-activation cases (sanitize_qact_cases.py): every quantized-activation kernel
 through JAX and the torch shim.
@@ -32,6 +33,7 @@ import sanitize_qact_cases as qact  # noqa: E402
 MMA = {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"}     # gemm_mma on every GPU
 GEMM = {"BITBLAS_JAX_GEMM_MAX_M": "4096"}                                # the GEMM instead of dequantize + dot
 DOT = {"BITBLAS_JAX_GEMM_MAX_M": "16"}                                   # dequantize_then_dot above 16
+WGMMA = {"BITBLAS_JAX_GEMM_MAX_M": "4096", "BITBLAS_JAX_GEMM_CUTLASS": "0"}  # gemm_wgmma where gemm_cutlass runs
 
 # (format, mode, group, A dtype, accumulation, M, N, K, environment, torch element offset)
 SPECS = [
@@ -64,9 +66,13 @@ SPECS = [
     ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, {}, 0),
     ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, GEMM, 0),
     ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, GEMM, 0),
-    ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, GEMM, 0),
+    ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
     ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, GEMM, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
+    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, zeros modes, both dtypes
+    ("int4", "original", 128, "float16", "float32", 300, 272, 1024, {}, 0),
+    ("int4", "none", -1, "bfloat16", "float32", 200, 8192, 1024, {}, 0),
+    ("uint4", "quantized", 64, "bfloat16", "float32", 1000, 4096, 1024, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
     ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
     ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),
@@ -84,10 +90,12 @@ def cases(device: str = "gpu") -> list[fuzz.FuzzCase]:
             for i, (fmt, mode, g, adt, acc, M, N, K, env, off) in enumerate(SPECS)]
 
 
-def missing_coverage(reached: dict, sm90: bool) -> list[str]:
-    """What the run was meant to reach and did not; reached: path -> {kernel: set of split-K}."""
-    want = {"jax": ["decode", "decode_splitk", "gemm_mma", "dequantize_then_dot"] + ["gemm_wgmma"] * sm90,
-            "torch": ["decode", "decode_splitk", "gemm_mma"] + ["gemm_wgmma"] * sm90}
+def missing_coverage(reached: dict, sm90: bool, cutlass: bool = False) -> list[str]:
+    """What the run was meant to reach and did not; reached: path -> {kernel: set of split-K}; cutlass: the
+    install holds gemm_cutlass."""
+    hopper = ["gemm_wgmma"] * sm90 + ["gemm_cutlass"] * (sm90 and cutlass)
+    want = {"jax": ["decode", "decode_splitk", "gemm_mma", "dequantize_then_dot"] + hopper,
+            "torch": ["decode", "decode_splitk", "gemm_mma"] + hopper}
     miss = [f"{path} {k}" for path, ks in want.items() for k in ks if k not in reached.get(path, {})]
     for k in ("decode_splitk", "gemm_mma") + ("gemm_wgmma",) * sm90:
         splits = set().union(*(reached.get(p, {}).get(k, set()) for p in ("jax", "torch")))
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
         keep = {int(x) for x in picks if not x.startswith("q")}
         only_qact = {int(x[1:]) for x in picks if x.startswith("q")}
         todo = [c for c in todo if c.index in keep]
-    from bitblas_jax import gpu_plan
+    from bitblas_jax import _ext, gpu_plan
     sm90 = gpu_plan.hopper()
     reached = collections.defaultdict(lambda: collections.defaultdict(set))
     failed = 0
@@ -135,7 +143,7 @@ def main(argv=None) -> int:
     for path, ks in sorted(q_reached.items()):
         print(f"  {path} (int8 / float8 activations): " + ", ".join(sorted(ks)))
     miss = [] if args.only or args.device == "cpu" else (
-        missing_coverage(reached, sm90) + qact.missing_coverage(q_reached, sm90, "torch" in q_reached))
+        missing_coverage(reached, sm90, _ext.has_cutlass()) + qact.missing_coverage(q_reached, sm90, "torch" in q_reached))
     if miss:
         print("NOT REACHED: " + "; ".join(miss))
     print(f"{'PASS' if not failed and not miss else 'FAIL'} sanitize cases: {len(todo)} + "
