@@ -181,7 +181,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
 
     allow_xla_dot: whether dequantize_then_dot is possible (the torch shim, which runs the custom
     kernels only, says no). sm90: whether the GPU is an sm_90 one; None asks hopper(). a_aligned:
-    whether A is 16-byte aligned (XLA's buffers always are; a torch slice may not be). sms: the GPU's SM
+    whether A (and C, bias) are 16-byte aligned (XLA's buffers always are; a torch slice may not be). sms: the GPU's SM
     count; None asks num_sms(). gemm_cutlass: whether gemm_cutlass may run; None asks gemm_cutlass_runs().
     """
     M, N, K = int(M), int(N), int(K)

@@ -295,9 +295,10 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
         if kernel is None:
             raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install "
                                "time); reinstall with nvcc on PATH, or run on CPU")
-        # a slice of a tensor may start off the 16-byte grid that gemm_wgmma's copies need
-        kid, tile, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g,
-                                             A2.data_ptr() % 16 == 0)
+        # a slice of a tensor may start off the 16-byte grid that gemm_wgmma's copies of A and gemm_cutlass's
+        # TMA loads and stores (A, C, bias) need
+        aligned = all(p % 16 == 0 for p in (A2.data_ptr(), C.data_ptr(), _ptr(bias)))
+        kid, tile, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g, aligned)
         stream = _raw_stream(index)
         ws = _workspace(ws_bytes, A.device) if ws_bytes else None
         _on_device(index, current, kernel, M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)

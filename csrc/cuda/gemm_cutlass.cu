@@ -83,8 +83,8 @@ std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, void* workspace, 
   if (!a.A || !a.W || !a.C || !workspace) return "gemm_cutlass: A, W, C and the workspace must not be null";
   if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.N, a.K, a.group_size)))
     return "gemm_cutlass: workspace too small";
-  for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C)})
-    if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W and C must be 16-byte aligned";
+  for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C), a.bias})
+    if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W, C and bias must be 16-byte aligned";
   const int64_t terms = (a.K / a.group_size) * a.N;
   if (a.a_dtype == DType::kF16) {
     __half* S = static_cast<__half*>(workspace);

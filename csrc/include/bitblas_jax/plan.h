@@ -324,7 +324,7 @@ struct PlanQuery {
   int mode = 0;                 // a ScaleMode id
   int64_t group_size = 0;
   bool sm90 = false;            // an sm_90 GPU: gemm_wgmma can run
-  bool a_aligned = true;        // A 16-byte aligned (gemm_wgmma's TMA map needs it)
+  bool a_aligned = true;        // A (and C, bias) 16-byte aligned: gemm_wgmma's TMA map of A, gemm_cutlass's TMA
   int num_sms = 132;
   // Measured thresholds (bitblas_jax/gpu_plan.py): the largest M for each kernel; a GEMM larger than
   // its max runs kDequantizeThenDot.
@@ -425,7 +425,8 @@ inline bool wgmma_fits(const PlanQuery& q) {
   return wgmma_supported(q.bits, rows) && q.K % wgmma_stage_k(q.bits, rows) == 0;
 }
 
-// Whether gemm_cutlass runs this problem: allowed, an sm_90 GPU, A 16-byte aligned (TMA) and what it computes.
+// Whether gemm_cutlass runs this problem: allowed, an sm_90 GPU, the operands 16-byte aligned (TMA) and what it
+// computes.
 inline bool gemm_cutlass_fits(const PlanQuery& q) {
   return q.gemm_cutlass && q.sm90 && q.a_aligned &&
          gemm_cutlass_takes(q.w_format, q.out_is_act, q.accum_f32, q.has_scales() ? q.group_size : q.K, q.N, q.K);
