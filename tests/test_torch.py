@@ -645,3 +645,34 @@ def test_cuda_split_k_workspace_streams_and_graph(rng):
     g.replay()
     torch.cuda.synchronize()
     check(case, to_numpy(static_out), A=As[1])
+
+
+@gpu
+@pytest.mark.gpu
+def test_cuda_gemm_cutlass_misaligned_and_graph(rng):
+    """The torch shim runs gemm_cutlass (int4 g128 from M = 65 on sm_90 where the install holds it): eager, a
+    slice of A off the 16-byte grid (planned as misaligned: another kernel), and a CUDA graph (the group
+    terms' kernel and CUTLASS's launch captured)."""
+    from bitblas_jax import _ext, gpu_plan
+    from bitblas_jax.torch import ops
+    if not (_ext.has_cutlass() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("gemm_cutlass runs on sm_90 GPUs of installs built with CUTLASS")
+    M, N, K = 300, 4096, 1024
+    case = make_case(rng, "int4", "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=K)
+    kid = ops._plan(torch.cuda.current_device(), M, N, K, "int4", "float16", "float32", "float16", "original", 128)[0]
+    assert gpu_plan.KERNELS[kid] == "gemm_cutlass"
+    lin = linear_for(case, "cuda")
+    A = to_torch(case.A, "cuda")
+    check(case, to_numpy(lin(A)))
+    wide = to_torch(np.concatenate([np.zeros((M, 1), case.A.dtype), case.A], axis=1), "cuda")
+    view = wide[:, 1:]                      # 2 bytes off the grid: copied contiguous (aligned) by the shim
+    check(case, to_numpy(lin(view)))
+    static_in = A.clone()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = lin(static_in)
+    A2 = rng.standard_normal((M, K)).astype(np.float16)
+    static_in.copy_(to_torch(A2, "cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    check(case, to_numpy(static_out), A=A2)
