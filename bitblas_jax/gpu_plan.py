@@ -66,11 +66,11 @@ WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
 # gemm_cutlass (Hopper, int4 / uint4 weights) from here: at M <= 64 gemm_wgmma's split-K fills the GPU with
-# few tiles; from M = 128 CUTLASS's collective ran 1.05-1.32x gemm_wgmma and 1.1-1.9x the fp16 dot on the H100
-# (docs/KERNELS.md, gemm_cutlass).
+# few tiles; from M = 128 to 1024 gemm_cutlass took less time than the kernel the plan ran before on every
+# layer measured (H200, docs/KERNELS.md gemm_cutlass).
 GEMM_CUTLASS_MIN_M = 65
-# ... up to here under JAX, dequantize_then_dot above: at M = 4096 CUTLASS's collective ran 0.86-1.05x
-# CUTLASS's fp16 GEMM on the H100, where writing the 16-bit weight costs the dot a few percent.
+# ... up to here under JAX, dequantize_then_dot above: at M = 4096 it ran level with the bare fp16 dot
+# (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.
 GEMM_CUTLASS_MAX_M = 4096
 _NO_LIMIT = 1 << 62
 
@@ -181,8 +181,9 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
 
     allow_xla_dot: whether dequantize_then_dot is possible (the torch shim, which runs the custom
     kernels only, says no). sm90: whether the GPU is an sm_90 one; None asks hopper(). a_aligned:
-    whether A (and C, bias) are 16-byte aligned (XLA's buffers always are; a torch slice may not be). sms: the GPU's SM
-    count; None asks num_sms(). gemm_cutlass: whether gemm_cutlass may run; None asks gemm_cutlass_runs().
+    whether A (and C, bias) are 16-byte aligned (XLA's buffers always are; a torch slice may not be).
+    sms: the GPU's SM count; None asks num_sms(). gemm_cutlass: whether gemm_cutlass may run; None asks
+    gemm_cutlass_runs().
     """
     M, N, K = int(M), int(N), int(K)
     if sm90 is None:

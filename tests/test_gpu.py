@@ -159,7 +159,7 @@ def _needs_cutlass():
 def _cutlass_matrix():
     for i, (fmt, mode, a_dtype) in enumerate(itertools.product(
             ("int4", "uint4"), ("none", "scale", "original", "rescale", "quantized"), ("float16", "bfloat16"))):
-        for j, g in enumerate((-1,) if mode == "none" else (-1, 64, 128)):
+        for j, g in enumerate((-1, 128) if mode == "none" else (-1, 64, 128)):
             M = (65, 130, 300)[(i + j) % 3]
             yield pytest.param(fmt, mode, g, a_dtype, M, (i + j) % 2 == 0, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
 

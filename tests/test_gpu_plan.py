@@ -165,6 +165,9 @@ def test_gemm_cutlass_rule():
     p = plan(256, N=4096, K=6144, group=128, **cut)
     assert (p.split_k, p.stage_k, p.workspace_bytes) == (1, 64, 2 * 2 * (6144 // 128) * 4096)
     assert plan(256, N=4096, K=6144, mode="none", **cut).workspace_bytes == 2 * 2 * 1 * 4096
+    # without scales the terms come in one group per row, whatever group the call names (32: not a stage)
+    for group in (32, 128, 6144):
+        assert plan(256, N=4096, K=6144, mode="none", group=group, **cut).workspace_bytes == 2 * 2 * 1 * 4096
 
 
 @pytest.mark.parametrize("M,N,rows", [
@@ -398,7 +401,7 @@ def _agreement_cases():
         f = formats.get_format(fmt)
         if mode not in formats.allowed_modes(f):
             continue
-        for group in ([-1] if mode == "none" else [32, 64, 128, -1]):
+        for group in ([-1, 128] if mode == "none" else [32, 64, 128, -1]):
             yield fmt, mode, group
 
 
@@ -418,11 +421,13 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             continue
         p = gp.plan_cuda(M, N, K, fmt, "float16", accum, "float16", mode, g, allow_xla_dot=xla, sm90=sm90,
                          gemm_cutlass=cutlass)
-        again = _bitblas_plan.finish(p.kernel, p.tile, p.split_k, M, N, K, bits, g)
+        again = _bitblas_plan.finish(p.kernel, p.tile, p.split_k, M, N, K, bits, mode=formats.MODE_IDS[mode],
+                                     group_size=g)
         assert (again["kernel"], again["tile"], again["tail_tile"], again["split_k"], again["stage_k"],
                 again["workspace_bytes"]) == (p.kernel, p.tile, p.tail_tile, p.split_k, p.stage_k,
                                               p.workspace_bytes), (M, N, K, accum, sm90, xla)
-        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N, K, g)
+        terms_group = K if mode == "none" else g    # gemm_cutlass: one group per row without scales
+        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N, K, terms_group)
         if p.kernel != "dequantize_then_dot" and p.kernel != "decode_splitk":
             gp.tile_dims(p)   # raises for a tile the kernel does not have
         if p.kernel == "decode":
@@ -432,7 +437,7 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
             assert cutlass and sm90 and accum == "float32" and fmt in ("int4", "uint4") and M >= 65
-            assert p.workspace_bytes == 4 * (K // g) * N and p.split_k == 1
+            assert p.workspace_bytes == 4 * (K // terms_group) * N and p.split_k == 1
         if not xla:
             assert p.kernel != "dequantize_then_dot"
         n += 1

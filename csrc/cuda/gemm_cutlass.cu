@@ -66,10 +66,13 @@ bool gemm_cutlass_built() { return true; }
 bool gemm_cutlass_built() { return false; }
 #endif
 
-std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, void* workspace, size_t workspace_bytes,
+std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, void* workspace, size_t workspace_bytes,
                                 cudaStream_t stream) {
   if (!gemm_cutlass_built())
     return "gemm_cutlass: this install was built without CUTLASS (the nvidia-cutlass headers were not found)";
+  // the call with the group its terms come in (one per row where the mode has no scales): what the plan sized
+  MatmulArgs a = call;
+  a.group_size = plan::gemm_cutlass_group(static_cast<int>(call.mode), call.group_size, call.K);
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))

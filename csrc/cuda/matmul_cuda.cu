@@ -308,7 +308,7 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
   const int k = static_cast<int>(kernel);
   if (k < 0 || k >= plan::kNumKernels || kernel == Kernel::kDequantizeThenDot)
     return "kernel " + std::to_string(k) + " is not a matmul kernel";
-  const plan::Plan p = plan::finish(kernel, tile, split_k, M, N, K, bits, kp.gs);
+  const plan::Plan p = plan::finish(kernel, tile, split_k, M, N, K, bits, mode, kp.gs);
   const char* name = plan::kernel_name(kernel);  // for error messages
   if (p.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < static_cast<size_t>(p.workspace_bytes)))
     return std::string("workspace too small: ") + name + " with split_k " + std::to_string(p.split_k) + " needs " +
@@ -363,7 +363,6 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
     DeviceInfo info;
     if (std::string err = device_info(&info); !err.empty()) return err;
     if (!info.sm90) return "gemm_cutlass needs an sm_90 GPU (the plan's sm90 flag was wrong)";
-    if (!kp.a_aligned) return "gemm_cutlass needs A 16-byte aligned (plan with a_aligned = false)";
     return launch_gemm_cutlass(a, tile, workspace, workspace_bytes, stream);
   }
 

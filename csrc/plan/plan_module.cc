@@ -72,12 +72,12 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "The plan for one problem (plan::make_plan), as a dict.");
   m.def(
       "finish",
-      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits,
+      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits, int mode,
          int64_t group_size) {
-        return as_dict(bp::finish(kernel_by_name(kernel), tile, split_k, M, N, K, bits, group_size));
+        return as_dict(bp::finish(kernel_by_name(kernel), tile, split_k, M, N, K, bits, mode, group_size));
       },
       py::arg("kernel"), py::arg("tile"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K"),
-      py::arg("bits"), py::arg("group_size") = 0, "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
+      py::arg("bits"), py::arg("mode") = 0, py::arg("group_size") = 0, "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
   m.def("tile_dims", &tile_dims, py::arg("kernel"), py::arg("tile"),
         "GEMM tiles: (weight rows, activation rows); decode shapes: (n8 blocks, tiles per chunk).");
   m.def(

@@ -296,7 +296,13 @@ constexpr int gemm_cutlass_tile_for(int64_t M, int64_t N, int num_sms) {
   return best;
 }
 
-// The group terms S and Z ([K / group_size][N] each, in the activations' 16-bit type).
+// The group gemm_cutlass's terms come in: the mode's group, or one per row (K) where the mode has no scales
+// (whatever group the call names).
+constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K) {
+  return mode == static_cast<int>(ScaleMode::kNone) ? K : group_size;
+}
+
+// The group terms S and Z ([K / group][N] each, in the activations' 16-bit type; group: gemm_cutlass_group).
 constexpr int64_t gemm_cutlass_workspace_bytes(int64_t N, int64_t K, int64_t group_size) {
   return group_size > 0 ? 2 * (K / group_size) * N * 2 : 0;
 }
@@ -305,7 +311,7 @@ constexpr int64_t gemm_cutlass_workspace_bytes(int64_t N, int64_t K, int64_t gro
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
 // partial sums of every split.
 constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
-// gemm_cutlass's are its group terms instead (K and group_size matter only there).
+// gemm_cutlass's are its group terms instead (K and group, gemm_cutlass_group's, matter only there).
 constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
                                   int64_t group_size = 0) {
   return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(N, K, group_size)
@@ -366,8 +372,8 @@ inline int64_t one_wave_split(int num_sms, int64_t tiles, int per_sm, int64_t st
 }
 
 // The numbers that follow from (kernel, tile, split_k) for one problem: what the dispatcher needs.
-// group_size: the resolved group (K for one per row), for gemm_cutlass's workspace.
-inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits,
+// mode and group_size (resolved: K for one per row): the call's, for gemm_cutlass's workspace.
+inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits, int mode = 0,
                    int64_t group_size = 0) {
   Plan p;
   p.kernel = kernel;
@@ -397,7 +403,7 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.stage_k = kCutlassStageK;
       break;
   }
-  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, group_size);
+  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K));
   return p;
 }
 
@@ -429,7 +435,8 @@ inline bool wgmma_fits(const PlanQuery& q) {
 // computes.
 inline bool gemm_cutlass_fits(const PlanQuery& q) {
   return q.gemm_cutlass && q.sm90 && q.a_aligned &&
-         gemm_cutlass_takes(q.w_format, q.out_is_act, q.accum_f32, q.has_scales() ? q.group_size : q.K, q.N, q.K);
+         gemm_cutlass_takes(q.w_format, q.out_is_act, q.accum_f32, gemm_cutlass_group(q.mode, q.group_size, q.K), q.N,
+                            q.K);
 }
 
 inline int mma_tile_for(const PlanQuery& q) {
@@ -443,8 +450,8 @@ inline Plan make_plan(const PlanQuery& q) {
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
   if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
   if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m)
-    return finish(Kernel::kGemmCutlass, gemm_cutlass_tile_for(M, N, q.num_sms), 1, M, N, K, q.bits,
-                  q.has_scales() ? q.group_size : K);
+    return finish(Kernel::kGemmCutlass, gemm_cutlass_tile_for(M, N, q.num_sms), 1, M, N, K, q.bits, q.mode,
+                  q.group_size);
   const bool wgmma = wgmma_fits(q);
   if (M > max64(q.decode_max_m, wgmma ? q.wgmma_max_m : q.mma_max_m))
     return finish(Kernel::kDequantizeThenDot, 0, 1, M, N, K, q.bits);
