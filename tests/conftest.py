@@ -9,9 +9,10 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/cases.py
 
 @pytest.fixture
 def rng():
-    """Fresh random inputs every run; the seed is printed on failure to reproduce."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"rng seed {seed}")
+    """Fresh random inputs every run; the seed is printed on failure, and BITBLAS_JAX_TEST_SEED=<seed>
+    replays it (pytest tests/x.py::test_y[...] with that seed gives the failing inputs again)."""
+    seed = int(os.environ.get("BITBLAS_JAX_TEST_SEED", "0")) or int.from_bytes(os.urandom(4), "little")
+    print(f"rng seed {seed} (BITBLAS_JAX_TEST_SEED={seed} replays it)")
     return np.random.default_rng(seed)
 
 

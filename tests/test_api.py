@@ -75,7 +75,11 @@ def test_quantize_round_trip(rng, fmt, with_zeros, zeros_mode):
         assert np.all(np.abs(wd - w) <= rel * np.abs(w) + s * 2.0**-6 + 1e-12)
     else:
         zero_slack = 0.5 if zeros_mode == "quantized" else 0.0   # integer zeros shift the grid
-        assert np.all(np.abs(wd - w) <= (step + zero_slack) * s * (1 + 1e-6) + 1e-12)
+        # quantize works in float32: the weight, the offset and the quotient each round once (2^-24
+        # relative), so a value that lies within a few float32 ulps of a half step may round either
+        # way: 2^-21 of the group's magnitude covers that (int8's 127 steps make it matter)
+        amax = np.repeat(np.abs(w).reshape(N, K // g, g).max(-1), g, 1)
+        assert np.all(np.abs(wd - w) <= (step + zero_slack) * s + 2.0**-21 * amax + 1e-12)
     # the quantized values feed the matmul directly
     case_mm = bj.Matmul(bj.MatmulConfig(N=N, K=K, A_dtype="float32", W_dtype=fmt, out_dtype="float32",
                                         group_size=g, with_scaling=True, with_zeros=with_zeros,
