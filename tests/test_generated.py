@@ -1,4 +1,4 @@
-"""The generated sources are current: each generator, run now, writes exactly the checked-in file.
+"""The generated files are current: each generator, run now, writes exactly the checked-in file.
 
 CPU only, no build: the generators are plain Python (tools/).
 """
@@ -20,17 +20,18 @@ def _load(tool: str):
     return mod
 
 
-@pytest.mark.parametrize("tool, header", [
+@pytest.mark.parametrize("tool, path", [
     ("gen_formats_header", "csrc/include/bitblas_jax/formats_generated.h"),
     ("gen_wgmma_ops", "csrc/cuda/wgmma_ops.cuh"),
+    ("gen_speed_table", "README.md"),
 ])
-def test_generated_header_is_current(tool, header, tmp_path):
+def test_generated_file_is_current(tool, path, tmp_path):
     gen = _load(tool)
-    assert gen.OUT == ROOT / header
-    fresh = tmp_path / Path(header).name
+    assert gen.OUT == ROOT / path
+    fresh = tmp_path / Path(path).name
     fresh.write_text(gen.render())
-    assert fresh.read_text() == (ROOT / header).read_text(), (
-        f"{header} is stale: run `python3 tools/{tool}.py` and commit the result")
+    assert fresh.read_text() == (ROOT / path).read_text(), (
+        f"{path} is stale: run `python3 tools/{tool}.py` and commit the result")
 
 
 def test_formats_header_matches_formats_py():
