@@ -66,8 +66,8 @@ WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
 # gemm_cutlass (Hopper, int4 / uint4 weights) from here: at M <= 64 gemm_wgmma's split-K fills the GPU with
-# few tiles; from M = 128 to 1024 gemm_cutlass took less time than the kernel the plan ran before on every
-# layer measured (H200, docs/KERNELS.md gemm_cutlass).
+# few tiles; from M = 128 to 1024 gemm_cutlass took less time than the plan without it (gemm_wgmma or
+# dequantize_then_dot) on every layer measured (H200, docs/KERNELS.md gemm_cutlass).
 GEMM_CUTLASS_MIN_M = 65
 # ... up to here under JAX, dequantize_then_dot above: at M = 4096 it ran level with the bare fp16 dot
 # (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.
