@@ -10,7 +10,9 @@ The kernels, by mechanism (docs/KERNELS.md):
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
   gemm_wgmma           Hopper GEMM (sm_90a): warp-specialized, wgmma with the weight in registers
   gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 weights from M = 65: CUTLASS's mixed-input
-                       collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight
+                       collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight;
+                       where its tiles fill a fraction of a wave, K split into CUTLASS's batch mode and
+                       the float32 partials added in order
   dequantize_then_dot  large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot
                        (cuBLAS) multiplies
 
@@ -44,7 +46,9 @@ Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBL
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
 BITBLAS_JAX_WIDENED_F16 (0 / 1: whether decode_i8 / gemm_wgmma_a8 / gemm_mma_a8 / widened_f16 may run),
 BITBLAS_JAX_NUM_SMS (the SM count the split-K rules and gemm_cutlass's tiles plan for; default: the GPU's,
-num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run).
+num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run),
+BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT (the most parts gemm_cutlass may split K into, 1 to
+GEMM_CUTLASS_MAX_SPLIT; 1: never split).
 """
 from __future__ import annotations
 
@@ -73,6 +77,7 @@ GEMM_CUTLASS_MIN_M = 65
 # (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.
 GEMM_CUTLASS_MAX_M = 4096
 _NO_LIMIT = 1 << 62
+GEMM_CUTLASS_MAX_SPLIT = int(_bitblas_plan.GEMM_CUTLASS_MAX_SPLIT)   # plan.h kCutlassMaxSplit
 
 class CudaPlan(NamedTuple):
     kernel: str            # one of KERNELS
@@ -174,6 +179,22 @@ def gemm_cutlass_runs(built=None) -> bool:
     return bool(built())
 
 
+def gemm_cutlass_max_split() -> int:
+    """The most parts gemm_cutlass may split K into: GEMM_CUTLASS_MAX_SPLIT, or
+    BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT (A/B timing, the fuzz's forced plans)."""
+    env = os.environ.get("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT")
+    if env is None:
+        return GEMM_CUTLASS_MAX_SPLIT
+    try:
+        v = int(env)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= GEMM_CUTLASS_MAX_SPLIT:
+        raise ValueError(f"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT must be an integer from 1 to "
+                         f"{GEMM_CUTLASS_MAX_SPLIT}, not {env!r}")
+    return v
+
+
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
               mode: str, group_size: int, allow_xla_dot: bool = True, sm90: bool | None = None,
               a_aligned: bool = True, sms: int | None = None, gemm_cutlass: bool | None = None) -> CudaPlan:
@@ -203,7 +224,8 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         M=M, N=N, K=K, bits=fmt.bits, accum_f32=accum_dtype == "float32",
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
         num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
-        gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M, **limits)
+        gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M,
+        cutlass_max_split=gemm_cutlass_max_split(), **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

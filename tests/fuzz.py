@@ -36,6 +36,8 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_NUM_SMS": "8"},                                     # other split-K choices
     {"BITBLAS_JAX_NUM_SMS": "264", "BITBLAS_JAX_GEMM_MAX_M": "1024"},
     {"BITBLAS_JAX_GEMM_CUTLASS": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"},  # gemm_wgmma where gemm_cutlass runs
+    {"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT": "1"},                      # gemm_cutlass without K split
+    {"BITBLAS_JAX_NUM_SMS": "16"},                                    # gemm_cutlass's K split more often
 )
 WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
 SENTINEL = -30000.0                                 # poison where the result may hold NaN

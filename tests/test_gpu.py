@@ -188,6 +188,26 @@ def test_gpu_gemm_cutlass_tiles(rng, M, N, rows):
     check(case, run_on(case, GPUS[0]))
 
 
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K,split", [
+    ("int4", "scale", 128, "float16", 128, 4096, 4096, 4),
+    ("uint4", "original", 64, "bfloat16", 65, 1024, 4096, 8),
+    ("int4", "quantized", 128, "bfloat16", 256, 1024, 1536, 4),
+    ("int4", "none", -1, "float16", 100, 528, 3584, 7),
+    ("uint4", "rescale", -1, "float16", 130, 2048, 2048, 4),
+    ("int4", "scale", 1024, "bfloat16", 200, 2048, 4096, 2)])
+def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split, monkeypatch):
+    """gemm_cutlass with K split into CUTLASS's batch mode and the float32 partials added in order: parts of
+    whole groups, one group per part (per-channel, mode none), with bias, on the GPU against float64."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", str(split))
+    g = K if group == -1 else group
+    p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, g, sms=132)
+    assert p.kernel == "gemm_cutlass" and p.split_k == split, p
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
+    check(case, run_on(case, GPUS[0]))
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
 def test_gpu_m_sweep(rng, M, a_dtype):

@@ -162,12 +162,17 @@ def test_gemm_cutlass_rule():
     assert plan(256, a_aligned=False, **cut).kernel != "gemm_cutlass"
     assert plan(256, sm90=False, gemm_cutlass=True).kernel == "dequantize_then_dot"
     assert plan(256, sm90=True, gemm_cutlass=False).kernel == "gemm_wgmma"
-    p = plan(256, N=4096, K=6144, group=128, **cut)
+    # the workspace: the group terms S and Z ([groups][N] of 2 bytes each), then, K split, the float32 partials
+    p = plan(512, N=4096, K=6144, group=128, **cut)
     assert (p.split_k, p.stage_k, p.workspace_bytes) == (1, 64, 2 * 2 * (6144 // 128) * 4096)
-    assert plan(256, N=4096, K=6144, mode="none", **cut).workspace_bytes == 2 * 2 * 1 * 4096
-    # without scales the terms come in one group per row, whatever group the call names (32: not a stage)
+    p = plan(256, N=4096, K=6144, group=128, **cut)
+    assert (p.split_k, p.stage_k, p.workspace_bytes) == (2, 64, 2 * 2 * (6144 // 128) * 4096 + 2 * 256 * 4096 * 4)
+    # without scales the terms come in one group per row of each part, whatever group the call names (32: not
+    # a stage)
     for group in (32, 128, 6144):
-        assert plan(256, N=4096, K=6144, mode="none", group=group, **cut).workspace_bytes == 2 * 2 * 1 * 4096
+        assert plan(512, N=4096, K=6144, mode="none", group=group, **cut).workspace_bytes == 2 * 2 * 1 * 4096
+        assert plan(256, N=4096, K=6144, mode="none", group=group, **cut).workspace_bytes == \
+            2 * 2 * 2 * 4096 + 2 * 256 * 4096 * 4
 
 
 @pytest.mark.parametrize("M,N,rows", [
@@ -176,9 +181,50 @@ def test_gemm_cutlass_rule():
     (128, 18944, 128), (256, 18944, 128), (1024, 18944, 256),
     (128, 29568, 128), (256, 29568, 256), (1024, 29568, 256),
     (128, 8192, 64), (256, 8192, 128), (512, 8192, 256), (256, 14336, 256)])
-def test_gemm_cutlass_tile_follows_the_waves(M, N, rows):
+def test_gemm_cutlass_tile_follows_the_waves(M, N, rows, monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", "1")    # the tiles the H100 measured, K whole
     p = plan(M, N=N, K=4096, sm90=True, gemm_cutlass=True, sms=132)
-    assert p.kernel == "gemm_cutlass" and gp.tile_dims(p) == (128, rows)
+    assert p.kernel == "gemm_cutlass" and gp.tile_dims(p) == (128, rows) and p.split_k == 1
+
+
+@pytest.mark.parametrize("M,N,K,rows,split", [
+    # a fraction of a wave: K split until the tiles about fill one
+    (128, 4096, 4096, 128, 4), (256, 4096, 4096, 128, 2), (65, 1024, 4096, 64, 8), (128, 8192, 8192, 128, 2),
+    (128, 18944, 3584, 128, 2),
+    # whole waves, or the partials' round trip costs more than the wave it saves
+    (512, 4096, 4096, 128, 1), (256, 18944, 3584, 128, 1), (128, 29568, 8192, 128, 1), (128, 14336, 3584, 128, 1),
+    (1024, 4096, 4096, 256, 1)])
+def test_gemm_cutlass_splits_k_where_the_tiles_fill_part_of_a_wave(M, N, K, rows, split):
+    """plan.h gemm_cutlass_choice: K split into whole parts where one wave of tiles would leave most SMs idle
+    (the small layers at M = 65-256), one part where the tiles already fill whole waves."""
+    p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
+    assert p.kernel == "gemm_cutlass" and (gp.tile_dims(p), p.split_k) == ((128, rows), split)
+
+
+def test_gemm_cutlass_split_parts_are_whole():
+    """Every part of a split K is whole 64-k stages and whole groups of the terms (per-channel and mode none:
+    one group per part); the choice never exceeds the cap nor splits with the 256-row tile."""
+    cut = dict(sm90=True, gemm_cutlass=True, sms=132)
+    for K in (1024, 1536, 3584, 4096, 4160, 11008, 14336):
+        for mode, group in (("scale", 64), ("scale", 128), ("scale", K), ("none", K), ("original", 1024 if K % 1024 == 0 else 64)):
+            if K % group:
+                continue
+            for M in (65, 128, 256):
+                p = plan(M, N=1024, K=K, mode=mode, group=group, **cut)
+                assert p.kernel == "gemm_cutlass"
+                part = K // p.split_k
+                assert K % p.split_k == 0 and part % 64 == 0 and 1 <= p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT
+                assert group == K or mode == "none" or part % group == 0, (K, mode, group, M, p.split_k)
+                assert p.split_k == 1 or gp.tile_dims(p)[1] <= 128
+
+
+def test_gemm_cutlass_max_split_env(monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", "2")
+    assert plan(128, N=4096, K=4096, sm90=True, gemm_cutlass=True, sms=132).split_k == 2
+    for bad in ("0", "9", "x", ""):
+        monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", bad)
+        with pytest.raises(ValueError, match="BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT"):
+            plan(128, N=4096, K=4096, sm90=True, gemm_cutlass=True, sms=132)
 
 
 def test_gemm_cutlass_env_override(monkeypatch):
@@ -426,7 +472,10 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
         assert (again["kernel"], again["tile"], again["tail_tile"], again["split_k"], again["stage_k"],
                 again["workspace_bytes"]) == (p.kernel, p.tile, p.tail_tile, p.split_k, p.stage_k,
                                               p.workspace_bytes), (M, N, K, accum, sm90, xla)
-        terms_group = K if mode == "none" else g    # gemm_cutlass: one group per row without scales
+        # gemm_cutlass: one group per row of each part of K without scales or with one group over K
+        terms_group = K // p.split_k if mode == "none" or g == K else g
+        if p.kernel != "gemm_cutlass":
+            terms_group = K if mode == "none" else g
         assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N, K, terms_group)
         if p.kernel != "dequantize_then_dot" and p.kernel != "decode_splitk":
             gp.tile_dims(p)   # raises for a tile the kernel does not have
@@ -437,7 +486,9 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
             assert cutlass and sm90 and accum == "float32" and fmt in ("int4", "uint4") and M >= 65
-            assert p.workspace_bytes == 4 * (K // terms_group) * N and p.split_k == 1
+            partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
+            assert p.workspace_bytes == -(-4 * (K // terms_group) * N // 256) * 256 + partials
+            assert 1 <= p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT and (K // p.split_k) % 64 == 0
         if not xla:
             assert p.kernel != "dequantize_then_dot"
         n += 1

@@ -224,11 +224,18 @@ class _nullcontext:
         return False
 
 
-def run_phase(workers, fraction, errors):
-    """Runs every worker's share (fraction of its calls) in its own thread, all at once."""
+WARM_UP_FRACTION = 0.05   # of each worker's calls, before the memory is first read
+
+
+def warm_up_calls(w) -> int:
+    return max(1, int(round(w["calls"] * WARM_UP_FRACTION)))
+
+
+def run_phase(workers, warm_up, errors):
+    """Runs every worker's warm-up calls, or the rest of its calls, in its own thread, all at once."""
     threads = []
     for w in workers:
-        n = max(1, int(round(w["calls"] * fraction)))
+        n = warm_up_calls(w) if warm_up else w["calls"] - warm_up_calls(w)
 
         def body(w=w, n=n):
             try:
@@ -302,14 +309,15 @@ def main(argv=None) -> int:
             csetups = torch_setup(cpu_specs, "cpu")
             add("torch-cpu", n_cpu // 2, lambda n, st: torch_loop("torch-cpu", csetups, n, st))
 
+    workers[0]["calls"] += C - sum(w["calls"] for w in workers)   # the shares' rounding: C calls in all
     devices = [d for d in (gpu_dev, cpu_dev) if d is not None]
     errors: list[str] = []
     t0 = time.perf_counter()
-    run_phase(workers, 0.05, errors)                            # warm-up: caches filled
+    run_phase(workers, True, errors)                            # warm-up: caches filled
     gc.collect()
     before = memory(devices, gpu and use_torch)
     t1 = time.perf_counter()
-    run_phase(workers, 0.95, errors)
+    run_phase(workers, False, errors)
     gc.collect()
     time.sleep(0.5)                                             # buffers freed asynchronously
     gc.collect()
@@ -325,6 +333,8 @@ def main(argv=None) -> int:
         print(f"{w['name']:<14}{st['calls']:>9}{st['checked']:>9}{st['not_identical']:>19}")
     print("memory after warm-up -> after the run (growth):")
     fails = list(errors)
+    if calls != C:
+        fails.append(f"{calls} calls made, {C} asked for")
     for k in before:
         grow = after.get(k, 0) - before[k]
         print(f"  {k:<30}{before[k] / 2**20:>10.1f} MiB -> {after.get(k, 0) / 2**20:>10.1f} MiB ({grow / 2**20:+.2f})")

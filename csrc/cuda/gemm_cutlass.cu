@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "bitblas_jax/plan.h"
 
@@ -21,14 +22,15 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // The group terms, [G][N], that CUTLASS's "scale with zero" conversion takes: w = code * S + Z reproduces the
 // mode's dequantization (kernel_api.h) with value = code - val_off (int4's offset-binary codes: val_off 8):
 // S = s and Z = -(val_off + z) s (original), -(val_off + qz) s (quantized), -val_off s - z (rescale),
-// -val_off s (scale; s = 1 for none). Inputs are [N][G].
+// -val_off s (scale; s = 1 for none). Inputs are [N][src_groups]; term group g (of K / G columns) reads the
+// call's group g * src_groups / G (the terms' group divides the call's: plan::gemm_cutlass_group).
 template <class T>
 __global__ void group_terms_kernel(const T* scale, const void* zeros, int mode, bool zeros_signed, float val_off,
-                                   int64_t N, int64_t G, T* S, T* Z) {
+                                   int64_t N, int64_t G, int64_t src_groups, T* S, T* Z) {
   const int64_t count = N * G;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t g = i / N, n = i % N;
-    const int64_t src = n * G + g;
+    const int64_t src = n * src_groups + g * src_groups / G;
     const float s = mode == static_cast<int>(ScaleMode::kNone) ? 1.f : to_f(scale[src]);
     float z = -val_off * s;
     if (mode == static_cast<int>(ScaleMode::kOriginal)) {
@@ -44,18 +46,64 @@ __global__ void group_terms_kernel(const T* scale, const void* zeros, int mode, 
   }
 }
 
+// terms_group: the group the terms come in (a.group_size is the call's).
 template <class T>
-std::string write_group_terms(const MatmulArgs& a, T* S, T* Z, cudaStream_t stream) {
-  const int64_t groups = a.K / a.group_size;
+std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T* Z, cudaStream_t stream) {
+  const int64_t groups = a.K / terms_group;
+  const int64_t src_groups = a.mode == ScaleMode::kNone ? 1 : a.K / a.group_size;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((a.N * groups + threads - 1) / threads, 4096));
   const float val_off = a.w_format == WFormat::kInt4 ? 8.f : 0.f;
   group_terms_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(a.scale), a.zeros,
                                                         static_cast<int>(a.mode), a.w_format == WFormat::kInt4,
-                                                        val_off, a.N, groups, S, Z);
+                                                        val_off, a.N, groups, src_groups, S, Z);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
     return std::string("CUDA error in gemm_cutlass's group terms: ") + cudaGetErrorString(e);
   return "";
+}
+
+// K split: C[m, n] = sum over l, in order, of partials[l][m][n], + bias[n], rounded once to T (the same sum
+// every run). Four columns a thread (N is a multiple of 16, the partials 256-byte and C 16-byte aligned).
+template <class T>
+__global__ void split_reduce_kernel(const float* partials, int split, const T* bias, int64_t M, int64_t N, T* C) {
+  const int64_t quads = M * N / 4, plane = M * N;
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < quads; q += int64_t(gridDim.x) * blockDim.x) {
+    float4 acc = reinterpret_cast<const float4*>(partials)[q];
+    for (int l = 1; l < split; ++l) {
+      const float4 p = reinterpret_cast<const float4*>(partials + l * plane)[q];
+      acc.x += p.x, acc.y += p.y, acc.z += p.z, acc.w += p.w;
+    }
+    if (bias) {
+      const int64_t n = (4 * q) % N;
+      acc.x += to_f(bias[n]), acc.y += to_f(bias[n + 1]), acc.z += to_f(bias[n + 2]), acc.w += to_f(bias[n + 3]);
+    }
+    T out[4] = {from_f<T>(acc.x), from_f<T>(acc.y), from_f<T>(acc.z), from_f<T>(acc.w)};
+    *reinterpret_cast<uint2*>(C + 4 * q) = *reinterpret_cast<const uint2*>(out);
+  }
+}
+
+template <class T>
+std::string reduce_split(const MatmulArgs& a, int split, const float* partials, cudaStream_t stream) {
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((a.M * a.N / 4 + threads - 1) / threads, 8192));
+  split_reduce_kernel<T><<<blocks, threads, 0, stream>>>(partials, split, static_cast<const T*>(a.bias), a.M, a.N,
+                                                          static_cast<T*>(a.C));
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+    return std::string("CUDA error in gemm_cutlass's split-K reduction: ") + cudaGetErrorString(e);
+  return "";
+}
+
+template <class T>
+std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile, int split, uint8_t* ws,
+                           cudaStream_t stream) {
+  const int64_t terms = (a.K / a.group_size) * a.N;
+  T* S = reinterpret_cast<T*>(ws);
+  float* partials = reinterpret_cast<float*>(ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size));
+  if (std::string err = write_group_terms(call, a.group_size, S, S + terms, stream); !err.empty()) return err;
+  std::string err = std::is_same_v<T, __half> ? run_gemm_cutlass_f16(a, tile, split, S, S + terms, partials, stream)
+                                              : run_gemm_cutlass_bf16(a, tile, split, S, S + terms, partials, stream);
+  if (!err.empty() || split == 1) return err;
+  return reduce_split<T>(a, split, partials, stream);
 }
 
 }  // namespace
@@ -66,44 +114,46 @@ bool gemm_cutlass_built() { return true; }
 bool gemm_cutlass_built() { return false; }
 #endif
 
-std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, void* workspace, size_t workspace_bytes,
-                                cudaStream_t stream) {
+std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_k, void* workspace,
+                                size_t workspace_bytes, cudaStream_t stream) {
   if (!gemm_cutlass_built())
     return "gemm_cutlass: this install was built without CUTLASS (the nvidia-cutlass headers were not found)";
-  // the call with the group its terms come in (one per row where the mode has no scales): what the plan sized
+  if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, split_k))
+    return "gemm_cutlass: split_k " + std::to_string(split_k) + " does not cut K = " + std::to_string(call.K) +
+           " into parts of whole 64-k stages and whole groups (at most " + std::to_string(plan::kCutlassMaxSplit) + ")";
+  const int split = static_cast<int>(split_k);  // at most kCutlassMaxSplit
+  // the call with the group its terms come in (one per row of each part where the mode has no scales): what
+  // the plan sized
   MatmulArgs a = call;
-  a.group_size = plan::gemm_cutlass_group(static_cast<int>(call.mode), call.group_size, call.K);
+  a.group_size = plan::gemm_cutlass_group(static_cast<int>(call.mode), call.group_size, call.K, split);
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
     return "gemm_cutlass: takes int4 / uint4 weights, output in the activations' dtype, float32 accumulation, "
            "K and group_size multiples of 64 (or group_size K), N a multiple of 16";
   if (tile < 0 || tile >= plan::kNumCutlassTiles) return "gemm_cutlass: bad tile " + std::to_string(tile);
+  if (split > 1 && plan::kCutlassTiles[tile].act_rows > plan::kCutlassMaxSplitRows)
+    return "gemm_cutlass: tile " + std::to_string(tile) + " does not split K";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
   if (a.mode != ScaleMode::kNone && !a.scale) return "gemm_cutlass: this mode needs scale";
   if (a.mode >= ScaleMode::kOriginal && !a.zeros) return "gemm_cutlass: this mode needs zeros";
   if (!a.A || !a.W || !a.C || !workspace) return "gemm_cutlass: A, W, C and the workspace must not be null";
-  if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.N, a.K, a.group_size)))
+  if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.M, a.N, a.K, a.group_size, split)))
     return "gemm_cutlass: workspace too small";
-  for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C), a.bias})
-    if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W, C and bias must be 16-byte aligned";
-  const int64_t terms = (a.K / a.group_size) * a.N;
-  if (a.a_dtype == DType::kF16) {
-    __half* S = static_cast<__half*>(workspace);
-    if (std::string err = write_group_terms(a, S, S + terms, stream); !err.empty()) return err;
-    return run_gemm_cutlass_f16(a, tile, S, S + terms, stream);
-  }
-  __nv_bfloat16* S = static_cast<__nv_bfloat16*>(workspace);
-  if (std::string err = write_group_terms(a, S, S + terms, stream); !err.empty()) return err;
-  return run_gemm_cutlass_bf16(a, tile, S, S + terms, stream);
+  for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C), a.bias,
+                        static_cast<const void*>(workspace)})
+    if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W, C, bias and the workspace must be 16-byte aligned";
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  return a.a_dtype == DType::kF16 ? run_with_terms<__half>(call, a, tile, split, ws, stream)
+                                  : run_with_terms<__nv_bfloat16>(call, a, tile, split, ws, stream);
 }
 
 #ifndef BITBLAS_JAX_CUTLASS
-std::string run_gemm_cutlass_f16(const MatmulArgs&, int, const void*, const void*, cudaStream_t) {
+std::string run_gemm_cutlass_f16(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {
   return "gemm_cutlass: built without CUTLASS";
 }
-std::string run_gemm_cutlass_bf16(const MatmulArgs&, int, const void*, const void*, cudaStream_t) {
+std::string run_gemm_cutlass_bf16(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {
   return "gemm_cutlass: built without CUTLASS";
 }
 #endif

@@ -31,17 +31,23 @@ using LayoutOut = cutlass::layout::ColumnMajor;  // D' [N, M] == C [M, N] row-ma
 constexpr int kWeightAlign = 32;                 // 16 bytes of 4-bit codes
 constexpr int kK = plan::kCutlassStageK;         // k per mainloop stage (the group size is a multiple)
 
-template <class T, int ROWS>
+// The epilogue's work: D = acc + bias[n] rounded to T (bias per row of D'; a null bias reads as 0), or, K
+// split, the float32 partial as it is (the reduction adds the bias).
+template <class T, class Out>
+using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
+                                   cutlass::epilogue::fusion::LinearCombination<float, float, float, float>,
+                                   cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
+
+template <class T, int ROWS, class Out>
 struct CutlassGemm {
-  static constexpr int kAlign = 8;  // 16 bytes of T
+  static constexpr int kAlign = 8;                      // 16 bytes of T
+  static constexpr int kAlignOut = 16 / sizeof(Out);    // 16 bytes of the output
   using Tile = Shape<Int<plan::kCutlassWeightRows>, Int<ROWS>, Int<kK>>;
   using Cluster = Shape<_1, _1, _1>;
-  // D = acc + bias[n] (bias per row of D'; a null bias reads as 0), rounded to T
-  using Fusion = cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutOut, kAlign, T, LayoutOut, kAlign,
-      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutOut, kAlignOut, Out, LayoutOut,
+      kAlignOut, cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion<T, Out>>::CollectiveOp;
   // The codes as unsigned 4-bit (int4's are offset binary); the group terms carry scale and offset.
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cute::tuple<cutlass::uint4b_t, T, T>, PackedLayout4,
@@ -52,12 +58,16 @@ struct CutlassGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-template <class T, int ROWS>
-std::string run(const MatmulArgs& a, const T* S, const T* Z, cudaStream_t stream) {
-  using G = typename CutlassGemm<T, ROWS>::Gemm;
+// One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
+// layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
+// S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part).
+template <class T, int ROWS, class Out>
+std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, cudaStream_t stream) {
+  using G = typename CutlassGemm<T, ROWS, Out>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
-  const int64_t groups = a.K / a.group_size;
+  const int part = K / split;
+  const int64_t part_groups = part / a.group_size;
 
   int device = 0, sms = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return cudaGetErrorString(e);
@@ -66,23 +76,25 @@ std::string run(const MatmulArgs& a, const T* S, const T* Z, cudaStream_t stream
 
   typename G::Arguments args{};
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-  args.problem_shape = make_shape(N, M, K, 1);
+  args.problem_shape = make_shape(N, M, part, split);
   args.mainloop.ptr_A = reinterpret_cast<const cutlass::uint4b_t*>(a.W);
-  args.mainloop.dA = make_packed_layout(N, K);
+  args.mainloop.dA = make_packed_layout(N, K, split);
   args.mainloop.ptr_B = static_cast<const T*>(a.A);
   args.mainloop.dB = cutlass::make_cute_packed_stride(typename GK::StrideB{}, make_shape(M, K, 1));
+  get<2>(args.mainloop.dB) = part;  // A's row stride stays K; part l starts l * part columns in
   args.mainloop.ptr_S = S;
   args.mainloop.dS = cutlass::make_cute_packed_stride(typename GK::CollectiveMainloop::StrideScale{},
-                                                      make_shape(N, static_cast<int>(groups), 1));
+                                                      make_shape(N, static_cast<int>(part_groups * split), 1));
+  get<2>(args.mainloop.dS) = part_groups * N;
   args.mainloop.ptr_Z = Z;
   args.mainloop.group_size = static_cast<int>(a.group_size);
   args.epilogue.thread.alpha = 1.f;
   args.epilogue.thread.beta = 0.f;
-  args.epilogue.thread.bias_ptr = static_cast<const T*>(a.bias);
+  if constexpr (!cute::is_same_v<Out, float>) args.epilogue.thread.bias_ptr = static_cast<const T*>(a.bias);
   args.epilogue.ptr_C = nullptr;
-  args.epilogue.dC = cutlass::make_cute_packed_stride(typename GK::StrideC{}, make_shape(N, M, 1));
-  args.epilogue.ptr_D = static_cast<T*>(a.C);
-  args.epilogue.dD = cutlass::make_cute_packed_stride(typename GK::StrideD{}, make_shape(N, M, 1));
+  args.epilogue.dC = cutlass::make_cute_packed_stride(typename GK::StrideC{}, make_shape(N, M, split));
+  args.epilogue.ptr_D = D;
+  args.epilogue.dD = cutlass::make_cute_packed_stride(typename GK::StrideD{}, make_shape(N, M, split));
   args.hw_info.device_id = device;
   args.hw_info.sm_count = sms;
 
@@ -99,18 +111,27 @@ std::string run(const MatmulArgs& a, const T* S, const T* Z, cudaStream_t stream
   return "";
 }
 
+template <class T, int ROWS>
+std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, float* partials, cudaStream_t stream) {
+  if (split == 1) return run<T, ROWS, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
+  if constexpr (ROWS <= plan::kCutlassMaxSplitRows) return run<T, ROWS, float>(a, split, S, Z, partials, stream);
+  return "gemm_cutlass: the " + std::to_string(ROWS) + "-row tile does not split K";
+}
+
 }  // namespace gemm_cutlass_detail
 
-// The CUTLASS GEMM at tile id `tile` (plan::kCutlassTiles) on group terms already written.
+// The CUTLASS GEMM at tile id `tile` (plan::kCutlassTiles) on group terms already written; K split `split`
+// ways: float32 partials [split][M][N] into `partials` (the caller reduces them), else C.
 template <class T>
-std::string run_gemm_cutlass(const MatmulArgs& a, int tile, const void* S, const void* Z, cudaStream_t stream) {
-  using gemm_cutlass_detail::run;
+std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, float* partials,
+                             cudaStream_t stream) {
+  using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
   switch (tile) {
-    case 0: return run<T, plan::kCutlassTiles[0].act_rows>(a, s, z, stream);
-    case 1: return run<T, plan::kCutlassTiles[1].act_rows>(a, s, z, stream);
-    case 2: return run<T, plan::kCutlassTiles[2].act_rows>(a, s, z, stream);
+    case 0: return run_tile<T, plan::kCutlassTiles[0].act_rows>(a, split, s, z, partials, stream);
+    case 1: return run_tile<T, plan::kCutlassTiles[1].act_rows>(a, split, s, z, partials, stream);
+    case 2: return run_tile<T, plan::kCutlassTiles[2].act_rows>(a, split, s, z, partials, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }

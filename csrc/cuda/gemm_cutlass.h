@@ -23,14 +23,17 @@ namespace bitblas_jax {
 // Whether this build holds the CUTLASS kernels.
 bool gemm_cutlass_built();
 
-// C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id;
-// workspace: at least plan::gemm_cutlass_workspace_bytes. Returns "" or what is wrong (never launches on bad
-// arguments).
-std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, void* workspace, size_t workspace_bytes,
-                                cudaStream_t stream);
+// C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
+// in that many parts (plan::gemm_cutlass_split_ok; 1: none); workspace: at least
+// plan::gemm_cutlass_workspace_bytes. Returns "" or what is wrong (never launches on bad arguments).
+std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, void* workspace,
+                                size_t workspace_bytes, cudaStream_t stream);
 
-// The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written: inst_gemm_cutlass_*.cu.
-std::string run_gemm_cutlass_f16(const MatmulArgs& a, int tile, const void* S, const void* Z, cudaStream_t stream);
-std::string run_gemm_cutlass_bf16(const MatmulArgs& a, int tile, const void* S, const void* Z, cudaStream_t stream);
+// The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written, into C (split 1) or into
+// float32 partials [split][M][N]: inst_gemm_cutlass_*.cu.
+std::string run_gemm_cutlass_f16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
+                                 float* partials, cudaStream_t stream);
+std::string run_gemm_cutlass_bf16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
+                                  float* partials, cudaStream_t stream);
 
 }  // namespace bitblas_jax

@@ -62,7 +62,7 @@ struct Dev {
 };
 
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
-           std::mt19937_64& rng) {
+           int split, std::mt19937_64& rng) {
   const bool signed4 = wf == WFormat::kInt4;
   const int64_t G = K / gs;
   const double u = bf16 ? 0x1p-8 : 0x1p-11;
@@ -97,14 +97,18 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   a.bias = bias ? d.put(B) : nullptr;
   std::vector<uint16_t> poison(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
   a.C = d.put(poison);
-  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(N, K, gs);
+  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(
+      M, N, K, plan::gemm_cutlass_group(static_cast<int>(mode), gs, K, split), split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
-  const std::string err = launch_gemm_cutlass(a, tile, ws, ws_bytes, 0);
+  std::vector<uint8_t> ws_poison(ws_bytes, 0x7f);   // partials of about 3e38: one left unwritten fails the bound
+  CHECK(cudaMemcpy(ws, ws_poison.data(), ws_bytes, cudaMemcpyHostToDevice));
+  const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
   char what[200];
-  std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d", signed4 ? "int4" : "uint4",
-                bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N, (long)K, bias, tile);
+  std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
+                signed4 ? "int4" : "uint4", bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
+                (long)K, bias, tile, split);
   if (!err.empty()) { std::printf("FAIL %s: %s\n", what, err.c_str()); return false; }
   CHECK(cudaDeviceSynchronize());
   std::vector<uint16_t> C(M * N);
@@ -147,7 +151,8 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   return bad == 0;
 }
 
-int time_case(int64_t M, int64_t N, int64_t K, bool bf16) {
+// tile, split: forced (tile >= 0), else the plan's choice.
+int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split) {
   std::mt19937_64 rng(7);
   const int64_t gs = 128, G = K / gs;
   const int64_t w_bytes = N * K / 2;
@@ -163,14 +168,19 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16) {
   a.mode = ScaleMode::kScale, a.group_size = gs, a.A = d.put(A), a.scale = d.put(S);
   std::vector<uint16_t> C(M * N);
   a.C = d.put(C);
-  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(N, K, gs);
+  int sms = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  if (tile < 0) {
+    const plan::CutlassChoice c = plan::gemm_cutlass_choice(M, N, K, static_cast<int>(a.mode), gs, sms);
+    tile = c.tile, split = static_cast<int>(c.split);
+  }
+  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(M, N, K, gs, split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
-  const int tile = plan::gemm_cutlass_tile_for(M, N, 132);
   auto launch = [&](int i) {
     a.W = static_cast<const uint8_t*>(w[i % copies]);
-    const std::string err = launch_gemm_cutlass(a, tile, ws, ws_bytes, 0);
+    const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
     if (!err.empty()) { std::printf("--time: %s\n", err.c_str()); std::exit(2); }
   };
   for (int i = 0; i < 2 * copies; ++i) launch(i);
@@ -189,16 +199,19 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16) {
   }
   std::sort(per.begin(), per.end());
   const double us = per[per.size() / 2];
-  std::printf("time gemm_cutlass %s int4 g128 M=%ld N=%ld K=%ld tile %d: %.2f us, %.0f TFLOP/s (group terms included)\n",
-              bf16 ? "bf16" : "fp16", (long)M, (long)N, (long)K, tile, us, 2.0 * M * N * K / us / 1e6);
+  std::printf("time gemm_cutlass %s int4 g128 M=%ld N=%ld K=%ld tile %d split %d: %.2f us, %.0f TFLOP/s (group terms "
+              "and the split's reduction included)\n",
+              bf16 ? "bf16" : "fp16", (long)M, (long)N, (long)K, tile, split, us, 2.0 * M * N * K / us / 1e6);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --time M N K [fp16|bf16 [TILE SPLIT]]: the kernel alone (TILE -1 or none: the plan's choice)
   if (argc >= 5 && std::string(argv[1]) == "--time")
-    return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16");
+    return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
+                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1);
   std::mt19937_64 rng(2026);
   bool ok = true;
   int cases = 0;
@@ -210,13 +223,19 @@ int main(int argc, char** argv) {
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
-            ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, static_cast<int>(cases % plan::kNumCutlassTiles),
-                        rng);
+            // every tile; K split 1, 2 or 4 ways where the tile splits (parts of whole groups)
+            const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
+            int split = plan::kCutlassTiles[tile].act_rows <= plan::kCutlassMaxSplitRows ? 1 << (cases % 3) : 1;
+            while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, split)) split /= 2;
+            ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, tile, split, rng);
           }
         }
-  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, rng), ++cases;
-  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 129, 1024, 2048, 128, false, 1, rng), ++cases;
-  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, false, 77, 528, 1536, 64, true, 0, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 129, 1024, 2048, 128, false, 1, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, false, 77, 528, 1536, 64, true, 0, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 128, 4096, 4096, 128, true, 1, 4, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 256, 2048, 3584, 3584, false, 0, 7, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, false, 100, 1024, 4096, 512, true, 1, 8, rng), ++cases;
   std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
   return ok ? 0 : 1;
 }

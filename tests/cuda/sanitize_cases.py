@@ -69,8 +69,10 @@ SPECS = [
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
     ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, GEMM, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
-    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, zeros modes, both dtypes
+    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, K split 8 / 4 / 1, zeros modes, both dtypes
     ("int4", "original", 128, "float16", "float32", 300, 272, 1024, {}, 0),
+    ("int4", "scale", 128, "float16", "float32", 128, 4096, 4096, {}, 0),
+    ("uint4", "rescale", -1, "bfloat16", "float32", 96, 1024, 2048, {}, 0),
     ("int4", "none", -1, "bfloat16", "float32", 200, 8192, 1024, {}, 0),
     ("uint4", "quantized", 64, "bfloat16", "float32", 1000, 4096, 1024, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
@@ -97,10 +99,12 @@ def missing_coverage(reached: dict, sm90: bool, cutlass: bool = False) -> list[s
     want = {"jax": ["decode", "decode_splitk", "gemm_mma", "dequantize_then_dot"] + hopper,
             "torch": ["decode", "decode_splitk", "gemm_mma"] + hopper}
     miss = [f"{path} {k}" for path, ks in want.items() for k in ks if k not in reached.get(path, {})]
-    for k in ("decode_splitk", "gemm_mma") + ("gemm_wgmma",) * sm90:
+    for k in ("decode_splitk", "gemm_mma") + ("gemm_wgmma",) * sm90 + ("gemm_cutlass",) * (sm90 and cutlass):
         splits = set().union(*(reached.get(p, {}).get(k, set()) for p in ("jax", "torch")))
         if not any(s > 1 for s in splits):
             miss.append(f"{k} with split-K > 1")
+        if k == "gemm_cutlass" and 1 not in splits:
+            miss.append(f"{k} without split-K")
     if len(set().union(*(s for ks in reached.values() for s in ks.values()))) < 5:
         miss.append("at least 5 distinct split-K values")
     return miss

@@ -257,13 +257,15 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
   return cl > 1 && grid_ctas <= wave_ctas && grid_ctas > cluster_wave_ctas ? 1 : cl;
 }
 
-// ---- gemm_cutlass: tiles ---------------------------------------------------------------------------
-// CUTLASS computes D'[N, M] = W[N, K] x A^T: 128 weight rows per tile, the activation rows by tile id. The
-// tile is chosen by a wave model (gemm_cutlass_tile_for): a persistent grid of one CTA per SM runs the
-// tiles in ceil(tiles / SMs) waves, each as long as a tile's rows over the tile's relative throughput.
-// The throughputs are the H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128,
-// M = 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With them the model picks the
-// fastest measured tile at M = 128 / 256 / 512 / 1024 on all six of the benchmark's layers but one near tie.
+// ---- gemm_cutlass: tiles and split-K ----------------------------------------------------------------
+// CUTLASS computes D'[N, M] = W[N, K] x A^T: 128 weight rows per tile, the activation rows by tile id. A
+// persistent grid of one CTA per SM runs the output tiles in ceil(tiles / SMs) waves. Where the tiles fill a
+// fraction of a wave (small layers at M = 128-256: 4096^2 at M = 128 has 32 tiles of 128 x 128 for 132 SMs),
+// K is split into `split` equal parts run as CUTLASS's batch mode: each part writes a float32 partial
+// [split][M][N] into the workspace, and a reduction kernel adds them in split order with the bias (the same
+// sum every run). The (tile, split) pair is chosen by a wave model of the time (gemm_cutlass_choice).
+// Tile throughputs are the H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4
+// g128, M = 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x).
 struct CutlassTile {
   int act_rows;
   int speed_pct;
@@ -271,7 +273,17 @@ struct CutlassTile {
 constexpr int kNumCutlassTiles = 3;
 constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {{64, 57}, {128, 100}, {256, 121}};
 constexpr int kCutlassWeightRows = 128;
-constexpr int kCutlassStageK = 64;  // k per mainloop stage: K and the group size are multiples of it
+constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the group size are multiples of it
+constexpr int kCutlassMaxSplit = 8;
+constexpr int kCutlassMaxSplitRows = 128;  // K splits with tiles of at most this many activation rows (only these
+                                           // are built with float32 output: a 256-row tile has few tiles anyway)
+// The wave model's constants (H200, int4 g128 through JAX): a 128 x 128 tile's multiply-adds per ns on one SM
+// (4096^2 at M = 128, 32 such tiles in one wave, took 24.8 us); the partials' round trip (written and read
+// once in float32, the output written once) in bytes per ns; what a split adds whatever its size (the
+// reduction's launch and the tail of the GEMM before it).
+constexpr int64_t kCutlassTileFlopsPerNs = 5500;
+constexpr int64_t kCutlassPartialBytesPerNs = 3000;
+constexpr int64_t kCutlassSplitFixedNs = 2000;
 
 // What gemm_cutlass computes: 4-bit integer weights (int4's offset-binary codes read as unsigned, the
 // offset folded into the group terms), 16-bit activations with output of the same type and float32
@@ -283,38 +295,68 @@ constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_
          (group_size % kCutlassStageK == 0 || group_size == K);
 }
 
-// The tile the wave model finds fastest for M rows on num_sms SMs (ties: the larger tile).
-constexpr int gemm_cutlass_tile_for(int64_t M, int64_t N, int num_sms) {
-  int best = 0;
-  int64_t best_cost = -1;
-  for (int t = 0; t < kNumCutlassTiles; ++t) {
-    const int64_t tiles = ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows);
-    const int64_t cost = ceil_div(tiles, num_sms > 0 ? num_sms : 1) * kCutlassTiles[t].act_rows * 1000 /
-                         kCutlassTiles[t].speed_pct;
-    if (best_cost < 0 || cost <= best_cost) best = t, best_cost = cost;
+// The group gemm_cutlass's terms come in, K split `split` ways: the mode's group, or one per row of each
+// part (K / split) where the mode has no scales (whatever group the call names) or one group spans K.
+constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, int64_t split = 1) {
+  return mode == static_cast<int>(ScaleMode::kNone) || group_size == K ? K / (split > 0 ? split : 1) : group_size;
+}
+
+// Whether K splits into `split` parts of whole stages, each holding whole groups of the terms.
+constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int64_t split) {
+  if (split < 1 || split > kCutlassMaxSplit || K % split != 0) return false;
+  const int64_t part = K / split, group = gemm_cutlass_group(mode, group_size, K, split);
+  return part % kCutlassStageK == 0 && group > 0 && part % group == 0;
+}
+
+// The group terms S and Z ([K / group][N] each, in the activations' 16-bit type; group: gemm_cutlass_group's),
+// then, split K, the float32 partials [split][M][N] (256-byte aligned).
+constexpr int64_t gemm_cutlass_terms_bytes(int64_t N, int64_t K, int64_t group) {
+  return group > 0 ? (2 * (K / group) * N * 2 + 255) / 256 * 256 : 0;
+}
+constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, int64_t group, int64_t split) {
+  return gemm_cutlass_terms_bytes(N, K, group) + (split > 1 ? split * M * N * 4 : 0);
+}
+
+// The wave model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's
+// multiply-adds over K / split, plus the partials' round trip where split.
+constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split, int num_sms) {
+  const int64_t tiles = ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows) * split;
+  const int64_t wave_ns = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 /
+                          (kCutlassTileFlopsPerNs * kCutlassTiles[t].speed_pct);
+  const int64_t reduce_ns = split > 1 ? kCutlassSplitFixedNs + (4 * split + 2) * M * N / kCutlassPartialBytesPerNs : 0;
+  return ceil_div(tiles, num_sms > 0 ? num_sms : 1) * wave_ns + reduce_ns;
+}
+
+struct CutlassChoice {
+  int tile;
+  int64_t split;
+};
+
+// The (tile, split) the wave model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
+// (gemm_cutlass_split_ok), the least time; ties go to the larger tile, then to fewer splits.
+constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
+                                            int num_sms, int64_t max_split = kCutlassMaxSplit) {
+  CutlassChoice best{0, 1};
+  int64_t best_ns = -1;
+  for (int64_t split = 1; split <= max_split; ++split) {
+    if (!gemm_cutlass_split_ok(mode, group_size, K, split)) continue;
+    for (int t = 0; t < kNumCutlassTiles; ++t) {
+      if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) continue;
+      const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
+      if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split)) best = {t, split}, best_ns = ns;
+    }
   }
   return best;
-}
-
-// The group gemm_cutlass's terms come in: the mode's group, or one per row (K) where the mode has no scales
-// (whatever group the call names).
-constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K) {
-  return mode == static_cast<int>(ScaleMode::kNone) ? K : group_size;
-}
-
-// The group terms S and Z ([K / group][N] each, in the activations' 16-bit type; group: gemm_cutlass_group).
-constexpr int64_t gemm_cutlass_workspace_bytes(int64_t N, int64_t K, int64_t group_size) {
-  return group_size > 0 ? 2 * (K / group_size) * N * 2 : 0;
 }
 
 // ---- split-K workspace ----------------------------------------------------------------------------
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
 // partial sums of every split.
 constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
-// gemm_cutlass's are its group terms instead (K and group, gemm_cutlass_group's, matter only there).
+// gemm_cutlass's are its group terms and partials instead (K and group, gemm_cutlass_group's, matter only there).
 constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
                                   int64_t group_size = 0) {
-  return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(N, K, group_size)
+  return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(M, N, K, group_size, split_k)
          : split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
              ? 0
              : counter_bytes(M, N) + split_k * M * N * 4;
@@ -342,6 +384,7 @@ struct PlanQuery {
   bool gemm_cutlass = false;
   int64_t cutlass_min_m = 65;
   int64_t cutlass_max_m = 4096;
+  int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split (A/B timing)
 
   bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
@@ -398,12 +441,11 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.tile = 0;
       p.split_k = 1;
       break;
-    case Kernel::kGemmCutlass:  // persistent tiles, no split
-      p.split_k = 1;
+    case Kernel::kGemmCutlass:  // persistent tiles, K split in whole parts (else the dispatcher names the split)
       p.stage_k = kCutlassStageK;
       break;
   }
-  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K));
+  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K, p.split_k));
   return p;
 }
 
@@ -449,9 +491,10 @@ inline Plan make_plan(const PlanQuery& q) {
   const int64_t M = q.M, N = q.N, K = q.K;
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
   if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
-  if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m)
-    return finish(Kernel::kGemmCutlass, gemm_cutlass_tile_for(M, N, q.num_sms), 1, M, N, K, q.bits, q.mode,
-                  q.group_size);
+  if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
+    const CutlassChoice c = gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split);
+    return finish(Kernel::kGemmCutlass, c.tile, c.split, M, N, K, q.bits, q.mode, q.group_size);
+  }
   const bool wgmma = wgmma_fits(q);
   if (M > max64(q.decode_max_m, wgmma ? q.wgmma_max_m : q.mma_max_m))
     return finish(Kernel::kDequantizeThenDot, 0, 1, M, N, K, q.bits);
