@@ -3,6 +3,7 @@
     python tools/fuzz.py --cases 300                          # CPU, a fresh seed (printed)
     python tools/fuzz.py --cases 10000 --seed S --device gpu --force-plans      # 8 worker processes
     python tools/fuzz.py --seed S --case I [--device gpu] [--force-plans]   # rerun one case
+    python tools/fuzz.py --cases 10000 --seed S --device gpu --force-plans --max-minutes 8  # within a deadline
 
 Prints the seed first, one line per failing case with the command that reruns it, then a summary:
 cases per GPU kernel (the plan each case got), how many outputs were written into poisoned memory,
@@ -24,9 +25,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
-def run_indices(seed, indices, device, force_plans, use_torch, emit):
+def run_indices(seed, indices, device, force_plans, use_torch, emit, deadline=None):
     import fuzz
     for i in indices:
+        if deadline is not None and time.time() > deadline:
+            return
         fc = fuzz.draw(seed, i, device, force_plans)
         res = fuzz.run_case(fc, use_torch)
         emit({"index": i, "plans": {k: f"{v[0]}/split{v[1]}" for k, v in res["plans"].items()},
@@ -48,6 +51,9 @@ def main(argv=None) -> int:
                          "compilation of each case's function is the bottleneck)")
     ap.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)   # "w/W": JSON lines out
     ap.add_argument("--max-failures-shown", type=int, default=50)
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="start no case after this many minutes; the summary counts the cases run")
+    ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)   # a worker's, epoch seconds
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     indices = args.case or list(range(args.start, args.start + args.cases))
@@ -55,11 +61,13 @@ def main(argv=None) -> int:
         args.workers = 1 if args.device == "cpu" or len(indices) < 16 else 8
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    deadline = args.deadline if args.deadline is not None else \
+        (time.time() + 60 * args.max_minutes if args.max_minutes is not None else None)
 
     if args.worker:                      # a child: its share of the indices, one JSON line each
         w, n = map(int, args.worker.split("/"))
         run_indices(seed, indices[w::n], args.device, args.force_plans, not args.no_torch,
-                    lambda r: print(json.dumps(r), flush=True))
+                    lambda r: print(json.dumps(r), flush=True), deadline)
         return 0
 
     print(f"fuzz seed {seed}: {len(indices)} cases on {args.device}"
@@ -81,10 +89,11 @@ def main(argv=None) -> int:
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
 
     if args.workers <= 1:
-        run_indices(seed, indices, args.device, args.force_plans, not args.no_torch, emit)
+        run_indices(seed, indices, args.device, args.force_plans, not args.no_torch, emit, deadline)
     else:
         base = [sys.executable, os.path.abspath(__file__), "--seed", str(seed), "--device", args.device]
         base += ["--force-plans"] * args.force_plans + ["--no-torch"] * args.no_torch
+        base += ["--deadline", repr(deadline)] * (deadline is not None)
         base += sum((["--case", str(i)] for i in indices), []) if args.case else \
             ["--start", str(args.start), "--cases", str(args.cases)]
         threads = str(max(1, (os.cpu_count() or 1) // args.workers))   # NumPy's BLAS: no oversubscription
@@ -106,9 +115,11 @@ def main(argv=None) -> int:
                 elif line.startswith("{"):
                     emit(json.loads(line))
         rcs = [p.wait() for p in procs]
-        if any(rcs) or len(results) != len(indices):
+        if any(rcs) or (deadline is None and len(results) != len(indices)):
             print(f"FAIL: workers exited {rcs}, {len(results)} of {len(indices)} cases reported")
             return 1
+    if len(results) < len(indices):
+        print(f"stopped at the deadline: {len(results)} of {len(indices)} cases run")
 
     failed = [r for r in results if r["failures"]]
     secs = time.perf_counter() - t0
