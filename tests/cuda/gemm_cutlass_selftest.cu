@@ -223,9 +223,9 @@ int main(int argc, char** argv) {
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
-            // every tile; K split 1, 2 or 4 ways where the tile splits (parts of whole groups)
+            // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups)
             const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
-            int split = plan::kCutlassTiles[tile].act_rows <= plan::kCutlassMaxSplitRows ? 1 << (cases % 3) : 1;
+            int split = plan::kCutlassTiles[tile].act_rows <= plan::kCutlassMaxSplitRows ? 1 << (cases / 3 % 4) : 1;
             while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, split)) split /= 2;
             ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, tile, split, rng);
           }

@@ -277,12 +277,13 @@ constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the g
 constexpr int kCutlassMaxSplit = 8;
 constexpr int kCutlassMaxSplitRows = 128;  // K splits with tiles of at most this many activation rows (only these
                                            // are built with float32 output: a 256-row tile has few tiles anyway)
-// The wave model's constants (H200, int4 g128 through JAX): a 128 x 128 tile's multiply-adds per ns on one SM
-// (4096^2 at M = 128, 32 such tiles in one wave, took 24.8 us); the partials' round trip (written and read
-// once in float32, the output written once) in bytes per ns; what a split adds whatever its size (the
-// reduction's launch and the tail of the GEMM before it).
+// The wave model's constants: a 128 x 128 tile's multiply-adds per ns on one SM (H200: 4096^2 at M = 128, 32
+// such tiles in one wave, took 24.8 us); the partials' round trip (written in float32 by the GEMM's epilogue,
+// read by the reduction, the output written once) in bytes per ns, and what a split adds whatever its size
+// (the reduction's launch): H100, kernel alone (gemm_cutlass_selftest --time), 18944 x 3584 at M = 128 split
+// two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us.
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
-constexpr int64_t kCutlassPartialBytesPerNs = 3000;
+constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
 
 // What gemm_cutlass computes: 4-bit integer weights (int4's offset-binary codes read as unsigned, the
