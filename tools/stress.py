@@ -228,7 +228,9 @@ WARM_UP_FRACTION = 0.05   # of each worker's calls, before the memory is first r
 
 
 def warm_up_calls(w) -> int:
-    return max(1, int(round(w["calls"] * WARM_UP_FRACTION)))
+    """Whole units: a CUDA-graph replay makes one call per case."""
+    u = w["unit"]
+    return u * max(1, int(round(w["calls"] * WARM_UP_FRACTION / u)))
 
 
 def run_phase(workers, warm_up, errors):
@@ -280,8 +282,8 @@ def main(argv=None) -> int:
         share["jax"] += share.pop("torch") + share.pop("graph", 0)
     workers = []
 
-    def add(name, calls, run):
-        workers.append({"name": name, "calls": calls, "run": run,
+    def add(name, calls, run, unit=1):   # unit: calls per step of the worker (the calls are whole steps)
+        workers.append({"name": name, "calls": calls // unit * unit, "run": run, "unit": unit,
                         "stats": {"calls": 0, "checked": 0, "not_identical": 0}})
 
     print(f"stress: {C} calls on {args.device}; setting up (tracing, compiling, references)...", flush=True)
@@ -300,7 +302,8 @@ def main(argv=None) -> int:
                 lambda n, st, stream=stream: torch_loop("torch", tsetups, n, st, stream))
         if gpu:
             g, outs = graph_setup(tsetups)
-            add("cuda-graph", int(C * share["graph"]), lambda n, st: graph_loop("graph", g, outs, tsetups, n, st))
+            add("cuda-graph", int(C * share["graph"]), lambda n, st: graph_loop("graph", g, outs, tsetups, n, st),
+                unit=len(tsetups))
     if gpu:   # the CPU kernel at the same time
         cfns = jax_worker_setup(cpu_specs, cpu_dev)
         n_cpu = int(C * share["cpu"])
