@@ -61,8 +61,10 @@ struct Dev {
   ~Dev() { for (void* p : ptrs) cudaFree(p); }
 };
 
+// poison: C and the workspace filled first so an unwritten element fails the bound (false: left as cudaMalloc
+// gives them, for compute-sanitizer's initcheck, which then sees only the kernels' writes).
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
-           int split, std::mt19937_64& rng) {
+           int split, std::mt19937_64& rng, bool poison = true) {
   const bool signed4 = wf == WFormat::kInt4;
   const int64_t G = K / gs;
   const double u = bf16 ? 0x1p-8 : 0x1p-11;
@@ -95,15 +97,24 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   a.scale = mode == ScaleMode::kNone ? nullptr : d.put(S);
   a.zeros = mode == ScaleMode::kQuantized ? d.put(Zq) : mode >= ScaleMode::kOriginal ? d.put(Zt) : nullptr;
   a.bias = bias ? d.put(B) : nullptr;
-  std::vector<uint16_t> poison(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
-  a.C = d.put(poison);
+  if (poison) {
+    std::vector<uint16_t> nan(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
+    a.C = d.put(nan);
+  } else {
+    void* c = nullptr;
+    CHECK(cudaMalloc(&c, M * N * 2));
+    d.ptrs.push_back(c);
+    a.C = c;
+  }
   const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(
       M, N, K, plan::gemm_cutlass_group(static_cast<int>(mode), gs, K, split), split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
-  std::vector<uint8_t> ws_poison(ws_bytes, 0x7f);   // partials of about 3e38: one left unwritten fails the bound
-  CHECK(cudaMemcpy(ws, ws_poison.data(), ws_bytes, cudaMemcpyHostToDevice));
+  if (poison) {
+    std::vector<uint8_t> ws_poison(ws_bytes, 0x7f);   // partials of about 3e38: one left unwritten fails the bound
+    CHECK(cudaMemcpy(ws, ws_poison.data(), ws_bytes, cudaMemcpyHostToDevice));
+  }
   const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
   char what[200];
   std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
@@ -208,6 +219,14 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --one M N K TILE SPLIT [fresh]: one int4 scale g128 fp16 case with bias (fresh: C and the workspace not
+  // poisoned, for initcheck)
+  if (argc >= 7 && std::string(argv[1]) == "--one") {
+    std::mt19937_64 one_rng(11);
+    return check(WFormat::kInt4, ScaleMode::kScale, false, std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]),
+                 128, true, std::atoi(argv[5]), std::atoi(argv[6]), one_rng, !(argc > 7 && std::string(argv[7]) == "fresh"))
+               ? 0 : 1;
+  }
   // --time M N K [fp16|bf16 [TILE SPLIT]]: the kernel alone (TILE -1 or none: the plan's choice)
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
