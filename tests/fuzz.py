@@ -8,7 +8,10 @@ A case draws: format, mode, group size (whole packed tiles or inside them), M in
 small M and to the plan's boundaries), N, K (bounded by a work budget: M N K multiply-adds), A's dtype,
 accumulation and output dtypes, bias, A's leading dims, NaN / inf in A, the bias and (fp8, 16-bit
 formats) the weight, an element offset for the torch activation (a slice off the 16-byte grid), and
-with force_plans an environment override of the GPU plan (gpu_plan.py). It runs through JAX (jit, on
+with force_plans an environment override of the GPU plan (gpu_plan.py). A share of the cases
+(GEMM_REGIME_SHARE) is drawn where the Hopper GEMM gemm_cutlass runs, which uniform draws rarely reach:
+int4 / uint4, M of 65..1024, 16-bit A and output of its dtype, float32 accumulation, groups of whole
+64-k stages (or none / one per row). It runs through JAX (jit, on
 `device`) and, when torch is importable, through the torch shim on the same device. Outputs are
 poisoned: the JAX output buffer is a donated array of NaN (a finite sentinel where NaN is expected),
 which XLA hands to the kernel as its output (whether it really wrote there is checked by pointer and
@@ -39,7 +42,8 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT": "1"},                      # gemm_cutlass without K split
     {"BITBLAS_JAX_NUM_SMS": "16"},                                    # gemm_cutlass's K split more often
 )
-WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
+WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}
+GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)     # M * N * K per case (the float64 reference runs on the host)
 SENTINEL = -30000.0                                 # poison where the result may hold NaN
 
 
@@ -110,13 +114,15 @@ def _draw_lead(rng, M: int) -> tuple:
 
 def draw(seed: int, index: int, device: str = "cpu", force_plans: bool = False) -> FuzzCase:
     rng = np.random.default_rng([seed, index])
-    names = sorted(formats.FORMATS)
+    # its own stream, so the other cases draw what they drew before the share existed
+    gemm_regime = np.random.default_rng([seed, index, 5]).random() < GEMM_REGIME_SHARE
+    names = ["int4", "uint4"] if gemm_regime else sorted(formats.FORMATS)
     fmt = formats.get_format(names[int(rng.integers(len(names)))])
     modes = formats.allowed_modes(fmt)
     mode = modes[int(rng.integers(len(modes)))]
     tk = layout.tile_k(fmt.bits)
     budget = WORK_BUDGET[device]
-    M = _draw_m(rng)
+    M = int(math.exp(rng.uniform(math.log(65), math.log(1025)))) if gemm_regime else _draw_m(rng)
     # N, K: mostly small, sometimes LLM-sized; shrunk to the work budget (M is kept: its plan matters)
     N = 16 * int(rng.choice([1, 2, 3, 4, 8, 16, 64, 256], p=[.2, .15, .1, .15, .15, .1, .1, .05]))
     kt = int(rng.choice([1, 2, 3, 4, 8, 16, 32, 64], p=[.2, .2, .1, .15, .15, .1, .05, .05]))
@@ -130,12 +136,17 @@ def draw(seed: int, index: int, device: str = "cpu", force_plans: bool = False) 
         M = budget // (N * K)
     group = -1
     if mode != "none" and rng.random() < 0.8:
-        choices = [g for g in (8, 16, 32, 64, 128, 256, 512, 1024) if K % g == 0 and g < K]
+        sizes = (64, 128, 256, 512, 1024) if gemm_regime else (8, 16, 32, 64, 128, 256, 512, 1024)
+        choices = [g for g in sizes if K % g == 0 and g < K]
         if choices:
             group = int(rng.choice(choices))
-    a_dtype = str(rng.choice(["float16", "bfloat16", "float32"], p=[.45, .45, .1]))
-    accum = "float16" if a_dtype == "float16" and rng.random() < 0.3 else "float32"
-    out = str(rng.choice(["float16", "bfloat16", "float32"]))
+    if gemm_regime:
+        a_dtype = str(rng.choice(["float16", "bfloat16"]))
+        accum, out = "float32", a_dtype
+    else:
+        a_dtype = str(rng.choice(["float16", "bfloat16", "float32"], p=[.45, .45, .1]))
+        accum = "float16" if a_dtype == "float16" and rng.random() < 0.3 else "float32"
+        out = str(rng.choice(["float16", "bfloat16", "float32"]))
     bias = bool(rng.random() < 0.5)
     a_special = int(rng.integers(1, 4)) if rng.random() < 0.08 and M > 0 else 0
     bias_special = bias and rng.random() < 0.04
