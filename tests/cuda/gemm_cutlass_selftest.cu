@@ -3,11 +3,14 @@
 // of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference rounds each weight
 // once to A's type; CUTLASS rounds code * S and then + Z (S and Z themselves rounded to A's type), so
 // |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| + 32 K u^2 sum |a w|, u the unit
-// roundoff of A's type (fp32 sums of exact products). `--time M N K [bf16]` times the kernel alone.
+// roundoff of A's type (fp32 sums of exact products); K split, the float32 partials sum in a fixed order (within
+// the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
+// [fresh]` runs one case (fresh: nothing poisoned, for initcheck).
 //
 //   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
-//     -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include tests/cuda/gemm_cutlass_selftest.cu \
-//     csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_f16.cu csrc/cuda/inst_gemm_cutlass_bf16.cu -o /tmp/gct
+//     -Xcompiler -fopenmp -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include \
+//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_f16.cu \
+//     csrc/cuda/inst_gemm_cutlass_bf16.cu -o /tmp/gct -lgomp
 // (tools/gpu_check.sh, step selftest, builds and runs it)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -124,8 +127,10 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   CHECK(cudaDeviceSynchronize());
   std::vector<uint16_t> C(M * N);
   CHECK(cudaMemcpy(C.data(), a.C, C.size() * 2, cudaMemcpyDeviceToHost));
-  int64_t bad = 0;
-  double worst = 0;
+  // the float64 reference and its bound per output, rows in parallel (OpenMP where built with it), then the
+  // verdict in order
+  std::vector<double> ref_of(M * N), bound_of(M * N);
+#pragma omp parallel for schedule(dynamic)
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
       double ref = 0, bound = 0, mag = 0;
@@ -148,16 +153,23 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
         bound += std::fabs(x) * (u * std::fabs(code * s) + 2 * u * std::fabs(z) + 2 * u * std::fabs(w));
       }
       if (bias) ref += Bf[n];
-      bound += u * std::fabs(ref) + 32.0 * K * u * u * mag + 1e-30;
-      const double got = from_bits(C[m * N + n], bf16);
-      const double e = std::fabs(got - ref);
-      if (!(e <= bound)) {
-        if (bad < 3) std::printf("  %s: C[%ld, %ld] = %.6g, expected %.6g (bound %.3g)\n", what, (long)m, (long)n, got, ref, bound);
-        ++bad;
-      } else {
-        worst = std::max(worst, e / bound);
-      }
+      ref_of[m * N + n] = ref;
+      bound_of[m * N + n] = bound + u * std::fabs(ref) + 32.0 * K * u * u * mag + 1e-30;
     }
+  int64_t bad = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < M * N; ++i) {
+    const double got = from_bits(C[i], bf16), ref = ref_of[i], bound = bound_of[i];
+    const double e = std::fabs(got - ref);
+    if (!(e <= bound)) {
+      if (bad < 3)
+        std::printf("  %s: C[%ld, %ld] = %.6g, expected %.6g (bound %.3g)\n", what, (long)(i / N), (long)(i % N), got,
+                    ref, bound);
+      ++bad;
+    } else {
+      worst = std::max(worst, e / bound);
+    }
+  }
   std::printf("%s %s: %ld wrong, worst %.2f of the bound\n", bad ? "FAIL" : "ok  ", what, (long)bad, worst);
   return bad == 0;
 }
