@@ -114,7 +114,7 @@ def _draw_lead(rng, M: int) -> tuple:
 
 def draw(seed: int, index: int, device: str = "cpu", force_plans: bool = False) -> FuzzCase:
     rng = np.random.default_rng([seed, index])
-    # its own stream, so the other cases draw what they drew before the share existed
+    # its own stream: every other case of a seed draws the same whatever the share
     gemm_regime = np.random.default_rng([seed, index, 5]).random() < GEMM_REGIME_SHARE
     names = ["int4", "uint4"] if gemm_regime else sorted(formats.FORMATS)
     fmt = formats.get_format(names[int(rng.integers(len(names)))])

@@ -118,9 +118,12 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
                                 size_t workspace_bytes, cudaStream_t stream) {
   if (!gemm_cutlass_built())
     return "gemm_cutlass: this install was built without CUTLASS (the nvidia-cutlass headers were not found)";
-  if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, split_k))
-    return "gemm_cutlass: split_k " + std::to_string(split_k) + " does not cut K = " + std::to_string(call.K) +
-           " into parts of whole 64-k stages and whole groups (at most " + std::to_string(plan::kCutlassMaxSplit) + ")";
+  if (tile < 0 || tile >= plan::kNumCutlassTiles) return "gemm_cutlass: bad tile " + std::to_string(tile);
+  if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, tile, split_k))
+    return "gemm_cutlass: tile " + std::to_string(tile) + " with split_k " + std::to_string(split_k) +
+           ": K = " + std::to_string(call.K) + " must cut into parts of whole 64-k stages and whole groups (at most " +
+           std::to_string(plan::kCutlassMaxSplit) + "), and only tiles of at most " +
+           std::to_string(plan::kCutlassMaxSplitRows) + " rows split";
   const int split = static_cast<int>(split_k);  // at most kCutlassMaxSplit
   // the call with the group its terms come in (one per row of each part where the mode has no scales): what
   // the plan sized
@@ -131,9 +134,6 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
     return "gemm_cutlass: takes int4 / uint4 weights, output in the activations' dtype, float32 accumulation, "
            "K and group_size multiples of 64 (or group_size K), N a multiple of 16";
-  if (tile < 0 || tile >= plan::kNumCutlassTiles) return "gemm_cutlass: bad tile " + std::to_string(tile);
-  if (split > 1 && plan::kCutlassTiles[tile].act_rows > plan::kCutlassMaxSplitRows)
-    return "gemm_cutlass: tile " + std::to_string(tile) + " does not split K";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
   if (a.mode != ScaleMode::kNone && !a.scale) return "gemm_cutlass: this mode needs scale";

@@ -24,7 +24,7 @@ namespace bitblas_jax {
 bool gemm_cutlass_built();
 
 // C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
-// in that many parts (plan::gemm_cutlass_split_ok; 1: none); workspace: at least
+// in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none); workspace: at least
 // plan::gemm_cutlass_workspace_bytes. Returns "" or what is wrong (never launches on bad arguments).
 std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream);

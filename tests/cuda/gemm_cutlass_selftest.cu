@@ -256,8 +256,8 @@ int main(int argc, char** argv) {
             ++cases;
             // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups)
             const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
-            int split = plan::kCutlassTiles[tile].act_rows <= plan::kCutlassMaxSplitRows ? 1 << (cases / 3 % 4) : 1;
-            while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, split)) split /= 2;
+            int split = 1 << (cases / 3 % 4);
+            while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, tile, split)) split /= 2;
             ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, tile, split, rng);
           }
         }

@@ -302,9 +302,11 @@ constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, in
   return mode == static_cast<int>(ScaleMode::kNone) || group_size == K ? K / (split > 0 ? split : 1) : group_size;
 }
 
-// Whether K splits into `split` parts of whole stages, each holding whole groups of the terms.
-constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int64_t split) {
-  if (split < 1 || split > kCutlassMaxSplit || K % split != 0) return false;
+// Whether tile t runs K split into `split` parts: parts of whole stages, each holding whole groups of the terms,
+// and, split, a tile built with float32 output (at most kCutlassMaxSplitRows activation rows).
+constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
+  if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % split != 0) return false;
+  if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) return false;
   const int64_t part = K / split, group = gemm_cutlass_group(mode, group_size, K, split);
   return part % kCutlassStageK == 0 && group > 0 && part % group == 0;
 }
@@ -340,9 +342,8 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
   CutlassChoice best{0, 1};
   int64_t best_ns = -1;
   for (int64_t split = 1; split <= max_split; ++split) {
-    if (!gemm_cutlass_split_ok(mode, group_size, K, split)) continue;
     for (int t = 0; t < kNumCutlassTiles; ++t) {
-      if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) continue;
+      if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
       if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split)) best = {t, split}, best_ns = ns;
     }
