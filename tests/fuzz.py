@@ -42,8 +42,8 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT": "1"},                      # gemm_cutlass without K split
     {"BITBLAS_JAX_NUM_SMS": "16"},                                    # gemm_cutlass's K split more often
 )
-WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}
-GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)     # M * N * K per case (the float64 reference runs on the host)
+WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
+GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)
 SENTINEL = -30000.0                                 # poison where the result may hold NaN
 
 

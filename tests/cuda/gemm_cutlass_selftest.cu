@@ -5,7 +5,7 @@
 // |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| + 32 K u^2 sum |a w|, u the unit
 // roundoff of A's type (fp32 sums of exact products); K split, the float32 partials sum in a fixed order (within
 // the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
-// [fresh]` runs one case (fresh: nothing poisoned, for initcheck).
+// [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck).
 //
 //   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
 //     -Xcompiler -fopenmp -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include \
@@ -63,6 +63,15 @@ struct Dev {
   }
   ~Dev() { for (void* p : ptrs) cudaFree(p); }
 };
+
+// Reads every element of C on the device (a checksum no one needs): with C fresh, compute-sanitizer's initcheck
+// then says whether it counts the epilogue's stores to C (TMA bulk stores where split is 1) as writes.
+__global__ void read_back_kernel(const uint16_t* C, int64_t count, unsigned* sum) {
+  unsigned s = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    s += C[i];
+  atomicAdd(sum, s);
+}
 
 // poison: C and the workspace filled first so an unwritten element fails the bound (false: left as cudaMalloc
 // gives them, for compute-sanitizer's initcheck, which then sees only the kernels' writes).
@@ -125,6 +134,15 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
                 (long)K, bias, tile, split);
   if (!err.empty()) { std::printf("FAIL %s: %s\n", what, err.c_str()); return false; }
   CHECK(cudaDeviceSynchronize());
+  if (!poison) {
+    unsigned* sum = nullptr;
+    CHECK(cudaMalloc(&sum, sizeof(unsigned)));
+    d.ptrs.push_back(sum);
+    CHECK(cudaMemset(sum, 0, sizeof(unsigned)));
+    read_back_kernel<<<64, 256>>>(static_cast<const uint16_t*>(a.C), M * N, sum);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+  }
   std::vector<uint16_t> C(M * N);
   CHECK(cudaMemcpy(C.data(), a.C, C.size() * 2, cudaMemcpyDeviceToHost));
   // the float64 reference and its bound per output, rows in parallel (OpenMP where built with it), then the

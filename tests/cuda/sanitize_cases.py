@@ -18,6 +18,12 @@ where the install holds it too), split
 > 1 on decode_splitk, gemm_mma and gemm_wgmma, and the torch shim's decode, GEMM and misaligned paths.
 Then the int8 / float8-activation cases (sanitize_qact_cases.py): every quantized-activation kernel
 through JAX and the torch shim.
+
+Before the cases, torch's caching allocator is filled with written (poison) blocks, as XLA's pool is after
+its first calls: initcheck does not count TMA bulk stores (the gemm_cutlass epilogue's) as writes, so a
+kernel reading memory a TMA store wrote into a fresh cudaMalloc reads "uninitialized" memory to it
+(`gemm_cutlass_selftest --one ... fresh` under initcheck shows it). That every such element is written is
+the poisoned self-test's and the fuzz's job: their outputs and split-K partials start as poison.
 """
 from __future__ import annotations
 
@@ -92,6 +98,18 @@ def cases(device: str = "gpu") -> list[fuzz.FuzzCase]:
             for i, (fmt, mode, g, adt, acc, M, N, K, env, off) in enumerate(SPECS)]
 
 
+def prewrite_torch_pool(large_mib: int = 512, small_blocks: int = 128) -> None:
+    """Fills torch's caching allocator with freed blocks written with 0x7f (float32 3e38, float16 NaN): one
+    large block (allocations above 1 MiB split it) and `small_blocks` of 1 MiB (the small-allocation pool)."""
+    import torch
+    if not torch.cuda.is_available():
+        return
+    blocks = [torch.full((large_mib << 20,), 0x7f, dtype=torch.uint8, device="cuda")]
+    blocks += [torch.full((1 << 20,), 0x7f, dtype=torch.uint8, device="cuda") for _ in range(small_blocks)]
+    torch.cuda.synchronize()
+    del blocks                                # back to the cache, written
+
+
 def missing_coverage(reached: dict, sm90: bool, cutlass: bool = False) -> list[str]:
     """What the run was meant to reach and did not; reached: path -> {kernel: set of split-K}; cutlass: the
     install holds gemm_cutlass."""
@@ -126,6 +144,8 @@ def main(argv=None) -> int:
         todo = [c for c in todo if c.index in keep]
     from bitblas_jax import _ext, gpu_plan
     sm90 = gpu_plan.hopper()
+    if args.device == "gpu" and not args.list and fuzz._torch_available():
+        prewrite_torch_pool()
     reached = collections.defaultdict(lambda: collections.defaultdict(set))
     failed = 0
     for fc in todo:
