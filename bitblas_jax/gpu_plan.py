@@ -9,7 +9,7 @@ The kernels, by mechanism (docs/KERNELS.md):
                        packed tiles): K split across CTAs
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
   gemm_wgmma           Hopper GEMM (sm_90a): warp-specialized, wgmma with the weight in registers
-  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 weights from M = 65: CUTLASS's mixed-input
+  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 weights from M = 65: CUTLASS's mixed-input
                        collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight;
                        where its tiles fill a fraction of a wave, K split into CUTLASS's batch mode and
                        the float32 partials added in order
@@ -39,8 +39,8 @@ the torch shim, which has no XLA dot; decode_splitk up to 8 rows under JAX where
 then the GEMM up to gemm_max_m() rows (gemm_wgmma on sm_90: 1024 on layers of 4096 x 8192 weights and
 up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize_then_dot, since
 writing and re-reading a 16-bit weight costs less than those GEMMs' mainloops there. On sm_90, int4 /
-uint4 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows
-instead (where it computes the call: plan.h gemm_cutlass_takes).
+uint4 / int8 / uint8 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to
+GEMM_CUTLASS_MAX_M rows instead (where it computes the call: plan.h gemm_cutlass_takes).
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
@@ -69,9 +69,9 @@ WGMMA_MAX_M = 512           # ... from WGMMA_LAYER weights
 WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
-# gemm_cutlass (Hopper, int4 / uint4 weights) from here: at M <= 64 gemm_wgmma's split-K fills the GPU with
-# few tiles; from M = 128 to 1024 gemm_cutlass took less time than the plan without it (gemm_wgmma or
-# dequantize_then_dot) on every layer measured (H200, docs/KERNELS.md gemm_cutlass).
+# gemm_cutlass (Hopper, 4- and 8-bit integer weights) from here: at M <= 64 gemm_wgmma's split-K fills the GPU
+# with few tiles; from M = 128 to 1024 gemm_cutlass took less time than the plan without it (gemm_wgmma or
+# dequantize_then_dot) on every layer measured (H200 int4, docs/KERNELS.md gemm_cutlass).
 GEMM_CUTLASS_MIN_M = 65
 # ... up to here under JAX, dequantize_then_dot above: at M = 4096 it ran level with the bare fp16 dot
 # (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.

@@ -132,9 +132,9 @@ def error_bound(case: Case, A=None) -> np.ndarray:
 
 
 def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
-    """code * s per weight [N, K] (float64; s = 1 in mode none) where gemm_cutlass may run the call: this
-    install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h gemm_cutlass_takes the call, and A has at least
-    gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other kernels' bound stays as sharp as it was."""
+    """code * s per weight [N, K] (float64; s = 1 in mode none; code: gemm_cutlass's conversion's) where
+    gemm_cutlass may run the call: this install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h
+    gemm_cutlass_takes the call, and A has at least gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other kernels' bound stays as sharp as it was."""
     from bitblas_jax import _bitblas_plan, gpu_plan
     c = case.cfg
     fmt = formats.get_format(c.W_dtype)
@@ -144,7 +144,9 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
                                              accum_f32=c.accum_dtype == "float32", group_size=group, N=c.N, K=c.K)
     if not (takes and M >= gpu_plan.GEMM_CUTLASS_MIN_M and gpu_plan.gemm_cutlass_runs()):
         return None
-    codes = np.asarray(case.values, np.float64) - fmt.value_range[0]   # int4's offset-binary codes: v + 8
+    # the stored code (int formats' offset binary: v + 2^(bits-1)) less what the conversion subtracts (8-bit: 128)
+    codes = (np.asarray(case.values, np.float64) - fmt.value_range[0]
+             - _bitblas_plan.gemm_cutlass_code_offset(w_format=fmt.id))
     if c.mode == "none":
         return codes
     return codes * np.repeat(np.asarray(case.scale, np.float64), group, axis=1)

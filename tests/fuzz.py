@@ -10,7 +10,7 @@ accumulation and output dtypes, bias, A's leading dims, NaN / inf in A, the bias
 formats) the weight, an element offset for the torch activation (a slice off the 16-byte grid), and
 with force_plans an environment override of the GPU plan (gpu_plan.py). A share of the cases
 (GEMM_REGIME_SHARE) is drawn where the Hopper GEMM gemm_cutlass runs, which uniform draws rarely reach:
-int4 / uint4, M of 65..1024, 16-bit A and output of its dtype, float32 accumulation, groups of whole
+int4 / uint4 / int8 / uint8, M of 65..1024, 16-bit A and output of its dtype, float32 accumulation, groups of whole
 64-k stages (or none / one per row). It runs through JAX (jit, on
 `device`) and, when torch is importable, through the torch shim on the same device. Outputs are
 poisoned: the JAX output buffer is a donated array of NaN (a finite sentinel where NaN is expected),
@@ -116,7 +116,7 @@ def draw(seed: int, index: int, device: str = "cpu", force_plans: bool = False) 
     rng = np.random.default_rng([seed, index])
     # its own stream: every other case of a seed draws the same whatever the share
     gemm_regime = np.random.default_rng([seed, index, 5]).random() < GEMM_REGIME_SHARE
-    names = ["int4", "uint4"] if gemm_regime else sorted(formats.FORMATS)
+    names = ["int4", "uint4", "int8", "uint8"] if gemm_regime else sorted(formats.FORMATS)
     fmt = formats.get_format(names[int(rng.integers(len(names)))])
     modes = formats.allowed_modes(fmt)
     mode = modes[int(rng.integers(len(modes)))]

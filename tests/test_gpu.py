@@ -115,7 +115,7 @@ def test_gpu_gemm_wgmma(rng, monkeypatch, fmt, mode, group, a_dtype, M):
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")   # int4 / uint4 from M = 65: gemm_cutlass's
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")   # 4- and 8-bit ints from M = 65: gemm_cutlass's
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode,
                               1024 if group == -1 else group).kernel == "gemm_wgmma"
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=272, K=1024)
@@ -158,7 +158,8 @@ def _needs_cutlass():
 
 def _cutlass_matrix():
     for i, (fmt, mode, a_dtype) in enumerate(itertools.product(
-            ("int4", "uint4"), ("none", "scale", "original", "rescale", "quantized"), ("float16", "bfloat16"))):
+            ("int4", "uint4", "int8", "uint8"), ("none", "scale", "original", "rescale", "quantized"),
+            ("float16", "bfloat16"))):
         for j, g in enumerate((-1, 128) if mode == "none" else (-1, 64, 128)):
             M = (65, 130, 300)[(i + j) % 3]
             yield pytest.param(fmt, mode, g, a_dtype, M, (i + j) % 2 == 0, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
@@ -167,7 +168,8 @@ def _cutlass_matrix():
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M,bias", list(_cutlass_matrix()))
 def test_gpu_gemm_cutlass(rng, fmt, mode, group, a_dtype, M, bias):
     """gemm_cutlass (CUTLASS's mixed-input collective on the packed weight, the mode's group terms) through
-    JAX on int4 / uint4, every mode, float16 / bfloat16, groups of 64, 128 and K, with and without bias."""
+    JAX on int4 / uint4 / int8 / uint8, every mode, float16 / bfloat16, groups of 64, 128 and K, with and without
+    bias."""
     from bitblas_jax import gpu_plan
     _needs_cutlass()
     g = 1024 if group == -1 else group
@@ -194,7 +196,9 @@ def test_gpu_gemm_cutlass_tiles(rng, M, N, rows):
     ("int4", "quantized", 128, "bfloat16", 256, 1024, 1536, 4),
     ("int4", "none", -1, "float16", 100, 528, 3584, 7),
     ("uint4", "rescale", -1, "float16", 130, 2048, 2048, 4),
-    ("int4", "scale", 1024, "bfloat16", 200, 2048, 4096, 2)])
+    ("int4", "scale", 1024, "bfloat16", 200, 2048, 4096, 2),
+    ("int8", "scale", 128, "float16", 128, 4096, 4096, 4),
+    ("uint8", "quantized", 128, "bfloat16", 96, 1024, 2048, 8)])
 def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split, monkeypatch):
     """gemm_cutlass with K split into CUTLASS's batch mode and the float32 partials added in order: parts of
     whole groups, one group per part (per-channel, mode none), with bias, on the GPU against float64."""

@@ -139,21 +139,21 @@ def test_num_sms_follows_the_gpu(monkeypatch):
 
 # ---- gemm_cutlass --------------------------------------------------------------------------------------
 def test_gemm_cutlass_rule():
-    """On sm_90 with gemm_cutlass built, int4 / uint4 weights with 16-bit output and float32 accumulation run
-    gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under the torch shim),
-    in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
+    """On sm_90 with gemm_cutlass built, int4 / uint4 / int8 / uint8 weights with 16-bit output and float32
+    accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
+    the torch shim), in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
     cut = dict(sm90=True, gemm_cutlass=True, sms=132)
     assert plan(64, **cut).kernel == "gemm_wgmma"
     assert plan(65, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
     assert plan(4097, **cut).kernel == "dequantize_then_dot"
     assert plan(100000, allow_xla_dot=False, **cut).kernel == "gemm_cutlass"
-    for fmt in ("int4", "uint4"):
+    for fmt in ("int4", "uint4", "int8", "uint8"):
         for mode in ("none", "scale", "original", "rescale", "quantized"):
             for group in ((8192,) if mode == "none" else (64, 128, 8192)):
                 assert plan(256, fmt=fmt, mode=mode, group=group, **cut).kernel == "gemm_cutlass", (fmt, mode, group)
     # what it does not take: other formats, groups inside a stage, float16 accumulation or float32 output,
     # an unaligned A (its TMA), a GPU before sm_90, or a build without it
-    for fmt in ("nf4", "fp4_e2m1", "int8", "int2", "uint8"):
+    for fmt in ("nf4", "fp4_e2m1", "float8_e4m3fn", "int2", "uint1", "float16"):
         assert plan(256, fmt=fmt, **cut).kernel != "gemm_cutlass", fmt
     assert plan(256, group=32, **cut).kernel != "gemm_cutlass"
     assert plan(256, accum="float16", **cut).kernel != "gemm_cutlass"
@@ -486,7 +486,8 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
         if p.kernel == "gemm_wgmma":
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
-            assert cutlass and sm90 and accum == "float32" and fmt in ("int4", "uint4") and M >= 65
+            assert cutlass and sm90 and accum == "float32" and M >= 65
+            assert fmt in ("int4", "uint4", "int8", "uint8")
             partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
             assert p.workspace_bytes == -(-4 * (K // terms_group) * N // 256) * 256 + partials
             assert 1 <= p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT and (K // p.split_k) % 64 == 0

@@ -20,7 +20,8 @@ template <> __device__ __forceinline__ __half from_f<__half>(float x) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 // The group terms, [G][N], that CUTLASS's "scale with zero" conversion takes: w = code * S + Z reproduces the
-// mode's dequantization (kernel_api.h) with value = code - val_off (int4's offset-binary codes: val_off 8):
+// mode's dequantization (kernel_api.h) with value = code - val_off (code: the conversion's, val_off:
+// plan::gemm_cutlass_value_offset; int4 8, uint4 0, int8 0, uint8 -128):
 // S = s and Z = -(val_off + z) s (original), -(val_off + qz) s (quantized), -val_off s - z (rescale),
 // -val_off s (scale; s = 1 for none). Inputs are [N][src_groups]; term group g (of K / G columns) reads the
 // call's group g * src_groups / G (the terms' group divides the call's: plan::gemm_cutlass_group).
@@ -53,10 +54,11 @@ std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T*
   const int64_t src_groups = a.mode == ScaleMode::kNone ? 1 : a.K / a.group_size;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((a.N * groups + threads - 1) / threads, 4096));
-  const float val_off = a.w_format == WFormat::kInt4 ? 8.f : 0.f;
+  const float val_off = static_cast<float>(plan::gemm_cutlass_value_offset(a.w_format));
+  const bool zeros_signed = a.w_format == WFormat::kInt4 || a.w_format == WFormat::kInt8;  // int8 quantized zeros
   group_terms_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(a.scale), a.zeros,
-                                                        static_cast<int>(a.mode), a.w_format == WFormat::kInt4,
-                                                        val_off, a.N, groups, src_groups, S, Z);
+                                                        static_cast<int>(a.mode), zeros_signed, val_off, a.N, groups,
+                                                        src_groups, S, Z);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
     return std::string("CUDA error in gemm_cutlass's group terms: ") + cudaGetErrorString(e);
   return "";
@@ -100,8 +102,11 @@ std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile
   T* S = reinterpret_cast<T*>(ws);
   float* partials = reinterpret_cast<float*>(ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size));
   if (std::string err = write_group_terms(call, a.group_size, S, S + terms, stream); !err.empty()) return err;
-  std::string err = std::is_same_v<T, __half> ? run_gemm_cutlass_f16(a, tile, split, S, S + terms, partials, stream)
-                                              : run_gemm_cutlass_bf16(a, tile, split, S, S + terms, partials, stream);
+  const bool w8 = format_bits(a.w_format) == 8;
+  std::string err =
+      std::is_same_v<T, __half>
+          ? (w8 ? run_gemm_cutlass_w8_f16 : run_gemm_cutlass_w4_f16)(a, tile, split, S, S + terms, partials, stream)
+          : (w8 ? run_gemm_cutlass_w8_bf16 : run_gemm_cutlass_w4_bf16)(a, tile, split, S, S + terms, partials, stream);
   if (!err.empty() || split == 1) return err;
   return reduce_split<T>(a, split, partials, stream);
 }
@@ -132,7 +137,7 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
-    return "gemm_cutlass: takes int4 / uint4 weights, output in the activations' dtype, float32 accumulation, "
+    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 weights, output in the activations' dtype, float32 accumulation, "
            "K and group_size multiples of 64 (or group_size K), N a multiple of 16";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
@@ -150,12 +155,15 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
 }
 
 #ifndef BITBLAS_JAX_CUTLASS
-std::string run_gemm_cutlass_f16(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {
-  return "gemm_cutlass: built without CUTLASS";
-}
-std::string run_gemm_cutlass_bf16(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {
-  return "gemm_cutlass: built without CUTLASS";
-}
+#define BBJ_NO_CUTLASS(name)                                                                          \
+  std::string name(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {   \
+    return "gemm_cutlass: built without CUTLASS";                                                    \
+  }
+BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16)
+#undef BBJ_NO_CUTLASS
 #endif
 
 }  // namespace bitblas_jax

@@ -1,5 +1,5 @@
 // gemm_cutlass (gemm_cutlass.h): the CUTLASS types and their launch (sm_90a; CUTLASS's headers). Included by
-// inst_gemm_cutlass_{f16,bf16}.cu only.
+// inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu only.
 #pragma once
 
 #include <string>
@@ -18,6 +18,7 @@
 #include "cutlass/util/packed_stride.hpp"
 
 #include "cutlass_packed_layout.h"
+#include "cutlass_u8_convert.h"
 
 namespace bitblas_jax {
 namespace gemm_cutlass_detail {
@@ -28,8 +29,12 @@ using namespace cute;
 // are K-major and D' column-major is C[M, N] row-major.
 using LayoutAct = cutlass::layout::ColumnMajor;  // A^T: A [M, K] K-major
 using LayoutOut = cutlass::layout::ColumnMajor;  // D' [N, M] == C [M, N] row-major
-constexpr int kWeightAlign = 32;                 // 16 bytes of 4-bit codes
 constexpr int kK = plan::kCutlassStageK;         // k per mainloop stage (the group size is a multiple)
+
+// The weight's code type as CUTLASS reads it: unsigned (int formats' offset-binary codes too; the group terms carry
+// scale and offset), 4-bit or 8-bit.
+template <int BITS>
+using Code = cute::conditional_t<BITS == 4, cutlass::uint4b_t, uint8_t>;
 
 // The epilogue's work: D = acc + bias[n] rounded to T (bias per row of D'; a null bias reads as 0), or, K
 // split, the float32 partial as it is (the reduction adds the bias).
@@ -38,19 +43,19 @@ using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
                                    cutlass::epilogue::fusion::LinearCombination<float, float, float, float>,
                                    cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
 
-template <class T, int ROWS, class Out>
+template <class T, int BITS, int ROWS, class Out>
 struct CutlassGemm {
   static constexpr int kAlign = 8;                      // 16 bytes of T
   static constexpr int kAlignOut = 16 / sizeof(Out);    // 16 bytes of the output
+  static constexpr int kWeightAlign = 128 / BITS;       // 16 bytes of codes
   using Tile = Shape<Int<plan::kCutlassWeightRows>, Int<ROWS>, Int<kK>>;
   using Cluster = Shape<_1, _1, _1>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutOut, kAlignOut, Out, LayoutOut,
       kAlignOut, cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion<T, Out>>::CollectiveOp;
-  // The codes as unsigned 4-bit (int4's are offset binary); the group terms carry scale and offset.
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cute::tuple<cutlass::uint4b_t, T, T>, PackedLayout4,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cute::tuple<Code<BITS>, T, T>, PackedLayout<BITS>,
       kWeightAlign, T, LayoutAct, kAlign, float, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
@@ -61,9 +66,9 @@ struct CutlassGemm {
 // One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
 // layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
 // S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part).
-template <class T, int ROWS, class Out>
+template <class T, int BITS, int ROWS, class Out>
 std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, cudaStream_t stream) {
-  using G = typename CutlassGemm<T, ROWS, Out>::Gemm;
+  using G = typename CutlassGemm<T, BITS, ROWS, Out>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
   const int part = K / split;
@@ -77,8 +82,8 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
   typename G::Arguments args{};
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
   args.problem_shape = make_shape(N, M, part, split);
-  args.mainloop.ptr_A = reinterpret_cast<const cutlass::uint4b_t*>(a.W);
-  args.mainloop.dA = make_packed_layout(N, K, split);
+  args.mainloop.ptr_A = reinterpret_cast<const Code<BITS>*>(a.W);
+  args.mainloop.dA = make_packed_layout<BITS>(N, K, split);
   args.mainloop.ptr_B = static_cast<const T*>(a.A);
   args.mainloop.dB = cutlass::make_cute_packed_stride(typename GK::StrideB{}, make_shape(M, K, 1));
   get<2>(args.mainloop.dB) = part;  // A's row stride stays K; part l starts l * part columns in
@@ -111,27 +116,27 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
   return "";
 }
 
-template <class T, int ROWS>
+template <class T, int BITS, int ROWS>
 std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, float* partials, cudaStream_t stream) {
-  if (split == 1) return run<T, ROWS, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
-  if constexpr (ROWS <= plan::kCutlassMaxSplitRows) return run<T, ROWS, float>(a, split, S, Z, partials, stream);
+  if (split == 1) return run<T, BITS, ROWS, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
+  if constexpr (ROWS <= plan::kCutlassMaxSplitRows) return run<T, BITS, ROWS, float>(a, split, S, Z, partials, stream);
   return "gemm_cutlass: the " + std::to_string(ROWS) + "-row tile does not split K";
 }
 
 }  // namespace gemm_cutlass_detail
 
-// The CUTLASS GEMM at tile id `tile` (plan::kCutlassTiles) on group terms already written; K split `split`
-// ways: float32 partials [split][M][N] into `partials` (the caller reduces them), else C.
-template <class T>
+// The CUTLASS GEMM of BITS-bit codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
+// split `split` ways: float32 partials [split][M][N] into `partials` (the caller reduces them), else C.
+template <class T, int BITS>
 std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, float* partials,
                              cudaStream_t stream) {
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
   switch (tile) {
-    case 0: return run_tile<T, plan::kCutlassTiles[0].act_rows>(a, split, s, z, partials, stream);
-    case 1: return run_tile<T, plan::kCutlassTiles[1].act_rows>(a, split, s, z, partials, stream);
-    case 2: return run_tile<T, plan::kCutlassTiles[2].act_rows>(a, split, s, z, partials, stream);
+    case 0: return run_tile<T, BITS, plan::kCutlassTiles[0].act_rows>(a, split, s, z, partials, stream);
+    case 1: return run_tile<T, BITS, plan::kCutlassTiles[1].act_rows>(a, split, s, z, partials, stream);
+    case 2: return run_tile<T, BITS, plan::kCutlassTiles[2].act_rows>(a, split, s, z, partials, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }

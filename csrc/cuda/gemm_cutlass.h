@@ -1,12 +1,12 @@
 // gemm_cutlass: CUTLASS's Hopper mixed-input GEMM (MainloopSm90TmaGmmaRmemAWarpSpecializedMixedInput: TMA loads,
 // warp-specialized producer / cooperative consumer warpgroups, the weight decoded into wgmma's register operand,
-// persistent tiles) reading the packed 4-bit weight as it is (docs/LAYOUT.md: its 32-bit words are CUTLASS's
-// "shuffled" words; cutlass_packed_layout.h describes the word order), for 4-bit integer weights under float16 /
-// bfloat16 activations. What it computes, its tiles and workspace: plan.h (gemm_cutlass_takes,
+// persistent tiles) reading the packed weight as it is (docs/LAYOUT.md: its 32-bit words are CUTLASS's
+// "shuffled" words; cutlass_packed_layout.h describes the word order), for 4- and 8-bit integer weights under
+// float16 / bfloat16 activations. What it computes, its tiles and workspace: plan.h (gemm_cutlass_takes,
 // kCutlassTiles, gemm_cutlass_workspace_bytes).
 //
 // Layers: gemm_cutlass.cu (always built) checks the call and writes the group terms; the CUTLASS kernels
-// (gemm_cutlass.cuh, instantiated by inst_gemm_cutlass_{f16,bf16}.cu for sm_90a) are built only where the
+// (gemm_cutlass.cuh, instantiated by inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu for sm_90a) are built only where the
 // CUTLASS headers are found (BITBLAS_JAX_CUTLASS); elsewhere the launch returns an error and the plan never
 // selects the kernel (gemm_cutlass_built).
 #pragma once
@@ -30,10 +30,15 @@ std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, vo
                                 size_t workspace_bytes, cudaStream_t stream);
 
 // The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written, into C (split 1) or into
-// float32 partials [split][M][N]: inst_gemm_cutlass_*.cu.
-std::string run_gemm_cutlass_f16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
-                                 float* partials, cudaStream_t stream);
-std::string run_gemm_cutlass_bf16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
-                                  float* partials, cudaStream_t stream);
+// float32 partials [split][M][N], for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations:
+// inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu.
+#define BBJ_GEMM_CUTLASS_RUN(name)                                                                      \
+  std::string name(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, float* partials, \
+                   cudaStream_t stream);
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16)
+#undef BBJ_GEMM_CUTLASS_RUN
 
 }  // namespace bitblas_jax

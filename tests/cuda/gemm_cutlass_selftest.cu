@@ -1,16 +1,16 @@
-// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.h): int4 / uint4 weights in the packed layout, every
-// mode, float16 / bfloat16, groups of 64, 128 and K, odd M, with and without bias, against a float64 reference
-// of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference rounds each weight
-// once to A's type; CUTLASS rounds code * S and then + Z (S and Z themselves rounded to A's type), so
-// |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| + 32 K u^2 sum |a w|, u the unit
-// roundoff of A's type (fp32 sums of exact products); K split, the float32 partials sum in a fixed order (within
-// the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
+// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.h): int4 / uint4 / int8 / uint8 weights in the packed
+// layout, every mode, float16 / bfloat16, groups of 64, 128 and K, odd M, with and without bias, against a
+// float64 reference of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference
+// rounds each weight once to A's type; CUTLASS rounds code * S and then + Z (code: its conversion's, S and Z
+// themselves rounded to A's type), so |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| +
+// 32 K u^2 sum |a w|, u the unit roundoff of A's type (fp32 sums of exact products); K split, the float32
+// partials sum in a fixed order (within the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
 // [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck).
 //
 //   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
 //     -Xcompiler -fopenmp -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include \
-//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_f16.cu \
-//     csrc/cuda/inst_gemm_cutlass_bf16.cu -o /tmp/gct -lgomp
+//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_w{4,8}_{f16,bf16}.cu \
+//     -o /tmp/gct -lgomp
 // (tools/gpu_check.sh, step selftest, builds and runs it)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -77,17 +77,21 @@ __global__ void read_back_kernel(const uint16_t* C, int64_t count, unsigned* sum
 // gives them, for compute-sanitizer's initcheck, which then sees only the kernels' writes).
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
            int split, std::mt19937_64& rng, bool poison = true) {
-  const bool signed4 = wf == WFormat::kInt4;
+  const int bits = format_bits(wf);
+  const bool is_signed = wf == WFormat::kInt4 || wf == WFormat::kInt8;
+  const int levels = 1 << bits, stored_off = is_signed ? levels / 2 : 0;  // value = stored code - stored_off
+  const int conv_off = plan::gemm_cutlass_code_offset(wf);                  // conversion's code = stored - conv_off
+  const double val_off = plan::gemm_cutlass_value_offset(wf);               // value = conversion's code - val_off
   const int64_t G = K / gs;
   const double u = bf16 ? 0x1p-8 : 0x1p-11;
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
   std::vector<int> value(N * K);
-  std::vector<uint8_t> packed(N * K / 2, 0);
+  std::vector<uint8_t> packed(N * K * bits / 8, 0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
-      const int code = static_cast<int>(rng() % 16);
-      value[n * K + k] = signed4 ? code - 8 : code;
-      const auto slot = layout::code_slot(K, 4, n, k);
+      const int code = static_cast<int>(rng() % levels);
+      value[n * K + k] = code - stored_off;
+      const auto slot = layout::code_slot(K, bits, n, k);
       packed[slot.byte + slot.shift / 8] |= static_cast<uint8_t>(code << (slot.shift % 8));
     }
   std::vector<uint16_t> A(M * K), S(N * G), Zt(N * G), B(N);
@@ -97,7 +101,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   for (int64_t i = 0; i < N * G; ++i) {
     Sf[i] = round_to(0.01f + 0.02f * std::fabs(uni(rng)), bf16), S[i] = to_bits(Sf[i], bf16);
     Zf[i] = round_to(uni(rng) * (mode == ScaleMode::kRescale ? 0.1f : 4.f), bf16), Zt[i] = to_bits(Zf[i], bf16);
-    Zq[i] = static_cast<uint8_t>(signed4 ? (static_cast<int>(rng() % 16) - 8) : static_cast<int>(rng() % 16));
+    Zq[i] = static_cast<uint8_t>(static_cast<int>(rng() % levels) - stored_off);
   }
   for (int64_t n = 0; n < N; ++n) Bf[n] = round_to(uni(rng), bf16), B[n] = to_bits(Bf[n], bf16);
 
@@ -129,8 +133,8 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   }
   const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
   char what[200];
-  std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
-                signed4 ? "int4" : "uint4", bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
+  std::snprintf(what, sizeof what, "%s%d %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
+                is_signed ? "int" : "uint", bits, bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
                 (long)K, bias, tile, split);
   if (!err.empty()) { std::printf("FAIL %s: %s\n", what, err.c_str()); return false; }
   CHECK(cudaDeviceSynchronize());
@@ -156,13 +160,13 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
         const int64_t g = n * G + k / gs;
         const double s = mode == ScaleMode::kNone ? 1.0 : Sf[g];
         const int v = value[n * K + k];
-        const int code = signed4 ? v + 8 : v;
-        double w = v * s, z = signed4 ? -8.0 * s : 0.0;
-        if (mode == ScaleMode::kOriginal) w = (v - Zf[g]) * s, z = -(Zf[g] + (signed4 ? 8 : 0)) * s;
-        if (mode == ScaleMode::kRescale) w = v * s - Zf[g], z = -(signed4 ? 8 : 0) * s - Zf[g];
+        const int code = v + stored_off - conv_off;
+        double w = v * s, z = -val_off * s;
+        if (mode == ScaleMode::kOriginal) w = (v - Zf[g]) * s, z = -(Zf[g] + val_off) * s;
+        if (mode == ScaleMode::kRescale) w = v * s - Zf[g], z = -val_off * s - Zf[g];
         if (mode == ScaleMode::kQuantized) {
-          const int q = signed4 ? static_cast<int>(static_cast<int8_t>(Zq[g])) : Zq[g];
-          w = (v - q) * s, z = -(q + (signed4 ? 8 : 0)) * s;
+          const int q = is_signed ? static_cast<int>(static_cast<int8_t>(Zq[g])) : Zq[g];
+          w = (v - q) * s, z = -(q + val_off) * s;
         }
         const double wr = round_to(static_cast<float>(w), bf16);
         const double x = Af[m * K + k];
@@ -192,11 +196,11 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   return bad == 0;
 }
 
-// tile, split: forced (tile >= 0), else the plan's choice.
-int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split) {
+// tile, split: forced (tile >= 0), else the plan's choice; bits: int4 or int8 weights.
+int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, int bits) {
   std::mt19937_64 rng(7);
   const int64_t gs = 128, G = K / gs;
-  const int64_t w_bytes = N * K / 2;
+  const int64_t w_bytes = N * K * bits / 8;
   const int copies = static_cast<int>(std::max<int64_t>(2, (256ll << 20) / w_bytes + 1));
   std::vector<uint8_t> packed(w_bytes);
   for (auto& b : packed) b = static_cast<uint8_t>(rng());
@@ -205,7 +209,8 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split) {
   std::vector<void*> w(copies);
   for (auto& p : w) p = d.put(packed);
   MatmulArgs a;
-  a.M = M, a.N = N, a.K = K, a.w_format = WFormat::kInt4, a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
+  a.M = M, a.N = N, a.K = K, a.w_format = bits == 8 ? WFormat::kInt8 : WFormat::kInt4;
+  a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
   a.mode = ScaleMode::kScale, a.group_size = gs, a.A = d.put(A), a.scale = d.put(S);
   std::vector<uint16_t> C(M * N);
   a.C = d.put(C);
@@ -240,9 +245,9 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split) {
   }
   std::sort(per.begin(), per.end());
   const double us = per[per.size() / 2];
-  std::printf("time gemm_cutlass %s int4 g128 M=%ld N=%ld K=%ld tile %d split %d: %.2f us, %.0f TFLOP/s (group terms "
-              "and the split's reduction included)\n",
-              bf16 ? "bf16" : "fp16", (long)M, (long)N, (long)K, tile, split, us, 2.0 * M * N * K / us / 1e6);
+  std::printf("time gemm_cutlass %s int%d g128 M=%ld N=%ld K=%ld tile %d split %d: %.2f us, %.0f TFLOP/s (group "
+              "terms and the split's reduction included)\n",
+              bf16 ? "bf16" : "fp16", bits, (long)M, (long)N, (long)K, tile, split, us, 2.0 * M * N * K / us / 1e6);
   return 0;
 }
 
@@ -257,15 +262,16 @@ int main(int argc, char** argv) {
                  128, true, std::atoi(argv[5]), std::atoi(argv[6]), one_rng, !(argc > 7 && std::string(argv[7]) == "fresh"))
                ? 0 : 1;
   }
-  // --time M N K [fp16|bf16 [TILE SPLIT]]: the kernel alone (TILE -1 or none: the plan's choice)
+  // --time M N K [fp16|bf16 [TILE SPLIT [BITS]]]: the kernel alone (TILE -1 or none: the plan's choice; BITS 4
+  // (default) or 8)
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
-                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1);
+                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, argc > 8 ? std::atoi(argv[8]) : 4);
   std::mt19937_64 rng(2026);
   bool ok = true;
   int cases = 0;
   for (bool bf16 : {false, true})
-    for (WFormat wf : {WFormat::kInt4, WFormat::kUInt4})
+    for (WFormat wf : {WFormat::kInt4, WFormat::kUInt4, WFormat::kInt8, WFormat::kUInt8})
       for (ScaleMode mode : {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale,
                              ScaleMode::kQuantized})
         for (int64_t gs : {int64_t(64), int64_t(128), int64_t(-1)}) {
@@ -285,6 +291,9 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 128, 4096, 4096, 128, true, 1, 4, rng), ++cases;
   ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 256, 2048, 3584, 3584, false, 0, 7, rng), ++cases;
   ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, false, 100, 1024, 4096, 512, true, 1, 8, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kScale, true, 128, 4096, 4096, 4096, false, 1, 4, rng), ++cases;
+  ok &= check(WFormat::kUInt8, ScaleMode::kQuantized, true, 96, 2048, 2048, 128, true, 0, 2, rng), ++cases;
   std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
   return ok ? 0 : 1;
 }

@@ -75,12 +75,15 @@ SPECS = [
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
     ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, GEMM, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
-    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, K split 8 / 4 / 1, zeros modes, both dtypes
+    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, K split 8 / 4 / 1, zeros modes, both dtypes, 4- and
+    # 8-bit codes
     ("int4", "original", 128, "float16", "float32", 300, 272, 1024, {}, 0),
     ("int4", "scale", 128, "float16", "float32", 128, 4096, 4096, {}, 0),
     ("uint4", "rescale", -1, "bfloat16", "float32", 96, 1024, 2048, {}, 0),
     ("int4", "none", -1, "bfloat16", "float32", 200, 8192, 1024, {}, 0),
     ("uint4", "quantized", 64, "bfloat16", "float32", 1000, 4096, 1024, {}, 0),
+    ("int8", "scale", 128, "float16", "float32", 128, 4096, 2048, {}, 0),
+    ("uint8", "original", 64, "bfloat16", "float32", 300, 1024, 1024, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
     ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
     ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),

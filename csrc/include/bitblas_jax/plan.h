@@ -286,14 +286,28 @@ constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
 
-// What gemm_cutlass computes: 4-bit integer weights (int4's offset-binary codes read as unsigned, the
-// offset folded into the group terms), 16-bit activations with output of the same type and float32
-// accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16 rows.
+// What gemm_cutlass computes: 4- and 8-bit integer weights, 16-bit activations with output of the same type and
+// float32 accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16
+// rows. Its conversion turns a stored code b into b (4-bit) or b - 128 (8-bit: centered, csrc/cuda/
+// cutlass_u8_convert.h), and the group terms (gemm_cutlass.cu) add what makes the mode's value: value = that
+// code - gemm_cutlass_value_offset.
+constexpr bool gemm_cutlass_format(WFormat w_format) {
+  return w_format == WFormat::kInt4 || w_format == WFormat::kUInt4 || w_format == WFormat::kInt8 ||
+         w_format == WFormat::kUInt8;
+}
 constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N,
                                   int64_t K) {
-  return (w_format == WFormat::kInt4 || w_format == WFormat::kUInt4) && out_is_act && accum_f32 && K > 0 &&
-         K % kCutlassStageK == 0 && N % kTileRows == 0 && group_size > 0 && K % group_size == 0 &&
+  return gemm_cutlass_format(w_format) && out_is_act && accum_f32 && K > 0 && K % kCutlassStageK == 0 &&
+         N % kTileRows == 0 && group_size > 0 && K % group_size == 0 &&
          (group_size % kCutlassStageK == 0 || group_size == K);
+}
+// The code gemm_cutlass's conversion yields from a stored code b (b for 4-bit, b - 128 for 8-bit).
+constexpr int gemm_cutlass_code_offset(WFormat w_format) { return format_bits(w_format) == 8 ? 128 : 0; }
+// value = conversion's code - this: the stored code's offset (2^(bits-1) for offset-binary int formats, 0 for
+// uint) less the conversion's (int4 8, uint4 0, int8 0, uint8 -128).
+constexpr int gemm_cutlass_value_offset(WFormat w_format) {
+  const bool offset_binary = w_format == WFormat::kInt4 || w_format == WFormat::kInt8;
+  return (offset_binary ? 1 << (format_bits(w_format) - 1) : 0) - gemm_cutlass_code_offset(w_format);
 }
 
 // The group gemm_cutlass's terms come in, K split `split` ways: the mode's group, or one per row of each
