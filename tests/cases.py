@@ -134,7 +134,8 @@ def error_bound(case: Case, A=None) -> np.ndarray:
 def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
     """code * s per weight [N, K] (float64; s = 1 in mode none; code: gemm_cutlass's conversion's) where
     gemm_cutlass may run the call: this install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h
-    gemm_cutlass_takes the call, and A has at least gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other kernels' bound stays as sharp as it was."""
+    gemm_cutlass_takes the call, and A has at least gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other
+    kernels' bound stays as sharp as it was."""
     from bitblas_jax import _bitblas_plan, gpu_plan
     c = case.cfg
     fmt = formats.get_format(c.W_dtype)
@@ -150,6 +151,36 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
     if c.mode == "none":
         return codes
     return codes * np.repeat(np.asarray(case.scale, np.float64), group, axis=1)
+
+
+def gemm_cutlass_weights(case: Case, A) -> list[np.ndarray]:
+    """The weight [N, K] as gemm_cutlass dequantizes it, where it may run the call (gemm_cutlass_codes_scaled;
+    [] elsewhere): w = code * S + Z in A's dtype, S = s (1 in mode none), Z the mode's group term as its
+    kernel writes it (float32, then A's dtype: csrc/cuda/gemm_cutlass.cu), value = code - the value offset
+    (plan::gemm_cutlass_value_offset: the stored code's offset less the conversion's). Two of them: the
+    multiply-add fused (one rounding, as CUTLASS's conversion compiles to HFMA2) and rounded twice. A weight
+    the reference holds at zero can be nonzero in both (inf * 0 becomes inf): check_nonfinite takes them."""
+    codes_s = gemm_cutlass_codes_scaled(case, A)
+    if codes_s is None:
+        return []
+    from bitblas_jax import _bitblas_plan
+    c = case.cfg
+    fmt = formats.get_format(c.W_dtype)
+    adt = formats.NUMPY_DTYPES[c.A_dtype]
+    val_off = np.float32(-fmt.value_range[0] - _bitblas_plan.gemm_cutlass_code_offset(w_format=fmt.id))
+    g = c.K if c.group_size == -1 or c.mode == "none" else c.group_size
+    rep = lambda x: np.repeat(np.asarray(x).astype(np.float32), g, axis=1)  # noqa: E731
+    s = np.ones_like(codes_s, np.float32) if c.mode == "none" else rep(case.scale)
+    if c.mode in ("original", "quantized"):
+        Z = -(val_off + rep(case.zeros)) * s
+    elif c.mode == "rescale":
+        Z = -val_off * s - rep(case.zeros)
+    else:
+        Z = -val_off * s
+    Z = Z.astype(adt).astype(np.float64)
+    fused = (codes_s + Z).astype(adt).astype(np.float64)          # code * s exact in float64, one rounding
+    twice = (codes_s.astype(adt).astype(np.float64) + Z).astype(adt).astype(np.float64)
+    return [fused, twice]
 
 
 def zero_point_products(case: Case) -> np.ndarray | None:
@@ -221,25 +252,29 @@ def check_nonfinite(case: Case, out, A=None, inf_may_be_nan: bool = False) -> No
     """For inputs holding NaN / inf: NaN exactly where the float64 reference has NaN, the reference's
     +-inf where it has inf (or NaN there with inf_may_be_nan: zero points applied through activation
     sums turn inf - inf into NaN), and the output columns the reference keeps finite within the
-    bound of `check`. Where the kernels' weight rounding (kernel_weight) makes a weight the reference
-    holds at zero nonzero or the reverse, either non-finite output is taken."""
+    bound of `check`. Where a kernel's own weight rounding (kernel_weight; gemm_cutlass_weights where
+    gemm_cutlass may run) makes a weight the reference holds at zero nonzero or the reverse, the
+    non-finite output of any of those weights is taken."""
     out = np.asarray(out)
     assert out.dtype == formats.NUMPY_DTYPES[case.cfg.out_dtype], out.dtype
     got = out.astype(np.float64)
+    A_ = case.A if A is None else A
     with np.errstate(invalid="ignore"):     # inf - inf in the reference is the point
         ref = case.ref(A)
         assert got.shape == ref.shape, (got.shape, ref.shape)
-        # the non-finite outputs of the kernels' own weight rounding (kernel_weight) are as good
-        alt = reference.matmul(case.A if A is None else A, kernel_weight(case), case.bias)
-        nan_ref, nan_alt = np.isnan(ref), np.isnan(alt)
-        both_nan, one_nan = nan_ref & nan_alt, nan_ref ^ nan_alt
-        assert np.all(np.isnan(got[both_nan])), f"{np.sum(~np.isnan(got[both_nan]))} NaN outputs missing"
-        other = np.where(nan_ref, alt, ref)         # inf * 0 under one weight, inf under the other
-        one_ok = np.isnan(got[one_nan]) | (got[one_nan] == other[one_nan])
-        assert one_ok.all(), f"{np.sum(~one_ok)} outputs neither weight rounding gives"
-        finite = np.isfinite(ref) & np.isfinite(alt)
+        # the non-finite outputs of the kernels' own weight roundings are as good
+        alts = [reference.matmul(A_, w, case.bias) for w in [kernel_weight(case)] + gemm_cutlass_weights(case, A_)]
+        nan_ref, nan_alts = np.isnan(ref), [np.isnan(a) for a in alts]
+        all_nan = nan_ref & np.logical_and.reduce(nan_alts)
+        some_nan = (nan_ref | np.logical_or.reduce(nan_alts)) & ~all_nan
+        assert np.all(np.isnan(got[all_nan])), f"{np.sum(~np.isnan(got[all_nan]))} NaN outputs missing"
+        # inf * 0 under one weight, inf under another: NaN or one of their infinities
+        given = np.logical_or.reduce([got == r for r in [ref] + alts])
+        some_ok = np.isnan(got[some_nan]) | given[some_nan]
+        assert some_ok.all(), f"{np.sum(~some_ok)} outputs no weight rounding gives"
+        finite = np.isfinite(ref) & np.logical_and.reduce([np.isfinite(a) for a in alts])
         assert not np.isnan(got[finite]).any(), "NaN where the reference is finite"
-        inf_ref = np.isinf(ref) & ~nan_alt
+        inf_ref = np.isinf(ref) & ~np.logical_or.reduce(nan_alts)
         same_inf = got[inf_ref] == ref[inf_ref]
         if inf_may_be_nan:
             same_inf |= np.isnan(got[inf_ref])

@@ -53,3 +53,24 @@ def test_bound_takes_the_kernels_zero_point_rounding(index, monkeypatch):
     monkeypatch.setattr(cases, "kernel_weight", lambda c: c.wd())
     with pytest.raises(AssertionError):
         fuzz.check_result(fc, case, out)
+
+
+def test_nonfinite_takes_gemm_cutlass_weight(monkeypatch):
+    """Seed 20261206 case 3512 (uint8 quantized, inf in A; gemm_cutlass on an H100 gave inf where the
+    reference has inf * 0 = NaN): gemm_cutlass's fused code * S + Z leaves weights the reference holds at zero
+    nonzero, so check_nonfinite takes its weight's outputs (cases.gemm_cutlass_weights), and fails them
+    without."""
+    import numpy as np
+
+    from bitblas_jax import formats, reference
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "1")       # where gemm_cutlass may run the call
+    fc = fuzz.draw(20261206, 3512, "gpu", True)
+    case = fuzz.build(fc)
+    fused = cases.gemm_cutlass_weights(case, case.A)[0]
+    assert np.any((case.wd() == 0) & (fused != 0))
+    with np.errstate(invalid="ignore"):
+        out = reference.matmul(case.A, fused, case.bias).astype(formats.NUMPY_DTYPES[fc.out])
+    fuzz.check_result(fc, case, out)
+    monkeypatch.setattr(cases, "gemm_cutlass_weights", lambda c, a: [])
+    with pytest.raises(AssertionError, match="NaN outputs missing"):
+        fuzz.check_result(fc, case, out)

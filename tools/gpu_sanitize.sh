@@ -8,12 +8,19 @@
 #   SANITIZE_TOOLS="memcheck racecheck" bash tools/gpu_sanitize.sh
 #   PARALLEL=0 bash tools/gpu_sanitize.sh             # one tool after the other
 #   SANITIZE_CASE_ARGS="--only 3,21" bash tools/gpu_sanitize.sh     # a subset of the cases
+#   CUTLASS_SELFTEST=build/selftest/gemm_cutlass_selftest bash tools/gpu_sanitize.sh   # + the split reduction
+#                                                                  # under initcheck (see below)
 # Needs the package installed with its CUDA kernels (gpu_check.sh's build step) and torch for the
 # shim's cases. Logs go to $OUT (default ./gpu_sanitize_out). The last lines are a PASS / FAIL table;
 # exit status 1 on any finding, failed case or missed coverage.
 # racecheck and synccheck (shared memory, barriers) instrument only the bitblas_jax kernels
 # (SANITIZE_KERNEL_FILTER; set it empty to instrument XLA's and cuBLAS's too); memcheck and initcheck
 # instrument every kernel (initcheck must see XLA's writes, or our reads of them look uninitialized).
+# initcheck runs gemm_cutlass unsplit (BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT=1): it does not count TMA bulk
+# stores as writes, so the split-K reduction's reads of the partials the CUTLASS epilogue stored look
+# uninitialized to it (`gemm_cutlass_selftest --one 128 2048 4096 1 1 fresh` under initcheck: every element
+# of C reported, C right). The reduction itself runs under initcheck in `gemm_cutlass_selftest --one 128 2048
+# 4096 1 4` (partials poisoned by a host copy first, so initcheck sees them written), below.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_sanitize_out}; mkdir -p "$OUT"
@@ -36,14 +43,20 @@ RESULT[plain]="rc=$? ($((SECONDS - t0)) s): $(grep -E '^(PASS|FAIL) sanitize cas
 sed -n '/^coverage:/,$p' "$OUT/plain.log"
 
 run_tool() {
-  local tool=$1 extra=()
+  local tool=$1 extra=() env=()
   case $tool in
     racecheck|synccheck) [ -n "$FILTER" ] && read -r -a extra <<<"$FILTER" ;;
+    initcheck) env=(BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT=1) ;;
   esac
   local t0=$SECONDS
-  timeout "$TIMEOUT" compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 \
+  env "${env[@]}" timeout "$TIMEOUT" compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 \
     --target-processes all "${CASES[@]}" >"$OUT/$tool.log" 2>&1
-  echo "$? $((SECONDS - t0))" >"$OUT/$tool.rc"
+  local rc=$?
+  if [ "$tool" = initcheck ] && [ -n "${CUTLASS_SELFTEST:-}" ]; then   # the split-K reduction under initcheck
+    timeout 120 compute-sanitizer --tool initcheck --error-exitcode 9 "$CUTLASS_SELFTEST" --one 128 2048 4096 1 4 \
+      >>"$OUT/$tool.log" 2>&1 || rc=9
+  fi
+  echo "$rc $((SECONDS - t0))" >"$OUT/$tool.rc"
 }
 
 if [ "${PARALLEL:-1}" = 1 ]; then
