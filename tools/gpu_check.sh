@@ -60,7 +60,10 @@ if has tests; then
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 fi
 if has sanitize; then  # memcheck, racecheck, synccheck, initcheck over every kernel (tools/gpu_sanitize.sh)
-  OUT="$OUT/sanitize" bash tools/gpu_sanitize.sh >"$OUT/sanitize.log" 2>&1
+  # the gemm_cutlass self-test (step selftest builds it) adds the split reduction under initcheck
+  sel=build/selftest/gemm_cutlass_selftest
+  CUTLASS_SELFTEST=$([ -x "$sel" ] && echo "$PWD/$sel") OUT="$OUT/sanitize" bash tools/gpu_sanitize.sh \
+    >"$OUT/sanitize.log" 2>&1
   RESULT[sanitize]="rc=$?: $(tail -1 "$OUT/sanitize.log")"
   sed -n '/^== gpu_sanitize summary/,$p' "$OUT/sanitize.log"
 fi
