@@ -73,7 +73,7 @@ SPECS = [
     ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, GEMM, 0),
     ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, GEMM, 0),
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
-    ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, GEMM, 4),
+    ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, WGMMA, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
     # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, K split 8 / 4 / 1, zeros modes, both dtypes, 4- and
     # 8-bit codes
