@@ -145,9 +145,7 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
                                              accum_f32=c.accum_dtype == "float32", group_size=group, N=c.N, K=c.K)
     if not (takes and M >= gpu_plan.GEMM_CUTLASS_MIN_M and gpu_plan.gemm_cutlass_runs()):
         return None
-    # the stored code (int formats' offset binary: v + 2^(bits-1)) less what the conversion subtracts (8-bit: 128)
-    codes = (np.asarray(case.values, np.float64) - fmt.value_range[0]
-             - _bitblas_plan.gemm_cutlass_code_offset(w_format=fmt.id))
+    codes = np.asarray(case.values, np.float64) + _bitblas_plan.gemm_cutlass_value_offset(w_format=fmt.id)
     if c.mode == "none":
         return codes
     return codes * np.repeat(np.asarray(case.scale, np.float64), group, axis=1)
@@ -157,7 +155,7 @@ def gemm_cutlass_weights(case: Case, A) -> list[np.ndarray]:
     """The weight [N, K] as gemm_cutlass dequantizes it, where it may run the call (gemm_cutlass_codes_scaled;
     [] elsewhere): w = code * S + Z in A's dtype, S = s (1 in mode none), Z the mode's group term as its
     kernel writes it (float32, then A's dtype: csrc/cuda/gemm_cutlass.cu), value = code - the value offset
-    (plan::gemm_cutlass_value_offset: the stored code's offset less the conversion's). Two of them: the
+    (plan::gemm_cutlass_value_offset). Two of them: the
     multiply-add fused (one rounding, as CUTLASS's conversion compiles to HFMA2) and rounded twice. A weight
     the reference holds at zero can be nonzero in both (inf * 0 becomes inf): check_nonfinite takes them."""
     codes_s = gemm_cutlass_codes_scaled(case, A)
@@ -167,7 +165,7 @@ def gemm_cutlass_weights(case: Case, A) -> list[np.ndarray]:
     c = case.cfg
     fmt = formats.get_format(c.W_dtype)
     adt = formats.NUMPY_DTYPES[c.A_dtype]
-    val_off = np.float32(-fmt.value_range[0] - _bitblas_plan.gemm_cutlass_code_offset(w_format=fmt.id))
+    val_off = np.float32(_bitblas_plan.gemm_cutlass_value_offset(w_format=fmt.id))
     g = c.K if c.group_size == -1 or c.mode == "none" else c.group_size
     rep = lambda x: np.repeat(np.asarray(x).astype(np.float32), g, axis=1)  # noqa: E731
     s = np.ones_like(codes_s, np.float32) if c.mode == "none" else rep(case.scale)

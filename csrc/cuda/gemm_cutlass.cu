@@ -55,10 +55,9 @@ std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T*
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((a.N * groups + threads - 1) / threads, 4096));
   const float val_off = static_cast<float>(plan::gemm_cutlass_value_offset(a.w_format));
-  const bool zeros_signed = a.w_format == WFormat::kInt4 || a.w_format == WFormat::kInt8;  // int8 quantized zeros
   group_terms_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(a.scale), a.zeros,
-                                                        static_cast<int>(a.mode), zeros_signed, val_off, a.N, groups,
-                                                        src_groups, S, Z);
+                                                        static_cast<int>(a.mode), format_is_signed_int(a.w_format),
+                                                        val_off, a.N, groups, src_groups, S, Z);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
     return std::string("CUDA error in gemm_cutlass's group terms: ") + cudaGetErrorString(e);
   return "";
@@ -137,8 +136,8 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
-    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 weights, output in the activations' dtype, float32 accumulation, "
-           "K and group_size multiples of 64 (or group_size K), N a multiple of 16";
+    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 weights, output in the activations' dtype, float32 "
+           "accumulation, K and group_size multiples of 64 (or group_size K), N a multiple of 16";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
   if (a.mode != ScaleMode::kNone && !a.scale) return "gemm_cutlass: this mode needs scale";

@@ -113,13 +113,14 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       py::arg("w_format"), py::arg("out_is_act"), py::arg("accum_f32"), py::arg("group_size"), py::arg("N"),
       py::arg("K"), "What gemm_cutlass computes (plan::gemm_cutlass_takes; group_size resolved: K for one per row).");
   m.def(
-      "gemm_cutlass_code_offset",
+      "gemm_cutlass_value_offset",
       [](int w_format) {
         if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
-        return bp::gemm_cutlass_code_offset(static_cast<bitblas_jax::WFormat>(w_format));
+        return bp::gemm_cutlass_value_offset(static_cast<bitblas_jax::WFormat>(w_format));
       },
       py::arg("w_format"),
-      "What gemm_cutlass's conversion subtracts from a stored code (plan::gemm_cutlass_code_offset: 128 for 8-bit).");
+      "gemm_cutlass's code as converted = value + this (plan::gemm_cutlass_value_offset: int4 8, uint4 0, int8 0, "
+      "uint8 -128).");
   m.attr("GEMM_CUTLASS_MAX_SPLIT") = bp::kCutlassMaxSplit;
   m.def(
       "gemm_cutlass_choice",

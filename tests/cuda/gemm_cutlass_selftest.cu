@@ -78,10 +78,9 @@ __global__ void read_back_kernel(const uint16_t* C, int64_t count, unsigned* sum
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
            int split, std::mt19937_64& rng, bool poison = true) {
   const int bits = format_bits(wf);
-  const bool is_signed = wf == WFormat::kInt4 || wf == WFormat::kInt8;
+  const bool is_signed = format_is_signed_int(wf);
   const int levels = 1 << bits, stored_off = is_signed ? levels / 2 : 0;  // value = stored code - stored_off
-  const int conv_off = plan::gemm_cutlass_code_offset(wf);                  // conversion's code = stored - conv_off
-  const double val_off = plan::gemm_cutlass_value_offset(wf);               // value = conversion's code - val_off
+  const int val_off = plan::gemm_cutlass_value_offset(wf);                  // value = conversion's code - val_off
   const int64_t G = K / gs;
   const double u = bf16 ? 0x1p-8 : 0x1p-11;
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
@@ -160,7 +159,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
         const int64_t g = n * G + k / gs;
         const double s = mode == ScaleMode::kNone ? 1.0 : Sf[g];
         const int v = value[n * K + k];
-        const int code = v + stored_off - conv_off;
+        const int code = v + val_off;
         double w = v * s, z = -val_off * s;
         if (mode == ScaleMode::kOriginal) w = (v - Zf[g]) * s, z = -(Zf[g] + val_off) * s;
         if (mode == ScaleMode::kRescale) w = v * s - Zf[g], z = -val_off * s - Zf[g];

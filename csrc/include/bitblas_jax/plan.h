@@ -303,11 +303,10 @@ constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_
 }
 // The code gemm_cutlass's conversion yields from a stored code b (b for 4-bit, b - 128 for 8-bit).
 constexpr int gemm_cutlass_code_offset(WFormat w_format) { return format_bits(w_format) == 8 ? 128 : 0; }
-// value = conversion's code - this: the stored code's offset (2^(bits-1) for offset-binary int formats, 0 for
-// uint) less the conversion's (int4 8, uint4 0, int8 0, uint8 -128).
+// value = conversion's code - this: the stored code's offset (2^(bits-1) for the signed int formats, stored
+// offset binary; 0 for uint) less the conversion's (int4 8, uint4 0, int8 0, uint8 -128).
 constexpr int gemm_cutlass_value_offset(WFormat w_format) {
-  const bool offset_binary = w_format == WFormat::kInt4 || w_format == WFormat::kInt8;
-  return (offset_binary ? 1 << (format_bits(w_format) - 1) : 0) - gemm_cutlass_code_offset(w_format);
+  return (format_is_signed_int(w_format) ? 1 << (format_bits(w_format) - 1) : 0) - gemm_cutlass_code_offset(w_format);
 }
 
 // The group gemm_cutlass's terms come in, K split `split` ways: the mode's group, or one per row of each
