@@ -352,7 +352,7 @@ def plan_name(cfg, M: int) -> str:
     if jax.default_backend() != "gpu":
         return "cpu"
     try:
-        from bitblas_jax.gpu_plan import plan_cuda, quantized_activation_kernel
+        from bitblas_jax.gpu_plan import plan_cuda, quantized_activation_kernel, stream_k
         if cfg.quantized_activations:
             return quantized_activation_kernel(cfg.A_dtype, cfg.W_dtype, cfg.mode, cfg.resolved_group_size, M, cfg.K)
         p = plan_cuda(M, cfg.N, cfg.K, cfg.W_dtype, cfg.A_dtype, cfg.accum_dtype, cfg.out_dtype, cfg.mode,
@@ -361,7 +361,8 @@ def plan_name(cfg, M: int) -> str:
         return f"? ({type(e).__name__})"
     if p.kernel == "dequantize_then_dot":
         return p.kernel
-    return f"{p.kernel} t{p.tile}" + (f" sk{p.split_k}" if p.split_k > 1 else "")
+    return (f"{p.kernel} t{p.tile}" + (f" sk{p.split_k}" if p.split_k > 1 else "")
+            + (" stream-K" if stream_k(p) else ""))
 
 
 def _values(weights: Weights, fmt, N, K):

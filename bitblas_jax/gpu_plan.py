@@ -12,7 +12,8 @@ The kernels, by mechanism (docs/KERNELS.md):
   gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 weights from M = 65: CUTLASS's mixed-input
                        collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight;
                        where its tiles fill a fraction of a wave, K split into CUTLASS's batch mode and
-                       the float32 partials added in order
+                       the float32 partials added in order; where they fill a wave and a bit, CUTLASS's
+                       stream-K scheduler deals the last waves' stages evenly to the SMs
   dequantize_then_dot  large M under JAX: the dequantize kernel writes the 16-bit weight, XLA's dot
                        (cuBLAS) multiplies
 
@@ -78,6 +79,7 @@ GEMM_CUTLASS_MIN_M = 65
 GEMM_CUTLASS_MAX_M = 4096
 _NO_LIMIT = 1 << 62
 GEMM_CUTLASS_MAX_SPLIT = int(_bitblas_plan.GEMM_CUTLASS_MAX_SPLIT)   # plan.h kCutlassMaxSplit
+GEMM_CUTLASS_STREAM_K_TILES = tuple(_bitblas_plan.GEMM_CUTLASS_STREAM_K_TILES)   # ... kCutlassTiles' stream_k
 
 class CudaPlan(NamedTuple):
     kernel: str            # one of KERNELS
@@ -338,3 +340,8 @@ def quantized_activation_kernel(A_dtype: str, W_dtype: str, mode: str, group_siz
 def tile_dims(plan: CudaPlan) -> tuple[int, int]:
     """GEMM tiles: (weight rows, activation rows); decode: (n8 blocks, tiles per warp and chunk)."""
     return tuple(_bitblas_plan.tile_dims(plan.kernel, plan.tile))
+
+
+def stream_k(plan: CudaPlan) -> bool:
+    """Whether the plan runs gemm_cutlass on a stream-K tile (CUTLASS's stream-K scheduler)."""
+    return plan.kernel == "gemm_cutlass" and plan.tile in GEMM_CUTLASS_STREAM_K_TILES

@@ -477,7 +477,7 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
         terms_group = K // p.split_k if mode == "none" or g == K else g
         if p.kernel != "gemm_cutlass":
             terms_group = K if mode == "none" else g
-        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.split_k, M, N, K, terms_group)
+        assert p.workspace_bytes == _bitblas_plan.workspace_bytes(p.kernel, p.tile, p.split_k, M, N, K, terms_group)
         if p.kernel != "dequantize_then_dot" and p.kernel != "decode_splitk":
             gp.tile_dims(p)   # raises for a tile the kernel does not have
         if p.kernel == "decode":

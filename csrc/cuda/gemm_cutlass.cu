@@ -99,15 +99,15 @@ std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile
                            cudaStream_t stream) {
   const int64_t terms = (a.K / a.group_size) * a.N;
   T* S = reinterpret_cast<T*>(ws);
-  float* partials = reinterpret_cast<float*>(ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size));
+  uint8_t* scratch = ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size);  // partials / stream-K's
   if (std::string err = write_group_terms(call, a.group_size, S, S + terms, stream); !err.empty()) return err;
   const bool w8 = format_bits(a.w_format) == 8;
   std::string err =
       std::is_same_v<T, __half>
-          ? (w8 ? run_gemm_cutlass_w8_f16 : run_gemm_cutlass_w4_f16)(a, tile, split, S, S + terms, partials, stream)
-          : (w8 ? run_gemm_cutlass_w8_bf16 : run_gemm_cutlass_w4_bf16)(a, tile, split, S, S + terms, partials, stream);
+          ? (w8 ? run_gemm_cutlass_w8_f16 : run_gemm_cutlass_w4_f16)(a, tile, split, S, S + terms, scratch, stream)
+          : (w8 ? run_gemm_cutlass_w8_bf16 : run_gemm_cutlass_w4_bf16)(a, tile, split, S, S + terms, scratch, stream);
   if (!err.empty() || split == 1) return err;
-  return reduce_split<T>(a, split, partials, stream);
+  return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);
 }
 
 }  // namespace
@@ -126,8 +126,8 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, tile, split_k))
     return "gemm_cutlass: tile " + std::to_string(tile) + " with split_k " + std::to_string(split_k) +
            ": K = " + std::to_string(call.K) + " must cut into parts of whole 64-k stages and whole groups (at most " +
-           std::to_string(plan::kCutlassMaxSplit) + "), and only tiles of at most " +
-           std::to_string(plan::kCutlassMaxSplitRows) + " rows split";
+           std::to_string(plan::kCutlassMaxSplit) + "), and only persistent tiles of at most " +
+           std::to_string(plan::kCutlassMaxSplitRows) + " rows split (stream-K tiles share K their own way)";
   const int split = static_cast<int>(split_k);  // at most kCutlassMaxSplit
   // the call with the group its terms come in (one per row of each part where the mode has no scales): what
   // the plan sized
@@ -143,7 +143,7 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (a.mode != ScaleMode::kNone && !a.scale) return "gemm_cutlass: this mode needs scale";
   if (a.mode >= ScaleMode::kOriginal && !a.zeros) return "gemm_cutlass: this mode needs zeros";
   if (!a.A || !a.W || !a.C || !workspace) return "gemm_cutlass: A, W, C and the workspace must not be null";
-  if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.M, a.N, a.K, a.group_size, split)))
+  if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.M, a.N, a.K, a.group_size, tile, split)))
     return "gemm_cutlass: workspace too small";
   for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C), a.bias,
                         static_cast<const void*>(workspace)})
@@ -155,7 +155,7 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
 
 #ifndef BITBLAS_JAX_CUTLASS
 #define BBJ_NO_CUTLASS(name)                                                                          \
-  std::string name(const MatmulArgs&, int, int, const void*, const void*, float*, cudaStream_t) {   \
+  std::string name(const MatmulArgs&, int, int, const void*, const void*, void*, cudaStream_t) {    \
     return "gemm_cutlass: built without CUTLASS";                                                    \
   }
 BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16)

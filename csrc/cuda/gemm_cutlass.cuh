@@ -2,6 +2,7 @@
 // inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu only.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include "bitblas_jax/kernel_api.h"
@@ -43,7 +44,8 @@ using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
                                    cutlass::epilogue::fusion::LinearCombination<float, float, float, float>,
                                    cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
 
-template <class T, int BITS, int ROWS, class Out>
+// STREAM_K: CUTLASS's stream-K scheduler (plan.h: the stream_k tiles), else its persistent one.
+template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
 struct CutlassGemm {
   static constexpr int kAlign = 8;                      // 16 bytes of T
   static constexpr int kAlignOut = 16 / sizeof(Out);    // 16 bytes of the output
@@ -59,16 +61,19 @@ struct CutlassGemm {
       kWeightAlign, T, LayoutAct, kAlign, float, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Scheduler = cute::conditional_t<STREAM_K, cutlass::gemm::StreamKScheduler, void>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
 // One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
 // layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
-// S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part).
-template <class T, int BITS, int ROWS, class Out>
-std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, cudaStream_t stream) {
-  using G = typename CutlassGemm<T, BITS, ROWS, Out>::Gemm;
+// S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part). STREAM_K (split 1):
+// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream).
+template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
+std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, cudaStream_t stream,
+                void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
+  using G = typename CutlassGemm<T, BITS, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
   const int part = K / split;
@@ -102,12 +107,26 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
   args.epilogue.dD = cutlass::make_cute_packed_stride(typename GK::StrideD{}, make_shape(N, M, split));
   args.hw_info.device_id = device;
   args.hw_info.sm_count = sms;
+  void* ws = nullptr;
+  if constexpr (STREAM_K) {
+    // the partly filled last waves' stages dealt evenly to the SMs, the shared tiles added in k order (the same
+    // sum every run)
+    using Decomposition = typename GK::TileScheduler::DecompositionMode;
+    using Reduction = typename GK::TileScheduler::ReductionMode;
+    args.scheduler.decomposition_mode = Decomposition::StreamK;
+    args.scheduler.reduction_mode = Reduction::Deterministic;
+    args.hw_info.sm_count = std::min(sms, plan::kCutlassStreamKMaxCtas);  // what the plan's workspace holds
+    ws = stream_k_ws;
+  }
 
   G gemm;
   if (cutlass::Status st = gemm.can_implement(args); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: CUTLASS cannot run this problem: ") + cutlass::cutlassGetStatusString(st);
-  if (G::get_workspace_size(args) != 0) return "gemm_cutlass: CUTLASS asked for a workspace (persistent tiles take none)";
-  if (cutlass::Status st = gemm.initialize(args, nullptr, stream); st != cutlass::Status::kSuccess)
+  const size_t ws_need = G::get_workspace_size(args);
+  if (ws_need > static_cast<size_t>(stream_k_bytes) || (ws_need > 0 && ws == nullptr))
+    return "gemm_cutlass: CUTLASS asked for a workspace of " + std::to_string(ws_need) + " bytes, the plan gave " +
+           std::to_string(STREAM_K ? stream_k_bytes : 0) + " (plan.h gemm_cutlass_stream_k_bytes)";
+  if (cutlass::Status st = gemm.initialize(args, ws, stream); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: initialize: ") + cutlass::cutlassGetStatusString(st);
   if (cutlass::Status st = gemm.run(stream); st != cutlass::Status::kSuccess) {
     const cudaError_t e = cudaGetLastError();
@@ -116,27 +135,42 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
   return "";
 }
 
-template <class T, int BITS, int ROWS>
-std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, float* partials, cudaStream_t stream) {
-  if (split == 1) return run<T, BITS, ROWS, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
-  if constexpr (ROWS <= plan::kCutlassMaxSplitRows) return run<T, BITS, ROWS, float>(a, split, S, Z, partials, stream);
-  return "gemm_cutlass: the " + std::to_string(ROWS) + "-row tile does not split K";
+// Tile id TILE (plan::kCutlassTiles): split 1 into C; split > 1 (persistent tiles of at most
+// kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile with CUTLASS's workspace there.
+// scratch: the workspace past the group terms.
+template <class T, int BITS, int TILE>
+std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, void* scratch, cudaStream_t stream) {
+  constexpr int kRows = plan::kCutlassTiles[TILE].act_rows;
+  if constexpr (plan::kCutlassTiles[TILE].stream_k) {
+    if (split != 1) return "gemm_cutlass: a stream-K tile does not split K";
+    return run<T, BITS, kRows, T, true>(a, 1, S, Z, static_cast<T*>(a.C), stream, scratch,
+                                        plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE));
+  } else {
+    if (split == 1) return run<T, BITS, kRows, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
+    if constexpr (kRows <= plan::kCutlassMaxSplitRows)
+      return run<T, BITS, kRows, float>(a, split, S, Z, static_cast<float*>(scratch), stream);
+    return "gemm_cutlass: the " + std::to_string(kRows) + "-row tile does not split K";
+  }
 }
 
 }  // namespace gemm_cutlass_detail
 
 // The CUTLASS GEMM of BITS-bit codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
-// split `split` ways: float32 partials [split][M][N] into `partials` (the caller reduces them), else C.
+// split `split` ways: float32 partials [split][M][N] into `scratch` (the caller reduces them), else C (a
+// stream-K tile: CUTLASS's workspace in `scratch`).
 template <class T, int BITS>
-std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, float* partials,
+std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, void* scratch,
                              cudaStream_t stream) {
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
+  static_assert(plan::kNumCutlassTiles == 5, "a case per tile");
   switch (tile) {
-    case 0: return run_tile<T, BITS, plan::kCutlassTiles[0].act_rows>(a, split, s, z, partials, stream);
-    case 1: return run_tile<T, BITS, plan::kCutlassTiles[1].act_rows>(a, split, s, z, partials, stream);
-    case 2: return run_tile<T, BITS, plan::kCutlassTiles[2].act_rows>(a, split, s, z, partials, stream);
+    case 0: return run_tile<T, BITS, 0>(a, split, s, z, scratch, stream);
+    case 1: return run_tile<T, BITS, 1>(a, split, s, z, scratch, stream);
+    case 2: return run_tile<T, BITS, 2>(a, split, s, z, scratch, stream);
+    case 3: return run_tile<T, BITS, 3>(a, split, s, z, scratch, stream);
+    case 4: return run_tile<T, BITS, 4>(a, split, s, z, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }

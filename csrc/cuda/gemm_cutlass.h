@@ -30,10 +30,11 @@ std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, vo
                                 size_t workspace_bytes, cudaStream_t stream);
 
 // The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written, into C (split 1) or into
-// float32 partials [split][M][N], for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations:
+// float32 partials [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's
+// workspace there), for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations:
 // inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu.
-#define BBJ_GEMM_CUTLASS_RUN(name)                                                                      \
-  std::string name(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, float* partials, \
+#define BBJ_GEMM_CUTLASS_RUN(name)                                                                     \
+  std::string name(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, void* scratch, \
                    cudaStream_t stream);
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16)

@@ -21,7 +21,7 @@ namespace bitblas_jax {
 
 // Computes args.C on `stream`. Returns "" on success, else a message; never
 // aborts, never synchronizes, never allocates (CUDA-graph capturable).
-// `workspace` must hold plan::workspace_bytes(kernel, split_k, M, N) bytes; its
+// `workspace` must hold plan::workspace_bytes(kernel, tile, split_k, M, N, K, group) bytes; its
 // content may be anything on entry.
 std::string matmul_cuda(const MatmulArgs& args, plan::Kernel kernel, int tile, int64_t split_k, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream);

@@ -99,10 +99,11 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "The cluster size a launch keeps, given the GPU's CTAs at once with and without clusters.");
   m.def(
       "workspace_bytes",
-      [](const std::string& kernel, int64_t split_k, int64_t M, int64_t N, int64_t K, int64_t group_size) {
-        return bp::workspace_bytes(kernel_by_name(kernel), split_k, M, N, K, group_size);
+      [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int64_t group_size) {
+        return bp::workspace_bytes(kernel_by_name(kernel), tile, split_k, M, N, K, group_size);
       },
-      py::arg("kernel"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K") = 0, py::arg("group_size") = 0);
+      py::arg("kernel"), py::arg("tile"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K") = 0,
+      py::arg("group_size") = 0);
   m.def(
       "gemm_cutlass_takes",
       [](int w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N, int64_t K) {
@@ -122,6 +123,12 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       "gemm_cutlass's code as converted = value + this (plan::gemm_cutlass_value_offset: int4 8, uint4 0, int8 0, "
       "uint8 -128).");
   m.attr("GEMM_CUTLASS_MAX_SPLIT") = bp::kCutlassMaxSplit;
+  {
+    py::list stream_k;
+    for (int t = 0; t < bp::kNumCutlassTiles; ++t)
+      if (bp::kCutlassTiles[t].stream_k) stream_k.append(t);
+    m.attr("GEMM_CUTLASS_STREAM_K_TILES") = py::tuple(stream_k);  // plan.h kCutlassTiles' stream_k
+  }
   m.def(
       "gemm_cutlass_choice",
       [](int64_t M, int64_t N, int64_t K, int mode, int64_t group_size, int num_sms, int64_t max_split) {

@@ -122,7 +122,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
     a.C = c;
   }
   const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(
-      M, N, K, plan::gemm_cutlass_group(static_cast<int>(mode), gs, K, split), split);
+      M, N, K, plan::gemm_cutlass_group(static_cast<int>(mode), gs, K, split), tile, split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
@@ -219,7 +219,7 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
     const plan::CutlassChoice c = plan::gemm_cutlass_choice(M, N, K, static_cast<int>(a.mode), gs, sms);
     tile = c.tile, split = static_cast<int>(c.split);
   }
-  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(M, N, K, gs, split);
+  const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(M, N, K, gs, tile, split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
@@ -277,9 +277,10 @@ int main(int argc, char** argv) {
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
-            // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups)
+            // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups);
+            // the stream-K tiles share these few tiles' 16 stages among up to 8 CTAs
             const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
-            int split = 1 << (cases / 3 % 4);
+            int split = 1 << (cases / plan::kNumCutlassTiles % 4);
             while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, tile, split)) split /= 2;
             ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, tile, split, rng);
           }
@@ -293,6 +294,12 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kScale, true, 128, 4096, 4096, 4096, false, 1, 4, rng), ++cases;
   ok &= check(WFormat::kUInt8, ScaleMode::kQuantized, true, 96, 2048, 2048, 128, true, 0, 2, rng), ++cases;
+  // stream-K on a 132-SM GPU: 288 tiles (a wave whole, 156 tiles shared), 148 tiles (all shared; a wave and a
+  // bit), 32 tiles (each shared by about four CTAs)
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 384, 12288, 1024, 128, true, 3, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kOriginal, true, 260, 9472, 2048, 128, true, 4, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, true, 200, 2048, 4096, 64, false, 3, 1, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 256, 4096, 4096, 4096, true, 4, 1, rng), ++cases;
   std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
   return ok ? 0 : 1;
 }

@@ -257,34 +257,55 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
   return cl > 1 && grid_ctas <= wave_ctas && grid_ctas > cluster_wave_ctas ? 1 : cl;
 }
 
-// ---- gemm_cutlass: tiles and split-K ----------------------------------------------------------------
+// ---- gemm_cutlass: tiles, split-K and stream-K -------------------------------------------------------
 // CUTLASS computes D'[N, M] = W[N, K] x A^T: 128 weight rows per tile, the activation rows by tile id. A
-// persistent grid of one CTA per SM runs the output tiles in ceil(tiles / SMs) waves. Where the tiles fill a
-// fraction of a wave (small layers at M = 128-256: 4096^2 at M = 128 has 32 tiles of 128 x 128 for 132 SMs),
-// K is split into `split` equal parts run as CUTLASS's batch mode: each part writes a float32 partial
-// [split][M][N] into the workspace, and a reduction kernel adds them in split order with the bias (the same
-// sum every run). The (tile, split) pair is chosen by a wave model of the time (gemm_cutlass_choice).
-// Tile throughputs are the H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4
-// g128, M = 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x).
+// persistent grid of one CTA per SM runs the output tiles. Where the tiles do not fill whole waves, two ways
+// share K among the SMs:
+// - split (the persistent tiles of at most kCutlassMaxSplitRows rows): K in `split` equal parts run as
+//   CUTLASS's batch mode, each part's float32 partial [split][M][N] written to the workspace, and a reduction
+//   kernel adding them in split order with the bias (the same sum every run). It suits layers whose tiles fill
+//   a fraction of one wave (4096^2 at M = 128: 32 tiles of 128 x 128 for 132 SMs).
+// - stream-K (the stream_k tiles: CUTLASS's stream-K scheduler, DecompositionMode::StreamK): all but the last
+//   two waves of tiles run whole; the stages of the rest are dealt evenly to the SMs, the CTAs that share a
+//   tile adding their float32 partials in a workspace tile in k order (deterministic), the last one running the
+//   epilogue. It suits layers of a wave and a bit (18944 x 3584 at M = 128: 148 tiles for 132 SMs, 1.12 waves of
+//   work run as two), where split K would double the tiles and the partials' round trip.
+// The (tile, split) pair is chosen by a model of the time (gemm_cutlass_choice). Tile throughputs are the
+// H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128, M = 4096 on five
+// layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x).
 struct CutlassTile {
   int act_rows;
   int speed_pct;
+  bool stream_k;  // run by CUTLASS's stream-K scheduler (else the persistent one)
 };
-constexpr int kNumCutlassTiles = 3;
-constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {{64, 57}, {128, 100}, {256, 121}};
+constexpr int kNumCutlassTiles = 5;
+constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {
+    {64, 57, false}, {128, 100, false}, {256, 121, false}, {128, 100, true}, {256, 121, true}};
 constexpr int kCutlassWeightRows = 128;
 constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the group size are multiples of it
 constexpr int kCutlassMaxSplit = 8;
-constexpr int kCutlassMaxSplitRows = 128;  // K splits with tiles of at most this many activation rows (only these
-                                           // are built with float32 output: a 256-row tile has few tiles anyway)
-// The wave model's constants: a 128 x 128 tile's multiply-adds per ns on one SM (H200: 4096^2 at M = 128, 32
-// such tiles in one wave, took 24.8 us); the partials' round trip (written in float32 by the GEMM's epilogue,
+constexpr int kCutlassMaxSplitRows = 128;  // K splits with persistent tiles of at most this many activation rows
+                                           // (only these are built with float32 output)
+// CUTLASS's stream-K schedule: a CTA sharing a tile runs at least this many stages (its min_iters_per_sk_unit_);
+// it shares the tiles of the last two waves at most, so at most twice as many tiles as CTAs, and its workspace
+// holds a float32 tile and a 32-bit flag per consumer warpgroup (two) for each shared tile, each part rounded
+// to 128 bytes. The launcher runs at most kCutlassStreamKMaxCtas CTAs (the SMs of the largest Hopper GPUs:
+// H100 SXM, H200, GH200), so the workspace the plan sizes holds whatever the GPU.
+constexpr int64_t kCutlassStreamKMinStages = 8;
+constexpr int64_t kCutlassStreamKFlagBytes = 2 * 4;
+constexpr int kCutlassStreamKMaxCtas = 132;
+// The model's constants: a 128 x 128 tile's multiply-adds per ns on one SM (H200: 4096^2 at M = 128, 32 such
+// tiles in one wave, took 24.8 us); the split partials' round trip (written in float32 by the GEMM's epilogue,
 // read by the reduction, the output written once) in bytes per ns, and what a split adds whatever its size
 // (the reduction's launch): H100, kernel alone (gemm_cutlass_selftest --time), 18944 x 3584 at M = 128 split
-// two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us.
+// two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us. Stream-K: the shared tiles' partials
+// (one written and one read per CTA, mostly in L2) in bytes per ns, and its fixed cost (the workspace's flags
+// cleared, CTAs waiting on their turn to add).
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
+constexpr int64_t kCutlassStreamKPartialBytesPerNs = 8000;
+constexpr int64_t kCutlassStreamKFixedNs = 2000;
 
 // What gemm_cutlass computes: 4- and 8-bit integer weights, 16-bit activations with output of the same type and
 // float32 accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16
@@ -316,31 +337,57 @@ constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, in
 }
 
 // Whether tile t runs K split into `split` parts: parts of whole stages, each holding whole groups of the terms,
-// and, split, a tile built with float32 output (at most kCutlassMaxSplitRows activation rows).
+// and, split, a persistent tile built with float32 output (at most kCutlassMaxSplitRows activation rows; a
+// stream-K tile shares K its own way).
 constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
   if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % split != 0) return false;
-  if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) return false;
+  if (split > 1 && (kCutlassTiles[t].act_rows > kCutlassMaxSplitRows || kCutlassTiles[t].stream_k)) return false;
   const int64_t part = K / split, group = gemm_cutlass_group(mode, group_size, K, split);
   return part % kCutlassStageK == 0 && group > 0 && part % group == 0;
 }
 
 // The group terms S and Z ([K / group][N] each, in the activations' 16-bit type; group: gemm_cutlass_group's),
-// then, split K, the float32 partials [split][M][N] (256-byte aligned).
+// then, split K, the float32 partials [split][M][N] (256-byte aligned), or, a stream-K tile, CUTLASS's workspace
+// for as many tiles as it may share (the launcher checks CUTLASS's own count against this).
 constexpr int64_t gemm_cutlass_terms_bytes(int64_t N, int64_t K, int64_t group) {
   return group > 0 ? (2 * (K / group) * N * 2 + 255) / 256 * 256 : 0;
 }
-constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, int64_t group, int64_t split) {
-  return gemm_cutlass_terms_bytes(N, K, group) + (split > 1 ? split * M * N * 4 : 0);
+constexpr int64_t gemm_cutlass_output_tiles(int64_t M, int64_t N, int t) {
+  return ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows);
+}
+constexpr int64_t gemm_cutlass_stream_k_bytes(int64_t M, int64_t N, int t) {
+  const int64_t tiles = min64(gemm_cutlass_output_tiles(M, N, t), 2 * kCutlassStreamKMaxCtas);
+  return ceil_div(tiles * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4, 128) * 128 +
+         ceil_div(tiles * kCutlassStreamKFlagBytes, 128) * 128;
+}
+constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, int64_t group, int t, int64_t split) {
+  const bool stream_k = t >= 0 && t < kNumCutlassTiles && kCutlassTiles[t].stream_k;
+  return gemm_cutlass_terms_bytes(N, K, group) +
+         (stream_k ? gemm_cutlass_stream_k_bytes(M, N, t) : split > 1 ? split * M * N * 4 : 0);
 }
 
-// The wave model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's
-// multiply-adds over K / split, plus the partials' round trip where split.
+// The model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's multiply-adds
+// over K / split, plus the partials' round trip where split. A stream-K tile (split 1) follows CUTLASS's
+// schedule: tiles in whole waves stay whole but for the last two waves, whose stages are dealt evenly to
+// min(SMs, stages / kCutlassStreamKMinStages) CTAs (all whole where the tiles fill whole waves or a tile has
+// at most kCutlassStreamKMinStages stages), plus a partial tile written and read by each of those CTAs.
 constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split, int num_sms) {
-  const int64_t tiles = ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows) * split;
+  const int64_t sms = num_sms > 0 ? num_sms : 1;
+  const int64_t tiles = gemm_cutlass_output_tiles(M, N, t) * split;
   const int64_t wave_ns = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 /
                           (kCutlassTileFlopsPerNs * kCutlassTiles[t].speed_pct);
+  const int64_t stages = K / kCutlassStageK;
+  if (kCutlassTiles[t].stream_k && tiles % min64(sms, kCutlassStreamKMaxCtas) != 0 && stages > kCutlassStreamKMinStages) {
+    const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);
+    const int64_t whole_waves = tiles / grid > 1 ? tiles / grid - 1 : 0;
+    const int64_t shared_stages = (tiles - whole_waves * grid) * stages;
+    const int64_t ctas = min64(grid, max64(1, shared_stages / kCutlassStreamKMinStages));
+    const int64_t partial_bytes = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4 * ctas;
+    return whole_waves * wave_ns + ceil_div(shared_stages, ctas) * wave_ns / stages + kCutlassStreamKFixedNs +
+           partial_bytes / kCutlassStreamKPartialBytesPerNs;
+  }
   const int64_t reduce_ns = split > 1 ? kCutlassSplitFixedNs + (4 * split + 2) * M * N / kCutlassPartialBytesPerNs : 0;
-  return ceil_div(tiles, num_sms > 0 ? num_sms : 1) * wave_ns + reduce_ns;
+  return ceil_div(tiles, sms) * wave_ns + reduce_ns;
 }
 
 struct CutlassChoice {
@@ -348,8 +395,9 @@ struct CutlassChoice {
   int64_t split;
 };
 
-// The (tile, split) the wave model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
-// (gemm_cutlass_split_ok), the least time; ties go to the larger tile, then to fewer splits.
+// The (tile, split) the model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
+// (gemm_cutlass_split_ok) and the stream-K tiles (max_split 1 leaves K whole: none of them), the least time;
+// ties go to the larger persistent tile, then to fewer splits (a stream-K tile only where it is faster).
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit) {
   CutlassChoice best{0, 1};
@@ -357,8 +405,9 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
   for (int64_t split = 1; split <= max_split; ++split) {
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
+      if (kCutlassTiles[t].stream_k && max_split <= 1) continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
-      if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split)) best = {t, split}, best_ns = ns;
+      if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k)) best = {t, split}, best_ns = ns;
     }
   }
   return best;
@@ -369,9 +418,9 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
 // partial sums of every split.
 constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
 // gemm_cutlass's are its group terms and partials instead (K and group, gemm_cutlass_group's, matter only there).
-constexpr int64_t workspace_bytes(Kernel k, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
+constexpr int64_t workspace_bytes(Kernel k, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
                                   int64_t group_size = 0) {
-  return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(M, N, K, group_size, split_k)
+  return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(M, N, K, group_size, tile, split_k)
          : split_k <= 1 || k == Kernel::kDecode || k == Kernel::kDequantizeThenDot
              ? 0
              : counter_bytes(M, N) + split_k * M * N * 4;
@@ -460,7 +509,7 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.stage_k = kCutlassStageK;
       break;
   }
-  p.workspace_bytes = workspace_bytes(p.kernel, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K, p.split_k));
+  p.workspace_bytes = workspace_bytes(p.kernel, p.tile, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K, p.split_k));
   return p;
 }
 
