@@ -41,6 +41,7 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_GEMM_CUTLASS": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"},  # gemm_wgmma where gemm_cutlass runs
     {"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT": "1"},                      # gemm_cutlass without K split
     {"BITBLAS_JAX_NUM_SMS": "16"},                                    # gemm_cutlass's K split more often
+    {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "0"},                       # its batch split where stream-K runs
 )
 WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
 GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)
@@ -252,17 +253,18 @@ def check_result(fc: FuzzCase, case, out) -> None:
 
 def plans(fc: FuzzCase) -> dict:
     """The GPU plan of each path: {"jax": (kernel, split_k), "torch": (kernel, split_k)} (plan_cuda under
-    the case's environment; the torch shim's plan has no XLA dot and sees A's alignment)."""
+    the case's environment; the torch shim's plan has no XLA dot and sees A's alignment; kernel:
+    gpu_plan.kernel_label, which names gemm_cutlass's stream-K tiles apart)."""
     from bitblas_jax import gpu_plan
     args = (fc.M, fc.N, fc.K, fc.fmt, fc.a_dtype, fc.accum, fc.out, fc.mode, fc.K if fc.group == -1 else fc.group)
     out = {}
     with plan_env(fc.env):
         p = gpu_plan.plan_cuda(*args)
-        out["jax"] = (p.kernel, p.split_k)
+        out["jax"] = (gpu_plan.kernel_label(p), p.split_k)
         if fc.a_dtype != "float32":
             itemsize = np.dtype(formats.NUMPY_DTYPES[fc.a_dtype]).itemsize
             p = gpu_plan.plan_cuda(*args, allow_xla_dot=False, a_aligned=fc.torch_offset * itemsize % 16 == 0)
-            out["torch"] = (p.kernel, p.split_k)
+            out["torch"] = (gpu_plan.kernel_label(p), p.split_k)
     return out
 
 

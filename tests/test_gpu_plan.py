@@ -138,7 +138,7 @@ def test_num_sms_follows_the_gpu(monkeypatch):
 
 
 # ---- gemm_cutlass --------------------------------------------------------------------------------------
-def test_gemm_cutlass_rule():
+def test_gemm_cutlass_rule(monkeypatch):
     """On sm_90 with gemm_cutlass built, int4 / uint4 / int8 / uint8 weights with 16-bit output and float32
     accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
     the torch shim), in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
@@ -163,6 +163,8 @@ def test_gemm_cutlass_rule():
     assert plan(256, sm90=False, gemm_cutlass=True).kernel == "dequantize_then_dot"
     assert plan(256, sm90=True, gemm_cutlass=False).kernel == "gemm_wgmma"
     # the workspace: the group terms S and Z ([groups][N] of 2 bytes each), then, K split, the float32 partials
+    # (the persistent tiles: stream-K's below)
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     p = plan(512, N=4096, K=6144, group=128, **cut)
     assert (p.split_k, p.stage_k, p.workspace_bytes) == (1, 64, 2 * 2 * (6144 // 128) * 4096)
     p = plan(256, N=4096, K=6144, group=128, **cut)
@@ -183,6 +185,7 @@ def test_gemm_cutlass_rule():
     (128, 8192, 64), (256, 8192, 128), (512, 8192, 256), (256, 14336, 256)])
 def test_gemm_cutlass_tile_follows_the_waves(M, N, rows, monkeypatch):
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", "1")    # the tiles the H100 measured, K whole
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     p = plan(M, N=N, K=4096, sm90=True, gemm_cutlass=True, sms=132)
     assert p.kernel == "gemm_cutlass" and gp.tile_dims(p) == (128, rows) and p.split_k == 1
 
@@ -195,9 +198,11 @@ def test_gemm_cutlass_tile_follows_the_waves(M, N, rows, monkeypatch):
     # tiles, two waves; split two ways the H100 took 5% longer)
     (512, 4096, 4096, 128, 1), (128, 18944, 3584, 128, 1), (256, 18944, 3584, 128, 1), (128, 29568, 8192, 128, 1), (128, 14336, 3584, 128, 1),
     (1024, 4096, 4096, 256, 1)])
-def test_gemm_cutlass_splits_k_where_the_tiles_fill_part_of_a_wave(M, N, K, rows, split):
-    """plan.h gemm_cutlass_choice: K split into whole parts where one wave of tiles would leave most SMs idle
-    (the small layers at M = 65-256), one part where the tiles already fill whole waves."""
+def test_gemm_cutlass_splits_k_where_the_tiles_fill_part_of_a_wave(M, N, K, rows, split, monkeypatch):
+    """plan.h gemm_cutlass_choice among the persistent tiles: K split into whole parts where one wave of tiles
+    would leave most SMs idle (the small layers at M = 65-256), one part where the tiles already fill whole
+    waves."""
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
     assert p.kernel == "gemm_cutlass" and (gp.tile_dims(p), p.split_k) == ((128, rows), split)
 
@@ -220,6 +225,7 @@ def test_gemm_cutlass_split_parts_are_whole():
 
 
 def test_gemm_cutlass_max_split_env(monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", "2")
     assert plan(128, N=4096, K=4096, sm90=True, gemm_cutlass=True, sms=132).split_k == 2
     for bad in ("0", "9", "x", ""):
@@ -489,6 +495,13 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             assert cutlass and sm90 and accum == "float32" and M >= 65
             assert fmt in ("int4", "uint4", "int8", "uint8")
             partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
+            if gp.stream_k(p):
+                # CUTLASS's stream-K workspace: a float32 tile and two 32-bit flags for each tile it may share
+                # (at most twice its 132 CTAs), each part rounded to 128 bytes
+                rows = gp.tile_dims(p)[1]
+                shared = min(-(-N // 128) * -(-M // rows), 2 * 132)
+                partials = -(-shared * 128 * rows * 4 // 128) * 128 + -(-shared * 8 // 128) * 128
+                assert p.split_k == 1
             assert p.workspace_bytes == -(-4 * (K // terms_group) * N // 256) * 256 + partials
             assert 1 <= p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT and (K // p.split_k) % 64 == 0
         if not xla:

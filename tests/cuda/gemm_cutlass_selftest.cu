@@ -201,8 +201,11 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
   const int64_t gs = 128, G = K / gs;
   const int64_t w_bytes = N * K * bits / 8;
   const int copies = static_cast<int>(std::max<int64_t>(2, (256ll << 20) / w_bytes + 1));
-  std::vector<uint8_t> packed(w_bytes);
-  for (auto& b : packed) b = static_cast<uint8_t>(rng());
+  static std::vector<uint8_t> packed;  // random codes, kept for the next case of the same size (--time-list)
+  if (packed.size() != static_cast<size_t>(w_bytes)) {
+    packed.resize(w_bytes);
+    for (auto& b : packed) b = static_cast<uint8_t>(rng());
+  }
   std::vector<uint16_t> A(M * K, to_bits(0.5f, bf16)), S(N * G, to_bits(0.01f, bf16));
   Dev d;
   std::vector<void*> w(copies);
@@ -223,12 +226,16 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
+  std::string err;
   auto launch = [&](int i) {
     a.W = static_cast<const uint8_t*>(w[i % copies]);
-    const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
-    if (!err.empty()) { std::printf("--time: %s\n", err.c_str()); std::exit(2); }
+    if (err.empty()) err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
   };
   for (int i = 0; i < 2 * copies; ++i) launch(i);
+  if (!err.empty()) {
+    std::printf("--time M=%ld N=%ld K=%ld tile %d split %d: %s\n", (long)M, (long)N, (long)K, tile, split, err.c_str());
+    return 2;
+  }
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));
@@ -263,6 +270,15 @@ int main(int argc, char** argv) {
   }
   // --time M N K [fp16|bf16 [TILE SPLIT [BITS]]]: the kernel alone (TILE -1 or none: the plan's choice; BITS 4
   // (default) or 8)
+  // --time-list: one --time case per line of stdin, "M N K fp16|bf16 TILE SPLIT BITS" (a sweep in one process)
+  if (argc == 2 && std::string(argv[1]) == "--time-list") {
+    long long M, N, K;
+    char dtype[8];
+    int tile, split, bits;
+    while (std::scanf("%lld %lld %lld %7s %d %d %d", &M, &N, &K, dtype, &tile, &split, &bits) == 7)
+      time_case(M, N, K, std::string(dtype) == "bf16", tile, split, bits);
+    return 0;
+  }
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
                      argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, argc > 8 ? std::atoi(argv[8]) : 4);

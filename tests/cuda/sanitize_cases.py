@@ -114,6 +114,9 @@ def missing_coverage(reached: dict, sm90: bool, cutlass: bool = False, cutlass_s
             miss.append(f"{k} with split-K > 1")
         if k == "gemm_cutlass" and 1 not in splits:
             miss.append(f"{k} without split-K")
+    if sm90 and cutlass and cutlass_splits and not any("gemm_cutlass stream-K" in reached.get(p, {})
+                                                        for p in ("jax", "torch")):
+        miss.append("gemm_cutlass stream-K")
     if len(set().union(*(s for ks in reached.values() for s in ks.values()))) < 5:
         miss.append("at least 5 distinct split-K values")
     return miss

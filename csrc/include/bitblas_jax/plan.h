@@ -396,16 +396,16 @@ struct CutlassChoice {
 };
 
 // The (tile, split) the model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
-// (gemm_cutlass_split_ok) and the stream-K tiles (max_split 1 leaves K whole: none of them), the least time;
-// ties go to the larger persistent tile, then to fewer splits (a stream-K tile only where it is faster).
+// (gemm_cutlass_split_ok) and, where stream_k, the stream-K tiles, the least time; ties go to the larger
+// persistent tile, then to fewer splits (a stream-K tile only where it is faster).
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
-                                            int num_sms, int64_t max_split = kCutlassMaxSplit) {
+                                            int num_sms, int64_t max_split = kCutlassMaxSplit, bool stream_k = true) {
   CutlassChoice best{0, 1};
   int64_t best_ns = -1;
   for (int64_t split = 1; split <= max_split; ++split) {
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
-      if (kCutlassTiles[t].stream_k && max_split <= 1) continue;
+      if (kCutlassTiles[t].stream_k && !stream_k) continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
       if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k)) best = {t, split}, best_ns = ns;
     }
@@ -448,7 +448,8 @@ struct PlanQuery {
   bool gemm_cutlass = false;
   int64_t cutlass_min_m = 65;
   int64_t cutlass_max_m = 4096;
-  int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split (A/B timing)
+  int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split in parts (A/B timing)
+  bool cutlass_stream_k = true;                  // the stream-K tiles may run
 
   bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
@@ -556,7 +557,8 @@ inline Plan make_plan(const PlanQuery& q) {
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
   if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
   if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
-    const CutlassChoice c = gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split);
+    const CutlassChoice c =
+        gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k);
     return finish(Kernel::kGemmCutlass, c.tile, c.split, M, N, K, q.bits, q.mode, q.group_size);
   }
   const bool wgmma = wgmma_fits(q);
