@@ -179,13 +179,14 @@ def test_gpu_gemm_cutlass(rng, fmt, mode, group, a_dtype, M, bias):
 
 
 @pytest.mark.parametrize("M,N,rows", [(300, 272, 64), (200, 8192, 128), (1000, 4096, 256)])
-def test_gpu_gemm_cutlass_tiles(rng, M, N, rows):
-    """Each of gemm_cutlass's tiles where the plan's wave model picks it (plan.h gemm_cutlass_tile_for on
+def test_gpu_gemm_cutlass_tiles(rng, M, N, rows, monkeypatch):
+    """Each of gemm_cutlass's persistent tiles where the plan's model picks it (plan.h gemm_cutlass_choice on
     132 SMs: an H100 SXM / H200 runs that tile), with a partly filled last tile; the GPU only."""
     from bitblas_jax import gpu_plan
     _needs_cutlass()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     p = gpu_plan.plan_cuda(M, N, 1024, "int4", "float16", "float32", "float16", "original", 128, sms=132)
-    assert p.kernel == "gemm_cutlass" and gpu_plan.tile_dims(p) == (128, rows)
+    assert p.kernel == "gemm_cutlass" and gpu_plan.tile_dims(p) == (128, rows) and not gpu_plan.stream_k(p)
     case = make_case(rng, "int4", "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=1024)
     check(case, run_on(case, GPUS[0]))
 
@@ -205,11 +206,39 @@ def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split
     from bitblas_jax import gpu_plan
     _needs_cutlass()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT", str(split))
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
     g = K if group == -1 else group
     p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, g, sms=132)
     assert p.kernel == "gemm_cutlass" and p.split_k == split, p
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
     check(case, run_on(case, GPUS[0]))
+
+
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K,rows,sms", [
+    # a wave and a bit of 128 x 128 tiles (136 for 132 SMs), their stages dealt to every SM
+    ("int4", "scale", 128, "float16", 128, 17408, 2048, 128, 132),
+    ("uint4", "original", 64, "bfloat16", 100, 8704, 4096, 128, 132),
+    ("int8", "quantized", 128, "bfloat16", 65, 17408, 2048, 128, 132),
+    # 256-row tiles: 34 x 2 for 132 SMs, each shared by about two CTAs
+    ("int4", "scale", 128, "bfloat16", 400, 8704, 3072, 256, 132),
+    ("uint8", "none", -1, "float16", 400, 8704, 3072, 256, 132),
+    # planned for fewer SMs than the GPU has: CUTLASS shares the tiles among the GPU's (the workspace holds
+    # every tile it may share)
+    ("int4", "rescale", 128, "float16", 200, 2560, 4096, 256, 16)])
+def test_gpu_gemm_cutlass_stream_k(rng, fmt, mode, group, a_dtype, M, N, K, rows, sms, monkeypatch):
+    """gemm_cutlass on its stream-K tiles (CUTLASS's stream-K scheduler: the last waves' stages dealt evenly to
+    the SMs, the CTAs that share a tile adding their partials in k order), with bias, against float64; and the
+    same result every call (the deterministic reduction)."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", str(sms))
+    g = K if group == -1 else group
+    p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, g)
+    assert gpu_plan.stream_k(p) and gpu_plan.tile_dims(p) == (128, rows), p
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
+    first = run_on(case, GPUS[0])
+    check(case, first)
+    np.testing.assert_array_equal(np.asarray(run_on(case, GPUS[0])), np.asarray(first))
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])

@@ -207,6 +207,34 @@ def test_gemm_cutlass_splits_k_where_the_tiles_fill_part_of_a_wave(M, N, K, rows
     assert p.kernel == "gemm_cutlass" and (gp.tile_dims(p), p.split_k) == ((128, rows), split)
 
 
+@pytest.mark.parametrize("M,N,K,tile", [
+    # stream-K where the tiles fill a wave and a bit, or a few waves and a bit (the fastest of every tile and
+    # split on an H100, kernel alone: gemm_cutlass_selftest --time-list)
+    (128, 18944, 3584, 3), (256, 18944, 3584, 4), (512, 18944, 3584, 4), (1024, 18944, 3584, 4),
+    (128, 29568, 8192, 3), (256, 29568, 8192, 4), (512, 29568, 8192, 4), (128, 28672, 8192, 3),
+    (1024, 14336, 4096, 4),
+    # whole waves or a fraction of one (split K there), and long rows of tiles: the persistent tiles
+    (128, 4096, 4096, 1), (256, 4096, 4096, 1), (256, 8192, 8192, 1), (256, 14336, 4096, 2),
+    (1024, 29568, 8192, 2), (2048, 18944, 3584, 2), (1024, 4096, 4096, 2)])
+def test_gemm_cutlass_stream_k_where_the_last_wave_is_partly_filled(M, N, K, tile):
+    """plan.h gemm_cutlass_choice among every tile: the stream-K tiles (3: 128 rows, 4: 256 rows) where they
+    ran fastest on the H100, the persistent ones (and K split) elsewhere."""
+    p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
+    assert p.kernel == "gemm_cutlass" and p.tile == tile, p
+    assert gp.stream_k(p) == (tile in gp.GEMM_CUTLASS_STREAM_K_TILES) and (not gp.stream_k(p) or p.split_k == 1)
+
+
+def test_gemm_cutlass_stream_k_env(monkeypatch):
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
+    p = plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132)
+    assert p.kernel == "gemm_cutlass" and not gp.stream_k(p)
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "1")
+    assert gp.stream_k(plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132))
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "yes")
+    with pytest.raises(ValueError, match="BITBLAS_JAX_GEMM_CUTLASS_STREAM_K"):
+        plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132)
+
+
 def test_gemm_cutlass_split_parts_are_whole():
     """Every part of a split K is whole 64-k stages and whole groups of the terms (per-channel and mode none:
     one group per part); the choice never exceeds the cap nor splits with the 256-row tile."""

@@ -14,8 +14,8 @@ BITBLAS_JAX_NUM_SMS for other split-K values, BITBLAS_JAX_GEMM_CUTLASS=0 for gem
 
 Prints one line per case (index, description, plan per path, ok / FAIL), then the coverage: the kernels
 and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only, gemm_cutlass
-where the install holds it too), split
-> 1 on decode_splitk, gemm_mma and gemm_wgmma, and the torch shim's decode, GEMM and misaligned paths.
+where the install holds it too, on a persistent and a stream-K tile), split > 1 on decode_splitk, gemm_mma,
+gemm_wgmma and gemm_cutlass, and the torch shim's decode, GEMM and misaligned paths.
 Then the int8 / float8-activation cases (sanitize_qact_cases.py): every quantized-activation kernel
 through JAX and the torch shim.
 
@@ -23,7 +23,8 @@ With BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT=1 (gpu_sanitize.sh sets it for initcheck
 and the coverage asks it for split 1 only: initcheck does not count TMA bulk stores (the gemm_cutlass
 epilogue's) as writes, so the split-K reduction, reading the partials that epilogue stored, reads
 "uninitialized" memory to it (`gemm_cutlass_selftest --one M N K TILE SPLIT fresh` under initcheck: every
-element of C, stored by TMA and read back on the device, is reported, while C is right).
+element of C, stored by TMA and read back on the device, is reported, while C is right). Its stream-K tiles
+still run there: the CTAs sharing a tile add their partials with ordinary loads and stores.
 """
 from __future__ import annotations
 
@@ -75,8 +76,8 @@ SPECS = [
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
     ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, WGMMA, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
-    # gemm_cutlass (sm_90, built with CUTLASS): its three tiles, K split 8 / 4 / 1, zeros modes, both dtypes, 4- and
-    # 8-bit codes
+    # gemm_cutlass (sm_90, built with CUTLASS): its three persistent tiles, K split 8 / 4 / 1, zeros modes, both
+    # dtypes, 4- and 8-bit codes
     ("int4", "original", 128, "float16", "float32", 300, 272, 1024, {}, 0),
     ("int4", "scale", 128, "float16", "float32", 128, 4096, 4096, {}, 0),
     ("uint4", "rescale", -1, "bfloat16", "float32", 96, 1024, 2048, {}, 0),
@@ -84,6 +85,10 @@ SPECS = [
     ("uint4", "quantized", 64, "bfloat16", "float32", 1000, 4096, 1024, {}, 0),
     ("int8", "scale", 128, "float16", "float32", 128, 4096, 2048, {}, 0),
     ("uint8", "original", 64, "bfloat16", "float32", 300, 1024, 1024, {}, 0),
+    # ... its stream-K tiles (128 and 256 rows), 4- and 8-bit codes
+    ("uint4", "original", 64, "bfloat16", "float32", 100, 8704, 4096, {}, 0),
+    ("int8", "scale", 128, "float16", "float32", 65, 17408, 2048, {}, 0),
+    ("int4", "scale", 128, "float16", "float32", 400, 8704, 3072, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
     ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
     ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),

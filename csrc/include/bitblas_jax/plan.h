@@ -304,8 +304,9 @@ constexpr int kCutlassStreamKMaxCtas = 132;
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
-constexpr int64_t kCutlassStreamKPartialBytesPerNs = 8000;
-constexpr int64_t kCutlassStreamKFixedNs = 2000;
+constexpr int64_t kCutlassStreamKPartialBytesPerNs = 3000;
+constexpr int64_t kCutlassStreamKFixedNs = 6000;
+constexpr int64_t kCutlassStreamKWaitPct = 30;
 
 // What gemm_cutlass computes: 4- and 8-bit integer weights, 16-bit activations with output of the same type and
 // float32 accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16
