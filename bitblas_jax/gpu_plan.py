@@ -49,8 +49,8 @@ BITBLAS_JAX_WIDENED_F16 (0 / 1: whether decode_i8 / gemm_wgmma_a8 / gemm_mma_a8 
 BITBLAS_JAX_NUM_SMS (the SM count the split-K rules and gemm_cutlass's tiles plan for; default: the GPU's,
 num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run),
 BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT (the most parts gemm_cutlass may split K into, 1 to
-GEMM_CUTLASS_MAX_SPLIT; 1: never split), BITBLAS_JAX_GEMM_CUTLASS_STREAM_K (0 / 1: whether gemm_cutlass's
-stream-K tiles may run).
+GEMM_CUTLASS_MAX_SPLIT; 1: never split), BITBLAS_JAX_GEMM_CUTLASS_STREAM_K (0: gemm_cutlass's
+persistent tiles only, 1: every tile by the model, 2: its stream-K tiles only).
 """
 from __future__ import annotations
 
@@ -198,13 +198,16 @@ def gemm_cutlass_max_split() -> int:
     return v
 
 
-def gemm_cutlass_stream_k_runs() -> bool:
-    """Whether gemm_cutlass's stream-K tiles may run: yes unless BITBLAS_JAX_GEMM_CUTLASS_STREAM_K=0 (A/B
-    timing, tests of the persistent tiles and their K split)."""
+def gemm_cutlass_stream_k() -> int:
+    """Which of gemm_cutlass's tiles the plan weighs (plan.h CutlassStreamK): 1, every tile by the model
+    (default); BITBLAS_JAX_GEMM_CUTLASS_STREAM_K=0 the persistent ones only (A/B timing, tests of K split), =2
+    the stream-K ones only (tests, the fuzz's forced plans)."""
     env = os.environ.get("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K")
-    if env not in (None, "0", "1"):
-        raise ValueError(f"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K must be 0 or 1, not {env!r}")
-    return env != "0"
+    if env is None:
+        return 1
+    if env not in ("0", "1", "2"):
+        raise ValueError(f"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K must be 0, 1 or 2, not {env!r}")
+    return int(env)
 
 
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
@@ -237,7 +240,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
         num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
         gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M,
-        cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k_runs(), **limits)
+        cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k(), **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

@@ -42,6 +42,8 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT": "1"},                      # gemm_cutlass without K split
     {"BITBLAS_JAX_NUM_SMS": "16"},                                    # gemm_cutlass's K split more often
     {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "0"},                       # its batch split where stream-K runs
+    {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "2", "BITBLAS_JAX_NUM_SMS": "8"},   # its stream-K tiles, few or many
+                                                                      # tiles shared (planned for 8 SMs)
 )
 WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
 GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)

@@ -230,6 +230,10 @@ def test_gemm_cutlass_stream_k_env(monkeypatch):
     assert p.kernel == "gemm_cutlass" and not gp.stream_k(p)
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "1")
     assert gp.stream_k(plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132))
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "2")     # only the stream-K tiles (split never)
+    for M, N, K in ((128, 4096, 4096), (256, 8192, 8192), (65, 1024, 1024)):
+        p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
+        assert gp.stream_k(p) and p.split_k == 1, (M, N, K, p)
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "yes")
     with pytest.raises(ValueError, match="BITBLAS_JAX_GEMM_CUTLASS_STREAM_K"):
         plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132)

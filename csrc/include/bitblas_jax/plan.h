@@ -396,17 +396,22 @@ struct CutlassChoice {
   int64_t split;
 };
 
+// Which of gemm_cutlass's tiles the choice weighs: the persistent ones (K split or not) and the stream-K ones,
+// only the persistent ones, or only the stream-K ones (tests and the fuzz reach them so).
+enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
+
 // The (tile, split) the model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
-// (gemm_cutlass_split_ok) and, where stream_k, the stream-K tiles, the least time; ties go to the larger
-// persistent tile, then to fewer splits (a stream-K tile only where it is faster).
+// (gemm_cutlass_split_ok) and the tiles `stream_k` admits, the least time; ties go to the larger persistent
+// tile, then to fewer splits (a stream-K tile only where it is faster).
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
-                                            int num_sms, int64_t max_split = kCutlassMaxSplit, bool stream_k = true) {
+                                            int num_sms, int64_t max_split = kCutlassMaxSplit,
+                                            CutlassStreamK stream_k = CutlassStreamK::kByModel) {
   CutlassChoice best{0, 1};
   int64_t best_ns = -1;
   for (int64_t split = 1; split <= max_split; ++split) {
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
-      if (kCutlassTiles[t].stream_k && !stream_k) continue;
+      if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly) continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
       if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k)) best = {t, split}, best_ns = ns;
     }
@@ -450,7 +455,7 @@ struct PlanQuery {
   int64_t cutlass_min_m = 65;
   int64_t cutlass_max_m = 4096;
   int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split in parts (A/B timing)
-  bool cutlass_stream_k = true;                  // the stream-K tiles may run
+  CutlassStreamK cutlass_stream_k = CutlassStreamK::kByModel;  // which tiles the choice weighs
 
   bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
