@@ -48,6 +48,12 @@ if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA 
       >"$OUT/gemm_cutlass_selftest_build.log" 2>&1 || echo "gemm_cutlass selftest build failed"
     build/selftest/gemm_cutlass_selftest >"$OUT/gemm_cutlass_selftest.log" 2>&1
     RESULT[selftest]+="; gemm_cutlass rc=$?: $(tail -1 "$OUT/gemm_cutlass_selftest.log")"
+    # CUTLASS issue 1917's shape (a reported stream-K hang: 16 weight rows, 2560 activation rows, K = 8192) on
+    # both stream-K tiles, each under a time limit (a hang fails the step instead of stopping the run)
+    for t in 3 4; do
+      timeout 60 build/selftest/gemm_cutlass_selftest --one 2560 16 8192 $t 1 >>"$OUT/gemm_cutlass_selftest.log" 2>&1
+      RESULT[selftest]+="; stream-K tile $t at 16 x 2560 x 8192 rc=$?"
+    done
   fi
   if [ -n "${SELFTEST_PDL_AB:-}" ]; then  # the timings again, launched without programmatic dependent launch
     BITBLAS_JAX_PDL=0 build/selftest/cuda_selftest --time-only >"$OUT/selftest_nopdl.log" 2>&1
