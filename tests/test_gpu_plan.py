@@ -3,6 +3,7 @@ plan Python hands the custom call is exactly what the C++ dispatcher derives fro
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -222,6 +223,20 @@ def test_gemm_cutlass_stream_k_where_the_last_wave_is_partly_filled(M, N, K, til
     p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
     assert p.kernel == "gemm_cutlass" and p.tile == tile, p
     assert gp.stream_k(p) == (tile in gp.GEMM_CUTLASS_STREAM_K_TILES) and (not gp.stream_k(p) or p.split_k == 1)
+
+
+def test_gemm_cutlass_choice_against_the_h100_sweep(capsys):
+    """The model's choice on the H100 sweep it was fit to (benchmarks/results/h100-gemm-cutlass-sweep.log: every
+    tile and split timed, kernel alone, 9 layers x 5 M): never more than 15% slower than the fastest measured
+    configuration (10.5% at worst when fit)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("gemm_cutlass_sweep", os.path.join(root, "tools", "gemm_cutlass_sweep.py"))
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    log = os.path.join(root, "benchmarks", "results", "h100-gemm-cutlass-sweep.log")
+    assert sweep.check(log, sms=132, tolerance=0.15) == 0, capsys.readouterr().out
+    assert "over 45 points" in capsys.readouterr().out
 
 
 def test_gemm_cutlass_stream_k_env(monkeypatch):

@@ -1,0 +1,92 @@
+"""gemm_cutlass's tile and split choice against a measured sweep of every configuration.
+
+plan.h gemm_cutlass_choice picks (tile, split) by a model whose constants were fit to a kernel-alone sweep on
+an H100. This tool writes such a sweep's input and reads its output back, so the model can be checked (and
+refit) on any GPU:
+    python3 tools/gemm_cutlass_sweep.py --list > sweep.txt            # the configurations to time
+    gemm_cutlass_selftest --time-list < sweep.txt > sweep.log         # on the GPU (tools/gpu_check.sh builds it)
+    python3 tools/gemm_cutlass_sweep.py --check sweep.log [--sms 132] # the model's choice against the fastest
+The check prints, per (layer, M), the configuration the plan chooses, the fastest measured and how much
+slower the choice ran; it exits 1 when the choice is more than --tolerance slower anywhere.
+benchmarks/results/h100-gemm-cutlass-sweep.log is the sweep the constants were fit to.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+# Layers of popular open models (N x K): Qwen2-7B MLP up / down, Llama-2-7B attention, Llama-3-8B MLP up /
+# down and fused qkv, Qwen2-72B MLP up, Llama-3-70B MLP up and attention.
+LAYERS = [(18944, 3584), (4096, 4096), (14336, 4096), (29568, 8192), (3584, 18944), (4096, 14336), (8192, 8192),
+          (6144, 4096), (28672, 8192)]
+MS = (128, 256, 1024, 512, 2048)
+LINE = re.compile(r"time gemm_cutlass (\S+) int(\d+) g128 M=(\d+) N=(\d+) K=(\d+) tile (-?\d+) split (\d+): ([\d.]+) us")
+
+
+def configurations() -> list[tuple[int, int, int, int, int]]:
+    """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, and at M <= 256 the splits of
+    the tiles that split (plan.h kCutlassTiles)."""
+    out = []
+    for M in MS:
+        for N, K in LAYERS:
+            cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1)]
+            if M <= 256:
+                cfgs += [(0, 1), (1, 2), (1, 4), (0, 4)]
+            out += [(M, N, K, t, s) for t, s in cfgs]
+    return out
+
+
+def read_sweep(path: str) -> dict:
+    """{(N, K, M): {(tile, split): us}} (the plan's own line prints the tile it resolved to; a configuration
+    timed twice keeps its first time)."""
+    times: dict = {}
+    for line in open(path):
+        m = LINE.match(line)
+        if m:
+            _, _, M, N, K, t, s, us = m.groups()
+            times.setdefault((int(N), int(K), int(M)), {}).setdefault((int(t), int(s)), float(us))
+    return times
+
+
+def check(path: str, sms: int, tolerance: float) -> int:
+    from bitblas_jax import _bitblas_plan
+    times = read_sweep(path)
+    if not times:
+        print(f"no timings in {path}")
+        return 1
+    worst = 0.0
+    for (N, K, M), d in sorted(times.items()):
+        best = min(d, key=d.get)
+        tile, split = _bitblas_plan.gemm_cutlass_choice(M=M, N=N, K=K, mode=1, group_size=128, num_sms=sms)
+        got = d.get((tile, split))
+        loss = got / d[best] - 1 if got is not None else float("nan")
+        worst = max(worst, loss) if got is not None else worst
+        print(f"{N}x{K} M={M}: chose t{tile} split {split} "
+              f"({'not timed' if got is None else f'{got:.1f} us'}), fastest t{best[0]} split {best[1]} "
+              f"{d[best]:.1f} us: {'?' if got is None else f'+{100 * loss:.1f}%'}")
+    ok = worst <= tolerance
+    print(f"{'PASS' if ok else 'FAIL'}: the choice ran at most {100 * worst:.1f}% slower than the fastest "
+          f"(tolerance {100 * tolerance:.0f}%) over {len(times)} points")
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the sweep's input (int4 g128 fp16)")
+    ap.add_argument("--check", metavar="LOG", help="a --time-list output to check the plan's choice against")
+    ap.add_argument("--sms", type=int, default=132, help="the SM count of the GPU that ran the sweep")
+    ap.add_argument("--tolerance", type=float, default=0.15, help="largest slowdown of the choice accepted")
+    args = ap.parse_args(argv)
+    if args.list:
+        for M, N, K, t, s in configurations():
+            print(M, N, K, "fp16", t, s, 4)
+        return 0
+    if args.check:
+        return check(args.check, args.sms, args.tolerance)
+    ap.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
