@@ -300,13 +300,13 @@ constexpr int kCutlassStreamKMaxCtas = 132;
 // (the reduction's launch): H100, kernel alone (gemm_cutlass_selftest --time), 18944 x 3584 at M = 128 split
 // two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us. Stream-K: the shared tiles' partials
 // (one written and one read per CTA, mostly in L2) in bytes per ns, and its fixed cost (the workspace's flags
-// cleared, CTAs waiting on their turn to add).
+// cleared, CTAs waiting on their turn to add): fit to an H100 sweep of every tile and split
+// (benchmarks/results/h100-gemm-cutlass-sweep.log; tools/gemm_cutlass_sweep.py checks the choice against it).
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
 constexpr int64_t kCutlassStreamKPartialBytesPerNs = 3000;
 constexpr int64_t kCutlassStreamKFixedNs = 6000;
-constexpr int64_t kCutlassStreamKWaitPct = 30;
 
 // What gemm_cutlass computes: 4- and 8-bit integer weights, 16-bit activations with output of the same type and
 // float32 accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16
@@ -378,8 +378,8 @@ constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, i
   const int64_t wave_ns = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 /
                           (kCutlassTileFlopsPerNs * kCutlassTiles[t].speed_pct);
   const int64_t stages = K / kCutlassStageK;
-  if (kCutlassTiles[t].stream_k && tiles % min64(sms, kCutlassStreamKMaxCtas) != 0 && stages > kCutlassStreamKMinStages) {
-    const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);
+  const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);  // a stream-K launch's CTAs
+  if (kCutlassTiles[t].stream_k && tiles % grid != 0 && stages > kCutlassStreamKMinStages) {
     const int64_t whole_waves = tiles / grid > 1 ? tiles / grid - 1 : 0;
     const int64_t shared_stages = (tiles - whole_waves * grid) * stages;
     const int64_t ctas = min64(grid, max64(1, shared_stages / kCutlassStreamKMinStages));
@@ -411,9 +411,11 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
   for (int64_t split = 1; split <= max_split; ++split) {
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
-      if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly) continue;
+      if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
+        continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
-      if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k)) best = {t, split}, best_ns = ns;
+      if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k))
+        best = {t, split}, best_ns = ns;
     }
   }
   return best;
