@@ -125,7 +125,7 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
   const size_t ws_need = G::get_workspace_size(args);
   if (ws_need > static_cast<size_t>(stream_k_bytes) || (ws_need > 0 && ws == nullptr))
     return "gemm_cutlass: CUTLASS asked for a workspace of " + std::to_string(ws_need) + " bytes, the plan gave " +
-           std::to_string(STREAM_K ? stream_k_bytes : 0) + " (plan.h gemm_cutlass_stream_k_bytes)";
+           std::to_string(stream_k_bytes) + " (plan.h gemm_cutlass_stream_k_bytes)";
   if (cutlass::Status st = gemm.initialize(args, ws, stream); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: initialize: ") + cutlass::cutlassGetStatusString(st);
   if (cutlass::Status st = gemm.run(stream); st != cutlass::Status::kSuccess) {

@@ -268,9 +268,8 @@ int main(int argc, char** argv) {
                  128, true, std::atoi(argv[5]), std::atoi(argv[6]), one_rng, !(argc > 7 && std::string(argv[7]) == "fresh"))
                ? 0 : 1;
   }
-  // --time M N K [fp16|bf16 [TILE SPLIT [BITS]]]: the kernel alone (TILE -1 or none: the plan's choice; BITS 4
-  // (default) or 8)
-  // --time-list: one --time case per line of stdin, "M N K fp16|bf16 TILE SPLIT BITS" (a sweep in one process)
+  // --time-list: one --time case per line of stdin, "M N K fp16|bf16 TILE SPLIT BITS" (a sweep in one process;
+  // tools/gemm_cutlass_sweep.py writes the lines)
   if (argc == 2 && std::string(argv[1]) == "--time-list") {
     long long M, N, K;
     char dtype[8];
@@ -279,6 +278,8 @@ int main(int argc, char** argv) {
       time_case(M, N, K, std::string(dtype) == "bf16", tile, split, bits);
     return 0;
   }
+  // --time M N K [fp16|bf16 [TILE SPLIT [BITS]]]: the kernel alone (TILE -1 or none: the plan's choice; BITS 4
+  // (default) or 8)
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
                      argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, argc > 8 ? std::atoi(argv[8]) : 4);
