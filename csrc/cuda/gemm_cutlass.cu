@@ -24,14 +24,32 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // plan::gemm_cutlass_value_offset; int4 8, uint4 0, int8 0, uint8 -128):
 // S = s and Z = -(val_off + z) s (original), -(val_off + qz) s (quantized), -val_off s - z (rescale),
 // -val_off s (scale; s = 1 for none). Inputs are [N][src_groups]; term group g (of K / G columns) reads the
-// call's group g * src_groups / G (the terms' group divides the call's: plan::gemm_cutlass_group).
+// call's group g / per_src (per_src = G / src_groups: the terms' group divides the call's, plan::gemm_cutlass_group).
+//
+// A transpose through shared memory: the inputs' rows n0 .. n0 + kTermsRows of src groups c0 .. c0 + cols are
+// read in runs of `cols` consecutive elements (the whole block is contiguous when cols = src_groups), the
+// terms written in runs of kTermsRows consecutive n. Reading [N][src_groups] down its columns instead (a thread
+// per term) touches a 32-byte sector per 2-byte element: 5-6 us for an 8192 x 8192 weight, a tenth of its
+// GEMM at M = 256, against about 1 us for the 2 x 1 MB moved here.
+constexpr int kTermsRows = 64;        // n per block: 128-byte runs of 16-bit terms written
+constexpr int kTermsSrcCols = 32;     // src groups per block (fewer where the call has fewer)
+constexpr int kTermsThreads = 256;
+
 template <class T>
-__global__ void group_terms_kernel(const T* scale, const void* zeros, int mode, bool zeros_signed, float val_off,
-                                   int64_t N, int64_t G, int64_t src_groups, T* S, T* Z) {
-  const int64_t count = N * G;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t g = i / N, n = i % N;
-    const int64_t src = n * src_groups + g * src_groups / G;
+__global__ void __launch_bounds__(kTermsThreads)
+group_terms_kernel(const T* scale, const void* zeros, int mode, bool zeros_signed, float val_off, int N,
+                   int src_groups, int per_src, T* S, T* Z) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // the GEMM after this kernel is launched as its programmatic dependent (gemm_cutlass.cuh): its CTAs may be
+  // placed and set up now; they wait (griddepcontrol.wait) for this grid's writes before they read the terms
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+  __shared__ float s_sm[kTermsSrcCols][kTermsRows + 1], z_sm[kTermsSrcCols][kTermsRows + 1];
+  const int n0 = blockIdx.x * kTermsRows, c0 = blockIdx.y * kTermsSrcCols;
+  const int cols = min(kTermsSrcCols, src_groups - c0), rows = min(kTermsRows, N - n0);
+  for (int j = threadIdx.x; j < rows * cols; j += kTermsThreads) {
+    const int r = j / cols, c = j % cols;
+    const int64_t src = int64_t(n0 + r) * src_groups + c0 + c;
     const float s = mode == static_cast<int>(ScaleMode::kNone) ? 1.f : to_f(scale[src]);
     float z = -val_off * s;
     if (mode == static_cast<int>(ScaleMode::kOriginal)) {
@@ -42,8 +60,16 @@ __global__ void group_terms_kernel(const T* scale, const void* zeros, int mode, 
       const uint8_t q = static_cast<const uint8_t*>(zeros)[src];
       z = -(val_off + (zeros_signed ? static_cast<float>(static_cast<int8_t>(q)) : static_cast<float>(q))) * s;
     }
-    S[i] = from_f<T>(s);
-    Z[i] = from_f<T>(z);
+    s_sm[c][r] = s;
+    z_sm[c][r] = z;
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < cols * per_src * kTermsRows; j += kTermsThreads) {
+    const int g = j / kTermsRows, r = j % kTermsRows;  // g: the block's term group
+    if (r >= rows) continue;
+    const int64_t dst = (int64_t(c0) * per_src + g) * N + n0 + r;
+    S[dst] = from_f<T>(s_sm[g / per_src][r]);
+    Z[dst] = from_f<T>(z_sm[g / per_src][r]);
   }
 }
 
@@ -52,12 +78,14 @@ template <class T>
 std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T* Z, cudaStream_t stream) {
   const int64_t groups = a.K / terms_group;
   const int64_t src_groups = a.mode == ScaleMode::kNone ? 1 : a.K / a.group_size;
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((a.N * groups + threads - 1) / threads, 4096));
+  if (groups % src_groups != 0)
+    return "gemm_cutlass: the group terms' group (" + std::to_string(terms_group) + ") must divide group_size";
+  const dim3 grid(static_cast<unsigned>((a.N + kTermsRows - 1) / kTermsRows),
+                  static_cast<unsigned>((src_groups + kTermsSrcCols - 1) / kTermsSrcCols));
   const float val_off = static_cast<float>(plan::gemm_cutlass_value_offset(a.w_format));
-  group_terms_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(a.scale), a.zeros,
-                                                        static_cast<int>(a.mode), format_is_signed_int(a.w_format),
-                                                        val_off, a.N, groups, src_groups, S, Z);
+  group_terms_kernel<T><<<grid, kTermsThreads, 0, stream>>>(
+      static_cast<const T*>(a.scale), a.zeros, static_cast<int>(a.mode), format_is_signed_int(a.w_format), val_off,
+      static_cast<int>(a.N), static_cast<int>(src_groups), static_cast<int>(groups / src_groups), S, Z);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
     return std::string("CUDA error in gemm_cutlass's group terms: ") + cudaGetErrorString(e);
   return "";
@@ -95,17 +123,19 @@ std::string reduce_split(const MatmulArgs& a, int split, const float* partials, 
 }
 
 template <class T>
-std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile, int split, uint8_t* ws,
+std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile, int split, bool pdl, uint8_t* ws,
                            cudaStream_t stream) {
   const int64_t terms = (a.K / a.group_size) * a.N;
   T* S = reinterpret_cast<T*>(ws);
   uint8_t* scratch = ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size);  // partials / stream-K's
   if (std::string err = write_group_terms(call, a.group_size, S, S + terms, stream); !err.empty()) return err;
-  const bool w8 = format_bits(a.w_format) == 8;
-  std::string err =
-      std::is_same_v<T, __half>
-          ? (w8 ? run_gemm_cutlass_w8_f16 : run_gemm_cutlass_w4_f16)(a, tile, split, S, S + terms, scratch, stream)
-          : (w8 ? run_gemm_cutlass_w8_bf16 : run_gemm_cutlass_w4_bf16)(a, tile, split, S, S + terms, scratch, stream);
+  const bool w8 = format_bits(a.w_format) == 8, stream_k = plan::kCutlassTiles[tile].stream_k;
+  const bool f16 = std::is_same_v<T, __half>;
+  const auto run = f16 ? (w8 ? (stream_k ? run_gemm_cutlass_w8_f16_stream_k : run_gemm_cutlass_w8_f16)
+                             : (stream_k ? run_gemm_cutlass_w4_f16_stream_k : run_gemm_cutlass_w4_f16))
+                       : (w8 ? (stream_k ? run_gemm_cutlass_w8_bf16_stream_k : run_gemm_cutlass_w8_bf16)
+                             : (stream_k ? run_gemm_cutlass_w4_bf16_stream_k : run_gemm_cutlass_w4_bf16));
+  std::string err = run(a, tile, split, pdl, S, S + terms, scratch, stream);
   if (!err.empty() || split == 1) return err;
   return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);
 }
@@ -118,7 +148,7 @@ bool gemm_cutlass_built() { return true; }
 bool gemm_cutlass_built() { return false; }
 #endif
 
-std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_k, void* workspace,
+std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_k, bool pdl, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream) {
   if (!gemm_cutlass_built())
     return "gemm_cutlass: this install was built without CUTLASS (the nvidia-cutlass headers were not found)";
@@ -149,19 +179,23 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
                         static_cast<const void*>(workspace)})
     if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W, C, bias and the workspace must be 16-byte aligned";
   uint8_t* ws = static_cast<uint8_t*>(workspace);
-  return a.a_dtype == DType::kF16 ? run_with_terms<__half>(call, a, tile, split, ws, stream)
-                                  : run_with_terms<__nv_bfloat16>(call, a, tile, split, ws, stream);
+  return a.a_dtype == DType::kF16 ? run_with_terms<__half>(call, a, tile, split, pdl, ws, stream)
+                                  : run_with_terms<__nv_bfloat16>(call, a, tile, split, pdl, ws, stream);
 }
 
 #ifndef BITBLAS_JAX_CUTLASS
-#define BBJ_NO_CUTLASS(name)                                                                          \
-  std::string name(const MatmulArgs&, int, int, const void*, const void*, void*, cudaStream_t) {    \
-    return "gemm_cutlass: built without CUTLASS";                                                    \
+#define BBJ_NO_CUTLASS(name)                                                                            \
+  std::string name(const MatmulArgs&, int, int, bool, const void*, const void*, void*, cudaStream_t) {  \
+    return "gemm_cutlass: built without CUTLASS";                                                      \
   }
 BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16_stream_k)
 #undef BBJ_NO_CUTLASS
 #endif
 

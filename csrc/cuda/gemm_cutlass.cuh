@@ -1,5 +1,8 @@
 // gemm_cutlass (gemm_cutlass.h): the CUTLASS types and their launch (sm_90a; CUTLASS's headers). Included by
-// inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu only.
+// inst_gemm_cutlass_{w4,w8}_{f16,bf16}[_stream_k].cu only: the persistent tiles' units define
+// CUTLASS_ENABLE_GDC_FOR_SM90 first (their GEMM waits on the grid before it, so it can launch as that grid's
+// programmatic dependent); the stream-K tiles' units do not (CUTLASS 4.2's stream-K scheduler does not compile
+// with it: its is_last_tile, const, passes a member by non-const reference) and launch as usual.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +28,12 @@ namespace bitblas_jax {
 namespace gemm_cutlass_detail {
 
 using namespace cute;
+
+#ifdef CUTLASS_ENABLE_GDC_FOR_SM90
+constexpr bool kWaitsOnPriorGrid = true;   // griddepcontrol.wait before the producers' first loads
+#else
+constexpr bool kWaitsOnPriorGrid = false;
+#endif
 
 // CUTLASS computes D'[N, M] = W[N, K] * A^T with the weight as the register operand (its A), so both operands
 // are K-major and D' column-major is C[M, N] row-major.
@@ -69,9 +78,10 @@ struct CutlassGemm {
 // One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
 // layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
 // S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part). STREAM_K (split 1):
-// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream).
+// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream). pdl: launch as
+// the programmatic dependent of the kernel before it (where this unit's GEMM waits on it).
 template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
-std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, cudaStream_t stream,
+std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, Out* D, cudaStream_t stream,
                 void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
   using G = typename CutlassGemm<T, BITS, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
@@ -128,7 +138,10 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
            std::to_string(stream_k_bytes) + " (plan.h gemm_cutlass_stream_k_bytes)";
   if (cutlass::Status st = gemm.initialize(args, ws, stream); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: initialize: ") + cutlass::cutlassGetStatusString(st);
-  if (cutlass::Status st = gemm.run(stream); st != cutlass::Status::kSuccess) {
+  // the GEMM's CTAs placed and set up (barriers, TMA descriptors) while the group terms kernel before it
+  // finishes; its producer warps wait for that kernel's writes before their first load
+  const bool launch_with_pdl = pdl && kWaitsOnPriorGrid;
+  if (cutlass::Status st = gemm.run(stream, nullptr, launch_with_pdl); st != cutlass::Status::kSuccess) {
     const cudaError_t e = cudaGetLastError();
     return std::string("gemm_cutlass: launch: ") + cutlass::cutlassGetStatusString(st) + " (" + cudaGetErrorString(e) + ")";
   }
@@ -138,17 +151,21 @@ std::string run(const MatmulArgs& a, int split, const T* S, const T* Z, Out* D, 
 // Tile id TILE (plan::kCutlassTiles): split 1 into C; split > 1 (persistent tiles of at most
 // kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile with CUTLASS's workspace there.
 // scratch: the workspace past the group terms.
-template <class T, int BITS, int TILE>
-std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, void* scratch, cudaStream_t stream) {
+// STREAM_K_TILES: which tiles this unit holds (the others return an error).
+template <class T, int BITS, int TILE, bool STREAM_K_TILES>
+std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, void* scratch,
+                     cudaStream_t stream) {
   constexpr int kRows = plan::kCutlassTiles[TILE].act_rows;
-  if constexpr (plan::kCutlassTiles[TILE].stream_k) {
+  if constexpr (plan::kCutlassTiles[TILE].stream_k != STREAM_K_TILES) {
+    return "gemm_cutlass: tile " + std::to_string(TILE) + " is not in this unit";
+  } else if constexpr (plan::kCutlassTiles[TILE].stream_k) {
     if (split != 1) return "gemm_cutlass: a stream-K tile does not split K";
-    return run<T, BITS, kRows, T, true>(a, 1, S, Z, static_cast<T*>(a.C), stream, scratch,
+    return run<T, BITS, kRows, T, true>(a, 1, pdl, S, Z, static_cast<T*>(a.C), stream, scratch,
                                         plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE));
   } else {
-    if (split == 1) return run<T, BITS, kRows, T>(a, 1, S, Z, static_cast<T*>(a.C), stream);
+    if (split == 1) return run<T, BITS, kRows, T>(a, 1, pdl, S, Z, static_cast<T*>(a.C), stream);
     if constexpr (kRows <= plan::kCutlassMaxSplitRows)
-      return run<T, BITS, kRows, float>(a, split, S, Z, static_cast<float*>(scratch), stream);
+      return run<T, BITS, kRows, float>(a, split, pdl, S, Z, static_cast<float*>(scratch), stream);
     return "gemm_cutlass: the " + std::to_string(kRows) + "-row tile does not split K";
   }
 }
@@ -157,22 +174,30 @@ std::string run_tile(const MatmulArgs& a, int split, const T* S, const T* Z, voi
 
 // The CUTLASS GEMM of BITS-bit codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
 // split `split` ways: float32 partials [split][M][N] into `scratch` (the caller reduces them), else C (a
-// stream-K tile: CUTLASS's workspace in `scratch`).
-template <class T, int BITS>
-std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, void* scratch,
-                             cudaStream_t stream) {
+// stream-K tile: CUTLASS's workspace in `scratch`). A unit holds the persistent tiles or the stream-K ones.
+template <class T, int BITS, bool STREAM_K_TILES>
+std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,
+                             void* scratch, cudaStream_t stream) {
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
   static_assert(plan::kNumCutlassTiles == 5, "a case per tile");
   switch (tile) {
-    case 0: return run_tile<T, BITS, 0>(a, split, s, z, scratch, stream);
-    case 1: return run_tile<T, BITS, 1>(a, split, s, z, scratch, stream);
-    case 2: return run_tile<T, BITS, 2>(a, split, s, z, scratch, stream);
-    case 3: return run_tile<T, BITS, 3>(a, split, s, z, scratch, stream);
-    case 4: return run_tile<T, BITS, 4>(a, split, s, z, scratch, stream);
+    case 0: return run_tile<T, BITS, 0, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
+    case 1: return run_tile<T, BITS, 1, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
+    case 2: return run_tile<T, BITS, 2, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
+    case 3: return run_tile<T, BITS, 3, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
+    case 4: return run_tile<T, BITS, 4, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }
+
+// The body of an instantiation unit: gemm_cutlass.h's `name` for codes of BITS bits, activations of T and the
+// tiles of one scheduler.
+#define BBJ_GEMM_CUTLASS_UNIT(name, T, BITS, STREAM_K_TILES)                                                    \
+  std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,           \
+                   void* scratch, cudaStream_t stream) {                                                        \
+    return run_gemm_cutlass<T, BITS, STREAM_K_TILES>(a, tile, split, pdl, S, Z, scratch, stream);               \
+  }
 
 }  // namespace bitblas_jax

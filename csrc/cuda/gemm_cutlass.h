@@ -6,9 +6,10 @@
 // kCutlassTiles, gemm_cutlass_workspace_bytes).
 //
 // Layers: gemm_cutlass.cu (always built) checks the call and writes the group terms; the CUTLASS kernels
-// (gemm_cutlass.cuh, instantiated by inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu for sm_90a) are built only where the
-// CUTLASS headers are found (BITBLAS_JAX_CUTLASS); elsewhere the launch returns an error and the plan never
-// selects the kernel (gemm_cutlass_built).
+// (gemm_cutlass.cuh, instantiated for sm_90a by inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu, the persistent tiles,
+// and inst_gemm_cutlass_{w4,w8}_{f16,bf16}_stream_k.cu, the stream-K tiles) are built only where the CUTLASS
+// headers are found (BITBLAS_JAX_CUTLASS); elsewhere the launch returns an error and the plan never selects the
+// kernel (gemm_cutlass_built).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,21 +26,27 @@ bool gemm_cutlass_built();
 
 // C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
 // in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none); workspace: at least
-// plan::gemm_cutlass_workspace_bytes. Returns "" or what is wrong (never launches on bad arguments).
-std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, void* workspace,
+// plan::gemm_cutlass_workspace_bytes; pdl: launch a persistent tile's GEMM as the programmatic dependent of
+// the group terms kernel (sm_90; the GEMM waits for the terms before it reads them). Returns "" or what is
+// wrong (never launches on bad arguments).
+std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, bool pdl, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream);
 
 // The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written, into C (split 1) or into
 // float32 partials [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's
-// workspace there), for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations:
-// inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu.
-#define BBJ_GEMM_CUTLASS_RUN(name)                                                                     \
-  std::string name(const MatmulArgs& a, int tile, int split, const void* S, const void* Z, void* scratch, \
-                   cudaStream_t stream);
+// workspace there), for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations, the persistent tiles
+// (run_gemm_cutlass_*) or the stream-K ones (run_gemm_cutlass_*_stream_k).
+#define BBJ_GEMM_CUTLASS_RUN(name)                                                                             \
+  std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,            \
+                   void* scratch, cudaStream_t stream);
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16_stream_k)
 #undef BBJ_GEMM_CUTLASS_RUN
 
 }  // namespace bitblas_jax

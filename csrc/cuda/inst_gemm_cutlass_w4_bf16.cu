@@ -1,15 +1,13 @@
-// gemm_cutlass's CUTLASS kernels for 4-bit codes and bfloat16 activations: every tile of plan::kCutlassTiles
-// (persistent and stream-K), and the persistent ones of at most plan::kCutlassMaxSplitRows rows with K split
-// (float32 partials). sm_90a only; built where the CUTLASS headers are found (csrc/CMakeLists.txt). One unit
-// per (bits, dtype): about 3 minutes of one core.
+// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 4-bit codes and bfloat16 activations, whole
+// and, for those of at most plan::kCutlassMaxSplitRows rows, with K split (float32 partials). sm_90a only;
+// built where the CUTLASS headers are found (csrc/CMakeLists.txt).
+// the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
+#define CUTLASS_ENABLE_GDC_FOR_SM90
 #include "gemm_cutlass.cuh"
 #include "gemm_cutlass.h"
 
 namespace bitblas_jax {
 
-std::string run_gemm_cutlass_w4_bf16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
-                                  void* scratch, cudaStream_t stream) {
-  return run_gemm_cutlass<cutlass::bfloat16_t, 4>(a, tile, split, S, Z, scratch, stream);
-}
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w4_bf16, cutlass::bfloat16_t, 4, /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

@@ -1,15 +1,13 @@
-// gemm_cutlass's CUTLASS kernels for 8-bit codes and float16 activations: every tile of plan::kCutlassTiles
-// (persistent and stream-K), and the persistent ones of at most plan::kCutlassMaxSplitRows rows with K split
-// (float32 partials). sm_90a only; built where the CUTLASS headers are found (csrc/CMakeLists.txt). One unit
-// per (bits, dtype): about 3 minutes of one core.
+// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 8-bit codes and float16 activations, whole
+// and, for those of at most plan::kCutlassMaxSplitRows rows, with K split (float32 partials). sm_90a only;
+// built where the CUTLASS headers are found (csrc/CMakeLists.txt).
+// the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
+#define CUTLASS_ENABLE_GDC_FOR_SM90
 #include "gemm_cutlass.cuh"
 #include "gemm_cutlass.h"
 
 namespace bitblas_jax {
 
-std::string run_gemm_cutlass_w8_f16(const MatmulArgs& a, int tile, int split, const void* S, const void* Z,
-                                  void* scratch, cudaStream_t stream) {
-  return run_gemm_cutlass<cutlass::half_t, 8>(a, tile, split, S, Z, scratch, stream);
-}
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w8_f16, cutlass::half_t, 8, /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

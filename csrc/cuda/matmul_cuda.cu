@@ -363,7 +363,7 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
     DeviceInfo info;
     if (std::string err = device_info(&info); !err.empty()) return err;
     if (!info.sm90) return "gemm_cutlass needs an sm_90 GPU (the plan's sm90 flag was wrong)";
-    return launch_gemm_cutlass(a, tile, p.split_k, workspace, workspace_bytes, stream);
+    return launch_gemm_cutlass(a, tile, p.split_k, info.pdl, workspace, workspace_bytes, stream);
   }
 
   // The GEMMs: a grid of BN x BM output tiles x split, in launches of at most 65535 tile rows.

@@ -5,11 +5,13 @@
 // themselves rounded to A's type), so |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| +
 // 32 K u^2 sum |a w|, u the unit roundoff of A's type (fp32 sums of exact products); K split, the float32
 // partials sum in a fixed order (within the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
-// [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck).
+// [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck). The persistent
+// tiles' GEMM launches as the group terms kernel's programmatic dependent, as in the library; BITBLAS_JAX_PDL=0
+// launches it as usual.
 //
 //   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
 //     -Xcompiler -fopenmp -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include \
-//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_w{4,8}_{f16,bf16}.cu \
+//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_w{4,8}_{f16,bf16}{,_stream_k}.cu \
 //     -o /tmp/gct -lgomp
 // (tools/gpu_check.sh, step selftest, builds and runs it)
 #include <cuda_bf16.h>
@@ -32,6 +34,12 @@
 using namespace bitblas_jax;
 
 namespace {
+
+// the library's rule (matmul_cuda.cu device_info): programmatic dependent launch unless BITBLAS_JAX_PDL=0
+bool use_pdl() {
+  const char* env = std::getenv("BITBLAS_JAX_PDL");
+  return !(env != nullptr && std::string(env) == "0");
+}
 
 #define CHECK(x)                                                                                 \
   do {                                                                                           \
@@ -130,7 +138,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
     std::vector<uint8_t> ws_poison(ws_bytes, 0x7f);   // partials of about 3e38: one left unwritten fails the bound
     CHECK(cudaMemcpy(ws, ws_poison.data(), ws_bytes, cudaMemcpyHostToDevice));
   }
-  const std::string err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
+  const std::string err = launch_gemm_cutlass(a, tile, split, use_pdl(), ws, ws_bytes, 0);
   char what[200];
   std::snprintf(what, sizeof what, "%s%d %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
                 is_signed ? "int" : "uint", bits, bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
@@ -229,7 +237,7 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
   std::string err;
   auto launch = [&](int i) {
     a.W = static_cast<const uint8_t*>(w[i % copies]);
-    if (err.empty()) err = launch_gemm_cutlass(a, tile, split, ws, ws_bytes, 0);
+    if (err.empty()) err = launch_gemm_cutlass(a, tile, split, use_pdl(), ws, ws_bytes, 0);
   };
   for (int i = 0; i < 2 * copies; ++i) launch(i);
   if (!err.empty()) {

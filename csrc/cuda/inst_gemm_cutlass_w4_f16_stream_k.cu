@@ -1,0 +1,11 @@
+// gemm_cutlass's stream-K tiles (plan::kCutlassTiles, stream_k) for 4-bit codes and float16 activations.
+// Without CUTLASS_ENABLE_GDC_FOR_SM90 (gemm_cutlass.cuh says why): launched as usual. sm_90a only;
+// built where the CUTLASS headers are found (csrc/CMakeLists.txt).
+#include "gemm_cutlass.cuh"
+#include "gemm_cutlass.h"
+
+namespace bitblas_jax {
+
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w4_f16_stream_k, cutlass::half_t, 4, /*STREAM_K_TILES=*/true)
+
+}  // namespace bitblas_jax
