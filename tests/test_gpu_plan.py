@@ -144,8 +144,8 @@ def test_gemm_cutlass_rule(monkeypatch):
     accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
     the torch shim), in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
     cut = dict(sm90=True, gemm_cutlass=True, sms=132)
-    assert plan(64, **cut).kernel == "gemm_wgmma"
-    assert plan(65, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
+    assert plan(63, **cut).kernel == "gemm_wgmma"
+    assert plan(64, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
     assert plan(4097, **cut).kernel == "dequantize_then_dot"
     assert plan(100000, allow_xla_dot=False, **cut).kernel == "gemm_cutlass"
     for fmt in ("int4", "uint4", "int8", "uint8"):
@@ -236,7 +236,7 @@ def test_gemm_cutlass_choice_against_the_h100_sweep(capsys):
     spec.loader.exec_module(sweep)
     log = os.path.join(root, "benchmarks", "results", "h100-gemm-cutlass-sweep.log")
     assert sweep.check(log, sms=132, tolerance=0.15) == 0, capsys.readouterr().out
-    assert "over 45 points" in capsys.readouterr().out
+    assert "over 51 points" in capsys.readouterr().out
 
 
 def test_gemm_cutlass_stream_k_env(monkeypatch):
@@ -539,7 +539,7 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
         if p.kernel == "gemm_wgmma":
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
-            assert cutlass and sm90 and accum == "float32" and M >= 65
+            assert cutlass and sm90 and accum == "float32" and M >= gp.GEMM_CUTLASS_MIN_M
             assert fmt in ("int4", "uint4", "int8", "uint8")
             partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
             if gp.stream_k(p):

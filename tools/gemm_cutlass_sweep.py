@@ -20,19 +20,22 @@ import sys
 # down and fused qkv, Qwen2-72B MLP up, Llama-3-70B MLP up and attention.
 LAYERS = [(18944, 3584), (4096, 4096), (14336, 4096), (29568, 8192), (3584, 18944), (4096, 14336), (8192, 8192),
           (6144, 4096), (28672, 8192)]
-MS = (128, 256, 1024, 512, 2048)
+MS = (128, 256, 1024, 512, 2048, 64)
 LINE = re.compile(r"time gemm_cutlass (\S+) int(\d+) g128 M=(\d+) N=(\d+) K=(\d+) tile (-?\d+) split (\d+): ([\d.]+) us")
 
 
 def configurations() -> list[tuple[int, int, int, int, int]]:
     """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, and at M <= 256 the splits of
-    the tiles that split (plan.h kCutlassTiles)."""
+    the tiles that split (plan.h kCutlassTiles); at M = 64 the 64- and 128-row tiles only."""
     out = []
     for M in MS:
         for N, K in LAYERS:
-            cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1)]
-            if M <= 256:
-                cfgs += [(0, 1), (1, 2), (1, 4), (0, 4)]
+            if M <= 64:
+                cfgs = [(-1, 0), (0, 1), (0, 2), (0, 4), (1, 1), (1, 2), (1, 4), (3, 1)]
+            else:
+                cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1)]
+                if M <= 256:
+                    cfgs += [(0, 1), (1, 2), (1, 4), (0, 4)]
             out += [(M, N, K, t, s) for t, s in cfgs]
     return out
 

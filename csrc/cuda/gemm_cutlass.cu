@@ -15,6 +15,11 @@ namespace {
 
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T> __device__ __forceinline__ float bits_to_f(uint16_t b);
+template <> __device__ __forceinline__ float bits_to_f<__half>(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+template <> __device__ __forceinline__ float bits_to_f<__nv_bfloat16>(uint16_t b) {
+  return __bfloat162float(__ushort_as_bfloat16(b));
+}
 template <class T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
@@ -28,17 +33,19 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 //
 // A transpose through shared memory: the inputs' rows n0 .. n0 + kTermsRows of src groups c0 .. c0 + cols are
 // read in runs of `cols` consecutive elements (the whole block is contiguous when cols = src_groups), the
-// terms written in runs of kTermsRows consecutive n. Reading [N][src_groups] down its columns instead (a thread
-// per term) touches a 32-byte sector per 2-byte element: 5-6 us for an 8192 x 8192 weight, a tenth of its
-// GEMM at M = 256, against about 1 us for the 2 x 1 MB moved here.
+// terms written in runs of kTermsRows consecutive n. Each thread issues all of its loads before it uses one:
+// the kernel is latency-bound (a few hundred blocks), and a loop that waits on each load in turn took 8 us
+// for an 8192 x 8192 weight. Reading [N][src_groups] down its columns instead (a thread per term) touches a
+// 32-byte sector per 2-byte element: 5-6 us.
 constexpr int kTermsRows = 64;        // n per block: 128-byte runs of 16-bit terms written
 constexpr int kTermsSrcCols = 32;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;
+constexpr int kTermsPerThread = kTermsRows * kTermsSrcCols / kTermsThreads;  // inputs each thread reads
 
 template <class T>
 __global__ void __launch_bounds__(kTermsThreads)
-group_terms_kernel(const T* scale, const void* zeros, int mode, bool zeros_signed, float val_off, int N,
-                   int src_groups, int per_src, T* S, T* Z) {
+group_terms_kernel(const T* __restrict__ scale, const void* __restrict__ zeros, int mode, bool zeros_signed,
+                   float val_off, int N, int src_groups, int per_src, T* __restrict__ S, T* __restrict__ Z) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // the GEMM after this kernel is launched as its programmatic dependent (gemm_cutlass.cuh): its CTAs may be
   // placed and set up now; they wait (griddepcontrol.wait) for this grid's writes before they read the terms
@@ -46,22 +53,41 @@ group_terms_kernel(const T* scale, const void* zeros, int mode, bool zeros_signe
 #endif
   __shared__ float s_sm[kTermsSrcCols][kTermsRows + 1], z_sm[kTermsSrcCols][kTermsRows + 1];
   const int n0 = blockIdx.x * kTermsRows, c0 = blockIdx.y * kTermsSrcCols;
-  const int cols = min(kTermsSrcCols, src_groups - c0), rows = min(kTermsRows, N - n0);
-  for (int j = threadIdx.x; j < rows * cols; j += kTermsThreads) {
-    const int r = j / cols, c = j % cols;
-    const int64_t src = int64_t(n0 + r) * src_groups + c0 + c;
-    const float s = mode == static_cast<int>(ScaleMode::kNone) ? 1.f : to_f(scale[src]);
-    float z = -val_off * s;
-    if (mode == static_cast<int>(ScaleMode::kOriginal)) {
-      z = -(val_off + to_f(static_cast<const T*>(zeros)[src])) * s;
-    } else if (mode == static_cast<int>(ScaleMode::kRescale)) {
-      z = -val_off * s - to_f(static_cast<const T*>(zeros)[src]);
-    } else if (mode == static_cast<int>(ScaleMode::kQuantized)) {
-      const uint8_t q = static_cast<const uint8_t*>(zeros)[src];
-      z = -(val_off + (zeros_signed ? static_cast<float>(static_cast<int8_t>(q)) : static_cast<float>(q))) * s;
-    }
-    s_sm[c][r] = s;
-    z_sm[c][r] = z;
+  const int cols = min(kTermsSrcCols, src_groups - c0), rows = min(kTermsRows, N - n0), count = rows * cols;
+  const bool scaled = mode != static_cast<int>(ScaleMode::kNone);
+  const bool float_zeros = mode == static_cast<int>(ScaleMode::kOriginal) || mode == static_cast<int>(ScaleMode::kRescale);
+  const bool code_zeros = mode == static_cast<int>(ScaleMode::kQuantized);
+  // the raw 16-bit (or 8-bit) inputs first, in one run of loads per tensor (the mode is the grid's), then the
+  // arithmetic: a conversion between two loads would wait on the first
+  int64_t src[kTermsPerThread];
+#pragma unroll
+  for (int i = 0; i < kTermsPerThread; ++i) {
+    const int j = min(threadIdx.x + i * kTermsThreads, count - 1);  // past the block's inputs: its last, unused
+    src[i] = int64_t(n0 + j / cols) * src_groups + c0 + j % cols;
+  }
+  uint16_t s_bits[kTermsPerThread] = {}, z_bits[kTermsPerThread] = {};
+  if (scaled) {
+#pragma unroll
+    for (int i = 0; i < kTermsPerThread; ++i) s_bits[i] = reinterpret_cast<const uint16_t*>(scale)[src[i]];
+  }
+  if (float_zeros) {
+#pragma unroll
+    for (int i = 0; i < kTermsPerThread; ++i) z_bits[i] = static_cast<const uint16_t*>(zeros)[src[i]];
+  } else if (code_zeros) {
+#pragma unroll
+    for (int i = 0; i < kTermsPerThread; ++i) z_bits[i] = static_cast<const uint8_t*>(zeros)[src[i]];
+  }
+#pragma unroll
+  for (int i = 0; i < kTermsPerThread; ++i) {
+    const int j = threadIdx.x + i * kTermsThreads;
+    if (j >= count) break;
+    const float s = scaled ? bits_to_f<T>(s_bits[i]) : 1.f;
+    float z = 0.f;
+    if (float_zeros) z = bits_to_f<T>(z_bits[i]);
+    if (code_zeros) z = zeros_signed ? static_cast<float>(static_cast<int8_t>(z_bits[i])) : static_cast<float>(z_bits[i]);
+    // Z: -(val_off + z) s (original, quantized), -val_off s - z (rescale), -val_off s (scale, none)
+    s_sm[j % cols][j / cols] = s;
+    z_sm[j % cols][j / cols] = mode == static_cast<int>(ScaleMode::kRescale) ? -val_off * s - z : -(val_off + z) * s;
   }
   __syncthreads();
   for (int j = threadIdx.x; j < cols * per_src * kTermsRows; j += kTermsThreads) {

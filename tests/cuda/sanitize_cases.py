@@ -70,7 +70,7 @@ SPECS = [
     ("nf4", "scale", 64, "float16", "float32", 100, 272, 2048, MMA, 0),
     # gemm_wgmma (sm_90): split 4, 2, 1; the tall 256-row tile; partial tiles
     ("int4", "scale", 128, "float16", "float32", 33, 272, 4096, {}, 0),
-    ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, {}, 0),
+    ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, WGMMA, 0),
     ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, GEMM, 0),
     ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, GEMM, 0),
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
@@ -89,6 +89,8 @@ SPECS = [
     ("uint4", "original", 64, "bfloat16", "float32", 100, 8704, 4096, {}, 0),
     ("int8", "scale", 128, "float16", "float32", 65, 17408, 2048, {}, 0),
     ("int4", "scale", 128, "float16", "float32", 400, 8704, 3072, {}, 0),
+    # ... its 64-row tile at M = 64, K split 2
+    ("int4", "scale", 128, "float16", "float32", 64, 8192, 2048, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
     ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
     ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),

@@ -402,7 +402,10 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 
 // The (tile, split) the model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
 // (gemm_cutlass_split_ok) and the tiles `stream_k` admits, the least time; ties go to the larger persistent
-// tile, then to fewer splits (a stream-K tile only where it is faster).
+// tile, then to fewer splits (a stream-K tile only where it is faster). A tile of twice M rows or more is left
+// out where the 64-row one holds M (but for kOnly): its half-empty tiles cost a whole tile's mainloop, and at M = 64 the 64-row
+// tile, split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone), which
+// the model, fit from M = 128 up, does not see for the 128-row stream-K tile.
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
                                             CutlassStreamK stream_k = CutlassStreamK::kByModel) {
@@ -412,6 +415,9 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
       if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
+        continue;
+      if (stream_k != CutlassStreamK::kOnly && kCutlassTiles[t].act_rows >= 2 * M &&
+          kCutlassTiles[t].act_rows > kCutlassTiles[0].act_rows)
         continue;
       const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
       if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k))
@@ -454,7 +460,7 @@ struct PlanQuery {
   int64_t wgmma_max_m = 1024;
   // gemm_cutlass: whether it may run (built with CUTLASS, not turned off) and its M range.
   bool gemm_cutlass = false;
-  int64_t cutlass_min_m = 65;
+  int64_t cutlass_min_m = 64;
   int64_t cutlass_max_m = 4096;
   int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split in parts (A/B timing)
   CutlassStreamK cutlass_stream_k = CutlassStreamK::kByModel;  // which tiles the choice weighs
