@@ -9,7 +9,7 @@ The kernels, by mechanism (docs/KERNELS.md):
                        packed tiles): K split across CTAs
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
   gemm_wgmma           Hopper GEMM (sm_90a): warp-specialized, wgmma with the weight in registers
-  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 weights from M = 65: CUTLASS's mixed-input
+  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 weights from M = 64: CUTLASS's mixed-input
                        collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight;
                        where its tiles fill a fraction of a wave, K split into CUTLASS's batch mode and
                        the float32 partials added in order; where they fill a wave and a bit, CUTLASS's
