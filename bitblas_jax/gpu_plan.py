@@ -72,9 +72,9 @@ WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
 # gemm_cutlass (Hopper, 4- and 8-bit integer weights) from here: at M = 64 its 64-row tile, split as the plan
-# chooses, took less time than gemm_wgmma on five of six layers measured and as much on the sixth (H100,
-# docs/KERNELS.md gemm_cutlass); below, gemm_wgmma's 32-row tile wastes less of each tile; from M = 128 to
-# 1024 gemm_cutlass took less time than the plan without it on every layer measured (H200 int4).
+# chooses, took less time than gemm_wgmma on four of five layers measured and about as much (within 4%) on the
+# fifth (H100, docs/KERNELS.md gemm_cutlass); below M = 64 it is not measured; from M = 128 to 1024
+# gemm_cutlass took less time than the plan without it on every layer measured (H200 int4).
 GEMM_CUTLASS_MIN_M = 64
 # ... up to here under JAX, dequantize_then_dot above: at M = 4096 it ran level with the bare fp16 dot
 # (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.

@@ -33,10 +33,10 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 //
 // A transpose through shared memory: the inputs' rows n0 .. n0 + kTermsRows of src groups c0 .. c0 + cols are
 // read in runs of `cols` consecutive elements (the whole block is contiguous when cols = src_groups), the
-// terms written in runs of kTermsRows consecutive n. Each thread issues all of its loads before it uses one:
-// the kernel is latency-bound (a few hundred blocks), and a loop that waits on each load in turn took 8 us
-// for an 8192 x 8192 weight. Reading [N][src_groups] down its columns instead (a thread per term) touches a
-// 32-byte sector per 2-byte element: 5-6 us.
+// terms written in runs of kTermsRows consecutive n (a thread per term reading [N][src_groups] down its
+// columns would touch a 32-byte sector per 2-byte element). Each thread issues all of its loads before it
+// converts one: the grid is small and latency-bound, and a conversion between two loads would wait on the
+// first. Its time, and what bounds it: docs/KERNELS.md, gemm_cutlass.
 constexpr int kTermsRows = 64;        // n per block: 128-byte runs of 16-bit terms written
 constexpr int kTermsSrcCols = 32;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;

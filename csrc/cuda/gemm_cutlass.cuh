@@ -20,6 +20,13 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/util/packed_stride.hpp"
+#include "cutlass/arch/grid_dependency_control.h"
+
+// A unit that asks for griddepcontrol (its GEMM launched as a programmatic dependent, reading the group terms
+// only after it waits) must get it in its device code, or the GEMM would read the terms before they are written.
+#if defined(CUTLASS_ENABLE_GDC_FOR_SM90) && defined(__CUDA_ARCH__) && !defined(CUTLASS_GDC_ENABLED)
+#error "gemm_cutlass: CUTLASS_ENABLE_GDC_FOR_SM90 compiled no griddepcontrol here (sm_90a and CUDA 12+ needed)"
+#endif
 
 #include "cutlass_packed_layout.h"
 #include "cutlass_u8_convert.h"

@@ -403,9 +403,9 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 // The (tile, split) the model finds fastest for M rows on num_sms SMs: among whole splits up to max_split
 // (gemm_cutlass_split_ok) and the tiles `stream_k` admits, the least time; ties go to the larger persistent
 // tile, then to fewer splits (a stream-K tile only where it is faster). A tile of twice M rows or more is left
-// out where the 64-row one holds M (but for kOnly): its half-empty tiles cost a whole tile's mainloop, and at M = 64 the 64-row
-// tile, split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone), which
-// the model, fit from M = 128 up, does not see for the 128-row stream-K tile.
+// out (but for kOnly), the tile of half its rows holding M: its half-empty tiles cost a whole tile's mainloop.
+// The model, fit from M = 128 up, misses that for the 128-row stream-K tile at M = 64, where the 64-row tile,
+// split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone).
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
                                             CutlassStreamK stream_k = CutlassStreamK::kByModel) {
