@@ -37,8 +37,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // columns would touch a 32-byte sector per 2-byte element). Each thread issues all of its loads before it
 // converts one: the grid is small and latency-bound, and a conversion between two loads would wait on the
 // first. Its time, and what bounds it: docs/KERNELS.md, gemm_cutlass.
-constexpr int kTermsRows = 64;        // n per block: 128-byte runs of 16-bit terms written
-constexpr int kTermsSrcCols = 32;     // src groups per block (fewer where the call has fewer)
+constexpr int kTermsRows = 32;        // n per block: 64-byte runs of 16-bit terms written
+constexpr int kTermsSrcCols = 16;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;
 constexpr int kTermsPerThread = kTermsRows * kTermsSrcCols / kTermsThreads;  // inputs each thread reads
 
