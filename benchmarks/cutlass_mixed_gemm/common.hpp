@@ -69,7 +69,7 @@ using LayoutWR = decltype(cute::tile_to_shape(LayoutAtomQuant{}, Layout<Shape<in
 // bitblas_jax's packed 4-bit layout as a cute layout: the library's own (csrc/cuda/cutlass_packed_layout.h, which
 // gemm_cutlass hands the collective). Its words are the shuffled layout's (tests/layout_vs_packed.cu).
 using bitblas_jax::make_packed_layout;
-using LayoutWP = bitblas_jax::PackedLayout4;
+using LayoutWP = bitblas_jax::PackedLayout<4>;
 
 // Which weight buffer a mixed variant reads. W_PACKED_U4: the packed buffer with bitblas_jax's own int4 codes,
 // offset binary (value + 8), read as uint4b_t with zeros z - 8 s (the library's int4 through CUTLASS).
@@ -154,27 +154,37 @@ inline void fatal_if_device_error(cudaError_t st, const char* what) {
 // GEMM type builders
 // ------------------------------------------------------------------------------------------------
 // T: the activations', scales', zeros' and output's type (half_t, or bfloat16_t for the bf16 variants).
-template <class Tile, class Cluster, class T = ElemD>
+// EpiSched: TmaWarpSpecializedCooperative for the cooperative mainloop, TmaWarpSpecialized for ping-pong.
+template <class Tile, class Cluster, class T = ElemD, class EpiSched = cutlass::epilogue::TmaWarpSpecializedCooperative>
 using EpilogueCoop = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
     Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
     ElemAcc, ElemAcc,
     void, LayoutD, AlignD,          // no C operand (beta = 0): no smem / no loads for C
     T, LayoutD, AlignD,
-    cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
+    EpiSched>::CollectiveOp;
+
+// The epilogue schedule that goes with a mainloop schedule.
+template <class MainSched>
+using EpiSchedFor = cute::conditional_t<cute::is_same_v<MainSched, cutlass::gemm::KernelTmaWarpSpecializedPingpong>,
+                                        cutlass::epilogue::TmaWarpSpecialized,
+                                        cutlass::epilogue::TmaWarpSpecializedCooperative>;
 
 // Mixed input: ElemATuple = cute::tuple<int4b_t, half_t> (scale only) or tuple<int4b_t, half_t, half_t> (scale+zero)
 // LayoutWArg = RowMajor tag (plain K-major), LayoutWR (offline reordered) or LayoutWP (bitblas_jax's packed).
-template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void, class T = ElemX>
+// MainSched: the cooperative kernel (two consumer warpgroups on one tile) or ping-pong (each on its own tile,
+// one's mainloop overlapping the other's epilogue).
+template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void, class T = ElemX,
+          class MainSched = cutlass::gemm::KernelTmaWarpSpecializedCooperative>
 struct MixedGemm {
-  using Epi = EpilogueCoop<Tile, Cluster, T>;
+  using Epi = EpilogueCoop<Tile, Cluster, T, EpiSchedFor<MainSched>>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       ElemATuple, LayoutWArg, AlignW,
       T, LayoutB, AlignH,
       ElemAcc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+      MainSched>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int,int,int,int>, Main, Epi, TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
@@ -182,7 +192,7 @@ struct MixedGemm {
 // fp16 x fp16 baseline, same transposed formulation (A = dequantized W [N,K] K-major, B = X K-major).
 template <class Tile, class Cluster, class Sched = cutlass::gemm::collective::KernelScheduleAuto, class T = ElemX>
 struct F16Gemm {
-  using Epi = EpilogueCoop<Tile, Cluster, T>;
+  using Epi = EpilogueCoop<Tile, Cluster, T, EpiSchedFor<Sched>>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       T, LayoutA, AlignH,

@@ -313,7 +313,7 @@ static void run_pass(Ctx& ctx, const std::vector<Variant>& vars, bool deferred) 
     p.layout_r = cute::tile_to_shape(LayoutAtomQuant{}, shape_w);
     bool reorder_ok = (int64_t(cute::size(p.layout_r)) == int64_t(N) * K) &&
                       (int64_t(cute::cosize(p.layout_r)) == int64_t(N) * K);
-    p.layout_p = make_packed_layout(N, K);
+    p.layout_p = make_packed_layout<4>(N, K);
     if (ok_) {
       cutlass::reorder_tensor(reinterpret_cast<const cutlass::int4b_t*>(p.Wq[0]), layout_w,
                               reinterpret_cast<cutlass::int4b_t*>(p.Wr[0]), p.layout_r);

@@ -3,7 +3,35 @@
 and variants/variant_list.hpp. Edit the table and rerun to add/remove variants."""
 import os
 HERE = os.path.dirname(os.path.abspath(__file__))
+PP = "cutlass::gemm::KernelTmaWarpSpecializedPingpong"
+U4SZ = "cute::tuple<cutlass::uint4b_t, ElemS, ElemZ>"
 variants = [
+ # small M (64-256): the library's configuration (packed W, uint4 codes, scale + zero) in other tiles, clusters and
+ # schedules, beside fp16 baselines of the same tiles
+ ("f16_128x64_c1", "KIND_F16", "W_PLAIN", "false",
+  "F16Gemm<Shape<_128,_64,_64>, Shape<_1,_1,_1>>::Gemm",
+  "fp16 x fp16 baseline, KernelScheduleAuto, tile 128x64x64, cluster 1x1x1, persistent"),
+ ("f16_64x128_pp", "KIND_F16", "W_PLAIN", "false",
+  f"F16Gemm<Shape<_64,_128,_64>, Shape<_1,_1,_1>, {PP}>::Gemm",
+  "fp16 x fp16 baseline, ping-pong, tile 64x128x64, cluster 1x1x1, persistent"),
+ ("mx_sz_packedu4_128x64_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_128,_64,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
+  "the library's int4 (packed W, uint4, zeros z - 8 s), tile 128x64x64 (gemm_cutlass tile 0), cooperative, persistent"),
+ ("mx_sz_packedu4_128x32_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_128,_32,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
+  "the library's int4, tile 128x32x64 (more tiles at M <= 128), cooperative, persistent"),
+ ("mx_sz_packedu4_128x64_c2", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_128,_64,_64>, Shape<_2,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
+  "the library's int4, tile 128x64x64, cluster 2x1x1 (the activation tile multicast to two weight-row CTAs), cooperative"),
+ ("mx_sz_packedu4_128x128_c2", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_128,_128,_64>, Shape<_2,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
+  "the library's int4, tile 128x128x64, cluster 2x1x1 (activation multicast), cooperative"),
+ ("mx_sz_packedu4_64x128_pp", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_64,_128,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP, void, ElemX, {PP}>::Gemm",
+  "the library's int4, tile 64x128x64, ping-pong (a warpgroup per tile, mainloop over the other's epilogue)"),
+ ("mx_sz_packedu4_64x64_pp", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
+  f"MixedGemm<Shape<_64,_64,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP, void, ElemX, {PP}>::Gemm",
+  "the library's int4, tile 64x64x64, ping-pong"),
  # name, kind, weight order (W_PLAIN / W_SHUFFLED / W_PACKED), streamk, gemm type expr, desc
  ("f16_128x128_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>>::Gemm",
