@@ -4,35 +4,34 @@ and variants/variant_list.hpp. Edit the table and rerun to add/remove variants."
 import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 PP = "cutlass::gemm::KernelTmaWarpSpecializedPingpong"
-U4SZ = "cute::tuple<cutlass::uint4b_t, ElemS, ElemZ>"
+
+
+def packed_u4(m, n, cluster_m=1, pingpong=False, note=""):
+    """The library's own int4 (its packed weight, offset-binary codes read as uint4, zeros z - 8 s) in tile m x n."""
+    name = f"mx_sz_packedu4_{m}x{n}_" + ("pp" if pingpong else f"c{cluster_m}")
+    sched = f", void, ElemX, {PP}" if pingpong else ""
+    expr = (f"MixedGemm<Shape<_{m},_{n},_64>, Shape<_{cluster_m},_1,_1>, cute::tuple<cutlass::uint4b_t, ElemS, ElemZ>, "
+            f"LayoutWP{sched}>::Gemm")
+    desc = (f"the library's int4 (packed W, uint4 codes, zeros z - 8 s), tile {m}x{n}x64, cluster {cluster_m}x1x1, "
+            + ("ping-pong" if pingpong else "cooperative") + ", persistent" + (f" ({note})" if note else ""))
+    return (name, "KIND_MIXED_SZ", "W_PACKED_U4", "false", expr, desc)
+
+
 variants = [
- # small M (64-256): the library's configuration (packed W, uint4 codes, scale + zero) in other tiles, clusters and
- # schedules, beside fp16 baselines of the same tiles
+ # name, kind, weight order (W_PLAIN / W_SHUFFLED / W_PACKED), streamk, gemm type expr, desc
+ # small M (64-256): the library's configuration in other tiles, clusters and schedules, beside fp16 baselines
  ("f16_128x64_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_64,_64>, Shape<_1,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto, tile 128x64x64, cluster 1x1x1, persistent"),
  ("f16_64x128_pp", "KIND_F16", "W_PLAIN", "false",
   f"F16Gemm<Shape<_64,_128,_64>, Shape<_1,_1,_1>, {PP}>::Gemm",
   "fp16 x fp16 baseline, ping-pong, tile 64x128x64, cluster 1x1x1, persistent"),
- ("mx_sz_packedu4_128x64_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_128,_64,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
-  "the library's int4 (packed W, uint4, zeros z - 8 s), tile 128x64x64 (gemm_cutlass tile 0), cooperative, persistent"),
- ("mx_sz_packedu4_128x32_c1", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_128,_32,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
-  "the library's int4, tile 128x32x64 (more tiles at M <= 128), cooperative, persistent"),
- ("mx_sz_packedu4_128x64_c2", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_128,_64,_64>, Shape<_2,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
-  "the library's int4, tile 128x64x64, cluster 2x1x1 (the activation tile multicast to two weight-row CTAs), cooperative"),
- ("mx_sz_packedu4_128x128_c2", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_128,_128,_64>, Shape<_2,_1,_1>, {U4SZ}, LayoutWP>::Gemm",
-  "the library's int4, tile 128x128x64, cluster 2x1x1 (activation multicast), cooperative"),
- ("mx_sz_packedu4_64x128_pp", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_64,_128,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP, void, ElemX, {PP}>::Gemm",
-  "the library's int4, tile 64x128x64, ping-pong (a warpgroup per tile, mainloop over the other's epilogue)"),
- ("mx_sz_packedu4_64x64_pp", "KIND_MIXED_SZ", "W_PACKED_U4", "false",
-  f"MixedGemm<Shape<_64,_64,_64>, Shape<_1,_1,_1>, {U4SZ}, LayoutWP, void, ElemX, {PP}>::Gemm",
-  "the library's int4, tile 64x64x64, ping-pong"),
- # name, kind, weight order (W_PLAIN / W_SHUFFLED / W_PACKED), streamk, gemm type expr, desc
+ packed_u4(128, 64, note="gemm_cutlass tile 0"),
+ packed_u4(128, 32, note="more tiles at M <= 128"),
+ packed_u4(128, 64, cluster_m=2, note="the activation tile multicast to two weight-row CTAs"),
+ packed_u4(128, 128, cluster_m=2, note="the activation tile multicast to two weight-row CTAs"),
+ packed_u4(64, 128, pingpong=True, note="a consumer warpgroup per tile, its mainloop over the other's epilogue"),
+ packed_u4(64, 64, pingpong=True),
  ("f16_128x128_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto (-> TmaWarpSpecializedCooperative), tile 128x128x64, cluster 1x1x1, persistent"),
