@@ -154,9 +154,10 @@ inline void fatal_if_device_error(cudaError_t st, const char* what) {
 // GEMM type builders
 // ------------------------------------------------------------------------------------------------
 // T: the activations', scales', zeros' and output's type (half_t, or bfloat16_t for the bf16 variants).
-// EpiSched: TmaWarpSpecializedCooperative for the cooperative mainloop, TmaWarpSpecialized for ping-pong.
-template <class Tile, class Cluster, class T = ElemD, class EpiSched = cutlass::epilogue::TmaWarpSpecializedCooperative>
-using EpilogueCoop = typename cutlass::epilogue::collective::CollectiveBuilder<
+// The TMA epilogue; EpiSched: TmaWarpSpecializedCooperative for the cooperative mainloop, TmaWarpSpecialized for
+// ping-pong (EpiSchedFor below).
+template <class Tile, class Cluster, class T, class EpiSched>
+using EpilogueTma = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
     Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
     ElemAcc, ElemAcc,
@@ -177,7 +178,7 @@ using EpiSchedFor = cute::conditional_t<cute::is_same_v<MainSched, cutlass::gemm
 template <class Tile, class Cluster, class ElemATuple, class LayoutWArg, class TileScheduler = void, class T = ElemX,
           class MainSched = cutlass::gemm::KernelTmaWarpSpecializedCooperative>
 struct MixedGemm {
-  using Epi = EpilogueCoop<Tile, Cluster, T, EpiSchedFor<MainSched>>;
+  using Epi = EpilogueTma<Tile, Cluster, T, EpiSchedFor<MainSched>>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       ElemATuple, LayoutWArg, AlignW,
@@ -192,7 +193,7 @@ struct MixedGemm {
 // fp16 x fp16 baseline, same transposed formulation (A = dequantized W [N,K] K-major, B = X K-major).
 template <class Tile, class Cluster, class Sched = cutlass::gemm::collective::KernelScheduleAuto, class T = ElemX>
 struct F16Gemm {
-  using Epi = EpilogueCoop<Tile, Cluster, T, EpiSchedFor<Sched>>;
+  using Epi = EpilogueTma<Tile, Cluster, T, EpiSchedFor<Sched>>;
   using Main = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       T, LayoutA, AlignH,

@@ -34,10 +34,10 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // A transpose through shared memory: the inputs' rows n0 .. n0 + kTermsRows of src groups c0 .. c0 + cols are
 // read in runs of `cols` consecutive elements (the whole block is contiguous when cols = src_groups), the
 // terms written in runs of kTermsRows consecutive n (a thread per term reading [N][src_groups] down its
-// columns would touch a 32-byte sector per 2-byte element). Blocks are small so that a weight's scales make
-// about one wave of them (1,024 blocks at 8192 x 8192, group 128). Each thread issues all of its loads before
-// it converts one: a conversion between two loads would wait on the first. Its time, and what bounds it:
-// docs/KERNELS.md, gemm_cutlass.
+// columns would touch a 32-byte sector per 2-byte element). Each thread issues all of its loads before it
+// converts one: a conversion between two loads would wait on the first. A thread per input element, each with
+// its own index arithmetic, is what bounds its time, not the number of blocks in flight: docs/KERNELS.md,
+// gemm_cutlass.
 constexpr int kTermsRows = 32;        // n per block: 64-byte runs of 16-bit terms written
 constexpr int kTermsSrcCols = 16;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;
