@@ -31,19 +31,51 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // -val_off s (scale; s = 1 for none). Inputs are [N][src_groups]; term group g (of K / G columns) reads the
 // call's group g / per_src (per_src = G / src_groups: the terms' group divides the call's, plan::gemm_cutlass_group).
 //
-// A transpose through shared memory: the inputs' rows n0 .. n0 + kTermsRows of src groups c0 .. c0 + cols are
-// read in runs of `cols` consecutive elements (the whole block is contiguous when cols = src_groups), the
-// terms written in runs of kTermsRows consecutive n (a thread per term reading [N][src_groups] down its
-// columns would touch a 32-byte sector per 2-byte element). Each thread issues all of its loads before it
-// converts one: a conversion between two loads would wait on the first. A thread per input element, each with
-// its own index arithmetic, is what bounds its time, not the number of blocks in flight: docs/KERNELS.md,
-// gemm_cutlass.
-constexpr int kTermsRows = 32;        // n per block: 64-byte runs of 16-bit terms written
-constexpr int kTermsSrcCols = 16;     // src groups per block (fewer where the call has fewer)
+// A transpose through shared memory in vectors. A block takes kTermsRows rows n of up to kTermsSrcCols src
+// groups: each thread loads one run of V consecutive groups of one row per input tensor (V = 8 16-bit values,
+// 16 bytes, where src_groups and the pointers allow: write_group_terms picks the widest V that divides both),
+// converts them into shared memory, and stores kTermsStoreN consecutive n of one term group (16 bytes of
+// 16-bit terms) per tensor. So each thread does a few loads and stores and its index arithmetic once: the
+// kernel with a thread per input element spent its time in that arithmetic (its integer divisions), not in
+// memory (ncu: DRAM at 4%, the SMs at 48%, one wave of blocks). Every load is issued before any conversion.
+// Its time: docs/KERNELS.md, gemm_cutlass.
+constexpr int kTermsRows = 32;        // n per block
+constexpr int kTermsSrcCols = 64;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;
-constexpr int kTermsPerThread = kTermsRows * kTermsSrcCols / kTermsThreads;  // inputs each thread reads
+constexpr int kTermsStoreN = 8;       // n per store: 16 bytes of 16-bit terms (N is a multiple of 16)
+static_assert(kTermsRows * kTermsSrcCols / 8 == kTermsThreads, "one 8-wide load per thread and tensor at V = 8");
+static_assert(kTermsRows % kTermsStoreN == 0 && kTermsStoreN == 8, "a block's n split into whole 16-byte stores");
 
-template <class T>
+// V values of BytesPer bytes each from base[index], loaded as one vector (aligned to V * BytesPer bytes: the
+// caller's choice of V, terms_run_width).
+template <int Bytes> struct VecOf;
+template <> struct VecOf<1> { using type = uint8_t; };
+template <> struct VecOf<2> { using type = uint16_t; };
+template <> struct VecOf<4> { using type = uint32_t; };
+template <> struct VecOf<8> { using type = uint2; };
+template <> struct VecOf<16> { using type = uint4; };
+template <int V, int BytesPer>
+__device__ __forceinline__ void load_run(const void* base, int64_t index, uint16_t (&out)[V]) {
+  using Vec = typename VecOf<V * BytesPer>::type;
+  const Vec v = *reinterpret_cast<const Vec*>(static_cast<const uint8_t*>(base) + index * BytesPer);
+  if constexpr (BytesPer == 2) {
+    const uint16_t* e = reinterpret_cast<const uint16_t*>(&v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = e[i];
+  } else {
+    const uint8_t* e = reinterpret_cast<const uint8_t*>(&v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = e[i];
+  }
+}
+
+// x and y rounded to T, x in the low half (the lower address).
+template <class T> __device__ __forceinline__ uint32_t pack_pair(float x, float y) {
+  const T lo = from_f<T>(x), hi = from_f<T>(y);
+  return uint32_t(*reinterpret_cast<const uint16_t*>(&lo)) | uint32_t(*reinterpret_cast<const uint16_t*>(&hi)) << 16;
+}
+
+template <class T, int V>
 __global__ void __launch_bounds__(kTermsThreads)
 group_terms_kernel(const T* __restrict__ scale, const void* __restrict__ zeros, int mode, bool zeros_signed,
                    float val_off, int N, int src_groups, int per_src, T* __restrict__ S, T* __restrict__ Z) {
@@ -52,52 +84,71 @@ group_terms_kernel(const T* __restrict__ scale, const void* __restrict__ zeros, 
   // placed and set up now; they wait (griddepcontrol.wait) for this grid's writes before they read the terms
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+  constexpr int kRuns = kTermsSrcCols / V;                          // runs of V groups in a block's row
+  constexpr int kLoadsPerThread = kTermsRows * kRuns / kTermsThreads;  // 1 at V = 8
   __shared__ float s_sm[kTermsSrcCols][kTermsRows + 1], z_sm[kTermsSrcCols][kTermsRows + 1];
   const int n0 = blockIdx.x * kTermsRows, c0 = blockIdx.y * kTermsSrcCols;
-  const int cols = min(kTermsSrcCols, src_groups - c0), rows = min(kTermsRows, N - n0), count = rows * cols;
+  const int cols = min(kTermsSrcCols, src_groups - c0), rows = min(kTermsRows, N - n0);  // cols: a multiple of V
   const bool scaled = mode != static_cast<int>(ScaleMode::kNone);
   const bool float_zeros = mode == static_cast<int>(ScaleMode::kOriginal) || mode == static_cast<int>(ScaleMode::kRescale);
   const bool code_zeros = mode == static_cast<int>(ScaleMode::kQuantized);
-  // the raw 16-bit (or 8-bit) inputs first, in one run of loads per tensor (the mode is the grid's), then the
-  // arithmetic: a conversion between two loads would wait on the first
-  int64_t src[kTermsPerThread];
+  // the raw inputs first, every load issued before any conversion; a run past the block's inputs loads nothing
+  uint16_t s_bits[kLoadsPerThread][V], z_bits[kLoadsPerThread][V];
+  bool live[kLoadsPerThread];
 #pragma unroll
-  for (int i = 0; i < kTermsPerThread; ++i) {
-    const int j = min(threadIdx.x + i * kTermsThreads, count - 1);  // past the block's inputs: its last, unused
-    src[i] = int64_t(n0 + j / cols) * src_groups + c0 + j % cols;
-  }
-  uint16_t s_bits[kTermsPerThread] = {}, z_bits[kTermsPerThread] = {};
-  if (scaled) {
+  for (int l = 0; l < kLoadsPerThread; ++l) {
+    const int j = threadIdx.x + l * kTermsThreads, r = j / kRuns, c = (j % kRuns) * V;  // kRuns: a power of 2
+    live[l] = r < rows && c < cols;
+    const int64_t src = int64_t(n0 + r) * src_groups + c0 + c;
 #pragma unroll
-    for (int i = 0; i < kTermsPerThread; ++i) s_bits[i] = reinterpret_cast<const uint16_t*>(scale)[src[i]];
-  }
-  if (float_zeros) {
-#pragma unroll
-    for (int i = 0; i < kTermsPerThread; ++i) z_bits[i] = static_cast<const uint16_t*>(zeros)[src[i]];
-  } else if (code_zeros) {
-#pragma unroll
-    for (int i = 0; i < kTermsPerThread; ++i) z_bits[i] = static_cast<const uint8_t*>(zeros)[src[i]];
+    for (int i = 0; i < V; ++i) s_bits[l][i] = 0, z_bits[l][i] = 0;
+    if (!live[l]) continue;
+    if (scaled) load_run<V, 2>(scale, src, s_bits[l]);
+    if (float_zeros) load_run<V, 2>(zeros, src, z_bits[l]);
+    else if (code_zeros) load_run<V, 1>(zeros, src, z_bits[l]);
   }
 #pragma unroll
-  for (int i = 0; i < kTermsPerThread; ++i) {
-    const int j = threadIdx.x + i * kTermsThreads;
-    if (j >= count) break;
-    const float s = scaled ? bits_to_f<T>(s_bits[i]) : 1.f;
-    float z = 0.f;
-    if (float_zeros) z = bits_to_f<T>(z_bits[i]);
-    if (code_zeros) z = zeros_signed ? static_cast<float>(static_cast<int8_t>(z_bits[i])) : static_cast<float>(z_bits[i]);
-    // Z: -(val_off + z) s (original, quantized), -val_off s - z (rescale), -val_off s (scale, none)
-    s_sm[j % cols][j / cols] = s;
-    z_sm[j % cols][j / cols] = mode == static_cast<int>(ScaleMode::kRescale) ? -val_off * s - z : -(val_off + z) * s;
+  for (int l = 0; l < kLoadsPerThread; ++l) {
+    if (!live[l]) continue;
+    const int j = threadIdx.x + l * kTermsThreads, r = j / kRuns, c = (j % kRuns) * V;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const float sv = scaled ? bits_to_f<T>(s_bits[l][i]) : 1.f;
+      float z = 0.f;
+      if (float_zeros) z = bits_to_f<T>(z_bits[l][i]);
+      if (code_zeros) z = zeros_signed ? static_cast<float>(static_cast<int8_t>(z_bits[l][i])) : static_cast<float>(z_bits[l][i]);
+      // Z: -(val_off + z) s (original, quantized), -val_off s - z (rescale), -val_off s (scale, none)
+      s_sm[c + i][r] = sv;
+      z_sm[c + i][r] = mode == static_cast<int>(ScaleMode::kRescale) ? -val_off * sv - z : -(val_off + z) * sv;
+    }
   }
   __syncthreads();
-  for (int j = threadIdx.x; j < cols * per_src * kTermsRows; j += kTermsThreads) {
-    const int g = j / kTermsRows, r = j % kTermsRows;  // g: the block's term group
-    if (r >= rows) continue;
+  // kTermsStoreN consecutive n of one term group per store; the block's term groups are c0 * per_src onwards
+  constexpr int kStoresPerRow = kTermsRows / kTermsStoreN;
+  for (int j = threadIdx.x; j < cols * per_src * kStoresPerRow; j += kTermsThreads) {
+    const int g = j / kStoresPerRow, r = (j % kStoresPerRow) * kTermsStoreN;  // g: the block's term group
+    if (r >= rows) continue;  // rows is a multiple of 16 (N is)
+    const int c = g / per_src;
+    uint32_t s_out[kTermsStoreN / 2], z_out[kTermsStoreN / 2];  // two 16-bit terms a word, lower n first
+#pragma unroll
+    for (int i = 0; i < kTermsStoreN / 2; ++i) {
+      s_out[i] = pack_pair<T>(s_sm[c][r + 2 * i], s_sm[c][r + 2 * i + 1]);
+      z_out[i] = pack_pair<T>(z_sm[c][r + 2 * i], z_sm[c][r + 2 * i + 1]);
+    }
     const int64_t dst = (int64_t(c0) * per_src + g) * N + n0 + r;
-    S[dst] = from_f<T>(s_sm[g / per_src][r]);
-    Z[dst] = from_f<T>(z_sm[g / per_src][r]);
+    *reinterpret_cast<uint4*>(S + dst) = make_uint4(s_out[0], s_out[1], s_out[2], s_out[3]);
+    *reinterpret_cast<uint4*>(Z + dst) = make_uint4(z_out[0], z_out[1], z_out[2], z_out[3]);
   }
+}
+
+// The widest run (8, 4, 2 or 1 groups) that divides src_groups and keeps every input's loads aligned.
+int terms_run_width(int64_t src_groups, const void* scale, const void* zeros, int zeros_bytes) {
+  for (int v : {8, 4, 2}) {
+    const bool fits = src_groups % v == 0 && reinterpret_cast<uintptr_t>(scale) % (2 * v) == 0 &&
+                      reinterpret_cast<uintptr_t>(zeros) % (zeros_bytes * v) == 0;  // null pointers: aligned
+    if (fits) return v;
+  }
+  return 1;
 }
 
 // terms_group: the group the terms come in (a.group_size is the call's).
@@ -107,10 +158,18 @@ std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T*
   const int64_t src_groups = a.mode == ScaleMode::kNone ? 1 : a.K / a.group_size;
   if (groups % src_groups != 0)
     return "gemm_cutlass: the group terms' group (" + std::to_string(terms_group) + ") must divide group_size";
+  if (a.N % 16 != 0 || reinterpret_cast<uintptr_t>(S) % 16 != 0 || reinterpret_cast<uintptr_t>(Z) % 16 != 0)
+    return "gemm_cutlass: the group terms need N a multiple of 16 and a 16-byte aligned workspace";
   const dim3 grid(static_cast<unsigned>((a.N + kTermsRows - 1) / kTermsRows),
                   static_cast<unsigned>((src_groups + kTermsSrcCols - 1) / kTermsSrcCols));
   const float val_off = static_cast<float>(plan::gemm_cutlass_value_offset(a.w_format));
-  group_terms_kernel<T><<<grid, kTermsThreads, 0, stream>>>(
+  const void* zeros = a.mode >= ScaleMode::kOriginal ? a.zeros : nullptr;
+  const int v = terms_run_width(src_groups, a.mode == ScaleMode::kNone ? nullptr : a.scale, zeros,
+                                a.mode == ScaleMode::kQuantized ? 1 : 2);
+  const auto kernel = v == 8 ? group_terms_kernel<T, 8>
+                    : v == 4 ? group_terms_kernel<T, 4>
+                    : v == 2 ? group_terms_kernel<T, 2> : group_terms_kernel<T, 1>;
+  kernel<<<grid, kTermsThreads, 0, stream>>>(
       static_cast<const T*>(a.scale), a.zeros, static_cast<int>(a.mode), format_is_signed_int(a.w_format), val_off,
       static_cast<int>(a.N), static_cast<int>(src_groups), static_cast<int>(groups / src_groups), S, Z);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)

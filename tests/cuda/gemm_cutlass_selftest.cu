@@ -82,9 +82,11 @@ __global__ void read_back_kernel(const uint16_t* C, int64_t count, unsigned* sum
 }
 
 // poison: C and the workspace filled first so an unwritten element fails the bound (false: left as cudaMalloc
-// gives them, for compute-sanitizer's initcheck, which then sees only the kernels' writes).
+// gives them, for compute-sanitizer's initcheck, which then sees only the kernels' writes). inputs_offset: scale
+// and zeros start that many elements into their allocations, as a slice's would (the group terms kernel's loads
+// narrow to the alignment they get).
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
-           int split, std::mt19937_64& rng, bool poison = true) {
+           int split, std::mt19937_64& rng, bool poison = true, int64_t inputs_offset = 0) {
   const int bits = format_bits(wf);
   const bool is_signed = format_is_signed_int(wf);
   const int levels = 1 << bits, stored_off = is_signed ? levels / 2 : 0;  // value = stored code - stored_off
@@ -117,8 +119,13 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   a.M = M, a.N = N, a.K = K, a.w_format = wf, a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
   a.accum_dtype = DType::kF32, a.mode = mode, a.group_size = gs;
   a.A = d.put(A), a.W = static_cast<const uint8_t*>(d.put(packed));
-  a.scale = mode == ScaleMode::kNone ? nullptr : d.put(S);
-  a.zeros = mode == ScaleMode::kQuantized ? d.put(Zq) : mode >= ScaleMode::kOriginal ? d.put(Zt) : nullptr;
+  const auto put_at_offset = [&](const auto& v) -> const void* {
+    auto shifted = v;
+    shifted.insert(shifted.begin(), inputs_offset, 0);
+    return static_cast<const uint8_t*>(d.put(shifted)) + inputs_offset * sizeof(v[0]);
+  };
+  a.scale = mode == ScaleMode::kNone ? nullptr : put_at_offset(S);
+  a.zeros = mode == ScaleMode::kQuantized ? put_at_offset(Zq) : mode >= ScaleMode::kOriginal ? put_at_offset(Zt) : nullptr;
   a.bias = bias ? d.put(B) : nullptr;
   if (poison) {
     std::vector<uint16_t> nan(M * N, 0x7e00);   // fp16 NaN, bf16 about 4e37: an unwritten output fails the bound
@@ -325,6 +332,13 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt4, ScaleMode::kOriginal, true, 260, 9472, 2048, 128, true, 4, 1, rng), ++cases;
   ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, true, 200, 2048, 4096, 64, false, 3, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 256, 4096, 4096, 4096, true, 4, 1, rng), ++cases;
+  // the group terms' loads in runs of 4, 2 and 1 groups (28, 22 and 21 groups a row), and from scales and zeros
+  // 6 or 4 bytes past an aligned address (runs of 1 and 2 groups where 16 groups would take runs of 8)
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 128, 272, 3584, 128, true, 1, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, true, 100, 528, 1408, 64, false, 0, 2, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kQuantized, false, 64, 1024, 1344, 64, true, 1, 1, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kRescale, false, 200, 272, 2048, 128, true, 1, 1, rng, true, 3), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, true, 96, 272, 2048, 128, false, 0, 1, rng, true, 2), ++cases;
   std::printf("gemm_cutlass selftest: %s  %d cases\n", ok ? "PASS" : "FAIL", cases);
   return ok ? 0 : 1;
 }
