@@ -214,14 +214,14 @@ std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile
   const int64_t terms = (a.K / a.group_size) * a.N;
   T* S = reinterpret_cast<T*>(ws);
   uint8_t* scratch = ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size);  // partials / stream-K's
-  if (std::string err = write_group_terms(call, a.group_size, S, S + terms, stream); !err.empty()) return err;
   const bool w8 = format_bits(a.w_format) == 8, stream_k = plan::kCutlassTiles[tile].stream_k;
   const bool f16 = std::is_same_v<T, __half>;
   const auto run = f16 ? (w8 ? (stream_k ? run_gemm_cutlass_w8_f16_stream_k : run_gemm_cutlass_w8_f16)
                              : (stream_k ? run_gemm_cutlass_w4_f16_stream_k : run_gemm_cutlass_w4_f16))
                        : (w8 ? (stream_k ? run_gemm_cutlass_w8_bf16_stream_k : run_gemm_cutlass_w8_bf16)
                              : (stream_k ? run_gemm_cutlass_w4_bf16_stream_k : run_gemm_cutlass_w4_bf16));
-  std::string err = run(a, tile, split, pdl, S, S + terms, scratch, stream);
+  const WriteTerms write_terms = [&] { return write_group_terms(call, a.group_size, S, S + terms, stream); };
+  std::string err = run(a, tile, split, pdl, S, S + terms, write_terms, scratch, stream);
   if (!err.empty() || split == 1) return err;
   return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);
 }
@@ -271,7 +271,8 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
 
 #ifndef BITBLAS_JAX_CUTLASS
 #define BBJ_NO_CUTLASS(name)                                                                            \
-  std::string name(const MatmulArgs&, int, int, bool, const void*, const void*, void*, cudaStream_t) {  \
+  std::string name(const MatmulArgs&, int, int, bool, const void*, const void*, const WriteTerms&, void*,   \
+                   cudaStream_t) {                                                                     \
     return "gemm_cutlass: built without CUTLASS";                                                      \
   }
 BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16)

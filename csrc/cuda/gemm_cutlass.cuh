@@ -1,8 +1,7 @@
 // gemm_cutlass (gemm_cutlass.h): the CUTLASS types and their launch (sm_90a; CUTLASS's headers). Included by
-// inst_gemm_cutlass_{w4,w8}_{f16,bf16}[_stream_k].cu only: the persistent tiles' units define
-// CUTLASS_ENABLE_GDC_FOR_SM90 first (their GEMM waits on the grid before it, so it can launch as that grid's
-// programmatic dependent); the stream-K tiles' units do not (CUTLASS 4.2's stream-K scheduler does not compile
-// with it: its is_last_tile, const, passes a member by non-const reference) and launch as usual.
+// inst_gemm_cutlass_{w4,w8}_{f16,bf16}[_stream_k].cu only, each of which defines CUTLASS_ENABLE_GDC_FOR_SM90 first:
+// the GEMM waits on the grid before it (the group terms kernel), so it launches as that grid's programmatic
+// dependent; the stream-K tiles through a scheduler that compiles with it (cutlass_stream_k_gdc.h).
 #pragma once
 
 #include <algorithm>
@@ -29,6 +28,8 @@
 #endif
 
 #include "cutlass_packed_layout.h"
+#include "gemm_cutlass.h"
+#include "cutlass_stream_k_gdc.h"
 #include "cutlass_u8_convert.h"
 
 namespace bitblas_jax {
@@ -60,7 +61,7 @@ using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
                                    cutlass::epilogue::fusion::LinearCombination<float, float, float, float>,
                                    cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
 
-// STREAM_K: CUTLASS's stream-K scheduler (plan.h: the stream_k tiles), else its persistent one.
+// STREAM_K: CUTLASS's stream-K scheduler (plan.h: the stream_k tiles; cutlass_stream_k_gdc.h), else its persistent one.
 template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
 struct CutlassGemm {
   static constexpr int kAlign = 8;                      // 16 bytes of T
@@ -77,7 +78,7 @@ struct CutlassGemm {
       kWeightAlign, T, LayoutAct, kAlign, float, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Scheduler = cute::conditional_t<STREAM_K, cutlass::gemm::StreamKScheduler, void>;
+  using Scheduler = cute::conditional_t<STREAM_K, StreamKSchedulerWithGdc, void>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
@@ -85,11 +86,12 @@ struct CutlassGemm {
 // One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
 // layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
 // S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part). STREAM_K (split 1):
-// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream). pdl: launch as
-// the programmatic dependent of the kernel before it (where this unit's GEMM waits on it).
+// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream). write_terms
+// launches the kernel that writes S and Z; it runs after the workspace's clearing, so that the GEMM follows it
+// directly and, with pdl, launches as its programmatic dependent (the GEMM waits on it before its first load).
 template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
-std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, Out* D, cudaStream_t stream,
-                void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
+std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
+                Out* D, cudaStream_t stream, void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
   using G = typename CutlassGemm<T, BITS, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
@@ -145,6 +147,7 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
            std::to_string(stream_k_bytes) + " (plan.h gemm_cutlass_stream_k_bytes)";
   if (cutlass::Status st = gemm.initialize(args, ws, stream); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: initialize: ") + cutlass::cutlassGetStatusString(st);
+  if (std::string err = write_terms(); !err.empty()) return err;
   // the GEMM's CTAs placed and set up (barriers, TMA descriptors) while the group terms kernel before it
   // finishes; its producer warps wait for that kernel's writes before their first load
   const bool launch_with_pdl = pdl && kWaitsOnPriorGrid;
@@ -160,19 +163,19 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
 // scratch: the workspace past the group terms.
 // STREAM_K_TILES: which tiles this unit holds (the others return an error).
 template <class T, int BITS, int TILE, bool STREAM_K_TILES>
-std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, void* scratch,
-                     cudaStream_t stream) {
+std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
+                     void* scratch, cudaStream_t stream) {
   constexpr int kRows = plan::kCutlassTiles[TILE].act_rows;
   if constexpr (plan::kCutlassTiles[TILE].stream_k != STREAM_K_TILES) {
     return "gemm_cutlass: tile " + std::to_string(TILE) + " is not in this unit";
   } else if constexpr (plan::kCutlassTiles[TILE].stream_k) {
     if (split != 1) return "gemm_cutlass: a stream-K tile does not split K";
-    return run<T, BITS, kRows, T, true>(a, 1, pdl, S, Z, static_cast<T*>(a.C), stream, scratch,
+    return run<T, BITS, kRows, T, true>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
                                         plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE));
   } else {
-    if (split == 1) return run<T, BITS, kRows, T>(a, 1, pdl, S, Z, static_cast<T*>(a.C), stream);
+    if (split == 1) return run<T, BITS, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
     if constexpr (kRows <= plan::kCutlassMaxSplitRows)
-      return run<T, BITS, kRows, float>(a, split, pdl, S, Z, static_cast<float*>(scratch), stream);
+      return run<T, BITS, kRows, float>(a, split, pdl, S, Z, write_terms, static_cast<float*>(scratch), stream);
     return "gemm_cutlass: the " + std::to_string(kRows) + "-row tile does not split K";
   }
 }
@@ -184,17 +187,17 @@ std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const
 // stream-K tile: CUTLASS's workspace in `scratch`). A unit holds the persistent tiles or the stream-K ones.
 template <class T, int BITS, bool STREAM_K_TILES>
 std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,
-                             void* scratch, cudaStream_t stream) {
+                             const WriteTerms& write_terms, void* scratch, cudaStream_t stream) {
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
   static_assert(plan::kNumCutlassTiles == 5, "a case per tile");
   switch (tile) {
-    case 0: return run_tile<T, BITS, 0, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
-    case 1: return run_tile<T, BITS, 1, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
-    case 2: return run_tile<T, BITS, 2, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
-    case 3: return run_tile<T, BITS, 3, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
-    case 4: return run_tile<T, BITS, 4, STREAM_K_TILES>(a, split, pdl, s, z, scratch, stream);
+    case 0: return run_tile<T, BITS, 0, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 1: return run_tile<T, BITS, 1, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 2: return run_tile<T, BITS, 2, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 3: return run_tile<T, BITS, 3, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 4: return run_tile<T, BITS, 4, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }
@@ -203,8 +206,8 @@ std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl,
 // tiles of one scheduler.
 #define BBJ_GEMM_CUTLASS_UNIT(name, T, BITS, STREAM_K_TILES)                                                    \
   std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,           \
-                   void* scratch, cudaStream_t stream) {                                                        \
-    return run_gemm_cutlass<T, BITS, STREAM_K_TILES>(a, tile, split, pdl, S, Z, scratch, stream);               \
+                   const WriteTerms& write_terms, void* scratch, cudaStream_t stream) {                         \
+    return run_gemm_cutlass<T, BITS, STREAM_K_TILES>(a, tile, split, pdl, S, Z, write_terms, scratch, stream);  \
   }
 
 }  // namespace bitblas_jax

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "bitblas_jax/kernel_api.h"
@@ -26,19 +27,23 @@ bool gemm_cutlass_built();
 
 // C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
 // in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none); workspace: at least
-// plan::gemm_cutlass_workspace_bytes; pdl: launch a persistent tile's GEMM as the programmatic dependent of
+// plan::gemm_cutlass_workspace_bytes; pdl: launch the GEMM as the programmatic dependent of
 // the group terms kernel (sm_90; the GEMM waits for the terms before it reads them). Returns "" or what is
 // wrong (never launches on bad arguments).
 std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, bool pdl, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream);
 
-// The CUTLASS GEMM alone, on group terms S, Z ([G][N], A's type) already written, into C (split 1) or into
-// float32 partials [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's
-// workspace there), for 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations, the persistent tiles
-// (run_gemm_cutlass_*) or the stream-K ones (run_gemm_cutlass_*_stream_k).
+// Launches the kernel that writes the group terms on the stream; "" or what went wrong.
+using WriteTerms = std::function<std::string()>;
+
+// The CUTLASS GEMM on group terms S, Z ([G][N], A's type), which write_terms writes (called once, after CUTLASS's
+// workspace is cleared and just before the GEMM's launch), into C (split 1) or into float32 partials
+// [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's workspace there), for
+// 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations, the persistent tiles (run_gemm_cutlass_*) or
+// the stream-K ones (run_gemm_cutlass_*_stream_k).
 #define BBJ_GEMM_CUTLASS_RUN(name)                                                                             \
   std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,            \
-                   void* scratch, cudaStream_t stream);
+                   const WriteTerms& write_terms, void* scratch, cudaStream_t stream);
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16)

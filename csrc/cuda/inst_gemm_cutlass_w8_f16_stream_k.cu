@@ -1,6 +1,7 @@
 // gemm_cutlass's stream-K tiles (plan::kCutlassTiles, stream_k) for 8-bit codes and float16 activations.
-// Without CUTLASS_ENABLE_GDC_FOR_SM90 (gemm_cutlass.cuh says why): launched as usual. sm_90a only;
-// built where the CUTLASS headers are found (csrc/CMakeLists.txt).
+// sm_90a only; built where the CUTLASS headers are found (csrc/CMakeLists.txt).
+// the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
+#define CUTLASS_ENABLE_GDC_FOR_SM90
 #include "gemm_cutlass.cuh"
 #include "gemm_cutlass.h"
 
