@@ -78,12 +78,16 @@ template <class T> __device__ __forceinline__ uint32_t pack_pair(float x, float 
 template <class T, int V>
 __global__ void __launch_bounds__(kTermsThreads)
 group_terms_kernel(const T* __restrict__ scale, const void* __restrict__ zeros, int mode, bool zeros_signed,
-                   float val_off, int N, int src_groups, int per_src, T* __restrict__ S, T* __restrict__ Z) {
+                   float val_off, int N, int src_groups, int per_src, T* __restrict__ S, T* __restrict__ Z,
+                   uint4* __restrict__ clear, int clear_vecs) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // the GEMM after this kernel is launched as its programmatic dependent (gemm_cutlass.cuh): its CTAs may be
   // placed and set up now; they wait (griddepcontrol.wait) for this grid's writes before they read the terms
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+  // the GEMM's stream-K flags, cleared here rather than by a memset of their own (gemm_cutlass.cuh)
+  if (blockIdx.x == 0 && blockIdx.y == 0 && static_cast<int>(threadIdx.x) < clear_vecs)
+    clear[threadIdx.x] = make_uint4(0, 0, 0, 0);
   constexpr int kRuns = kTermsSrcCols / V;                          // runs of V groups in a block's row
   constexpr int kLoadsPerThread = kTermsRows * kRuns / kTermsThreads;  // 1 at V = 8
   __shared__ float s_sm[kTermsSrcCols][kTermsRows + 1], z_sm[kTermsSrcCols][kTermsRows + 1];
@@ -152,14 +156,19 @@ int terms_run_width(int64_t src_groups, const void* scale, const void* zeros, in
 }
 
 // terms_group: the group the terms come in (a.group_size is the call's).
+// clear, clear_bytes: a 16-byte aligned range the kernel also zeroes (at most kTermsThreads 16-byte vectors).
 template <class T>
-std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T* Z, cudaStream_t stream) {
+std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T* Z, void* clear, size_t clear_bytes,
+                              cudaStream_t stream) {
   const int64_t groups = a.K / terms_group;
   const int64_t src_groups = a.mode == ScaleMode::kNone ? 1 : a.K / a.group_size;
   if (groups % src_groups != 0)
     return "gemm_cutlass: the group terms' group (" + std::to_string(terms_group) + ") must divide group_size";
   if (a.N % 16 != 0 || reinterpret_cast<uintptr_t>(S) % 16 != 0 || reinterpret_cast<uintptr_t>(Z) % 16 != 0)
     return "gemm_cutlass: the group terms need N a multiple of 16 and a 16-byte aligned workspace";
+  if (reinterpret_cast<uintptr_t>(clear) % 16 != 0 || clear_bytes % 16 != 0 || clear_bytes > 16 * kTermsThreads)
+    return "gemm_cutlass: the range the group terms kernel clears must be whole 16-byte vectors, at most " +
+           std::to_string(16 * kTermsThreads) + " bytes (" + std::to_string(clear_bytes) + " asked)";
   const dim3 grid(static_cast<unsigned>((a.N + kTermsRows - 1) / kTermsRows),
                   static_cast<unsigned>((src_groups + kTermsSrcCols - 1) / kTermsSrcCols));
   const float val_off = static_cast<float>(plan::gemm_cutlass_value_offset(a.w_format));
@@ -171,7 +180,8 @@ std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T*
                     : v == 2 ? group_terms_kernel<T, 2> : group_terms_kernel<T, 1>;
   kernel<<<grid, kTermsThreads, 0, stream>>>(
       static_cast<const T*>(a.scale), a.zeros, static_cast<int>(a.mode), format_is_signed_int(a.w_format), val_off,
-      static_cast<int>(a.N), static_cast<int>(src_groups), static_cast<int>(groups / src_groups), S, Z);
+      static_cast<int>(a.N), static_cast<int>(src_groups), static_cast<int>(groups / src_groups), S, Z,
+      static_cast<uint4*>(clear), static_cast<int>(clear_bytes / 16));
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
     return std::string("CUDA error in gemm_cutlass's group terms: ") + cudaGetErrorString(e);
   return "";
@@ -220,7 +230,9 @@ std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile
                              : (stream_k ? run_gemm_cutlass_w4_f16_stream_k : run_gemm_cutlass_w4_f16))
                        : (w8 ? (stream_k ? run_gemm_cutlass_w8_bf16_stream_k : run_gemm_cutlass_w8_bf16)
                              : (stream_k ? run_gemm_cutlass_w4_bf16_stream_k : run_gemm_cutlass_w4_bf16));
-  const WriteTerms write_terms = [&] { return write_group_terms(call, a.group_size, S, S + terms, stream); };
+  const WriteTerms write_terms = [&](void* clear, size_t clear_bytes) {
+    return write_group_terms(call, a.group_size, S, S + terms, clear, clear_bytes, stream);
+  };
   std::string err = run(a, tile, split, pdl, S, S + terms, write_terms, scratch, stream);
   if (!err.empty() || split == 1) return err;
   return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);

@@ -37,6 +37,11 @@ namespace gemm_cutlass_detail {
 
 using namespace cute;
 
+// A stream-K launch's flags: a 32-bit flag per consumer warpgroup for each tile its CTAs may share (at most two
+// waves of plan::kCutlassStreamKMaxCtas), rounded as the plan rounds them, plus CUTLASS's workspace alignment.
+constexpr int64_t kStreamKClearBytes =
+    plan::ceil_div(2 * plan::kCutlassStreamKMaxCtas * plan::kCutlassStreamKFlagBytes, 128) * 128 + 128;
+
 #ifdef CUTLASS_ENABLE_GDC_FOR_SM90
 constexpr bool kWaitsOnPriorGrid = true;   // griddepcontrol.wait before the producers' first loads
 #else
@@ -86,9 +91,9 @@ struct CutlassGemm {
 // One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
 // layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
 // S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part). STREAM_K (split 1):
-// stream_k_ws, stream_k_bytes hold CUTLASS's workspace (its flags cleared here, on the stream). write_terms
-// launches the kernel that writes S and Z; it runs after the workspace's clearing, so that the GEMM follows it
-// directly and, with pdl, launches as its programmatic dependent (the GEMM waits on it before its first load).
+// stream_k_ws, stream_k_bytes hold CUTLASS's workspace. write_terms launches the kernel that writes S and Z and
+// clears the stream-K flags; the GEMM follows it directly and, with pdl, launches as its programmatic dependent
+// (it waits on that kernel before its first load, so before it reads the terms or touches a flag).
 template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
 std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
                 Out* D, cudaStream_t stream, void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
@@ -138,20 +143,33 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
     ws = stream_k_ws;
   }
 
-  G gemm;
-  if (cutlass::Status st = gemm.can_implement(args); st != cutlass::Status::kSuccess)
+  if (cutlass::Status st = G::can_implement(args); st != cutlass::Status::kSuccess)
     return std::string("gemm_cutlass: CUTLASS cannot run this problem: ") + cutlass::cutlassGetStatusString(st);
   const size_t ws_need = G::get_workspace_size(args);
   if (ws_need > static_cast<size_t>(stream_k_bytes) || (ws_need > 0 && ws == nullptr))
     return "gemm_cutlass: CUTLASS asked for a workspace of " + std::to_string(ws_need) + " bytes, the plan gave " +
            std::to_string(stream_k_bytes) + " (plan.h gemm_cutlass_stream_k_bytes)";
-  if (cutlass::Status st = gemm.initialize(args, ws, stream); st != cutlass::Status::kSuccess)
-    return std::string("gemm_cutlass: initialize: ") + cutlass::cutlassGetStatusString(st);
-  if (std::string err = write_terms(); !err.empty()) return err;
+  // The kernel's parameters without CUTLASS's workspace initialization (GemmUniversalAdapter::initialize): that
+  // clears a stream-K tile's flags with a memset of its own, which with its gap before the next kernel cost
+  // about 3-4 us a call (H100 trace). The group terms kernel clears them instead: CUTLASS keeps them at the end
+  // of its workspace, after the partial tiles (cutlass/gemm/kernel/tile_scheduler_params.h), so the workspace's
+  // last kStreamKClearBytes bytes (or all of it, if smaller) hold them; clearing some of the partial tiles too is
+  // harmless (each is written before it is read). The persistent tiles' workspace is empty.
+  typename G::Params params = GK::to_underlying_arguments(args, ws);
+  if (cudaError_t e = cudaFuncSetAttribute(cutlass::device_kernel<GK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(GK::SharedStorageSize));
+      e != cudaSuccess)
+    return std::string("gemm_cutlass: shared memory attribute: ") + cudaGetErrorString(e);
+  if (ws_need % 16 != 0) return "gemm_cutlass: CUTLASS's workspace is not whole 16-byte vectors";
+  const size_t clear_bytes = std::min(ws_need, static_cast<size_t>(kStreamKClearBytes));
+  if (std::string err = write_terms(clear_bytes ? static_cast<uint8_t*>(ws) + ws_need - clear_bytes : nullptr,
+                                    clear_bytes);
+      !err.empty())
+    return err;
   // the GEMM's CTAs placed and set up (barriers, TMA descriptors) while the group terms kernel before it
   // finishes; its producer warps wait for that kernel's writes before their first load
   const bool launch_with_pdl = pdl && kWaitsOnPriorGrid;
-  if (cutlass::Status st = gemm.run(stream, nullptr, launch_with_pdl); st != cutlass::Status::kSuccess) {
+  if (cutlass::Status st = G::run(params, stream, nullptr, launch_with_pdl); st != cutlass::Status::kSuccess) {
     const cudaError_t e = cudaGetLastError();
     return std::string("gemm_cutlass: launch: ") + cutlass::cutlassGetStatusString(st) + " (" + cudaGetErrorString(e) + ")";
   }

@@ -33,11 +33,12 @@ bool gemm_cutlass_built();
 std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, bool pdl, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream);
 
-// Launches the kernel that writes the group terms on the stream; "" or what went wrong.
-using WriteTerms = std::function<std::string()>;
+// Launches the kernel that writes the group terms on the stream and zeroes [clear, clear + clear_bytes) (16-byte
+// vectors, at most 4 KB); "" or what went wrong.
+using WriteTerms = std::function<std::string(void* clear, size_t clear_bytes)>;
 
-// The CUTLASS GEMM on group terms S, Z ([G][N], A's type), which write_terms writes (called once, after CUTLASS's
-// workspace is cleared and just before the GEMM's launch), into C (split 1) or into float32 partials
+// The CUTLASS GEMM on group terms S, Z ([G][N], A's type), which write_terms writes (called once, just before the
+// GEMM's launch, with the part of CUTLASS's workspace that must be zero at launch), into C (split 1) or into float32 partials
 // [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's workspace there), for
 // 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations, the persistent tiles (run_gemm_cutlass_*) or
 // the stream-K ones (run_gemm_cutlass_*_stream_k).
