@@ -299,9 +299,10 @@ constexpr int kCutlassStreamKMaxCtas = 132;
 // read by the reduction, the output written once) in bytes per ns, and what a split adds whatever its size
 // (the reduction's launch): H100, kernel alone (gemm_cutlass_selftest --time), 18944 x 3584 at M = 128 split
 // two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us. Stream-K: the shared tiles' partials
-// (one written and one read per CTA, mostly in L2) in bytes per ns, and its fixed cost (the workspace's flags
-// cleared, CTAs waiting on their turn to add): fit to an H100 sweep of every tile and split
-// (benchmarks/results/h100-gemm-cutlass-sweep.log; tools/gemm_cutlass_sweep.py checks the choice against it).
+// (one written and one read per CTA, mostly in L2) in bytes per ns, and its fixed cost (CTAs waiting on their
+// turn to add): fit to an H100 sweep of every tile and split (benchmarks/results/h100-gemm-cutlass-sweep.log;
+// tools/gemm_cutlass_sweep.py checks the choice against it), whose stream-K launches each had a memset of the
+// flags before them (about 1 us, in the fixed cost; the group terms kernel clears them now).
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
