@@ -35,10 +35,9 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // groups: each thread loads one run of V consecutive groups of one row per input tensor (V = 8 16-bit values,
 // 16 bytes, where src_groups and the pointers allow: write_group_terms picks the widest V that divides both),
 // converts them into shared memory, and stores kTermsStoreN consecutive n of one term group (16 bytes of
-// 16-bit terms) per tensor. So each thread does a few loads and stores and its index arithmetic once: the
-// kernel with a thread per input element spent its time in that arithmetic (its integer divisions), not in
-// memory (ncu: DRAM at 4%, the SMs at 48%, one wave of blocks). Every load is issued before any conversion.
-// Its time: docs/KERNELS.md, gemm_cutlass.
+// 16-bit terms) per tensor. So each thread does a few loads and stores and its index arithmetic (integer
+// divisions) once per run, not once per element: the kernel moves few bytes, so its instructions, not memory,
+// set its time. Every load is issued before any conversion. Its time: docs/KERNELS.md, gemm_cutlass.
 constexpr int kTermsRows = 32;        // n per block
 constexpr int kTermsSrcCols = 64;     // src groups per block (fewer where the call has fewer)
 constexpr int kTermsThreads = 256;

@@ -150,11 +150,12 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
     return "gemm_cutlass: CUTLASS asked for a workspace of " + std::to_string(ws_need) + " bytes, the plan gave " +
            std::to_string(stream_k_bytes) + " (plan.h gemm_cutlass_stream_k_bytes)";
   // The kernel's parameters without CUTLASS's workspace initialization (GemmUniversalAdapter::initialize): that
-  // clears a stream-K tile's flags with a memset of its own, which with its gap before the next kernel cost
-  // about 3-4 us a call (H100 trace). The group terms kernel clears them instead: CUTLASS keeps them at the end
-  // of its workspace, after the partial tiles (cutlass/gemm/kernel/tile_scheduler_params.h), so the workspace's
-  // last kStreamKClearBytes bytes (or all of it, if smaller) hold them; clearing some of the partial tiles too is
-  // harmless (each is written before it is read). The persistent tiles' workspace is empty.
+  // clears a stream-K tile's flags with a memset of its own, a node and an idle gap between the terms kernel and
+  // the GEMM (docs/KERNELS.md, Launch). The group terms kernel clears them instead: CUTLASS keeps them at the end
+  // of its workspace, after the partial tiles (cutlass/gemm/kernel/tile_scheduler_params.h), one per tile that
+  // has a partial tile, so the workspace's last kStreamKClearBytes bytes (or all of it, if smaller) hold them
+  // (the check above keeps CUTLASS's tiles within the plan's count); clearing some partial tiles too is harmless
+  // (each is written before it is read). The persistent tiles' workspace is empty.
   typename G::Params params = GK::to_underlying_arguments(args, ws);
   if (cudaError_t e = cudaFuncSetAttribute(cutlass::device_kernel<GK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(GK::SharedStorageSize));

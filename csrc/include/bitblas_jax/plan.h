@@ -301,8 +301,8 @@ constexpr int kCutlassStreamKMaxCtas = 132;
 // two ways took 2.7 us more than unsplit, its 24 MB round trip about 12 us. Stream-K: the shared tiles' partials
 // (one written and one read per CTA, mostly in L2) in bytes per ns, and its fixed cost (CTAs waiting on their
 // turn to add): fit to an H100 sweep of every tile and split (benchmarks/results/h100-gemm-cutlass-sweep.log;
-// tools/gemm_cutlass_sweep.py checks the choice against it), whose stream-K launches each had a memset of the
-// flags before them (about 1 us, in the fixed cost; the group terms kernel clears them now).
+// tools/gemm_cutlass_sweep.py checks the choice against it). That sweep's stream-K launches cleared their flags
+// with a memset of their own (about 1 us of the fixed cost), which a call does in the group terms kernel.
 constexpr int64_t kCutlassTileFlopsPerNs = 5500;
 constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
