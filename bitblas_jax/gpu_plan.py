@@ -9,8 +9,9 @@ The kernels, by mechanism (docs/KERNELS.md):
                        packed tiles): K split across CTAs
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
   gemm_wgmma           Hopper GEMM (sm_90a): warp-specialized, wgmma with the weight in registers
-  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 weights from M = 64: CUTLASS's mixed-input
-                       collective (TMA, cooperative warpgroups, persistent tiles) on the packed weight;
+  gemm_cutlass         Hopper GEMM (sm_90a) for int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights from M = 64:
+                       CUTLASS's mixed-input collective (TMA, cooperative warpgroups, persistent tiles; the
+                       table formats through a register lookup) on the packed weight;
                        where its tiles fill a fraction of a wave, K split into CUTLASS's batch mode and
                        the float32 partials added in order; where they fill a wave and a bit, CUTLASS's
                        stream-K scheduler deals the last waves' stages evenly to the SMs
@@ -40,7 +41,7 @@ the torch shim, which has no XLA dot; decode_splitk up to 8 rows under JAX where
 then the GEMM up to gemm_max_m() rows (gemm_wgmma on sm_90: 1024 on layers of 4096 x 8192 weights and
 up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize_then_dot, since
 writing and re-reading a 16-bit weight costs less than those GEMMs' mainloops there. On sm_90, int4 /
-uint4 / int8 / uint8 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to
+uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to
 GEMM_CUTLASS_MAX_M rows instead (where it computes the call: plan.h gemm_cutlass_takes).
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
@@ -71,7 +72,7 @@ WGMMA_MAX_M = 512           # ... from WGMMA_LAYER weights
 WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
-# gemm_cutlass (Hopper, 4- and 8-bit integer weights) from here: at M = 64 its 64-row tile, split as the plan
+# gemm_cutlass (Hopper, 4- and 8-bit integer weights, nf4 / fp4_e2m1) from here: at M = 64 its 64-row tile, split as the plan
 # chooses, took less time than gemm_wgmma on four of five layers measured and about as much (within 4%) on the
 # fifth (H100, docs/KERNELS.md gemm_cutlass); below M = 64 it is not measured; from M = 128 to 1024
 # gemm_cutlass took less time than the plan without it on every layer measured (H200 int4).

@@ -10,8 +10,8 @@ accumulation and output dtypes, bias, A's leading dims, NaN / inf in A, the bias
 formats) the weight, an element offset for the torch activation (a slice off the 16-byte grid), and
 with force_plans an environment override of the GPU plan (gpu_plan.py). A share of the cases
 (GEMM_REGIME_SHARE) is drawn where the Hopper GEMM gemm_cutlass runs, which uniform draws rarely reach:
-int4 / uint4 / int8 / uint8, M of 65..1024, 16-bit A and output of its dtype, float32 accumulation, groups of whole
-64-k stages (or none / one per row). It runs through JAX (jit, on
+int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1, M of 65..1024, 16-bit A and output of its dtype, float32
+accumulation, groups of whole 64-k stages (or none / one per row). It runs through JAX (jit, on
 `device`) and, when torch is importable, through the torch shim on the same device. Outputs are
 poisoned: the JAX output buffer is a donated array of NaN (a finite sentinel where NaN is expected),
 which XLA hands to the kernel as its output (whether it really wrote there is checked by pointer and
@@ -47,6 +47,7 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
 )
 WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
 GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)
+GEMM_TABLE_SHARE = 0.3                              # of those, nf4 / fp4_e2m1 (its register lookup)
 SENTINEL = -30000.0                                 # poison where the result may hold NaN
 
 
@@ -120,6 +121,9 @@ def draw(seed: int, index: int, device: str = "cpu", force_plans: bool = False) 
     # its own stream: every other case of a seed draws the same whatever the share
     gemm_regime = np.random.default_rng([seed, index, 5]).random() < GEMM_REGIME_SHARE
     names = ["int4", "uint4", "int8", "uint8"] if gemm_regime else sorted(formats.FORMATS)
+    # its own stream too: the integer formats' cases of a seed draw the same whatever the table formats' share
+    if gemm_regime and np.random.default_rng([seed, index, 6]).random() < GEMM_TABLE_SHARE:
+        names = ["nf4", "fp4_e2m1"]
     fmt = formats.get_format(names[int(rng.integers(len(names)))])
     modes = formats.allowed_modes(fmt)
     mode = modes[int(rng.integers(len(modes)))]

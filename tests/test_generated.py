@@ -49,3 +49,16 @@ def test_formats_header_matches_formats_py():
     for name, i in formats.DTYPE_IDS.items():
         assert f"{gen.DTYPE_ENUMERATORS[name]} = {i}," in text
     assert f"kNumWFormats = {len(formats.FORMATS)};" in text
+
+
+def test_table_bits_round_to_nearest_even():
+    """The 16-bit table patterns (the register lookups' constants) are the table values rounded as numpy rounds
+    them to float16 and ml_dtypes to bfloat16: round to nearest even."""
+    np = pytest.importorskip("numpy")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    gen = _load("gen_formats_header")
+    formats = gen.load_formats()
+    for values in (formats.NF4_VALUES, formats.FP4_E2M1_VALUES):
+        v32 = np.asarray(values, np.float32)
+        assert [gen.f16_bits(float(v)) for v in values] == v32.astype(np.float16).view(np.uint16).tolist()
+        assert [gen.bf16_bits(float(v)) for v in values] == v32.astype(ml_dtypes.bfloat16).view(np.uint16).tolist()

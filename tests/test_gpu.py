@@ -163,13 +163,18 @@ def _cutlass_matrix():
         for j, g in enumerate((-1, 128) if mode == "none" else (-1, 64, 128)):
             M = (65, 130, 300)[(i + j) % 3]
             yield pytest.param(fmt, mode, g, a_dtype, M, (i + j) % 2 == 0, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
+    # the 4-bit table formats (a register lookup), their modes
+    for i, (fmt, a_dtype) in enumerate(itertools.product(("nf4", "fp4_e2m1"), ("float16", "bfloat16"))):
+        for j, (mode, g) in enumerate((("none", -1), ("scale", -1), ("scale", 64), ("scale", 128))):
+            M = (65, 130, 300)[(i + j) % 3]
+            yield pytest.param(fmt, mode, g, a_dtype, M, (i + j) % 2 == 0, id=f"{fmt}-{mode}-g{g}-{a_dtype}-M{M}")
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M,bias", list(_cutlass_matrix()))
 def test_gpu_gemm_cutlass(rng, fmt, mode, group, a_dtype, M, bias):
     """gemm_cutlass (CUTLASS's mixed-input collective on the packed weight, the mode's group terms) through
-    JAX on int4 / uint4 / int8 / uint8, every mode, float16 / bfloat16, groups of 64, 128 and K, with and without
-    bias."""
+    JAX on int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1, every mode the format has, float16 / bfloat16, groups of
+    64, 128 and K, with and without bias."""
     from bitblas_jax import gpu_plan
     _needs_cutlass()
     g = 1024 if group == -1 else group
@@ -199,7 +204,9 @@ def test_gpu_gemm_cutlass_tiles(rng, M, N, rows, monkeypatch):
     ("uint4", "rescale", -1, "float16", 130, 2048, 2048, 4),
     ("int4", "scale", 1024, "bfloat16", 200, 2048, 4096, 2),
     ("int8", "scale", 128, "float16", 128, 4096, 4096, 4),
-    ("uint8", "quantized", 128, "bfloat16", 96, 1024, 2048, 8)])
+    ("uint8", "quantized", 128, "bfloat16", 96, 1024, 2048, 8),
+    ("nf4", "scale", 128, "bfloat16", 128, 4096, 4096, 4),
+    ("fp4_e2m1", "none", -1, "float16", 100, 1024, 2048, 2)])
 def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split, monkeypatch):
     """gemm_cutlass with K split into CUTLASS's batch mode and the float32 partials added in order: parts of
     whole groups, one group per part (per-channel, mode none), with bias, on the GPU against float64."""
@@ -222,6 +229,8 @@ def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split
     # 256-row tiles: 34 x 2 for 132 SMs, each shared by about two CTAs
     ("int4", "scale", 128, "bfloat16", 400, 8704, 3072, 256, 132),
     ("uint8", "none", -1, "float16", 400, 8704, 3072, 256, 132),
+    ("nf4", "scale", 128, "float16", 400, 8704, 3072, 256, 132),
+    ("fp4_e2m1", "scale", 64, "bfloat16", 128, 17408, 2048, 128, 132),
     # planned for fewer SMs than the GPU has: CUTLASS shares the tiles among the GPU's (the workspace holds
     # every tile it may share)
     ("int4", "rescale", 128, "float16", 200, 2560, 4096, 256, 16)])

@@ -140,9 +140,10 @@ def test_num_sms_follows_the_gpu(monkeypatch):
 
 # ---- gemm_cutlass --------------------------------------------------------------------------------------
 def test_gemm_cutlass_rule(monkeypatch):
-    """On sm_90 with gemm_cutlass built, int4 / uint4 / int8 / uint8 weights with 16-bit output and float32
-    accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
-    the torch shim), in every mode, with groups of whole 64-k stages or one per row; every other call keeps its kernel."""
+    """On sm_90 with gemm_cutlass built, int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output and
+    float32 accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
+    the torch shim), in every mode the format has, with groups of whole 64-k stages or one per row; every other call
+    keeps its kernel."""
     cut = dict(sm90=True, gemm_cutlass=True, sms=132)
     assert plan(63, **cut).kernel == "gemm_wgmma"
     assert plan(64, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
@@ -152,9 +153,12 @@ def test_gemm_cutlass_rule(monkeypatch):
         for mode in ("none", "scale", "original", "rescale", "quantized"):
             for group in ((8192,) if mode == "none" else (64, 128, 8192)):
                 assert plan(256, fmt=fmt, mode=mode, group=group, **cut).kernel == "gemm_cutlass", (fmt, mode, group)
+    for fmt in ("nf4", "fp4_e2m1"):
+        for mode, group in (("none", 8192), ("scale", 64), ("scale", 128), ("scale", 8192)):
+            assert plan(256, fmt=fmt, mode=mode, group=group, **cut).kernel == "gemm_cutlass", (fmt, mode, group)
     # what it does not take: other formats, groups inside a stage, float16 accumulation or float32 output,
     # an unaligned A (its TMA), a GPU before sm_90, or a build without it
-    for fmt in ("nf4", "fp4_e2m1", "float8_e4m3fn", "int2", "uint1", "float16"):
+    for fmt in ("float8_e4m3fn", "float8_e5m2", "int2", "uint1", "float16"):
         assert plan(256, fmt=fmt, **cut).kernel != "gemm_cutlass", fmt
     assert plan(256, group=32, **cut).kernel != "gemm_cutlass"
     assert plan(256, accum="float16", **cut).kernel != "gemm_cutlass"
@@ -540,7 +544,7 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
             assert cutlass and sm90 and accum == "float32" and M >= gp.GEMM_CUTLASS_MIN_M
-            assert fmt in ("int4", "uint4", "int8", "uint8")
+            assert fmt in ("int4", "uint4", "int8", "uint8", "nf4", "fp4_e2m1")
             partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
             if gp.stream_k(p):
                 # CUTLASS's stream-K workspace: a float32 tile and two 32-bit flags for each tile it may share

@@ -71,6 +71,23 @@ def table_lines(name: str, macro: str, values, doc: str) -> list[str]:
     ]
 
 
+def f16_bits(v: float) -> int:
+    """IEEE half bits of v, rounded to nearest even (struct's 'e')."""
+    return struct.unpack("<H", struct.pack("<e", v))[0]
+
+
+def bf16_bits(v: float) -> int:
+    """bfloat16 bits of v (a float32, not NaN), rounded to nearest even."""
+    b = struct.unpack("<I", struct.pack("<f", v))[0]
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def bits_lines(name: str, values, to_bits, doc: str) -> list[str]:
+    words = [f"0x{to_bits(v):04x}" for v in values]
+    rows = [", ".join(words[i:i + 8]) for i in range(0, len(words), 8)]
+    return [f"// {doc}", f"inline constexpr uint16_t {name}[{len(values)}] = {{", *(f"    {r}," for r in rows), "};", ""]
+
+
 def switch_fn(ret: str, name: str, arg_type: str, cases: list[tuple[str, str]], default: str,
               partial: bool = False) -> list[str]:
     """A constexpr switch; partial: the cases name only some enumerators (the rest take default)."""
@@ -163,6 +180,12 @@ def render() -> str:
                      "nf4: QLoRA's NF4 code book, code 0..15 (formats.py NF4_VALUES).")
     L += table_lines("kFP4E2M1Values", "BITBLAS_JAX_FP4_E2M1_VALUES", fm.FP4_E2M1_VALUES,
                      "fp4_e2m1: OCP E2M1, code 0..15 (formats.py FP4_E2M1_VALUES).")
+    L += ["// The same tables rounded to the 16-bit activation types (to nearest even), as bit patterns: constant",
+          "// operands of register lookups (gemm_cutlass's table conversion, cutlass_table4_convert.h).",
+          ""]
+    for macro_name, values, label in (("NF4", fm.NF4_VALUES, "nf4"), ("FP4E2M1", fm.FP4_E2M1_VALUES, "fp4_e2m1")):
+        L += bits_lines(f"k{macro_name}F16Bits", values, f16_bits, f"{label} in float16.")
+        L += bits_lines(f"k{macro_name}BF16Bits", values, bf16_bits, f"{label} in bfloat16.")
     L += ["}  // namespace bitblas_jax", ""]
     return "\n".join(L)
 

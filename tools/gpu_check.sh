@@ -44,7 +44,7 @@ if has selftest; then  # the standalone kernel test + kernel-only timings (CUDA 
     nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -diag-suppress 20012 -Xcompiler -fopenmp \
       -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda -I"$cutlass/include" \
       -I"$cutlass/tools/util/include" tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu \
-      csrc/cuda/inst_gemm_cutlass_w[48]_*.cu -lgomp -o build/selftest/gemm_cutlass_selftest \
+      csrc/cuda/inst_gemm_cutlass_*.cu -lgomp -o build/selftest/gemm_cutlass_selftest \
       >"$OUT/gemm_cutlass_selftest_build.log" 2>&1 || echo "gemm_cutlass selftest build failed"
     build/selftest/gemm_cutlass_selftest >"$OUT/gemm_cutlass_selftest.log" 2>&1
     RESULT[selftest]+="; gemm_cutlass rc=$?: $(tail -1 "$OUT/gemm_cutlass_selftest.log")"

@@ -217,18 +217,41 @@ std::string reduce_split(const MatmulArgs& a, int split, const float* partials, 
   return "";
 }
 
+// The unit of a weight format's codes (gemm_cutlass.h), activation type and scheduler; null for a format
+// gemm_cutlass does not read (plan.h gemm_cutlass_format).
+using CutlassUnit = std::string (*)(const MatmulArgs&, int, int, bool, const void*, const void*, const WriteTerms&,
+                                    void*, cudaStream_t);
+CutlassUnit unit_for(WFormat w_format, bool bf16, bool stream_k) {
+  // [code kind][bf16][stream_k]
+  static constexpr CutlassUnit kUnits[4][2][2] = {
+      {{run_gemm_cutlass_w4_f16, run_gemm_cutlass_w4_f16_stream_k},
+       {run_gemm_cutlass_w4_bf16, run_gemm_cutlass_w4_bf16_stream_k}},
+      {{run_gemm_cutlass_w8_f16, run_gemm_cutlass_w8_f16_stream_k},
+       {run_gemm_cutlass_w8_bf16, run_gemm_cutlass_w8_bf16_stream_k}},
+      {{run_gemm_cutlass_nf4_f16, run_gemm_cutlass_nf4_f16_stream_k},
+       {run_gemm_cutlass_nf4_bf16, run_gemm_cutlass_nf4_bf16_stream_k}},
+      {{run_gemm_cutlass_fp4_f16, run_gemm_cutlass_fp4_f16_stream_k},
+       {run_gemm_cutlass_fp4_bf16, run_gemm_cutlass_fp4_bf16_stream_k}},
+  };
+  int kind = -1;
+  switch (w_format) {
+    case WFormat::kInt4: case WFormat::kUInt4: kind = 0; break;
+    case WFormat::kInt8: case WFormat::kUInt8: kind = 1; break;
+    case WFormat::kNF4: kind = 2; break;
+    case WFormat::kFP4E2M1: kind = 3; break;
+    default: return nullptr;
+  }
+  return kUnits[kind][bf16][stream_k];
+}
+
 template <class T>
 std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile, int split, bool pdl, uint8_t* ws,
                            cudaStream_t stream) {
   const int64_t terms = (a.K / a.group_size) * a.N;
   T* S = reinterpret_cast<T*>(ws);
   uint8_t* scratch = ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size);  // partials / stream-K's
-  const bool w8 = format_bits(a.w_format) == 8, stream_k = plan::kCutlassTiles[tile].stream_k;
-  const bool f16 = std::is_same_v<T, __half>;
-  const auto run = f16 ? (w8 ? (stream_k ? run_gemm_cutlass_w8_f16_stream_k : run_gemm_cutlass_w8_f16)
-                             : (stream_k ? run_gemm_cutlass_w4_f16_stream_k : run_gemm_cutlass_w4_f16))
-                       : (w8 ? (stream_k ? run_gemm_cutlass_w8_bf16_stream_k : run_gemm_cutlass_w8_bf16)
-                             : (stream_k ? run_gemm_cutlass_w4_bf16_stream_k : run_gemm_cutlass_w4_bf16));
+  const auto run = unit_for(a.w_format, std::is_same_v<T, __nv_bfloat16>, plan::kCutlassTiles[tile].stream_k);
+  if (!run) return "gemm_cutlass: no kernel for this weight format";
   const WriteTerms write_terms = [&](void* clear, size_t clear_bytes) {
     return write_group_terms(call, a.group_size, S, S + terms, clear, clear_bytes, stream);
   };
@@ -263,7 +286,7 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
-    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 weights, output in the activations' dtype, float32 "
+    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights, output in the activations' dtype, float32 "
            "accumulation, K and group_size multiples of 64 (or group_size K), N a multiple of 16";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
@@ -294,6 +317,14 @@ BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16_stream_k)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16_stream_k)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16_stream_k)
 BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_f16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_bf16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_f16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_bf16)
+BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_f16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_bf16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_f16_stream_k)
+BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_bf16_stream_k)
 #undef BBJ_NO_CUTLASS
 #endif
 

@@ -30,6 +30,7 @@
 #include "cutlass_packed_layout.h"
 #include "gemm_cutlass.h"
 #include "cutlass_stream_k_gdc.h"
+#include "cutlass_table4_convert.h"
 #include "cutlass_u8_convert.h"
 
 namespace bitblas_jax {
@@ -54,10 +55,11 @@ using LayoutAct = cutlass::layout::ColumnMajor;  // A^T: A [M, K] K-major
 using LayoutOut = cutlass::layout::ColumnMajor;  // D' [N, M] == C [M, N] row-major
 constexpr int kK = plan::kCutlassStageK;         // k per mainloop stage (the group size is a multiple)
 
-// The weight's code type as CUTLASS reads it: unsigned (int formats' offset-binary codes too; the group terms carry
-// scale and offset), 4-bit or 8-bit.
-template <int BITS>
-using Code = cute::conditional_t<BITS == 4, cutlass::uint4b_t, uint8_t>;
+// The weight's code type as CUTLASS reads it (a unit's CODE): cutlass::uint4b_t or uint8_t for the integer formats
+// (unsigned: int formats' offset-binary codes too; the group terms carry scale and offset), Table4Code<F> for the
+// 4-bit table formats (cutlass_table4_convert.h). Its width picks the packed layout.
+template <class CODE>
+constexpr int kCodeBits = cute::sizeof_bits_v<CODE>;
 
 // The epilogue's work: D = acc + bias[n] rounded to T (bias per row of D'; a null bias reads as 0), or, K
 // split, the float32 partial as it is (the reduction adds the bias).
@@ -67,11 +69,11 @@ using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
                                    cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
 
 // STREAM_K: CUTLASS's stream-K scheduler (plan.h: the stream_k tiles; cutlass_stream_k_gdc.h), else its persistent one.
-template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
+template <class T, class CODE, int ROWS, class Out, bool STREAM_K = false>
 struct CutlassGemm {
   static constexpr int kAlign = 8;                      // 16 bytes of T
   static constexpr int kAlignOut = 16 / sizeof(Out);    // 16 bytes of the output
-  static constexpr int kWeightAlign = 128 / BITS;       // 16 bytes of codes
+  static constexpr int kWeightAlign = 128 / kCodeBits<CODE>;  // 16 bytes of codes
   using Tile = Shape<Int<plan::kCutlassWeightRows>, Int<ROWS>, Int<kK>>;
   using Cluster = Shape<_1, _1, _1>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -79,7 +81,7 @@ struct CutlassGemm {
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutOut, kAlignOut, Out, LayoutOut,
       kAlignOut, cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion<T, Out>>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cute::tuple<Code<BITS>, T, T>, PackedLayout<BITS>,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cute::tuple<CODE, T, T>, PackedLayout<kCodeBits<CODE>>,
       kWeightAlign, T, LayoutAct, kAlign, float, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
@@ -94,10 +96,10 @@ struct CutlassGemm {
 // stream_k_ws, stream_k_bytes hold CUTLASS's workspace. write_terms launches the kernel that writes S and Z and
 // clears the stream-K flags; the GEMM follows it directly and, with pdl, launches as its programmatic dependent
 // (it waits on that kernel before its first load, so before it reads the terms or touches a flag).
-template <class T, int BITS, int ROWS, class Out, bool STREAM_K = false>
+template <class T, class CODE, int ROWS, class Out, bool STREAM_K = false>
 std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
                 Out* D, cudaStream_t stream, void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
-  using G = typename CutlassGemm<T, BITS, ROWS, Out, STREAM_K>::Gemm;
+  using G = typename CutlassGemm<T, CODE, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
   const int part = K / split;
@@ -111,8 +113,8 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
   typename G::Arguments args{};
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
   args.problem_shape = make_shape(N, M, part, split);
-  args.mainloop.ptr_A = reinterpret_cast<const Code<BITS>*>(a.W);
-  args.mainloop.dA = make_packed_layout<BITS>(N, K, split);
+  args.mainloop.ptr_A = reinterpret_cast<const CODE*>(a.W);
+  args.mainloop.dA = make_packed_layout<kCodeBits<CODE>>(N, K, split);
   args.mainloop.ptr_B = static_cast<const T*>(a.A);
   args.mainloop.dB = cutlass::make_cute_packed_stride(typename GK::StrideB{}, make_shape(M, K, 1));
   get<2>(args.mainloop.dB) = part;  // A's row stride stays K; part l starts l * part columns in
@@ -181,7 +183,7 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
 // kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile with CUTLASS's workspace there.
 // scratch: the workspace past the group terms.
 // STREAM_K_TILES: which tiles this unit holds (the others return an error).
-template <class T, int BITS, int TILE, bool STREAM_K_TILES>
+template <class T, class CODE, int TILE, bool STREAM_K_TILES>
 std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
                      void* scratch, cudaStream_t stream) {
   constexpr int kRows = plan::kCutlassTiles[TILE].act_rows;
@@ -189,22 +191,22 @@ std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const
     return "gemm_cutlass: tile " + std::to_string(TILE) + " is not in this unit";
   } else if constexpr (plan::kCutlassTiles[TILE].stream_k) {
     if (split != 1) return "gemm_cutlass: a stream-K tile does not split K";
-    return run<T, BITS, kRows, T, true>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
+    return run<T, CODE, kRows, T, true>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
                                         plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE));
   } else {
-    if (split == 1) return run<T, BITS, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
+    if (split == 1) return run<T, CODE, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
     if constexpr (kRows <= plan::kCutlassMaxSplitRows)
-      return run<T, BITS, kRows, float>(a, split, pdl, S, Z, write_terms, static_cast<float*>(scratch), stream);
+      return run<T, CODE, kRows, float>(a, split, pdl, S, Z, write_terms, static_cast<float*>(scratch), stream);
     return "gemm_cutlass: the " + std::to_string(kRows) + "-row tile does not split K";
   }
 }
 
 }  // namespace gemm_cutlass_detail
 
-// The CUTLASS GEMM of BITS-bit codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
+// The CUTLASS GEMM of CODE codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
 // split `split` ways: float32 partials [split][M][N] into `scratch` (the caller reduces them), else C (a
 // stream-K tile: CUTLASS's workspace in `scratch`). A unit holds the persistent tiles or the stream-K ones.
-template <class T, int BITS, bool STREAM_K_TILES>
+template <class T, class CODE, bool STREAM_K_TILES>
 std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,
                              const WriteTerms& write_terms, void* scratch, cudaStream_t stream) {
   using gemm_cutlass_detail::run_tile;
@@ -212,21 +214,21 @@ std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl,
   const T* z = static_cast<const T*>(Z);
   static_assert(plan::kNumCutlassTiles == 5, "a case per tile");
   switch (tile) {
-    case 0: return run_tile<T, BITS, 0, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
-    case 1: return run_tile<T, BITS, 1, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
-    case 2: return run_tile<T, BITS, 2, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
-    case 3: return run_tile<T, BITS, 3, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
-    case 4: return run_tile<T, BITS, 4, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 0: return run_tile<T, CODE, 0, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 1: return run_tile<T, CODE, 1, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 2: return run_tile<T, CODE, 2, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 3: return run_tile<T, CODE, 3, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 4: return run_tile<T, CODE, 4, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }
 
-// The body of an instantiation unit: gemm_cutlass.h's `name` for codes of BITS bits, activations of T and the
+// The body of an instantiation unit: gemm_cutlass.h's `name` for codes of type CODE, activations of T and the
 // tiles of one scheduler.
-#define BBJ_GEMM_CUTLASS_UNIT(name, T, BITS, STREAM_K_TILES)                                                    \
+#define BBJ_GEMM_CUTLASS_UNIT(name, T, CODE, STREAM_K_TILES)                                                    \
   std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,           \
                    const WriteTerms& write_terms, void* scratch, cudaStream_t stream) {                         \
-    return run_gemm_cutlass<T, BITS, STREAM_K_TILES>(a, tile, split, pdl, S, Z, write_terms, scratch, stream);  \
+    return run_gemm_cutlass<T, CODE, STREAM_K_TILES>(a, tile, split, pdl, S, Z, write_terms, scratch, stream);  \
   }
 
 }  // namespace bitblas_jax

@@ -1,15 +1,16 @@
 // gemm_cutlass: CUTLASS's Hopper mixed-input GEMM (MainloopSm90TmaGmmaRmemAWarpSpecializedMixedInput: TMA loads,
 // warp-specialized producer / cooperative consumer warpgroups, the weight decoded into wgmma's register operand,
 // persistent tiles) reading the packed weight as it is (docs/LAYOUT.md: its 32-bit words are CUTLASS's
-// "shuffled" words; cutlass_packed_layout.h describes the word order), for 4- and 8-bit integer weights under
-// float16 / bfloat16 activations. What it computes, its tiles and workspace: plan.h (gemm_cutlass_takes,
-// kCutlassTiles, gemm_cutlass_workspace_bytes).
+// "shuffled" words; cutlass_packed_layout.h describes the word order), for 4- and 8-bit integer weights and the
+// 4-bit table formats nf4 / fp4_e2m1 (a register lookup: cutlass_table4_convert.h) under float16 / bfloat16
+// activations. What it computes, its tiles and workspace: plan.h (gemm_cutlass_takes, kCutlassTiles,
+// gemm_cutlass_workspace_bytes).
 //
 // Layers: gemm_cutlass.cu (always built) checks the call and writes the group terms; the CUTLASS kernels
-// (gemm_cutlass.cuh, instantiated for sm_90a by inst_gemm_cutlass_{w4,w8}_{f16,bf16}.cu, the persistent tiles,
-// and inst_gemm_cutlass_{w4,w8}_{f16,bf16}_stream_k.cu, the stream-K tiles) are built only where the CUTLASS
-// headers are found (BITBLAS_JAX_CUTLASS); elsewhere the launch returns an error and the plan never selects the
-// kernel (gemm_cutlass_built).
+// (gemm_cutlass.cuh, instantiated for sm_90a by inst_gemm_cutlass_{w4,w8,nf4,fp4}_{f16,bf16}.cu, the persistent
+// tiles, and inst_gemm_cutlass_{w4,w8,nf4,fp4}_{f16,bf16}_stream_k.cu, the stream-K tiles) are built only where the
+// CUTLASS headers are found (BITBLAS_JAX_CUTLASS); elsewhere the launch returns an error and the plan never selects
+// the kernel (gemm_cutlass_built).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,8 +41,8 @@ using WriteTerms = std::function<std::string(void* clear, size_t clear_bytes)>;
 // The CUTLASS GEMM on group terms S, Z ([G][N], A's type), which write_terms writes (called once, just before the
 // GEMM's launch, with the part of CUTLASS's workspace that must be zero at launch), into C (split 1) or into float32 partials
 // [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's workspace there), for
-// 4- or 8-bit codes (w4, w8) and float16 / bfloat16 activations, the persistent tiles (run_gemm_cutlass_*) or
-// the stream-K ones (run_gemm_cutlass_*_stream_k).
+// 4- or 8-bit integer codes (w4, w8), nf4 or fp4_e2m1 codes (nf4, fp4) and float16 / bfloat16 activations, the
+// persistent tiles (run_gemm_cutlass_*) or the stream-K ones (run_gemm_cutlass_*_stream_k).
 #define BBJ_GEMM_CUTLASS_RUN(name)                                                                             \
   std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,            \
                    const WriteTerms& write_terms, void* scratch, cudaStream_t stream);
@@ -53,6 +54,14 @@ BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16_stream_k)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16_stream_k)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16_stream_k)
 BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_f16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_bf16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_f16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_bf16)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_f16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_bf16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_f16_stream_k)
+BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_bf16_stream_k)
 #undef BBJ_GEMM_CUTLASS_RUN
 
 }  // namespace bitblas_jax

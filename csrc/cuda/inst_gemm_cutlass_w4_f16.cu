@@ -1,4 +1,4 @@
-// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 4-bit codes and float16 activations, whole
+// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 4-bit integer codes and float16 activations, whole
 // and, for those of at most plan::kCutlassMaxSplitRows rows, with K split (float32 partials). sm_90a only;
 // built where the CUTLASS headers are found (csrc/CMakeLists.txt).
 // the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
@@ -8,6 +8,6 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w4_f16, cutlass::half_t, 4, /*STREAM_K_TILES=*/false)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w4_f16, cutlass::half_t, cutlass::uint4b_t, /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

@@ -1,4 +1,4 @@
-// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 8-bit codes and bfloat16 activations, whole
+// gemm_cutlass's persistent tiles (plan::kCutlassTiles) for 8-bit integer codes and bfloat16 activations, whole
 // and, for those of at most plan::kCutlassMaxSplitRows rows, with K split (float32 partials). sm_90a only;
 // built where the CUTLASS headers are found (csrc/CMakeLists.txt).
 // the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
@@ -8,6 +8,6 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w8_bf16, cutlass::bfloat16_t, 8, /*STREAM_K_TILES=*/false)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w8_bf16, cutlass::bfloat16_t, uint8_t, /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

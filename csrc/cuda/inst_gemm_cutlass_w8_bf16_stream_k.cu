@@ -1,4 +1,4 @@
-// gemm_cutlass's stream-K tiles (plan::kCutlassTiles, stream_k) for 8-bit codes and bfloat16 activations.
+// gemm_cutlass's stream-K tiles (plan::kCutlassTiles, stream_k) for 8-bit integer codes and bfloat16 activations.
 // sm_90a only; built where the CUTLASS headers are found (csrc/CMakeLists.txt).
 // the GEMM waits on the grid before it (the group terms): it may launch as that grid's programmatic dependent
 #define CUTLASS_ENABLE_GDC_FOR_SM90
@@ -7,6 +7,6 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w8_bf16_stream_k, cutlass::bfloat16_t, 8, /*STREAM_K_TILES=*/true)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_w8_bf16_stream_k, cutlass::bfloat16_t, uint8_t, /*STREAM_K_TILES=*/true)
 
 }  // namespace bitblas_jax

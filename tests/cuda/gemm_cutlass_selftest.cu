@@ -1,8 +1,9 @@
-// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.h): int4 / uint4 / int8 / uint8 weights in the packed
-// layout, every mode, float16 / bfloat16, groups of 64, 128 and K, odd M, with and without bias, against a
-// float64 reference of kernel_api.h's dequantization, outputs poisoned. The bound per output: the reference
-// rounds each weight once to A's type; CUTLASS rounds code * S and then + Z (code: its conversion's, S and Z
-// themselves rounded to A's type), so |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| +
+// Standalone test of gemm_cutlass (csrc/cuda/gemm_cutlass.h): int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights
+// in the packed layout, every mode the format has, float16 / bfloat16, groups of 64, 128 and K, odd M, with and
+// without bias, against a float64 reference of kernel_api.h's dequantization (the table formats' exact float32
+// values), outputs poisoned. The bound per output: the reference rounds each weight once to A's type; CUTLASS
+// rounds code * S and then + Z (code: its conversion's, a table value rounded to A's type; S and Z themselves
+// rounded to A's type), so |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| +
 // 32 K u^2 sum |a w|, u the unit roundoff of A's type (fp32 sums of exact products); K split, the float32
 // partials sum in a fixed order (within the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
 // [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck). The persistent
@@ -11,7 +12,7 @@
 //
 //   nvcc -std=c++17 -O3 -DNDEBUG -DBITBLAS_JAX_CUTLASS --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
 //     -Xcompiler -fopenmp -Icsrc/include -Icsrc/cuda -I<cutlass>/include -I<cutlass>/tools/util/include \
-//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_w{4,8}_{f16,bf16}{,_stream_k}.cu \
+//     tests/cuda/gemm_cutlass_selftest.cu csrc/cuda/gemm_cutlass.cu csrc/cuda/inst_gemm_cutlass_*.cu \
 //     -o /tmp/gct -lgomp
 // (tools/gpu_check.sh, step selftest, builds and runs it)
 #include <cuda_bf16.h>
@@ -88,18 +89,19 @@ __global__ void read_back_kernel(const uint16_t* C, int64_t count, unsigned* sum
 bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t K, int64_t gs, bool bias, int tile,
            int split, std::mt19937_64& rng, bool poison = true, int64_t inputs_offset = 0) {
   const int bits = format_bits(wf);
-  const bool is_signed = format_is_signed_int(wf);
-  const int levels = 1 << bits, stored_off = is_signed ? levels / 2 : 0;  // value = stored code - stored_off
+  const bool is_signed = format_is_signed_int(wf), integer = format_is_integer(wf);
+  const int levels = 1 << bits, stored_off = is_signed ? levels / 2 : 0;  // integer value = stored code - stored_off
   const int val_off = plan::gemm_cutlass_value_offset(wf);                  // value = conversion's code - val_off
+  const float* table = wf == WFormat::kNF4 ? kNF4Values : wf == WFormat::kFP4E2M1 ? kFP4E2M1Values : nullptr;
   const int64_t G = K / gs;
   const double u = bf16 ? 0x1p-8 : 0x1p-11;
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  std::vector<int> value(N * K);
+  std::vector<double> value(N * K);
   std::vector<uint8_t> packed(N * K * bits / 8, 0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const int code = static_cast<int>(rng() % levels);
-      value[n * K + k] = code - stored_off;
+      value[n * K + k] = integer ? code - stored_off : table[code];
       const auto slot = layout::code_slot(K, bits, n, k);
       packed[slot.byte + slot.shift / 8] |= static_cast<uint8_t>(code << (slot.shift % 8));
     }
@@ -147,8 +149,8 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   }
   const std::string err = launch_gemm_cutlass(a, tile, split, use_pdl(), ws, ws_bytes, 0);
   char what[200];
-  std::snprintf(what, sizeof what, "%s%d %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
-                is_signed ? "int" : "uint", bits, bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
+  std::snprintf(what, sizeof what, "%s %s mode %d g%ld M=%ld N=%ld K=%ld bias %d tile %d split %d",
+                format_name(wf), bf16 ? "bf16" : "fp16", static_cast<int>(mode), (long)gs, (long)M, (long)N,
                 (long)K, bias, tile, split);
   if (!err.empty()) { std::printf("FAIL %s: %s\n", what, err.c_str()); return false; }
   CHECK(cudaDeviceSynchronize());
@@ -173,8 +175,8 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
       for (int64_t k = 0; k < K; ++k) {
         const int64_t g = n * G + k / gs;
         const double s = mode == ScaleMode::kNone ? 1.0 : Sf[g];
-        const int v = value[n * K + k];
-        const int code = v + val_off;
+        const double v = value[n * K + k];
+        const double code = v + val_off;
         double w = v * s, z = -val_off * s;
         if (mode == ScaleMode::kOriginal) w = (v - Zf[g]) * s, z = -(Zf[g] + val_off) * s;
         if (mode == ScaleMode::kRescale) w = v * s - Zf[g], z = -val_off * s - Zf[g];
@@ -210,8 +212,14 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   return bad == 0;
 }
 
-// tile, split: forced (tile >= 0), else the plan's choice; bits: int4 or int8 weights.
-int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, int bits) {
+// The weight format a timing line names: 4 (int4), 8 (int8), nf4 or fp4 (fp4_e2m1).
+WFormat timed_format(const std::string& name) {
+  return name == "8" ? WFormat::kInt8 : name == "nf4" ? WFormat::kNF4 : name == "fp4" ? WFormat::kFP4E2M1 : WFormat::kInt4;
+}
+
+// tile, split: forced (tile >= 0), else the plan's choice; wf: int4, int8, nf4 or fp4_e2m1 weights (scale g128).
+int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, WFormat wf) {
+  const int bits = format_bits(wf);
   std::mt19937_64 rng(7);
   const int64_t gs = 128, G = K / gs;
   const int64_t w_bytes = N * K * bits / 8;
@@ -226,7 +234,7 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
   std::vector<void*> w(copies);
   for (auto& p : w) p = d.put(packed);
   MatmulArgs a;
-  a.M = M, a.N = N, a.K = K, a.w_format = bits == 8 ? WFormat::kInt8 : WFormat::kInt4;
+  a.M = M, a.N = N, a.K = K, a.w_format = wf;
   a.a_dtype = a.out_dtype = bf16 ? DType::kBF16 : DType::kF16;
   a.mode = ScaleMode::kScale, a.group_size = gs, a.A = d.put(A), a.scale = d.put(S);
   std::vector<uint16_t> C(M * N);
@@ -266,9 +274,9 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, i
   }
   std::sort(per.begin(), per.end());
   const double us = per[per.size() / 2];
-  std::printf("time gemm_cutlass %s int%d g128 M=%ld N=%ld K=%ld tile %d split %d: %.2f us, %.0f TFLOP/s (group "
+  std::printf("time gemm_cutlass %s %s g128 M=%ld N=%ld K=%ld tile %d split %d: %.2f us, %.0f TFLOP/s (group "
               "terms and the split's reduction included)\n",
-              bf16 ? "bf16" : "fp16", bits, (long)M, (long)N, (long)K, tile, split, us, 2.0 * M * N * K / us / 1e6);
+              bf16 ? "bf16" : "fp16", format_name(wf), (long)M, (long)N, (long)K, tile, split, us, 2.0 * M * N * K / us / 1e6);
   return 0;
 }
 
@@ -283,29 +291,31 @@ int main(int argc, char** argv) {
                  128, true, std::atoi(argv[5]), std::atoi(argv[6]), one_rng, !(argc > 7 && std::string(argv[7]) == "fresh"))
                ? 0 : 1;
   }
-  // --time-list: one --time case per line of stdin, "M N K fp16|bf16 TILE SPLIT BITS" (a sweep in one process;
+  // --time-list: one --time case per line of stdin, "M N K fp16|bf16 TILE SPLIT WEIGHTS" (a sweep in one process;
   // tools/gemm_cutlass_sweep.py writes the lines)
   if (argc == 2 && std::string(argv[1]) == "--time-list") {
     long long M, N, K;
-    char dtype[8];
-    int tile, split, bits;
-    while (std::scanf("%lld %lld %lld %7s %d %d %d", &M, &N, &K, dtype, &tile, &split, &bits) == 7)
-      time_case(M, N, K, std::string(dtype) == "bf16", tile, split, bits);
+    char dtype[8], weights[8];
+    int tile, split;
+    while (std::scanf("%lld %lld %lld %7s %d %d %7s", &M, &N, &K, dtype, &tile, &split, weights) == 7)
+      time_case(M, N, K, std::string(dtype) == "bf16", tile, split, timed_format(weights));
     return 0;
   }
-  // --time M N K [fp16|bf16 [TILE SPLIT [BITS]]]: the kernel alone (TILE -1 or none: the plan's choice; BITS 4
-  // (default) or 8)
+  // --time M N K [fp16|bf16 [TILE SPLIT [WEIGHTS]]]: the kernel alone (TILE -1 or none: the plan's choice; WEIGHTS
+  // 4 (int4, the default), 8 (int8), nf4 or fp4)
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
-                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, argc > 8 ? std::atoi(argv[8]) : 4);
+                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, timed_format(argc > 8 ? argv[8] : "4"));
   std::mt19937_64 rng(2026);
   bool ok = true;
   int cases = 0;
   for (bool bf16 : {false, true})
-    for (WFormat wf : {WFormat::kInt4, WFormat::kUInt4, WFormat::kInt8, WFormat::kUInt8})
+    for (WFormat wf : {WFormat::kInt4, WFormat::kUInt4, WFormat::kInt8, WFormat::kUInt8, WFormat::kNF4,
+                       WFormat::kFP4E2M1})
       for (ScaleMode mode : {ScaleMode::kNone, ScaleMode::kScale, ScaleMode::kOriginal, ScaleMode::kRescale,
                              ScaleMode::kQuantized})
         for (int64_t gs : {int64_t(64), int64_t(128), int64_t(-1)}) {
+          if (!format_allows_mode(wf, mode)) continue;
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
@@ -332,6 +342,12 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt4, ScaleMode::kOriginal, true, 260, 9472, 2048, 128, true, 4, 1, rng), ++cases;
   ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, true, 200, 2048, 4096, 64, false, 3, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 256, 4096, 4096, 4096, true, 4, 1, rng), ++cases;
+  // the table formats at layer sizes: persistent whole and split, stream-K
+  ok &= check(WFormat::kNF4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
+  ok &= check(WFormat::kNF4, ScaleMode::kScale, true, 128, 4096, 4096, 128, false, 1, 4, rng), ++cases;
+  ok &= check(WFormat::kNF4, ScaleMode::kNone, false, 260, 9472, 2048, 2048, true, 4, 1, rng), ++cases;
+  ok &= check(WFormat::kFP4E2M1, ScaleMode::kScale, true, 300, 4096, 4096, 64, true, 2, 1, rng), ++cases;
+  ok &= check(WFormat::kFP4E2M1, ScaleMode::kScale, false, 384, 12288, 1024, 128, false, 3, 1, rng), ++cases;
   // the group terms' loads in runs of 4, 2 and 1 groups (28, 22 and 21 groups a row), and from scales and zeros
   // 6 or 4 bytes past an aligned address (runs of 1 and 2 groups where 16 groups would take runs of 8)
   ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 128, 272, 3584, 128, true, 1, 1, rng), ++cases;

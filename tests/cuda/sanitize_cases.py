@@ -71,8 +71,8 @@ SPECS = [
     # gemm_wgmma (sm_90): split 4, 2, 1; the tall 256-row tile; partial tiles
     ("int4", "scale", 128, "float16", "float32", 33, 272, 4096, {}, 0),
     ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, WGMMA, 0),
-    ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, GEMM, 0),
-    ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, GEMM, 0),
+    ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, WGMMA, 0),
+    ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, WGMMA, 0),
     ("int4", "scale", 128, "float16", "float32", 257, 28672, 512, WGMMA, 0),
     ("uint4", "quantized", 128, "bfloat16", "float32", 70, 272, 1024, WGMMA, 4),
     ("float8_e4m3fn", "scale", 128, "float16", "float32", 48, 64, 1024, GEMM, 2),
@@ -97,6 +97,10 @@ SPECS = [
     ("uint8", "quantized", 64, "float16", "float32", 90, 64, 1024, DOT, 5),
     # the torch shim's decode in 16-row launches (17..32 rows)
     ("int4", "scale", 128, "bfloat16", "float32", 24, 64, 1024, {"BITBLAS_JAX_GEMM_MAX_M": "16"}, 0),
+    # gemm_cutlass on the 4-bit table formats (its register lookup): persistent, K split, stream-K
+    ("nf4", "scale", 128, "float16", "float32", 300, 272, 1024, {}, 0),
+    ("fp4_e2m1", "none", -1, "bfloat16", "float32", 128, 4096, 4096, {}, 0),
+    ("nf4", "scale", 64, "bfloat16", "float32", 100, 8704, 4096, {}, 0),
 ]
 
 

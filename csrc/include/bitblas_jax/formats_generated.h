@@ -237,4 +237,31 @@ inline constexpr float kNF4Values[16] = {BITBLAS_JAX_NF4_VALUES};
     -2.0f, -3.0f, -4.0f, -6.0f
 inline constexpr float kFP4E2M1Values[16] = {BITBLAS_JAX_FP4_E2M1_VALUES};
 
+// The same tables rounded to the 16-bit activation types (to nearest even), as bit patterns: constant
+// operands of register lookups (gemm_cutlass's table conversion, cutlass_table4_convert.h).
+
+// nf4 in float16.
+inline constexpr uint16_t kNF4F16Bits[16] = {
+    0xbc00, 0xb992, 0xb833, 0xb652, 0xb48d, 0xb1ea, 0xadd4, 0x0000,
+    0x2d18, 0x3126, 0x33e0, 0x3568, 0x370d, 0x3880, 0x39c9, 0x3c00,
+};
+
+// nf4 in bfloat16.
+inline constexpr uint16_t kNF4BF16Bits[16] = {
+    0xbf80, 0xbf32, 0xbf06, 0xbeca, 0xbe92, 0xbe3d, 0xbdba, 0x0000,
+    0x3da3, 0x3e25, 0x3e7c, 0x3ead, 0x3ee2, 0x3f10, 0x3f39, 0x3f80,
+};
+
+// fp4_e2m1 in float16.
+inline constexpr uint16_t kFP4E2M1F16Bits[16] = {
+    0x0000, 0x3800, 0x3c00, 0x3e00, 0x4000, 0x4200, 0x4400, 0x4600,
+    0x8000, 0xb800, 0xbc00, 0xbe00, 0xc000, 0xc200, 0xc400, 0xc600,
+};
+
+// fp4_e2m1 in bfloat16.
+inline constexpr uint16_t kFP4E2M1BF16Bits[16] = {
+    0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0,
+    0x8000, 0xbf00, 0xbf80, 0xbfc0, 0xc000, 0xc040, 0xc080, 0xc0c0,
+};
+
 }  // namespace bitblas_jax

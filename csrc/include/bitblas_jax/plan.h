@@ -34,7 +34,8 @@ enum class Kernel : int {
   kDequantizeThenDot = 4,
   // Hopper GEMM (sm_90a) from M of a few tiles up: CUTLASS's mixed-input collective (TMA, warp-specialized
   // cooperative consumers, the weight decoded into wgmma's register operand, persistent tiles) on the
-  // packed 4-bit integer weight; per-group terms w = code * S + Z in the workspace (csrc/cuda/gemm_cutlass.h).
+  // packed 4- / 8-bit integer or 4-bit table weight; per-group terms w = code * S + Z in the workspace
+  // (csrc/cuda/gemm_cutlass.h).
   kGemmCutlass = 5,
 };
 constexpr int kNumKernels = 6;
@@ -309,14 +310,15 @@ constexpr int64_t kCutlassSplitFixedNs = 2000;
 constexpr int64_t kCutlassStreamKPartialBytesPerNs = 3000;
 constexpr int64_t kCutlassStreamKFixedNs = 6000;
 
-// What gemm_cutlass computes: 4- and 8-bit integer weights, 16-bit activations with output of the same type and
-// float32 accumulation, any mode, groups of whole stages (or one per row), N a multiple of a packed tile's 16
-// rows. Its conversion turns a stored code b into b (4-bit) or b - 128 (8-bit: centered, csrc/cuda/
-// cutlass_u8_convert.h), and the group terms (gemm_cutlass.cu) add what makes the mode's value: value = that
-// code - gemm_cutlass_value_offset.
+// What gemm_cutlass computes: 4- and 8-bit integer weights and the 4-bit table formats (nf4, fp4_e2m1), 16-bit
+// activations with output of the same type and float32 accumulation, any mode the format has, groups of whole
+// stages (or one per row), N a multiple of a packed tile's 16 rows. Its conversion turns a stored integer code b
+// into b (4-bit) or b - 128 (8-bit: centered, csrc/cuda/cutlass_u8_convert.h) and a table code into its table
+// value (csrc/cuda/cutlass_table4_convert.h), and the group terms (gemm_cutlass.cu) add what makes the mode's
+// value: value = that code - gemm_cutlass_value_offset.
 constexpr bool gemm_cutlass_format(WFormat w_format) {
   return w_format == WFormat::kInt4 || w_format == WFormat::kUInt4 || w_format == WFormat::kInt8 ||
-         w_format == WFormat::kUInt8;
+         w_format == WFormat::kUInt8 || w_format == WFormat::kNF4 || w_format == WFormat::kFP4E2M1;
 }
 constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N,
                                   int64_t K) {
@@ -324,10 +326,12 @@ constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_
          N % kTileRows == 0 && group_size > 0 && K % group_size == 0 &&
          (group_size % kCutlassStageK == 0 || group_size == K);
 }
-// The code gemm_cutlass's conversion yields from a stored code b (b for 4-bit, b - 128 for 8-bit).
+// The code gemm_cutlass's conversion yields from a stored integer code b (b for 4-bit, b - 128 for 8-bit; a table
+// format's conversion yields the value itself: offset 0).
 constexpr int gemm_cutlass_code_offset(WFormat w_format) { return format_bits(w_format) == 8 ? 128 : 0; }
 // value = conversion's code - this: the stored code's offset (2^(bits-1) for the signed int formats, stored
-// offset binary; 0 for uint) less the conversion's (int4 8, uint4 0, int8 0, uint8 -128).
+// offset binary; 0 for uint and the table formats) less the conversion's (int4 8, uint4 0, int8 0, uint8 -128,
+// nf4 / fp4_e2m1 0).
 constexpr int gemm_cutlass_value_offset(WFormat w_format) {
   return (format_is_signed_int(w_format) ? 1 << (format_bits(w_format) - 1) : 0) - gemm_cutlass_code_offset(w_format);
 }
