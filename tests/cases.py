@@ -132,8 +132,9 @@ def error_bound(case: Case, A=None) -> np.ndarray:
 
 
 def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
-    """code * s per weight [N, K] (float64; s = 1 in mode none; code: gemm_cutlass's conversion's) where
-    gemm_cutlass may run the call: this install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h
+    """code * s per weight [N, K] (float64; s = 1 in mode none; code: gemm_cutlass's conversion's, an integer
+    code's value + the value offset or a table format's value rounded to A's dtype, as its register lookup
+    yields it) where gemm_cutlass may run the call: this install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h
     gemm_cutlass_takes the call, and A has at least gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other
     kernels' bound stays as sharp as it was."""
     from bitblas_jax import _bitblas_plan, gpu_plan
@@ -145,7 +146,10 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
                                              accum_f32=c.accum_dtype == "float32", group_size=group, N=c.N, K=c.K)
     if not (takes and M >= gpu_plan.GEMM_CUTLASS_MIN_M and gpu_plan.gemm_cutlass_runs()):
         return None
-    codes = np.asarray(case.values, np.float64) + _bitblas_plan.gemm_cutlass_value_offset(w_format=fmt.id)
+    if fmt.kind == "table":
+        codes = formats.decode_codes(fmt, case.values).astype(formats.NUMPY_DTYPES[c.A_dtype]).astype(np.float64)
+    else:
+        codes = np.asarray(case.values, np.float64) + _bitblas_plan.gemm_cutlass_value_offset(w_format=fmt.id)
     if c.mode == "none":
         return codes
     return codes * np.repeat(np.asarray(case.scale, np.float64), group, axis=1)

@@ -286,8 +286,8 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))
-    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights, output in the activations' dtype, float32 "
-           "accumulation, K and group_size multiples of 64 (or group_size K), N a multiple of 16";
+    return "gemm_cutlass: takes int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights, output in the activations' "
+           "dtype, float32 accumulation, K and group_size multiples of 64 (or group_size K), N a multiple of 16";
   if (a.M < 0) return "gemm_cutlass: M must be >= 0";
   if (a.M == 0) return "";
   if (a.mode != ScaleMode::kNone && !a.scale) return "gemm_cutlass: this mode needs scale";

@@ -7,6 +7,7 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_fp4_bf16_stream_k, cutlass::bfloat16_t, Table4Code<WFormat::kFP4E2M1>, /*STREAM_K_TILES=*/true)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_fp4_bf16_stream_k, cutlass::bfloat16_t, Table4Code<WFormat::kFP4E2M1>,
+                      /*STREAM_K_TILES=*/true)
 
 }  // namespace bitblas_jax

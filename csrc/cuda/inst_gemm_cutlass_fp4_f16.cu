@@ -8,6 +8,7 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_fp4_f16, cutlass::half_t, Table4Code<WFormat::kFP4E2M1>, /*STREAM_K_TILES=*/false)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_fp4_f16, cutlass::half_t, Table4Code<WFormat::kFP4E2M1>,
+                      /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

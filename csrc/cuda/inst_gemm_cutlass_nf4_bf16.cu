@@ -8,6 +8,7 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_nf4_bf16, cutlass::bfloat16_t, Table4Code<WFormat::kNF4>, /*STREAM_K_TILES=*/false)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_nf4_bf16, cutlass::bfloat16_t, Table4Code<WFormat::kNF4>,
+                      /*STREAM_K_TILES=*/false)
 
 }  // namespace bitblas_jax

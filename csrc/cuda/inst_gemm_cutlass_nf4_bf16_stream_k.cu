@@ -7,6 +7,7 @@
 
 namespace bitblas_jax {
 
-BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_nf4_bf16_stream_k, cutlass::bfloat16_t, Table4Code<WFormat::kNF4>, /*STREAM_K_TILES=*/true)
+BBJ_GEMM_CUTLASS_UNIT(run_gemm_cutlass_nf4_bf16_stream_k, cutlass::bfloat16_t, Table4Code<WFormat::kNF4>,
+                      /*STREAM_K_TILES=*/true)
 
 }  // namespace bitblas_jax
