@@ -6,9 +6,10 @@ refit) on any GPU:
     python3 tools/gemm_cutlass_sweep.py --list > sweep.txt            # the configurations to time
     gemm_cutlass_selftest --time-list < sweep.txt > sweep.log         # on the GPU (tools/gpu_check.sh builds it)
     python3 tools/gemm_cutlass_sweep.py --check sweep.log [--sms 132] # the model's choice against the fastest
+(--weights nf4 for the table formats' lines: plan.h kCutlassTiles' table_pct.)
 The check prints, per (layer, M), the configuration the plan chooses, the fastest measured and how much
 slower the choice ran; it exits 1 when the choice is more than --tolerance slower anywhere.
-benchmarks/results/h100-gemm-cutlass-sweep.log is the sweep the constants were fit to.
+benchmarks/results/h100-gemm-cutlass-sweep.log is the sweep the constants were fit to (its nf4 lines: table_pct).
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ import sys
 LAYERS = [(18944, 3584), (4096, 4096), (14336, 4096), (29568, 8192), (3584, 18944), (4096, 14336), (8192, 8192),
           (6144, 4096), (28672, 8192)]
 MS = (128, 256, 1024, 512, 2048, 64)
-LINE = re.compile(r"time gemm_cutlass (\S+) int(\d+) g128 M=(\d+) N=(\d+) K=(\d+) tile (-?\d+) split (\d+): ([\d.]+) us")
+LINE = re.compile(r"time gemm_cutlass (\S+) (\S+) g128 M=(\d+) N=(\d+) K=(\d+) tile (-?\d+) split (\d+): ([\d.]+) us")
+# the weight formats the self-test times, by the token its --time-list lines name them with
+TIMED = {"int4": "4", "int8": "8", "nf4": "nf4", "fp4_e2m1": "fp4"}
 
 
 def configurations() -> list[tuple[int, int, int, int, int]]:
@@ -40,21 +43,21 @@ def configurations() -> list[tuple[int, int, int, int, int]]:
     return out
 
 
-def read_sweep(path: str) -> dict:
-    """{(N, K, M): {(tile, split): us}} of the int4 fp16 lines (what --list times; the plan's own line prints
-    the tile it resolved to; a configuration timed twice keeps its first time)."""
+def read_sweep(path: str, weights: str = "int4") -> dict:
+    """{(N, K, M): {(tile, split): us}} of the fp16 lines of one weight format (what --list times; the plan's own
+    line prints the tile it resolved to; a configuration timed twice keeps its first time)."""
     times: dict = {}
     for line in open(path):
         m = LINE.match(line)
-        if m and m.group(1) == "fp16" and m.group(2) == "4":
+        if m and m.group(1) == "fp16" and m.group(2) == weights:
             M, N, K, t, s, us = m.groups()[2:]
             times.setdefault((int(N), int(K), int(M)), {}).setdefault((int(t), int(s)), float(us))
     return times
 
 
-def check(path: str, sms: int, tolerance: float) -> int:
+def check(path: str, sms: int, tolerance: float, weights: str = "int4") -> int:
     from bitblas_jax import _bitblas_plan, formats
-    times = read_sweep(path)
+    times = read_sweep(path, weights)
     if not times:
         print(f"no timings in {path}")
         return 1
@@ -62,7 +65,8 @@ def check(path: str, sms: int, tolerance: float) -> int:
     for (N, K, M), d in sorted(times.items()):
         best = min(d, key=d.get)
         tile, split = _bitblas_plan.gemm_cutlass_choice(M=M, N=N, K=K, mode=formats.MODE_IDS["scale"],
-                                                        group_size=128, num_sms=sms)
+                                                        group_size=128, num_sms=sms,
+                                                        w_format=formats.get_format(weights).id)
         got = d.get((tile, split))
         if got is None:   # a choice the sweep did not time: nothing to compare it with
             untimed += 1
@@ -80,17 +84,18 @@ def check(path: str, sms: int, tolerance: float) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--list", action="store_true", help="print the sweep's input (int4 g128 fp16)")
+    ap.add_argument("--list", action="store_true", help="print the sweep's input (g128 fp16)")
+    ap.add_argument("--weights", default="int4", choices=sorted(TIMED), help="the weight format timed / checked")
     ap.add_argument("--check", metavar="LOG", help="a --time-list output to check the plan's choice against")
     ap.add_argument("--sms", type=int, default=132, help="the SM count of the GPU that ran the sweep")
     ap.add_argument("--tolerance", type=float, default=0.15, help="largest slowdown of the choice accepted")
     args = ap.parse_args(argv)
     if args.list:
         for M, N, K, t, s in configurations():
-            print(M, N, K, "fp16", t, s, 4)
+            print(M, N, K, "fp16", t, s, TIMED[args.weights])
         return 0
     if args.check:
-        return check(args.check, args.sms, args.tolerance)
+        return check(args.check, args.sms, args.tolerance, args.weights)
     ap.print_help()
     return 2
 

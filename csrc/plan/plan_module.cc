@@ -133,15 +133,20 @@ PYBIND11_MODULE(_bitblas_plan, m) {
   m.def(
       "gemm_cutlass_choice",
       [](int64_t M, int64_t N, int64_t K, int mode, int64_t group_size, int num_sms, int64_t max_split,
-         int stream_k) {
+         int stream_k, int w_format) {
         if (stream_k < 0 || stream_k > 2) throw py::value_error("stream_k: 0, 1 or 2");
-        const bp::CutlassChoice c = bp::gemm_cutlass_choice(M, N, K, mode, group_size, num_sms, max_split,
-                                                            static_cast<bp::CutlassStreamK>(stream_k));
+        if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
+        const bp::CutlassChoice c =
+            bp::gemm_cutlass_choice(M, N, K, mode, group_size, num_sms, max_split,
+                                    static_cast<bp::CutlassStreamK>(stream_k),
+                                    bp::gemm_cutlass_table_codes(static_cast<bitblas_jax::WFormat>(w_format)));
         return py::make_tuple(c.tile, c.split);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("mode"), py::arg("group_size"), py::arg("num_sms"),
       py::arg("max_split") = bp::kCutlassMaxSplit, py::arg("stream_k") = 1,
-      "gemm_cutlass's (tile id, split) by its model of the time (plan::gemm_cutlass_choice).");
+      py::arg("w_format") = static_cast<int>(bitblas_jax::WFormat::kInt4),
+      "gemm_cutlass's (tile id, split) by its model of the time for a weight of format id w_format (default "
+      "int4) (plan::gemm_cutlass_choice).");
   m.def(
       "quantized_activation_kernel",
       [](int64_t M, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size, bool decode_i8,

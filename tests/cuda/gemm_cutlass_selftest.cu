@@ -242,7 +242,9 @@ int time_case(int64_t M, int64_t N, int64_t K, bool bf16, int tile, int split, W
   int sms = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   if (tile < 0) {
-    const plan::CutlassChoice c = plan::gemm_cutlass_choice(M, N, K, static_cast<int>(a.mode), gs, sms);
+    const plan::CutlassChoice c =
+        plan::gemm_cutlass_choice(M, N, K, static_cast<int>(a.mode), gs, sms, plan::kCutlassMaxSplit,
+                                  plan::CutlassStreamK::kByModel, plan::gemm_cutlass_table_codes(wf));
     tile = c.tile, split = static_cast<int>(c.split);
   }
   const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(M, N, K, gs, tile, split);

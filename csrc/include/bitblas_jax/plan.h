@@ -273,15 +273,21 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 //   work run as two), where split K would double the tiles and the partials' round trip.
 // The (tile, split) pair is chosen by a model of the time (gemm_cutlass_choice). Tile throughputs are the
 // H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128, M = 4096 on five
-// layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x).
+// layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With a table format's codes (nf4, fp4_e2m1: the
+// register lookup, csrc/cuda/cutlass_table4_convert.h) a tile runs at table_pct of that: the lookup costs the
+// consumer warps the same per stage whatever the tile's activation rows, so it shows where a stage's
+// multiply-adds are few (H100, kernel alone, nf4 against int4 on six layers at M = 128..1024, every tile: the
+// 64-row tile took a median 1.40x int4's time, the 128-row ones 1.39x (persistent) / 1.32x (stream-K), the
+// 256-row ones 1.11x / 1.10x; one value per row count, the scheduler aside).
 struct CutlassTile {
   int act_rows;
   int speed_pct;
-  bool stream_k;  // run by CUTLASS's stream-K scheduler (else the persistent one)
+  bool stream_k;   // run by CUTLASS's stream-K scheduler (else the persistent one)
+  int table_pct;   // throughput with table codes, in percent of speed_pct
 };
 constexpr int kNumCutlassTiles = 5;
 constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {
-    {64, 57, false}, {128, 100, false}, {256, 121, false}, {128, 100, true}, {256, 121, true}};
+    {64, 57, false, 71}, {128, 100, false, 72}, {256, 121, false, 90}, {128, 100, true, 72}, {256, 121, true, 90}};
 constexpr int kCutlassWeightRows = 128;
 constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the group size are multiples of it
 constexpr int kCutlassMaxSplit = 8;
@@ -316,9 +322,13 @@ constexpr int64_t kCutlassStreamKFixedNs = 6000;
 // into b (4-bit) or b - 128 (8-bit: centered, csrc/cuda/cutlass_u8_convert.h) and a table code into its table
 // value (csrc/cuda/cutlass_table4_convert.h), and the group terms (gemm_cutlass.cu) add what makes the mode's
 // value: value = that code - gemm_cutlass_value_offset.
+// Whether gemm_cutlass converts the format's codes by a table lookup (kCutlassTiles' table_pct).
+constexpr bool gemm_cutlass_table_codes(WFormat w_format) {
+  return w_format == WFormat::kNF4 || w_format == WFormat::kFP4E2M1;
+}
 constexpr bool gemm_cutlass_format(WFormat w_format) {
   return w_format == WFormat::kInt4 || w_format == WFormat::kUInt4 || w_format == WFormat::kInt8 ||
-         w_format == WFormat::kUInt8 || w_format == WFormat::kNF4 || w_format == WFormat::kFP4E2M1;
+         w_format == WFormat::kUInt8 || gemm_cutlass_table_codes(w_format);
 }
 constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N,
                                   int64_t K) {
@@ -377,11 +387,14 @@ constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, 
 // schedule: tiles in whole waves stay whole but for the last two waves, whose stages are dealt evenly to
 // min(SMs, stages / kCutlassStreamKMinStages) CTAs (all whole where the tiles fill whole waves or a tile has
 // at most kCutlassStreamKMinStages stages), plus a partial tile written and read by each of those CTAs.
-constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split, int num_sms) {
+// table_codes: the weight's codes convert by a table lookup (the tile's table_pct).
+constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split, int num_sms,
+                                       bool table_codes = false) {
   const int64_t sms = num_sms > 0 ? num_sms : 1;
   const int64_t tiles = gemm_cutlass_output_tiles(M, N, t) * split;
-  const int64_t wave_ns = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 /
-                          (kCutlassTileFlopsPerNs * kCutlassTiles[t].speed_pct);
+  const int64_t speed = kCutlassTiles[t].speed_pct * (table_codes ? kCutlassTiles[t].table_pct : 100);
+  const int64_t wave_ns =
+      2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 / (kCutlassTileFlopsPerNs * speed);
   const int64_t stages = K / kCutlassStageK;
   const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);  // a stream-K launch's CTAs
   if (kCutlassTiles[t].stream_k && tiles % grid != 0 && stages > kCutlassStreamKMinStages) {
@@ -411,9 +424,11 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 // out (but for kOnly), the tile of half its rows holding M: its half-empty tiles cost a whole tile's mainloop.
 // The model, fit from M = 128 up, misses that for the 128-row stream-K tile at M = 64, where the 64-row tile,
 // split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone).
+// table_codes: gemm_cutlass_table_codes of the weight's format.
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
-                                            CutlassStreamK stream_k = CutlassStreamK::kByModel) {
+                                            CutlassStreamK stream_k = CutlassStreamK::kByModel,
+                                            bool table_codes = false) {
   CutlassChoice best{0, 1};
   int64_t best_ns = -1;
   for (int64_t split = 1; split <= max_split; ++split) {
@@ -424,7 +439,7 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
       if (stream_k != CutlassStreamK::kOnly && kCutlassTiles[t].act_rows >= 2 * M &&
           kCutlassTiles[t].act_rows > kCutlassTiles[0].act_rows)
         continue;
-      const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms);
+      const int64_t ns = gemm_cutlass_time_ns(M, N, K, t, split, num_sms, table_codes);
       if (best_ns < 0 || ns < best_ns || (ns == best_ns && split == best.split && !kCutlassTiles[t].stream_k))
         best = {t, split}, best_ns = ns;
     }
@@ -577,7 +592,8 @@ inline Plan make_plan(const PlanQuery& q) {
   if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
   if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
     const CutlassChoice c =
-        gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k);
+        gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k,
+                            gemm_cutlass_table_codes(q.w_format));
     return finish(Kernel::kGemmCutlass, c.tile, c.split, M, N, K, q.bits, q.mode, q.group_size);
   }
   const bool wgmma = wgmma_fits(q);
