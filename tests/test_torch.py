@@ -649,17 +649,19 @@ def test_cuda_split_k_workspace_streams_and_graph(rng):
 
 @gpu
 @pytest.mark.gpu
-def test_cuda_gemm_cutlass_misaligned_and_graph(rng):
-    """The torch shim runs gemm_cutlass (int4 g128 from M = 65 on sm_90 where the install holds it): eager, a
-    slice of A off the 16-byte grid (planned as misaligned: another kernel), and a CUDA graph (the group
-    terms' kernel and CUTLASS's launch captured)."""
+@pytest.mark.parametrize("fmt,mode,a_dtype", [("int4", "original", "float16"), ("nf4", "scale", "bfloat16"),
+                                               ("fp4_e2m1", "scale", "float16")])
+def test_cuda_gemm_cutlass_misaligned_and_graph(rng, fmt, mode, a_dtype):
+    """The torch shim runs gemm_cutlass (g128 from M = 65 on sm_90 where the install holds it; int4 and the table
+    formats' register lookup): eager, a slice of A off the 16-byte grid (planned as misaligned: another kernel),
+    and a CUDA graph (the group terms' kernel and CUTLASS's launch captured)."""
     from bitblas_jax import _ext, gpu_plan
     from bitblas_jax.torch import ops
     if not (_ext.has_cutlass() and torch.cuda.get_device_capability() == (9, 0)):
         pytest.skip("gemm_cutlass runs on sm_90 GPUs of installs built with CUTLASS")
     M, N, K = 300, 4096, 1024
-    case = make_case(rng, "int4", "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=K)
-    kid = ops._plan(torch.cuda.current_device(), M, N, K, "int4", "float16", "float32", "float16", "original", 128)[0]
+    case = make_case(rng, fmt, mode, 128, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
+    kid = ops._plan(torch.cuda.current_device(), M, N, K, fmt, a_dtype, "float32", a_dtype, mode, 128)[0]
     assert gpu_plan.KERNELS[kid] == "gemm_cutlass"
     lin = linear_for(case, "cuda")
     A = to_torch(case.A, "cuda")
@@ -671,7 +673,7 @@ def test_cuda_gemm_cutlass_misaligned_and_graph(rng):
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         static_out = lin(static_in)
-    A2 = rng.standard_normal((M, K)).astype(np.float16)
+    A2 = rng.standard_normal((M, K)).astype(formats.NUMPY_DTYPES[a_dtype])
     static_in.copy_(to_torch(A2, "cuda"))
     g.replay()
     torch.cuda.synchronize()
