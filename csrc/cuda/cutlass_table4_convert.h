@@ -21,8 +21,10 @@
 #include "bitblas_jax/formats_generated.h"
 #include "cute/tensor.hpp"
 #include "cutlass/bfloat16.h"
+#include "cutlass/detail/dependent_false.hpp"
 #include "cutlass/half.h"
 #include "cutlass/integer_subbyte.h"
+#include "cutlass/numeric_conversion.h"
 #include "cutlass/numeric_size.h"
 
 namespace bitblas_jax {
@@ -102,6 +104,14 @@ namespace cutlass {
 template <bitblas_jax::WFormat F>
 struct sizeof_bits<bitblas_jax::Table4Code<F>> {
   static constexpr int value = 4;
+};
+
+// Any other conversion of a table code (CUTLASS's generic one, were the mainloop's register layout ever another
+// than the packed word's) would read the code as an integer: a compile error instead.
+template <class Dst, bitblas_jax::WFormat F, int N, FloatRoundStyle Round, class Transform>
+struct NumericArrayConverter<Dst, bitblas_jax::Table4Code<F>, N, Round, Transform> {
+  static_assert(cutlass::detail::dependent_false<Dst>,
+                "a table code converts only through the packed word's lookup (LayoutAwareConvertImpl below)");
 };
 
 // The mainloop's conversion of eight table codes in the packed word order into eight 16-bit values.
