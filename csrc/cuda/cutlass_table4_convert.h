@@ -12,7 +12,7 @@
 // 16-entry table of 16-bit values is four byte tables of eight entries (low / high bytes of entries 0-7 and 8-15,
 // two registers each). Two prmts give a code's low byte from either half table and a third prmt turns the code's top
 // bit into a byte mask (its sign-replicating mode) that picks between them; the same for the high byte. Two rounds
-// of prmt then interleave the low and high bytes of the two half words into element pairs. 27 integer instructions
+// of prmt then interleave the low and high bytes of the two half words into element pairs. 28 integer instructions
 // for eight values (CUTLASS's uint4 conversion: 12), all on the integer pipe beside the tensor cores.
 #pragma once
 
