@@ -304,27 +304,12 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
 }
 
 #ifndef BITBLAS_JAX_CUTLASS
-#define BBJ_NO_CUTLASS(name)                                                                            \
-  std::string name(const MatmulArgs&, int, int, bool, const void*, const void*, const WriteTerms&, void*,   \
-                   cudaStream_t) {                                                                     \
+#define BBJ_NO_CUTLASS(unit)                                                                            \
+  std::string run_gemm_cutlass_##unit(const MatmulArgs&, int, int, bool, const void*, const void*,        \
+                                      const WriteTerms&, void*, cudaStream_t) {                           \
     return "gemm_cutlass: built without CUTLASS";                                                      \
   }
-BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w4_f16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w4_bf16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w8_f16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_w8_bf16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_f16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_bf16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_f16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_bf16)
-BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_f16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_nf4_bf16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_f16_stream_k)
-BBJ_NO_CUTLASS(run_gemm_cutlass_fp4_bf16_stream_k)
+BBJ_GEMM_CUTLASS_UNITS(BBJ_NO_CUTLASS)
 #undef BBJ_NO_CUTLASS
 #endif
 

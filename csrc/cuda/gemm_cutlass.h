@@ -43,25 +43,16 @@ using WriteTerms = std::function<std::string(void* clear, size_t clear_bytes)>;
 // [split][M][N] in `scratch` (the workspace past the terms; a stream-K tile keeps CUTLASS's workspace there), for
 // 4- or 8-bit integer codes (w4, w8), nf4 or fp4_e2m1 codes (nf4, fp4) and float16 / bfloat16 activations, the
 // persistent tiles (run_gemm_cutlass_*) or the stream-K ones (run_gemm_cutlass_*_stream_k).
-#define BBJ_GEMM_CUTLASS_RUN(name)                                                                             \
-  std::string name(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,            \
-                   const WriteTerms& write_terms, void* scratch, cudaStream_t stream);
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_f16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w4_bf16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_f16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_w8_bf16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_f16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_bf16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_f16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_bf16)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_f16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_nf4_bf16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_f16_stream_k)
-BBJ_GEMM_CUTLASS_RUN(run_gemm_cutlass_fp4_bf16_stream_k)
+// The units, one list: code kind (w4, w8, nf4, fp4) x activation type x scheduler.
+#define BBJ_GEMM_CUTLASS_UNITS(X)                                                                              \
+  X(w4_f16) X(w4_bf16) X(w8_f16) X(w8_bf16) X(nf4_f16) X(nf4_bf16) X(fp4_f16) X(fp4_bf16)                        \
+  X(w4_f16_stream_k) X(w4_bf16_stream_k) X(w8_f16_stream_k) X(w8_bf16_stream_k) X(nf4_f16_stream_k)              \
+  X(nf4_bf16_stream_k) X(fp4_f16_stream_k) X(fp4_bf16_stream_k)
+#define BBJ_GEMM_CUTLASS_RUN(unit)                                                                             \
+  std::string run_gemm_cutlass_##unit(const MatmulArgs& a, int tile, int split, bool pdl, const void* S,         \
+                                      const void* Z, const WriteTerms& write_terms, void* scratch,               \
+                                      cudaStream_t stream);
+BBJ_GEMM_CUTLASS_UNITS(BBJ_GEMM_CUTLASS_RUN)
 #undef BBJ_GEMM_CUTLASS_RUN
 
 }  // namespace bitblas_jax

@@ -212,9 +212,13 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
   return bad == 0;
 }
 
-// The weight format a timing line names: 4 (int4), 8 (int8), nf4 or fp4 (fp4_e2m1).
+// The weight format a timing line names (formats_generated.h format_name: int4, int8, nf4, fp4_e2m1, ...); an
+// unknown name ends the run.
 WFormat timed_format(const std::string& name) {
-  return name == "8" ? WFormat::kInt8 : name == "nf4" ? WFormat::kNF4 : name == "fp4" ? WFormat::kFP4E2M1 : WFormat::kInt4;
+  for (int f = 0; f < kNumWFormats; ++f)
+    if (name == format_name(static_cast<WFormat>(f))) return static_cast<WFormat>(f);
+  std::printf("unknown weight format '%s' (a name of formats.py)\n", name.c_str());
+  std::exit(2);
 }
 
 // tile, split: forced (tile >= 0), else the plan's choice; wf: int4, int8, nf4 or fp4_e2m1 weights (scale g128).
@@ -297,17 +301,17 @@ int main(int argc, char** argv) {
   // tools/gemm_cutlass_sweep.py writes the lines)
   if (argc == 2 && std::string(argv[1]) == "--time-list") {
     long long M, N, K;
-    char dtype[8], weights[8];
+    char dtype[8], weights[32];
     int tile, split;
-    while (std::scanf("%lld %lld %lld %7s %d %d %7s", &M, &N, &K, dtype, &tile, &split, weights) == 7)
+    while (std::scanf("%lld %lld %lld %7s %d %d %31s", &M, &N, &K, dtype, &tile, &split, weights) == 7)
       time_case(M, N, K, std::string(dtype) == "bf16", tile, split, timed_format(weights));
     return 0;
   }
   // --time M N K [fp16|bf16 [TILE SPLIT [WEIGHTS]]]: the kernel alone (TILE -1 or none: the plan's choice; WEIGHTS
-  // 4 (int4, the default), 8 (int8), nf4 or fp4)
+  // a format name, int4 by default)
   if (argc >= 5 && std::string(argv[1]) == "--time")
     return time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 && std::string(argv[5]) == "bf16",
-                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, timed_format(argc > 8 ? argv[8] : "4"));
+                     argc > 7 ? std::atoi(argv[6]) : -1, argc > 7 ? std::atoi(argv[7]) : 1, timed_format(argc > 8 ? argv[8] : "int4"));
   std::mt19937_64 rng(2026);
   bool ok = true;
   int cases = 0;

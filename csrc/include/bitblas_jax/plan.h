@@ -275,10 +275,9 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 // H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128, M = 4096 on five
 // layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With a table format's codes (nf4, fp4_e2m1: the
 // register lookup, csrc/cuda/cutlass_table4_convert.h) a tile runs at table_pct of that: the lookup costs the
-// consumer warps the same per stage whatever the tile's activation rows, so it shows where a stage's
-// multiply-adds are few (H100, kernel alone, nf4 against int4 on six layers at M = 128..1024, every tile: the
-// 64-row tile took a median 1.40x int4's time, the 128-row ones 1.39x (persistent) / 1.32x (stream-K), the
-// 256-row ones 1.11x / 1.10x; one value per row count, the scheduler aside).
+// consumer warps the same per stage whatever the tile's activation rows, so it weighs most where a stage's
+// multiply-adds are few. One value per row count, the scheduler aside: the median nf4 / int4 time ratio per tile
+// of the nf4 lines in benchmarks/results/h100-gemm-cutlass-sweep.log (docs/KERNELS.md, gemm_cutlass: Choice).
 struct CutlassTile {
   int act_rows;
   int speed_pct;
@@ -322,13 +321,14 @@ constexpr int64_t kCutlassStreamKFixedNs = 6000;
 // into b (4-bit) or b - 128 (8-bit: centered, csrc/cuda/cutlass_u8_convert.h) and a table code into its table
 // value (csrc/cuda/cutlass_table4_convert.h), and the group terms (gemm_cutlass.cu) add what makes the mode's
 // value: value = that code - gemm_cutlass_value_offset.
-// Whether gemm_cutlass converts the format's codes by a table lookup (kCutlassTiles' table_pct).
-constexpr bool gemm_cutlass_table_codes(WFormat w_format) {
-  return w_format == WFormat::kNF4 || w_format == WFormat::kFP4E2M1;
-}
 constexpr bool gemm_cutlass_format(WFormat w_format) {
   return w_format == WFormat::kInt4 || w_format == WFormat::kUInt4 || w_format == WFormat::kInt8 ||
-         w_format == WFormat::kUInt8 || gemm_cutlass_table_codes(w_format);
+         w_format == WFormat::kUInt8 || w_format == WFormat::kNF4 || w_format == WFormat::kFP4E2M1;
+}
+// Whether gemm_cutlass converts the format's codes by a table lookup (its non-integer formats; kCutlassTiles'
+// table_pct).
+constexpr bool gemm_cutlass_table_codes(WFormat w_format) {
+  return gemm_cutlass_format(w_format) && !format_is_integer(w_format);
 }
 constexpr bool gemm_cutlass_takes(WFormat w_format, bool out_is_act, bool accum_f32, int64_t group_size, int64_t N,
                                   int64_t K) {
