@@ -93,6 +93,16 @@ FORMATS = {
     "w8a8": ("int8", -1, "int8"), "w4a8g128": ("int4", 128, "int8"),
     "fp8a8": ("float8_e4m3fn", -1, "float8_e4m3fn"), "w4f8g128": ("int4", 128, "float8_e4m3fn"),
 }
+# a format name + HELD: the call holds its group terms (Matmul.group_terms, as a layer after
+# hold_group_terms), so the Hopper GEMM skips its terms kernel; e.g. w4g128-held
+HELD = "-held"
+
+
+def format_spec(name: str) -> tuple:
+    """(W_dtype, group_size, A dtype) of a format name (FORMATS, with or without HELD)."""
+    return FORMATS[name.removesuffix(HELD)]
+
+
 # the XLA dot of each quantized activation type: the baseline of its formats (issue 29)
 ACT_BASELINE = {"int8": "xla_int8", "float8_e4m3fn": "xla_fp8"}
 FULL_FORMATS = ["w4g128", "w4g128-bf16", "w8"]
@@ -281,7 +291,7 @@ def print_timeline(fn, args, ops: int, calls: int = 4):
 
 
 def bitblas_config(M, N, K, fmt_name):
-    W_dtype, group, adt = FORMATS[fmt_name]
+    W_dtype, group, adt = format_spec(fmt_name)
     quantized_a = adt in ACT_BASELINE
     return bj.MatmulConfig(M=M, N=N, K=K, A_dtype=adt, W_dtype=W_dtype, accum_dtype="int32" if adt == "int8" else "float32",
                            out_dtype="float16" if quantized_a else adt, group_size=group, with_scaling=True)
@@ -323,6 +333,9 @@ def bitblas_item(cfg, fmt_name, weights: Weights):
     """(rotation item, weight bytes per op) of bitblas_jax's Matmul for cfg (random values and scales)."""
     mm = bj.Matmul(cfg)
     N, K, adt = cfg.N, cfg.K, cfg.A_dtype
+    held = fmt_name.endswith(HELD)
+    if held and not mm.holds_group_terms:
+        raise ValueError(f"{fmt_name}: this config holds no group terms (Matmul.holds_group_terms)")
 
     def make():
         values = _values(weights, cfg.format, N, K)
@@ -334,8 +347,11 @@ def bitblas_item(cfg, fmt_name, weights: Weights):
             W = mm.transform_weight(np.asarray(values))
         S = weights.uniform((N, cfg.num_groups), 0.5e-2, 1.5e-2, cfg.scale_dtype)
         wbytes = W.nbytes + S.nbytes
-        # distinct buffers, same statistics
-        return [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))], int(wbytes)
+        # distinct buffers, same statistics; held: each copy's group terms beside it
+        copies = [(W + jnp.uint8(i), S * (1 + i)) for i in range(copies_for(wbytes))]
+        if held:
+            copies = [(w, s, mm.group_terms(s)) for w, s in copies]
+        return copies, int(wbytes)
     ws, wbytes = weights.for_shape("bitblas:" + fmt_name, N, K, make)
     if cfg.quantized_activations:   # already quantized (quantize_activations is the caller's, once per layer input)
         A = (weights.integers((cfg.M, K), -128, 127, jnp.int8) if adt == "int8"
@@ -343,6 +359,8 @@ def bitblas_item(cfg, fmt_name, weights: Weights):
         a_scale = weights.uniform((cfg.M,), 0.5e-2, 1.5e-2, jnp.float32)
         return rotation(lambda a, w, s: mm(a, w, scale=s, a_scale=a_scale), A, ws), wbytes
     A = weights.normal((cfg.M, K), adt)
+    if held:
+        return rotation(lambda a, w, s, t: mm(a, w, scale=s, group_terms=t), A, ws), wbytes
     return rotation(lambda a, w, s: mm(a, w, scale=s), A, ws), wbytes
 
 
@@ -439,9 +457,9 @@ def _ratio(base, ours):
 def gemlite_counterpart(fmt_name) -> str | None:
     """The gemlite baseline of the same weight bits (4-bit rows: A16W4, 8-bit rows: A16W8); none for
     quantized activations."""
-    if FORMATS[fmt_name][2] in ACT_BASELINE:
+    if format_spec(fmt_name)[2] in ACT_BASELINE:
         return None
-    bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
+    bits = bj.formats.get_format(format_spec(fmt_name)[0]).bits
     return {4: "gemlite_w4", 8: "gemlite_w8"}.get(bits)
 
 
@@ -454,9 +472,9 @@ def make_row(N, K, M, fmt_name, plan, r, wbytes, base, bw):
     row["pct_copy_bw"] = 100 * row["weight_tbps"] / bw
     if r.get("gpu_us"):
         row["pct_copy_bw_gpu"] = 100 * wbytes / (r["gpu_us"] * 1e-6) / 1e12 / bw
-    bits = bj.formats.get_format(FORMATS[fmt_name][0]).bits
+    bits = bj.formats.get_format(format_spec(fmt_name)[0]).bits
     gemlite = gemlite_counterpart(fmt_name)
-    act_base = ACT_BASELINE.get(FORMATS[fmt_name][2])
+    act_base = ACT_BASELINE.get(format_spec(fmt_name)[2])
     for key, b in (("fp16", "fp16"), ("bf16", "bf16"), ("xla_int4", "xla_int4_g128"),
                    ("xla_int8", "xla_int8" if act_base == "xla_int8" else None),
                    ("xla_fp8", "xla_fp8" if act_base == "xla_fp8" else None),
@@ -477,7 +495,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="3 big layers + a small one, 4 M (gpu_check.sh)")
     p.add_argument("--shapes", default=None, help="e.g. 8192x8192,28672x8192 (N x K), or 'all' (SHAPES)")
     p.add_argument("--Ms", default=None, help="e.g. 1,16,128")
-    p.add_argument("--formats", default=None, help=",".join(FORMATS))
+    p.add_argument("--formats", default=None,
+                   help=",".join(FORMATS) + f"; each + {HELD!r}: with held group terms (Matmul.group_terms)")
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help=",".join(BASELINES))
     p.add_argument("--repeats", type=int, default=None, help="samples per op (default 10; 3 on a CPU)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.png")
@@ -531,10 +550,11 @@ def main():
     if args.no_torch:
         baselines = [b for b in baselines if b not in torch_baselines.NAMES]
     for f in fmts:   # the XLA dot of each quantized activation type that runs (issue 29)
-        act_base = ACT_BASELINE.get(FORMATS.get(f, ("", 0, ""))[2])
+        act_base = ACT_BASELINE.get(FORMATS.get(f.removesuffix(HELD), ("", 0, ""))[2])
         if act_base and act_base not in baselines and not args.fp16_baseline_only:
             baselines.append(act_base)
-    unknown = sorted(set(fmts) - set(FORMATS)) + sorted(set(baselines) - set(BASELINES))
+    unknown = sorted({f for f in fmts if f.removesuffix(HELD) not in FORMATS}) + \
+        sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise SystemExit(f"unknown formats / baselines: {unknown}; formats: {list(FORMATS)}, baselines: {BASELINES}")
     torch_names = [b for b in baselines if b in torch_baselines.NAMES]

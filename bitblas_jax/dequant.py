@@ -62,17 +62,24 @@ def _per_k(x: jax.Array, group_size: int) -> jax.Array:
     return jnp.repeat(x, group_size, axis=1)
 
 
+def mode_rule(w: jax.Array, mode: str, s=None, z=None) -> jax.Array:
+    """The mode's dequantization of element values w with their scale s and zero z (float32, broadcast
+    to w; not yet rounded): none w, scale w s, rescale w s - z, original and quantized (w - z) s."""
+    if mode == "none":
+        return w
+    if mode == "scale":
+        return w * s
+    if mode == "rescale":
+        return w * s - z
+    return (w - z) * s           # original, quantized
+
+
 def apply_mode(w: jax.Array, spec: KernelSpec, scale, zeros) -> jax.Array:
     """Element values (float32) -> dequantized weight (float32, not yet rounded)."""
     if spec.mode == "none":
         return w
-    s = _per_k(scale.astype(jnp.float32), spec.group_size)
-    if spec.mode == "scale":
-        return w * s
-    z = _per_k(zeros.astype(jnp.float32), spec.group_size)
-    if spec.mode == "rescale":
-        return w * s - z
-    return (w - z) * s           # original, quantized
+    rep = lambda x: _per_k(x.astype(jnp.float32), spec.group_size)  # noqa: E731
+    return mode_rule(w, spec.mode, rep(scale), None if spec.mode == "scale" else rep(zeros))
 
 
 def dequantize(w_packed: jax.Array, spec: KernelSpec, scale=None, zeros=None) -> jax.Array:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import activations, dequant, formats, layout, partition, primitive, quantized_dot
+from . import activations, dequant, formats, group_terms, layout, partition, primitive, quantized_dot
 from .config import MatmulConfig
 from .spec import KernelSpec
 
@@ -86,9 +86,24 @@ class Matmul:
         return dequant.dequantize(primitive.standard_weight(W_packed, self.spec, self.k_shards),
                                   self.spec, scale, zeros)
 
+    @property
+    def holds_group_terms(self) -> bool:
+        """Whether calls of this config can run gemm_cutlass, the Hopper GEMM that reads group terms
+        (group_terms.py): float16 / bfloat16 A and output, float32 accumulation, 4- / 8-bit integer, nf4
+        or fp4_e2m1 weights, groups of whole 64-k stages or one per row."""
+        return group_terms.takes(self.spec)
+
+    def group_terms(self, scale=None, zeros=None) -> jax.Array:
+        """gemm_cutlass's group terms of this scale and zeros, [2, rows, N] in A_dtype, to hold with
+        the weight and pass to every call (`__call__(..., group_terms=)`): such a call skips the small
+        kernel that writes them before each Hopper GEMM (M >= 64). Jittable; sharded as scale is.
+        Recompute them whenever scale or zeros change. ValueError where holds_group_terms is False."""
+        scale, zeros, _ = self._check_aux(scale, zeros, None, "group_terms", bias_required=False)
+        return group_terms.compute(self.spec, scale, zeros)
+
     # ---- the op -----------------------------------------------------------------
     def __call__(self, A, W_packed, scale=None, zeros=None, bias=None, *, a_scale=None,
-                 k_block: bool = False) -> jax.Array:
+                 k_block: bool = False, group_terms=None) -> jax.Array:
         """C = A @ dequant(W)^T (+ bias). Inside shard_map, an A and W that vary over the same
         mesh axis are a K block (row-parallel by hand): W must then be the packing of this
         device's K block (Matmul(full_config, k_shards=n).transform_weight, sharded on its
@@ -97,7 +112,11 @@ class Matmul:
         int8 / float8 A is taken as given (no conversion). a_scale (int8 / float8 A only): the
         activation scales of bitblas_jax.quantize_activations, a scalar (per tensor) or
         A.shape[:-1] (per token); then C = cast(a_scale * v + bias) with v the float32 sum of the
-        weight-scaled group sums (README, "int8 and float8 activations")."""
+        weight-scaled group sums (README, "int8 and float8 activations").
+
+        group_terms: Matmul.group_terms(scale, zeros) of the same scale and zeros, held with the weight;
+        the Hopper GEMM then reads them instead of writing its own (the other kernels read scale and
+        zeros). The same result, bit for bit."""
         cfg = self.config
         A = jnp.asarray(A)
         if A.ndim < 1 or A.shape[-1] != cfg.K:
@@ -122,11 +141,13 @@ class Matmul:
         absent = lambda x: primitive.empty(sdt) if x is None else x  # noqa: E731
         if a_scale is None:
             return primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(bias),
-                                  self.spec, self.k_shards)
+                                  self._check_group_terms(group_terms), self.spec, self.k_shards)
+        if group_terms is not None:
+            raise ValueError(f"{self.name}: group_terms serve float16 / bfloat16 activations only")
         a_scale = self._check_a_scale(a_scale, A.shape)
         # the kernel returns v in float32; the activation scale, the bias and the cast are one
         # elementwise op that XLA fuses
-        v = primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(None),
+        v = primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(None), primitive.empty(sdt),
                            dataclasses.replace(self.spec, out_dtype="float32"), self.k_shards)
         return quantized_dot.epilogue(v, bias, cfg.out_dtype, a_scale)
 
@@ -164,6 +185,19 @@ class Matmul:
     forward = __call__
 
     # ---- checks (trace time) -----------------------------------------------------
+    def _check_group_terms(self, terms) -> jax.Array:
+        """The primitive's group_terms operand: the held terms, checked, or an empty array."""
+        if terms is None:
+            return primitive.empty(jnp.dtype(self.config.A_dtype))
+        if not self.holds_group_terms:
+            raise ValueError(f"{self.name}: group_terms given, but this config never runs the GEMM that reads "
+                             "them (Matmul.holds_group_terms is False)")
+        want = group_terms.shape(self.spec)
+        if tuple(terms.shape) != want or terms.dtype != jnp.dtype(self.config.A_dtype):
+            raise ValueError(f"{self.name}: group_terms must be {self.config.A_dtype} {want} "
+                             f"(Matmul.group_terms(scale, zeros)), got {terms.dtype} {tuple(terms.shape)}")
+        return terms
+
     def _check_weight(self, W, where):
         cfg = self.config
         want = layout.packed_shape(cfg.N, cfg.K, cfg.format.bits)

@@ -6,7 +6,8 @@ metadata) the primitive lowers through jax.experimental.custom_partitioning: a S
 the operands' shardings, what each device computes. With A [..., K] and W [N, K]:
 
   A's leading (batch) dims sharded    data-parallel: local, output sharded the same way
-  N sharded (W, scale, zeros, bias)   column-parallel: local, output sharded on N; each
+  N sharded (W, scale, zeros, bias,   column-parallel: local, output sharded on N; each
+  group_terms)
                                       shard must hold whole 16-row bands (N / shards % 16)
   K sharded (W packed per K-shard)    row-parallel: local partial products in float32,
                                       one psum over the K axes, then the cast and the bias
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from . import formats, layout, quantized_dot
+from . import formats, group_terms, layout, quantized_dot
 from .spec import KernelSpec
 
 TILE_N = layout.TILE_N
@@ -47,23 +48,24 @@ def wants_rule(ctx) -> bool:
     return not getattr(params, "for_export", False)
 
 
-def call(body, bind, spec: KernelSpec, k_shards: int, A, W, scale, zeros, bias):
-    """body(A, W, scale, zeros, bias) computes the whole op on one device; bind(..., spec,
+def call(body, bind, spec: KernelSpec, k_shards: int, A, W, scale, zeros, bias, terms):
+    """body(A, W, scale, zeros, bias, terms) computes the whole op on one device; bind(..., spec,
     k_shards) binds the primitive (what each device runs after partitioning)."""
-    present = tuple(x.size > 0 for x in (scale, zeros, bias))
-    aux = tuple(x for x, p in zip((scale, zeros, bias), present) if p)
+    present = tuple(x.size > 0 for x in (scale, zeros, bias, terms))
+    aux = tuple(x for x, p in zip((scale, zeros, bias, terms), present) if p)
     return _partitioned(body, bind, spec, k_shards, present, A, W, aux)
 
 
 @functools.partial(custom_partitioning, static_argnums=(0, 1, 2, 3, 4))
 def _partitioned(body, bind, spec, k_shards, present, A, W, aux):
-    return body(A, W, *_full_aux(aux, present, formats.scale_dtype(spec.a_dtype)))
+    return body(A, W, *_full_aux(aux, present, spec))
 
 
-def _full_aux(aux, present, dtype):
-    """scale, zeros, bias with the absent ones as empty arrays of dtype (the aux dtype)."""
+def _full_aux(aux, present, spec: KernelSpec):
+    """scale, zeros, bias, group_terms with the absent ones as empty arrays (scale's dtype; the terms' A's)."""
     it = iter(aux)
-    return tuple(next(it) if p else jnp.zeros((0,), dtype) for p in present)
+    dtypes = (formats.scale_dtype(spec.a_dtype),) * 3 + (spec.a_dtype,)
+    return tuple(next(it) if p else jnp.zeros((0,), dt) for p, dt in zip(present, dtypes))
 
 
 # ---- the Shardy rule ------------------------------------------------------------------------------
@@ -91,7 +93,9 @@ def _sharding_rule(body, bind, spec: KernelSpec, k_shards: int, present, mesh, v
     operands = [f"{batch} {a_k}", f"n {w_k}"]
     operands += [f"n {g_k}"] * (int(present[0]) + int(present[1]))
     operands += ["n"] * int(present[2])
-    if g_k == "p" and (present[0] or present[1]):
+    if present[3]:              # group_terms [2, rows, N]: rows are the groups, or one row repeated
+        operands.append(f"t {'r' if group_terms.one_per_row(spec) else g_k} n")
+    if g_k == "p" and (present[0] or present[1] or (present[3] and not group_terms.one_per_row(spec))):
         sizes.pop("p")          # p appears on its own: its size is that dimension's
     return f"{', '.join(operands)} -> {batch} n", sizes
 
@@ -153,10 +157,16 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
     a_sh = NamedSharding(mesh, P(*map(_entry, batch), _entry(k_axes)))
     w_sh = NamedSharding(mesh, P(_entry(n_axes), _entry(k_axes)))
     aux_sh = []
-    for p, kind in zip(present, ("scale", "zeros", "bias")):
-        if p:
-            aux_sh.append(NamedSharding(mesh, P(_entry(n_axes)) if kind == "bias"
-                                        else P(_entry(n_axes), _entry(g_axes))))
+    for p, kind in zip(present, ("scale", "zeros", "bias", "terms")):
+        if not p:
+            continue
+        if kind == "bias":
+            aux_sh.append(NamedSharding(mesh, P(_entry(n_axes))))
+        elif kind == "terms":
+            rows_axes = () if group_terms.one_per_row(spec) else g_axes
+            aux_sh.append(NamedSharding(mesh, P(None, _entry(rows_axes), _entry(n_axes))))
+        else:
+            aux_sh.append(NamedSharding(mesh, P(_entry(n_axes), _entry(g_axes))))
     out_sh = NamedSharding(mesh, P(*map(_entry, batch), _entry(n_axes)))
 
     local = dataclasses.replace(spec, N=spec.N // Sn, K=spec.K // S,
@@ -169,10 +179,11 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
     partial_dtype = "int32" if spec.out_dtype == "int32" else "float32"
 
     def lower_fn(A, W, aux):
-        scale, zeros, bias = _full_aux(aux, present, aux_dtype)
+        scale, zeros, bias, terms = _full_aux(aux, present, spec)
         if not k_axes:
-            return bind(A, W, scale, zeros, bias, local, local_k_shards)
-        partial = bind(A, W, scale, zeros, jnp.zeros((0,), aux_dtype),
+            return bind(A, W, scale, zeros, bias, terms, local, local_k_shards)
+        # the partial sums are float32 or int32 (no kernel that reads group terms computes them)
+        partial = bind(A, W, scale, zeros, jnp.zeros((0,), aux_dtype), jnp.zeros((0,), spec.a_dtype),
                        dataclasses.replace(local, out_dtype=partial_dtype), local_k_shards)
         out = jax.lax.psum(partial, k_axes)
         if quantized_a:   # their epilogue: one cast of v + bias (quantized_dot.py)
@@ -222,7 +233,7 @@ def _replicated(bind, spec, k_shards, present, mesh, arg_shapes):
     args = (rep(A_s), rep(W_s), tuple(rep(x) for x in aux_s))
 
     def lower_fn(A, W, aux):
-        return bind(A, W, *_full_aux(aux, present, formats.scale_dtype(spec.a_dtype)), spec, k_shards)
+        return bind(A, W, *_full_aux(aux, present, spec), spec, k_shards)
     return mesh, lower_fn, rep(A_s), args
 
 

@@ -1,7 +1,8 @@
 """bitblas_matmul_p: the JAX primitive over the "bitblas_jax_matmul" XLA custom call.
 
-Operands: A [..., K], W packed uint8, scale, zeros, bias (absent ones are
-empty arrays, so the operand list never changes shape). Params: `spec`, a
+Operands: A [..., K], W packed uint8, scale, zeros, bias, group_terms (absent ones
+are empty arrays, so the operand list never changes shape; group_terms:
+group_terms.py, read by gemm_cutlass alone). Params: `spec`, a
 KernelSpec, and `k_shards`, the number of K-shards W is packed for (1: the
 ordinary layout; docs/LAYOUT.md, K-shard order). Rules: abstract eval (with the
 output's sharding type and varying manual axes), CPU and CUDA lowerings
@@ -21,7 +22,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from . import _ext, dequant, formats, layout, partition, quantized_dot
+from . import _ext, dequant, formats, group_terms, layout, partition, quantized_dot
 from .spec import KernelSpec
 
 bitblas_matmul_p = Primitive("bitblas_matmul")
@@ -46,8 +47,8 @@ def empty(dtype) -> jax.Array:
     return jnp.zeros((0,), dtype)
 
 
-def bind(A, W, scale, zeros, bias, spec: KernelSpec, k_shards: int = 1):
-    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, spec=spec, k_shards=int(k_shards))
+def bind(A, W, scale, zeros, bias, terms, spec: KernelSpec, k_shards: int = 1):
+    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, terms, spec=spec, k_shards=int(k_shards))
 
 
 def standard_weight(W, spec: KernelSpec, k_shards: int):
@@ -82,7 +83,7 @@ def _out_aval(operands, shape, dtype, sharding):
     return out
 
 
-def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec, k_shards: int):
+def _abstract_eval(A, W, scale, zeros, bias, terms, *, spec: KernelSpec, k_shards: int):
     # Matmul.__call__ checks user input with friendly messages; this guards the primitive.
     if A.ndim < 1 or A.shape[-1] != spec.K:
         raise ValueError(f"bitblas_matmul: A must be [..., K={spec.K}], got {A.shape}")
@@ -92,9 +93,12 @@ def _abstract_eval(A, W, scale, zeros, bias, *, spec: KernelSpec, k_shards: int)
     if W.dtype != jnp.uint8 or W.shape != (spec.N, spec.K * bits // 8):
         raise ValueError(f"bitblas_matmul: W must be uint8 {(spec.N, spec.K * bits // 8)}, "
                          f"got {W.dtype} {W.shape}")
+    if terms.size and (terms.shape != group_terms.shape(spec) or terms.dtype != A.dtype):
+        raise ValueError(f"bitblas_matmul: group_terms must be {A.dtype} {group_terms.shape(spec)}, "
+                         f"got {terms.dtype} {terms.shape}")
     shape = A.shape[:-1] + (spec.N,)
     sharding = partition.output_sharding(A, W, len(shape))
-    return _out_aval([A, W, scale, zeros, bias], shape, spec.out_dtype, sharding)
+    return _out_aval([A, W, scale, zeros, bias, terms], shape, spec.out_dtype, sharding)
 
 
 bitblas_matmul_p.def_abstract_eval(_abstract_eval)
@@ -112,10 +116,16 @@ def _as_2d(A, spec):
     return A.reshape(-1, spec.K)
 
 
-def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _terms_operand(terms, spec: KernelSpec):
+    """The matmul custom call's group_terms operand: the held terms, or an empty array."""
+    return empty(jnp.dtype(spec.a_dtype)) if terms is None else terms
+
+
+def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
+    """The CPU kernel (it checks group_terms and reads scale and zeros)."""
     A2 = _as_2d(A, spec)
     out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
-        A2, W, scale, zeros, bias, **spec.ffi_attrs())
+        A2, W, scale, zeros, bias, _terms_operand(terms, spec), **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
@@ -155,7 +165,7 @@ def _rows(A) -> int:
     return math.prod(A.shape[:-1])
 
 
-def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
     if _cuda_runs_xla_ops(spec, _rows(A)):
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if formats.is_quantized_activation(spec.a_dtype):
@@ -173,12 +183,12 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     if not _ext.has_cuda():
         raise RuntimeError("bitblas_jax was built without its CUDA kernels (no nvcc at install time); "
                            "reinstall with nvcc on PATH, or run on CPU")
-    return _f16_kernel_call(A, W, scale, zeros, bias, spec=spec)
+    return _f16_kernel_call(A, W, scale, zeros, bias, spec=spec, terms=terms)
 
 
-def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
     """float16 / bfloat16 activations: the kernel plan_cuda picks (the matmul custom call, or
-    dequantize_then_dot)."""
+    dequantize_then_dot). terms: group terms held with the weight (gemm_cutlass reads them)."""
     from .gpu_plan import plan_cuda
     A2 = _as_2d(A, spec)
     M = A2.shape[0]
@@ -189,7 +199,8 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
     out, _ = jax.ffi.ffi_call(TARGET, (
         jax.ShapeDtypeStruct((M, spec.N), jnp.dtype(spec.out_dtype)),
         jax.ShapeDtypeStruct((max(int(plan.workspace_bytes), 16),), jnp.uint8)))(
-        A2, W, scale, zeros, bias, kernel=np.int64(plan.kernel_id), tile=np.int64(plan.tile),
+        A2, W, scale, zeros, bias, _terms_operand(terms, spec), kernel=np.int64(plan.kernel_id),
+        tile=np.int64(plan.tile),
         split_k=np.int64(plan.split_k),
         **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
@@ -271,12 +282,13 @@ def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 
 def _lowering(call):
     """The platform's call on the ordinary layout, inside the partitioning rule."""
-    def whole_op(A, W, scale, zeros, bias, *, spec, k_shards):
+    def whole_op(A, W, scale, zeros, bias, terms, *, spec, k_shards):
         if A.size == 0:       # M == 0 needs no kernel
             return jnp.zeros(A.shape[:-1] + (spec.N,), spec.out_dtype)
-        return call(A, standard_weight(W, spec, k_shards), scale, zeros, bias, spec=spec)
+        kw = dict(terms=terms) if terms.size else {}
+        return call(A, standard_weight(W, spec, k_shards), scale, zeros, bias, spec=spec, **kw)
 
-    def rule(ctx, A, W, scale, zeros, bias, *, spec, k_shards):
+    def rule(ctx, A, W, scale, zeros, bias, terms, *, spec, k_shards):
         # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
         # partitions itself; custom_partitioning would also refuse their constants (the tables).
         # int8 / float8 ones too where the whole op's M goes to XLA's dots; where it goes to a
@@ -287,7 +299,7 @@ def _lowering(call):
             f = functools.partial(partition.call, body, bind, spec, k_shards)
         else:
             f = functools.partial(whole_op, spec=spec, k_shards=k_shards)
-        return mlir.lower_fun(f, multiple_results=False)(ctx, A, W, scale, zeros, bias)
+        return mlir.lower_fun(f, multiple_results=False)(ctx, A, W, scale, zeros, bias, terms)
     return rule
 
 
@@ -302,11 +314,11 @@ except (ImportError, AttributeError):  # pragma: no cover - jax internals moved
 
 # ---- batching ----------------------------------------------------------------
 def _batch(args, dims, *, spec: KernelSpec, k_shards: int):
-    A, W, scale, zeros, bias = args
+    A, W, scale, zeros, bias, terms = args
     dA, rest = dims[0], dims[1:]
     if all(d is None for d in rest):
         # Only A is batched: the batch dim is one more leading dim, folded into M.
-        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, spec, k_shards), 0
+        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, terms, spec, k_shards), 0
     # Batched weights (rare): one kernel call per batch element.
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
@@ -345,9 +357,11 @@ def _dweight_tangent(W, scale, zeros, dscale, dzeros, spec: KernelSpec):
 
 
 def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
-    A, W, scale, zeros, bias = primals
-    dA, _, dscale, dzeros, dbias = tangents
-    out = bind(A, W, scale, zeros, bias, spec, k_shards)
+    # group_terms are scale and zeros in gemm_cutlass's form: the derivative flows through scale and zeros,
+    # which every path reads (a tangent of the terms themselves is dropped)
+    A, W, scale, zeros, bias, terms = primals
+    dA, _, dscale, dzeros, dbias, _ = tangents
+    out = bind(A, W, scale, zeros, bias, terms, spec, k_shards)
     if formats.is_quantized_activation(spec.a_dtype):
         if not _zero(dA):   # int8 A has no tangent (JAX's float0); float8 A reaches here
             raise TypeError(
@@ -359,7 +373,7 @@ def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
             return out, ad.Zero.from_primal_value(out)
     t = None
     if not _zero(dA):
-        t = bind(dA, W, scale, zeros, empty(bias.dtype), spec, k_shards)
+        t = bind(dA, W, scale, zeros, empty(bias.dtype), terms, spec, k_shards)
     if not (_zero(dscale) and _zero(dzeros)):
         dw = _dweight_tangent(standard_weight(W, spec, k_shards), scale, zeros, dscale, dzeros, spec)
         ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw, precision=_EXACT).astype(spec.out_dtype)
@@ -370,14 +384,14 @@ def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
     return out, (ad.Zero.from_primal_value(out) if t is None else t)
 
 
-def _transpose(ct, A, W, scale, zeros, bias, *, spec: KernelSpec, k_shards: int):
+def _transpose(ct, A, W, scale, zeros, bias, terms, *, spec: KernelSpec, k_shards: int):
     # Linear only in A (the JVP binds with an empty bias): dA = dC @ Wd.
     assert ad.is_undefined_primal(A) and not ad.is_undefined_primal(W)
     if _zero(ct):
-        return (None,) * 5
+        return (None,) * 6
     wd = dequant.dequantize(standard_weight(W, spec, k_shards), spec, scale, zeros).astype(jnp.float32)
     dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd, precision=_EXACT).astype(A.aval.dtype)
-    return dA, None, None, None, None
+    return dA, None, None, None, None, None
 
 
 ad.primitive_jvps[bitblas_matmul_p] = _jvp

@@ -210,19 +210,21 @@ def _expects_nonfinite(fc: FuzzCase) -> bool:
     return bool(fc.a_special or fc.bias_special or fc.w_special)
 
 
-def run_jax(fc: FuzzCase, case, device):
-    """(output, whether the kernel wrote into the poisoned buffer)."""
+def run_jax(fc: FuzzCase, case, device, held_terms: bool = False):
+    """(output, whether the kernel wrote into the poisoned buffer). held_terms: the call holds its group
+    terms (Matmul.group_terms, computed first)."""
     import jax
     import jax.numpy as jnp
     args = [case.A, case.packed(), case.scale, case.zeros, case.bias]
     args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
+    args.append(jax.jit(case.mm.group_terms)(args[2], args[3]) if held_terms else None)
     # made on the device itself, as on a machine without a GPU: on a GPU machine (JAX's default device
     # there) a poison copied over to the CPU was not always taken as the donated output buffer
     with jax.default_device(device):
         poison = jnp.full(fc.lead + (fc.N,), SENTINEL if _expects_nonfinite(fc) else np.nan,
                           formats.NUMPY_DTYPES[fc.out])
     ptr = poison.unsafe_buffer_pointer() if poison.size else None
-    f = jax.jit(lambda p, A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b),
+    f = jax.jit(lambda p, A, W, s, z, b, t: case.mm(A, W, scale=s, zeros=z, bias=b, group_terms=t),
                 donate_argnums=0, keep_unused=True)    # a fresh function: traced now, under plan_env
     out = f(poison, *args)
     written = out.size == 0 or out.unsafe_buffer_pointer() == ptr
@@ -275,7 +277,7 @@ def plans(fc: FuzzCase) -> dict:
 
 
 def run_case(fc: FuzzCase, use_torch: bool = True) -> dict:
-    """Runs one case; returns {"failures": [...], "paths": the paths run ("jax", "torch"),
+    """Runs one case; returns {"failures": [...], "paths": the paths run ("jax", "jax-held-terms", "torch"),
     "poisoned": those whose output was written into poisoned memory, "plans": plans() of the paths
     run (the GPU and M > 0 only)}."""
     import jax
@@ -288,6 +290,8 @@ def run_case(fc: FuzzCase, use_torch: bool = True) -> dict:
             res["failures"].append(f"build: {type(e).__name__}: {e}")
             return res
         paths = [("jax", lambda: run_jax(fc, case, device))]
+        if fc.device == "gpu" and fc.M and case.mm.holds_group_terms:    # gemm_cutlass on held terms
+            paths.append(("jax-held-terms", lambda: run_jax(fc, case, device, held_terms=True)))
         if use_torch and _torch_available() and not (fc.device == "gpu" and fc.a_dtype == "float32"):
             paths.append(("torch", lambda: run_torch(fc, case, "cuda" if fc.device == "gpu" else "cpu")))
         if fc.device == "gpu" and fc.M:

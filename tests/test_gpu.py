@@ -36,13 +36,25 @@ def test_num_sms_is_the_gpus():
         assert gpu_plan.num_sms() == min(counts)
 
 
-def run_on(case, device, A=None):
+def run_on(case, device, A=None, held_terms=False):
+    """The case's call on `device`; held_terms: with the group terms computed beforehand
+    (Matmul.group_terms) and passed to the call."""
     args = [case.A if A is None else A, case.packed(), case.scale, case.zeros, case.bias]
     args = [None if a is None else jax.device_put(jnp.asarray(a), device) for a in args]
-    f = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))
-    out = f(*args)
+    if held_terms:
+        terms = jax.jit(case.mm.group_terms)(args[2], args[3])
+        f = jax.jit(lambda A, W, s, z, b, t: case.mm(A, W, scale=s, zeros=z, bias=b, group_terms=t))
+        out = f(*args, terms)
+    else:
+        f = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))
+        out = f(*args)
     assert next(iter(out.devices())) == device
     return np.asarray(out)
+
+
+def check_held_terms(case, out):
+    """The call on held group terms returns the bits of the call that writes its own."""
+    np.testing.assert_array_equal(run_on(case, GPUS[0], held_terms=True), np.asarray(out))
 
 
 def check_gpu_and_cpu(case, A=None):
@@ -181,6 +193,23 @@ def test_gpu_gemm_cutlass(rng, fmt, mode, group, a_dtype, M, bias):
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode, g).kernel == "gemm_cutlass"
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, bias, M=M, N=272, K=1024)
     check_gpu_and_cpu(case)
+    check_held_terms(case, run_on(case, GPUS[0]))
+
+
+@pytest.mark.parametrize("M", [64, 300])
+def test_gpu_gemm_cutlass_reads_held_terms(rng, M):
+    """The GPU's GEMM reads the held group terms, not scale: terms of twice the scale double its output (the
+    CPU, which reads scale, does not change). The contract: hold the terms of the scale the call passes."""
+    _needs_cutlass()
+    case = make_case(rng, "int4", "scale", 128, "float16", "float32", "float16", False, M=M, N=272, K=1024)
+    W, A, s = case.packed(), jnp.asarray(case.A), jnp.asarray(case.scale)
+    doubled = case.mm.group_terms(2 * s)
+    call = jax.jit(lambda A, W, s, t: case.mm(A, W, scale=s, group_terms=t))
+    gpu = np.asarray(call(*(jax.device_put(x, GPUS[0]) for x in (A, W, s, doubled))))
+    cpu = np.asarray(call(*(jax.device_put(x, jax.devices("cpu")[0]) for x in (A, W, s, doubled))))
+    check(case, cpu)
+    bound = error_bound(case)
+    assert np.all(np.abs(gpu.astype(np.float64) / 2 - case.ref()) <= bound)   # every rounding doubled too
 
 
 @pytest.mark.parametrize("M,N,rows", [(300, 272, 64), (200, 8192, 128), (1000, 4096, 256)])
@@ -218,7 +247,9 @@ def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split
     p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, g, sms=132)
     assert p.kernel == "gemm_cutlass" and p.split_k == split, p
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
-    check(case, run_on(case, GPUS[0]))
+    out = run_on(case, GPUS[0])
+    check(case, out)
+    check_held_terms(case, out)    # each part reads its rows of the held terms
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K,rows,sms", [
@@ -248,6 +279,7 @@ def test_gpu_gemm_cutlass_stream_k(rng, fmt, mode, group, a_dtype, M, N, K, rows
     first = run_on(case, GPUS[0])
     check(case, first)
     np.testing.assert_array_equal(np.asarray(run_on(case, GPUS[0])), np.asarray(first))
+    check_held_terms(case, first)  # the flags cleared without the terms kernel
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])

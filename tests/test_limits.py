@@ -75,12 +75,15 @@ def test_past_the_limits_raise_naming_the_argument():
 
 
 # ---- handler errors -----------------------------------------------------------------------------
-def _raw_call(device, **attr_changes):
-    """The custom call made directly (jax.ffi.ffi_call), with attributes the Python layer never sends."""
+def _raw_call(device, terms=None, **attr_changes):
+    """The custom call made directly (jax.ffi.ffi_call), with attributes (or group terms) the Python layer
+    never sends."""
     case = make_case(np.random.default_rng(0), "int4", "scale", 64, M=2, N=32, K=256)
     attrs = {**case.mm.spec.ffi_attrs(), **attr_changes}
     e = primitive.empty(jnp.float16)
-    args = [jax.device_put(x, device) for x in (jnp.asarray(case.A), case.packed(), jnp.asarray(case.scale), e, e)]
+    terms = e if terms is None else terms
+    args = [jax.device_put(x, device)
+            for x in (jnp.asarray(case.A), case.packed(), jnp.asarray(case.scale), e, e, terms)]
     outs = [jax.ShapeDtypeStruct((2, 32), jnp.float16)]
     if device.platform != "cpu":           # the plan's launch attributes, as primitive._cuda_call sends them
         from bitblas_jax import gpu_plan
@@ -105,6 +108,16 @@ def test_handler_error_is_an_xla_error(device, change, message):
         _raw_call(device, **change)
     out, case = _raw_call(device)                 # the process and the device carry on
     check(case, np.asarray(out[0] if isinstance(out, (list, tuple)) else out))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("terms", [jnp.zeros((2, 3, 32), jnp.float16), jnp.zeros((2, 4, 32), jnp.bfloat16),
+                                   jnp.zeros((2, 4, 16), jnp.float16)], ids=["rows", "dtype", "N"])
+def test_bad_group_terms_are_an_xla_error(device, terms):
+    """group_terms the handler cannot read (4 groups of N = 32 in float16 wanted): an XLA error naming them,
+    on every platform (the CPU checks them as the GPU does)."""
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"group_terms must be \[2, 4, N\]"):
+        _raw_call(device, terms=terms)
 
 
 @pytest.mark.parametrize("device", [d for d in DEVICES if d.id == "gpu"])

@@ -71,8 +71,11 @@ def _worker() -> dict:
     auto = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
 
     def case(mm, W, specs, mesh=auto):
-        f = jax.jit(lambda A, W, s, b: mm(A, W, scale=s, bias=b))
-        args = [jax.device_put(x, NamedSharding(mesh, p)) for x, p in zip((A, W, jnp.asarray(scale), bias), specs)]
+        """specs: of A, W, scale, bias and, where given, the group terms the call holds (Matmul.group_terms)."""
+        held = len(specs) == 5
+        f = jax.jit(lambda A, W, s, b, *t: mm(A, W, scale=s, bias=b, group_terms=t[0] if t else None))
+        ops = (A, W, jnp.asarray(scale), bias) + ((mm.group_terms(scale),) if held else ())
+        args = [jax.device_put(x, NamedSharding(mesh, p)) for x, p in zip(ops, specs)]
         hlo = f.lower(*args).compile().as_text()
         out = f(*args)
         return {"err": float(np.abs(np.asarray(out).astype(np.float64) - ref).max()),
@@ -88,6 +91,12 @@ def _worker() -> dict:
     report["row_weight_only"] = case(mm4, W4, (P(), P(None, "model"), P(None, "model"), P()))
     report["row_packing_replicated"] = case(mm4, W4, (P(), P(), P(), P()))
     report["k_sharded_activations"] = case(mm1, W1, (P(None, "model"), P(), P(), P()))
+    # group terms held with the weight, sharded as scale is: on N, or (row-parallel) their groups on K
+    report["column_terms"] = case(mm1, W1, (P(), P("model"), P("model"), P("model"), P(None, None, "model")))
+    report["data_column_terms"] = case(mm1, W1, (P("data"), P("model"), P("model"), P("model"),
+                                                 P(None, None, "model")))
+    report["row_terms"] = case(mm4, W4, (P(None, "model"), P(None, "model"), P(None, "model"), P(),
+                                         P(None, "model")))
     try:
         case(mm1, W1, (P(None, "model"), P(None, "model"), P(None, "model"), P()))
         report["misuse_jit"] = "no error"
@@ -219,8 +228,8 @@ def report():
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-LOCAL = ("column", "data", "data_column", "row_packing_replicated")
-ROW = ("row", "row_data", "row_weight_only")
+LOCAL = ("column", "data", "data_column", "row_packing_replicated", "column_terms", "data_column_terms")
+ROW = ("row", "row_data", "row_weight_only", "row_terms")
 
 
 def test_devices(report):

@@ -13,9 +13,9 @@ except ImportError as e:
     raise ImportError("bitblas_jax.flax needs Flax: pip install 'bitblas_jax[flax]' "
                       "(or pip install flax)") from e
 
-from .linear import (QUANT_COLLECTION, Dense, Linear, QuantizedWeight, make_config,
+from .linear import (QUANT_COLLECTION, Dense, GroupTerms, Linear, QuantizedWeight, make_config,
                      quantize_dense_params)
-from .model import QuantizeSummary, quantize_model, quantized_layers
+from .model import QuantizeSummary, hold_group_terms, quantize_model, quantized_layers
 
-__all__ = ["Linear", "Dense", "QuantizedWeight", "quantize_model", "QuantizeSummary",
-           "quantized_layers", "quantize_dense_params", "make_config", "QUANT_COLLECTION"]
+__all__ = ["Linear", "Dense", "QuantizedWeight", "GroupTerms", "quantize_model", "QuantizeSummary",
+           "quantized_layers", "hold_group_terms", "quantize_dense_params", "make_config", "QUANT_COLLECTION"]

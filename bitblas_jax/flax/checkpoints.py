@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from ..gptq_awq import unpack_awq, unpack_gptq
-from .linear import Linear
+from .linear import GroupTerms, Linear
 from .model import get_module, iter_linears, path_str, replace_module
 
 __all__ = [
@@ -44,8 +44,17 @@ _FORMAT = "bitblas_jax/1"
 
 
 def _rng_free_state(model):
-    """The model's state without RNG state (keys are not checkpointed)."""
-    return nnx.state(model, nnx.Not(nnx.RngState))
+    """The model's state without RNG state (keys are not checkpointed) and without held group terms
+    (derived from the scales: a load derives them again, _derive_held_terms)."""
+    return nnx.state(model, nnx.Not(nnx.Any(nnx.RngState, GroupTerms)))
+
+
+def _derive_held_terms(model):
+    """The group terms of the layers that hold them, derived again from their loaded scales / zeros."""
+    for _, layer in iter_linears(model, (Linear,)):
+        if layer.group_terms is not None:
+            layer.hold_group_terms()
+    return model
 
 
 def quant_layout_metadata(model) -> dict:
@@ -138,7 +147,7 @@ def load_orbax(path, model):
     restored = ocp.StandardCheckpointer().restore(os.path.join(path, "state"), target)
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(model, state)
-    return model
+    return _derive_held_terms(model)
 
 
 # ---- safetensors --------------------------------------------------------------------------
@@ -255,7 +264,7 @@ def load_safetensors(path, model, *, strict: bool = True):
         d[key[-1]] = v
     nnx.replace_by_pure_dict(state, nested)
     nnx.update(model, state)
-    return model
+    return _derive_held_terms(model)
 
 
 # ---- GPTQ / AWQ import ------------------------------------------------------------------------
@@ -324,6 +333,8 @@ def _import_quantized(model, tensors, kind: str, *, bits, version, name_map, A_d
             bias = np.asarray(old_bias)
         new = Linear.from_unpacked(up, bias, A_dtype=A_dtype, dtype=dtype, accum_dtype=accum_dtype,
                                    out_dtype=out_dtype)
+        if isinstance(module, Linear) and module.group_terms is not None:
+            new.hold_group_terms()
         replace_module(model, path, new)
         done.append(prefix)
     left = sorted(prefixes - set(done))

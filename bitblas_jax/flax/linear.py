@@ -12,6 +12,8 @@ jit / eval_shape and Orbax work):
              QuantizedWeight  int8/uint8 [N, K/group] (zeros_mode quantized)
     bias     nnx.Param        [N] A_dtype            (use_bias)
     perm     QuantizedWeight  int32 [K]              (permute_inputs: GPTQ act-order)
+    group_terms GroupTerms   [2, rows, N] A_dtype   (after hold_group_terms(): the Hopper GEMM's
+                                                     form of scales / zeros, held for inference)
 
 `QuantizedWeight` is not an `nnx.Param`, so `nnx.Optimizer(model, tx, wrt=nnx.Param)`
 and `nnx.grad` leave the integer arrays alone; the scales, float zeros and bias stay
@@ -43,7 +45,7 @@ from ..activations import GRANULARITIES
 from ..matmul import Matmul, check_k_shards
 from ..quantize import quantize
 
-__all__ = ["QuantizedWeight", "Linear", "Dense", "make_config", "quantize_dense_params",
+__all__ = ["QuantizedWeight", "GroupTerms", "Linear", "Dense", "make_config", "quantize_dense_params",
            "QUANT_COLLECTION", "array_nbytes", "variable_value"]
 
 default_kernel_init = nnx.initializers.lecun_normal()
@@ -58,6 +60,12 @@ _SHARDING_KEYS = ("sharding", "sharding_names", "out_sharding")
 class QuantizedWeight(nnx.Variable):
     """Integer state of a quantized layer (packed weight, integer zero points, input
     permutation). Deliberately not an `nnx.Param`: optimizers and `nnx.grad` skip it."""
+
+
+class GroupTerms(nnx.Variable):
+    """The group terms a Linear holds for inference (Linear.hold_group_terms; group_terms.py):
+    scales and zeros in the Hopper GEMM's form, derived from them, so never trained
+    (optimizers and nnx.grad skip it) and never checkpointed (the loaders derive it again)."""
 
 
 def _dtype_name(d) -> str | None:
@@ -271,8 +279,22 @@ def _unbox(x, md: Mapping[str, Any]):
     return x, dict(md)
 
 
+def _terms_metadata(source_md: Mapping[str, Any], mm: Matmul) -> dict:
+    """The group terms' Variable metadata from the scales' (or, without scales, the packed weight's; see
+    _transpose_metadata): a sharding annotation (out_axis, groups_axis) of [N, groups] becomes (None,
+    groups_axis, out_axis) of [2, rows, N]; one row repeated (group_terms.one_per_row) is never split."""
+    from .. import group_terms
+    md = dict(source_md)
+    for k in _SHARDING_KEYS:
+        v = md.get(k)
+        if isinstance(v, (tuple, list)) and len(v) >= 2:
+            lead, (n_axis, g_axis) = tuple(v[:-2]), tuple(v[-2:])
+            md[k] = lead + (None, None if group_terms.one_per_row(mm.spec) else g_axis, n_axis)
+    return md
+
+
 def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, perm=None, k_shards: int = 1,
-           activation_granularity: str = "per_token"):
+           activation_granularity: str = "per_token", group_terms=None):
     """The forward pass shared by Linear and Dense. With int8 / float8 A_dtype, float inputs are
     quantized here (per token or per tensor) and their scales applied in the matmul's epilogue;
     inputs already in A_dtype are taken as given."""
@@ -287,7 +309,7 @@ def _apply(cfg: MatmulConfig, x, qweight, scales=None, zeros=None, bias=None, pe
         return mm.quantize_and_call(x, qweight, scales, zeros, bias, granularity=activation_granularity)
     if x.dtype != adt:
         x = x.astype(adt)
-    return mm(x, qweight, scale=scales, zeros=zeros, bias=bias)
+    return mm(x, qweight, scale=scales, zeros=zeros, bias=bias, group_terms=group_terms)
 
 
 def variable_value(v):
@@ -388,6 +410,7 @@ class Linear(nnx.Module):
             self.perm = QuantizedWeight(_arrays["perm"])
         else:
             self.perm = nnx.data(None)
+        self.group_terms = nnx.data(None)
 
     # -- call ------------------------------------------------------------------------------
     def __call__(self, inputs, out_sharding=None) -> jax.Array:
@@ -397,10 +420,37 @@ class Linear(nnx.Module):
             raise ValueError(f"this Linear is a stack of {arrays[0].shape[:-2]} layers (arrays with leading "
                              "layer axes): call it inside nnx.scan / nnx.vmap over those axes")
         y = _apply(self.config, inputs, *arrays, k_shards=self.k_shards,
-                   activation_granularity=self.activation_granularity)
+                   activation_granularity=self.activation_granularity,
+                   group_terms=variable_value(self.group_terms))
         if out_sharding is not None:
             y = jax.lax.with_sharding_constraint(y, out_sharding)
         return y
+
+    # -- held group terms ----------------------------------------------------------------
+    def hold_group_terms(self) -> bool:
+        """Derive the group terms of the current scales / zeros (Matmul.group_terms) and hold them, so
+        each call on the Hopper GEMM (M >= 64) skips the kernel that writes them (a few microseconds a
+        call; 1/32 of an int4 g128 weight's bytes held). For inference: call it again after changing
+        scales or zeros yourself (the checkpoint loaders do). Returns False, holding nothing, where the
+        config never runs that GEMM (Matmul.holds_group_terms). A stack of layers derives one per layer."""
+        mm = self.matmul
+        if not mm.holds_group_terms:
+            self.group_terms = nnx.data(None)
+            return False
+        scales, zeros = variable_value(self.scales), variable_value(self.zeros)
+        f = mm.group_terms
+        for _ in range(len(variable_value(self.qweight).shape) - 2):      # leading layer axes
+            f = jax.vmap(f)
+        terms = jax.eval_shape(f, scales, zeros) if isinstance(scales, jax.ShapeDtypeStruct) else f(scales, zeros)
+        source = self.scales if self.scales is not None else self.qweight   # [N, groups] or [N, ...]
+        md = _terms_metadata(_variable_metadata(source), mm)
+        sharding = getattr(variable_value(source), "sharding", None)
+        ctx = contextlib.nullcontext()
+        if isinstance(sharding, jax.sharding.NamedSharding) and any(k in md for k in _SHARDING_KEYS):
+            ctx = jax.set_mesh(sharding.mesh)     # eager sharding of the new variable needs the mesh
+        with ctx:
+            self.group_terms = GroupTerms(terms, **md)
+        return True
 
     # -- views -----------------------------------------------------------------------------
     @property
@@ -422,7 +472,8 @@ class Linear(nnx.Module):
 
     def nbytes(self) -> int:
         return int(sum(array_nbytes(variable_value(v))
-                       for v in (self.qweight, self.scales, self.zeros, self.bias, self.perm) if v is not None))
+                       for v in (self.qweight, self.scales, self.zeros, self.bias, self.perm, self.group_terms)
+                       if v is not None))
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod

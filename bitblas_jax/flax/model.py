@@ -32,6 +32,12 @@ def iter_linears(model, types=(nnx.Linear,)):
     return [(tuple(p), m) for p, m in nnx.iter_graph(model) if isinstance(m, types)]
 
 
+def hold_group_terms(model) -> int:
+    """Every bitblas_jax.flax.Linear of the model holds its group terms (Linear.hold_group_terms: the
+    Hopper GEMM skips its terms kernel on each call); for inference. Returns how many layers hold them."""
+    return sum(bool(layer.hold_group_terms()) for _, layer in iter_linears(model, (Linear,)))
+
+
 def quantized_layers(model) -> dict[str, Linear]:
     """{path: bitblas_jax.flax.Linear} of a model."""
     return {path_str(p): m for p, m in iter_linears(model, (Linear,))}

@@ -10,14 +10,15 @@ namespace bitblas_jax {
 namespace {
 
 ffi::Error MatmulCpuImpl(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                         ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> C,
-                         int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype,
-                         int64_t N, int64_t K) {
+                         ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::AnyBuffer group_terms,
+                         ffi::Result<ffi::AnyBuffer> C, int64_t w_format, int64_t mode, int64_t group_size,
+                         int64_t accum_dtype, int64_t N, int64_t K) {
   MatmulArgs args;
   if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *C, w_format, mode, group_size,
                                       accum_dtype, N, K, &args);
       e.failure())
     return e;
+  if (ffi::Error e = set_group_terms(group_terms, &args); e.failure()) return e;  // checked; the CPU reads scale
   std::string err = matmul_cpu(args);
   if (!err.empty()) return ffi::Error::InvalidArgument("bitblas_jax_matmul (cpu): " + err);
   return ffi::Error::Success();

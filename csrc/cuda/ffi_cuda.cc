@@ -28,15 +28,16 @@ ffi::Error to_ffi_error(const std::string& err, const char* target = "bitblas_ja
 }
 
 ffi::Error MatmulCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> C,
-                          ffi::Result<ffi::AnyBuffer> workspace, int64_t w_format, int64_t mode,
-                          int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K, int64_t kernel,
-                          int64_t tile, int64_t split_k) {
+                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::AnyBuffer group_terms,
+                          ffi::Result<ffi::AnyBuffer> C, ffi::Result<ffi::AnyBuffer> workspace, int64_t w_format,
+                          int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N, int64_t K,
+                          int64_t kernel, int64_t tile, int64_t split_k) {
   MatmulArgs args;
   if (ffi::Error e = make_matmul_args(A, W, scale, zeros, bias, *C, w_format, mode, group_size,
                                       accum_dtype, N, K, &args);
       e.failure())
     return e;
+  if (ffi::Error e = set_group_terms(group_terms, &args); e.failure()) return e;
   if (workspace->element_type() != ffi::DataType::U8 || workspace->dimensions().size() != 1)
     return arg_error("workspace must be a 1-D uint8 buffer");
   const std::string err =
@@ -46,7 +47,7 @@ ffi::Error MatmulCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
   return ffi::Error::Success();
 }
 
-// Binding: stream, A, W, scale, zeros, bias, C, workspace, the CPU attributes + the plan's kernel,
+// Binding: stream, A, W, scale, zeros, bias, group_terms, C, workspace, the CPU attributes + the plan's kernel,
 // tile and split_k (bitblas_jax/gpu_plan.py, from plan::make_plan).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     bitblas_jax_matmul_cuda, MatmulCudaImpl,

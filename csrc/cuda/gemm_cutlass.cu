@@ -27,7 +27,7 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // The group terms, [G][N], that CUTLASS's "scale with zero" conversion takes: w = code * S + Z reproduces the
 // mode's dequantization (kernel_api.h) with value = code - val_off (code: the conversion's, val_off:
 // plan::gemm_cutlass_value_offset; int4 8, uint4 0, int8 0, uint8 -128):
-// S = s and Z = -(val_off + z) s (original), -(val_off + qz) s (quantized), -val_off s - z (rescale),
+// S = s and Z = (-val_off - z) s (original), (-val_off - qz) s (quantized), -val_off s - z (rescale),
 // -val_off s (scale; s = 1 for none). Inputs are [N][src_groups]; term group g (of K / G columns) reads the
 // call's group g / per_src (per_src = G / src_groups: the terms' group divides the call's, plan::gemm_cutlass_group).
 //
@@ -120,9 +120,12 @@ group_terms_kernel(const T* __restrict__ scale, const void* __restrict__ zeros, 
       float z = 0.f;
       if (float_zeros) z = bits_to_f<T>(z_bits[l][i]);
       if (code_zeros) z = zeros_signed ? static_cast<float>(static_cast<int8_t>(z_bits[l][i])) : static_cast<float>(z_bits[l][i]);
-      // Z: -(val_off + z) s (original, quantized), -val_off s - z (rescale), -val_off s (scale, none)
+      // Z: the mode's dequantization of w0 = -val_off, the value whose code the conversion reads as 0: (w0 - z) s
+      // (original, quantized), w0 s - z (rescale), w0 s (scale, none); the same float32 operations as
+      // group_terms.py's (Matmul.group_terms), so held terms are these bits
+      const float w0 = -val_off;
       s_sm[c + i][r] = sv;
-      z_sm[c + i][r] = mode == static_cast<int>(ScaleMode::kRescale) ? -val_off * sv - z : -(val_off + z) * sv;
+      z_sm[c + i][r] = mode == static_cast<int>(ScaleMode::kRescale) ? w0 * sv - z : (w0 - z) * sv;
     }
   }
   __syncthreads();
@@ -186,6 +189,26 @@ std::string write_group_terms(const MatmulArgs& a, int64_t terms_group, T* S, T*
   return "";
 }
 
+// A call on held group terms (MatmulArgs::group_terms) has none to write; a stream-K tile's flags are cleared by
+// this instead, launched where the terms kernel would be (the GEMM its programmatic dependent as there).
+__global__ void __launch_bounds__(kTermsThreads) clear_flags_kernel(uint4* __restrict__ clear, int clear_vecs) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+  if (static_cast<int>(threadIdx.x) < clear_vecs) clear[threadIdx.x] = make_uint4(0, 0, 0, 0);
+}
+
+std::string clear_flags(void* clear, size_t clear_bytes, cudaStream_t stream) {
+  if (clear_bytes == 0) return "";
+  if (reinterpret_cast<uintptr_t>(clear) % 16 != 0 || clear_bytes % 16 != 0 || clear_bytes > 16 * kTermsThreads)
+    return "gemm_cutlass: the stream-K flags to clear must be whole 16-byte vectors, at most " +
+           std::to_string(16 * kTermsThreads) + " bytes (" + std::to_string(clear_bytes) + " asked)";
+  clear_flags_kernel<<<1, kTermsThreads, 0, stream>>>(static_cast<uint4*>(clear), static_cast<int>(clear_bytes / 16));
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+    return std::string("CUDA error in gemm_cutlass's stream-K flags: ") + cudaGetErrorString(e);
+  return "";
+}
+
 // K split: C[m, n] = sum over l, in order, of partials[l][m][n], + bias[n], rounded once to T (the same sum
 // every run). Four columns a thread (N is a multiple of 16, the partials 256-byte and C 16-byte aligned).
 template <class T>
@@ -244,18 +267,27 @@ CutlassUnit unit_for(WFormat w_format, bool bf16, bool stream_k) {
   return kUnits[kind][bf16][stream_k];
 }
 
+// The GEMM on the call's group terms: held ones (call.group_terms: [2][rows][N], rows
+// plan::gemm_cutlass_held_terms_rows, the layout `a`'s terms have, with its rows or more) or ones the terms kernel
+// writes at the start of the workspace ([2][K / a.group_size][N]).
 template <class T>
 std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile, int split, bool pdl, uint8_t* ws,
                            cudaStream_t stream) {
-  const int64_t terms = (a.K / a.group_size) * a.N;
-  T* S = reinterpret_cast<T*>(ws);
+  const bool held = call.group_terms != nullptr;
+  T* written = reinterpret_cast<T*>(ws);
+  const T* S = held ? static_cast<const T*>(call.group_terms) : written;
+  const int64_t rows =
+      held ? plan::gemm_cutlass_held_terms_rows(static_cast<int>(call.mode), call.group_size, call.K) : a.K / a.group_size;
+  if (held && rows < a.K / a.group_size) return "gemm_cutlass: the held group terms have too few rows for this split";
+  const T* Z = S + rows * a.N;
   uint8_t* scratch = ws + plan::gemm_cutlass_terms_bytes(a.N, a.K, a.group_size);  // partials / stream-K's
   const auto run = unit_for(a.w_format, std::is_same_v<T, __nv_bfloat16>, plan::kCutlassTiles[tile].stream_k);
   if (!run) return "gemm_cutlass: no kernel for this weight format";
   const WriteTerms write_terms = [&](void* clear, size_t clear_bytes) {
-    return write_group_terms(call, a.group_size, S, S + terms, clear, clear_bytes, stream);
+    return held ? clear_flags(clear, clear_bytes, stream)
+                : write_group_terms(call, a.group_size, written, written + rows * a.N, clear, clear_bytes, stream);
   };
-  std::string err = run(a, tile, split, pdl, S, S + terms, write_terms, scratch, stream);
+  std::string err = run(a, tile, split, pdl, S, Z, write_terms, scratch, stream);
   if (!err.empty() || split == 1) return err;
   return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);
 }
@@ -296,8 +328,9 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (workspace_bytes < static_cast<size_t>(plan::gemm_cutlass_workspace_bytes(a.M, a.N, a.K, a.group_size, tile, split)))
     return "gemm_cutlass: workspace too small";
   for (const void* p : {a.A, static_cast<const void*>(a.W), static_cast<const void*>(a.C), a.bias,
-                        static_cast<const void*>(workspace)})
-    if (reinterpret_cast<uintptr_t>(p) % 16) return "gemm_cutlass: A, W, C, bias and the workspace must be 16-byte aligned";
+                        static_cast<const void*>(workspace), a.group_terms})
+    if (reinterpret_cast<uintptr_t>(p) % 16)
+      return "gemm_cutlass: A, W, C, bias, group_terms and the workspace must be 16-byte aligned";
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   return a.a_dtype == DType::kF16 ? run_with_terms<__half>(call, a, tile, split, pdl, ws, stream)
                                   : run_with_terms<__nv_bfloat16>(call, a, tile, split, pdl, ws, stream);

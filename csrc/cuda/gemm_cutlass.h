@@ -29,13 +29,15 @@ bool gemm_cutlass_built();
 // C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
 // in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none); workspace: at least
 // plan::gemm_cutlass_workspace_bytes; pdl: launch the GEMM as the programmatic dependent of
-// the group terms kernel (sm_90; the GEMM waits for the terms before it reads them). Returns "" or what is
-// wrong (never launches on bad arguments).
+// the group terms kernel (sm_90; the GEMM waits for the terms before it reads them). The terms are a.group_terms
+// where the caller holds them (then no terms kernel runs; a stream-K tile's flags are cleared by a one-block
+// kernel in its place), else written into the workspace. Returns "" or what is wrong (never launches on bad
+// arguments).
 std::string launch_gemm_cutlass(const MatmulArgs& a, int tile, int64_t split, bool pdl, void* workspace,
                                 size_t workspace_bytes, cudaStream_t stream);
 
-// Launches the kernel that writes the group terms on the stream and zeroes [clear, clear + clear_bytes) (16-byte
-// vectors, at most 4 KB); "" or what went wrong.
+// Launches the kernel that writes the group terms on the stream (none where they are held) and zeroes [clear,
+// clear + clear_bytes) (16-byte vectors, at most 4 KB); "" or what went wrong.
 using WriteTerms = std::function<std::string(void* clear, size_t clear_bytes)>;
 
 // The CUTLASS GEMM on group terms S, Z ([G][N], A's type), which write_terms writes (called once, just before the

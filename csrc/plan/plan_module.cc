@@ -123,6 +123,17 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       py::arg("w_format"),
       "gemm_cutlass's code as converted = value + this (plan::gemm_cutlass_value_offset: int4 8, uint4 0, int8 0, "
       "uint8 -128).");
+  m.def(
+      "gemm_cutlass_group",
+      [](int mode, int64_t group_size, int64_t K) { return bp::gemm_cutlass_group(mode, group_size, K); },
+      py::arg("mode"), py::arg("group_size"), py::arg("K"),
+      "The group gemm_cutlass's terms come in, K unsplit (plan::gemm_cutlass_group; group_size resolved).");
+  m.def(
+      "gemm_cutlass_held_terms_rows",
+      [](int mode, int64_t group_size, int64_t K) { return bp::gemm_cutlass_held_terms_rows(mode, group_size, K); },
+      py::arg("mode"), py::arg("group_size"), py::arg("K"),
+      "The rows of the group terms a caller holds ([2, rows, N]: plan::gemm_cutlass_held_terms_rows; group_size "
+      "resolved).");
   m.attr("GEMM_CUTLASS_MAX_SPLIT") = bp::kCutlassMaxSplit;
   {
     py::list stream_k;

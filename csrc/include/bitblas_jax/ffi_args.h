@@ -1,13 +1,14 @@
 // Turns the XLA FFI operands of the "bitblas_jax_matmul" custom call into a
 // checked MatmulArgs. Shared by the CPU and CUDA handlers so both read the
-// same call the same way. Python (bitblas_jax/primitive.py) always passes five
-// operands: A [M, K], W (packed uint8), scale, zeros, bias; an absent optional
-// operand is an empty array.
+// same call the same way. Python (bitblas_jax/primitive.py) always passes six
+// operands: A [M, K], W (packed uint8), scale, zeros, bias, group_terms; an
+// absent optional operand is an empty array.
 #pragma once
 
 #include <string>
 
 #include "bitblas_jax/kernel_api.h"
+#include "bitblas_jax/plan.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace bitblas_jax {
@@ -112,6 +113,26 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
   return ffi::Error::Success();
 }
 
+// gemm_cutlass's group terms held with the weight (Matmul.group_terms), on a call whose weight operands *args
+// already holds: [2, rows, N] in A's dtype (rows: plan::gemm_cutlass_held_terms_rows), or empty. Every platform
+// checks them; only gemm_cutlass reads them (the other kernels, and the CPU, read scale and zeros).
+inline ffi::Error set_group_terms(ffi::AnyBuffer terms, MatmulArgs* args) {
+  args->group_terms = nullptr;
+  if (terms.element_count() == 0) return ffi::Error::Success();
+  const bool a16 = args->a_dtype == DType::kF16 || args->a_dtype == DType::kBF16;
+  if (!a16 || !plan::gemm_cutlass_format(args->w_format))
+    return arg_error("group_terms serve float16 / bfloat16 activations with int4 / uint4 / int8 / uint8 / nf4 / "
+                     "fp4_e2m1 weights only (pass an empty array)");
+  const int64_t rows = plan::gemm_cutlass_held_terms_rows(static_cast<int>(args->mode), args->group_size, args->K);
+  ffi::DataType want = args->a_dtype == DType::kF16 ? ffi::DataType::F16 : ffi::DataType::BF16;
+  auto d = terms.dimensions();
+  if (terms.element_type() != want || d.size() != 3 || d[0] != 2 || d[1] != rows || d[2] != args->N)
+    return arg_error("group_terms must be [2, " + std::to_string(rows) + ", N] in A's dtype "
+                     "(Matmul.group_terms of this call's scale and zeros)");
+  args->group_terms = terms.untyped_data();
+  return ffi::Error::Success();
+}
+
 // The binding shared by both platforms' handlers (the CUDA one adds a stream,
 // a workspace result and its plan attributes).
 #define BITBLAS_JAX_MATMUL_OPERANDS(binding)                                       \
@@ -120,6 +141,7 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
       .Arg<ffi::AnyBuffer>()        /* scale */                                    \
       .Arg<ffi::AnyBuffer>()        /* zeros */                                    \
       .Arg<ffi::AnyBuffer>()        /* bias */                                     \
+      .Arg<ffi::AnyBuffer>()        /* group_terms */                              \
       .Ret<ffi::AnyBuffer>()        /* C */
 
 #define BITBLAS_JAX_MATMUL_ATTRS(binding)                                          \

@@ -40,6 +40,10 @@ struct MatmulArgs {
                                 // uint8 (quantized, unsigned formats); or null
   const void* bias = nullptr;   // [N] a_dtype, or null
   void* C = nullptr;            // [M, N] out_dtype
+  // gemm_cutlass's group terms held with the weight (Matmul.group_terms): [2][rows][N] in a_dtype, S then Z, rows
+  // plan::gemm_cutlass_held_terms_rows; or null: a gemm_cutlass call writes its own. The other kernels read scale
+  // and zeros.
+  const void* group_terms = nullptr;
 };
 
 // Tile of the packed layout: 16 rows (n) x tile_k(bits) columns (k), 512 bytes.

@@ -352,6 +352,14 @@ constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, in
   return mode == static_cast<int>(ScaleMode::kNone) || group_size == K ? K / (split > 0 ? split : 1) : group_size;
 }
 
+// The rows of the group terms a caller holds with its weight (Matmul.group_terms: [2][rows][N], S then Z, in the
+// activations' type), which a call reads instead of writing its own: the mode's groups (K / group_size) where the
+// terms come in them; where they come one per row of each part (gemm_cutlass_group), kCutlassMaxSplit copies of
+// that one row, so a call split any way reads its parts' rows from the same array.
+constexpr int64_t gemm_cutlass_held_terms_rows(int mode, int64_t group_size, int64_t K) {
+  return group_size <= 0 ? 0 : gemm_cutlass_group(mode, group_size, K) == K ? kCutlassMaxSplit : K / group_size;
+}
+
 // Whether tile t runs K split into `split` parts: parts of whole stages, each holding whole groups of the terms,
 // and, split, a persistent tile built with float32 output (at most kCutlassMaxSplitRows activation rows; a
 // stream-K tile shares K its own way).
