@@ -430,7 +430,7 @@ class Linear(nnx.Module):
     def hold_group_terms(self) -> bool:
         """Derive the group terms of the current scales / zeros (Matmul.group_terms) and hold them, so
         each call on the Hopper GEMM (M >= 64) skips the kernel that writes them (a few microseconds a
-        call; 1/32 of an int4 g128 weight's bytes held). For inference: call it again after changing
+        call; 1/16 of an int4 g128 weight's bytes held). For inference: call it again after changing
         scales or zeros yourself (the checkpoint loaders do). Returns False, holding nothing, where the
         config never runs that GEMM (Matmul.holds_group_terms). A stack of layers derives one per layer."""
         mm = self.matmul
