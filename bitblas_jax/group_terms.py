@@ -6,7 +6,8 @@ operand as `code * S + Z`, with two terms per group and output row in the activa
 `-plan::gemm_cutlass_value_offset`), both laid out [groups][N] as CUTLASS reads them. A call writes them
 with a small kernel before its GEMM (a few microseconds, the share that matters from M = 64 to 256). They
 depend only on scale and zeros, so a caller that keeps a weight can compute them once here and pass them to
-every call (`Matmul.__call__(..., group_terms=)`, the Flax and torch layers' `hold_group_terms`); the call
+every call (`Matmul.__call__(..., group_terms=)`, the Flax and torch layers' `hold_group_terms`; the torch
+shim computes them in torch: `bitblas_jax.torch.ops.group_terms`); the call
 then skips that kernel. Every other kernel, and the CPU, reads scale and zeros as before: the terms must be
 those of the same scale and zeros.
 
@@ -48,11 +49,14 @@ def shape(spec: KernelSpec) -> tuple[int, int, int]:
     return (2, rows(spec), spec.N)
 
 
-def compute(spec: KernelSpec, scale=None, zeros=None) -> jax.Array:
-    """S and Z of the mode, [2, rows, N] in A's dtype: S = scale (1 in mode none), Z = the mode's rule
-    (dequant.mode_rule) at the value whose code gemm_cutlass's conversion reads as 0, in float32, rounded
-    once to A's dtype, as the call's own terms kernel computes them (csrc/cuda/gemm_cutlass.cu), so a call on
-    held terms returns the same bits. scale / zeros: [N, groups] as the call takes them."""
+def zero_code_value(spec: KernelSpec) -> np.float32:
+    """The value whose code gemm_cutlass's conversion reads as 0: -plan::gemm_cutlass_value_offset, -0.0 where
+    the offset is 0 (as the terms kernel's float32 -val_off)."""
+    return -np.float32(_bitblas_plan.gemm_cutlass_value_offset(spec.format.id))
+
+
+def check_takes(spec: KernelSpec) -> None:
+    """ValueError naming the config where a call of it never reads group terms (takes)."""
     if not takes(spec):
         raise ValueError(
             f"group terms: only calls gemm_cutlass can run hold them (float16 / bfloat16 A with output in A's "
@@ -60,9 +64,16 @@ def compute(spec: KernelSpec, scale=None, zeros=None) -> jax.Array:
             f"whole 64-k stages or one per row, N % 16 == 0, K % 64 == 0); this config has A_dtype="
             f"{spec.a_dtype}, out_dtype={spec.out_dtype}, accum_dtype={spec.accum_dtype}, "
             f"W_dtype={spec.w_format}, group_size={spec.group_size}, N={spec.N}, K={spec.K}")
+
+
+def compute(spec: KernelSpec, scale=None, zeros=None) -> jax.Array:
+    """S and Z of the mode, [2, rows, N] in A's dtype: S = scale (1 in mode none), Z = the mode's rule
+    (dequant.mode_rule) at the value whose code gemm_cutlass's conversion reads as 0, in float32, rounded
+    once to A's dtype, as the call's own terms kernel computes them (csrc/cuda/gemm_cutlass.cu), so a call on
+    held terms returns the same bits. scale / zeros: [N, groups] as the call takes them."""
+    check_takes(spec)
     dt = jnp.dtype(spec.a_dtype)
-    offset = np.float32(_bitblas_plan.gemm_cutlass_value_offset(spec.format.id))
-    value = -offset                       # -0.0 where the offset is 0, as the terms kernel's -(offset + z) s
+    value = zero_code_value(spec)
     if spec.mode == "none":
         s = jnp.ones((spec.N, 1), jnp.float32)
         z = None

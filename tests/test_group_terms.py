@@ -190,3 +190,46 @@ def test_flax_terms_sharding_metadata():
     plain = layer(128, ("model", None))
     with jax.set_mesh(mesh):
         np.testing.assert_array_equal(np.asarray(row(x)), np.asarray(plain(x)))
+
+
+# ---- the torch shim's held terms ---------------------------------------------------------------------
+@pytest.mark.parametrize("fmt,mode,group,a_dtype", [p for p in _cases() if p.values[0] in ("int4", "uint8", "nf4")])
+def test_torch_terms_are_jaxs(rng, fmt, mode, group, a_dtype):
+    """bitblas_jax.torch.ops.group_terms gives Matmul.group_terms' bits (the same float32 operations)."""
+    torch = pytest.importorskip("torch")
+    from bitblas_jax.torch import ops
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, M=2, N=48, K=512)
+    from test_torch import to_torch
+    W = to_torch(np.asarray(case.packed()), "cpu")
+    t = lambda x: None if x is None else to_torch(np.asarray(x), "cpu")  # noqa: E731
+    got = ops.group_terms(W, t(case.scale), t(case.zeros), fmt, mode, group, ops.TORCH_DTYPES[a_dtype])
+    want = np.asarray(case.mm.group_terms(case.scale, case.zeros))
+    np.testing.assert_array_equal(got.view(torch.int16).numpy(), want.view(np.int16))
+
+
+def test_torch_linear_holds_terms(rng):
+    """torch Linear.hold_group_terms: the same output, a buffer outside the state_dict, derived again by a load;
+    the op checks held terms it is given."""
+    torch = pytest.importorskip("torch")
+    from bitblas_jax.torch import Linear, ops
+    lin = Linear(512, 64, bias=True, A_dtype="float16", W_dtype="uint4", group_size=128, with_scaling=True,
+                 with_zeros=True, zeros_mode="original")
+    lin.load_float_weight(rng.standard_normal((64, 512)).astype(np.float32))
+    A = torch.from_numpy(rng.standard_normal((70, 512)).astype(np.float16))
+    before = lin(A)
+    assert lin.hold_group_terms() and lin.group_terms.shape == (2, 4, 64)
+    torch.testing.assert_close(lin(A), before, rtol=0, atol=0)
+    assert "group_terms" not in lin.state_dict()
+    other = Linear(512, 64, bias=True, A_dtype="float16", W_dtype="uint4", group_size=128, with_scaling=True,
+                   with_zeros=True, zeros_mode="original")
+    other.hold_group_terms()
+    other.load_state_dict(lin.state_dict())
+    assert torch.equal(other.group_terms, lin.group_terms)
+    lin.load_float_weight(rng.standard_normal((64, 512)).astype(np.float32))   # new scales: terms derived again
+    assert torch.equal(lin.group_terms, ops.group_terms(lin.qweight, lin.scales, lin.zeros, "uint4", "original",
+                                                        128, torch.float16))
+    with pytest.raises(ValueError, match="group_terms must have shape"):
+        ops.matmul_impl(A, lin.qweight, lin.scales, lin.zeros, None, "uint4", "original", 128, "float32",
+                        "float16", lin.group_terms[:, :2])
+    lin8 = Linear(512, 64, A_dtype="float16", W_dtype="int2", group_size=128)
+    assert not lin8.hold_group_terms() and lin8.group_terms is None

@@ -678,3 +678,14 @@ def test_cuda_gemm_cutlass_misaligned_and_graph(rng, fmt, mode, a_dtype):
     g.replay()
     torch.cuda.synchronize()
     check(case, to_numpy(static_out), A=A2)
+    # held group terms (Linear.hold_group_terms): the same bits, eager and captured in a graph
+    plain = to_numpy(lin(A))
+    assert lin.hold_group_terms()
+    np.testing.assert_array_equal(to_numpy(lin(A)), plain)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = lin(static_in)
+    static_in.copy_(A)
+    g.replay()
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(to_numpy(static_out), plain)

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import formats, gptq_awq, layout
+from .. import formats, gptq_awq, group_terms, layout
 from ..activations import GRANULARITIES
 from ..config import MatmulConfig
 from ..progress import ProgressBar
 from ..quantize import check_rtn_options
 from ..quantize import quantize as _quantize
+from ..spec import KernelSpec
 from . import ops
 
 __all__ = ["Linear", "quantize_model"]
@@ -62,6 +63,8 @@ class Linear(nn.Module):
       bias     [out] in A_dtype (bias=True, or set by a load / repack);
       perm     int64 [in] (only after repacking an act-order GPTQ layer): x[..., perm] is
                what multiplies the stored columns.
+    Not in the state_dict: group_terms [2, rows, out] in A_dtype, after hold_group_terms() (the
+    Hopper GEMM's form of scales / zeros, derived from them again whenever the layer loads them).
 
     Defaults differ from BitBLAS where this library's MatmulConfig does: W_dtype "int4",
     accum_dtype "float32", out_dtype = A_dtype. opt_M, enable_tuning, fast_decoding and
@@ -105,6 +108,28 @@ class Linear(nn.Module):
                              if cfg.with_zeros else None)
         self.register_buffer("bias", torch.zeros(N, dtype=self._s_torch, device=device) if bias else None)
         self.register_buffer("perm", None)
+        self.register_buffer("group_terms", None, persistent=False)
+
+    # ---- held group terms ------------------------------------------------------------
+    def hold_group_terms(self) -> bool:
+        """Derive gemm_cutlass's group terms of the current scales / zeros (ops.group_terms) and keep them
+        (a buffer outside the state_dict), so each call on the Hopper GEMM (M >= 64) skips the kernel that
+        writes them. The layer's loaders derive them again; after changing scales or zeros yourself, call
+        this again. Returns False, holding nothing, where the layer never runs that GEMM."""
+        cfg = self.config
+        spec = KernelSpec.from_config(cfg)
+        if not group_terms.takes(spec):
+            self._buffers["group_terms"] = None
+            return False
+        with torch.no_grad():
+            self._buffers["group_terms"] = ops.group_terms(self.qweight, self.scales, self.zeros, cfg.W_dtype,
+                                                           self._mode, self._gs, self._a_torch)
+        return True
+
+    def _derive_held_terms(self) -> None:
+        """The held group terms of scales / zeros just loaded (nothing where none are held)."""
+        if self._buffers.get("group_terms") is not None:
+            self.hold_group_terms()
 
     # ---- construction from other forms -------------------------------------------
     @classmethod
@@ -244,6 +269,8 @@ class Linear(nn.Module):
             else:
                 with torch.no_grad():
                     self.bias.copy_(t)
+        if scales is not None or zeros is not None:
+            self._derive_held_terms()
 
     def _float_tensor(self, orig, arr):
         if isinstance(orig, torch.Tensor):
@@ -358,7 +385,7 @@ class Linear(nn.Module):
         if perm is not None:
             A = A.index_select(-1, perm)
         args = (A, b["qweight"], b["scales"], b["zeros"], bias, self.W_dtype, self._mode, self._gs,
-                self.accum_dtype, self.out_dtype)
+                self.accum_dtype, self.out_dtype, b["group_terms"])
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
                 A.requires_grad or (bias is not None and bias.requires_grad))):
             C = torch.ops.bitblas_jax.matmul(*args)
@@ -423,7 +450,7 @@ class Linear(nn.Module):
         super()._apply(fn, recurse)
         # keep the float buffers in A_dtype (the kernel's contract) through .half() / .to(dtype)
         for name, dt in (("scales", self._s_torch), ("zeros", self._zeros_dtype()), ("bias", self._s_torch),
-                         ("qweight", torch.uint8), ("perm", torch.int64)):
+                         ("qweight", torch.uint8), ("perm", torch.int64), ("group_terms", self._a_torch)):
             t = self._buffers.get(name)
             if t is not None and t.dtype != dt:
                 self._buffers[name] = t.to(dt)
@@ -439,6 +466,7 @@ class Linear(nn.Module):
                 self._buffers[name] = torch.empty(state_dict[key].shape, dtype=dt, device=dev)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        self._derive_held_terms()
 
 
 # ---- quantize_model ------------------------------------------------------------------------

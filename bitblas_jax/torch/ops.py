@@ -37,7 +37,9 @@ from typing import Optional
 
 import torch
 
-from .. import formats, layout
+from .. import dequant, formats, layout
+from .. import group_terms as _terms
+from ..spec import KernelSpec
 from ..activations import GRANULARITIES, QMAX
 from . import quantized_cuda, quantized_dot
 
@@ -156,7 +158,7 @@ def _static_check(w_format: str, mode: str, group_size: int, a_dtype: str, accum
     return fmt.name, fmt.bits, g
 
 
-def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype):
+def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None):
     """All checks that guard the raw pointers. Returns (fmt name, a_dtype name, N, K, group)."""
     if not isinstance(A, torch.Tensor):
         raise TypeError(f"bitblas_jax::matmul: A must be a torch.Tensor, got {type(A).__name__}")
@@ -197,6 +199,12 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
         _check_tensor("bias", bias, (N,), sdt, dev)
     if dev.type == "cuda" and a_dtype == "float32":
         raise TypeError("bitblas_jax::matmul: float32 A runs on CPU only; on CUDA use float16 or bfloat16")
+    if group_terms is not None:
+        spec = KernelSpec(fmt, mode, g, a_dtype, accum_dtype, out_dtype, N, K)
+        if not _terms.takes(spec):
+            raise ValueError("bitblas_jax::matmul: group_terms given, but this call never runs the GEMM that "
+                             "reads them (bitblas_jax.group_terms.takes)")
+        _check_tensor("group_terms", group_terms, _terms.shape(spec), A.dtype, dev)
     return fmt, a_dtype, N, K, g
 
 
@@ -222,29 +230,32 @@ def _contig(t):
 # ---- the implementation -------------------------------------------------------
 def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                 zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
-                group_size: int, accum_dtype: str, out_dtype: str) -> torch.Tensor:
+                group_size: int, accum_dtype: str, out_dtype: str,
+                group_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The op's body: checks, then one kernel call on the tensors' memory.
 
     Linear calls this directly in eager mode when no gradient is needed (it
     skips the dispatcher and its Python autograd layer); everything else goes through
     torch.ops.bitblas_jax.matmul.
     """
-    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
     N = checked[2]
     C = torch.empty((*A.shape[:-1], N), dtype=TORCH_DTYPES[out_dtype], device=A.device)
-    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms)
 
 
 def matmul_out_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                     zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
-                    group_size: int, accum_dtype: str, out_dtype: str, *, out: torch.Tensor) -> torch.Tensor:
+                    group_size: int, accum_dtype: str, out_dtype: str,
+                    group_terms: Optional[torch.Tensor] = None, *, out: torch.Tensor) -> torch.Tensor:
     """The out= variant's body: the same checks and kernel call, the result written into `out`."""
-    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
     _check_out(out, (*A.shape[:-1], checked[2]), TORCH_DTYPES[out_dtype], A.device)
-    for name, t in (("A", A), ("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias)):
+    for name, t in (("A", A), ("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias),
+                    ("group_terms", group_terms)):
         if shares_memory(out, t):   # the kernel would read what it is overwriting
             raise ValueError(f"bitblas_jax::matmul: out shares memory with {name}")
-    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out, group_terms)
 
 
 def shares_memory(a: torch.Tensor, b: Optional[torch.Tensor]) -> bool:
@@ -269,8 +280,9 @@ def _check_out(out, shape, dtype, dev):
         raise ValueError("bitblas_jax::matmul: out must be contiguous (the kernel writes rows of N in place)")
 
 
-def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
-    """One kernel call writing C ([..., N], contiguous, checked) from the checked operands."""
+def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms=None):
+    """One kernel call writing C ([..., N], contiguous, checked) from the checked operands (group_terms: read
+    by gemm_cutlass alone; the CPU and the other kernels read scale and zeros)."""
     fmt, a_dtype, N, K, g = checked
     A2 = A if A.dim() == 2 else A.reshape(-1, K)
     if not A2.is_contiguous():
@@ -301,7 +313,8 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C):
         kid, tile, split_k, ws_bytes = _plan(index, M, N, K, fmt, a_dtype, accum_dtype, out_dtype, mode, g, aligned)
         stream = _raw_stream(index)
         ws = _workspace(ws_bytes, A.device) if ws_bytes else None
-        _on_device(index, current, kernel, M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream)
+        _on_device(index, current, kernel, M, N, K, *ids, *ptrs, kid, tile, split_k, _ptr(ws), ws_bytes, stream,
+                   _ptr(_contig(group_terms)))
     else:
         raise ValueError(f"bitblas_jax::matmul: A is on {A.device}; only cpu and cuda tensors are supported")
     return C
@@ -322,18 +335,21 @@ def _on_device(index: int, current: int, fn, *args) -> None:
 # per call (custom_op wraps every call in extra Python layers).
 _lib = torch.library.Library("bitblas_jax", "DEF")
 _lib.define("matmul(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
-            "str mode, int group_size, str accum_dtype, str out_dtype) -> Tensor")
+            "str mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None) -> Tensor")
 _lib.impl("matmul", matmul_impl, "CPU")
 _lib.impl("matmul", matmul_impl, "CUDA")
 # The out= variant returns nothing (a mutating custom op that returned its `out` could not be
 # functionalized by torch.compile; matmul_out below returns `out`), and names the mode `scale_mode`:
 # torch.compile passes a mutating op's arguments by name to a function of its own that has a `mode`.
 _lib.define("matmul.out(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
-            "str scale_mode, int group_size, str accum_dtype, str out_dtype, *, Tensor(a!) out) -> ()")
+            "str scale_mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None, *, "
+            "Tensor(a!) out) -> ()")
 
 
-def _matmul_out_op(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, *, out):
-    matmul_out_impl(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, out=out)
+def _matmul_out_op(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
+                   group_terms=None, *, out):
+    matmul_out_impl(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
+                    group_terms, out=out)
 
 
 _lib.impl("matmul.out", _matmul_out_op, "CPU")
@@ -343,27 +359,54 @@ matmul = torch.ops.bitblas_jax.matmul.default
 """torch.ops.bitblas_jax.matmul: C[..., N] = A[..., K] x dequant(W)^T (+ bias). See the module docstring."""
 
 
-def matmul_out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, *, out):
+def matmul_out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None, *,
+               out):
     """torch.ops.bitblas_jax.matmul.out (the result written into `out`), returning `out`."""
     torch.ops.bitblas_jax.matmul.out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype,
-                                     out_dtype, out=out)
+                                     out_dtype, group_terms, out=out)
     return out
 
 
-def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype):
-    _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype)
+def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None):
+    _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
     return A.new_empty((*A.shape[:-1], W.shape[0]), dtype=TORCH_DTYPES[out_dtype])
 
 
 torch.library.register_fake("bitblas_jax::matmul", _matmul_fake, lib=_lib)
 
 
-def _matmul_out_fake(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype, *, out):
-    _, _, N, _, _ = _check(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype)
+def _matmul_out_fake(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
+                     group_terms=None, *, out):
+    _, _, N, _, _ = _check(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
+                           group_terms)
     _check_out(out, (*A.shape[:-1], N), TORCH_DTYPES[out_dtype], A.device)
 
 
 torch.library.register_fake("bitblas_jax::matmul.out", _matmul_out_fake, lib=_lib)
+
+
+# ---- held group terms ------------------------------------------------------------
+def group_terms(W: torch.Tensor, scale: Optional[torch.Tensor], zeros: Optional[torch.Tensor], w_format: str,
+                mode: str, group_size: int, a_dtype: torch.dtype) -> torch.Tensor:
+    """gemm_cutlass's group terms of this scale and zeros, [2, rows, N] in a_dtype on W's device: the torch
+    counterpart of Matmul.group_terms (bitblas_jax/group_terms.py), the same float32 operations in torch, so
+    the op on them (group_terms=) returns the bits of the op without them. ValueError where no call of these
+    parameters reads them."""
+    N = int(W.shape[0])
+    fmt = formats.get_format(w_format)
+    K = int(W.shape[1]) * 8 // fmt.bits
+    g = K if group_size == -1 else int(group_size)
+    a_name = _DTYPE_NAMES.get(a_dtype)
+    spec = KernelSpec(fmt.name, mode, g, a_name, "float32", a_name, N, K)
+    _terms.check_takes(spec)
+    if mode == "none":
+        s, z = torch.ones((N, 1), dtype=torch.float32, device=W.device), None
+    else:
+        s = scale.to(torch.float32)
+        z = None if mode == "scale" else zeros.to(torch.float32)
+    Z = dequant.mode_rule(torch.full_like(s, float(_terms.zero_code_value(spec))), mode, s, z)
+    terms = torch.stack([s.to(a_dtype).t(), Z.to(a_dtype).t()])         # [2, groups, N]
+    return terms.expand(_terms.shape(spec)).contiguous()              # one per row: a copy for each part
 
 
 # ---- autograd: gradient in A and bias ------------------------------------------
@@ -392,7 +435,7 @@ def dequantize(W, scale, zeros, w_format: str, mode: str, group_size: int, a_dty
 
 
 def _setup_context(ctx, inputs, output):
-    A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype = inputs
+    A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype = inputs[:10]
     ctx.save_for_backward(W, scale, zeros)
     ctx.params = (w_format, mode, group_size, A.dtype, A.shape[-1],
                   None if bias is None else bias.dtype)
@@ -412,7 +455,7 @@ def _backward(ctx, grad):
         dA = (grad.to(torch.float32) @ wd.to(torch.float32)).to(a_dtype)
     if b_dtype is not None and ctx.needs_input_grad[4]:
         dbias = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(b_dtype)
-    return dA, None, None, None, dbias, None, None, None, None, None
+    return dA, None, None, None, dbias, None, None, None, None, None, None
 
 
 torch.library.register_autograd("bitblas_jax::matmul", _backward, setup_context=_setup_context, lib=_lib)

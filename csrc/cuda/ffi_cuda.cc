@@ -227,14 +227,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     {ffi::Traits::kCmdBufferCompatible});
 
 // For the torch shim: the same dispatcher on raw device pointers and a raw
-// stream (torch's current stream, as an int); the caller sets the device.
+// stream (torch's current stream, as an int); the caller sets the device. group_terms: held group terms
+// (MatmulArgs::group_terms, checked by the caller: bitblas_jax/torch/ops.py), or 0.
 void matmul_raw(int64_t M, int64_t N, int64_t K, int w_format, int a_dtype, int accum_dtype, int out_dtype,
                 int mode, int64_t group_size, uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t zeros,
                 uintptr_t bias, uintptr_t C, int64_t kernel, int64_t tile, int64_t split_k, uintptr_t workspace,
-                int64_t workspace_bytes, uintptr_t stream) {
+                int64_t workspace_bytes, uintptr_t stream, uintptr_t group_terms) {
   if (workspace_bytes < 0) throw std::invalid_argument("bad workspace_bytes");
-  const MatmulArgs a = raw_matmul_args(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode,
-                                       group_size, A, W, scale, zeros, bias, C);
+  MatmulArgs a = raw_matmul_args(M, N, K, w_format, a_dtype, accum_dtype, out_dtype, mode,
+                                 group_size, A, W, scale, zeros, bias, C);
+  a.group_terms = reinterpret_cast<const void*>(group_terms);
   std::string err;
   {
     py::gil_scoped_release release;
