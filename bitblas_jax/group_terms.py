@@ -7,8 +7,7 @@ operand as `code * S + Z`, with two terms per group and output row in the activa
 with a small kernel before its GEMM (a few microseconds, the share that matters from M = 64 to 256). They
 depend only on scale and zeros, so a caller that keeps a weight can compute them once here and pass them to
 every call (`Matmul.__call__(..., group_terms=)`, the Flax and torch layers' `hold_group_terms`; the torch
-shim computes them in torch: `bitblas_jax.torch.ops.group_terms`); the call
-then skips that kernel. Every other kernel, and the CPU, reads scale and zeros as before: the terms must be
+shim computes them in torch: `bitblas_jax.torch.ops.group_terms`); the call then skips that kernel. Every other kernel, and the CPU, reads scale and zeros as before: the terms must be
 those of the same scale and zeros.
 
 Layout: [2, rows, N] in A's dtype, S then Z. rows is the number of groups, or, where the terms come one per
@@ -59,7 +58,7 @@ def check_takes(spec: KernelSpec) -> None:
     """ValueError naming the config where a call of it never reads group terms (takes)."""
     if not takes(spec):
         raise ValueError(
-            f"group terms: only calls gemm_cutlass can run hold them (float16 / bfloat16 A with output in A's "
+            f"group terms serve only calls gemm_cutlass can run (float16 / bfloat16 A with output in A's "
             f"dtype, float32 accumulation, int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights, groups of "
             f"whole 64-k stages or one per row, N % 16 == 0, K % 64 == 0); this config has A_dtype="
             f"{spec.a_dtype}, out_dtype={spec.out_dtype}, accum_dtype={spec.accum_dtype}, "
