@@ -1,8 +1,8 @@
 """The case list compute-sanitizer runs (tools/gpu_sanitize.sh): every kernel (decode, decode_splitk,
 gemm_mma, gemm_wgmma, gemm_cutlass, dequantize_then_dot), split-K from 1 to 32, every format family (int, uint with
 zeros, nf4, fp4, fp8, 16-bit), both activation dtypes, through JAX and the torch shim (aligned and
-misaligned activations), each result checked against the float64 reference with poisoned outputs
-(tests/fuzz.py runs a case). The plan of each case comes from the rule or from the environment
+misaligned activations; through JAX again on held group terms where a case can hold them), each result
+checked against the float64 reference with poisoned outputs (tests/fuzz.py runs a case). The plan of each case comes from the rule or from the environment
 overrides a case sets (BITBLAS_JAX_GEMM_MAX_M, BITBLAS_JAX_HOPPER=0 for gemm_mma on sm_90,
 BITBLAS_JAX_NUM_SMS for other split-K values, BITBLAS_JAX_GEMM_CUTLASS=0 for gemm_wgmma where gemm_cutlass runs).
 
