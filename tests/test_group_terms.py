@@ -162,6 +162,25 @@ def test_flax_linear_holds_terms(rng, tmp_path):
     np.testing.assert_array_equal(np.asarray(other(x)), before)
 
 
+@pytest.mark.parametrize("kw", [dict(group_size=128), dict(group_size=-1, with_scaling=False)], ids=["g128", "none"])
+def test_flax_stacked_linear_holds_terms(kw):
+    """A stack of layers (nnx.vmap) holds one set of terms per layer, mode none (no scales) too."""
+    from flax import nnx
+
+    from bitblas_jax.flax import Linear
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(key):
+        return nnx.Linear(256, 64, rngs=nnx.Rngs(key))
+    q = Linear.from_linear(make(jax.random.split(jax.random.key(0), 3)), W_dtype="int4", dtype=jnp.float16, **kw)
+    assert q.hold_group_terms()
+    terms = np.asarray(q.group_terms[...])
+    assert terms.shape[0] == 3
+    for i in range(3):
+        s = None if q.scales is None else q.scales[...][i]
+        np.testing.assert_array_equal(terms[i], np.asarray(q.matmul.group_terms(s)))
+
+
 def test_flax_terms_sharding_metadata():
     """The held terms carry the scales' sharding annotation as [2, rows, N]: N on the output axis, the
     groups on the input axis where the weight is packed per K-shard, one row repeated never split."""

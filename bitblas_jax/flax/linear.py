@@ -42,6 +42,7 @@ from .. import formats, layout
 from ..config import MatmulConfig
 from ..gptq_awq import UnpackedQuant, unpack_awq, unpack_gptq
 from ..activations import GRANULARITIES
+from ..group_terms import shape as group_terms_shape
 from ..matmul import Matmul, check_k_shards
 from ..quantize import quantize
 
@@ -438,10 +439,14 @@ class Linear(nnx.Module):
             self.group_terms = nnx.data(None)
             return False
         scales, zeros = variable_value(self.scales), variable_value(self.zeros)
+        lead = tuple(variable_value(self.qweight).shape[:-2])              # leading layer axes
         f = mm.group_terms
-        for _ in range(len(variable_value(self.qweight).shape) - 2):      # leading layer axes
-            f = jax.vmap(f)
-        terms = jax.eval_shape(f, scales, zeros) if isinstance(scales, jax.ShapeDtypeStruct) else f(scales, zeros)
+        if scales is None:      # mode none: the same terms for every layer of a stack
+            terms = jnp.broadcast_to(f(), lead + group_terms_shape(mm.spec))
+        else:
+            for _ in lead:
+                f = jax.vmap(f)
+            terms = jax.eval_shape(f, scales, zeros) if isinstance(scales, jax.ShapeDtypeStruct) else f(scales, zeros)
         source = self.scales if self.scales is not None else self.qweight   # [N, groups] or [N, ...]
         md = _terms_metadata(_variable_metadata(source), mm)
         sharding = getattr(variable_value(source), "sharding", None)

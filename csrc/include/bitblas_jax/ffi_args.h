@@ -119,10 +119,13 @@ inline ffi::Error make_matmul_args(ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyB
 inline ffi::Error set_group_terms(ffi::AnyBuffer terms, MatmulArgs* args) {
   args->group_terms = nullptr;
   if (terms.element_count() == 0) return ffi::Error::Success();
+  // the rule bitblas_jax/group_terms.py takes asks too: a call gemm_cutlass can run
   const bool a16 = args->a_dtype == DType::kF16 || args->a_dtype == DType::kBF16;
-  if (!a16 || !plan::gemm_cutlass_format(args->w_format))
-    return arg_error("group_terms serve float16 / bfloat16 activations with int4 / uint4 / int8 / uint8 / nf4 / "
-                     "fp4_e2m1 weights only (pass an empty array)");
+  if (!a16 || !plan::gemm_cutlass_takes(args->w_format, args->out_dtype == args->a_dtype,
+                                        args->accum_dtype == DType::kF32, args->group_size, args->N, args->K))
+    return arg_error("group_terms serve only calls gemm_cutlass can run (float16 / bfloat16 A and output, float32 "
+                     "accumulation, int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights, groups of whole 64-k "
+                     "stages or one per row); pass an empty array");
   const int64_t rows = plan::gemm_cutlass_held_terms_rows(static_cast<int>(args->mode), args->group_size, args->K);
   ffi::DataType want = args->a_dtype == DType::kF16 ? ffi::DataType::F16 : ffi::DataType::BF16;
   auto d = terms.dimensions();
