@@ -2,6 +2,8 @@
 // int8 / float8 activations' float32 values are cast last (store_qact_out).
 #pragma once
 
+#include <type_traits>
+
 #include "params.cuh"
 #include "ptx.cuh"
 
@@ -33,33 +35,58 @@ __device__ __forceinline__ void store_out(const KParams& p, long long m, long lo
   }
 }
 
-// out[o] = cast_out(v) for int8 / float8 activations (v: float32, bias and scales applied): kF32, kF16,
-// kBF16, or kI8 rounding half to even and saturating (NaN -> 0), as bitblas_jax/quantized_dot.py
-// cast_out.
-__device__ __forceinline__ void store_qact_out(void* out, long long o, DType dtype, float v) {
+// cast_out(v) for int8 / float8 activations (v: float32, bias and scales applied) into the output's C++
+// type: float, __half, __nv_bfloat16, or int8_t rounding half to even and saturating (NaN -> 0), as
+// bitblas_jax/quantized_dot.py cast_out.
+template <typename T>
+__device__ __forceinline__ T qact_cast(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else if constexpr (std::is_same_v<T, int8_t>) return static_cast<int8_t>(isnan(v) ? 0.f : rintf(fminf(fmaxf(v, -128.f), 127.f)));
+  else return v;
+}
+
+// The 8-bit kernels' output dtype as a C++ type (int32_t: the int32 sums themselves): with_qact_out_type
+// calls f(QActOut<T>{}) once, so a tile's loop of stores is compiled for one type. A switch on the dtype per
+// element made gemm_wgmma_a8's epilogue about 45 instructions an element (6x the kernel's size), which cost
+// more than its main loop on a short K.
+template <typename T>
+struct QActOut {
+  using type = T;
+};
+template <typename F>
+__device__ __forceinline__ void with_qact_out_type(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kF16: static_cast<__half*>(out)[o] = __float2half_rn(v); break;
-    case DType::kBF16: static_cast<__nv_bfloat16*>(out)[o] = __float2bfloat16_rn(v); break;
-    case DType::kI8:
-      static_cast<int8_t*>(out)[o] = static_cast<int8_t>(isnan(v) ? 0.f : rintf(fminf(fmaxf(v, -128.f), 127.f)));
-      break;
-    default: static_cast<float*>(out)[o] = v; break;
+    case DType::kI32: f(QActOut<int32_t>{}); break;
+    case DType::kF16: f(QActOut<__half>{}); break;
+    case DType::kBF16: f(QActOut<__nv_bfloat16>{}); break;
+    case DType::kI8: f(QActOut<int8_t>{}); break;
+    default: f(QActOut<float>{}); break;
   }
 }
 
-// C[o] of an 8-bit-activation kernel from its sum x for output column n: an int32 output is the int32
-// sum itself; else store_qact_out(col_scale[n] * x + bias[n]) in float32 (one fmaf; col_scale and bias
-// float32 [N] or null).
+// C[o] of an 8-bit-activation kernel from its sum x: an int32 output is the int32 sum itself; else
+// qact_cast(cs * x + b) in float32 (one fmaf), cs and b the output column's scale and bias (1 and 0 where
+// the call has none: col_scale_of / bias_of).
+template <typename T, typename Sum>
+__device__ __forceinline__ void store_qact(T* out, long long o, float cs, float b, Sum x) {
+  if constexpr (std::is_same_v<T, int32_t>) out[o] = static_cast<int32_t>(x);
+  else out[o] = qact_cast<T>(fmaf(cs, static_cast<float>(x), b));
+}
+__device__ __forceinline__ float col_scale_of(const float* col_scale, long long n) {
+  return col_scale ? __ldg(col_scale + n) : 1.f;
+}
+__device__ __forceinline__ float bias_of(const float* bias, long long n) { return bias ? __ldg(bias + n) : 0.f; }
+
+// One element, the dtype dispatched here (decode_i8's few outputs per lane): store_qact with column n's
+// per-channel scale and bias (col_scale and bias float32 [N] or null).
 template <typename Sum>
 __device__ __forceinline__ void store_qact_sum(void* out, long long o, DType dtype, const float* col_scale,
                                                const float* bias, long long n, Sum x) {
-  if (dtype == DType::kI32) {
-    static_cast<int32_t*>(out)[o] = static_cast<int32_t>(x);
-    return;
-  }
-  const float cs = col_scale ? __ldg(col_scale + n) : 1.f;
-  const float b = bias ? __ldg(bias + n) : 0.f;
-  store_qact_out(out, o, dtype, fmaf(cs, static_cast<float>(x), b));
+  with_qact_out_type(dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    store_qact(static_cast<T*>(out), o, col_scale_of(col_scale, n), bias_of(bias, n), x);
+  });
 }
 
 }  // namespace cudak

@@ -267,18 +267,30 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     fence_acc(acc[0]);
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
     if (band_ok) {
+      // the lane's two weight rows' per-channel scales and biases, read once; the stores compiled for the
+      // output's type (epilogue.cuh with_qact_out_type)
+      const float cs[2] = {col_scale_of(p.col_scale, nrow0), col_scale_of(p.col_scale, nrow0 + 8)};
+      const float b[2] = {bias_of(p.bias, nrow0), bias_of(p.bias, nrow0 + 8)};
+      with_qact_out_type(p.out_dtype, [&](auto t) {
+        using T = typename decltype(t)::type;
+        // acc[4j + e] is activation row m0 + 2c + 8j + (e & 1), weight row nrow0 + 8 (e >> 1): one pointer
+        // per pair of rows, stepped by 8 rows (a 64-bit multiply per element made the stores 12 instructions)
+        const long long row0 = m0 + 2 * c, rows_left = M - row0;
+        T* rows = static_cast<T*>(p.out) + row0 * N + nrow0;
+        const long long step = 8 * N;
 #pragma unroll
-      for (int j = 0; j < BM / 8; ++j)
+        for (int j = 0; j < BM / 8; ++j, rows += step)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long m = m0 + 8 * j + 2 * c + (e & 1);
-          if (m >= M) continue;
-          const long long n = nrow0 + 8 * (e >> 1);
-          if constexpr (PROMOTE)
-            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[4 * j + e]);
-          else
-            store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[0][4 * j + e]);
-        }
+          for (int e = 0; e < 4; ++e) {
+            if (8 * j + (e & 1) >= rows_left) continue;
+            const int i = 4 * j + e;
+            T* dst = rows + ((e & 1) ? N : 0) + 8 * (e >> 1);
+            if constexpr (PROMOTE)
+              store_qact(dst, 0, cs[e >> 1], b[e >> 1], facc[i]);
+            else
+              store_qact(dst, 0, cs[e >> 1], b[e >> 1], acc[0][i]);
+          }
+      });
     }
   }
 #endif
