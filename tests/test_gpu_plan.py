@@ -406,6 +406,21 @@ def test_a8_kernels_who_scales():
     assert gp.a8_kernel_scales("scale", 256, K)
 
 
+@pytest.mark.parametrize("M, N, rows256, rows", [
+    (1, 4096, True, 64), (64, 4096, True, 64), (65, 4096, True, 128), (128, 29568, True, 128),
+    (256, 4096, True, 128),     # 32 CTAs of 256 rows in one round take 1.31x 64 of 128 in one round
+    (512, 4096, True, 128),     # 64 of 256 vs 128 of 128: one round each
+    (1024, 4096, True, 256),    # 128 of 256 in one round vs 256 of 128 in two
+    (256, 18944, True, 256),    # 148 of 256 in two rounds (2.62) vs 296 of 128 in three
+    (1024, 18944, True, 256), (4096, 8192, True, 256),
+    (1024, 18944, False, 128),  # group scales / float8: two accumulator sets, at most 128 rows
+])
+def test_gemm_wgmma_a8_rows_fill_the_gpu(M, N, rows256, rows):
+    """gemm_wgmma_a8's activation rows per CTA (plan.h gemm_wgmma_a8_rows, its launcher's rule): the 256-row
+    tile only where its launch takes fewer rounds of CTAs, each 1.31x a 128-row one's time (132 SMs)."""
+    assert _bitblas_plan.gemm_wgmma_a8_rows(M, N, rows256, 132) == rows
+
+
 def test_gemm_wgmma_a8_needs_hopper_and_the_cuda_kernels(monkeypatch):
     from bitblas_jax import _ext
     monkeypatch.delenv("BITBLAS_JAX_GEMM_A8", raising=False)

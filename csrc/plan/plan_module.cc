@@ -80,6 +80,11 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       },
       py::arg("kernel"), py::arg("tile"), py::arg("split_k"), py::arg("M"), py::arg("N"), py::arg("K"),
       py::arg("bits"), py::arg("mode") = 0, py::arg("group_size") = 0, "What the dispatcher derives from (kernel, tile, split_k) for one problem (plan::finish).");
+  m.def(
+      "gemm_wgmma_a8_rows",
+      [](int64_t M, int64_t N, bool rows256, int num_sms) { return bp::gemm_wgmma_a8_rows(M, N, rows256, num_sms); },
+      py::arg("M"), py::arg("N"), py::arg("rows256"), py::arg("num_sms"),
+      "gemm_wgmma_a8's activation rows per CTA (rows256: the kernel keeps one accumulator set).");
   m.def("tile_dims", &tile_dims, py::arg("kernel"), py::arg("tile"),
         "GEMM tiles: (weight rows, activation rows); decode shapes: (n8 blocks, tiles per chunk).");
   m.def(
