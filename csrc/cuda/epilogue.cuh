@@ -47,9 +47,9 @@ __device__ __forceinline__ T qact_cast(float v) {
 }
 
 // The 8-bit kernels' output dtype as a C++ type (int32_t: the int32 sums themselves): with_qact_out_type
-// calls f(QActOut<T>{}) once, so a tile's loop of stores is compiled for one type. A switch on the dtype per
-// element made gemm_wgmma_a8's epilogue about 45 instructions an element (6x the kernel's size), which cost
-// more than its main loop on a short K.
+// calls f(QActOut<T>{}) once, so a tile's loop of stores is compiled for one type: a switch on the dtype per
+// element compiles to about 45 instructions an element in gemm_wgmma_a8's 256-row epilogue, more than its main
+// loop issues on a short K (docs/KERNELS.md, gemm_wgmma_a8: The epilogue).
 template <typename T>
 struct QActOut {
   using type = T;

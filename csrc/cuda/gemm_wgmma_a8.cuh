@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
       with_qact_out_type(p.out_dtype, [&](auto t) {
         using T = typename decltype(t)::type;
         // acc[4j + e] is activation row m0 + 2c + 8j + (e & 1), weight row nrow0 + 8 (e >> 1): one pointer
-        // per pair of rows, stepped by 8 rows (a 64-bit multiply per element made the stores 12 instructions)
+        // per pair of rows, stepped by 8 rows (a 64-bit index multiply per element costs about 12 instructions a store)
         const long long row0 = m0 + 2 * c, rows_left = M - row0;
         T* rows = static_cast<T*>(p.out) + row0 * N + nrow0;
         const long long step = 8 * N;
