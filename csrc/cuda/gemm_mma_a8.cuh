@@ -6,7 +6,7 @@
 // (wrapping mod 2^32 as any int32 GEMM). Mode scale, groups a multiple of 32 (per-channel included):
 // v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, each S_g an exact int32 sum (groups
 // smaller than K; per-channel scales are the epilogue's). It writes the output itself through
-// decode_i8's epilogue (epilogue.cuh store_qact: per-channel scale, bias, the cast).
+// decode_i8's epilogue (epilogue.cuh store_qact_sum: per-channel scale, bias, the cast).
 //
 // Shape. gemm_mma's (gemm_mma.cuh) with 8-bit operands. Grid (ceil(N / 128), ceil(M / BM)): a CTA of 8
 // warps computes 128 weight rows x BM activation rows (64 up to M = 64, else 128) over all of K. The
@@ -219,17 +219,13 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   }
   cp_async_wait<0>();
 
-  // the stores compiled for the output's type (epilogue.cuh with_qact_out_type)
-  with_qact_out_type(p.out_dtype, [&](auto t) {
-    using T = typename decltype(t)::type;
-    T* out = static_cast<T*>(p.out);
-    for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
-      const float cs = col_scale_of(p.col_scale, n), b = bias_of(p.bias, n);
-      if constexpr (SCALED)
-        store_qact(out, m * N + n, cs, b, facc[bi][mb][e]);
-      else
-        store_qact(out, m * N + n, cs, b, acc[bi][mb][e]);
-    });
+  // the dtype dispatched per element (store_qact_sum): this kernel's tiles give a thread few outputs, and a loop
+  // compiled per output type doubled the unit's build time
+  for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
+    if constexpr (SCALED)
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[bi][mb][e]);
+    else
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[bi][mb][e]);
   });
 }
 
