@@ -7,8 +7,8 @@ operand as `code * S + Z`, with two terms per group and output row in the activa
 with a small kernel before its GEMM (a few microseconds, the share that matters from M = 64 to 256). They
 depend only on scale and zeros, so a caller that keeps a weight can compute them once here and pass them to
 every call (`Matmul.__call__(..., group_terms=)`, the Flax and torch layers' `hold_group_terms`; the torch
-shim computes them in torch: `bitblas_jax.torch.ops.group_terms`); the call then skips that kernel. Every other kernel, and the CPU, reads scale and zeros as before: the terms must be
-those of the same scale and zeros.
+shim computes them in torch: `bitblas_jax.torch.ops.group_terms`); the call then skips that kernel. Every other
+kernel, and the CPU, reads scale and zeros as before: the terms must be those of the same scale and zeros.
 
 Layout: [2, rows, N] in A's dtype, S then Z. rows is the number of groups, or, where the terms come one per
 row (mode none, or one group spanning K), `GEMM_CUTLASS_MAX_SPLIT` copies of that row, so a call whose plan

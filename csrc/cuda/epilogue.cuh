@@ -1,5 +1,5 @@
 // The output writes: 16-bit activations cast to the output dtype, then add the bias (store_out);
-// int8 / float8 activations' float32 values are cast last (store_qact_out).
+// int8 / float8 activations' float32 values get the per-channel scale and bias, then the cast (store_qact).
 #pragma once
 
 #include <type_traits>
@@ -42,7 +42,8 @@ template <typename T>
 __device__ __forceinline__ T qact_cast(float v) {
   if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
   else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
-  else if constexpr (std::is_same_v<T, int8_t>) return static_cast<int8_t>(isnan(v) ? 0.f : rintf(fminf(fmaxf(v, -128.f), 127.f)));
+  else if constexpr (std::is_same_v<T, int8_t>)
+    return static_cast<int8_t>(isnan(v) ? 0.f : rintf(fminf(fmaxf(v, -128.f), 127.f)));
   else return v;
 }
 

@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   cp_async_wait<0>();
 
   // the dtype dispatched per element (store_qact_sum): this kernel's tiles give a thread few outputs, and a loop
-  // compiled per output type doubled the unit's build time
+  // compiled per output type would double the unit's build time
   for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
     if constexpr (SCALED)
       store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[bi][mb][e]);
