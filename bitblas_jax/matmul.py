@@ -141,15 +141,18 @@ class Matmul:
         absent = lambda x: primitive.empty(sdt) if x is None else x  # noqa: E731
         if a_scale is None:
             return primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(bias),
-                                  self._check_group_terms(group_terms), self.spec, self.k_shards)
+                                  self._check_group_terms(group_terms), primitive.empty(jnp.float32),
+                                  self.spec, self.k_shards)
         if group_terms is not None:
             raise ValueError(f"{self.name}: group_terms serve float16 / bfloat16 activations only")
+        # one scale per row of A (a scalar broadcast): the 8-bit kernels' epilogue applies it with the
+        # per-channel scale, the bias and the cast (primitive.py; XLA after the other paths)
         a_scale = self._check_a_scale(a_scale, A.shape)
-        # the kernel returns v in float32; the activation scale, the bias and the cast are one
-        # elementwise op that XLA fuses
-        v = primitive.bind(A, W_packed, absent(scale), absent(zeros), absent(None), primitive.empty(sdt),
-                           dataclasses.replace(self.spec, out_dtype="float32"), self.k_shards)
-        return quantized_dot.epilogue(v, bias, cfg.out_dtype, a_scale)
+        rows = A if A.ndim > 1 else A[None]        # a scale per row needs a row axis
+        C = primitive.bind(rows, W_packed, absent(scale), absent(zeros), absent(bias),
+                           self._check_group_terms(None), jnp.broadcast_to(a_scale, rows.shape[:-1]),
+                           self.spec, self.k_shards)
+        return C if A.ndim > 1 else C[0]
 
     def quantize_and_call(self, x, W_packed, scale=None, zeros=None, bias=None, *,
                           granularity: str = "per_token", k_block: bool = False) -> jax.Array:
@@ -178,7 +181,7 @@ class Matmul:
         if a_scale.shape in ((), (1,)):
             return a_scale.reshape(()).astype(jnp.float32)
         if a_scale.shape in (lead, lead + (1,)):
-            return a_scale.reshape(lead + (1,)).astype(jnp.float32)
+            return a_scale.reshape(lead).astype(jnp.float32)
         raise ValueError(f"{self.name}: a_scale must be a scalar (per tensor) or A.shape[:-1] = {lead} "
                          f"(per token), got shape {a_scale.shape}")
 

@@ -10,7 +10,9 @@ the operands' shardings, what each device computes. With A [..., K] and W [N, K]
   group_terms)
                                       shard must hold whole 16-row bands (N / shards % 16)
   K sharded (W packed per K-shard)    row-parallel: local partial products in float32,
-                                      one psum over the K axes, then the cast and the bias
+                                      one psum over the K axes, then the activation scale,
+                                      the cast and the bias
+(a_scale, one per row of A, is sharded as A's batch dims.)
   anything else                       the operand is gathered (replicated) first: correct,
                                       and the HLO shows the all-gather
 
@@ -48,11 +50,11 @@ def wants_rule(ctx) -> bool:
     return not getattr(params, "for_export", False)
 
 
-def call(body, bind, spec: KernelSpec, k_shards: int, A, W, scale, zeros, bias, terms):
-    """body(A, W, scale, zeros, bias, terms) computes the whole op on one device; bind(..., spec,
+def call(body, bind, spec: KernelSpec, k_shards: int, A, W, scale, zeros, bias, terms, a_scale):
+    """body(A, W, scale, zeros, bias, terms, a_scale) computes the whole op on one device; bind(..., spec,
     k_shards) binds the primitive (what each device runs after partitioning)."""
-    present = tuple(x.size > 0 for x in (scale, zeros, bias, terms))
-    aux = tuple(x for x, p in zip((scale, zeros, bias, terms), present) if p)
+    present = tuple(x.size > 0 for x in (scale, zeros, bias, terms, a_scale))
+    aux = tuple(x for x, p in zip((scale, zeros, bias, terms, a_scale), present) if p)
     return _partitioned(body, bind, spec, k_shards, present, A, W, aux)
 
 
@@ -62,9 +64,10 @@ def _partitioned(body, bind, spec, k_shards, present, A, W, aux):
 
 
 def _full_aux(aux, present, spec: KernelSpec):
-    """scale, zeros, bias, group_terms with the absent ones as empty arrays (scale's dtype; the terms' A's)."""
+    """scale, zeros, bias, group_terms, a_scale with the absent ones as empty arrays (scale's dtype; the
+    terms' A's; a_scale float32)."""
     it = iter(aux)
-    dtypes = (formats.scale_dtype(spec.a_dtype),) * 3 + (spec.a_dtype,)
+    dtypes = (formats.scale_dtype(spec.a_dtype),) * 3 + (spec.a_dtype, "float32")
     return tuple(next(it) if p else jnp.zeros((0,), dt) for p, dt in zip(present, dtypes))
 
 
@@ -95,6 +98,8 @@ def _sharding_rule(body, bind, spec: KernelSpec, k_shards: int, present, mesh, v
     operands += ["n"] * int(present[2])
     if present[3]:              # group_terms [2, rows, N]: rows are the groups, or one row repeated
         operands.append(f"t {'r' if group_terms.one_per_row(spec) else g_k} n")
+    if present[4]:              # a_scale: one per row of A
+        operands.append(batch)
     if g_k == "p" and (present[0] or present[1] or (present[3] and not group_terms.one_per_row(spec))):
         sizes.pop("p")          # p appears on its own: its size is that dimension's
     return f"{', '.join(operands)} -> {batch} n", sizes
@@ -157,10 +162,12 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
     a_sh = NamedSharding(mesh, P(*map(_entry, batch), _entry(k_axes)))
     w_sh = NamedSharding(mesh, P(_entry(n_axes), _entry(k_axes)))
     aux_sh = []
-    for p, kind in zip(present, ("scale", "zeros", "bias", "terms")):
+    for p, kind in zip(present, ("scale", "zeros", "bias", "terms", "a_scale")):
         if not p:
             continue
-        if kind == "bias":
+        if kind == "a_scale":
+            aux_sh.append(NamedSharding(mesh, P(*map(_entry, batch))))
+        elif kind == "bias":
             aux_sh.append(NamedSharding(mesh, P(_entry(n_axes))))
         elif kind == "terms":
             rows_axes = () if group_terms.one_per_row(spec) else g_axes
@@ -179,15 +186,18 @@ def _partition(body, bind, spec: KernelSpec, k_shards: int, present, mesh, arg_s
     partial_dtype = "int32" if spec.out_dtype == "int32" else "float32"
 
     def lower_fn(A, W, aux):
-        scale, zeros, bias, terms = _full_aux(aux, present, spec)
+        scale, zeros, bias, terms, a_scale = _full_aux(aux, present, spec)
         if not k_axes:
-            return bind(A, W, scale, zeros, bias, terms, local, local_k_shards)
+            return bind(A, W, scale, zeros, bias, terms, a_scale, local, local_k_shards)
         # the partial sums are float32 or int32 (no kernel that reads group terms computes them)
         partial = bind(A, W, scale, zeros, jnp.zeros((0,), aux_dtype), jnp.zeros((0,), spec.a_dtype),
-                       dataclasses.replace(local, out_dtype=partial_dtype), local_k_shards)
+                       jnp.zeros((0,), jnp.float32), dataclasses.replace(local, out_dtype=partial_dtype),
+                       local_k_shards)
         out = jax.lax.psum(partial, k_axes)
-        if quantized_a:   # their epilogue: one cast of v + bias (quantized_dot.py)
-            return out if partial_dtype == "int32" else quantized_dot.epilogue(out, bias, spec.out_dtype)
+        if quantized_a:   # their epilogue: one cast of a_scale * v + bias (quantized_dot.py)
+            if partial_dtype == "int32":
+                return out
+            return quantized_dot.epilogue(out, bias, spec.out_dtype, a_scale[..., None] if a_scale.size else None)
         out = out.astype(spec.out_dtype)
         if bias.size:   # the kernels' epilogue: bias added after the cast, rounded once more
             out = (out.astype(jnp.float32) + bias.astype(jnp.float32)).astype(spec.out_dtype)

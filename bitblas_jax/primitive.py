@@ -1,14 +1,16 @@
 """bitblas_matmul_p: the JAX primitive over the "bitblas_jax_matmul" XLA custom call.
 
-Operands: A [..., K], W packed uint8, scale, zeros, bias, group_terms (absent ones
-are empty arrays, so the operand list never changes shape; group_terms:
-group_terms.py, read by gemm_cutlass alone). Params: `spec`, a
+Operands: A [..., K], W packed uint8, scale, zeros, bias, group_terms, a_scale (absent
+ones are empty arrays, so the operand list never changes shape; group_terms:
+group_terms.py, read by gemm_cutlass alone; a_scale: int8 / float8 A's activation
+scales, float32 A.shape[:-1], C = cast(a_scale * v + bias), applied by the 8-bit
+kernels' epilogue and by XLA after the other paths). Params: `spec`, a
 KernelSpec, and `k_shards`, the number of K-shards W is packed for (1: the
 ordinary layout; docs/LAYOUT.md, K-shard order). Rules: abstract eval (with the
 output's sharding type and varying manual axes), CPU and CUDA lowerings
 (jax.ffi) wrapped in the partitioning rule (partition.py), batching (A's batch
-dims fold into M), JVP (linear in A, bias, scale; zeros in the float modes) and
-the transpose in A.
+dims fold into M), JVP (linear in A, bias, scale, a_scale; zeros in the float
+modes) and the transpose in A.
 """
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ def empty(dtype) -> jax.Array:
     return jnp.zeros((0,), dtype)
 
 
-def bind(A, W, scale, zeros, bias, terms, spec: KernelSpec, k_shards: int = 1):
-    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, terms, spec=spec, k_shards=int(k_shards))
+def bind(A, W, scale, zeros, bias, terms, a_scale, spec: KernelSpec, k_shards: int = 1):
+    return bitblas_matmul_p.bind(A, W, scale, zeros, bias, terms, a_scale, spec=spec, k_shards=int(k_shards))
 
 
 def standard_weight(W, spec: KernelSpec, k_shards: int):
@@ -83,7 +85,7 @@ def _out_aval(operands, shape, dtype, sharding):
     return out
 
 
-def _abstract_eval(A, W, scale, zeros, bias, terms, *, spec: KernelSpec, k_shards: int):
+def _abstract_eval(A, W, scale, zeros, bias, terms, a_scale, *, spec: KernelSpec, k_shards: int):
     # Matmul.__call__ checks user input with friendly messages; this guards the primitive.
     if A.ndim < 1 or A.shape[-1] != spec.K:
         raise ValueError(f"bitblas_matmul: A must be [..., K={spec.K}], got {A.shape}")
@@ -96,9 +98,13 @@ def _abstract_eval(A, W, scale, zeros, bias, terms, *, spec: KernelSpec, k_shard
     if terms.size and (terms.shape != group_terms.shape(spec) or terms.dtype != A.dtype):
         raise ValueError(f"bitblas_matmul: group_terms must be {A.dtype} {group_terms.shape(spec)}, "
                          f"got {terms.dtype} {terms.shape}")
+    if a_scale.size and (a_scale.shape != A.shape[:-1] or a_scale.dtype != jnp.float32
+                         or not formats.is_quantized_activation(spec.a_dtype) or spec.out_dtype == "int32"):
+        raise ValueError(f"bitblas_matmul: a_scale must be float32 {A.shape[:-1]} (int8 / float8 A, a float or "
+                         f"int8 output), got {a_scale.dtype} {a_scale.shape}")
     shape = A.shape[:-1] + (spec.N,)
     sharding = partition.output_sharding(A, W, len(shape))
-    return _out_aval([A, W, scale, zeros, bias, terms], shape, spec.out_dtype, sharding)
+    return _out_aval([A, W, scale, zeros, bias, terms, a_scale], shape, spec.out_dtype, sharding)
 
 
 bitblas_matmul_p.def_abstract_eval(_abstract_eval)
@@ -121,8 +127,17 @@ def _terms_operand(terms, spec: KernelSpec):
     return empty(jnp.dtype(spec.a_dtype)) if terms is None else terms
 
 
-def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
-    """The CPU kernel (it checks group_terms and reads scale and zeros)."""
+def _scaled_after(call, A, W, scale, zeros, bias, a_scale, *, spec: KernelSpec):
+    """C = cast(a_scale * v + bias) on a path whose kernel takes no activation scales (the CPU kernel, XLA's
+    dots, widened_f16): `call` returns v in float32, then one elementwise op that XLA fuses."""
+    v = call(A, W, scale, zeros, empty(bias.dtype), spec=dataclasses.replace(spec, out_dtype="float32"))
+    return quantized_dot.epilogue(v, bias, spec.out_dtype, a_scale[..., None])
+
+
+def _cpu_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None, a_scale=None):
+    """The CPU kernel (it checks group_terms and reads scale and zeros; a_scale applied after it)."""
+    if a_scale is not None:
+        return _scaled_after(_cpu_call, A, W, scale, zeros, bias, a_scale, spec=spec)
     A2 = _as_2d(A, spec)
     out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
         A2, W, scale, zeros, bias, _terms_operand(terms, spec), **spec.ffi_attrs())
@@ -165,19 +180,23 @@ def _rows(A) -> int:
     return math.prod(A.shape[:-1])
 
 
-def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
+def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None, a_scale=None):
     if _cuda_runs_xla_ops(spec, _rows(A)):
+        if a_scale is not None:
+            return _scaled_after(_xla_call, A, W, scale, zeros, bias, a_scale, spec=spec)
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if formats.is_quantized_activation(spec.a_dtype):
         kernel = _quantized_activation_kernel(spec, _rows(A))
         if kernel == "decode_i8":
-            return _decode_i8_call(A, W, scale, zeros, bias, spec=spec)
+            return _decode_i8_call(A, W, scale, zeros, bias, a_scale, spec=spec)
         if kernel == "gemm_wgmma_a8":
-            return _gemm_a8_call(A, W, scale, zeros, bias, spec=spec)
+            return _gemm_a8_call(A, W, scale, zeros, bias, a_scale, spec=spec)
         if kernel == "widened_f16":
+            if a_scale is not None:
+                return _scaled_after(_widened_f16_call, A, W, scale, zeros, bias, a_scale, spec=spec)
             return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
         if kernel == "gemm_mma_a8":
-            return _gemm_mma_a8_call(A, W, scale, zeros, bias, spec=spec)
+            return _gemm_mma_a8_call(A, W, scale, zeros, bias, a_scale, spec=spec)
         raise NotImplementedError(f"bitblas_jax: the plan picked {kernel!r} for {spec.a_dtype} activations, "
                                   "which primitive._cuda_call cannot launch")
     if not _ext.has_cuda():
@@ -206,35 +225,38 @@ def _f16_kernel_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None):
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
-def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, spec: KernelSpec):
+def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, a_scale, spec: KernelSpec):
     """One 8-bit kernel (`target`: decode_i8, gemm_mma_a8 or gemm_wgmma_a8) on A2, A's rows as the kernel
     takes them, with the matmul call's operands and attributes (zeros, empty, goes along so the handler
-    checks the weight operands as the matmul handler does). The kernel returns C itself: its sums (exact
-    int32 group sums; float8: the tensor cores' stage sums in float32), group scales applied in its main
-    loop, then its epilogue applies a per-channel scale, the bias and the cast in float32
-    (quantized_dot.finish's arithmetic; plan.h a8_kernel_scales says which scales go where). The
-    activation scale comes after, in XLA (Matmul.__call__)."""
+    checks the weight operands as the matmul handler does), then a_scale ([M], or empty). The kernel
+    returns C itself: its sums (exact int32 group sums; float8: the tensor cores' stage sums in float32),
+    group scales applied in its main loop, then its epilogue applies a per-channel scale, the activation
+    scale of the row, the bias and the cast in float32 (quantized_dot.finish's arithmetic; plan.h
+    a8_kernel_scales says which scales go where): no pass over the output in XLA."""
     b = bias.astype(jnp.float32) if bias.size and spec.out_dtype != "int32" else empty(jnp.float32)
+    rows = empty(jnp.float32) if a_scale is None else a_scale.reshape(A2.shape[0])
     out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((A2.shape[0], spec.N), jnp.dtype(spec.out_dtype)))(
-        A2, W, scale, zeros, b, **spec.ffi_attrs())
+        A2, W, scale, zeros, b, rows, **spec.ffi_attrs())
     return out.reshape(A.shape[:-1] + (spec.N,))
 
 
-def _decode_i8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _decode_i8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
     """int8 activations at decode sizes: the decode_i8 kernel (_a8_kernel_call)."""
-    return _a8_kernel_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, spec)
+    return _a8_kernel_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, a_scale, spec)
 
 
-def _gemm_mma_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _gemm_mma_a8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
     """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_a8_kernel_call) on A's
     16-k chunks in its k order (_in_sigma_order)."""
-    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias,
+                           a_scale, spec)
 
 
-def _gemm_a8_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
+def _gemm_a8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
     """int8 / float8 activations above decode sizes on sm_90: the gemm_wgmma_a8 kernel (_a8_kernel_call)
     on A's 16-k chunks in its k order (_in_sigma_order)."""
-    return _a8_kernel_call(GEMM_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias, spec)
+    return _a8_kernel_call(GEMM_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias,
+                           a_scale, spec)
 
 
 def _in_sigma_order(A2):
@@ -282,13 +304,15 @@ def _dequant_dot_call(A, W, scale, zeros, bias, *, spec: KernelSpec):
 
 def _lowering(call):
     """The platform's call on the ordinary layout, inside the partitioning rule."""
-    def whole_op(A, W, scale, zeros, bias, terms, *, spec, k_shards):
+    def whole_op(A, W, scale, zeros, bias, terms, a_scale, *, spec, k_shards):
         if A.size == 0:       # M == 0 needs no kernel
             return jnp.zeros(A.shape[:-1] + (spec.N,), spec.out_dtype)
         kw = dict(terms=terms) if terms.size else {}
+        if a_scale.size:
+            kw["a_scale"] = a_scale
         return call(A, standard_weight(W, spec, k_shards), scale, zeros, bias, spec=spec, **kw)
 
-    def rule(ctx, A, W, scale, zeros, bias, terms, *, spec, k_shards):
+    def rule(ctx, A, W, scale, zeros, bias, terms, a_scale, *, spec, k_shards):
         # float32 activations on the GPU lower to XLA's own ops (dequantize, then dot), which XLA
         # partitions itself; custom_partitioning would also refuse their constants (the tables).
         # int8 / float8 ones too where the whole op's M goes to XLA's dots; where it goes to a
@@ -299,7 +323,7 @@ def _lowering(call):
             f = functools.partial(partition.call, body, bind, spec, k_shards)
         else:
             f = functools.partial(whole_op, spec=spec, k_shards=k_shards)
-        return mlir.lower_fun(f, multiple_results=False)(ctx, A, W, scale, zeros, bias, terms)
+        return mlir.lower_fun(f, multiple_results=False)(ctx, A, W, scale, zeros, bias, terms, a_scale)
     return rule
 
 
@@ -314,11 +338,17 @@ except (ImportError, AttributeError):  # pragma: no cover - jax internals moved
 
 # ---- batching ----------------------------------------------------------------
 def _batch(args, dims, *, spec: KernelSpec, k_shards: int):
-    A, W, scale, zeros, bias, terms = args
-    dA, rest = dims[0], dims[1:]
-    if all(d is None for d in rest):
-        # Only A is batched: the batch dim is one more leading dim, folded into M.
-        return bind(jnp.moveaxis(A, dA, 0), W, scale, zeros, bias, terms, spec, k_shards), 0
+    A, W, scale, zeros, bias, terms, a_scale = args
+    dA, d_scale = dims[0], dims[6]
+    if all(d is None for d in dims[1:6]):
+        # Only A (and its activation scales, one per row) batched: the batch dim is one more leading dim,
+        # folded into M.
+        size = A.shape[dA] if dA is not None else a_scale.shape[d_scale]
+        A = jnp.moveaxis(A, dA, 0) if dA is not None else jnp.broadcast_to(A, (size,) + A.shape)
+        if a_scale.size or d_scale is not None:
+            a_scale = (jnp.moveaxis(a_scale, d_scale, 0) if d_scale is not None
+                       else jnp.broadcast_to(a_scale, A.shape[:-1]))
+        return bind(A, W, scale, zeros, bias, terms, a_scale, spec, k_shards), 0
     # Batched weights (rare): one kernel call per batch element.
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
@@ -359,9 +389,9 @@ def _dweight_tangent(W, scale, zeros, dscale, dzeros, spec: KernelSpec):
 def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
     # group_terms are scale and zeros in gemm_cutlass's form: the derivative flows through scale and zeros,
     # which every path reads (a tangent of the terms themselves is dropped)
-    A, W, scale, zeros, bias, terms = primals
-    dA, _, dscale, dzeros, dbias, _ = tangents
-    out = bind(A, W, scale, zeros, bias, terms, spec, k_shards)
+    A, W, scale, zeros, bias, terms, a_scale = primals
+    dA, _, dscale, dzeros, dbias, _, da_scale = tangents
+    out = bind(A, W, scale, zeros, bias, terms, a_scale, spec, k_shards)
     if formats.is_quantized_activation(spec.a_dtype):
         if not _zero(dA):   # int8 A has no tangent (JAX's float0); float8 A reaches here
             raise TypeError(
@@ -373,25 +403,33 @@ def _jvp(primals, tangents, *, spec: KernelSpec, k_shards: int):
             return out, ad.Zero.from_primal_value(out)
     t = None
     if not _zero(dA):
-        t = bind(dA, W, scale, zeros, empty(bias.dtype), terms, spec, k_shards)
+        t = bind(dA, W, scale, zeros, empty(bias.dtype), terms, a_scale, spec, k_shards)
     if not (_zero(dscale) and _zero(dzeros)):
         dw = _dweight_tangent(standard_weight(W, spec, k_shards), scale, zeros, dscale, dzeros, spec)
-        ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw, precision=_EXACT).astype(spec.out_dtype)
+        ts = jnp.einsum("...k,nk->...n", A.astype(jnp.float32), dw, precision=_EXACT)
+        if a_scale.size:
+            ts = ts * a_scale[..., None]
+        ts = ts.astype(spec.out_dtype)
         t = ts if t is None else t + ts
+    if not _zero(da_scale) and a_scale.size:   # C = cast(a_scale * v + bias): dC = da_scale * v
+        v = bind(A, W, scale, zeros, empty(bias.dtype), terms, empty(a_scale.dtype),
+                 dataclasses.replace(spec, out_dtype="float32"), k_shards)
+        tr = (v * da_scale[..., None]).astype(spec.out_dtype)
+        t = tr if t is None else t + tr
     if not _zero(dbias) and bias.size:
         tb = jnp.broadcast_to(dbias.astype(spec.out_dtype), out.shape)
         t = tb if t is None else t + tb
     return out, (ad.Zero.from_primal_value(out) if t is None else t)
 
 
-def _transpose(ct, A, W, scale, zeros, bias, terms, *, spec: KernelSpec, k_shards: int):
-    # Linear only in A (the JVP binds with an empty bias): dA = dC @ Wd.
+def _transpose(ct, A, W, scale, zeros, bias, terms, a_scale, *, spec: KernelSpec, k_shards: int):
+    # Linear only in A (the JVP binds with an empty bias), of 16-bit activations (no a_scale): dA = dC @ Wd.
     assert ad.is_undefined_primal(A) and not ad.is_undefined_primal(W)
     if _zero(ct):
-        return (None,) * 6
+        return (None,) * 7
     wd = dequant.dequantize(standard_weight(W, spec, k_shards), spec, scale, zeros).astype(jnp.float32)
     dA = jnp.einsum("...n,nk->...k", ct.astype(jnp.float32), wd, precision=_EXACT).astype(A.aval.dtype)
-    return dA, None, None, None, None, None
+    return dA, None, None, None, None, None, None
 
 
 ad.primitive_jvps[bitblas_matmul_p] = _jvp

@@ -165,6 +165,23 @@ def test_vmap(rng):
     check_quantized(case, out)
 
 
+def test_vmap_activation_scales(rng):
+    """vmap over A alone (one scale per tensor, shared), over the scales alone (A shared), and one vector A
+    [K] with its scalar scale: the batch dims fold into the kernel's rows with their scales."""
+    case = make_qcase(rng, "int8", "int4", "scale", 64, "float16", True, a_shape=(4, 256), a_scale="tensor")
+    W = case.packed()
+    f = lambda a, s: case.mm(a, W, scale=case.scale, bias=case.bias, a_scale=s)  # noqa: E731
+    check_quantized(case, jax.vmap(f, in_axes=(0, None))(jnp.asarray(case.A), case.a_scale))
+    scales = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    out = jax.vmap(f, in_axes=(None, 0))(jnp.asarray(case.A), scales)        # [4 scales, 4 rows, N]
+    for i in range(4):
+        case.a_scale = scales[i]
+        check_quantized(case, out[i])
+    case = make_qcase(rng, "int8", "int8", "scale", -1, "bfloat16", True, a_shape=(256,), a_scale="tensor")
+    check_quantized(case, case.mm(jnp.asarray(case.A), case.packed(), scale=case.scale, bias=case.bias,
+                                  a_scale=case.a_scale))
+
+
 def test_vmap_over_weights(rng):
     cases = [make_qcase(rng, "int8", "int8", "scale", 64, "float32") for _ in range(2)]
     A = jnp.asarray(cases[0].A)
@@ -200,6 +217,16 @@ def test_grad_wrt_scale_and_bias(rng):
     expect = np.einsum("m,mng->ng", case.a_scale.astype(np.float64), S)
     np.testing.assert_allclose(np.asarray(gs, np.float64), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
     np.testing.assert_allclose(np.asarray(gb), np.full(32, 4.0))
+
+
+def test_grad_wrt_activation_scales(rng):
+    """d/da_scale[m] of sum(C) = sum_n v[m, n] (float32 output, v the weight-scaled sums)."""
+    case = make_qcase(rng, "int8", "int4", "scale", 64, "float32", True, M=4, a_scale="token")
+    W = case.packed()
+    g = jax.grad(lambda a: case.mm(jnp.asarray(case.A), W, scale=case.scale, bias=case.bias, a_scale=a).sum())(
+        jnp.asarray(case.a_scale))
+    v = case.A.astype(np.float64) @ case.wd().T
+    np.testing.assert_allclose(np.asarray(g, np.float64), v.sum(1), rtol=1e-5, atol=1e-5 * np.abs(v).sum(1).max())
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
@@ -272,8 +299,9 @@ def test_random_activations_cover_range(rng):
 
 
 # ---- the GPU path, lowered for CUDA on any machine ------------------------------------------------------
-def _cuda_text(cfg, M):
-    """The StableHLO of a jitted call of cfg's Matmul (with its scale) on M rows, lowered for CUDA."""
+def _cuda_text(cfg, M, a_scale=False):
+    """The StableHLO of a jitted call of cfg's Matmul (with its scale; a_scale: with activation scales per
+    row) on M rows, lowered for CUDA."""
     from bitblas_jax.export import export
     mm = bj.Matmul(cfg)
     args = [jax.ShapeDtypeStruct((M, cfg.K), jnp.dtype(cfg.A_dtype)),
@@ -285,6 +313,9 @@ def _cuda_text(cfg, M):
         args.append(jax.ShapeDtypeStruct((cfg.N, cfg.num_groups), jnp.dtype(zdt)))
     names = ["A", "W"] + ["scale"] * cfg.with_scaling + ["zeros"] * cfg.with_zeros
     _assert_partitionable(mm.spec, dict(zip(names, args)))
+    if a_scale:
+        args.append(jax.ShapeDtypeStruct((M,), jnp.float32))
+        names.append("a_scale")
     f = jax.jit(lambda *xs: mm(xs[0], xs[1], **dict(zip(names[2:], xs[2:]))))
     return export(f, platforms=["cuda"])(*args).mlir_module()
 
@@ -354,14 +385,16 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     assert "dot_general" not in text
 
 
-def _assert_a8_kernel_call(call, mode, M, N, out, a_type="i8"):
+def _assert_a8_kernel_call(call, mode, M, N, out, a_type="i8", a_scale=False):
     """An 8-bit kernel's custom call: A (a_type), W, scale (present in mode scale: group scales in the
-    kernel's main loop, a per-channel one in its epilogue), zeros, bias; it returns the output itself
-    (the epilogue applies the scales, the bias and the cast)."""
+    kernel's main loop, a per-channel one in its epilogue), zeros, bias, a_scale (float32 [M] with
+    activation scales); it returns the output itself (the epilogue applies the scales, the bias and the
+    cast)."""
     mlir_out = {"int32": "i32", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "i8"}[out]
-    operand_types = call.split(" : (")[1].split(")")[0].split(", ")       # A, W, scale, zeros, bias
-    assert len(operand_types) == 5 and f"x{a_type}>" in operand_types[0], call
+    operand_types = call.split(" : (")[1].split(")")[0].split(", ")   # A, W, scale, zeros, bias, a_scale
+    assert len(operand_types) == 6 and f"x{a_type}>" in operand_types[0], call
     assert (operand_types[2] != "tensor<0xf32>") == (mode == "scale"), call
+    assert operand_types[5] == (f"tensor<{M}xf32>" if a_scale else "tensor<0xf32>"), call
     assert f"mode = {formats.MODE_IDS[mode]} : i64" in call, call
     assert f"-> tensor<{M}x{N}x{mlir_out}>" in call, call
 
@@ -439,6 +472,29 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
     assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
     _assert_a8_kernel_call(calls[0], mode, M, 64, out)
     assert "dot_general" not in text
+
+
+@pytest.mark.parametrize("target,env,w,mode,group,out,M", [
+    ("bitblas_jax_decode_i8", {}, "int4", "scale", 128, "float16", 8),
+    ("bitblas_jax_decode_i8", {}, "int8", "scale", -1, "int8", 1),
+    ("bitblas_jax_gemm_mma_a8", {"BITBLAS_JAX_GEMM_A8": "0"}, "int8", "scale", -1, "bfloat16", 100),
+    ("bitblas_jax_gemm_a8", {"BITBLAS_JAX_GEMM_A8": "1"}, "int8", "scale", -1, "float16", 300),
+    ("bitblas_jax_gemm_a8", {"BITBLAS_JAX_GEMM_A8": "1"}, "int4", "scale", 128, "float32", 64),
+])
+def test_cuda_lowering_fuses_activation_scales(monkeypatch, target, env, w, mode, group, out, M):
+    """Activation scales (Matmul's a_scale) go to the 8-bit kernels as their sixth operand, one float32 per
+    row, and the kernel writes the output in its own dtype: no float32 intermediate, no XLA op after it."""
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_I8", "1")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_MMA_A8", "1")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = bj.MatmulConfig(N=64, K=512, A_dtype="int8", W_dtype=w, out_dtype=out, group_size=group,
+                          **formats.mode_flags(mode))
+    text = _cuda_text(cfg, M, a_scale=True)
+    calls = [line for line in text.splitlines() if "stablehlo.custom_call" in line]
+    assert len(calls) == 1 and target in calls[0], calls
+    _assert_a8_kernel_call(calls[0], mode, M, 64, out, a_scale=True)
+    assert "stablehlo.multiply" not in text and "stablehlo.add" not in text and "dot_general" not in text
 
 
 # ---- decode_i8 on a CUDA GPU (skipped elsewhere) ---------------------------------------------------------

@@ -130,6 +130,16 @@ def _worker() -> dict:
                 (P(None, "model"), P(None, "model"), P(None, "model"), P(), P()))]
     out = jax.jit(lambda A, W, s, b, a: mmq(A, W, scale=s, bias=b, a_scale=a))(*args)
     report["w4a8_row_rel_err"] = float(np.abs(np.asarray(out, np.float64) - ref_q).max() / np.abs(ref_q).max())
+    # the activation scales sharded with A's rows (data-parallel) or replicated (column-parallel): local
+    mmq = bj.Matmul(w4a8)
+    for name, specs in (("w4a8_data", (P("data"), P(), P(), P(), P("data"))),
+                        ("w4a8_column", (P(), P("model"), P("model"), P("model"), P()))):
+        args = [jax.device_put(x, NamedSharding(auto, p)) for x, p in
+                zip((A8, mmq.transform_weight(vals), jnp.asarray(scale), bias32, a_scale), specs)]
+        f = jax.jit(lambda A, W, s, b, a: mmq(A, W, scale=s, bias=b, a_scale=a))
+        out = f(*args)
+        report[name] = {"rel_err": float(np.abs(np.asarray(out, np.float64) - ref_q).max() / np.abs(ref_q).max()),
+                        "collectives": _collectives(f.lower(*args).compile().as_text())}
 
     # gradient with respect to A through a column-parallel call
     def loss(A, W, s):
@@ -294,6 +304,13 @@ def test_int8_activations_sharded_exact(report, name):
 def test_w4a8_row_parallel(report):
     # float32 partial sums of 4 shards added in another order than the one-device group order
     assert report["w4a8_row_rel_err"] < 1e-6
+
+
+@pytest.mark.parametrize("name", ["w4a8_data", "w4a8_column"])
+def test_w4a8_activation_scales_sharded(report, name):
+    # the same kernel arithmetic on each device's rows or columns: equal to the one-device call
+    r = report[name]
+    assert r["rel_err"] == 0.0 and r["collectives"] == [], r
 
 
 def test_grad_through_sharded_call(report):

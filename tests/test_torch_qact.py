@@ -306,9 +306,9 @@ class _NumpyKernels:
         s = np.ones((S.shape[2], S.shape[0]), np.float32) if scale is None else scale
         return sum(np.float32(s[:, i])[None, :] * S[i].astype(np.float32) for i in range(S.shape[0]))
 
-    def _kernel(self, name, a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out):
+    def _kernel(self, name, a, M, N, K, a_name, mode, group_size, scale, bias, row_scale, out_dtype, out):
         """A kernel's sums, group scales in its main loop (plan.h a8_kernel_scales), then its epilogue:
-        per-channel scale, bias, the cast (quantized_dot.cast_out), written to out."""
+        per-channel scale, activation scale per row, bias, the cast (quantized_dot.cast_out), written to out."""
         self.calls.append(name)
         o_name = {v: k for k, v in formats.DTYPE_IDS.items()}[out_dtype]
         mode_name = {v: k for k, v in formats.MODE_IDS.items()}[mode]
@@ -321,6 +321,8 @@ class _NumpyKernels:
             v = res.astype(np.float64)
             if mode_name == "scale" and not kernel_scales:
                 v = s.reshape(1, N).astype(np.float64) * v
+            if row_scale:
+                v = self._array(row_scale, (M, 1), np.float32) * v
             if bias:
                 v = v + self._array(bias, (N,), np.float32)
             res = np.asarray(qdot_cast_out(v.astype(np.float32), o_name))
@@ -332,19 +334,22 @@ class _NumpyKernels:
         a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
         return a
 
-    def decode_i8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
+    def decode_i8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, row_scale, out_dtype, out,
+                      stream):
         a = self._array(A, (M, K), np.int8).astype(np.float64)
-        self._kernel("decode_i8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
+        self._kernel("decode_i8", a, M, N, K, "int8", mode, group_size, scale, bias, row_scale, out_dtype, out)
 
-    def gemm_mma_a8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, out_dtype, out, stream):
+    def gemm_mma_a8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, row_scale, out_dtype, out,
+                        stream):
         a = self._unsigma(A, M, K, np.int8)
-        self._kernel("gemm_mma_a8", a, M, N, K, "int8", mode, group_size, scale, bias, out_dtype, out)
+        self._kernel("gemm_mma_a8", a, M, N, K, "int8", mode, group_size, scale, bias, row_scale, out_dtype, out)
 
-    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, out_dtype, out,
-                          stream):
+    def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, row_scale,
+                          out_dtype, out, stream):
         a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
         a = self._unsigma(A, M, K, formats.NUMPY_DTYPES[a_name])
-        self._kernel("gemm_wgmma_a8", a, M, N, K, a_name, mode, group_size, scale, bias, out_dtype, out)
+        self._kernel("gemm_wgmma_a8", a, M, N, K, a_name, mode, group_size, scale, bias, row_scale, out_dtype,
+                     out)
 
 
 def qdot_cast_out(v, out_dtype):

@@ -101,8 +101,9 @@ def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, 
     N = W.shape[0]
     A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
     W = _aligned(W, 16)
+    # row_scale 0: the layer applies its activation scales after the op (ops.quantized_epilogue)
     ptrs = (A2.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
-            0 if bias is None or not bias.numel() else bias.data_ptr())
+            0 if bias is None or not bias.numel() else bias.data_ptr(), 0)
     ids = (formats.FORMATS[w_format].id, formats.MODE_IDS[mode], group_size)
     if kernel == "gemm_wgmma_a8":
         _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], *ids, *ptrs, formats.DTYPE_IDS[out_dtype],

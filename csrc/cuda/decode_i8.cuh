@@ -4,8 +4,8 @@
 // "none" the exact int32 sums S[m, n] = sum_k A[m, k] w[n, k] (wrapping mod 2^32 as any int32 GEMM);
 // for mode "scale" v[m, n] = sum over groups g of s[n, g] * S_g[m, n] in float32, S_g the exact int32
 // sum of group g (groups smaller than K; per-channel scales are the epilogue's). The kernel writes the
-// output itself: C = cast_out(s[n] * x + bias[n]) in float32 (epilogue.cuh store_qact_sum; x = S or v);
-// only an activation scale is XLA's, after it (quantized_dot.epilogue).
+// output itself: C = cast_out(r[m] s[n] x + bias[n]) in float32 (epilogue.cuh store_qact_sum; x = S or v,
+// r the per-row activation scale, s the per-channel scale, each 1 where the call has none).
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
 // kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp
@@ -14,7 +14,7 @@
 // tile. A warp's group sums are exact int32; at each group end they are scaled into
 // float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
 // order) and warp 0 writes the 16 x (up to) 16 outputs through the epilogue (store_qact_sum:
-// per-channel scale, bias, the output cast).
+// per-channel and activation scales, bias, the output cast).
 //
 // The k order. A lane decodes its 16 bytes with i8_fragment (a8_fragment.cuh), as the GEMMs do: register
 // 4c + i of an m16n8k32 fragment carries k = kSigma[4c + i] of each 16-k chunk (2c, 2c+1, 2c+8, 2c+9), the
@@ -53,6 +53,7 @@ struct DecodeI8Params {
   const uint8_t* W;
   const float* scale;
   const float* col_scale;   // the epilogue (DecodeI8Args)
+  const float* row_scale;
   const float* bias;
   DType out_dtype;
   void* out;
@@ -168,11 +169,11 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
       if constexpr (SCALED) {
         float v = 0.0f;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += __uint_as_float(red[w2][nt][i][lane]);
-        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, v);
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.row_scale, p.bias, m, n, v);
       } else {
         uint32_t v = 0;
         for (int w2 = 0; w2 < kDecodeI8Warps; ++w2) v += red[w2][nt][i][lane];
-        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.bias, n, static_cast<int32_t>(v));
+        store_qact_sum(p.out, m * p.N + n, p.out_dtype, p.col_scale, p.row_scale, p.bias, m, n, static_cast<int32_t>(v));
       }
     }
   }

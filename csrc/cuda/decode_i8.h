@@ -23,11 +23,13 @@ struct DecodeI8Args {
   const int8_t* A = nullptr;           // [M, K] row-major, 2-byte aligned
   const uint8_t* W = nullptr;          // packed, 16-byte aligned
   const float* scale = nullptr;        // [N, K / group_size] float32 (scaled)
-  // The epilogue: C[m, n] = out_dtype(col_scale[n] * x + bias[n]) in float32, x the int32 sum S (none)
-  // or the float32 v (scaled); int8 rounds half to even and saturates (NaN -> 0), as
+  // The epilogue: C[m, n] = out_dtype(row_scale[m] * col_scale[n] * x + bias[n]) in float32, x the int32
+  // sum S (none) or the float32 v (scaled); int8 rounds half to even and saturates (NaN -> 0), as
   // bitblas_jax/quantized_dot.py cast_out. col_scale (per-channel scales: mode scale with one group,
-  // run as mode none) and bias: float32 [N] or null. An int32 output is S itself (none, no bias).
+  // run as mode none) and bias: float32 [N] or null; row_scale (the activation scales, Matmul's a_scale):
+  // float32 [M] or null. An int32 output is S itself (none, no scales, no bias).
   const float* col_scale = nullptr;
+  const float* row_scale = nullptr;
   const float* bias = nullptr;
   DType out_dtype = DType::kI32;       // kI32, kF32, kF16, kBF16 or kI8
   void* out = nullptr;                 // [M, N] of out_dtype
@@ -47,7 +49,8 @@ inline std::string check_int8_sums_args(const DecodeI8Args& a, const std::string
                     "tile's k, and for mode scale a group_size that is a multiple of 32 and divides K";
   if (a.M < 0 || a.N <= 0 || a.N % kTileN) return kernel + ": N must be a positive multiple of 16, M >= 0";
   if (a.scaled && !a.scale) return kernel + ": mode scale needs scale";
-  if (std::string err = check_qact_epilogue(kernel, a.out_dtype, !a.scaled, a.scaled, a.col_scale, a.bias);
+  if (std::string err =
+          check_qact_epilogue(kernel, a.out_dtype, !a.scaled, a.scaled, a.col_scale, a.row_scale, a.bias);
       !err.empty())
     return err;
   if (a.M == 0) return "";

@@ -1,5 +1,6 @@
 // The output writes: 16-bit activations cast to the output dtype, then add the bias (store_out);
-// int8 / float8 activations' float32 values get the per-channel scale and bias, then the cast (store_qact).
+// int8 / float8 activations' float32 values get the per-channel and per-row (activation) scales and the
+// bias, then the cast (store_qact).
 #pragma once
 
 #include <type_traits>
@@ -67,8 +68,8 @@ __device__ __forceinline__ void with_qact_out_type(DType dtype, F&& f) {
 }
 
 // C[o] of an 8-bit-activation kernel from its sum x: an int32 output is the int32 sum itself; else
-// qact_cast(cs * x + b) in float32 (one fmaf), cs and b the output column's scale and bias (1 and 0 where
-// the call has none: col_scale_of / bias_of).
+// qact_cast(cs * x + b) in float32 (one fmaf), cs the output's column scale times its row's activation
+// scale and b its column's bias (1 and 0 where the call has none: col_scale_of / row_scale_of / bias_of).
 template <typename T, typename Sum>
 __device__ __forceinline__ void store_qact(T* out, long long o, float cs, float b, Sum x) {
   if constexpr (std::is_same_v<T, int32_t>) out[o] = static_cast<int32_t>(x);
@@ -77,16 +78,22 @@ __device__ __forceinline__ void store_qact(T* out, long long o, float cs, float 
 __device__ __forceinline__ float col_scale_of(const float* col_scale, long long n) {
   return col_scale ? __ldg(col_scale + n) : 1.f;
 }
+// The activation scale of output row m (Matmul's a_scale: quantize_activations' per-token scales), or 1.
+__device__ __forceinline__ float row_scale_of(const float* row_scale, long long m) {
+  return row_scale ? __ldg(row_scale + m) : 1.f;
+}
 __device__ __forceinline__ float bias_of(const float* bias, long long n) { return bias ? __ldg(bias + n) : 0.f; }
 
 // One element, the dtype dispatched here (decode_i8 and gemm_mma_a8: a thread's few outputs; a plain switch, which
-// builds in half the time of with_qact_out_type per element): store_qact with column n's per-channel scale and
-// bias (col_scale and bias float32 [N] or null).
+// builds in half the time of with_qact_out_type per element): store_qact of output (m, n) with column n's
+// per-channel scale and bias and row m's activation scale (col_scale and bias float32 [N], row_scale
+// float32 [M], each or null).
 template <typename Sum>
 __device__ __forceinline__ void store_qact_sum(void* out, long long o, DType dtype, const float* col_scale,
-                                               const float* bias, long long n, Sum x) {
+                                               const float* row_scale, const float* bias, long long m,
+                                               long long n, Sum x) {
   if (dtype == DType::kI32) return store_qact(static_cast<int32_t*>(out), o, 1.f, 0.f, x);
-  const float cs = col_scale_of(col_scale, n), b = bias_of(bias, n);
+  const float cs = col_scale_of(col_scale, n) * row_scale_of(row_scale, m), b = bias_of(bias, n);
   switch (dtype) {
     case DType::kF16: store_qact(static_cast<__half*>(out), o, cs, b, x); break;
     case DType::kBF16: store_qact(static_cast<__nv_bfloat16*>(out), o, cs, b, x); break;

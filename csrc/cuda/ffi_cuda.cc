@@ -107,16 +107,27 @@ constexpr Int8SumsKernel kDecodeI8{"decode_i8", "bitblas_jax_decode_i8", plan::d
 constexpr Int8SumsKernel kGemmMmaA8{"gemm_mma_a8", "bitblas_jax_gemm_mma_a8", plan::gemm_mma_a8_takes,
                                     launch_gemm_mma_a8};
 
+// The 8-bit kernels' a_scale operand: the activation scales (Matmul's a_scale, one per row of A), float32
+// [M], or empty for none. *row_scale: its data, or null.
+ffi::Error row_scale_arg(const std::string& name, ffi::AnyBuffer a_scale, int64_t M, const float** row_scale) {
+  *row_scale = nullptr;
+  if (a_scale.element_count() == 0) return ffi::Error::Success();
+  if (a_scale.element_type() != ffi::DataType::F32 || a_scale.element_count() != static_cast<size_t>(M))
+    return arg_error(name + ": a_scale must be float32 [M] (one activation scale per row of A) or empty");
+  *row_scale = static_cast<const float*>(a_scale.untyped_data());
+  return ffi::Error::Success();
+}
+
 // C itself: the kernel's sums (the exact int32 sums, or the float32 sums of the scaled int32 group sums
 // with groups smaller than K) through its epilogue: per-channel scales (one group: the kernel runs as
-// for mode none), the bias and the output cast (plan::a8_kernel_scales says which scales go where). An
-// int32 C is the sums themselves (mode none, no bias). Operands and attributes as the matmul call's;
-// zeros is empty in both modes.
+// for mode none), the activation scales (a_scale, per row), the bias and the output cast
+// (plan::a8_kernel_scales says which scales go where). An int32 C is the sums themselves (mode none, no
+// scales, no bias). Operands and attributes as the matmul call's, then a_scale; zeros is empty in both modes.
 template <const Int8SumsKernel& kern>
 ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                            ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> out,
-                            int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N,
-                            int64_t K) {
+                            ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::AnyBuffer a_scale,
+                            ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode, int64_t group_size,
+                            int64_t accum_dtype, int64_t N, int64_t K) {
   const std::string name = kern.name;
   if (A.element_type() != ffi::DataType::S8) return arg_error(name + ": A must be s8");
   if (accum_dtype != static_cast<int64_t>(DType::kI32)) return arg_error(name + ": accum_dtype must be int32");
@@ -131,6 +142,7 @@ ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffe
     return arg_error(name + " takes int8 .. int1 / uint4 .. uint1 weights, mode none, or mode scale with "
                      "a group_size that is a multiple of 32 (gpu_plan.quantized_activation_kernel)");
   DecodeI8Args d;
+  if (ffi::Error e = row_scale_arg(name, a_scale, args.M, &d.row_scale); e.failure()) return e;
   d.M = args.M;
   d.N = N;
   d.K = K;
@@ -149,7 +161,7 @@ ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffe
   return ffi::Error::Success();
 }
 
-// The handlers' binding: A, W, scale, zeros, bias, out and the matmul call's attributes.
+// The handlers' binding: A, W, scale, zeros, bias, a_scale, out and the matmul call's attributes.
 #define BITBLAS_JAX_INT8_SUMS_BINDING                                                   \
   BITBLAS_JAX_MATMUL_ATTRS(ffi::Ffi::Bind()                                             \
                                .Ctx<ffi::PlatformStream<cudaStream_t>>()                \
@@ -158,6 +170,7 @@ ffi::Error Int8SumsCudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffe
                                .Arg<ffi::AnyBuffer>() /* scale */                       \
                                .Arg<ffi::AnyBuffer>() /* zeros */                       \
                                .Arg<ffi::AnyBuffer>() /* bias */                        \
+                               .Arg<ffi::AnyBuffer>() /* a_scale */                     \
                                .Ret<ffi::AnyBuffer>() /* out */)
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_decode_i8_cuda, Int8SumsCudaImpl<kDecodeI8>, BITBLAS_JAX_INT8_SUMS_BINDING,
@@ -168,12 +181,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(bitblas_jax_gemm_mma_a8_cuda, Int8SumsCudaImpl<kGe
 // gemm_wgmma_a8 (gemm_wgmma_a8.cuh): int8 / float8 activations above decode sizes on sm_90, the weights
 // in the packed layout of every path. A comes with each 16-k chunk in the kernel's kSigma order
 // (bitblas_jax/primitive.py permutes it). The output is C itself: the kernel's epilogue applies
-// per-channel scales, the bias and the cast (int32 C: the exact int32 sums, mode none without bias).
-// Operands and attributes as the matmul call's (zeros only for the checks).
+// per-channel and activation scales, the bias and the cast (int32 C: the exact int32 sums, mode none
+// without scales or bias). Operands and attributes as the matmul call's (zeros only for the checks), then
+// a_scale (row_scale_arg).
 ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer W, ffi::AnyBuffer scale,
-                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> out,
-                          int64_t w_format, int64_t mode, int64_t group_size, int64_t accum_dtype, int64_t N,
-                          int64_t K) {
+                          ffi::AnyBuffer zeros, ffi::AnyBuffer bias, ffi::AnyBuffer a_scale,
+                          ffi::Result<ffi::AnyBuffer> out, int64_t w_format, int64_t mode, int64_t group_size,
+                          int64_t accum_dtype, int64_t N, int64_t K) {
   DType act;
   switch (A.element_type()) {
     case ffi::DataType::S8: act = DType::kI8; break;
@@ -196,6 +210,7 @@ ffi::Error GemmA8CudaImpl(cudaStream_t stream, ffi::AnyBuffer A, ffi::AnyBuffer 
   const bool scaled = args.mode == ScaleMode::kScale;
   const bool group_scales = plan::a8_kernel_scales(static_cast<int>(args.mode), group_size, K);
   GemmA8Args g;
+  if (ffi::Error e = row_scale_arg("gemm_wgmma_a8", a_scale, args.M, &g.row_scale); e.failure()) return e;
   g.M = args.M;
   g.N = N;
   g.K = K;
@@ -223,6 +238,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
                                  .Arg<ffi::AnyBuffer>()   // scale
                                  .Arg<ffi::AnyBuffer>()   // zeros
                                  .Arg<ffi::AnyBuffer>()   // bias
+                                 .Arg<ffi::AnyBuffer>()   // a_scale
                                  .Ret<ffi::AnyBuffer>()), // out
     {ffi::Traits::kCmdBufferCompatible});
 

@@ -223,9 +223,9 @@ __global__ void __launch_bounds__(kGemmMmaA8Threads, 1) gemm_mma_a8_kernel(const
   // compiled per output type would double the unit's build time
   for_each_output<MBW>(band_ok, nrow0, m0 + wm * WM, c, M, [&](int bi, int mb, int e, long long m, long long n) {
     if constexpr (SCALED)
-      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, facc[bi][mb][e]);
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.row_scale, p.bias, m, n, facc[bi][mb][e]);
     else
-      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.bias, n, acc[bi][mb][e]);
+      store_qact_sum(p.out, m * N + n, p.out_dtype, p.col_scale, p.row_scale, p.bias, m, n, acc[bi][mb][e]);
   });
 }
 

@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
     if (band_ok) {
       // the lane's two weight rows' per-channel scales and biases, read once; the stores compiled for the
-      // output's type (epilogue.cuh with_qact_out_type)
+      // output's type (epilogue.cuh with_qact_out_type), each scaled by its row's activation scale
       const float cs[2] = {col_scale_of(p.col_scale, nrow0), col_scale_of(p.col_scale, nrow0 + 8)};
       const float b[2] = {bias_of(p.bias, nrow0), bias_of(p.bias, nrow0 + 8)};
       with_qact_out_type(p.out_dtype, [&](auto t) {
@@ -279,17 +279,26 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
         T* rows = static_cast<T*>(p.out) + row0 * N + nrow0;
         const long long step = 8 * N;
 #pragma unroll
-        for (int j = 0; j < BM / 8; ++j, rows += step)
+        for (int j = 0; j < BM / 8; ++j, rows += step) {
+          // the pair of rows' activation scales (1 without them), read as the rows come: 64 of them
+          // held across the loop would cost registers
+          float rs[2] = {1.f, 1.f};
+          if (p.row_scale) {
+            if (8 * j < rows_left) rs[0] = __ldg(p.row_scale + row0 + 8 * j);
+            if (8 * j + 1 < rows_left) rs[1] = __ldg(p.row_scale + row0 + 8 * j + 1);
+          }
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             if (8 * j + (e & 1) >= rows_left) continue;
             const int i = 4 * j + e;
             T* dst = rows + ((e & 1) ? N : 0) + 8 * (e >> 1);
+            const float scale = cs[e >> 1] * rs[e & 1];
             if constexpr (PROMOTE)
-              store_qact(dst, 0, cs[e >> 1], b[e >> 1], facc[i]);
+              store_qact(dst, 0, scale, b[e >> 1], facc[i]);
             else
-              store_qact(dst, 0, cs[e >> 1], b[e >> 1], acc[0][i]);
+              store_qact(dst, 0, scale, b[e >> 1], acc[0][i]);
           }
+        }
       });
     }
   }

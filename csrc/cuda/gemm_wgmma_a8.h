@@ -25,11 +25,13 @@ struct GemmA8Args {
   // float8 A: a multiple of 128.
   const float* scale = nullptr;
   int64_t group_size = 0;
-  // The epilogue: C[m, n] = out_dtype(col_scale[n] * x + bias[n]), in float32, x the sums or v above;
-  // int8 rounds half to even and saturates (NaN -> 0), as bitblas_jax/quantized_dot.py cast_out.
-  // col_scale (per-channel scales) and bias: float32 [N], or null. out_dtype int32 (int8 A without any
-  // scales) stores the sums themselves: no col_scale, no bias.
+  // The epilogue: C[m, n] = out_dtype(row_scale[m] * col_scale[n] * x + bias[n]), in float32, x the sums
+  // or v above; int8 rounds half to even and saturates (NaN -> 0), as bitblas_jax/quantized_dot.py
+  // cast_out. col_scale (per-channel scales) and bias: float32 [N], or null; row_scale (the activation
+  // scales, Matmul's a_scale): float32 [M], or null. out_dtype int32 (int8 A without any scales) stores
+  // the sums themselves: no scales, no bias.
   const float* col_scale = nullptr;
+  const float* row_scale = nullptr;
   const float* bias = nullptr;
   DType out_dtype = DType::kI32;  // kI32, kF32, kF16, kBF16 or kI8
   void* out = nullptr;            // [M, N] of out_dtype

@@ -48,7 +48,7 @@ std::string launch_decode_i8(const DecodeI8Args& a, cudaStream_t stream) {
   // a warp's k range holds whole groups (exact int32 group sums) and whole packed tiles
   p.unit_k = a.scaled ? std::lcm(tk, a.group_size) : tk;
   p.A = a.A; p.W = a.W; p.scale = a.scale; p.out = a.out;
-  p.col_scale = a.col_scale; p.bias = a.bias; p.out_dtype = a.out_dtype;
+  p.col_scale = a.col_scale; p.row_scale = a.row_scale; p.bias = a.bias; p.out_dtype = a.out_dtype;
   const int64_t m_slices = (a.M + 15) / 16;
   if (a.N / kTileN > 0x7fffffff || m_slices > 65535) return "decode_i8: N or M too large for one launch";
   const dim3 grid(static_cast<unsigned>(a.N / kTileN), static_cast<unsigned>(m_slices));

@@ -41,7 +41,8 @@ std::string launch_gemm_wgmma_a8(const GemmA8Args& a, cudaStream_t stream) {
     if (reinterpret_cast<uintptr_t>(a.scale) % 4) return "gemm_wgmma_a8: scale must be 4-byte aligned";
   }
   const bool int32_sums = a.act == DType::kI8 && !a.scale;
-  if (std::string err = check_qact_epilogue("gemm_wgmma_a8", a.out_dtype, int32_sums, a.scale, a.col_scale, a.bias);
+  if (std::string err = check_qact_epilogue("gemm_wgmma_a8", a.out_dtype, int32_sums, a.scale, a.col_scale, a.row_scale,
+                                            a.bias);
       !err.empty())
     return err;
   if (a.M == 0) return "";

@@ -1,7 +1,7 @@
 // The torch shim's entries for the 8-bit-activation kernels (bitblas_jax/torch/quantized_cuda.py): the same
 // launchers as the XLA FFI handlers bitblas_jax_decode_i8 / bitblas_jax_gemm_a8 (ffi_cuda.cc), on raw
 // device pointers and a raw stream (torch's current stream, as an int), like matmul_raw. Each writes the
-// output itself (its epilogue: per-channel scales, bias, the cast); the caller sets the device. A launch
+// output itself (its epilogue: per-channel and activation scales, bias, the cast); the caller sets the device. A launch
 // the kernel refuses raises ValueError, a failed launch RuntimeError; both name the kernel.
 #include "qact_raw.h"
 
@@ -36,12 +36,12 @@ WFormat checked_format(int w_format, const char* kernel) {
 
 // The kernels of DecodeI8Args (decode_i8, and gemm_mma_a8 with A in kSigma order), as the FFI handler
 // fills them: mode and group_size as the matmul call's (group scales in the main loop, per-channel ones
-// in the epilogue: plan::a8_kernel_scales), bias float32 [N] or 0, out [M, N] of out_dtype (a DType id;
-// int32: the exact sums in mode none, without bias).
+// in the epilogue: plan::a8_kernel_scales), bias float32 [N] or 0, row_scale (the activation scales)
+// float32 [M] or 0, out [M, N] of out_dtype (a DType id; int32: the exact sums in mode none, without bias).
 template <std::string (*LAUNCH)(const DecodeI8Args&, cudaStream_t), bool (*TAKES)(WFormat, int, int64_t, int64_t)>
 void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size,
-                   uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out,
-                   uintptr_t stream) {
+                   uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, uintptr_t row_scale, int out_dtype,
+                   uintptr_t out, uintptr_t stream) {
   if (out_dtype < 0 || out_dtype >= kNumDTypes) raise_on("bad out_dtype id", kernel);
   if (!TAKES(checked_format(w_format, kernel), mode, group_size, K))
     raise_on("takes int8, int4 .. int1 and uint4 .. uint1 weights, mode none, or mode scale with a group_size "
@@ -61,6 +61,7 @@ void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_fo
   d.scale = group_scales ? reinterpret_cast<const float*>(scale) : nullptr;
   d.col_scale = scaled && !group_scales ? reinterpret_cast<const float*>(scale) : nullptr;
   d.bias = reinterpret_cast<const float*>(bias);
+  d.row_scale = reinterpret_cast<const float*>(row_scale);
   d.out_dtype = static_cast<DType>(out_dtype);
   d.out = reinterpret_cast<void*>(out);
   std::string err;
@@ -72,25 +73,28 @@ void int8_sums_raw(const char* kernel, int64_t M, int64_t N, int64_t K, int w_fo
 }
 
 void decode_i8_raw(int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size, uintptr_t A,
-                   uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out, uintptr_t stream) {
+                   uintptr_t W, uintptr_t scale, uintptr_t bias, uintptr_t row_scale, int out_dtype, uintptr_t out,
+                   uintptr_t stream) {
   int8_sums_raw<launch_decode_i8, plan::decode_i8_takes>("decode_i8", M, N, K, w_format, mode, group_size, A, W,
-                                                         scale, bias, out_dtype, out, stream);
+                                                         scale, bias, row_scale, out_dtype, out, stream);
 }
 
 void gemm_mma_a8_raw(int64_t M, int64_t N, int64_t K, int w_format, int mode, int64_t group_size, uintptr_t A,
-                     uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out, uintptr_t stream) {
+                     uintptr_t W, uintptr_t scale, uintptr_t bias, uintptr_t row_scale, int out_dtype, uintptr_t out,
+                     uintptr_t stream) {
   int8_sums_raw<launch_gemm_mma_a8, plan::gemm_mma_a8_takes>("gemm_mma_a8", M, N, K, w_format, mode, group_size, A,
-                                                             W, scale, bias, out_dtype, out, stream);
+                                                             W, scale, bias, row_scale, out_dtype, out, stream);
 }
 
 // ---- gemm_wgmma_a8 ---------------------------------------------------------------------------------
 // As the FFI handler bitblas_jax_gemm_a8 fills GemmA8Args: A (int8 / float8, a DType id) in the kernel's
 // kSigma order (the caller permutes it), W the packed weight, scale as the matmul call's (group scales
 // in the main loop, per-channel ones in the epilogue: plan::a8_kernel_scales), bias float32 [N] or 0,
-// out [M, N] of out_dtype (a DType id; int32: the exact sums of int8 A in mode none, without bias).
+// row_scale (the activation scales) float32 [M] or 0, out [M, N] of out_dtype (a DType id; int32: the
+// exact sums of int8 A in mode none, without bias).
 void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_format, int mode, int64_t group_size,
-                       uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, int out_dtype, uintptr_t out,
-                       uintptr_t stream) {
+                       uintptr_t A, uintptr_t W, uintptr_t scale, uintptr_t bias, uintptr_t row_scale, int out_dtype,
+                       uintptr_t out, uintptr_t stream) {
   const WFormat f = checked_format(w_format, "gemm_wgmma_a8");
   if (a_dtype < 0 || a_dtype >= kNumDTypes) raise_on("bad a_dtype id", "gemm_wgmma_a8");
   if (out_dtype < 0 || out_dtype >= kNumDTypes) raise_on("bad out_dtype id", "gemm_wgmma_a8");
@@ -114,6 +118,7 @@ void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_forma
   g.group_size = group_size;
   g.col_scale = scaled && !group_scales ? reinterpret_cast<const float*>(scale) : nullptr;
   g.bias = reinterpret_cast<const float*>(bias);
+  g.row_scale = reinterpret_cast<const float*>(row_scale);
   g.out_dtype = static_cast<DType>(out_dtype);
   g.out = reinterpret_cast<void*>(out);
   std::string err;
@@ -129,18 +134,18 @@ void gemm_wgmma_a8_raw(int64_t M, int64_t N, int64_t K, int a_dtype, int w_forma
 void def_qact_raw(py::module_& m) {
   m.def("decode_i8_raw", &decode_i8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("w_format"),
         py::arg("mode"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"), py::arg("bias"),
-        py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
+        py::arg("row_scale"), py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
         "decode_i8 on raw device pointers and a raw cudaStream_t (torch shim): the output with per-channel "
-        "scales, bias and the cast applied.");
+        "and activation scales, bias and the cast applied.");
   m.def("gemm_mma_a8_raw", &gemm_mma_a8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("w_format"),
         py::arg("mode"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"), py::arg("bias"),
-        py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
+        py::arg("row_scale"), py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
         "gemm_mma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order): as decode_i8_raw.");
   m.def("gemm_wgmma_a8_raw", &gemm_wgmma_a8_raw, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("a_dtype"),
         py::arg("w_format"), py::arg("mode"), py::arg("group_size"), py::arg("A"), py::arg("W"), py::arg("scale"),
-        py::arg("bias"), py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
+        py::arg("bias"), py::arg("row_scale"), py::arg("out_dtype"), py::arg("out"), py::arg("stream"),
         "gemm_wgmma_a8 on raw device pointers and a raw cudaStream_t (torch shim; A in kSigma order): the "
-        "output with per-channel scales, bias and the cast applied.");
+        "output with per-channel and activation scales, bias and the cast applied.");
 }
 
 }  // namespace bitblas_jax

@@ -248,11 +248,12 @@ bool check(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, int64_t group
   return bad == 0;
 }
 
-// The epilogue: C = out_dtype(col_scale[n] * S + bias[n]) with per-channel scales and a bias, every
-// output dtype, against the float64 value: within the float32 bound plus the output's rounding (int8:
+// The epilogue: C = out_dtype(row_scale[m] * col_scale[n] * S + bias[n]) with per-channel scales, a bias
+// and (with_row_scale) activation scales per row, every output dtype, against the float64 value: within the float32 bound plus the output's rounding (int8:
 // half a unit, saturated at -128 / 127), and run again over a second poison: the two outputs must be
 // identical, so an element left unwritten shows (0x7f alone reads as 127, a saturated int8 value).
-bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DType out_dtype, uint64_t seed) {
+bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DType out_dtype, bool with_row_scale,
+                    uint64_t seed) {
   const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, seed);
   std::mt19937_64 rng(seed + 7);
   std::uniform_real_distribution<float> ds(-1.0f, 1.0f);
@@ -261,16 +262,23 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
   std::vector<float> col_scale(N), bias(N);
   for (auto& x : col_scale) x = static_cast<float>(unit * ds(rng));
   for (auto& x : bias) x = 50.0f * ds(rng);
+  // activation scales in [0.5, 1.5] (1 without them)
+  std::vector<float> row_scale(M, 1.0f);
+  if (with_row_scale)
+    for (auto& x : row_scale) x = 1.0f + 0.5f * ds(rng);
   Device d(p, M, N, col_scale);
-  float* d_bias = nullptr;
+  float *d_bias = nullptr, *d_row_scale = nullptr;
   CHECK(cudaMalloc(&d_bias, N * 4));
   CHECK(cudaMemcpy(d_bias, bias.data(), N * 4, cudaMemcpyHostToDevice));
+  CHECK(cudaMalloc(&d_row_scale, M * 4));
+  CHECK(cudaMemcpy(d_row_scale, row_scale.data(), M * 4, cudaMemcpyHostToDevice));
   const int esize = qact_out_check::element_bytes(out_dtype);
   std::vector<uint8_t> poison(M * N * esize, 0x7f), got(M * N * esize);
   CHECK(cudaMemcpy(d.out, poison.data(), poison.size(), cudaMemcpyHostToDevice));
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf;
   args.col_scale = d.scale, args.bias = d_bias, args.out_dtype = out_dtype, args.out = d.out;
+  args.row_scale = with_row_scale ? d_row_scale : nullptr;
   std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
   if (err.empty()) CHECK(cudaDeviceSynchronize());
   CHECK(cudaMemcpy(got.data(), d.out, got.size(), cudaMemcpyDeviceToHost));
@@ -280,11 +288,12 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
   if (err.empty()) CHECK(cudaDeviceSynchronize());
   CHECK(cudaMemcpy(again.data(), d.out, again.size(), cudaMemcpyDeviceToHost));
   CHECK(cudaFree(d_bias));
+  CHECK(cudaFree(d_row_scale));
   const char* out_name = out_dtype == DType::kF32 ? "float32" : out_dtype == DType::kF16 ? "float16"
                          : out_dtype == DType::kBF16 ? "bfloat16" : "int8";
   char what[160];
-  std::snprintf(what, sizeof what, "epilogue %s x %s -> %s M=%ld N=%ld K=%ld", name(act), name(wf), out_name,
-                (long)M, (long)N, (long)K);
+  std::snprintf(what, sizeof what, "epilogue %s x %s -> %s%s M=%ld N=%ld K=%ld", name(act), name(wf), out_name,
+                with_row_scale ? " (row scales)" : "", (long)M, (long)N, (long)K);
   if (!err.empty()) {
     std::printf("FAIL %s: %s\n", what, err.c_str());
     return false;
@@ -298,8 +307,9 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
         S += prod;
         mag += std::fabs(prod);
       }
-      const double v = static_cast<double>(col_scale[n]) * S + bias[n];
-      const double bound = (K / 128 + 4) * 0x1p-23 * (std::fabs(col_scale[n]) * mag + std::fabs(bias[n]));
+      const double cs = static_cast<double>(row_scale[m]) * col_scale[n];
+      const double v = cs * S + bias[n];
+      const double bound = (K / 128 + 5) * 0x1p-23 * (std::fabs(cs) * mag + std::fabs(bias[n]));
       const double g = qact_out_check::element(&got[(m * N + n) * esize], out_dtype);
       const bool ok = qact_out_check::within(g, out_dtype, v, bound);
       if (!ok) {
@@ -382,12 +392,14 @@ int main(int argc, char** argv) {
       ok &= check(100, 272, 640, act, wf, 128, Draw::kSmallIntegers, seed++);
       for (int64_t group : {0, 128}) ok &= check(200, 272, 4096, act, wf, group, Draw::kFullRange, seed++);
     }
-  // the epilogue: per-channel scales, bias, every output dtype; both activation kinds, a partial tile
-  for (DType out : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8}) {
-    ok &= check_epilogue(100, 272, 1024, DType::kI8, WFormat::kInt4, out, seed++);
-    ok &= check_epilogue(300, 144, 512, DType::kI8, WFormat::kInt8, out, seed++);
-    ok &= check_epilogue(65, 272, 1024, DType::kF8E4M3, WFormat::kFP8E4M3, out, seed++);
-  }
+  // the epilogue: per-channel scales, bias, activation scales or none, every output dtype; both activation
+  // kinds, a partial tile
+  for (DType out : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8})
+    for (bool rows : {false, true}) {
+      ok &= check_epilogue(100, 272, 1024, DType::kI8, WFormat::kInt4, out, rows, seed++);
+      ok &= check_epilogue(300, 144, 512, DType::kI8, WFormat::kInt8, out, rows, seed++);
+      ok &= check_epilogue(65, 272, 1024, DType::kF8E4M3, WFormat::kFP8E4M3, out, rows, seed++);
+    }
   std::printf("%s gemm_wgmma_a8 self-test\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
