@@ -1,14 +1,13 @@
 """Matmul: BitBLAS's operator object, on the bitblas_matmul primitive."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import activations, dequant, formats, group_terms, layout, partition, primitive, quantized_dot
+from . import activations, dequant, formats, group_terms, layout, partition, primitive
 from .config import MatmulConfig
 from .spec import KernelSpec
 

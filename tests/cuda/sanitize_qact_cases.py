@@ -1,6 +1,7 @@
 """The int8 / float8-activation cases compute-sanitizer runs beside the 16-bit ones (sanitize_cases.py
 calls run_cases): every quantized-activation kernel (decode_i8, gemm_wgmma_a8 with int8 and float8
-activations, gemm_mma_a8, widened_f16 on the 16-bit kernels), through JAX and the torch shim, each result
+activations, gemm_mma_a8, widened_f16 on the 16-bit kernels), through JAX (most float-output cases with
+activation scales per row, which the 8-bit kernels read in their epilogue) and the torch shim, each result
 checked against the float64 / int64 reference (tests/cases.py check_quantized). float8 operands are
 integer-valued (|a|, |w| <= 8), so the float8 tensor cores' sums are exact and every path is held to the
 float32 bound. The plan of each case comes from the rule or from the environment overrides it sets.
@@ -56,8 +57,9 @@ def _run_jax(case):
     import jax.numpy as jnp
     dev = jax.devices("gpu")[0]
     put = lambda x: None if x is None else jax.device_put(jnp.asarray(x), dev)  # noqa: E731
-    f = jax.jit(lambda A, W, s, z, b: case.mm(A, W, scale=s, zeros=z, bias=b))
-    return np.asarray(f(put(case.A), put(case.packed()), put(case.scale), put(case.zeros), put(case.bias)))
+    f = jax.jit(lambda A, W, s, z, b, a: case.mm(A, W, scale=s, zeros=z, bias=b, a_scale=a))
+    return np.asarray(f(put(case.A), put(case.packed()), put(case.scale), put(case.zeros), put(case.bias),
+                        put(case.a_scale)))
 
 
 def _run_torch(case):
@@ -83,7 +85,9 @@ def run_cases(list_only: bool = False, only=None, torch_too: bool = True) -> tup
             continue
         rng = np.random.default_rng(1000 + i)
         bias = i % 2 == 0 and out != "int32"
-        case = _integer_valued(make_qcase(rng, a_dtype, w, mode, group, out, with_bias=bias, M=M, N=N, K=K), rng)
+        a_scale = "token" if i % 3 != 2 and out != "int32" else None
+        case = _integer_valued(make_qcase(rng, a_dtype, w, mode, group, out, with_bias=bias, M=M, N=N, K=K,
+                                          a_scale=a_scale), rng)
         notes = []
         with plan_env(env):
             kernel = _plan(case)
@@ -96,11 +100,12 @@ def run_cases(list_only: bool = False, only=None, torch_too: bool = True) -> tup
                 except Exception as e:  # noqa: BLE001 - reported per case
                     notes.append(f"jax: {type(e).__name__}: {str(e)[:200]}")
                 if torch_too:
-                    try:
-                        got, tk = _run_torch(case)
+                    try:      # the torch op takes no activation scales (its layer applies them after)
+                        torch_case = dataclasses.replace(case, a_scale=None)
+                        got, tk = _run_torch(torch_case)
                         reached["torch"].add(tk)
                         line += f", torch {tk}"
-                        check_quantized(case, got)
+                        check_quantized(torch_case, got)
                     except ImportError:
                         torch_too = False
                     except Exception as e:  # noqa: BLE001
