@@ -95,6 +95,24 @@ def test_core_dependencies_are_core_only():
     assert "flax" in {name(r) for r in extras["flax"]} and "torch" in {name(r) for r in extras["torch"]}
 
 
+def test_build_takes_the_oldest_supported_jaxlib():
+    """The XLA FFI handlers compile against the build environment's jaxlib, and a jaxlib refuses handlers of a
+    newer FFI API than its own (JAX then fails to start): the build's jaxlib is the oldest minor version the
+    runtime dependencies admit, so one build loads on every supported jaxlib."""
+    tomllib = __import__("tomllib") if sys.version_info >= (3, 11) else None
+    if tomllib is None:
+        import pytest
+        pytest.skip("tomllib needs Python 3.11")
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "pyproject.toml"), "rb") as f:
+        toml = tomllib.load(f)
+    build = next(r for r in toml["build-system"]["requires"] if r.startswith("jaxlib"))
+    runtime = next(r for r in toml["project"]["dependencies"] if r.startswith("jaxlib"))
+    lowest = lambda req: tuple(int(p) for p in req.split(">=")[1].split(",")[0].split(".")[:2])  # noqa: E731
+    upper = tuple(int(p) for p in build.split("<")[1].split(".")[:2])
+    assert lowest(build) == lowest(runtime), (build, runtime)
+    assert upper == (lowest(runtime)[0], lowest(runtime)[1] + 1), build
+
+
 # ---- as a script: the core-only install ----------------------------------------------------------------
 if __name__ == "__main__":
     import bitblas_jax
