@@ -635,15 +635,17 @@ def _gemm_a8_cases():
 @pytest.mark.parametrize("w,M,mode,group,out", list(_gemm_a8_cases()))
 def test_gpu_gemm_wgmma_a8_exact(rng, w, M, mode, group, out):
     """gemm_wgmma_a8 (sm_90) against the int64 / float64 reference on full-range random int8 activations
-    and weights: int32 sums bit for bit, per-channel and group-128 scaled outputs within the float32
-    bound; N = 272 (a partial 128-row CTA), K = 1024 (8 groups); the output buffer poisoned beforehand."""
+    and weights: int32 sums bit for bit, per-channel and group-128 scaled outputs (with per-token
+    activation scales, which the kernel's epilogue applies) within the float32 bound; N = 272 (a partial
+    128-row CTA), K = 1024 (8 groups); the output buffer poisoned beforehand."""
     from bitblas_jax import gpu_plan
     if not gpu_plan.gemm_a8_runs():
         pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
-    case = make_qcase(rng, "int8", w, mode, group, out, M=M, N=272, K=1024)
+    case = make_qcase(rng, "int8", w, mode, group, out, M=M, N=272, K=1024,
+                      a_scale=None if out == "int32" else "token")
     assert gpu_plan.quantized_activation_kernel("int8", w, mode, case.cfg.resolved_group_size, M,
                                                 1024) == "gemm_wgmma_a8"
-    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_a8")
+    got, written = _run_decode_i8(case, target="bitblas_jax_gemm_a8", a_scale=case.a_scale)
     assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
     check_quantized(case, got)
 
