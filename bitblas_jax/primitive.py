@@ -180,10 +180,15 @@ def _rows(A) -> int:
     return math.prod(A.shape[:-1])
 
 
+# The kernels whose epilogue applies the activation scales (the a_scale operand); the other paths of int8 /
+# float8 activations get them after the call (_scaled_after).
+A_SCALE_KERNELS = ("decode_i8", "gemm_wgmma_a8", "gemm_mma_a8")
+
+
 def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None, a_scale=None):
+    if a_scale is not None and _quantized_activation_kernel(spec, _rows(A)) not in A_SCALE_KERNELS:
+        return _scaled_after(_cuda_call, A, W, scale, zeros, bias, a_scale, spec=spec)
     if _cuda_runs_xla_ops(spec, _rows(A)):
-        if a_scale is not None:
-            return _scaled_after(_xla_call, A, W, scale, zeros, bias, a_scale, spec=spec)
         return _xla_call(A, W, scale, zeros, bias, spec=spec)
     if formats.is_quantized_activation(spec.a_dtype):
         kernel = _quantized_activation_kernel(spec, _rows(A))
@@ -192,8 +197,6 @@ def _cuda_call(A, W, scale, zeros, bias, *, spec: KernelSpec, terms=None, a_scal
         if kernel == "gemm_wgmma_a8":
             return _gemm_a8_call(A, W, scale, zeros, bias, a_scale, spec=spec)
         if kernel == "widened_f16":
-            if a_scale is not None:
-                return _scaled_after(_widened_f16_call, A, W, scale, zeros, bias, a_scale, spec=spec)
             return _widened_f16_call(A, W, scale, zeros, bias, spec=spec)
         if kernel == "gemm_mma_a8":
             return _gemm_mma_a8_call(A, W, scale, zeros, bias, a_scale, spec=spec)
