@@ -51,7 +51,8 @@ BITBLAS_JAX_NUM_SMS (the SM count the split-K rules and gemm_cutlass's tiles pla
 num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run),
 BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT (the most parts gemm_cutlass may split K into, 1 to
 GEMM_CUTLASS_MAX_SPLIT; 1: never split), BITBLAS_JAX_GEMM_CUTLASS_STREAM_K (0: gemm_cutlass's
-persistent tiles only, 1: every tile by the model, 2: its stream-K tiles only).
+persistent tiles only, 1: every tile by the model, 2: its stream-K tiles only),
+BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT (0 / 1: whether its stream-K tiles may split K in the kernel).
 """
 from __future__ import annotations
 
@@ -212,6 +213,17 @@ def gemm_cutlass_stream_k() -> int:
     return int(env)
 
 
+def gemm_cutlass_in_kernel_split() -> bool:
+    """Whether gemm_cutlass's stream-K tiles may split K in the kernel (plan.h gemm_cutlass_choice's
+    in_kernel_split): off by default; BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT=1 weighs it (A/B timing)."""
+    env = os.environ.get("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT")
+    if env is None:
+        return False
+    if env not in ("0", "1"):
+        raise ValueError(f"BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT must be 0 or 1, not {env!r}")
+    return env == "1"
+
+
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
               mode: str, group_size: int, allow_xla_dot: bool = True, sm90: bool | None = None,
               a_aligned: bool = True, sms: int | None = None, gemm_cutlass: bool | None = None) -> CudaPlan:
@@ -242,7 +254,8 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
         num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
         gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M,
-        cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k(), **limits)
+        cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k(),
+        cutlass_in_kernel_split=gemm_cutlass_in_kernel_split(), **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

@@ -282,6 +282,34 @@ def test_gpu_gemm_cutlass_stream_k(rng, fmt, mode, group, a_dtype, M, N, K, rows
     check_held_terms(case, first)  # the flags cleared without the terms kernel
 
 
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K", [
+    ("int4", "scale", 128, "float16", 256, 4096, 4096),
+    ("int4", "scale", 128, "bfloat16", 128, 3584, 18944),
+    ("uint4", "original", 64, "bfloat16", 200, 2048, 4096),
+    ("int4", "quantized", 128, "float16", 65, 1024, 1536),
+    ("int8", "none", -1, "float16", 130, 1024, 2048),
+    ("uint8", "rescale", 128, "bfloat16", 256, 2048, 4096),
+    ("nf4", "scale", 128, "bfloat16", 128, 4096, 4096),
+    ("fp4_e2m1", "none", -1, "float16", 100, 1024, 2048)])
+def test_gpu_gemm_cutlass_in_kernel_split(rng, fmt, mode, group, a_dtype, M, N, K, monkeypatch):
+    """gemm_cutlass's stream-K tiles with K split in the kernel (CUTLASS's split-K decomposition: each tile's k
+    range in parts, the parts adding their partials in k order, the last writing C): every format family, modes
+    with zeros, parts across groups, with bias, against float64; the same result every call; on held terms."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "2")
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", "1")
+    monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", "132")
+    g = K if group == -1 else group
+    p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, g)
+    assert p.kernel == "gemm_cutlass" and gpu_plan.stream_k(p) and p.split_k > 1, p
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
+    first = run_on(case, GPUS[0])
+    check(case, first)
+    np.testing.assert_array_equal(np.asarray(run_on(case, GPUS[0])), np.asarray(first))
+    check_held_terms(case, first)
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
 def test_gpu_m_sweep(rng, M, a_dtype):

@@ -276,6 +276,31 @@ def test_gemm_cutlass_stream_k_env(monkeypatch):
         plan(128, N=18944, K=3584, sm90=True, gemm_cutlass=True, sms=132)
 
 
+def test_gemm_cutlass_in_kernel_split(monkeypatch):
+    """The stream-K tiles split K in the kernel (CUTLASS's split-K decomposition) where asked
+    (BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT=1): parts of at least 8 stages, the workspace the group terms
+    of the whole K (one batch) then a float32 partial tile and a flag pair for every output tile."""
+    cut = dict(sm90=True, gemm_cutlass=True, sms=132)
+    assert not gp.stream_k(plan(256, N=4096, K=4096, **cut))       # off by default
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", "1")
+    p = plan(256, N=4096, K=4096, **cut)
+    assert gp.stream_k(p) and p.split_k > 1, p
+    rows = gp.tile_dims(p)[1]
+    tiles = (4096 // 128) * -(-256 // rows)
+    terms = -(-(2 * (4096 // 128) * 4096 * 2) // 256) * 256
+    partials = -(-(tiles * 128 * rows * 4) // 128) * 128 + -(-(tiles * 8) // 128) * 128
+    assert p.workspace_bytes == terms + partials
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "2")
+    for K in (1024, 1536, 3584, 4096, 18944):
+        for M in (65, 128, 256, 512):
+            p = plan(M, N=1024, K=K, **cut)
+            assert gp.stream_k(p) and K // 64 >= 8 * p.split_k and p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT, (K, M, p)
+    for bad in ("2", "yes"):
+        monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", bad)
+        with pytest.raises(ValueError, match="BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT"):
+            plan(256, N=4096, K=4096, **cut)
+
+
 def test_gemm_cutlass_split_parts_are_whole():
     """Every part of a split K is whole 64-k stages and whole groups of the terms (per-channel and mode none:
     one group per part); the choice never exceeds the cap nor splits with the 256-row tile."""

@@ -25,18 +25,22 @@ MS = (128, 256, 1024, 512, 2048, 64)
 LINE = re.compile(r"time gemm_cutlass (\S+) (\S+) g128 M=(\d+) N=(\d+) K=(\d+) tile (-?\d+) split (\d+): ([\d.]+) us")
 
 
-def configurations() -> list[tuple[int, int, int, int, int]]:
-    """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, and at M <= 256 the splits of
-    the tiles that split (plan.h kCutlassTiles); at M = 64 the 64- and 128-row tiles only."""
+def configurations(ms=MS) -> list[tuple[int, int, int, int, int]]:
+    """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, at M <= 256 the splits of the
+    persistent tiles that split and, M = 128..512, the stream-K tiles split in the kernel (plan.h
+    kCutlassTiles; the selftest reports a split the tile cannot run as an error line, which --check skips); at
+    M = 64 the 64- and 128-row tiles only."""
     out = []
-    for M in MS:
+    for M in ms:
         for N, K in LAYERS:
             if M <= 64:
                 cfgs = [(-1, 0), (0, 1), (0, 2), (0, 4), (1, 1), (1, 2), (1, 4), (3, 1)]
             else:
                 cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1)]
                 if M <= 256:
-                    cfgs += [(0, 1), (1, 2), (1, 4), (0, 4)]
+                    cfgs += [(0, 1), (1, 2), (1, 4), (0, 4), (3, 4), (4, 4)]
+                if M <= 512:
+                    cfgs += [(3, 2), (4, 2)]
             out += [(M, N, K, t, s) for t, s in cfgs]
     return out
 
@@ -53,7 +57,7 @@ def read_sweep(path: str, weights: str = "int4") -> dict:
     return times
 
 
-def check(path: str, sms: int, tolerance: float, weights: str = "int4") -> int:
+def check(path: str, sms: int, tolerance: float, weights: str = "int4", in_kernel_split: bool = False) -> int:
     from bitblas_jax import _bitblas_plan, formats
     times = read_sweep(path, weights)
     if not times:
@@ -64,7 +68,8 @@ def check(path: str, sms: int, tolerance: float, weights: str = "int4") -> int:
         best = min(d, key=d.get)
         tile, split = _bitblas_plan.gemm_cutlass_choice(M=M, N=N, K=K, mode=formats.MODE_IDS["scale"],
                                                         group_size=128, num_sms=sms,
-                                                        w_format=formats.get_format(weights).id)
+                                                        w_format=formats.get_format(weights).id,
+                                                        in_kernel_split=in_kernel_split)
         got = d.get((tile, split))
         if got is None:   # a choice the sweep did not time: nothing to compare it with
             untimed += 1
@@ -88,13 +93,16 @@ def main(argv=None) -> int:
     ap.add_argument("--check", metavar="LOG", help="a --time-list output to check the plan's choice against")
     ap.add_argument("--sms", type=int, default=132, help="the SM count of the GPU that ran the sweep")
     ap.add_argument("--tolerance", type=float, default=0.15, help="largest slowdown of the choice accepted")
+    ap.add_argument("--ms", default=",".join(map(str, MS)), help="the M values --list times (comma-separated)")
+    ap.add_argument("--in-kernel-split", action="store_true",
+                    help="--check: the choice may split K in the stream-K tiles' kernel (plan.h in_kernel_split)")
     args = ap.parse_args(argv)
     if args.list:
-        for M, N, K, t, s in configurations():
+        for M, N, K, t, s in configurations(tuple(int(m) for m in args.ms.split(","))):
             print(M, N, K, "fp16", t, s, args.weights)
         return 0
     if args.check:
-        return check(args.check, args.sms, args.tolerance, args.weights)
+        return check(args.check, args.sms, args.tolerance, args.weights, args.in_kernel_split)
     ap.print_help()
     return 2
 

@@ -288,7 +288,7 @@ std::string run_with_terms(const MatmulArgs& call, const MatmulArgs& a, int tile
                 : write_group_terms(call, a.group_size, written, written + rows * a.N, clear, clear_bytes, stream);
   };
   std::string err = run(a, tile, split, pdl, S, Z, write_terms, scratch, stream);
-  if (!err.empty() || split == 1) return err;
+  if (!err.empty() || split == 1 || plan::kCutlassTiles[tile].stream_k) return err;  // (stream-K: C written)
   return reduce_split<T>(a, split, reinterpret_cast<const float*>(scratch), stream);
 }
 
@@ -307,14 +307,15 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (tile < 0 || tile >= plan::kNumCutlassTiles) return "gemm_cutlass: bad tile " + std::to_string(tile);
   if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, tile, split_k))
     return "gemm_cutlass: tile " + std::to_string(tile) + " with split_k " + std::to_string(split_k) +
-           ": K = " + std::to_string(call.K) + " must cut into parts of whole 64-k stages and whole groups (at most " +
-           std::to_string(plan::kCutlassMaxSplit) + "), and only persistent tiles of at most " +
-           std::to_string(plan::kCutlassMaxSplitRows) + " rows split (stream-K tiles share K their own way)";
+           ": K = " + std::to_string(call.K) + " must cut into at most " + std::to_string(plan::kCutlassMaxSplit) +
+           " parts: of whole 64-k stages and whole groups on the persistent tiles (only those of at most " +
+           std::to_string(plan::kCutlassMaxSplitRows) + " rows split), of at least " +
+           std::to_string(plan::kCutlassStreamKMinStages) + " stages on the stream-K tiles";
   const int split = static_cast<int>(split_k);  // at most kCutlassMaxSplit
-  // the call with the group its terms come in (one per row of each part where the mode has no scales): what
+  // the call with the group its terms come in (one per row of each batch where the mode has no scales): what
   // the plan sized
   MatmulArgs a = call;
-  a.group_size = plan::gemm_cutlass_group(static_cast<int>(call.mode), call.group_size, call.K, split);
+  a.group_size = plan::gemm_cutlass_terms_group(static_cast<int>(call.mode), call.group_size, call.K, tile, split);
   const bool out_is_act = a.out_dtype == a.a_dtype;
   if (a.a_dtype != DType::kF16 && a.a_dtype != DType::kBF16) return "gemm_cutlass: float16 or bfloat16 activations";
   if (!plan::gemm_cutlass_takes(a.w_format, out_is_act, a.accum_dtype == DType::kF32, a.group_size, a.N, a.K))

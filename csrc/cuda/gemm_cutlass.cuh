@@ -90,10 +90,11 @@ struct CutlassGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-// One launch: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the weight's packed
-// layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where split is 1).
-// S, Z: [K / group][N] with group = a.group_size (a whole number of groups per part). STREAM_K (split 1):
-// stream_k_ws, stream_k_bytes hold CUTLASS's workspace. write_terms launches the kernel that writes S and Z and
+// One launch. Persistent tiles: the K split `split` ways as CUTLASS's batch mode (part l of K is batch l: the
+// weight's packed layout, A's columns, the group terms' rows), writing D [split][M][N] of Out (C itself where
+// split is 1). STREAM_K: one batch, K shared by CUTLASS's stream-K scheduler (split 1) or split `split` ways by it
+// (DecompositionMode::SplitK), writing C; stream_k_ws, stream_k_bytes hold its workspace. S, Z: [K / group][N]
+// with group = a.group_size (a whole number of groups per batch). write_terms launches the kernel that writes S and Z and
 // clears the stream-K flags; the GEMM follows it directly and, with pdl, launches as its programmatic dependent
 // (it waits on that kernel before its first load, so before it reads the terms or touches a flag).
 template <class T, class CODE, int ROWS, class Out, bool STREAM_K = false>
@@ -102,7 +103,8 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
   using G = typename CutlassGemm<T, CODE, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
-  const int part = K / split;
+  const int batches = STREAM_K ? 1 : split;
+  const int part = K / batches;
   const int64_t part_groups = part / a.group_size;
 
   int device = 0, sms = 0;
@@ -112,15 +114,15 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
 
   typename G::Arguments args{};
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-  args.problem_shape = make_shape(N, M, part, split);
+  args.problem_shape = make_shape(N, M, part, batches);
   args.mainloop.ptr_A = reinterpret_cast<const CODE*>(a.W);
-  args.mainloop.dA = make_packed_layout<kCodeBits<CODE>>(N, K, split);
+  args.mainloop.dA = make_packed_layout<kCodeBits<CODE>>(N, K, batches);
   args.mainloop.ptr_B = static_cast<const T*>(a.A);
   args.mainloop.dB = cutlass::make_cute_packed_stride(typename GK::StrideB{}, make_shape(M, K, 1));
   get<2>(args.mainloop.dB) = part;  // A's row stride stays K; part l starts l * part columns in
   args.mainloop.ptr_S = S;
   args.mainloop.dS = cutlass::make_cute_packed_stride(typename GK::CollectiveMainloop::StrideScale{},
-                                                      make_shape(N, static_cast<int>(part_groups * split), 1));
+                                                      make_shape(N, static_cast<int>(part_groups * batches), 1));
   get<2>(args.mainloop.dS) = part_groups * N;
   args.mainloop.ptr_Z = Z;
   args.mainloop.group_size = static_cast<int>(a.group_size);
@@ -128,18 +130,19 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
   args.epilogue.thread.beta = 0.f;
   if constexpr (!cute::is_same_v<Out, float>) args.epilogue.thread.bias_ptr = static_cast<const T*>(a.bias);
   args.epilogue.ptr_C = nullptr;
-  args.epilogue.dC = cutlass::make_cute_packed_stride(typename GK::StrideC{}, make_shape(N, M, split));
+  args.epilogue.dC = cutlass::make_cute_packed_stride(typename GK::StrideC{}, make_shape(N, M, batches));
   args.epilogue.ptr_D = D;
-  args.epilogue.dD = cutlass::make_cute_packed_stride(typename GK::StrideD{}, make_shape(N, M, split));
+  args.epilogue.dD = cutlass::make_cute_packed_stride(typename GK::StrideD{}, make_shape(N, M, batches));
   args.hw_info.device_id = device;
   args.hw_info.sm_count = sms;
   void* ws = nullptr;
   if constexpr (STREAM_K) {
-    // the partly filled last waves' stages dealt evenly to the SMs, the shared tiles added in k order (the same
-    // sum every run)
+    // split 1: the partly filled last waves' stages dealt evenly to the SMs; split: every tile's k range in
+    // `split` parts, one CTA each. Either way the shared tiles are added in k order (the same sum every run).
     using Decomposition = typename GK::TileScheduler::DecompositionMode;
     using Reduction = typename GK::TileScheduler::ReductionMode;
-    args.scheduler.decomposition_mode = Decomposition::StreamK;
+    args.scheduler.decomposition_mode = split > 1 ? Decomposition::SplitK : Decomposition::StreamK;
+    args.scheduler.splits = split;
     args.scheduler.reduction_mode = Reduction::Deterministic;
     args.hw_info.sm_count = std::min(sms, plan::kCutlassStreamKMaxCtas);  // what the plan's workspace holds
     ws = stream_k_ws;
@@ -180,7 +183,8 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
 }
 
 // Tile id TILE (plan::kCutlassTiles): split 1 into C; split > 1 (persistent tiles of at most
-// kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile with CUTLASS's workspace there.
+// kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile (K shared or split in the kernel)
+// into C, with CUTLASS's workspace in `scratch`.
 // scratch: the workspace past the group terms.
 // STREAM_K_TILES: which tiles this unit holds (the others return an error).
 template <class T, class CODE, int TILE, bool STREAM_K_TILES>
@@ -190,9 +194,10 @@ std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const
   if constexpr (plan::kCutlassTiles[TILE].stream_k != STREAM_K_TILES) {
     return "gemm_cutlass: tile " + std::to_string(TILE) + " is not in this unit";
   } else if constexpr (plan::kCutlassTiles[TILE].stream_k) {
-    if (split != 1) return "gemm_cutlass: a stream-K tile does not split K";
-    return run<T, CODE, kRows, T, true>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
-                                        plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE));
+    if (!plan::gemm_cutlass_in_kernel_split_fits(a.M, a.N, TILE, split))
+      return "gemm_cutlass: a stream-K tile splits K only where its output tiles' flags are those a launch clears";
+    return run<T, CODE, kRows, T, true>(a, split, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
+                                        plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE, split));
   } else {
     if (split == 1) return run<T, CODE, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
     if constexpr (kRows <= plan::kCutlassMaxSplitRows)
@@ -204,8 +209,9 @@ std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const
 }  // namespace gemm_cutlass_detail
 
 // The CUTLASS GEMM of CODE codes at tile id `tile` (plan::kCutlassTiles) on group terms already written; K
-// split `split` ways: float32 partials [split][M][N] into `scratch` (the caller reduces them), else C (a
-// stream-K tile: CUTLASS's workspace in `scratch`). A unit holds the persistent tiles or the stream-K ones.
+// split `split` ways: a persistent tile's float32 partials [split][M][N] into `scratch` (the caller reduces them),
+// else C (a stream-K tile, K shared or split in the kernel: CUTLASS's workspace in `scratch`). A unit holds the
+// persistent tiles or the stream-K ones.
 template <class T, class CODE, bool STREAM_K_TILES>
 std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl, const void* S, const void* Z,
                              const WriteTerms& write_terms, void* scratch, cudaStream_t stream) {

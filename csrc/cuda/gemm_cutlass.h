@@ -27,7 +27,8 @@ namespace bitblas_jax {
 bool gemm_cutlass_built();
 
 // C[M, N] = A @ dequant(W)^T (+ bias) where plan::gemm_cutlass_takes; tile: a plan::kCutlassTiles id; split: K
-// in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none); workspace: at least
+// in that many parts (plan::gemm_cutlass_split_ok for the tile; 1: none; a stream-K tile splits in the kernel,
+// plan::gemm_cutlass_in_kernel_split_fits); workspace: at least
 // plan::gemm_cutlass_workspace_bytes; pdl: launch the GEMM as the programmatic dependent of
 // the group terms kernel (sm_90; the GEMM waits for the terms before it reads them). The terms are a.group_terms
 // where the caller holds them (then no terms kernel runs; a stream-K tile's flags are cleared by a one-block

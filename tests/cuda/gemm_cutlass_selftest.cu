@@ -4,8 +4,8 @@
 // values), outputs poisoned. The bound per output: the reference rounds each weight once to A's type; CUTLASS
 // rounds code * S and then + Z (code: its conversion's, a table value rounded to A's type; S and Z themselves
 // rounded to A's type), so |C - ref| <= sum_k |a_k| (u |code S| + u |Z| + 2 u |w| + u |Z|) + u |C| +
-// 32 K u^2 sum |a w|, u the unit roundoff of A's type (fp32 sums of exact products); K split, the float32
-// partials sum in a fixed order (within the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
+// 32 K u^2 sum |a w|, u the unit roundoff of A's type (fp32 sums of exact products); K split (in batches, or in
+// the stream-K tiles' kernel), the float32 partials sum in a fixed order (within the same bound). `--time M N K [fp16|bf16 [TILE SPLIT]]` times the kernel alone; `--one M N K TILE SPLIT
 // [fresh]` runs one case (fresh: nothing poisoned and C read back on the device, for initcheck). The persistent
 // tiles' GEMM launches as the group terms kernel's programmatic dependent, as in the library; BITBLAS_JAX_PDL=0
 // launches it as usual.
@@ -139,7 +139,7 @@ bool check(WFormat wf, ScaleMode mode, bool bf16, int64_t M, int64_t N, int64_t 
     a.C = c;
   }
   const size_t ws_bytes = plan::gemm_cutlass_workspace_bytes(
-      M, N, K, plan::gemm_cutlass_group(static_cast<int>(mode), gs, K, split), tile, split);
+      M, N, K, plan::gemm_cutlass_terms_group(static_cast<int>(mode), gs, K, tile, split), tile, split);
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
   d.ptrs.push_back(ws);
@@ -325,8 +325,9 @@ int main(int argc, char** argv) {
           const int64_t K = 1024, g = gs < 0 ? K : gs;
           for (int64_t M : {int64_t(1), int64_t(37), int64_t(200)}) {
             ++cases;
-            // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups);
-            // the stream-K tiles share these few tiles' 16 stages among up to 8 CTAs
+            // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups, or,
+            // on the stream-K tiles, split in the kernel, to parts of at least 8 stages); unsplit, the stream-K
+            // tiles share these few tiles' 16 stages among up to 8 CTAs
             const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
             int split = 1 << (cases / plan::kNumCutlassTiles % 4);
             while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, tile, split)) split /= 2;
@@ -348,6 +349,13 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt4, ScaleMode::kOriginal, true, 260, 9472, 2048, 128, true, 4, 1, rng), ++cases;
   ok &= check(WFormat::kUInt4, ScaleMode::kQuantized, true, 200, 2048, 4096, 64, false, 3, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 256, 4096, 4096, 4096, true, 4, 1, rng), ++cases;
+  // K split in the stream-K tiles' kernel: 64 tiles in 2 parts, 28 in 4, 64 stages in 3 uneven parts (22, 21, 21)
+  // across groups of 64, one group per row in 2 parts; bf16, zeros, table codes
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 256, 4096, 4096, 128, true, 3, 2, rng), ++cases;
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 256, 3584, 18944, 128, false, 4, 4, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, true, 200, 2048, 4096, 64, true, 3, 3, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kNone, false, 130, 1024, 2048, 2048, false, 4, 2, rng), ++cases;
+  ok &= check(WFormat::kNF4, ScaleMode::kScale, false, 128, 4096, 4096, 128, true, 3, 4, rng), ++cases;
   // the table formats at layer sizes: persistent whole and split, stream-K
   ok &= check(WFormat::kNF4, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
   ok &= check(WFormat::kNF4, ScaleMode::kScale, true, 128, 4096, 4096, 128, false, 1, 4, rng), ++cases;

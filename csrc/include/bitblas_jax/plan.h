@@ -271,6 +271,11 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 //   tile adding their float32 partials in a workspace tile in k order (deterministic), the last one running the
 //   epilogue. It suits layers of a wave and a bit (18944 x 3584 at M = 128: 148 tiles for 132 SMs, 1.12 waves of
 //   work run as two), where split K would double the tiles and the partials' round trip.
+// - in-kernel split (a stream_k tile with split > 1: the same scheduler, DecompositionMode::SplitK): every
+//   output tile's k range in `split` parts of whole stages, one CTA each, adding their float32 partials in a
+//   workspace tile in k order and the last running the epilogue, as stream-K's shared tiles do. The same work as
+//   the persistent tiles' split, without their float32 output pass over [split][M][N] and the reduction kernel:
+//   the partials stay per tile, mostly in L2, and C is written once by the TMA epilogue.
 // The (tile, split) pair is chosen by a model of the time (gemm_cutlass_choice). Tile throughputs are the
 // H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128, M = 4096 on five
 // layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With a table format's codes (nf4, fp4_e2m1: the
@@ -314,6 +319,11 @@ constexpr int64_t kCutlassPartialBytesPerNs = 2000;
 constexpr int64_t kCutlassSplitFixedNs = 2000;
 constexpr int64_t kCutlassStreamKPartialBytesPerNs = 3000;
 constexpr int64_t kCutlassStreamKFixedNs = 6000;
+// In-kernel split: the parts of a tile add their partials one after another (k order), each a float32 tile
+// stored or read-added by one CTA, at this many bytes per ns, plus a fixed cost (the flags' waits). First
+// estimates, to be fit to a sweep (tools/gemm_cutlass_sweep.py).
+constexpr int64_t kCutlassInKernelSplitBytesPerNs = 100;
+constexpr int64_t kCutlassInKernelSplitFixedNs = 1000;
 
 // What gemm_cutlass computes: 4- and 8-bit integer weights and the 4-bit table formats (nf4, fp4_e2m1), 16-bit
 // activations with output of the same type and float32 accumulation, any mode the format has, groups of whole
@@ -346,10 +356,19 @@ constexpr int gemm_cutlass_value_offset(WFormat w_format) {
   return (format_is_signed_int(w_format) ? 1 << (format_bits(w_format) - 1) : 0) - gemm_cutlass_code_offset(w_format);
 }
 
-// The group gemm_cutlass's terms come in, K split `split` ways: the mode's group, or one per row of each
-// part (K / split) where the mode has no scales (whatever group the call names) or one group spans K.
-constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, int64_t split = 1) {
-  return mode == static_cast<int>(ScaleMode::kNone) || group_size == K ? K / (split > 0 ? split : 1) : group_size;
+// The group gemm_cutlass's terms come in, K in `batches` CUTLASS batches: the mode's group, or one per row of
+// each batch (K / batches) where the mode has no scales (whatever group the call names) or one group spans K.
+constexpr int64_t gemm_cutlass_group(int mode, int64_t group_size, int64_t K, int64_t batches = 1) {
+  return mode == static_cast<int>(ScaleMode::kNone) || group_size == K ? K / (batches > 0 ? batches : 1) : group_size;
+}
+// The CUTLASS batches tile t runs K split `split` ways in: the persistent tiles' parts are batches (each with its
+// own rows of terms and its own float32 partial plane); a stream-K tile splits inside its scheduler, one batch.
+constexpr int64_t gemm_cutlass_batches(int t, int64_t split) {
+  return t >= 0 && t < kNumCutlassTiles && kCutlassTiles[t].stream_k ? 1 : split;
+}
+// The group of the terms a call of tile t, K split `split` ways, reads (and the terms kernel writes).
+constexpr int64_t gemm_cutlass_terms_group(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
+  return gemm_cutlass_group(mode, group_size, K, gemm_cutlass_batches(t, split));
 }
 
 // The rows of the group terms a caller holds with its weight (Matmul.group_terms: [2][rows][N], S then Z, in the
@@ -360,12 +379,15 @@ constexpr int64_t gemm_cutlass_held_terms_rows(int mode, int64_t group_size, int
   return group_size <= 0 ? 0 : gemm_cutlass_group(mode, group_size, K) == K ? kCutlassMaxSplit : K / group_size;
 }
 
-// Whether tile t runs K split into `split` parts: parts of whole stages, each holding whole groups of the terms,
-// and, split, a persistent tile built with float32 output (at most kCutlassMaxSplitRows activation rows; a
-// stream-K tile shares K its own way).
+// Whether tile t runs K split into `split` parts. A persistent tile: parts of whole stages, each holding whole
+// groups of the terms, and, split, a tile built with float32 output (at most kCutlassMaxSplitRows activation
+// rows). A stream-K tile (in-kernel split): at least kCutlassStreamKMinStages stages a part (CUTLASS's scheduler
+// takes parts of any whole number of stages and reads the terms of the stages it runs).
 constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
-  if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % split != 0) return false;
-  if (split > 1 && (kCutlassTiles[t].act_rows > kCutlassMaxSplitRows || kCutlassTiles[t].stream_k)) return false;
+  if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % kCutlassStageK != 0) return false;
+  if (kCutlassTiles[t].stream_k) return split == 1 || K / kCutlassStageK >= split * kCutlassStreamKMinStages;
+  if (K % split != 0) return false;
+  if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) return false;
   const int64_t part = K / split, group = gemm_cutlass_group(mode, group_size, K, split);
   return part % kCutlassStageK == 0 && group > 0 && part % group == 0;
 }
@@ -379,22 +401,34 @@ constexpr int64_t gemm_cutlass_terms_bytes(int64_t N, int64_t K, int64_t group) 
 constexpr int64_t gemm_cutlass_output_tiles(int64_t M, int64_t N, int t) {
   return ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows);
 }
-constexpr int64_t gemm_cutlass_stream_k_bytes(int64_t M, int64_t N, int t) {
-  const int64_t tiles = min64(gemm_cutlass_output_tiles(M, N, t), 2 * kCutlassStreamKMaxCtas);
+// A stream-K launch's tiles with a partial tile and flags in its workspace: those of its last two waves at most,
+// or, split in the kernel, every output tile (then at most kCutlassStreamKMaxSharedTiles: the flags a launch
+// clears, gemm_cutlass_in_kernel_split_fits).
+constexpr int64_t kCutlassStreamKMaxSharedTiles = 2 * kCutlassStreamKMaxCtas;
+constexpr int64_t gemm_cutlass_stream_k_bytes(int64_t M, int64_t N, int t, int64_t split = 1) {
+  const int64_t all = gemm_cutlass_output_tiles(M, N, t);
+  const int64_t tiles = split > 1 ? all : min64(all, kCutlassStreamKMaxSharedTiles);
   return ceil_div(tiles * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4, 128) * 128 +
          ceil_div(tiles * kCutlassStreamKFlagBytes, 128) * 128;
+}
+// Whether a stream-K tile may split K in the kernel for M x N: its flags, one pair per output tile, within what a
+// launch clears.
+constexpr bool gemm_cutlass_in_kernel_split_fits(int64_t M, int64_t N, int t, int64_t split) {
+  return split == 1 || !kCutlassTiles[t].stream_k || gemm_cutlass_output_tiles(M, N, t) <= kCutlassStreamKMaxSharedTiles;
 }
 constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, int64_t group, int t, int64_t split) {
   const bool stream_k = t >= 0 && t < kNumCutlassTiles && kCutlassTiles[t].stream_k;
   return gemm_cutlass_terms_bytes(N, K, group) +
-         (stream_k ? gemm_cutlass_stream_k_bytes(M, N, t) : split > 1 ? split * M * N * 4 : 0);
+         (stream_k ? gemm_cutlass_stream_k_bytes(M, N, t, split) : split > 1 ? split * M * N * 4 : 0);
 }
 
 // The model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's multiply-adds
 // over K / split, plus the partials' round trip where split. A stream-K tile (split 1) follows CUTLASS's
 // schedule: tiles in whole waves stay whole but for the last two waves, whose stages are dealt evenly to
 // min(SMs, stages / kCutlassStreamKMinStages) CTAs (all whole where the tiles fill whole waves or a tile has
-// at most kCutlassStreamKMinStages stages), plus a partial tile written and read by each of those CTAs.
+// at most kCutlassStreamKMinStages stages), plus a partial tile written and read by each of those CTAs; split in
+// the kernel (split > 1), the waves of its parts (the longest part's stages), then each part's turn to add its
+// partial tile, one after another.
 // table_codes: the weight's codes convert by a table lookup (the tile's table_pct).
 constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split, int num_sms,
                                        bool table_codes = false) {
@@ -405,6 +439,12 @@ constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, i
       2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 / (kCutlassTileFlopsPerNs * speed);
   const int64_t stages = K / kCutlassStageK;
   const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);  // a stream-K launch's CTAs
+  if (kCutlassTiles[t].stream_k && split > 1) {  // in-kernel split: the parts' waves, then the tile's turns to add
+    const int64_t part_ns = wave_ns * split * ceil_div(stages, split) / stages;  // the longest part's stages
+    const int64_t tile_bytes = kCutlassWeightRows * kCutlassTiles[t].act_rows * 4;
+    return ceil_div(tiles, grid) * part_ns + kCutlassInKernelSplitFixedNs +
+           split * tile_bytes / kCutlassInKernelSplitBytesPerNs;
+  }
   if (kCutlassTiles[t].stream_k && tiles % grid != 0 && stages > kCutlassStreamKMinStages) {
     const int64_t whole_waves = tiles / grid > 1 ? tiles / grid - 1 : 0;
     const int64_t shared_stages = (tiles - whole_waves * grid) * stages;
@@ -432,16 +472,19 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 // out (but for kOnly), the tile of half its rows holding M: its half-empty tiles cost a whole tile's mainloop.
 // The model, fit from M = 128 up, misses that for the 128-row stream-K tile at M = 64, where the 64-row tile,
 // split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone).
-// table_codes: gemm_cutlass_table_codes of the weight's format.
+// table_codes: gemm_cutlass_table_codes of the weight's format. in_kernel_split: whether the stream-K tiles may
+// split K in the kernel (weighed only where asked until its constants are fit to a sweep).
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
                                             CutlassStreamK stream_k = CutlassStreamK::kByModel,
-                                            bool table_codes = false) {
+                                            bool table_codes = false, bool in_kernel_split = false) {
   CutlassChoice best{0, 1};
   int64_t best_ns = -1;
   for (int64_t split = 1; split <= max_split; ++split) {
     for (int t = 0; t < kNumCutlassTiles; ++t) {
-      if (!gemm_cutlass_split_ok(mode, group_size, K, t, split)) continue;
+      if (!gemm_cutlass_split_ok(mode, group_size, K, t, split) || !gemm_cutlass_in_kernel_split_fits(M, N, t, split))
+        continue;
+      if (kCutlassTiles[t].stream_k && split > 1 && !in_kernel_split) continue;
       if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
         continue;
       if (stream_k != CutlassStreamK::kOnly && kCutlassTiles[t].act_rows >= 2 * M &&
@@ -459,7 +502,8 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
 // One counter per output tile of the smallest tile (128 x 32), padded to 256 bytes, then the fp32
 // partial sums of every split.
 constexpr int64_t counter_bytes(int64_t M, int64_t N) { return (ceil_div(N, 128) * ceil_div(M, 32) * 4 + 255) / 256 * 256; }
-// gemm_cutlass's are its group terms and partials instead (K and group, gemm_cutlass_group's, matter only there).
+// gemm_cutlass's are its group terms and partials instead (K and group, gemm_cutlass_terms_group's, matter only
+// there).
 constexpr int64_t workspace_bytes(Kernel k, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K = 0,
                                   int64_t group_size = 0) {
   return k == Kernel::kGemmCutlass ? gemm_cutlass_workspace_bytes(M, N, K, group_size, tile, split_k)
@@ -492,6 +536,7 @@ struct PlanQuery {
   int64_t cutlass_max_m = 4096;
   int64_t cutlass_max_split = kCutlassMaxSplit;  // 1: K never split in parts (A/B timing)
   CutlassStreamK cutlass_stream_k = CutlassStreamK::kByModel;  // which tiles the choice weighs
+  bool cutlass_in_kernel_split = false;  // whether the stream-K tiles may split K in the kernel
 
   bool has_scales() const { return mode != static_cast<int>(ScaleMode::kNone); }
 };
@@ -548,11 +593,12 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
       p.tile = 0;
       p.split_k = 1;
       break;
-    case Kernel::kGemmCutlass:  // persistent tiles, K split in whole parts (else the dispatcher names the split)
+    case Kernel::kGemmCutlass:  // K split in whole parts or in the kernel (else the dispatcher names the split)
       p.stage_k = kCutlassStageK;
       break;
   }
-  p.workspace_bytes = workspace_bytes(p.kernel, p.tile, p.split_k, M, N, K, gemm_cutlass_group(mode, group_size, K, p.split_k));
+  p.workspace_bytes = workspace_bytes(p.kernel, p.tile, p.split_k, M, N, K,
+                                      gemm_cutlass_terms_group(mode, group_size, K, p.tile, p.split_k));
   return p;
 }
 
@@ -601,7 +647,7 @@ inline Plan make_plan(const PlanQuery& q) {
   if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
     const CutlassChoice c =
         gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k,
-                            gemm_cutlass_table_codes(q.w_format));
+                            gemm_cutlass_table_codes(q.w_format), q.cutlass_in_kernel_split);
     return finish(Kernel::kGemmCutlass, c.tile, c.split, M, N, K, q.bits, q.mode, q.group_size);
   }
   const bool wgmma = wgmma_fits(q);
