@@ -184,7 +184,7 @@ def test_exact_path_in_k_slices(rng, monkeypatch, a_dtype, w, mode, group, out, 
 
 
 def test_epilogue_is_the_ops_one(rng):
-    """ops.quantized_epilogue (Linear's activation-scale epilogue) and qdot.finish share one cast:
+    """ops.quantized_epilogue (the op's activation-scale epilogue, in torch) and qdot.finish share one cast:
     int8 rounds half to even, saturates, NaN -> 0."""
     v = torch.tensor([[0.5, 1.5, 2.5, -0.5, 200.0, -300.0, float("nan"), float("inf")]])
     want = [0, 2, 2, 0, 127, -128, 0, 127]
@@ -208,6 +208,46 @@ def test_out_variant_every_output_dtype_cpu(rng, a_dtype, out):
         check_quantized(case, to_numpy(C))
     if out == "int32":
         np.testing.assert_array_equal(to_numpy(exact(case)).reshape(2, 3, 32), to_numpy(C))
+
+
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,bias,kind", [
+    ("int8", "int4", "scale", 128, "float16", True, "token"),
+    ("int8", "int8", "scale", -1, "bfloat16", False, "tensor"),
+    ("int8", "uint2", "none", -1, "int8", True, "token"),
+    ("int8", "int4", "original", 64, "float32", True, "token"),
+    ("float8_e4m3fn", "float8_e4m3fn", "scale", -1, "bfloat16", True, "token"),
+    ("float8_e5m2", "int4", "none", -1, "float16", False, "tensor"),
+])
+def test_op_activation_scales_cpu(rng, a_dtype, w, mode, group, out, bias, kind):
+    """The op's a_scale (float32, one per row of A or one for all) on CPU tensors: C = cast(a_scale * v + bias)
+    within the float32 bound, through the op and its out= variant into a poisoned `out`, A of rank 3."""
+    case = make_qcase(rng, a_dtype, w, mode, group, out, bias, a_shape=(2, 3, 256), N=32, K=256, a_scale=kind)
+    a_scale = torch.tensor(np.asarray(case.a_scale, np.float32))      # (a scalar stays 0-d)
+    check_quantized(case, to_numpy(torch.ops.bitblas_jax.matmul(*op_args(case), None, a_scale)))
+    dt = ops.TORCH_DTYPES[out]
+    C = torch.full((2, 3, 32), float("nan") if dt.is_floating_point else 77, dtype=dt)
+    assert bbt.ops.matmul_out(*op_args(case), None, a_scale, out=C) is C
+    check_quantized(case, to_numpy(C))
+
+
+def test_op_activation_scales_errors(rng):
+    """a_scale is checked before any pointer reaches a kernel: int8 / float8 A only, a float output, float32,
+    A's leading shape or a scalar, on A's device."""
+    case = make_qcase(rng, "int8", "int4", "scale", 128, "float16", False, M=4, N=32, K=256)
+    args = op_args(case)
+    good = torch.ones(4, dtype=torch.float32)
+    with pytest.raises(TypeError, match="a_scale must be torch.float32"):
+        torch.ops.bitblas_jax.matmul(*args, None, good.to(torch.float16))
+    with pytest.raises(ValueError, match=r"a_scale must have shape \(4,\)"):
+        torch.ops.bitblas_jax.matmul(*args, None, torch.ones(3, dtype=torch.float32))
+    f16 = make_qcase(rng, "int8", "int4", "none", -1, "int32", False, M=4, N=32, K=256)
+    with pytest.raises(ValueError, match="takes no a_scale"):
+        torch.ops.bitblas_jax.matmul(*op_args(f16), None, good)
+    A16 = torch.ones((4, 256), dtype=torch.float16)
+    W16 = bbt.Linear(256, 32, A_dtype="float16", W_dtype="int4", group_size=128, with_scaling=True)
+    with pytest.raises(ValueError, match="a_scale scales int8 / float8 A; A is float16"):
+        torch.ops.bitblas_jax.matmul(A16, W16.qweight, W16.scales, None, None, "int4", "scale", 128, "float32",
+                                     "float16", None, good)
 
 
 def test_linear_int8_compiles_fullgraph(rng):
@@ -393,6 +433,31 @@ def test_kernel_glue_on_cpu_memory(rng, monkeypatch, kernel, a_dtype, w, mode, g
     check_quantized(case, to_numpy(C))
 
 
+@pytest.mark.parametrize("kernel,a_dtype,w,mode,group,out", [
+    ("decode_i8", "int8", "int4", "scale", 128, "float16"),
+    ("gemm_mma_a8", "int8", "uint1", "scale", 64, "int8"),
+    ("gemm_wgmma_a8", "int8", "int4", "scale", -1, "bfloat16"),
+    ("gemm_wgmma_a8", "float8_e4m3fn", "float8_e4m3fn", "none", -1, "float32"),
+    ("widened_f16", "float8_e5m2", "int4", "original", -1, "float16"),
+    ("xla_dot", "int8", "int2", "original", 128, "bfloat16"),
+])
+def test_glue_applies_activation_scales(rng, monkeypatch, kernel, a_dtype, w, mode, group, out):
+    """run_cuda with the activation scales (row_scale): the 8-bit kernels receive the pointer and apply them
+    in their epilogue (the reference stands in for them here), the other paths after their float32 result;
+    C = cast(a_scale * v + bias) within the float32 bound."""
+    case = make_qcase(rng, a_dtype, w, mode, group, out, True, M=19, N=48, K=512, a_scale="token")
+    fake = _NumpyKernels(case.values)
+    monkeypatch.setattr(qcuda, "_cuda_module", lambda: fake)
+    monkeypatch.setattr(qcuda, "kernel_for", lambda *a: kernel)
+    c = case.cfg
+    A, W, s, z, b = operands(case)
+    C = torch.full((19, 48), 77 if out == "int8" else float("nan"), dtype=ops.TORCH_DTYPES[out])
+    qcuda.run_cuda(A, W, s, z, b, c.W_dtype, a_dtype, c.mode, c.resolved_group_size, c.out_dtype, C, 0, 0,
+                   to_torch(np.asarray(case.a_scale, np.float32)))
+    assert fake.calls == ([kernel] if kernel in ("decode_i8", "gemm_mma_a8", "gemm_wgmma_a8") else [])
+    check_quantized(case, to_numpy(C))
+
+
 @pytest.mark.parametrize("a_dtype,w,mode,out,bias", [
     ("float8_e4m3fn", "float8_e4m3fn", "none", "float32", False),
     ("float8_e5m2", "float8_e5m2", "scale", "bfloat16", True),
@@ -492,6 +557,31 @@ def test_cuda_every_path(rng, a_dtype, w, mode, group, out, bias, M):
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     check_quantized(case, to_numpy(torch.ops.bitblas_jax.matmul(*args)), float8_tensor_cores)
+
+
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,M,env", [
+    ("int8", "int4", "scale", 128, "float16", 4, {}),                              # decode_i8
+    ("int8", "int8", "scale", -1, "bfloat16", 300, {}),                            # gemm_wgmma_a8 (sm_90)
+    ("int8", "int4", "scale", 128, "int8", 130, {"BITBLAS_JAX_GEMM_A8": "0"}),     # gemm_mma_a8
+    ("float8_e4m3fn", "float8_e4m3fn", "none", -1, "float32", 100, {}),
+    ("float8_e5m2", "int4", "original", -1, "float16", 8, {}),                     # widened_f16
+    ("int8", "int2", "original", 128, "bfloat16", 17, {}),                         # the exact torch path
+])
+def test_cuda_activation_scales(rng, monkeypatch, a_dtype, w, mode, group, out, M, env):
+    """The op's a_scale on CUDA tensors, per token and per tensor: the 8-bit kernels apply the scales in
+    their epilogue, the other paths after their float32 result; against the reference, into a poisoned out."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    qcuda.kernel_for.cache_clear()
+    for kind in ("token", "tensor"):
+        case = make_qcase(rng, a_dtype, w, mode, group, out, True, M=M, N=272, K=1024, a_scale=kind)
+        a_scale = torch.tensor(np.asarray(case.a_scale, np.float32), device="cuda")
+        dt = ops.TORCH_DTYPES[out]
+        C = torch.full((M, 272), float("nan") if dt.is_floating_point else 77, dtype=dt, device="cuda")
+        torch.ops.bitblas_jax.matmul.out(*op_args(case, "cuda"), None, a_scale, out=C)
+        check_quantized(case, to_numpy(C), on_float8_tensor_cores(case))
+    qcuda.kernel_for.cache_clear()
 
 
 @on_gpu

@@ -413,12 +413,14 @@ class Linear(nn.Module):
         if b["perm"] is not None:
             A = A.index_select(-1, b["perm"])
         values, a_scale = ops.quantize_activations(A, self.A_dtype, self.activation_granularity)
-        # the values carry no gradient (the bias gets its own through the epilogue): the op's autograd
-        # layer is needed only under torch.compile, which must see the op
-        matmul = torch.ops.bitblas_jax.matmul if torch.compiler.is_compiling() else ops.matmul_impl
-        v = matmul(values, b["qweight"], b["scales"], b["zeros"], None, self.W_dtype, self._mode,
-                   self._gs, self.accum_dtype, "float32")
-        C = ops.quantized_epilogue(v, a_scale, b["bias"], self.out_dtype)
+        # one op: C = cast(a_scale * v + bias), the 8-bit kernels applying the scales and the bias in their
+        # epilogue (the values carry no gradient; the bias gets its own through the op's autograd, which
+        # eager calls without a gradient skip, as forward does)
+        bias = b["bias"]
+        grad = torch.is_grad_enabled() and bias is not None and bias.requires_grad
+        matmul = torch.ops.bitblas_jax.matmul if torch.compiler.is_compiling() or grad else ops.matmul_impl
+        C = matmul(values, b["qweight"], b["scales"], b["zeros"], bias, self.W_dtype, self._mode, self._gs,
+                   self.accum_dtype, self.out_dtype, None, a_scale)
         if output is not None:
             output.copy_(C)
             return output

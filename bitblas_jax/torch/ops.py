@@ -1,10 +1,10 @@
 """The torch.library op over the compiled kernels (no JAX at run time).
 
     torch.ops.bitblas_jax.matmul(A, W, scale, zeros, bias, w_format, mode,
-                                 group_size, accum_dtype, out_dtype) -> C
+                                 group_size, accum_dtype, out_dtype, group_terms=None, a_scale=None) -> C
     torch.ops.bitblas_jax.matmul.out(A, W, scale, zeros, bias, w_format, scale_mode,
-                                     group_size, accum_dtype, out_dtype, *, out=C)
-                                     # the same, written into C; returns nothing
+                                     group_size, accum_dtype, out_dtype, group_terms=None, a_scale=None,
+                                     *, out=C)   # the same, written into C; returns nothing
 
 C[..., N] = A[..., K] x dequant(W)[N, K]^T (+ bias), the kernel of
 csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
@@ -16,7 +16,10 @@ csrc/include/bitblas_jax/kernel_api.h run on the tensors' own memory:
   eager mode, a fresh graph-pool allocation during CUDA graph capture);
 - int8 / float8 A on CUDA tensors takes the path JAX takes
   (gpu_plan.quantized_activation_kernel: the decode_i8 or gemm_wgmma_a8 kernel, or exact
-  dots in torch), with JAX's arithmetic: torch/quantized_cuda.py, torch/quantized_dot.py.
+  dots in torch), with JAX's arithmetic: torch/quantized_cuda.py, torch/quantized_dot.py. Their
+  activation scales (`a_scale`, float32, one per row of A or one for all: Matmul's `a_scale`) make
+  C = cast(a_scale * v + bias): the 8-bit kernels apply them in their epilogue, every other path
+  (the CPU kernel included) after a float32 call.
 
 `out` (the out= variant) must be contiguous, on A's device, in out_dtype, and of the
 result's shape [..., N]: the kernel writes it in place, with no copy.
@@ -158,7 +161,8 @@ def _static_check(w_format: str, mode: str, group_size: int, a_dtype: str, accum
     return fmt.name, fmt.bits, g
 
 
-def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None):
+def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None,
+           a_scale=None):
     """All checks that guard the raw pointers. Returns (fmt name, a_dtype name, N, K, group)."""
     if not isinstance(A, torch.Tensor):
         raise TypeError(f"bitblas_jax::matmul: A must be a torch.Tensor, got {type(A).__name__}")
@@ -205,6 +209,13 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
             raise ValueError("bitblas_jax::matmul: group_terms given, but this call never runs the GEMM that "
                              "reads them (bitblas_jax.group_terms.takes)")
         _check_tensor("group_terms", group_terms, _terms.shape(spec), A.dtype, dev)
+    if a_scale is not None:
+        if not formats.is_quantized_activation(a_dtype):
+            raise ValueError(f"bitblas_jax::matmul: a_scale scales int8 / float8 A; A is {a_dtype}")
+        if out_dtype == "int32":
+            raise ValueError("bitblas_jax::matmul: out_dtype='int32' (the exact integer sum) takes no a_scale")
+        _check_tensor("a_scale", a_scale, tuple(a_scale.shape) if isinstance(a_scale, torch.Tensor) and
+                      a_scale.dim() == 0 else tuple(A.shape[:-1]), torch.float32, dev)
     return fmt, a_dtype, N, K, g
 
 
@@ -231,31 +242,34 @@ def _contig(t):
 def matmul_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                 zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
                 group_size: int, accum_dtype: str, out_dtype: str,
-                group_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
+                group_terms: Optional[torch.Tensor] = None, a_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The op's body: checks, then one kernel call on the tensors' memory.
 
     Linear calls this directly in eager mode when no gradient is needed (it
     skips the dispatcher and its Python autograd layer); everything else goes through
     torch.ops.bitblas_jax.matmul.
     """
-    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms,
+                     a_scale)
     N = checked[2]
     C = torch.empty((*A.shape[:-1], N), dtype=TORCH_DTYPES[out_dtype], device=A.device)
-    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms, a_scale)
 
 
 def matmul_out_impl(A: torch.Tensor, W: torch.Tensor, scale: Optional[torch.Tensor],
                     zeros: Optional[torch.Tensor], bias: Optional[torch.Tensor], w_format: str, mode: str,
                     group_size: int, accum_dtype: str, out_dtype: str,
-                    group_terms: Optional[torch.Tensor] = None, *, out: torch.Tensor) -> torch.Tensor:
+                    group_terms: Optional[torch.Tensor] = None, a_scale: Optional[torch.Tensor] = None, *,
+                    out: torch.Tensor) -> torch.Tensor:
     """The out= variant's body: the same checks and kernel call, the result written into `out`."""
-    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
+    checked = _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms,
+                     a_scale)
     _check_out(out, (*A.shape[:-1], checked[2]), TORCH_DTYPES[out_dtype], A.device)
     for name, t in (("A", A), ("W", W), ("scale", scale), ("zeros", zeros), ("bias", bias),
-                    ("group_terms", group_terms)):
+                    ("group_terms", group_terms), ("a_scale", a_scale)):
         if shares_memory(out, t):   # the kernel would read what it is overwriting
             raise ValueError(f"bitblas_jax::matmul: out shares memory with {name}")
-    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out, group_terms)
+    return _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, out, group_terms, a_scale)
 
 
 def shares_memory(a: torch.Tensor, b: Optional[torch.Tensor]) -> bool:
@@ -280,9 +294,10 @@ def _check_out(out, shape, dtype, dev):
         raise ValueError("bitblas_jax::matmul: out must be contiguous (the kernel writes rows of N in place)")
 
 
-def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms=None):
+def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, group_terms=None, a_scale=None):
     """One kernel call writing C ([..., N], contiguous, checked) from the checked operands (group_terms: read
-    by gemm_cutlass alone; the CPU and the other kernels read scale and zeros)."""
+    by gemm_cutlass alone; the CPU and the other kernels read scale and zeros; a_scale: the activation scales
+    of int8 / float8 A, one per row or one for all)."""
     fmt, a_dtype, N, K, g = checked
     A2 = A if A.dim() == 2 else A.reshape(-1, K)
     if not A2.is_contiguous():
@@ -291,6 +306,14 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, gro
     if M == 0:
         return C
     W, scale, zeros, bias = W.contiguous(), _contig(scale), _contig(zeros), _contig(bias)
+    # the activation scales as a float32 [M] (a scale for all rows broadcast to each)
+    row_scale = None if a_scale is None else (a_scale.reshape(M) if a_scale.dim() else a_scale.expand(M)).contiguous()
+    if row_scale is not None and A.device.type == "cpu":
+        # the CPU kernel takes none: its float32 sums, then cast(a_scale * v + bias) (as primitive._scaled_after)
+        v = torch.empty((M, N), dtype=torch.float32)
+        _run(checked, A2, W, scale, zeros, None, mode, accum_dtype, "float32", v)
+        C.view(M, N).copy_(quantized_dot.epilogue(v, bias, C.dtype, row_scale))
+        return C
     ids = (formats.FORMATS[fmt].id, formats.DTYPE_IDS[a_dtype], formats.DTYPE_IDS[accum_dtype],
            formats.DTYPE_IDS[out_dtype], formats.MODE_IDS[mode], g)
     ptrs = (A2.data_ptr(), W.data_ptr(), _ptr(scale), _ptr(zeros), _ptr(bias), C.data_ptr())
@@ -301,7 +324,7 @@ def _run(checked, A, W, scale, zeros, bias, mode, accum_dtype, out_dtype, C, gro
         index = A.device.index if A.device.index is not None else current
         if formats.is_quantized_activation(a_dtype):
             _on_device(index, current, quantized_cuda.run_cuda, A2, W, scale, zeros, bias, fmt, a_dtype, mode, g,
-                       out_dtype, C.view(M, N), index, _raw_stream(index))
+                       out_dtype, C.view(M, N), index, _raw_stream(index), row_scale)
             return C
         kernel = _cuda_kernel()
         if kernel is None:
@@ -335,21 +358,22 @@ def _on_device(index: int, current: int, fn, *args) -> None:
 # per call (custom_op wraps every call in extra Python layers).
 _lib = torch.library.Library("bitblas_jax", "DEF")
 _lib.define("matmul(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
-            "str mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None) -> Tensor")
+            "str mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None, "
+            "Tensor? a_scale=None) -> Tensor")
 _lib.impl("matmul", matmul_impl, "CPU")
 _lib.impl("matmul", matmul_impl, "CUDA")
 # The out= variant returns nothing (a mutating custom op that returned its `out` could not be
 # functionalized by torch.compile; matmul_out below returns `out`), and names the mode `scale_mode`:
 # torch.compile passes a mutating op's arguments by name to a function of its own that has a `mode`.
 _lib.define("matmul.out(Tensor A, Tensor W, Tensor? scale, Tensor? zeros, Tensor? bias, str w_format, "
-            "str scale_mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None, *, "
-            "Tensor(a!) out) -> ()")
+            "str scale_mode, int group_size, str accum_dtype, str out_dtype, Tensor? group_terms=None, "
+            "Tensor? a_scale=None, *, Tensor(a!) out) -> ()")
 
 
 def _matmul_out_op(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
-                   group_terms=None, *, out):
+                   group_terms=None, a_scale=None, *, out):
     matmul_out_impl(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
-                    group_terms, out=out)
+                    group_terms, a_scale, out=out)
 
 
 _lib.impl("matmul.out", _matmul_out_op, "CPU")
@@ -359,16 +383,17 @@ matmul = torch.ops.bitblas_jax.matmul.default
 """torch.ops.bitblas_jax.matmul: C[..., N] = A[..., K] x dequant(W)^T (+ bias). See the module docstring."""
 
 
-def matmul_out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None, *,
-               out):
+def matmul_out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None,
+               a_scale=None, *, out):
     """torch.ops.bitblas_jax.matmul.out (the result written into `out`), returning `out`."""
     torch.ops.bitblas_jax.matmul.out(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype,
-                                     out_dtype, group_terms, out=out)
+                                     out_dtype, group_terms, a_scale, out=out)
     return out
 
 
-def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None):
-    _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms)
+def _matmul_fake(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms=None,
+                 a_scale=None):
+    _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, out_dtype, group_terms, a_scale)
     return A.new_empty((*A.shape[:-1], W.shape[0]), dtype=TORCH_DTYPES[out_dtype])
 
 
@@ -376,9 +401,9 @@ torch.library.register_fake("bitblas_jax::matmul", _matmul_fake, lib=_lib)
 
 
 def _matmul_out_fake(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
-                     group_terms=None, *, out):
+                     group_terms=None, a_scale=None, *, out):
     _, _, N, _, _ = _check(A, W, scale, zeros, bias, w_format, scale_mode, group_size, accum_dtype, out_dtype,
-                           group_terms)
+                           group_terms, a_scale)
     _check_out(out, (*A.shape[:-1], N), TORCH_DTYPES[out_dtype], A.device)
 
 
@@ -455,7 +480,7 @@ def _backward(ctx, grad):
         dA = (grad.to(torch.float32) @ wd.to(torch.float32)).to(a_dtype)
     if b_dtype is not None and ctx.needs_input_grad[4]:
         dbias = grad.reshape(-1, grad.shape[-1]).to(torch.float32).sum(0).to(b_dtype)
-    return dA, None, None, None, dbias, None, None, None, None, None, None
+    return dA, None, None, None, dbias, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("bitblas_jax::matmul", _backward, setup_context=_setup_context, lib=_lib)

@@ -5,13 +5,15 @@
 
 - "decode_i8", "gemm_mma_a8", "gemm_wgmma_a8" (int8 A; gemm_wgmma_a8 also float8 A), as
   primitive._a8_kernel_call: the CUDA kernel (`_bitblas_cuda.<kernel>_raw`; the GEMMs on the activations
-  in their k order, `sigma_order`) writes C itself, its epilogue applying per-channel scales, the bias
-  and the cast;
+  in their k order, `sigma_order`) writes C itself, its epilogue applying per-channel scales, the
+  activation scales, the bias and the cast;
 - "widened_f16" (float8 A, mode none or one group per row): A converted to float16 (exact), the op's
   own 16-bit CUDA path (mode none, float32 accumulation and output) returns S, then the per-channel
-  term (quantized_dot.per_channel_v) and finish, as primitive._widened_f16_call;
+  term (quantized_dot.per_channel_v) and the epilogue, as primitive._widened_f16_call;
 - "xla_dot" (under JAX: XLA's exact dots) and anything else: quantized_dot.matmul_exact, the same exact
   dots in torch.
+The paths without a kernel epilogue apply the activation scales after their float32 result, with the bias
+and the cast (quantized_dot.epilogue), as primitive._scaled_after.
 
 No host sync and no host-to-device copy on the way (CUDA-graph capture works); every buffer is a fresh
 allocation of the call (none is kept across calls). CPU tensors run the C++ CPU kernel (ops.py).
@@ -23,7 +25,7 @@ import functools
 import torch
 
 from .. import formats, gpu_plan
-from .quantized_dot import finish, matmul_exact, per_channel_v
+from .quantized_dot import epilogue, matmul_exact, per_channel_v
 
 __all__ = ["run_cuda", "kernel_for", "sigma_order"]
 
@@ -63,17 +65,21 @@ def kernel_for(index: int, M: int, K: int, w_format: str, a_dtype: str, mode: st
 
 
 def run_cuda(A2, W, scale, zeros, bias, w_format: str, a_dtype: str, mode: str, group_size: int,
-             out_dtype: str, C2: torch.Tensor, index: int, stream: int) -> None:
+             out_dtype: str, C2: torch.Tensor, index: int, stream: int, row_scale=None) -> None:
     """C2 [M, N] (contiguous, out_dtype) = the op on CUDA tensors with int8 / float8 A2 [M, K] (contiguous),
     on the path the plan picks. Every argument was checked by ops._check; `index` is the tensors' device
-    (the current device: the launchers launch there), `stream` torch's current stream on it."""
+    (the current device: the launchers launch there), `stream` torch's current stream on it; row_scale:
+    None or the activation scales, float32 [M] contiguous."""
     M, K = A2.shape
     kernel = kernel_for(index, M, K, w_format, a_dtype, mode, group_size)
     # decode_i8_raw / gemm_mma_a8_raw take int8 A (DecodeI8Args), gemm_wgmma_a8_raw int8 and float8 A
     if (kernel in ("decode_i8", "gemm_mma_a8") and a_dtype == "int8") or kernel == "gemm_wgmma_a8":
-        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream)
+        _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream, row_scale)
     elif kernel == "widened_f16" and a_dtype != "int8":
-        _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2)
+        _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2, row_scale)
+    elif row_scale is not None:
+        v = matmul_exact(A2, W, scale, zeros, None, w_format, a_dtype, mode, group_size, torch.float32)
+        C2.copy_(epilogue(v, bias, C2.dtype, row_scale))
     else:
         C2.copy_(matmul_exact(A2, W, scale, zeros, bias, w_format, a_dtype, mode, group_size, C2.dtype))
 
@@ -93,17 +99,17 @@ def sigma_order(A2: torch.Tensor) -> torch.Tensor:
     return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
 
 
-def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream) -> None:
+def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream,
+               row_scale=None) -> None:
     """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: the kernel writes C2 itself
-    (its epilogue applies per-channel scales, the bias and the cast); A in kSigma order for the GEMMs
-    (decode_i8: 2-byte aligned as it is)."""
+    (its epilogue applies per-channel scales, the activation scales, the bias and the cast); A in kSigma
+    order for the GEMMs (decode_i8: 2-byte aligned as it is)."""
     M, K = A2.shape
     N = W.shape[0]
     A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
     W = _aligned(W, 16)
-    # row_scale 0: the layer applies its activation scales after the op (ops.quantized_epilogue)
     ptrs = (A2.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
-            0 if bias is None or not bias.numel() else bias.data_ptr(), 0)
+            0 if bias is None or not bias.numel() else bias.data_ptr(), 0 if row_scale is None else row_scale.data_ptr())
     ids = (formats.FORMATS[w_format].id, formats.MODE_IDS[mode], group_size)
     if kernel == "gemm_wgmma_a8":
         _cuda_module().gemm_wgmma_a8_raw(M, N, K, formats.DTYPE_IDS[a_dtype], *ids, *ptrs, formats.DTYPE_IDS[out_dtype],
@@ -114,11 +120,11 @@ def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, 
 
 
 # ---- widened_f16 (as primitive._widened_f16_call) ------------------------------------------------------
-def _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2) -> None:
+def _widened_f16(A2, W, scale, zeros, bias, w_format, mode, C2, row_scale=None) -> None:
     """float8 A2 converted to float16 (exact: every e4m3fn / e5m2 value is a float16) through the op's
     16-bit CUDA path with mode none, float32 accumulation and float32 output: S over all of K; then the
-    per-channel term and finish (bias, cast)."""
+    per-channel term and the epilogue (activation scales, bias, cast)."""
     K = A2.shape[1]
     S = torch.ops.bitblas_jax.matmul(A2.to(torch.float16), W, None, None, None, w_format, "none", K,
                                      "float32", "float32")
-    C2.copy_(finish(per_channel_v(S, A2, scale, zeros, mode), bias, C2.dtype))
+    C2.copy_(epilogue(per_channel_v(S, A2, scale, zeros, mode), bias, C2.dtype, row_scale))

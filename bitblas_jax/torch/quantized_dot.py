@@ -3,7 +3,7 @@ is the arithmetic; README, "int8 and float8 activations") on torch tensors of an
 
 `matmul_exact` is quantized_dot.matmul_xla in torch: the CUDA path runs it where the plan says "xla_dot"
 (quantized_cuda.py); `finish` / `epilogue` / `cast_out` are quantized_dot's, shared by the kernels' paths
-and the layer's activation-scale epilogue (ops.quantized_epilogue). No host sync and no host-to-device
+and the op's activation scales where no kernel epilogue applies them (ops._run, quantized_cuda.run_cuda). No host sync and no host-to-device
 copy (CUDA-graph capture works); every buffer is a fresh allocation of the call.
 """
 from __future__ import annotations
