@@ -6,6 +6,7 @@ refit) on any GPU:
     python3 tools/gemm_cutlass_sweep.py --list > sweep.txt            # the configurations to time
     gemm_cutlass_selftest --time-list < sweep.txt > sweep.log         # on the GPU (tools/gpu_check.sh builds it)
     python3 tools/gemm_cutlass_sweep.py --check sweep.log [--sms 132] # the model's choice against the fastest
+    python3 tools/gemm_cutlass_sweep.py --fit-in-kernel-split sweep.log   # plan.h's kCutlassInKernelSplit*
 (--weights nf4 for the table formats' lines: plan.h kCutlassTiles' table_pct.)
 The check prints, per (layer, M), the configuration the plan chooses, the fastest measured and how much
 slower the choice ran; it exits 1 when the choice is more than --tolerance slower anywhere.
@@ -14,6 +15,7 @@ benchmarks/results/h100-gemm-cutlass-sweep.log is the sweep the constants were f
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
@@ -85,6 +87,35 @@ def check(path: str, sms: int, tolerance: float, weights: str = "int4", in_kerne
     return 0 if ok else 1
 
 
+def fit_in_kernel_split(path: str, sms: int, weights: str = "int4") -> int:
+    """Least-squares fit of plan.h's two in-kernel split constants to a sweep's lines of the stream-K tiles split
+    in the kernel: measured = the model's parts (its time less its fixed and turn terms) + fixed + split *
+    tile_bytes / bytes_per_ns. Prints the fit and each point's measured and refit time."""
+    import numpy as np
+    from bitblas_jax import _bitblas_plan as bp, formats, gpu_plan
+    fixed0, bw0 = bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS, bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS
+    wf = formats.get_format(weights).id
+    rows = []
+    for (N, K, M), d in sorted(read_sweep(path, weights).items()):
+        for (t, s), us in d.items():
+            if t in gpu_plan.GEMM_CUTLASS_STREAM_K_TILES and s > 1:
+                tile_bytes = 4 * math.prod(bp.tile_dims("gemm_cutlass", t))   # a float32 partial tile
+                model = bp.gemm_cutlass_time_ns(M=M, N=N, K=K, tile=t, split=s, num_sms=sms, w_format=wf)
+                base = model - fixed0 - s * tile_bytes // bw0
+                rows.append((N, K, M, t, s, us * 1e3, base, s * tile_bytes))
+    if len(rows) < 2:
+        print(f"fewer than two in-kernel split lines in {path}")
+        return 1
+    y = np.array([r[5] - r[6] for r in rows])
+    X = np.array([[1.0, r[7]] for r in rows])
+    (fixed, inv_bw), *_ = np.linalg.lstsq(X, y, rcond=None)
+    print(f"fit over {len(rows)} lines: fixed {fixed:.0f} ns, {1 / inv_bw if inv_bw > 0 else float('inf'):.0f} "
+          f"bytes per ns (plan.h now: {fixed0} ns, {bw0} bytes per ns)")
+    for (N, K, M, t, s, ns, base, b), fit in zip(rows, X @ np.array([fixed, inv_bw]) + np.array([r[6] for r in rows])):
+        print(f"{N}x{K} M={M} t{t} split {s}: {ns / 1e3:.1f} us measured, {fit / 1e3:.1f} refit")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--list", action="store_true", help="print the sweep's input (g128 fp16)")
@@ -96,7 +127,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ms", default=",".join(map(str, MS)), help="the M values --list times (comma-separated)")
     ap.add_argument("--in-kernel-split", action="store_true",
                     help="--check: the choice may split K in the stream-K tiles' kernel (plan.h in_kernel_split)")
+    ap.add_argument("--fit-in-kernel-split", metavar="LOG",
+                    help="fit plan.h's kCutlassInKernelSplit* constants to a --time-list output")
     args = ap.parse_args(argv)
+    if args.fit_in_kernel_split:
+        return fit_in_kernel_split(args.fit_in_kernel_split, args.sms, args.weights)
     if args.list:
         for M, N, K, t, s in configurations(tuple(int(m) for m in args.ms.split(","))):
             print(M, N, K, "fp16", t, s, args.weights)
