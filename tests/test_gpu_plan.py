@@ -296,6 +296,12 @@ def test_gemm_cutlass_in_kernel_split(monkeypatch):
         for M in (65, 128, 256, 512):
             p = plan(M, N=1024, K=K, **cut)
             assert gp.stream_k(p) and K // 64 >= 8 * p.split_k and p.split_k <= gp.GEMM_CUTLASS_MAX_SPLIT, (K, M, p)
+    # one wave of parts at most: 148 tiles of 128 x 128 (18944 x 3584 at M = 128) never split in the kernel
+    assert plan(128, N=18944, K=3584, **cut).split_k == 1
+    for M, N, K in ((128, 4096, 4096), (256, 3584, 18944), (256, 8192, 8192)):
+        p = plan(M, N=N, K=K, **cut)
+        rows = gp.tile_dims(p)[1]
+        assert (N // 128) * -(-M // rows) * p.split_k <= 132, (M, N, K, p)
     for bad in ("2", "yes"):
         monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", bad)
         with pytest.raises(ValueError, match="BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT"):

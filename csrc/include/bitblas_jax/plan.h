@@ -473,7 +473,8 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 // The model, fit from M = 128 up, misses that for the 128-row stream-K tile at M = 64, where the 64-row tile,
 // split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone).
 // table_codes: gemm_cutlass_table_codes of the weight's format. in_kernel_split: whether the stream-K tiles may
-// split K in the kernel (weighed only where asked until its constants are fit to a sweep).
+// split K in the kernel (weighed only where asked until its constants are fit to a sweep), where all the parts
+// fit one wave of CTAs.
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
                                             CutlassStreamK stream_k = CutlassStreamK::kByModel,
@@ -484,7 +485,12 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
     for (int t = 0; t < kNumCutlassTiles; ++t) {
       if (!gemm_cutlass_split_ok(mode, group_size, K, t, split) || !gemm_cutlass_in_kernel_split_fits(M, N, t, split))
         continue;
-      if (kCutlassTiles[t].stream_k && split > 1 && !in_kernel_split) continue;
+      // in-kernel split: only where every part of every tile runs at once (one wave); past that the stream-K
+      // schedule shares the last waves' stages
+      if (kCutlassTiles[t].stream_k && split > 1 &&
+          (!in_kernel_split ||
+           gemm_cutlass_output_tiles(M, N, t) * split > min64(num_sms > 0 ? num_sms : 1, kCutlassStreamKMaxCtas)))
+        continue;
       if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
         continue;
       if (stream_k != CutlassStreamK::kOnly && kCutlassTiles[t].act_rows >= 2 * M &&
