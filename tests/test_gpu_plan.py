@@ -316,12 +316,11 @@ def test_gemm_cutlass_in_kernel_split_fit(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("gemm_cutlass_sweep", os.path.join(root, "tools", "gemm_cutlass_sweep.py"))
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    fixed0, bw0 = _bitblas_plan.GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS, _bitblas_plan.GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS
     lines = []
     for (N, K), M, t, s in itertools.product(((4096, 4096), (3584, 18944), (8192, 8192)), (128, 256), (3, 4), (2, 4)):
-        tile_bytes = 128 * _bitblas_plan.tile_dims("gemm_cutlass", t)[1] * 4
-        base = _bitblas_plan.gemm_cutlass_time_ns(M=M, N=N, K=K, tile=t, split=s, num_sms=132) - fixed0 - s * tile_bytes // bw0
-        us = (base + 2500 + s * tile_bytes / 150) / 1e3
+        parts, turn = _bitblas_plan.gemm_cutlass_in_kernel_split_terms(M=M, N=N, K=K, tile=t, split=s, num_sms=132)
+        assert turn == s * 128 * _bitblas_plan.tile_dims("gemm_cutlass", t)[1] * 4    # float32 partial tiles
+        us = (parts + 2500 + turn / 150) / 1e3
         lines.append(f"time gemm_cutlass fp16 int4 g128 M={M} N={N} K={K} tile {t} split {s}: {us:.4f} us, 1 TFLOP/s")
     log = tmp_path / "sweep.log"
     log.write_text("\n".join(lines) + "\n")

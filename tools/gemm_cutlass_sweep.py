@@ -15,7 +15,6 @@ benchmarks/results/h100-gemm-cutlass-sweep.log is the sweep the constants were f
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 
@@ -89,30 +88,28 @@ def check(path: str, sms: int, tolerance: float, weights: str = "int4", in_kerne
 
 def fit_in_kernel_split(path: str, sms: int, weights: str = "int4") -> int:
     """Least-squares fit of plan.h's two in-kernel split constants to a sweep's lines of the stream-K tiles split
-    in the kernel: measured = the model's parts (its time less its fixed and turn terms) + fixed + split *
-    tile_bytes / bytes_per_ns. Prints the fit and each point's measured and refit time."""
+    in the kernel: measured = the model's parts + fixed + turn bytes / bytes_per_ns (plan module
+    gemm_cutlass_in_kernel_split_terms). Prints the fit and each point's measured and refit time."""
     import numpy as np
     from bitblas_jax import _bitblas_plan as bp, formats, gpu_plan
-    fixed0, bw0 = bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS, bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS
     wf = formats.get_format(weights).id
-    rows = []
+    points = []   # (N, K, M, tile, split, measured ns, parts ns, turn bytes)
     for (N, K, M), d in sorted(read_sweep(path, weights).items()):
         for (t, s), us in d.items():
             if t in gpu_plan.GEMM_CUTLASS_STREAM_K_TILES and s > 1:
-                tile_bytes = 4 * math.prod(bp.tile_dims("gemm_cutlass", t))   # a float32 partial tile
-                model = bp.gemm_cutlass_time_ns(M=M, N=N, K=K, tile=t, split=s, num_sms=sms, w_format=wf)
-                base = model - fixed0 - s * tile_bytes // bw0
-                rows.append((N, K, M, t, s, us * 1e3, base, s * tile_bytes))
-    if len(rows) < 2:
+                parts, turn = bp.gemm_cutlass_in_kernel_split_terms(M=M, N=N, K=K, tile=t, split=s, num_sms=sms,
+                                                                    w_format=wf)
+                points.append((N, K, M, t, s, us * 1e3, parts, turn))
+    if len(points) < 2:
         print(f"fewer than two in-kernel split lines in {path}")
         return 1
-    y = np.array([r[5] - r[6] for r in rows])
-    X = np.array([[1.0, r[7]] for r in rows])
-    (fixed, inv_bw), *_ = np.linalg.lstsq(X, y, rcond=None)
-    print(f"fit over {len(rows)} lines: fixed {fixed:.0f} ns, {1 / inv_bw if inv_bw > 0 else float('inf'):.0f} "
-          f"bytes per ns (plan.h now: {fixed0} ns, {bw0} bytes per ns)")
-    for (N, K, M, t, s, ns, base, b), fit in zip(rows, X @ np.array([fixed, inv_bw]) + np.array([r[6] for r in rows])):
-        print(f"{N}x{K} M={M} t{t} split {s}: {ns / 1e3:.1f} us measured, {fit / 1e3:.1f} refit")
+    X = np.array([[1.0, p[7]] for p in points])
+    (fixed, inv_bw), *_ = np.linalg.lstsq(X, np.array([p[5] - p[6] for p in points]), rcond=None)
+    print(f"fit over {len(points)} lines: fixed {fixed:.0f} ns, {1 / inv_bw if inv_bw > 0 else float('inf'):.0f} "
+          f"bytes per ns (plan.h now: {bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS} ns, "
+          f"{bp.GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS} bytes per ns)")
+    for N, K, M, t, s, ns, parts, turn in points:
+        print(f"{N}x{K} M={M} t{t} split {s}: {ns / 1e3:.1f} us measured, {(parts + fixed + turn * inv_bw) / 1e3:.1f} refit")
     return 0
 
 

@@ -369,23 +369,31 @@ class Linear(nn.Module):
         """C[..., out] = A[..., in] x dequant(W)^T (+ bias); A in A_dtype, on the buffers' device.
 
         int8 / float8 A_dtype: A in that dtype is taken as given; float16 / bfloat16 / float32 A
-        is quantized here (ops.quantize_activations, per token or per tensor) and its scales are
-        applied in the float32 epilogue.
+        is quantized here (ops.quantize_activations, per token or per tensor) and its scales go to
+        the op with it (a_scale: C = cast(a_scale * v + bias)).
         """
-        if self.config.quantized_activations and A.dtype != self._a_torch and A.is_floating_point():
-            return self._forward_quantizing(A, output)
-        if A.dtype != self._a_torch:
+        quantizing = self.config.quantized_activations and A.dtype != self._a_torch and A.is_floating_point()
+        if A.dtype != self._a_torch and not quantizing:
             raise TypeError(f"bitblas_jax.torch.Linear: A must be {self._a_torch} (A_dtype={self.A_dtype!r}), "
                             f"got {A.dtype}")
         if A.dim() < 1 or A.shape[-1] != self.in_features:
             raise ValueError(f"bitblas_jax.torch.Linear: A must be [..., in_features={self.in_features}], "
                              f"got {tuple(A.shape)}")
+        if self._buffers["perm"] is not None:
+            A = A.index_select(-1, self._buffers["perm"])
+        if quantizing:   # the values carry no gradient; the bias gets its own through the op
+            values, a_scale = ops.quantize_activations(A, self.A_dtype, self.activation_granularity)
+            return self._call_op(values, a_scale, output)
+        return self._call_op(A, None, output)
+
+    def _call_op(self, A, a_scale, output):
+        """The op on A (in A_dtype, in the weight's input order) and the layer's buffers: through the dispatcher
+        where torch.compile traces or a gradient is needed, else its body directly (into `output` where the
+        kernel can write it in place)."""
         b = self._buffers
-        perm, bias = b["perm"], b["bias"]
-        if perm is not None:
-            A = A.index_select(-1, perm)
+        bias = b["bias"]
         args = (A, b["qweight"], b["scales"], b["zeros"], bias, self.W_dtype, self._mode, self._gs,
-                self.accum_dtype, self.out_dtype, b["group_terms"])
+                self.accum_dtype, self.out_dtype, b["group_terms"], a_scale)
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
                 A.requires_grad or (bias is not None and bias.requires_grad))):
             C = torch.ops.bitblas_jax.matmul(*args)
@@ -404,27 +412,6 @@ class Linear(nn.Module):
         return (output.is_contiguous() and output.dtype == ops.TORCH_DTYPES[self.out_dtype]
                 and output.device == A.device and tuple(output.shape) == (*A.shape[:-1], self.out_features)
                 and not any(ops.shares_memory(output, t) for t in (A, *self._buffers.values())))
-
-    def _forward_quantizing(self, A, output):
-        if A.dim() < 1 or A.shape[-1] != self.in_features:
-            raise ValueError(f"bitblas_jax.torch.Linear: A must be [..., in_features={self.in_features}], "
-                             f"got {tuple(A.shape)}")
-        b = self._buffers
-        if b["perm"] is not None:
-            A = A.index_select(-1, b["perm"])
-        values, a_scale = ops.quantize_activations(A, self.A_dtype, self.activation_granularity)
-        # one op: C = cast(a_scale * v + bias), the 8-bit kernels applying the scales and the bias in their
-        # epilogue (the values carry no gradient; the bias gets its own through the op's autograd, which
-        # eager calls without a gradient skip, as forward does)
-        bias = b["bias"]
-        grad = torch.is_grad_enabled() and bias is not None and bias.requires_grad
-        matmul = torch.ops.bitblas_jax.matmul if torch.compiler.is_compiling() or grad else ops.matmul_impl
-        C = matmul(values, b["qweight"], b["scales"], b["zeros"], bias, self.W_dtype, self._mode, self._gs,
-                   self.accum_dtype, self.out_dtype, None, a_scale)
-        if output is not None:
-            output.copy_(C)
-            return output
-        return C
 
     def dequantize(self) -> torch.Tensor:
         """The [out, in] weight the layer multiplies with (A_dtype, input order, perm undone;

@@ -214,8 +214,8 @@ def _check(A, W, scale, zeros, bias, w_format, mode, group_size, accum_dtype, ou
             raise ValueError(f"bitblas_jax::matmul: a_scale scales int8 / float8 A; A is {a_dtype}")
         if out_dtype == "int32":
             raise ValueError("bitblas_jax::matmul: out_dtype='int32' (the exact integer sum) takes no a_scale")
-        _check_tensor("a_scale", a_scale, tuple(a_scale.shape) if isinstance(a_scale, torch.Tensor) and
-                      a_scale.dim() == 0 else tuple(A.shape[:-1]), torch.float32, dev)
+        per_tensor = isinstance(a_scale, torch.Tensor) and a_scale.dim() == 0
+        _check_tensor("a_scale", a_scale, () if per_tensor else tuple(A.shape[:-1]), torch.float32, dev)
     return fmt, a_dtype, N, K, g
 
 

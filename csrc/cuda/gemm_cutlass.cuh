@@ -38,10 +38,10 @@ namespace gemm_cutlass_detail {
 
 using namespace cute;
 
-// A stream-K launch's flags: a 32-bit flag per consumer warpgroup for each tile its CTAs may share (at most two
-// waves of plan::kCutlassStreamKMaxCtas), rounded as the plan rounds them, plus CUTLASS's workspace alignment.
+// A stream-K launch's flags: a 32-bit flag per consumer warpgroup for each tile its CTAs may share
+// (plan::kCutlassStreamKMaxSharedTiles), rounded as the plan rounds them, plus CUTLASS's workspace alignment.
 constexpr int64_t kStreamKClearBytes =
-    plan::ceil_div(2 * plan::kCutlassStreamKMaxCtas * plan::kCutlassStreamKFlagBytes, 128) * 128 + 128;
+    plan::ceil_div(plan::kCutlassStreamKMaxSharedTiles * plan::kCutlassStreamKFlagBytes, 128) * 128 + 128;
 
 #ifdef CUTLASS_ENABLE_GDC_FOR_SM90
 constexpr bool kWaitsOnPriorGrid = true;   // griddepcontrol.wait before the producers' first loads
@@ -144,7 +144,7 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
     args.scheduler.decomposition_mode = split > 1 ? Decomposition::SplitK : Decomposition::StreamK;
     args.scheduler.splits = split;
     args.scheduler.reduction_mode = Reduction::Deterministic;
-    args.hw_info.sm_count = std::min(sms, plan::kCutlassStreamKMaxCtas);  // what the plan's workspace holds
+    args.hw_info.sm_count = static_cast<int>(plan::gemm_cutlass_stream_k_grid(sms));  // what the plan sized
     ws = stream_k_ws;
   }
 

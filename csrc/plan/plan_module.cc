@@ -149,17 +149,21 @@ PYBIND11_MODULE(_bitblas_plan, m) {
     m.attr("GEMM_CUTLASS_STREAM_K_TILES") = py::tuple(stream_k);  // plan.h kCutlassTiles' stream_k
   }
   m.def(
-      "gemm_cutlass_time_ns",
+      "gemm_cutlass_in_kernel_split_terms",
       [](int64_t M, int64_t N, int64_t K, int tile, int64_t split, int num_sms, int w_format) {
-        if (tile < 0 || tile >= bp::kNumCutlassTiles) throw py::value_error("bad gemm_cutlass tile id");
-        if (split < 1) throw py::value_error("split must be >= 1");
+        if (tile < 0 || tile >= bp::kNumCutlassTiles || !bp::kCutlassTiles[tile].stream_k)
+          throw py::value_error("tile must be a gemm_cutlass stream-K tile id");
+        if (split < 2) throw py::value_error("split must be >= 2 (the in-kernel split)");
         if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
-        return bp::gemm_cutlass_time_ns(M, N, K, tile, split, num_sms,
-                                        bp::gemm_cutlass_table_codes(static_cast<bitblas_jax::WFormat>(w_format)));
+        const bool table = bp::gemm_cutlass_table_codes(static_cast<bitblas_jax::WFormat>(w_format));
+        return py::make_tuple(bp::gemm_cutlass_in_kernel_split_parts_ns(M, N, K, tile, split, num_sms, table),
+                              bp::gemm_cutlass_in_kernel_split_turn_bytes(tile, split));
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("tile"), py::arg("split"), py::arg("num_sms"),
       py::arg("w_format") = static_cast<int>(bitblas_jax::WFormat::kInt4),
-      "The model's time in ns of gemm_cutlass's tile and split for this problem (plan::gemm_cutlass_time_ns).");
+      "The model's terms of a stream-K tile split in the kernel, (parts ns, turn bytes): its time is parts ns + "
+      "GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS + turn bytes / GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS "
+      "(plan::gemm_cutlass_time_ns).");
   m.attr("GEMM_CUTLASS_IN_KERNEL_SPLIT_FIXED_NS") = bp::kCutlassInKernelSplitFixedNs;
   m.attr("GEMM_CUTLASS_IN_KERNEL_SPLIT_BYTES_PER_NS") = bp::kCutlassInKernelSplitBytesPerNs;
   m.def(

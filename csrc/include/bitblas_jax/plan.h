@@ -422,6 +422,29 @@ constexpr int64_t gemm_cutlass_workspace_bytes(int64_t M, int64_t N, int64_t K, 
          (stream_k ? gemm_cutlass_stream_k_bytes(M, N, t, split) : split > 1 ? split * M * N * 4 : 0);
 }
 
+// A stream-K launch's CTAs on a GPU of num_sms SMs (the launcher's: at most kCutlassStreamKMaxCtas).
+constexpr int64_t gemm_cutlass_stream_k_grid(int num_sms) {
+  return min64(num_sms > 0 ? num_sms : 1, kCutlassStreamKMaxCtas);
+}
+// The model's time in ns of one tile t's multiply-adds over K / split (one wave of such tiles), at the tile's
+// throughput (table_codes: at its table_pct of it).
+constexpr int64_t gemm_cutlass_wave_ns(int t, int64_t K, int64_t split, bool table_codes) {
+  const int64_t speed = kCutlassTiles[t].speed_pct * (table_codes ? kCutlassTiles[t].table_pct : 100);
+  return 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 / (kCutlassTileFlopsPerNs * speed);
+}
+// In-kernel split (a stream-K tile, split > 1), the model's two terms: the waves of its parts (each the longest
+// part's stages), and the bytes of the float32 partial tiles a tile's parts store or read-add one after another
+// (at kCutlassInKernelSplitBytesPerNs).
+constexpr int64_t gemm_cutlass_in_kernel_split_parts_ns(int64_t M, int64_t N, int64_t K, int t, int64_t split,
+                                                        int num_sms, bool table_codes = false) {
+  const int64_t stages = K / kCutlassStageK;
+  return ceil_div(gemm_cutlass_output_tiles(M, N, t) * split, gemm_cutlass_stream_k_grid(num_sms)) *
+         (gemm_cutlass_wave_ns(t, K, split, table_codes) * split * ceil_div(stages, split) / stages);
+}
+constexpr int64_t gemm_cutlass_in_kernel_split_turn_bytes(int t, int64_t split) {
+  return split * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4;
+}
+
 // The model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's multiply-adds
 // over K / split, plus the partials' round trip where split. A stream-K tile (split 1) follows CUTLASS's
 // schedule: tiles in whole waves stay whole but for the last two waves, whose stages are dealt evenly to
@@ -434,17 +457,12 @@ constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, i
                                        bool table_codes = false) {
   const int64_t sms = num_sms > 0 ? num_sms : 1;
   const int64_t tiles = gemm_cutlass_output_tiles(M, N, t) * split;
-  const int64_t speed = kCutlassTiles[t].speed_pct * (table_codes ? kCutlassTiles[t].table_pct : 100);
-  const int64_t wave_ns =
-      2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 / (kCutlassTileFlopsPerNs * speed);
+  const int64_t wave_ns = gemm_cutlass_wave_ns(t, K, split, table_codes);
   const int64_t stages = K / kCutlassStageK;
-  const int64_t grid = min64(sms, kCutlassStreamKMaxCtas);  // a stream-K launch's CTAs
-  if (kCutlassTiles[t].stream_k && split > 1) {  // in-kernel split: the parts' waves, then the tile's turns to add
-    const int64_t part_ns = wave_ns * split * ceil_div(stages, split) / stages;  // the longest part's stages
-    const int64_t tile_bytes = kCutlassWeightRows * kCutlassTiles[t].act_rows * 4;
-    return ceil_div(tiles, grid) * part_ns + kCutlassInKernelSplitFixedNs +
-           split * tile_bytes / kCutlassInKernelSplitBytesPerNs;
-  }
+  const int64_t grid = gemm_cutlass_stream_k_grid(num_sms);
+  if (kCutlassTiles[t].stream_k && split > 1)  // in-kernel split: the parts' waves, then the tile's turns to add
+    return gemm_cutlass_in_kernel_split_parts_ns(M, N, K, t, split, num_sms, table_codes) + kCutlassInKernelSplitFixedNs +
+           gemm_cutlass_in_kernel_split_turn_bytes(t, split) / kCutlassInKernelSplitBytesPerNs;
   if (kCutlassTiles[t].stream_k && tiles % grid != 0 && stages > kCutlassStreamKMinStages) {
     const int64_t whole_waves = tiles / grid > 1 ? tiles / grid - 1 : 0;
     const int64_t shared_stages = (tiles - whole_waves * grid) * stages;
@@ -488,8 +506,7 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
       // in-kernel split: only where every part of every tile runs at once (one wave); past that the stream-K
       // schedule shares the last waves' stages
       if (kCutlassTiles[t].stream_k && split > 1 &&
-          (!in_kernel_split ||
-           gemm_cutlass_output_tiles(M, N, t) * split > min64(num_sms > 0 ? num_sms : 1, kCutlassStreamKMaxCtas)))
+          (!in_kernel_split || gemm_cutlass_output_tiles(M, N, t) * split > gemm_cutlass_stream_k_grid(num_sms)))
         continue;
       if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
         continue;
