@@ -3,8 +3,10 @@ beyond the compute capability).
 
 The kernels, by mechanism (docs/KERNELS.md):
 
-  decode               small M: one CTA per 32 weight rows over all of K, warp-private cp.async ring,
-                       group scales on fp32 partial sums (M <= 16 per launch, larger M in slices)
+  decode               small M: one CTA per 32 weight rows over all of K (or, where those CTAs leave
+                       resident slots empty on sm_90, a cluster of CTAs sharing K, their sums added
+                       through distributed shared memory), warp-private cp.async ring, group scales
+                       on fp32 partial sums (M <= 16 per launch, larger M in slices)
   decode_splitk        small M where decode cannot run (float16 accumulation, groups that end inside
                        packed tiles): K split across CTAs
   gemm_mma             mma.sync tensor-core GEMM (any sm_80+ GPU)
@@ -52,7 +54,8 @@ num_sms()), BITBLAS_JAX_GEMM_CUTLASS (0 / 1: whether gemm_cutlass may run),
 BITBLAS_JAX_GEMM_CUTLASS_MAX_SPLIT (the most parts gemm_cutlass may split K into, 1 to
 GEMM_CUTLASS_MAX_SPLIT; 1: never split), BITBLAS_JAX_GEMM_CUTLASS_STREAM_K (0: gemm_cutlass's
 persistent tiles only, 1: every tile by the model, 2: its stream-K tiles only),
-BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT (0 / 1: whether its stream-K tiles may split K in the kernel).
+BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT (0 / 1: whether its stream-K tiles may split K in the kernel),
+BITBLAS_JAX_DECODE_CLUSTER_SPLIT (0 / 1: whether decode may split K over a cluster of CTAs).
 """
 from __future__ import annotations
 
@@ -213,15 +216,27 @@ def gemm_cutlass_stream_k() -> int:
     return int(env)
 
 
+def _env_switch(name: str, default: bool) -> bool:
+    """The 0 / 1 environment variable `name`, else `default`."""
+    env = os.environ.get(name)
+    if env is None:
+        return default
+    if env not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, not {env!r}")
+    return env == "1"
+
+
 def gemm_cutlass_in_kernel_split() -> bool:
     """Whether gemm_cutlass's stream-K tiles may split K in the kernel (plan.h gemm_cutlass_choice's
     in_kernel_split): off by default; BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT=1 weighs it (A/B timing)."""
-    env = os.environ.get("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT")
-    if env is None:
-        return False
-    if env not in ("0", "1"):
-        raise ValueError(f"BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT must be 0 or 1, not {env!r}")
-    return env == "1"
+    return _env_switch("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", False)
+
+
+def decode_cluster_split() -> bool:
+    """Whether decode may split K over a thread-block cluster where its grid leaves resident slots empty
+    (plan.h decode_cluster_split; sm_90): off by default; BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1 turns it on
+    (A/B timing)."""
+    return _env_switch("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", False)
 
 
 def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: str, out_dtype: str,
@@ -255,7 +270,8 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
         gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M,
         cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k(),
-        cutlass_in_kernel_split=gemm_cutlass_in_kernel_split(), **limits)
+        cutlass_in_kernel_split=gemm_cutlass_in_kernel_split(), decode_cluster_split=decode_cluster_split(),
+        **limits)
     return CudaPlan(p["kernel"], p["tile"], p["split_k"], p["workspace_bytes"], p["stage_k"], p["tail_tile"])
 
 

@@ -44,6 +44,9 @@ FORCED_PLANS = (  # environment overrides that reach every kernel whatever the r
     {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "0"},                       # its batch split where stream-K runs
     {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "2", "BITBLAS_JAX_NUM_SMS": "8"},   # its stream-K tiles, few or many
                                                                       # tiles shared (planned for 8 SMs)
+    {"BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "2", "BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT": "1"},  # ... K split in
+                                                                      # the kernel
+    {"BITBLAS_JAX_DECODE_CLUSTER_SPLIT": "1"},                        # decode's K over a cluster (sm_90)
 )
 WORK_BUDGET = {"cpu": 1 << 23, "gpu": 1 << 28}     # M * N * K per case (the float64 reference runs on the host)
 GEMM_REGIME_SHARE = 0.15                            # of the cases, drawn where gemm_cutlass runs (its K splits too)

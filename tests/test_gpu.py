@@ -310,6 +310,36 @@ def test_gpu_gemm_cutlass_in_kernel_split(rng, fmt, mode, group, a_dtype, M, N, 
     check_held_terms(case, first)
 
 
+@pytest.mark.parametrize("fmt,mode,group,a_dtype,out,M,N,K", [
+    ("int4", "scale", 128, "float16", "float16", 1, 4096, 4096),         # paired group scales staged with the weights
+    ("int4", "scale", 128, "bfloat16", "bfloat16", 16, 1024, 4096),
+    ("uint4", "original", 64, "bfloat16", "float32", 5, 1024, 8192),
+    ("int4", "quantized", 128, "float16", "float16", 9, 512, 4096),
+    ("int8", "rescale", 128, "float16", "float32", 2, 1024, 4096),
+    ("int2", "scale", 128, "float16", "float16", 4, 1024, 8192),          # one tile per warp chunk
+    ("nf4", "scale", -1, "bfloat16", "bfloat16", 1, 1024, 4096),         # one group per row: parts inside it
+    ("fp4_e2m1", "none", -1, "float16", "float16", 3, 2048, 4096),
+    ("float8_e4m3fn", "scale", 128, "float16", "float16", 16, 1024, 4096),
+    ("float16", "none", -1, "bfloat16", "float32", 1, 1024, 2048),
+    ("int4", "scale", 128, "float16", "float16", 7, 1040, 4160)])         # a one-band CTA; a short last part
+def test_gpu_decode_cluster_split(rng, fmt, mode, group, a_dtype, out, M, N, K, monkeypatch):
+    """decode with K split over a cluster of CTAs, their sums added through distributed shared memory
+    (BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1): every format family, modes with zeros, groups the parts cut, one-band
+    CTAs, bias, against float64; the same bits on every call."""
+    from bitblas_jax import gpu_plan
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", "1")
+    monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", "132")
+    if not gpu_plan.hopper():
+        pytest.skip("the cluster split runs on sm_90 GPUs")
+    g = K if group == -1 else group
+    p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", out, mode, g)
+    assert p.kernel == "decode" and p.split_k > 1, p
+    case = make_case(rng, fmt, mode, group, a_dtype, "float32", out, True, M=M, N=N, K=K)
+    first = run_on(case, GPUS[0])
+    check(case, first)
+    np.testing.assert_array_equal(run_on(case, GPUS[0]), first)
+
+
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 64, 100, 128, 256, 1000])
 @pytest.mark.parametrize("a_dtype", ["float16", "bfloat16"])
 def test_gpu_m_sweep(rng, M, a_dtype):

@@ -56,6 +56,31 @@ def test_decode_limits_fall_back_to_decode_splitk():
     assert p.split_k > 1 and p.workspace_bytes > 0
 
 
+def test_decode_cluster_split(monkeypatch):
+    """Where decode's 32-row CTAs leave resident slots empty on an sm_90 GPU (two CTAs per SM), a cluster of CTAs
+    shares each 32 rows' K (BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1): at most 4, every part at least 8 warp chunks, no
+    workspace; off by default, off before sm_90 and where the grid fills the slots."""
+    hop = dict(sm90=True, sms=132)
+    assert plan(1, N=4096, K=4096, **hop).split_k == 1                  # off by default
+    monkeypatch.setenv("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", "1")
+    for M, N, K, fmt, split in ((1, 4096, 4096, "int4", 2),            # 128 CTAs for 264 slots
+                                (16, 4096, 14336, "int4", 2), (1, 3584, 18944, "int4", 2),
+                                (8, 1024, 4096, "int4", 4),             # 32 CTAs: the largest cluster
+                                (1, 1024, 4096, "int4", 2),             # 16 warp chunks of 4 tiles: two parts
+                                (1, 2048, 2048, "int4", 1),             # 8 warp chunks: one part
+                                (1, 1024, 4096, "int8", 4), (4, 4096, 4096, "int2", 2),
+                                (1, 8192, 8192, "int4", 1),             # 256 CTAs fill the slots
+                                (1, 14336, 4096, "int4", 1)):
+        p = plan(M, N=N, K=K, fmt=fmt, **hop)
+        assert (p.kernel, p.split_k, p.workspace_bytes) == ("decode", split, 0), (M, N, K, fmt, p)
+        assert plan(M, N=N, K=K, fmt=fmt, sm90=False, sms=132).split_k == 1
+    assert plan(1, N=4096, K=4096, sms=64, sm90=True).split_k == 1     # 64 SMs: 128 CTAs fill their slots
+    for bad in ("2", "on"):
+        monkeypatch.setenv("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", bad)
+        with pytest.raises(ValueError, match="BITBLAS_JAX_DECODE_CLUSTER_SPLIT"):
+            plan(1, N=4096, K=4096, **hop)
+
+
 @pytest.mark.parametrize("M", [256, 1024, 4096])
 def test_large_m_dequantizes_then_uses_xla_dot(M):
     assert kernel(M) == "dequantize_then_dot"

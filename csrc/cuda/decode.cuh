@@ -1,13 +1,15 @@
 // The decode kernel: small M (at most 16 rows per launch), float32 accumulation.
 //
-// One CTA of 8 warps owns two 16-row bands (32 weight rows) and the whole K:
-// no split-K across CTAs, so no workspace, no memset, one launch. The K tiles
-// are dealt round-robin to the warps (chunk i = tiles 8Ui .. 8U(i+1)-1, U
-// consecutive tiles per warp). Each warp streams its tiles (16 bytes per lane
+// One CTA of 8 warps owns two 16-row bands (32 weight rows) and the whole K, or,
+// launched in clusters of `split` CTAs (sm_90, plan.h decode_cluster_split), the
+// rank's part of K (decode_part_tiles); no workspace, no memset, one launch. The
+// part's K tiles are dealt round-robin to the warps (chunk i = tiles 8Ui .. 8U(i+1)-1,
+// U consecutive tiles per warp). Each warp streams its tiles (16 bytes per lane
 // and band) and the matching activation columns (all M rows) through its own
 // NST-stage cp.async ring and syncs only itself, so the main loop has no CTA
 // barrier. The eight warps' partial sums are added in shared memory at the
-// end, in warp order (deterministic).
+// end, in warp order, and a cluster's CTAs' through distributed shared memory,
+// in rank order (deterministic).
 //
 // The weight is decoded to its element values only (one lop3 + one hfma2 per
 // pair for int4): the group scale is applied to the float32 mma result of each
@@ -67,9 +69,16 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
   const int g = lane >> 2;
   const int M = static_cast<int>(p.M);
   const long long K = p.K;
-  const int KT = p.KT, G = p.G, gs = p.gs, mode = p.mode;
+  const int G = p.G, gs = p.gs, mode = p.mode;
   const bool has_scale = mode != MODE_NONE;  // ZEROS implies has_scale
-  const int band0 = blockIdx.x * 2;
+  // A cluster of `split` CTAs shares the 32 rows; this CTA sums packed tiles kt0 .. kt0 + KT - 1 of each row's
+  // p.KT (its part, possibly empty), k from k_base.
+  // (The cluster's size and rank are read again at the end rather than held in registers.)
+  const int band0 = static_cast<int>(blockIdx.x / cluster_ctas()) * 2;
+  const int part = static_cast<int>(plan::decode_part_tiles(p.KT, U, cluster_ctas()));
+  const int kt0 = min(p.KT, static_cast<int>(cluster_rank()) * part);
+  const int KT = min(part, p.KT - kt0);
+  const long long k_base = static_cast<long long>(kt0) * TK;
   const bool two = band0 + 1 < static_cast<int>(p.N >> 4);
   const int rows = two ? 32 : 16;
   // this warp's chunks: i with first tile (8 i + warp) U < KT
@@ -81,9 +90,9 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
   const uint32_t wring = smem_addr(smem) + warp * NST * WSTAGE + lane * 16;                          // [NST][WSTAGE]
   uint16_t* sAw = reinterpret_cast<uint16_t*>(smem + Cfg::RING_BYTES) + warp * NST * M * LDW;  // [NST][M][LDW]
   const uint32_t sring = smem_addr(smem) + Cfg::RING_BYTES + M * Cfg::A_ROW_BYTES + warp * NST * Cfg::SSTAGE;  // [NST][32]
-  const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * KT + warp * U) * 512 + lane * 16;
-  const long long band_stride = static_cast<long long>(KT) * 512;
-  const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A);
+  const uint8_t* wsrc = p.W + (static_cast<long long>(band0) * p.KT + kt0 + warp * U) * 512 + lane * 16;
+  const long long band_stride = static_cast<long long>(p.KT) * 512;
+  const uint16_t* Ag = reinterpret_cast<const uint16_t*>(p.A) + k_base;  // this part's first k
   const int zsize = mode == MODE_QUANT ? 1 : 2;
   // Paired groups: when a warp's chunk holds exactly two groups (2 gs = WK, e.g. int4 group 128
   // with 4 tiles), its first group index is even, so one aligned load per row, issued ahead
@@ -95,7 +104,8 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
   // Staged scales (see the top): with paired groups, the word of a row's two groups is copied
   // with the chunk's weights instead of loaded ahead.
   const bool staged = Cfg::SSTAGE > 0 && !ZEROS && pair;
-  const uint8_t* scta = has_scale ? static_cast<const uint8_t*>(p.scale) + static_cast<long long>(band0) * 16 * G * 2
+  const uint8_t* scta = has_scale ? static_cast<const uint8_t*>(p.scale) +
+                                        (static_cast<long long>(band0) * 16 * G + k_base / gs) * 2
                                   : nullptr;
 
   // This lane's activation vectors of a chunk: column a_col (16 bytes) of rows a_row0, a_row0 + RPT,
@@ -165,7 +175,7 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
     }
   }
   if (has_scale && lane < (two ? 4 : 2))
-    prefetch_l2(static_cast<const uint8_t*>(p.scale) + ((band0 * 16 + lane * 8) * static_cast<long long>(G)) * 2);
+    prefetch_l2(static_cast<const uint8_t*>(p.scale) + ((band0 * 16 + lane * 8) * static_cast<long long>(G) + k_base / gs) * 2);
   griddep_wait();
   static_for<0, NST - 1>([&](auto I) { issue(decltype(I)::value); });
   if constexpr (FC == FC_NF4) {
@@ -255,12 +265,13 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
     }
   };
 
-  // Group bookkeeping: this warp's first k of chunk i is i * CHK + warp * U * TK,
+  // Group bookkeeping: this warp's first k of chunk i is k_base + i * CHK + warp * U * TK,
   // at offset `rem` into group gi; chunks advance it by CHK = dq groups + dr.
   int gi = 0, rem = 0, dq = 0, dr = 0;
   if (has_scale) {
-    gi = warp * U * TK / gs;
-    rem = warp * U * TK - gi * gs;
+    const long long k_first = k_base + warp * U * TK;
+    gi = static_cast<int>(k_first / gs);
+    rem = static_cast<int>(k_first - static_cast<long long>(gi) * gs);
     dq = CHK / gs;
     dr = CHK - dq * gs;
   }
@@ -381,7 +392,7 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
   cp_async_wait<0>();
   __syncthreads();
 
-  // ---- epilogue: the eight warps' sums, in warp order ----
+  // ---- epilogue: the eight warps' sums in warp order, a cluster's CTAs' in rank order ----
   float* red = reinterpret_cast<float*>(smem);  // [warp][band][mb][e][lane], fits in the ring
 #pragma unroll
   for (int bi = 0; bi < 2; ++bi)
@@ -389,17 +400,30 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
     for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) red[(((warp * 2 + bi) * MB + mb) * 4 + e) * 32 + lane] = acc[bi][mb][e];
-  __syncthreads();
-  for (int i = tid; i < 32 * M; i += 256) {
+  // In a cluster, the outputs are dealt round-robin to the ranks; each reads every rank's sums (the same
+  // order wherever an output is summed), and a CTA's shared memory stays until every rank has read it.
+  const int split = static_cast<int>(cluster_ctas()), rank = static_cast<int>(cluster_rank());
+  if (split > 1) {
+    cluster_sync();
+  } else {
+    __syncthreads();
+  }
+  const uint32_t red_addr = smem_addr(red);
+  for (int i = rank * 256 + tid; i < 32 * M; i += 256 * split) {
     const int nl = i & 31, m = i >> 5;
     if (nl >= rows) continue;
     const int bi = nl >> 4, r = nl & 15, mb = m >> 3;
     const int e = (r >> 3) * 2 + (m & 1), ln = (r & 7) * 4 + ((m & 7) >> 1);
     float sum = 0.f;
+    for (int q = 0; q < split; ++q)
 #pragma unroll
-    for (int w = 0; w < 8; ++w) sum += red[(((w * 2 + bi) * MB + mb) * 4 + e) * 32 + ln];
+      for (int w = 0; w < 8; ++w) {
+        const int at = (((w * 2 + bi) * MB + mb) * 4 + e) * 32 + ln;
+        sum += split > 1 ? ld_shared_cluster_f32(red_addr + 4u * at, q) : red[at];
+      }
     store_out<T>(p, m, static_cast<long long>(band0) * 16 + nl, sum);
   }
+  if (split > 1) cluster_sync();
 }
 
 }  // namespace cudak

@@ -324,6 +324,14 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
       if (!whole_groups) return "decode needs groups of whole packed tiles (decode_splitk runs the others)";
       if (p.tile < 0 || (M > plan::kDecodeMaxRows && M % plan::kDecodeMaxRows && p.tail_tile < 0))
         return "decode: no shape fits " + std::to_string(M) + " rows in shared memory";
+      if (p.split_k > plan::kDecodeMaxClusterSplit)
+        return "decode: split_k " + std::to_string(p.split_k) + " exceeds the cluster of " +
+               std::to_string(plan::kDecodeMaxClusterSplit);
+      if (p.split_k > 1) {  // a cluster launch
+        DeviceInfo info;
+        if (std::string err = device_info(&info); !err.empty()) return err;
+        if (!info.sm90) return "decode: split_k > 1 (K over a cluster) needs an sm_90 GPU (the plan's sm90 flag was wrong)";
+      }
     } else if (p.split_k > kp.KT || p.split_k > 65535) {
       return "decode_splitk: split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(kp.KT) +
              " packed tiles of K";
@@ -341,8 +349,10 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
       if (kernel == Kernel::kDecode) {
         const int shape = ms == plan::kDecodeMaxRows || M <= plan::kDecodeMaxRows ? p.tile : p.tail_tile;
         const int entry = shape + (mode >= cudak::MODE_ORIGINAL ? plan::kNumDecodeShapes : 0);
-        err = launch(cudak::decode_entry(tc, fc, entry), dim3(static_cast<unsigned>(plan::ceil_div(N, plan::kDecodeRowsPerCta))),
-                     kl, stream, plan::decode_smem_bytes(bits, shape, ms));
+        const int cluster = static_cast<int>(p.split_k);  // CTAs sharing each 32 rows' K
+        err = launch(cudak::decode_entry(tc, fc, entry),
+                     dim3(static_cast<unsigned>(plan::ceil_div(N, plan::kDecodeRowsPerCta) * cluster)), kl, stream,
+                     plan::decode_smem_bytes(bits, shape, ms), nullptr, cluster);
       } else {
         if (p.split_k > 1) {
           kl.counters = reinterpret_cast<unsigned int*>(ws);

@@ -1,5 +1,5 @@
 // Inline-PTX wrappers: global loads (streaming, narrow into 32-bit registers), cp.async,
-// programmatic dependent launch, L2 prefetch, shared-memory loads and ldmatrix, mma.sync
+// programmatic dependent launch, thread-block clusters, L2 prefetch, shared-memory loads and ldmatrix, mma.sync
 // with its accumulator fragments, and LOP3. (The Hopper wgmma wrappers are generated:
 // wgmma_ops.cuh.)
 #pragma once
@@ -71,6 +71,45 @@ __device__ __forceinline__ void griddep_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
+// Thread-block clusters (sm_90+; a launch without the cluster attribute is a cluster of one CTA).
+// Before sm_90 every CTA is its own cluster of one: rank 0 of 1, its own shared memory, a CTA barrier.
+// This CTA's rank in its cluster and the cluster's size.
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_ctas() {
+  uint32_t n = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+#endif
+  return n;
+}
+// Every thread of every CTA of the cluster: shared-memory stores before it are visible cluster-wide
+// after it (release / acquire).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
+// The float at this CTA's shared address `addr` in CTA `rank` of the cluster (distributed shared memory).
+__device__ __forceinline__ float ld_shared_cluster_f32(uint32_t addr, uint32_t rank) {
+  float v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
+#else
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+
 // Pull a line into L2 only. Safe before griddep_wait: L2 is the point of
 // coherence, so a line the previous kernel writes later is still read right.
 __device__ __forceinline__ void prefetch_l2(const void* gmem) {

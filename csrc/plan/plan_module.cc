@@ -54,7 +54,8 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       [](int64_t M, int64_t N, int64_t K, int bits, bool accum_f32, int mode, int64_t group_size, bool sm90,
          bool a_aligned, int num_sms, int64_t decode_max_m, int64_t decode_splitk_max_m, int64_t mma_max_m,
          int64_t wgmma_max_m, int w_format, bool out_is_act, bool gemm_cutlass, int64_t cutlass_min_m,
-         int64_t cutlass_max_m, int64_t cutlass_max_split, int cutlass_stream_k, bool cutlass_in_kernel_split) {
+         int64_t cutlass_max_m, int64_t cutlass_max_split, int cutlass_stream_k, bool cutlass_in_kernel_split,
+         bool decode_cluster_split) {
         if (w_format < 0 || w_format >= bitblas_jax::kNumWFormats) throw py::value_error("bad w_format id");
         bp::PlanQuery q;
         q.M = M, q.N = N, q.K = K, q.bits = bits, q.accum_f32 = accum_f32, q.mode = mode;
@@ -65,7 +66,7 @@ PYBIND11_MODULE(_bitblas_plan, m) {
         q.gemm_cutlass = gemm_cutlass, q.cutlass_min_m = cutlass_min_m, q.cutlass_max_m = cutlass_max_m;
         if (cutlass_stream_k < 0 || cutlass_stream_k > 2) throw py::value_error("cutlass_stream_k: 0, 1 or 2");
         q.cutlass_max_split = cutlass_max_split, q.cutlass_stream_k = static_cast<bp::CutlassStreamK>(cutlass_stream_k);
-        q.cutlass_in_kernel_split = cutlass_in_kernel_split;
+        q.cutlass_in_kernel_split = cutlass_in_kernel_split, q.decode_cluster_split = decode_cluster_split;
         return as_dict(bp::make_plan(q));
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("bits"), py::arg("accum_f32"), py::arg("mode"),
@@ -73,7 +74,8 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       py::arg("decode_splitk_max_m"), py::arg("mma_max_m"), py::arg("wgmma_max_m"), py::arg("w_format"),
       py::arg("out_is_act"), py::arg("gemm_cutlass"), py::arg("cutlass_min_m"), py::arg("cutlass_max_m"),
       py::arg("cutlass_max_split") = bp::kCutlassMaxSplit, py::arg("cutlass_stream_k") = 1,
-      py::arg("cutlass_in_kernel_split") = false, "The plan for one problem (plan::make_plan), as a dict.");
+      py::arg("cutlass_in_kernel_split") = false, py::arg("decode_cluster_split") = false,
+      "The plan for one problem (plan::make_plan), as a dict.");
   m.def(
       "finish",
       [](const std::string& kernel, int tile, int64_t split_k, int64_t M, int64_t N, int64_t K, int bits, int mode,

@@ -15,7 +15,8 @@ BITBLAS_JAX_NUM_SMS for other split-K values, BITBLAS_JAX_GEMM_CUTLASS=0 for gem
 Prints one line per case (index, description, plan per path, ok / FAIL), then the coverage: the kernels
 and split-K values reached per path. The list must reach every kernel (gemm_wgmma on sm_90 only, gemm_cutlass
 where the install holds it too, on a persistent and a stream-K tile), split > 1 on decode_splitk, gemm_mma,
-gemm_wgmma and gemm_cutlass, and the torch shim's decode, GEMM and misaligned paths.
+gemm_wgmma and gemm_cutlass, and the torch shim's decode, GEMM and misaligned paths; on sm_90 decode with K over a cluster and gemm_cutlass's
+stream-K tiles with K split in the kernel.
 Then the int8 / float8-activation cases (sanitize_qact_cases.py): every quantized-activation kernel
 through JAX and the torch shim.
 
@@ -41,6 +42,9 @@ MMA = {"BITBLAS_JAX_HOPPER": "0", "BITBLAS_JAX_GEMM_MAX_M": "4096"}     # gemm_m
 GEMM = {"BITBLAS_JAX_GEMM_MAX_M": "4096"}                                # the GEMM instead of dequantize + dot
 DOT = {"BITBLAS_JAX_GEMM_MAX_M": "16"}                                   # dequantize_then_dot above 16
 WGMMA = {"BITBLAS_JAX_GEMM_MAX_M": "4096", "BITBLAS_JAX_GEMM_CUTLASS": "0"}  # gemm_wgmma where gemm_cutlass runs
+CLUSTER = {"BITBLAS_JAX_DECODE_CLUSTER_SPLIT": "1", "BITBLAS_JAX_NUM_SMS": "132"}  # decode's K over a cluster (sm_90)
+IN_KERNEL = {"BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT": "1", "BITBLAS_JAX_GEMM_CUTLASS_STREAM_K": "2",
+             "BITBLAS_JAX_NUM_SMS": "132"}                               # gemm_cutlass's stream-K tiles, K split in the kernel
 
 # (format, mode, group, A dtype, accumulation, M, N, K, environment, torch element offset)
 SPECS = [
@@ -101,6 +105,14 @@ SPECS = [
     ("nf4", "scale", 128, "float16", "float32", 300, 272, 1024, {}, 0),
     ("fp4_e2m1", "none", -1, "bfloat16", "float32", 128, 4096, 4096, {}, 0),
     ("nf4", "scale", 64, "bfloat16", "float32", 100, 8704, 4096, {}, 0),
+    # decode with K over a cluster of 2 / 4 CTAs (sm_90): staged scales, zeros, misaligned activations (torch)
+    ("int4", "scale", 128, "float16", "float32", 1, 4096, 4096, CLUSTER, 0),
+    ("uint4", "original", 64, "bfloat16", "float32", 9, 512, 4096, CLUSTER, 3),
+    ("int2", "scale", 128, "float16", "float32", 4, 1024, 8192, CLUSTER, 0),
+    # gemm_cutlass's stream-K tiles with K split in the kernel: 4- and 8-bit codes, the table formats
+    ("int4", "scale", 128, "float16", "float32", 128, 4096, 4096, IN_KERNEL, 0),
+    ("uint8", "rescale", 128, "bfloat16", "float32", 200, 2048, 4096, IN_KERNEL, 0),
+    ("nf4", "scale", 128, "bfloat16", "float32", 96, 1024, 4096, IN_KERNEL, 0),
 ]
 
 
@@ -125,9 +137,14 @@ def missing_coverage(reached: dict, sm90: bool, cutlass: bool = False, cutlass_s
             miss.append(f"{k} with split-K > 1")
         if k == "gemm_cutlass" and 1 not in splits:
             miss.append(f"{k} without split-K")
-    if sm90 and cutlass and cutlass_splits and not any("gemm_cutlass stream-K" in reached.get(p, {})
-                                                        for p in ("jax", "torch")):
-        miss.append("gemm_cutlass stream-K")
+    if sm90 and cutlass and cutlass_splits:
+        stream_k = set().union(*(reached.get(p, {}).get("gemm_cutlass stream-K", set()) for p in ("jax", "torch")))
+        if not stream_k:
+            miss.append("gemm_cutlass stream-K")
+        elif not any(s > 1 for s in stream_k):
+            miss.append("gemm_cutlass stream-K with K split in the kernel")
+    if sm90 and not any(s > 1 for p in ("jax", "torch") for s in reached.get(p, {}).get("decode", set())):
+        miss.append("decode with K over a cluster")
     if len(set().union(*(s for ks in reached.values() for s in ks.values()))) < 5:
         miss.append("at least 5 distinct split-K values")
     return miss

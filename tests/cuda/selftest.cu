@@ -142,8 +142,7 @@ struct Launch {
 // The (kernel, tile) that runs a problem when `want` is asked for: the wanted kernel and tile where
 // they can run it, else what the plan would run in their place (decode -> decode_splitk,
 // gemm_wgmma -> gemm_mma), so random cases always hand the dispatcher a valid plan.
-static Launch launch_for(const Choice& want, int64_t M, int64_t N, int64_t K, WFormat fmt, ScaleMode mode,
-                         int64_t gs, DType acc, bool a_aligned) {
+static bool gpu_is_sm90() {
   static const bool sm90 = [] {
     int dev = 0, major = 0, minor = 0;
     CK(cudaGetDevice(&dev));
@@ -151,6 +150,12 @@ static Launch launch_for(const Choice& want, int64_t M, int64_t N, int64_t K, WF
     CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     return major == 9 && minor == 0;
   }();
+  return sm90;
+}
+
+static Launch launch_for(const Choice& want, int64_t M, int64_t N, int64_t K, WFormat fmt, ScaleMode mode,
+                         int64_t gs, DType acc, bool a_aligned) {
+  const bool sm90 = gpu_is_sm90();
   plan::PlanQuery q;
   q.M = M, q.N = N, q.K = K, q.bits = format_bits(fmt), q.accum_f32 = acc == DType::kF32;
   q.mode = static_cast<int>(mode), q.group_size = gs, q.sm90 = sm90, q.a_aligned = a_aligned;
@@ -441,10 +446,10 @@ static int correctness(int rounds, uint64_t seed, bool big) {
           const int64_t splits[] = {1, 1, 2, 3, 5};
           c.split = splits[rng() % 5];
           c.a_misalign = (rng() % 10 == 0) ? 1 : 0;
-          // the dispatcher launches only splits the problem has stages for (decode: none)
+          // the dispatcher launches only splits the problem has stages for (decode: the CTAs of a cluster, sm_90)
           const Launch l = launch_for(c.choice, c.M, c.N, c.K, c.fmt, c.mode, c.gs, c.acc_dt, c.a_misalign == 0);
           const int64_t stages = l.kernel == plan::Kernel::kDecodeSplitK ? c.K / tk
-                                 : l.kernel == plan::Kernel::kDecode ? 1
+                                 : l.kernel == plan::Kernel::kDecode ? (gpu_is_sm90() ? plan::kDecodeMaxClusterSplit : 1)
                                  : plan::ceil_div(c.K, plan::finish(l.kernel, l.tile, 1, c.M, c.N, c.K, bits).stage_k);
           c.split = std::min(c.split, stages);
           check(c, dt);
@@ -453,7 +458,7 @@ static int correctness(int rounds, uint64_t seed, bool big) {
     }
   }
   // The decode kernel's paired group loads (two groups per warp chunk: 2 gs = the k of 4 or 2
-  // tiles), next to a group count that rules them out (K = 1664: 13 groups of 128).
+  // tiles), next to a group count that rules them out (K = 1664: 13 groups of 128), whole or in two parts.
   for (WFormat fmt : {WFormat::kInt4, WFormat::kUInt4, WFormat::kNF4, WFormat::kFP4E2M1, WFormat::kInt8,
                       WFormat::kUInt8, WFormat::kFP8E4M3}) {
     for (ScaleMode mode : modes_for(fmt)) {
@@ -462,7 +467,8 @@ static int correctness(int rounds, uint64_t seed, bool big) {
         for (int64_t M : {1, 6}) {
           const int dt = static_cast<int>(rng() % 3);
           Case c{fmt, mode, dt == 2 ? DType::kBF16 : DType::kF16, dt == 1 ? DType::kF16 : DType::kF32,
-                 static_cast<DType>(rng() % 3), M, 272, (rng() & 1) ? 2048 : 1664, gs, (rng() & 1) != 0, kDecode, 1, 0};
+                 static_cast<DType>(rng() % 3), M, 272, (rng() & 1) ? 2048 : 1664, gs, (rng() & 1) != 0, kDecode,
+                 gpu_is_sm90() ? 1 + static_cast<int64_t>(rng() % 2) : 1, 0};  // split: K over a cluster
           check(c, dt);
         }
     }

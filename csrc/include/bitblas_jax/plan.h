@@ -123,6 +123,29 @@ constexpr int decode_shape_for(int bits, int64_t rows) {
   return -1;
 }
 
+// K split over a thread-block cluster (sm_90): where the grid of 32-row CTAs leaves resident slots empty
+// (N under kDecodeCtasPerSm x SMs x 32 rows: the hidden-size outputs of most models, one CTA per SM on an
+// H100 / H200 at N = 4096), `split` CTAs of a cluster share each 32 rows' K, each summing its part with all
+// eight warps, and add their sums through distributed shared memory in rank order: no workspace, no memset,
+// deterministic. Twice the warps per SM stream the weight and share the decode.
+constexpr int kDecodeCtasPerSm = 2;          // decode_kernel's __launch_bounds__ (kDecodeSmemCap fits two)
+constexpr int kDecodeMaxClusterSplit = 4;    // CTAs per cluster (8 is the portable limit)
+constexpr int kDecodeMinChunksPerPart = 8;   // warp chunks per part: every warp of each CTA has one
+// K's warp chunks (decode_tiles packed tiles each) for one launch shape.
+constexpr int64_t decode_warp_chunks(int bits, int shape, int64_t K) {
+  return ceil_div(ceil_div(K, packed_tile_k(bits)), decode_tiles(bits, kDecodeShapes[shape].tiles));
+}
+// The packed tiles of each of the `split` parts of a row's KT tiles: whole warp chunks of U tiles, so a
+// part starts on a chunk (and, with paired groups, on an even group); the last part may be shorter or empty.
+constexpr int64_t decode_part_tiles(int64_t KT, int U, int64_t split) { return ceil_div(ceil_div(KT, U), split) * U; }
+// The cluster split for N weight rows, K and a launch shape: the CTAs that fill the resident slots, at most
+// kDecodeMaxClusterSplit, each part at least kDecodeMinChunksPerPart warp chunks.
+constexpr int64_t decode_cluster_split(int64_t N, int64_t K, int bits, int shape, int num_sms) {
+  return max64(1, min64(min64(kDecodeMaxClusterSplit,
+                              int64_t{kDecodeCtasPerSm} * num_sms / ceil_div(N, kDecodeRowsPerCta)),
+                        decode_warp_chunks(bits, shape, K) / kDecodeMinChunksPerPart));
+}
+
 // ---- decode_splitk --------------------------------------------------------------------------------
 constexpr int kDecodeSplitKRows = 256;     // weight rows per CTA
 constexpr int kDecodeSplitKCtasPerSm = 2;  // resident 256-thread CTAs per SM (shared memory)
@@ -551,6 +574,7 @@ struct PlanQuery {
   // its max runs kDequantizeThenDot.
   int64_t decode_max_m = 16;
   int64_t decode_splitk_max_m = 8;
+  bool decode_cluster_split = false;  // whether decode may split K over a cluster (sm_90)
   int64_t mma_max_m = 64;
   int64_t wgmma_max_m = 1024;
   // gemm_cutlass: whether it may run (built with CUTLASS, not turned off) and its M range.
@@ -598,8 +622,7 @@ inline Plan finish(Kernel kernel, int tile, int64_t split_k, int64_t M, int64_t 
   p.tile = tile;
   p.split_k = split_k < 1 ? 1 : split_k;
   switch (kernel) {
-    case Kernel::kDecode:
-      p.split_k = 1;
+    case Kernel::kDecode:  // split_k: the CTAs of a cluster sharing K (decode_cluster_split)
       p.tile = decode_shape_for(bits, min64(M, kDecodeMaxRows));
       p.tail_tile = M > kDecodeMaxRows && M % kDecodeMaxRows ? decode_shape_for(bits, M % kDecodeMaxRows) : -1;
       p.stage_k = packed_tile_k(bits);
@@ -666,7 +689,13 @@ inline int mma_tile_for(const PlanQuery& q) {
 inline Plan make_plan(const PlanQuery& q) {
   const int64_t M = q.M, N = q.N, K = q.K;
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
-  if (M <= q.decode_max_m && decode_fits(q)) return finish(Kernel::kDecode, 0, 1, M, N, K, q.bits);
+  if (M <= q.decode_max_m && decode_fits(q)) {
+    const int64_t split = q.decode_cluster_split && q.sm90
+                              ? decode_cluster_split(N, K, q.bits, decode_shape_for(q.bits, min64(M, kDecodeMaxRows)),
+                                                     q.num_sms)
+                              : 1;
+    return finish(Kernel::kDecode, 0, split, M, N, K, q.bits);
+  }
   if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
     const CutlassChoice c =
         gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k,
