@@ -149,15 +149,15 @@ def test_gpu_gemm_wgmma_tall_tile(rng, monkeypatch, fmt):
 
 
 def test_gpu_gemm_wgmma_tall_tile_at_1000_rows_by_default(rng):
-    """The default rule's gemm_wgmma tall tile past 512 rows on a layer of 4096 x 8192 weights (no override; nf4,
+    """The default rule's gemm_wgmma tall tile past 512 rows on a layer of 4096 x 8192 weights (no override; int2,
     which gemm_cutlass does not take), with a last 256-row tile that is partly empty (1000 = 3 x 256 + 232); the
     GPU only (the float64 reference)."""
     from bitblas_jax import gpu_plan
     _needs_sm90()
     M, N, K = 1000, 4096, 8192
-    p = gpu_plan.plan_cuda(M, N, K, "nf4", "bfloat16", "float32", "bfloat16", "scale", 128)
+    p = gpu_plan.plan_cuda(M, N, K, "int2", "bfloat16", "float32", "bfloat16", "scale", 128)
     assert p.kernel == "gemm_wgmma" and gpu_plan.tile_dims(p) == (128, 256)
-    case = make_case(rng, "nf4", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
+    case = make_case(rng, "int2", "scale", 128, "bfloat16", "float32", "bfloat16", True, M=M, N=N, K=K)
     check(case, run_on(case, GPUS[0]))
 
 
@@ -321,7 +321,7 @@ def test_gpu_gemm_cutlass_in_kernel_split(rng, fmt, mode, group, a_dtype, M, N, 
     ("fp4_e2m1", "none", -1, "float16", "float16", 3, 2048, 4096),
     ("float8_e4m3fn", "scale", 128, "float16", "float16", 16, 1024, 4096),
     ("float16", "none", -1, "bfloat16", "float32", 1, 1024, 2048),
-    ("int4", "scale", 128, "float16", "float16", 7, 1040, 4160)])         # a one-band CTA; a short last part
+    ("int4", "scale", 64, "float16", "float16", 7, 1040, 4160)])          # a one-band CTA; a short last part
 def test_gpu_decode_cluster_split(rng, fmt, mode, group, a_dtype, out, M, N, K, monkeypatch):
     """decode with K split over a cluster of CTAs, their sums added through distributed shared memory
     (BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1): every format family, modes with zeros, groups the parts cut, one-band
