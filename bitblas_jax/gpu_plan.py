@@ -228,16 +228,15 @@ def _env_switch(name: str, default: bool) -> bool:
 
 def gemm_cutlass_in_kernel_split() -> bool:
     """Whether gemm_cutlass's stream-K tiles may split K in the kernel (plan.h gemm_cutlass_choice's
-    in_kernel_split): off by default (through JAX on an H100 it was slower than the persistent split, or level,
-    at every point it would change: docs/KERNELS.md); BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT=1 weighs it
-    (A/B timing)."""
+    in_kernel_split): off by default, being slower through JAX than the persistent split (docs/KERNELS.md);
+    BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT=1 weighs it (A/B timing)."""
     return _env_switch("BITBLAS_JAX_GEMM_CUTLASS_IN_KERNEL_SPLIT", False)
 
 
 def decode_cluster_split() -> bool:
     """Whether decode may split K over a thread-block cluster where its grid leaves resident slots empty
-    (plan.h decode_cluster_split; sm_90): off by default (through JAX on an H100 slower at 11 of 12 points, though
-    faster alone on long K: docs/KERNELS.md); BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1 turns it on (A/B timing)."""
+    (plan.h decode_cluster_split; sm_90): off by default, being slower through JAX than the whole-K grid
+    (docs/KERNELS.md); BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1 turns it on (A/B timing)."""
     return _env_switch("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", False)
 
 

@@ -327,10 +327,9 @@ def test_gpu_decode_cluster_split(rng, fmt, mode, group, a_dtype, out, M, N, K, 
     (BITBLAS_JAX_DECODE_CLUSTER_SPLIT=1): every format family, modes with zeros, groups the parts cut, one-band
     CTAs, bias, against float64; the same bits on every call."""
     from bitblas_jax import gpu_plan
+    _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_DECODE_CLUSTER_SPLIT", "1")
     monkeypatch.setenv("BITBLAS_JAX_NUM_SMS", "132")
-    if not gpu_plan.hopper():
-        pytest.skip("the cluster split runs on sm_90 GPUs")
     g = K if group == -1 else group
     p = gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", out, mode, g)
     assert p.kernel == "decode" and p.split_k > 1, p

@@ -175,7 +175,8 @@ __global__ void __launch_bounds__(256, 2) decode_kernel(const KParams p) {
     }
   }
   if (has_scale && lane < (two ? 4 : 2))
-    prefetch_l2(static_cast<const uint8_t*>(p.scale) + ((band0 * 16 + lane * 8) * static_cast<long long>(G) + k_base / gs) * 2);
+    prefetch_l2(static_cast<const uint8_t*>(p.scale) +
+                ((band0 * 16 + lane * 8) * static_cast<long long>(G) + k_base / gs) * 2);
   griddep_wait();
   static_for<0, NST - 1>([&](auto I) { issue(decltype(I)::value); });
   if constexpr (FC == FC_NF4) {

@@ -330,7 +330,8 @@ std::string matmul_cuda(const MatmulArgs& a, plan::Kernel kernel, int tile, int6
       if (p.split_k > 1) {  // a cluster launch
         DeviceInfo info;
         if (std::string err = device_info(&info); !err.empty()) return err;
-        if (!info.sm90) return "decode: split_k > 1 (K over a cluster) needs an sm_90 GPU (the plan's sm90 flag was wrong)";
+        if (!info.sm90)
+          return "decode: split_k > 1 (K over a cluster) needs an sm_90 GPU (the plan's sm90 flag was wrong)";
       }
     } else if (p.split_k > kp.KT || p.split_k > 65535) {
       return "decode_splitk: split_k " + std::to_string(p.split_k) + " exceeds the " + std::to_string(kp.KT) +

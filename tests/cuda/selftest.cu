@@ -139,9 +139,7 @@ struct Launch {
   int tile;
 };
 
-// The (kernel, tile) that runs a problem when `want` is asked for: the wanted kernel and tile where
-// they can run it, else what the plan would run in their place (decode -> decode_splitk,
-// gemm_wgmma -> gemm_mma), so random cases always hand the dispatcher a valid plan.
+// Whether this GPU is an sm_90 one (gemm_wgmma, clusters for decode's K split).
 static bool gpu_is_sm90() {
   static const bool sm90 = [] {
     int dev = 0, major = 0, minor = 0;
@@ -153,6 +151,9 @@ static bool gpu_is_sm90() {
   return sm90;
 }
 
+// The (kernel, tile) that runs a problem when `want` is asked for: the wanted kernel and tile where
+// they can run it, else what the plan would run in their place (decode -> decode_splitk,
+// gemm_wgmma -> gemm_mma), so random cases always hand the dispatcher a valid plan.
 static Launch launch_for(const Choice& want, int64_t M, int64_t N, int64_t K, WFormat fmt, ScaleMode mode,
                          int64_t gs, DType acc, bool a_aligned) {
   const bool sm90 = gpu_is_sm90();

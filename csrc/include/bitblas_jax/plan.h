@@ -127,7 +127,9 @@ constexpr int decode_shape_for(int bits, int64_t rows) {
 // (N under kDecodeCtasPerSm x SMs x 32 rows: the hidden-size outputs of most models, one CTA per SM on an
 // H100 / H200 at N = 4096), `split` CTAs of a cluster share each 32 rows' K, each summing its part with all
 // eight warps, and add their sums through distributed shared memory in rank order: no workspace, no memset,
-// deterministic. Twice the warps per SM stream the weight and share the decode.
+// deterministic. Twice the warps per SM stream the weight and share the decode. Weighed only where asked
+// (PlanQuery decode_cluster_split): through JAX the un-split grid, overlapping the previous kernel's tail, ran
+// faster (docs/KERNELS.md).
 constexpr int kDecodeCtasPerSm = 2;          // decode_kernel's __launch_bounds__ (kDecodeSmemCap fits two)
 constexpr int kDecodeMaxClusterSplit = 4;    // CTAs per cluster (8 is the portable limit)
 constexpr int kDecodeMinChunksPerPart = 8;   // warp chunks per part: every warp of each CTA has one
@@ -142,7 +144,7 @@ constexpr int64_t decode_part_tiles(int64_t KT, int U, int64_t split) { return c
 // kDecodeMaxClusterSplit, each part at least kDecodeMinChunksPerPart warp chunks.
 constexpr int64_t decode_cluster_split(int64_t N, int64_t K, int bits, int shape, int num_sms) {
   return max64(1, min64(min64(kDecodeMaxClusterSplit,
-                              int64_t{kDecodeCtasPerSm} * num_sms / ceil_div(N, kDecodeRowsPerCta)),
+                              int64_t{kDecodeCtasPerSm} * num_sms / max64(1, ceil_div(N, kDecodeRowsPerCta))),
                         decode_warp_chunks(bits, shape, K) / kDecodeMinChunksPerPart));
 }
 
@@ -514,8 +516,8 @@ enum class CutlassStreamK { kOff = 0, kByModel = 1, kOnly = 2 };
 // The model, fit from M = 128 up, misses that for the 128-row stream-K tile at M = 64, where the 64-row tile,
 // split or not, ran faster than every 128-row one on all six layers timed (H100, kernel alone).
 // table_codes: gemm_cutlass_table_codes of the weight's format. in_kernel_split: whether the stream-K tiles may
-// split K in the kernel (weighed only where asked until its constants are fit to a sweep), where all the parts
-// fit one wave of CTAs.
+// split K in the kernel (weighed only where asked: through JAX it ran slower than the persistent split,
+// docs/KERNELS.md), where all the parts fit one wave of CTAs.
 constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int mode, int64_t group_size,
                                             int num_sms, int64_t max_split = kCutlassMaxSplit,
                                             CutlassStreamK stream_k = CutlassStreamK::kByModel,
