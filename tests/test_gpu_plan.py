@@ -500,6 +500,19 @@ def test_gemm_wgmma_a8_rows_fill_the_gpu(M, N, rows256, rows):
     assert _bitblas_plan.gemm_wgmma_a8_rows(M, N, rows256, 132) == rows
 
 
+@pytest.mark.parametrize("N, along_x", [
+    (4096, False), (8192, False),      # 32 / 64 weight tiles: a tile's CTAs of every activation tile run together
+    (8448, False), (8576, True),       # 66 / 67 weight tiles: half the 132 SMs is the edge
+    (14336, True), (18944, True), (29568, True),
+])
+def test_gemm_wgmma_a8_grid_order(N, along_x):
+    """gemm_wgmma_a8's grid order (plan.h gemm_a8_act_tiles_along_x): the activation tiles of a weight tile go
+    first once the weight tiles outnumber half the SMs (132), so that the CTAs reading one weight tile run
+    together; with fewer, the weight tiles go first (each weight tile's CTAs still share one round)."""
+    assert _bitblas_plan.gemm_a8_act_tiles_along_x(N, 132) is along_x
+    assert not _bitblas_plan.gemm_a8_act_tiles_along_x(N, 0)   # no SM count: the plain order
+
+
 def test_gemm_wgmma_a8_needs_hopper_and_the_cuda_kernels(monkeypatch):
     from bitblas_jax import _ext
     monkeypatch.delenv("BITBLAS_JAX_GEMM_A8", raising=False)

@@ -650,6 +650,31 @@ def test_gpu_gemm_wgmma_a8_exact(rng, w, M, mode, group, out):
     check_quantized(case, got)
 
 
+@on_gpu
+@pytest.mark.parametrize("a_dtype,w,mode,group,out,M", [
+    ("int8", "int8", "none", -1, "int32", 300),
+    ("int8", "int8", "scale", -1, "float16", 100),
+    ("int8", "int4", "scale", 128, "bfloat16", 257),
+    ("float8_e4m3fn", "float8_e4m3fn", "scale", -1, "float32", 64),
+])
+def test_gpu_gemm_wgmma_a8_activation_tiles_first(rng, a_dtype, w, mode, group, out, M):
+    """gemm_wgmma_a8 with more 128-row weight tiles than half the GPU's SMs (N = 136 x 128 + 16: a partial last
+    tile), where the grid takes each weight tile's activation tiles first (plan.h gemm_a8_act_tiles_along_x):
+    against the reference as test_gpu_gemm_wgmma_a8_exact, so a CTA that took another's rows shows."""
+    from bitblas_jax import _bitblas_plan, gpu_plan
+    if not gpu_plan.gemm_a8_runs():
+        pytest.skip("gemm_wgmma_a8 needs an sm_90 GPU")
+    N, K = 136 * 128 + 16, 256
+    assert _bitblas_plan.gemm_a8_act_tiles_along_x(N, gpu_plan.num_sms())
+    case = make_qcase(rng, a_dtype, w, mode, group, out, M=M, N=N, K=K,
+                      a_scale=None if out == "int32" else "token")
+    assert gpu_plan.quantized_activation_kernel(a_dtype, w, mode, case.cfg.resolved_group_size, M, K) == "gemm_wgmma_a8"
+    exact = _integer_valued(case, rng)
+    got, written = _run_decode_i8(exact, target="bitblas_jax_gemm_a8", a_scale=exact.a_scale)
+    assert written, "XLA did not hand the poisoned buffer to the kernel's epilogue"
+    check_quantized(exact, got)
+
+
 def _gemm_a8_float8_cases():
     kinds = [("none", -1, "float32"), ("scale", -1, "bfloat16"), ("scale", 128, "float32"), ("scale", 256, "float16")]
     for a_dtype in FP8:

@@ -67,13 +67,18 @@ __device__ __forceinline__ void with_qact_out_type(DType dtype, F&& f) {
   }
 }
 
-// C[o] of an 8-bit-activation kernel from its sum x: an int32 output is the int32 sum itself; else
+// C[o] of an 8-bit-activation kernel from its sum x (qact_value: the value, store_qact: stored): an int32 output is
+// the int32 sum itself; else
 // qact_cast(cs * x + b) in float32 (one fmaf), cs the output's column scale times its row's activation
 // scale and b its column's bias (1 and 0 where the call has none: col_scale_of / row_scale_of / bias_of).
 template <typename T, typename Sum>
+__device__ __forceinline__ T qact_value(float cs, float b, Sum x) {
+  if constexpr (std::is_same_v<T, int32_t>) return static_cast<int32_t>(x);
+  else return qact_cast<T>(fmaf(cs, static_cast<float>(x), b));
+}
+template <typename T, typename Sum>
 __device__ __forceinline__ void store_qact(T* out, long long o, float cs, float b, Sum x) {
-  if constexpr (std::is_same_v<T, int32_t>) out[o] = static_cast<int32_t>(x);
-  else out[o] = qact_cast<T>(fmaf(cs, static_cast<float>(x), b));
+  out[o] = qact_value<T>(cs, b, x);
 }
 __device__ __forceinline__ float col_scale_of(const float* col_scale, long long n) {
   return col_scale ? __ldg(col_scale + n) : 1.f;

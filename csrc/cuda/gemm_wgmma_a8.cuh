@@ -68,9 +68,16 @@ constexpr int kStageSteps = 4;
 // drain a quarter as often as one.
 constexpr int kStagesPerFullDrain = 4;
 
+// The epilogue's named barrier (the consumer warps only: the producer warpgroup has left) and its staged tile's row
+// pitch: a band's 16 outputs of a row, plus 16 bytes where that is 32 bytes or more, so that the 8 lanes of a row
+// and the 4 rows of a store (activation rows 2c apart) fall in distinct banks; a multiple of 16 bytes either way
+// (whole vectors).
+constexpr int kEpilogueBarrier = 1;
+constexpr int epilogue_row_pitch(int row_bytes) { return row_bytes + (row_bytes >= 32 ? 16 : 0); }
+
 template <int BITS, int BM>
 struct GemmA8Cfg {
-  static constexpr int NB = 8;                       // bands (consumer warps) per CTA: 128 weight rows
+  static constexpr int NB = plan::kGemmA8WeightRows / 16;  // bands (consumer warps) per CTA
   static constexpr int BK = 128;                     // k per stage: one 128-byte swizzled row
   static constexpr int TK = 256 / BITS;              // k per packed tile
   static constexpr int TPB = BK / TK;                // packed tiles per band and stage
@@ -101,7 +108,7 @@ __device__ __forceinline__ void wgmma_a8(Acc (&acc)[BM / 2], const uint32_t (&a)
 // applied per stage (int8: groups of one stage; float8: p.group_size, whole stages).
 template <DType ACT, WFormat WF, bool SCALED, int BM>
 __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
-    gemm_wgmma_a8_kernel(const GemmA8Args p, const __grid_constant__ CUtensorMap a_map) {
+    gemm_wgmma_a8_kernel(const GemmA8Args p, const __grid_constant__ CUtensorMap a_map, bool act_tiles_along_x) {
 #if !defined(__CUDA_ARCH__) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = GemmA8Cfg<format_bits(WF), BM>;
   constexpr bool FLOAT8 = ACT != DType::kI8;
@@ -114,12 +121,15 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
   static_assert(TPB * STEPS == kStageSteps, "a stage is kStageSteps k32 steps");
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ __align__(8) uint64_t s_full[STAGES], s_empty[STAGES];
+  __shared__ __align__(8) float s_row_scale[BM];  // the tile's activation scales (1 without them), for the epilogue
+  static_assert(BM <= NB * 32, "one activation row's scale per consumer thread");
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, c = lane & 3;
   const long long M = p.M, N = p.N, K = p.K;
   const int nbands = static_cast<int>(N >> 4);
-  const int bx = blockIdx.x, by = blockIdx.y;
+  // bx: the CTA's 128 weight rows, by: its activation rows (grid order: plan.h gemm_a8_act_tiles_along_x)
+  const int bx = act_tiles_along_x ? blockIdx.y : blockIdx.x, by = act_tiles_along_x ? blockIdx.x : blockIdx.y;
   const long long m0 = static_cast<long long>(by) * BM;
   const int KT = static_cast<int>(K / Cfg::TK);  // packed tiles per band
   const int KB = static_cast<int>(K / BK);  // stages (K a multiple of BK: the host checks)
@@ -161,6 +171,9 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     return;
   } else {
     regs_inc<Cfg::CONSUMER_REGS>();
+    // this thread's activation row's scale, loaded now (its latency hidden by the main loop) and staged in shared
+    // memory for the epilogue
+    const float row_scale = p.row_scale && tid < BM && m0 + tid < M ? __ldg(p.row_scale + m0 + tid) : 1.f;
     const int band = bx * NB + warp;
     const long long nrow0 = static_cast<long long>(band) * 16 + g;
     int slot = 0, prev = STAGES - 1;
@@ -265,42 +278,45 @@ __global__ void __launch_bounds__(GemmA8Cfg<format_bits(WF), BM>::THREADS, 1)
     }
     wgmma_wait<0>();
     fence_acc(acc[0]);
-    // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 8j + 2c + (e & 1)
-    if (band_ok) {
-      // the lane's two weight rows' per-channel scales and biases, read once; the stores compiled for the
-      // output's type (epilogue.cuh with_qact_out_type), each scaled by its row's activation scale
+    // The epilogue (header): the tile goes out through the ring, which no one reads once every consumer warp is
+    // past its last wgmma (every copy into it landed before its stage's full wait).
+    if (tid < BM) s_row_scale[tid] = row_scale;
+    bar_sync_named(kEpilogueBarrier, NB * 32);
+    with_qact_out_type(p.out_dtype, [&](auto t) {
+      using T = typename decltype(t)::type;
+      constexpr int kRowBytes = 16 * static_cast<int>(sizeof(T));  // a band's 16 outputs of one activation row
+      constexpr int kPitch = epilogue_row_pitch(kRowBytes);
+      static_assert(NB * BM * kPitch <= STAGES * Cfg::STAGE_BYTES, "the staged tile fits in the ring");
+      uint8_t* const tile = smem + (ring - smem_addr(smem)) + warp * BM * kPitch;  // this warp's [BM][16] of T
+      if (!band_ok) return;
+      // acc[4j + e]: weight row nrow0 + 8 (e >> 1), activation row m0 + 2c + 8j + (e & 1); the lane's two weight
+      // rows' per-channel scales and biases read once, each pair of activation rows' scales from s_row_scale
       const float cs[2] = {col_scale_of(p.col_scale, nrow0), col_scale_of(p.col_scale, nrow0 + 8)};
       const float b[2] = {bias_of(p.bias, nrow0), bias_of(p.bias, nrow0 + 8)};
-      with_qact_out_type(p.out_dtype, [&](auto t) {
-        using T = typename decltype(t)::type;
-        // acc[4j + e] is activation row m0 + 2c + 8j + (e & 1), weight row nrow0 + 8 (e >> 1): one pointer
-        // per pair of rows, stepped by 8 rows (a 64-bit index multiply per element costs about 12 instructions a store)
-        const long long row0 = m0 + 2 * c, rows_left = M - row0;
-        T* rows = static_cast<T*>(p.out) + row0 * N + nrow0;
-        const long long step = 8 * N;
 #pragma unroll
-        for (int j = 0; j < BM / 8; ++j, rows += step) {
-          // the pair of rows' activation scales (1 without them), read as the rows come: 64 of them
-          // held across the loop would cost registers
-          float rs[2] = {1.f, 1.f};
-          if (p.row_scale) {
-            if (8 * j < rows_left) rs[0] = __ldg(p.row_scale + row0 + 8 * j);
-            if (8 * j + 1 < rows_left) rs[1] = __ldg(p.row_scale + row0 + 8 * j + 1);
-          }
+      for (int j = 0; j < BM / 8; ++j) {
+        const float2 rs2 = *reinterpret_cast<const float2*>(&s_row_scale[2 * c + 8 * j]);
+        const float rs[2] = {rs2.x, rs2.y};
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            if (8 * j + (e & 1) >= rows_left) continue;
-            const int i = 4 * j + e;
-            T* dst = rows + ((e & 1) ? N : 0) + 8 * (e >> 1);
-            const float scale = cs[e >> 1] * rs[e & 1];
-            if constexpr (PROMOTE)
-              store_qact(dst, 0, scale, b[e >> 1], facc[i]);
-            else
-              store_qact(dst, 0, scale, b[e >> 1], acc[0][i]);
-          }
+        for (int e = 0; e < 4; ++e) {
+          const int i = 4 * j + e;
+          const float scale = cs[e >> 1] * rs[e & 1];
+          T* dst = reinterpret_cast<T*>(tile + (2 * c + 8 * j + (e & 1)) * kPitch) + g + 8 * (e >> 1);
+          if constexpr (PROMOTE) *dst = qact_value<T>(scale, b[e >> 1], facc[i]);
+          else *dst = qact_value<T>(scale, b[e >> 1], acc[0][i]);
         }
-      });
-    }
+      }
+      __syncwarp();
+      // whole 16-byte vectors of C's rows: lane l takes vectors l, l + 32, ... of the warp's rows in order
+      constexpr int kVectors = kRowBytes / 16;  // a row's
+      uint8_t* const out = static_cast<uint8_t*>(p.out) + (m0 * N + static_cast<long long>(band) * 16) * sizeof(T);
+      const long long rows = M - m0 < BM ? M - m0 : BM;
+      for (int q = lane; q < rows * kVectors; q += 32) {
+        const int r = q / kVectors, v = q % kVectors;
+        *reinterpret_cast<uint4*>(out + r * N * static_cast<long long>(sizeof(T)) + 16 * v) =
+            *reinterpret_cast<const uint4*>(tile + r * kPitch + 16 * v);
+      }
+    });
   }
 #endif
 }

@@ -47,8 +47,9 @@ std::string launch_gemm_wgmma_a8(const GemmA8Args& a, cudaStream_t stream) {
     return err;
   if (a.M == 0) return "";
   if (!a.A || !a.W || !a.out) return "gemm_wgmma_a8: A, W and out must not be null";
-  if (reinterpret_cast<uintptr_t>(a.A) % 16 || reinterpret_cast<uintptr_t>(a.W) % 16)
-    return "gemm_wgmma_a8: A and W must be 16-byte aligned";
+  if (reinterpret_cast<uintptr_t>(a.A) % 16 || reinterpret_cast<uintptr_t>(a.W) % 16 ||
+      reinterpret_cast<uintptr_t>(a.out) % 16)
+    return "gemm_wgmma_a8: A, W and out must be 16-byte aligned";
   if ((a.M + 63) / 64 > 65535) return "gemm_wgmma_a8: M too large for one launch";
   int dev = 0, major = 0, minor = 0;
   cudaError_t e = cudaGetDevice(&dev);

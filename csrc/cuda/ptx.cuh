@@ -132,6 +132,10 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t addr, uint32_t& r0, uint32_
                : "=r"(r0), "=r"(r1)
                : "r"(addr));
 }
+// bar.sync on named barrier `id` (1..15; 0 is __syncthreads') for `threads` threads (a multiple of 32).
+__device__ __forceinline__ void bar_sync_named(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));

@@ -89,6 +89,10 @@ PYBIND11_MODULE(_bitblas_plan, m) {
       [](int64_t M, int64_t N, bool rows256, int num_sms) { return bp::gemm_wgmma_a8_rows(M, N, rows256, num_sms); },
       py::arg("M"), py::arg("N"), py::arg("rows256"), py::arg("num_sms"),
       "gemm_wgmma_a8's activation rows per CTA (rows256: the kernel keeps one accumulator set).");
+  m.def(
+      "gemm_a8_act_tiles_along_x", [](int64_t N, int num_sms) { return bp::gemm_a8_act_tiles_along_x(N, num_sms); },
+      py::arg("N"), py::arg("num_sms"),
+      "gemm_wgmma_a8's grid order: whether consecutive CTAs take the activation tiles of one weight tile.");
   m.def("tile_dims", &tile_dims, py::arg("kernel"), py::arg("tile"),
         "GEMM tiles: (weight rows, activation rows); decode shapes: (n8 blocks, tiles per chunk).");
   m.def(

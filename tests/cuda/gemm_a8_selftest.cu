@@ -11,8 +11,10 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include \
 //     -Icsrc/cuda tests/cuda/gemm_a8_selftest.cu csrc/cuda/inst_gemm_wgmma_a8.cu \
 //     csrc/cuda/inst_gemm_wgmma_a8_f8.cu csrc/cuda/tma_map.cu -o build/gemm_a8_selftest && build/gemm_a8_selftest
-//   build/gemm_a8_selftest --time M N K KIND [GROUP]   # kernel time, TOPS; KIND: int8, int4, e4m3, e4m3-int4,
-//                                                      # e5m2; GROUP: group scales of GROUP k (0: none)
+//   build/gemm_a8_selftest --time M N K KIND [GROUP [f16]]  # kernel time, TOPS, weight copies rotated beyond the
+//                                                           # L2; KIND: int8, int4, e4m3, e4m3-int4, e5m2; GROUP:
+//                                                           # group scales of GROUP k (0: none); f16: a float16
+//                                                           # output with per-channel and activation scales
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -323,7 +325,7 @@ bool check_epilogue(int64_t M, int64_t N, int64_t K, DType act, WFormat wf, DTyp
   return bad == 0 && same;
 }
 
-void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t group) {
+void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t group, bool out_f16) {
   DType act = DType::kI8;
   WFormat wf = WFormat::kInt8;
   if (kind == "int4") wf = WFormat::kInt4;
@@ -337,10 +339,25 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t
   const Problem p = make(M, N, K, act, wf, act == DType::kI8 ? Draw::kFullRange : Draw::kSmallIntegers, 7);
   // group scales applied in the main loop (the cost of W4A8 g128 against mode none)
   Device d(p, M, N, std::vector<float>(group > 0 ? N * (K / group) : 0, 0.01f));
+  // weight copies, each launch reading the next, at least 256 MB together (beyond the L2, as a model's layers)
+  const int copies = static_cast<int>(std::min<int64_t>(16, std::max<int64_t>(1, (256 << 20) / p.packed.size() + 1)));
+  std::vector<uint8_t*> wcopy(copies, d.w);
+  for (int i = 1; i < copies; ++i) {
+    CHECK(cudaMalloc(&wcopy[i], p.packed.size()));
+    CHECK(cudaMemcpy(wcopy[i], d.w, p.packed.size(), cudaMemcpyDeviceToDevice));
+  }
   bitblas_jax::GemmA8Args args;
   args.M = M, args.N = N, args.K = K, args.A = d.a, args.act = act, args.W = d.w, args.w_format = wf, args.out = d.out;
   args.scale = d.scale, args.group_size = group > 0 ? group : 0;
   args.out_dtype = act == DType::kI8 && group <= 0 ? DType::kI32 : DType::kF32;
+  // out_dtype f16: a float16 output with per-channel and activation scales (SmoothQuant's W8A8 as Matmul runs it)
+  float* vec = nullptr;
+  if (out_f16) {
+    CHECK(cudaMalloc(&vec, (N + M) * 4));
+    const std::vector<float> ones(N + M, 0.01f);
+    CHECK(cudaMemcpy(vec, ones.data(), (N + M) * 4, cudaMemcpyHostToDevice));
+    args.out_dtype = DType::kF16, args.col_scale = group > 0 ? nullptr : vec, args.row_scale = vec + N;
+  }
   for (int i = 0; i < 3; ++i) {
     const std::string err = bitblas_jax::launch_gemm_wgmma_a8(args, 0);
     if (!err.empty()) {
@@ -351,17 +368,23 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));
-  constexpr int kReps = 20;
+  constexpr int kReps = 32;
   CHECK(cudaEventRecord(t0));
-  for (int i = 0; i < kReps; ++i) bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  for (int i = 0; i < kReps; ++i) {
+    args.W = wcopy[i % copies];
+    bitblas_jax::launch_gemm_wgmma_a8(args, 0);
+  }
   CHECK(cudaEventRecord(t1));
   CHECK(cudaEventSynchronize(t1));
   CHECK(cudaGetLastError());
   float ms = 0.f;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / kReps;
-  std::printf("time %s g%ld M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches)\n", kind.c_str(),
-              (long)group, (long)M, (long)N, (long)K, us, 2.0 * M * N * K / us / 1e6);
+  std::printf("time %s g%ld%s M=%ld N=%ld K=%ld: %.2f us, %.0f TOPS (back-to-back launches, %d weight copies)\n",
+              kind.c_str(), (long)group, out_f16 ? " f16-out" : "", (long)M, (long)N, (long)K, us,
+              2.0 * M * N * K / us / 1e6, copies);
+  for (int i = 1; i < copies; ++i) CHECK(cudaFree(wcopy[i]));
+  if (vec) CHECK(cudaFree(vec));
 }
 
 }  // namespace
@@ -369,7 +392,7 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t
 int main(int argc, char** argv) {
   if (argc >= 5 && std::string(argv[1]) == "--time") {
     time_case(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? argv[5] : "int8",
-              argc > 6 ? std::atoll(argv[6]) : 0);
+              argc > 6 ? std::atoll(argv[6]) : 0, argc > 7 && std::string(argv[7]) == "f16");
     return 0;
   }
   bool ok = true;

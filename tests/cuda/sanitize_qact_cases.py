@@ -30,6 +30,7 @@ SPECS = [
     ("int8", "uint4", "scale", -1, "float16", 70, 272, 1024, {}),                 # per channel
     ("float8_e4m3fn", "float8_e4m3fn", "scale", 256, "float16", 100, 272, 1024, {}),
     ("float8_e5m2", "int4", "none", -1, "float32", 300, 144, 512, {}),
+    ("int8", "int8", "scale", -1, "float16", 100, 136 * 128 + 16, 256, {}),       # activation tiles first
     ("int8", "int2", "scale", 64, "float32", 100, 272, 1024, {}),                 # gemm_mma_a8
     ("int8", "int4", "none", -1, "int32", 130, 272, 1024, A8_OFF),
     ("float8_e4m3fn", "float8_e5m2", "scale", -1, "bfloat16", 8, 64, 1024, {}),   # widened_f16

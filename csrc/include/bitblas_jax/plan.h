@@ -805,13 +805,27 @@ constexpr bool gemm_wgmma_a8_takes(DType act, WFormat w_format, int mode, int64_
 // on 4096^2 (32 CTAs each, M = 256 against 128) and 53.6 against 40.8 us on 18944x3584 (148 CTAs, two rounds
 // each). So 4096^2 at M = 256 runs 64 CTAs of 128 rows (one round, about 18 us) instead of 32 of 256 (23.7).
 constexpr int kGemmA8Rows256TimePct = 131;
+constexpr int kGemmA8WeightRows = 128;  // weight rows per CTA (8 bands, one per consumer warp)
 constexpr int gemm_wgmma_a8_rows(int64_t M, int64_t N, bool rows256, int num_sms) {
   if (M <= 64) return 64;
   if (!rows256 || M <= 128 || num_sms <= 0) return 128;
-  const int64_t cols = (N + 127) / 128;
+  const int64_t cols = ceil_div(N, kGemmA8WeightRows);
   const int64_t rounds128 = (cols * ((M + 127) / 128) + num_sms - 1) / num_sms;
   const int64_t rounds256 = (cols * ((M + 255) / 256) + num_sms - 1) / num_sms;
   return rounds256 * kGemmA8Rows256TimePct < rounds128 * 100 ? 256 : 128;
+}
+// gemm_wgmma_a8's grid order: whether consecutive CTAs take the activation tiles of one weight tile (grid.x) rather
+// than the weight tiles of one activation tile. One CTA runs per SM, and the CTAs that read the same weight tile
+// share it through the L2 only while they run together. Weight tiles first, CTA j and CTA j + weight_tiles read
+// the same weight: together in one round of num_sms CTAs only where weight_tiles <= num_sms / 2; past that each
+// activation tile reads the weight again from memory. Activation tiles first, the CTAs of a weight tile run
+// together; the activations (M x K bytes) are read once per weight tile, from the L2. Measured on an H100
+// (kernel alone, int8 x int8, 256-row tiles, weight copies rotated beyond the L2; tests/cuda/gemm_a8_selftest
+// --time): weight tiles 148 (18944 x 3584, M = 1024) 144.3 -> 115.1 us, 231 (29568 x 8192) 411.2 -> 360.0 at
+// M = 1024 and 1560 -> 1475 at M = 4096, 112 (14336 x 4096, M = 512) 60.3 -> 52.7; at 32 and 64 weight tiles the
+// other order wins (4096^2 at M = 4096 101.3 against 113.3, 8192^2 at M = 2048 189.1 against 195.8).
+constexpr bool gemm_a8_act_tiles_along_x(int64_t N, int num_sms) {
+  return num_sms > 0 && ceil_div(N, kGemmA8WeightRows) > num_sms / 2;
 }
 // Whether the 8-bit kernels (decode_i8, gemm_mma_a8, gemm_wgmma_a8) apply the group scales in their main
 // loop (groups smaller than K), rather than a per-channel scale in their epilogue (epilogue.cuh
