@@ -23,7 +23,15 @@
 // Shape. As gemm_wgmma: a CTA of two consumer warpgroups (128 weight rows, a 16-row band per warp) and
 // a producer warpgroup that fills a ring of stages (the band's packed tiles by bulk copies, the
 // activations by TMA: 128 k x BM rows, 128-byte swizzled), each stage with a full and an empty
-// mbarrier. One wgmma per k32 step; WINDOW - 1 stay in flight while the next step is decoded.
+// mbarrier. One wgmma per k32 step; WINDOW - 1 stay in flight while the next step is decoded. One CTA
+// runs per SM; the grid takes a weight tile's activation tiles first where the weight tiles outnumber half the
+// SMs (plan.h gemm_a8_act_tiles_along_x), so the CTAs that read one weight tile run together.
+//
+// The epilogue. The tensor cores idle through it (one CTA per SM), so it keeps its instructions and loads few:
+// each consumer warp scales and casts its 16 x BM outputs in registers, the rows' activation scales read from
+// shared memory (staged there from one load per thread issued before the main loop), writes them in C's layout
+// into the ring (free once every consumer warp is past its last wgmma: a named barrier) and stores whole
+// 16-byte vectors of C's rows.
 //
 // Stage sums (PROMOTE: float8 activations, or int8 ones with group scales). Each 128-k stage's first
 // wgmma overwrites one of two stage-sum sets, and the stage's sum is added, times its group scale, into
