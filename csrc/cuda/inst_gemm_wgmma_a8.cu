@@ -8,19 +8,19 @@
 namespace bitblas_jax {
 namespace a8 {
 
-std::string launch_int8(const GemmA8Args& a, cudaStream_t stream) {
+std::string launch_int8(const GemmA8Args& a, int num_sms, cudaStream_t stream) {
   if (a.scale) {
     switch (a.w_format) {
-      case WFormat::kInt8: return launch_m<DType::kI8, WFormat::kInt8, true, false>(a, stream);
-      case WFormat::kInt4: return launch_m<DType::kI8, WFormat::kInt4, true, false>(a, stream);
-      case WFormat::kUInt4: return launch_m<DType::kI8, WFormat::kUInt4, true, false>(a, stream);
+      case WFormat::kInt8: return launch_m<DType::kI8, WFormat::kInt8, true, false>(a, num_sms, stream);
+      case WFormat::kInt4: return launch_m<DType::kI8, WFormat::kInt4, true, false>(a, num_sms, stream);
+      case WFormat::kUInt4: return launch_m<DType::kI8, WFormat::kUInt4, true, false>(a, num_sms, stream);
       default: break;
     }
   } else {
     switch (a.w_format) {
-      case WFormat::kInt8: return launch_m<DType::kI8, WFormat::kInt8, false, true>(a, stream);
-      case WFormat::kInt4: return launch_m<DType::kI8, WFormat::kInt4, false, true>(a, stream);
-      case WFormat::kUInt4: return launch_m<DType::kI8, WFormat::kUInt4, false, true>(a, stream);
+      case WFormat::kInt8: return launch_m<DType::kI8, WFormat::kInt8, false, true>(a, num_sms, stream);
+      case WFormat::kInt4: return launch_m<DType::kI8, WFormat::kInt4, false, true>(a, num_sms, stream);
+      case WFormat::kUInt4: return launch_m<DType::kI8, WFormat::kUInt4, false, true>(a, num_sms, stream);
       default: break;
     }
   }
@@ -50,15 +50,15 @@ std::string launch_gemm_wgmma_a8(const GemmA8Args& a, cudaStream_t stream) {
   if (reinterpret_cast<uintptr_t>(a.A) % 16 || reinterpret_cast<uintptr_t>(a.W) % 16 ||
       reinterpret_cast<uintptr_t>(a.out) % 16)
     return "gemm_wgmma_a8: A, W and out must be 16-byte aligned";
-  if ((a.M + 63) / 64 > 65535) return "gemm_wgmma_a8: M too large for one launch";
-  int dev = 0, major = 0, minor = 0;
+  int dev = 0, major = 0, minor = 0, num_sms = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev);
   if (e != cudaSuccess) return std::string("CUDA error in cudaDeviceGetAttribute: ") + cudaGetErrorString(e);
   if (major != 9 || minor != 0) return "gemm_wgmma_a8 needs an sm_90 GPU";
-  if (a.act == DType::kI8) return a8::launch_int8(a, stream);
-  if (plan::is_float8(a.act)) return a8::launch_float8(a, stream);
+  if (a.act == DType::kI8) return a8::launch_int8(a, num_sms, stream);
+  if (plan::is_float8(a.act)) return a8::launch_float8(a, num_sms, stream);
   return "gemm_wgmma_a8: activations must be int8, float8_e4m3fn or float8_e5m2";
 }
 

@@ -8,21 +8,22 @@ namespace a8 {
 namespace {
 
 template <DType ACT, bool SCALED>
-std::string by_weight(const GemmA8Args& a, cudaStream_t stream) {
+std::string by_weight(const GemmA8Args& a, int num_sms, cudaStream_t stream) {
   switch (a.w_format) {
-    case WFormat::kFP8E4M3: return launch_m<ACT, WFormat::kFP8E4M3, SCALED, false>(a, stream);
-    case WFormat::kFP8E5M2: return launch_m<ACT, WFormat::kFP8E5M2, SCALED, false>(a, stream);
-    case WFormat::kInt4: return launch_m<ACT, WFormat::kInt4, SCALED, false>(a, stream);
+    case WFormat::kFP8E4M3: return launch_m<ACT, WFormat::kFP8E4M3, SCALED, false>(a, num_sms, stream);
+    case WFormat::kFP8E5M2: return launch_m<ACT, WFormat::kFP8E5M2, SCALED, false>(a, num_sms, stream);
+    case WFormat::kInt4: return launch_m<ACT, WFormat::kInt4, SCALED, false>(a, num_sms, stream);
     default: return "gemm_wgmma_a8: float8 activations take float8_e4m3fn, float8_e5m2 and int4 weights";
   }
 }
 
 }  // namespace
 
-std::string launch_float8(const GemmA8Args& a, cudaStream_t stream) {
-  if (a.act == DType::kF8E4M3) return a.scale ? by_weight<DType::kF8E4M3, true>(a, stream)
-                                              : by_weight<DType::kF8E4M3, false>(a, stream);
-  return a.scale ? by_weight<DType::kF8E5M2, true>(a, stream) : by_weight<DType::kF8E5M2, false>(a, stream);
+std::string launch_float8(const GemmA8Args& a, int num_sms, cudaStream_t stream) {
+  if (a.act == DType::kF8E4M3) return a.scale ? by_weight<DType::kF8E4M3, true>(a, num_sms, stream)
+                                              : by_weight<DType::kF8E4M3, false>(a, num_sms, stream);
+  return a.scale ? by_weight<DType::kF8E5M2, true>(a, num_sms, stream)
+                 : by_weight<DType::kF8E5M2, false>(a, num_sms, stream);
 }
 
 }  // namespace a8

@@ -354,8 +354,8 @@ void time_case(int64_t M, int64_t N, int64_t K, const std::string& kind, int64_t
   float* vec = nullptr;
   if (out_f16) {
     CHECK(cudaMalloc(&vec, (N + M) * 4));
-    const std::vector<float> ones(N + M, 0.01f);
-    CHECK(cudaMemcpy(vec, ones.data(), (N + M) * 4, cudaMemcpyHostToDevice));
+    const std::vector<float> scales(N + M, 0.01f);
+    CHECK(cudaMemcpy(vec, scales.data(), (N + M) * 4, cudaMemcpyHostToDevice));
     args.out_dtype = DType::kF16, args.col_scale = group > 0 ? nullptr : vec, args.row_scale = vec + N;
   }
   for (int i = 0; i < 3; ++i) {

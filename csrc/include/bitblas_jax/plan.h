@@ -819,11 +819,8 @@ constexpr int gemm_wgmma_a8_rows(int64_t M, int64_t N, bool rows256, int num_sms
 // share it through the L2 only while they run together. Weight tiles first, CTA j and CTA j + weight_tiles read
 // the same weight: together in one round of num_sms CTAs only where weight_tiles <= num_sms / 2; past that each
 // activation tile reads the weight again from memory. Activation tiles first, the CTAs of a weight tile run
-// together; the activations (M x K bytes) are read once per weight tile, from the L2. Measured on an H100
-// (kernel alone, int8 x int8, 256-row tiles, weight copies rotated beyond the L2; tests/cuda/gemm_a8_selftest
-// --time): weight tiles 148 (18944 x 3584, M = 1024) 144.3 -> 115.1 us, 231 (29568 x 8192) 411.2 -> 360.0 at
-// M = 1024 and 1560 -> 1475 at M = 4096, 112 (14336 x 4096, M = 512) 60.3 -> 52.7; at 32 and 64 weight tiles the
-// other order wins (4096^2 at M = 4096 101.3 against 113.3, 8192^2 at M = 2048 189.1 against 195.8).
+// together; the activations (M x K bytes) are read once per weight tile, from the L2. Where the weight tiles fit in
+// half a round the plain order measured faster (docs/KERNELS.md, gemm_wgmma_a8: Grid order).
 constexpr bool gemm_a8_act_tiles_along_x(int64_t N, int num_sms) {
   return num_sms > 0 && ceil_div(N, kGemmA8WeightRows) > num_sms / 2;
 }
