@@ -34,14 +34,27 @@ DEQUANT_TARGET = "bitblas_jax_dequantize"  # CUDA only (the large-M path)
 DECODE_I8_TARGET = "bitblas_jax_decode_i8"  # CUDA only (int8 activations, small M)
 GEMM_A8_TARGET = "bitblas_jax_gemm_a8"      # CUDA only (int8 activations, larger M, sm_90)
 GEMM_MMA_A8_TARGET = "bitblas_jax_gemm_mma_a8"  # CUDA only (int8 activations, larger M, sm_80+)
-# The 8-bit kernels' k order within each 16-k chunk of A (csrc/cuda/a8_fragment.cuh kSigma; gemm_wgmma_a8
-# and gemm_mma_a8), the order in which the packed weight's lane fragments hold k: the chunk viewed as
-# [2, 4, 2] (k = 8h + 2t + j) with h and t swapped, so position 4t + 2h + j carries k: A [M, K] viewed
-# [M, K / 16, 2, 4, 2] and transposed by SIGMA_ORDER_AXES. A transpose, not a gather: the kernels' calls
-# run inside custom_partitioning, which refuses constants (an index array) in the traced body.
-SIGMA_CHUNK_VIEW = (2, 4, 2)
-SIGMA_ORDER_AXES = (0, 1, 3, 2, 4)
-GEMM_A8_SIGMA = np.arange(16).reshape((1, 1) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(16)
+# The 8-bit kernels' k order of A (csrc/cuda/a8_fragment.cuh), the order in which the packed weight's lane
+# fragments hold k. Within a 32-k block, k = 16 r + 8 h + 2 c + j: B register r of lanes (g, c) in an m16n8k32
+# step holds, at its byte 2 h + j, k (h, j) of its c. A [M, K] viewed [M, K / 32, 2, 2, 4, 2] (r, h, c, j)
+# and transposed: a transpose, not a gather, because the kernels' calls run inside custom_partitioning,
+# which refuses constants (an index array) in the traced body.
+A8_K_BLOCK_VIEW = (2, 2, 4, 2)
+# The GEMMs (gemm_wgmma_a8, gemm_mma_a8: A's tiles staged in shared memory): each 16-k chunk with h and c
+# swapped, (r, c, h, j): position 4c + 2h + j of a chunk carries k 8h + 2c + j (kSigma).
+SIGMA_ORDER_AXES = (0, 1, 2, 4, 3, 5)
+# decode_i8 (B registers loaded from global memory): lane order, (c, r, h, j): lane c's two registers of a k32
+# step are the block's 8 bytes at 8c, one load (a8_lane_order_k).
+LANE_ORDER_AXES = (0, 1, 4, 2, 3, 5)
+
+
+def a8_k_order(axes) -> np.ndarray:
+    """Position p of a 32-k block of A in the k order `axes` carries k = a8_k_order(axes)[p]."""
+    return np.arange(32).reshape((1, 1) + A8_K_BLOCK_VIEW).transpose(axes).reshape(32)
+
+
+GEMM_A8_SIGMA = a8_k_order(SIGMA_ORDER_AXES)[:16]
+DECODE_I8_LANE_ORDER = a8_k_order(LANE_ORDER_AXES)
 
 
 def empty(dtype) -> jax.Array:
@@ -244,29 +257,31 @@ def _a8_kernel_call(target: str, A, A2, W, scale, zeros, bias, a_scale, spec: Ke
 
 
 def _decode_i8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
-    """int8 activations at decode sizes: the decode_i8 kernel (_a8_kernel_call)."""
-    return _a8_kernel_call(DECODE_I8_TARGET, A, _as_2d(A, spec), W, scale, zeros, bias, a_scale, spec)
+    """int8 activations at decode sizes: the decode_i8 kernel (_a8_kernel_call) on A's 32-k blocks in lane
+    order (in_a8_order)."""
+    return _a8_kernel_call(DECODE_I8_TARGET, A, in_a8_order(_as_2d(A, spec), LANE_ORDER_AXES), W, scale, zeros,
+                           bias, a_scale, spec)
 
 
 def _gemm_mma_a8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
     """int8 activations above decode sizes on sm_80+: the gemm_mma_a8 kernel (_a8_kernel_call) on A's
-    16-k chunks in its k order (_in_sigma_order)."""
-    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias,
-                           a_scale, spec)
+    16-k chunks in its k order (in_a8_order)."""
+    return _a8_kernel_call(GEMM_MMA_A8_TARGET, A, in_a8_order(_as_2d(A, spec), SIGMA_ORDER_AXES), W, scale, zeros,
+                           bias, a_scale, spec)
 
 
 def _gemm_a8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
     """int8 / float8 activations above decode sizes on sm_90: the gemm_wgmma_a8 kernel (_a8_kernel_call)
-    on A's 16-k chunks in its k order (_in_sigma_order)."""
-    return _a8_kernel_call(GEMM_A8_TARGET, A, _in_sigma_order(_as_2d(A, spec)), W, scale, zeros, bias,
-                           a_scale, spec)
+    on A's 16-k chunks in its k order (in_a8_order)."""
+    return _a8_kernel_call(GEMM_A8_TARGET, A, in_a8_order(_as_2d(A, spec), SIGMA_ORDER_AXES), W, scale, zeros,
+                           bias, a_scale, spec)
 
 
-def _in_sigma_order(A2):
-    """[M, K] with each 16-k chunk in the 8-bit kernels' k order (GEMM_A8_SIGMA): one transpose, which
-    XLA fuses into the copy."""
+def in_a8_order(A2, axes):
+    """[M, K] with each 32-k block in an 8-bit kernel's k order (SIGMA_ORDER_AXES, LANE_ORDER_AXES): one
+    transpose, which XLA fuses into the copy (or into the op that made A, quantize_activations)."""
     M, K = A2.shape
-    return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).transpose(SIGMA_ORDER_AXES).reshape(M, K)
+    return A2.reshape((M, K // 32) + A8_K_BLOCK_VIEW).transpose(axes).reshape(M, K)
 
 
 def widened_f16_spec(spec: KernelSpec) -> KernelSpec:

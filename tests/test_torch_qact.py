@@ -124,11 +124,18 @@ def test_weight_values_are_the_format_values(rng, w):
         np.testing.assert_array_equal(got.numpy().astype(np.float64), want)
 
 
-def test_sigma_order_is_gemm_a8_sigma(rng):
-    """sigma_order (a transpose of each 16-k chunk) puts k in primitive.GEMM_A8_SIGMA's order."""
+@pytest.mark.parametrize("axes,order", [(primitive.SIGMA_ORDER_AXES, primitive.a8_k_order(primitive.SIGMA_ORDER_AXES)),
+                                        (primitive.LANE_ORDER_AXES, primitive.DECODE_I8_LANE_ORDER)],
+                         ids=["sigma", "lane"])
+def test_in_a8_order_puts_k_in_the_kernels_order(rng, axes, order):
+    """in_a8_order (a transpose of each 32-k block) puts k in primitive's order for the GEMMs (kSigma per 16-k
+    chunk) and for decode_i8 (lane order), as primitive.in_a8_order does under JAX."""
     A = rng.integers(-128, 128, (5, 256)).astype(np.int8)
-    want = A.reshape(5, 16, 16)[:, :, primitive.GEMM_A8_SIGMA].reshape(5, 256)
-    np.testing.assert_array_equal(qcuda.sigma_order(torch.from_numpy(A)).numpy(), want)
+    want = A.reshape(5, 8, 32)[:, :, order].reshape(5, 256)
+    got = qcuda.in_a8_order(torch.from_numpy(A), axes)
+    assert got.is_contiguous()
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(np.asarray(primitive.in_a8_order(A, axes)), want)
 
 
 @pytest.mark.parametrize("a_dtype,w,mode,group,out,bias", COMBINATIONS)
@@ -368,26 +375,27 @@ class _NumpyKernels:
             res = np.asarray(qdot_cast_out(v.astype(np.float32), o_name))
         self._array(out, (M, N), res.dtype)[...] = res
 
-    def _unsigma(self, A, M, K, dtype):
-        a_sigma = self._array(A, (M, K), dtype).astype(np.float64)
-        a = np.empty_like(a_sigma)
-        a.reshape(M, K // 16, 16)[:, :, primitive.GEMM_A8_SIGMA] = a_sigma.reshape(M, K // 16, 16)
+    def _unorder(self, A, M, K, dtype, axes=primitive.SIGMA_ORDER_AXES):
+        """A as the kernel took it (each 32-k block in the k order `axes`), back in k order."""
+        a_ordered = self._array(A, (M, K), dtype).astype(np.float64)
+        a = np.empty_like(a_ordered)
+        a.reshape(M, K // 32, 32)[:, :, primitive.a8_k_order(axes)] = a_ordered.reshape(M, K // 32, 32)
         return a
 
     def decode_i8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, row_scale, out_dtype, out,
                       stream):
-        a = self._array(A, (M, K), np.int8).astype(np.float64)
+        a = self._unorder(A, M, K, np.int8, primitive.LANE_ORDER_AXES)
         self._kernel("decode_i8", a, M, N, K, "int8", mode, group_size, scale, bias, row_scale, out_dtype, out)
 
     def gemm_mma_a8_raw(self, M, N, K, w_format, mode, group_size, A, W, scale, bias, row_scale, out_dtype, out,
                         stream):
-        a = self._unsigma(A, M, K, np.int8)
+        a = self._unorder(A, M, K, np.int8)
         self._kernel("gemm_mma_a8", a, M, N, K, "int8", mode, group_size, scale, bias, row_scale, out_dtype, out)
 
     def gemm_wgmma_a8_raw(self, M, N, K, a_dtype, w_format, mode, group_size, A, W, scale, bias, row_scale,
                           out_dtype, out, stream):
         a_name = {v: k for k, v in formats.DTYPE_IDS.items()}[a_dtype]
-        a = self._unsigma(A, M, K, formats.NUMPY_DTYPES[a_name])
+        a = self._unorder(A, M, K, formats.NUMPY_DTYPES[a_name])
         self._kernel("gemm_wgmma_a8", a, M, N, K, a_name, mode, group_size, scale, bias, row_scale, out_dtype,
                      out)
 

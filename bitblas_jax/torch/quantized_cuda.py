@@ -4,8 +4,8 @@
 (`kernel_for`):
 
 - "decode_i8", "gemm_mma_a8", "gemm_wgmma_a8" (int8 A; gemm_wgmma_a8 also float8 A), as
-  primitive._a8_kernel_call: the CUDA kernel (`_bitblas_cuda.<kernel>_raw`; the GEMMs on the activations
-  in their k order, `sigma_order`) writes C itself, its epilogue applying per-channel scales, the
+  primitive._a8_kernel_call: the CUDA kernel (`_bitblas_cuda.<kernel>_raw`, on the activations in its k
+  order, `in_a8_order`) writes C itself, its epilogue applying per-channel scales, the
   activation scales, the bias and the cast;
 - "widened_f16" (float8 A, mode none or one group per row): A converted to float16 (exact), the op's
   own 16-bit CUDA path (mode none, float32 accumulation and output) returns S, then the per-channel
@@ -27,7 +27,7 @@ import torch
 from .. import formats, gpu_plan
 from .quantized_dot import epilogue, matmul_exact, per_channel_v
 
-__all__ = ["run_cuda", "kernel_for", "sigma_order"]
+__all__ = ["run_cuda", "kernel_for", "in_a8_order"]
 
 
 # ---- the plan ---------------------------------------------------------------------------------------
@@ -90,23 +90,24 @@ def _aligned(t: torch.Tensor, align: int) -> torch.Tensor:
     return t if t.data_ptr() % align == 0 else t.clone()
 
 
-def sigma_order(A2: torch.Tensor) -> torch.Tensor:
-    """A2 [M, K] with each 16-k chunk in the 8-bit GEMMs' k order (primitive.GEMM_A8_SIGMA), a new
-    contiguous tensor: the chunk transpose primitive._in_sigma_order applies (a view and a copy, no index
-    tensor, so no host-to-device copy)."""
-    from ..primitive import SIGMA_CHUNK_VIEW, SIGMA_ORDER_AXES
+def in_a8_order(A2: torch.Tensor, axes) -> torch.Tensor:
+    """A2 [M, K] with each 32-k block in an 8-bit kernel's k order (primitive.SIGMA_ORDER_AXES for the GEMMs,
+    LANE_ORDER_AXES for decode_i8), a new contiguous tensor: the transpose primitive.in_a8_order applies (a
+    view and a copy, no index tensor, so no host-to-device copy)."""
+    from ..primitive import A8_K_BLOCK_VIEW
     M, K = A2.shape
-    return A2.reshape((M, K // 16) + SIGMA_CHUNK_VIEW).permute(SIGMA_ORDER_AXES).reshape(M, K)
+    return A2.reshape((M, K // 32) + A8_K_BLOCK_VIEW).permute(axes).reshape(M, K).contiguous()
 
 
 def _a8_kernel(kernel, A2, W, scale, bias, w_format, a_dtype, mode, group_size, out_dtype, C2, stream,
                row_scale=None) -> None:
     """decode_i8 / gemm_mma_a8 / gemm_wgmma_a8 as primitive._a8_kernel_call: the kernel writes C2 itself
-    (its epilogue applies per-channel scales, the activation scales, the bias and the cast); A in kSigma
-    order for the GEMMs (decode_i8: 2-byte aligned as it is)."""
+    (its epilogue applies per-channel scales, the activation scales, the bias and the cast); A in the
+    kernel's k order (in_a8_order: a new, aligned tensor)."""
+    from ..primitive import LANE_ORDER_AXES, SIGMA_ORDER_AXES
     M, K = A2.shape
     N = W.shape[0]
-    A2 = _aligned(A2, 2) if kernel == "decode_i8" else sigma_order(A2)
+    A2 = in_a8_order(A2, LANE_ORDER_AXES if kernel == "decode_i8" else SIGMA_ORDER_AXES)
     W = _aligned(W, 16)
     ptrs = (A2.data_ptr(), W.data_ptr(), 0 if scale is None else scale.data_ptr(),
             0 if bias is None or not bias.numel() else bias.data_ptr(), 0 if row_scale is None else row_scale.data_ptr())

@@ -5,8 +5,10 @@
 // A lane of the packed layout holds the fp16 m16n8k16 fragment instead (row g at k 2c, 2c+1, 2c+8, 2c+9
 // per 16-k step). A dot product ignores the order of k when both operands share it, so position 4c + i
 // carries the lane's own k = kSigma[4c + i] of each 16-k chunk, and the activations are handed over in
-// that order (bitblas_jax/primitive.py permutes them for the GEMMs; decode_i8 loads its few rows in that
-// order itself); gemm_wgmma_a8.cuh's header works the registers out.
+// that order (bitblas_jax/primitive.py permutes them): the GEMMs, which stage A's tiles in shared memory,
+// take each 16-k chunk in kSigma order; decode_i8, which reads each lane's B registers straight from
+// global memory, takes each 32-k block in lane order (a8_lane_order_k: a lane's two registers of a k32
+// step are 8 consecutive bytes, one load). gemm_wgmma_a8.cuh's header works the registers out.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,10 @@ namespace cudak {
 
 // k position -> the k it carries, within each 16-k chunk.
 constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
+
+// Lane order: position p = 8c + 4r + i of a 32-k block carries k = 16r + kSigma[4c + i], the k of byte i of
+// B register r of lanes (g, c) in an m16n8k32 step, so lane c's two registers are the block's bytes 8c..8c+7.
+constexpr int a8_lane_order_k(int p) { return 16 * ((p >> 2) & 1) + kSigma[4 * (p >> 3) + (p & 3)]; }
 
 // The e4m3 bits of int4 values, code c (value c - 8) at byte c of this table's 16 bytes.
 constexpr uint32_t kInt4E4m3[4] = {0xCACCCED0u, 0xB8C0C4C8u, 0x44403800u, 0x4E4C4A48u};

@@ -8,20 +8,24 @@
 // r the per-row activation scale, s the per-channel scale, each 1 where the call has none).
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
-// kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles, each warp
-// streams its tiles with one 16-byte load per lane (several in flight: decode_i8_loads_in_flight),
-// decodes the lane's codes to int8 in registers and issues one mma per 32 k for each 8-row activation
-// tile. A warp's group sums are exact int32; at each group end they are scaled into
-// float32 accumulators. The warps' results are added in shared memory (int32, or float32 in warp
-// order) and warp 0 writes the 16 x (up to) 16 outputs through the epilogue (store_qact_sum:
-// per-channel and activation scales, bias, the output cast).
+// kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles. Each warp
+// streams its tiles through a ring of registers: a slot holds the lane's 16 bytes of one tile and its
+// activation registers for that tile's k32 steps, loaded together (several slots in flight:
+// decode_i8_loads_in_flight), so an mma waits on neither. It decodes the lane's codes to int8 in
+// registers and issues one mma per 32 k for each 8-row activation tile. A warp's group sums are exact
+// int32; at each group end they are scaled into float32 accumulators. The warps' results are added in
+// shared memory (int32, or float32 in warp order) and warp 0 writes the 16 x (up to) 16 outputs through
+// the epilogue (store_qact_sum: per-channel and activation scales, bias, the output cast).
 //
 // The k order. A lane decodes its 16 bytes with i8_fragment (a8_fragment.cuh), as the GEMMs do: register
 // 4c + i of an m16n8k32 fragment carries k = kSigma[4c + i] of each 16-k chunk (2c, 2c+1, 2c+8, 2c+9), the
 // k the lane's fp16 fragment holds, so masks and byte permutes build the registers with no per-element
-// shifts. The activations (the B fragment of 8-row tile row g) are loaded in the same order: bytes
-// k = 2c, 2c+1 and 2c+8, 2c+9 (+ 16 for the second register), i.e. two 16-bit loads per register, from
-// A as it is: no XLA op permutes A before the launch, as the GEMMs' callers do.
+// shifts. The activations come in the same k order, each 32-k block of A in lane order
+// (a8_lane_order_k; bitblas_jax/primitive.py permutes A before the launch): lane (g, c)'s two B registers
+// of a k32 step are the 8 bytes at 8c of the block in row g, one 8-byte load, and a warp's load of one
+// 8-row tile reads 32 consecutive bytes of each row. (Read from A as it is, they were four 2-byte loads,
+// each touching 8 rows, per step and tile: at 16 rows the activations' loads, not the weight's bytes, set
+// the time.)
 //
 // Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
 // bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
@@ -40,12 +44,14 @@ namespace bitblas_jax {
 namespace cudak {
 
 constexpr int kDecodeI8Warps = 8;
-// 16-byte weight loads each lane keeps in flight. At two 256-thread CTAs per SM one load per lane is
-// 8 KB in flight per SM, where the H200's bandwidth x latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit
-// tiles hold 4 and 8 mma steps each, so fewer cover the same time (1-bit: more than one spills
-// registers in the scaled kernels).
-template <int BITS>
-constexpr int decode_i8_loads_in_flight() { return BITS >= 4 ? 4 : BITS == 2 ? 2 : 1; }
+// Ring slots (tiles) each lane keeps in flight. At two 256-thread CTAs per SM (launch bounds: at most 128
+// registers a thread) one 16-byte weight load per lane is 8 KB in flight per SM, where the H200's bandwidth x
+// latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit tiles hold 4 and 8 mma steps each, so
+// fewer cover the same time; a slot also holds the tile's activation registers (2 per k32 step and 8-row
+// tile), so 4-bit tiles with two activation tiles keep three (four spill 40 bytes in the scaled kernel; the
+// scaled 1-bit kernel with two activation tiles spills 8 bytes at one).
+template <int BITS, int NT>
+constexpr int decode_i8_loads_in_flight() { return BITS >= 8 ? 4 : BITS == 4 ? (NT == 1 ? 4 : 3) : BITS == 2 ? 2 : 1; }
 
 struct DecodeI8Params {
   int64_t M, N, K, tiles_k, group_size, groups, unit_k;
@@ -60,7 +66,7 @@ struct DecodeI8Params {
 };
 
 template <WFormat WF, bool SCALED, int NT>
-__global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8Params p) {
+__global__ void __launch_bounds__(32 * kDecodeI8Warps, 2) decode_i8_kernel(DecodeI8Params p) {
   constexpr int BITS = format_bits(WF);
   constexpr int TK = 256 / BITS;      // k per packed tile
   constexpr int MMAS = TK / 32;       // mma k-steps per tile
@@ -75,13 +81,14 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
   const int64_t t1 = (units * (warp + 1) / kDecodeI8Warps) * (p.unit_k / TK);
 
   const uint8_t* wlane = p.W + int64_t(blockIdx.x) * p.tiles_k * 512 + lane * 16;
+  // row g of each 8-row activation tile, at this lane's 8 bytes of each 32-k block (lane order)
   const uint8_t* arow[NT];
   bool has_row[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int64_t m = m0 + nt * 8 + g;
     has_row[nt] = m < p.M;
-    arow[nt] = reinterpret_cast<const uint8_t*>(p.A) + (has_row[nt] ? m : 0) * p.K;
+    arow[nt] = reinterpret_cast<const uint8_t*>(p.A) + (has_row[nt] ? m : 0) * p.K + 8 * c;
   }
   int acc[NT][4];
   float facc[NT][4];
@@ -100,34 +107,40 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps) decode_i8_kernel(DecodeI8
   float s_lo = 0.f, s_hi = 0.f;
   if (SCALED && t0 < t1) s_lo = __ldg(scale_lo + grp), s_hi = __ldg(scale_hi + grp);
 
-  // D tiles of the lane's weight stream in flight: a ring of registers indexed by the unrolled d (static
-  // indices keep it in registers), each slot refilled with the tile D ahead as it is used
-  constexpr int D = decode_i8_loads_in_flight<BITS>();
-  uint4 ring[D];
+  // D slots in flight: a ring of registers indexed by the unrolled d (static indices keep it in registers),
+  // each slot refilled with the tile D ahead as it is used. A slot: the lane's 16 bytes of tile t and its
+  // B registers of the tile's k32 steps for each activation tile (zero for rows past M).
+  constexpr int D = decode_i8_loads_in_flight<BITS, NT>();
+  struct Slot {
+    uint4 w;
+    uint2 b[MMAS][NT];
+  };
+  auto load = [&](int64_t t, Slot& s) {
+    s.w = ldg_stream(wlane + t * 512);
+#pragma unroll
+    for (int j = 0; j < MMAS; ++j)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        s.b[j][nt] = has_row[nt] ? __ldg(reinterpret_cast<const uint2*>(arow[nt] + (t * MMAS + j) * 32))
+                                 : make_uint2(0, 0);
+  };
+  Slot ring[D];
 #pragma unroll
   for (int d = 0; d < D; ++d)
-    ring[d] = t0 + d < t1 ? ldg_stream(wlane + (t0 + d) * 512) : make_uint4(0, 0, 0, 0);
+    if (t0 + d < t1) load(t0 + d, ring[d]);
   for (int64_t tb = t0; tb < t1; tb += D) {
 #pragma unroll
     for (int d = 0; d < D; ++d) {
       const int64_t t = tb + d;
       if (t >= t1) break;
-      const uint4 cur = ring[d];
-      if (t + D < t1) ring[d] = ldg_stream(wlane + (t + D) * 512);
+      const Slot cur = ring[d];
+      if (t + D < t1) load(t + D, ring[d]);
 #pragma unroll
       for (int j = 0; j < MMAS; ++j) {
         uint32_t a[4];
-        i8_fragment<WF>(cur, j, a);
-        const int64_t k = t * TK + 32 * j + 2 * c;
+        i8_fragment<WF>(cur.w, j, a);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          uint32_t b0 = 0, b1 = 0;
-          if (has_row[nt]) {
-            b0 = ldg_u16_u32(arow[nt] + k, 0) | (ldg_u16_u32(arow[nt] + k + 8, 0) << 16);
-            b1 = ldg_u16_u32(arow[nt] + k + 16, 0) | (ldg_u16_u32(arow[nt] + k + 24, 0) << 16);
-          }
-          mma_m16n8k32_s8(acc[nt], a, b0, b1);
-        }
+        for (int nt = 0; nt < NT; ++nt) mma_m16n8k32_s8(acc[nt], a, cur.b[j][nt].x, cur.b[j][nt].y);
         if constexpr (SCALED) {
           if (--group_left == 0) {                   // a group ends: scale its exact sums
 #pragma unroll

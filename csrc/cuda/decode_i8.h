@@ -20,7 +20,8 @@ struct DecodeI8Args {
   WFormat w_format = WFormat::kInt8;   // int8, uint4, int4, uint2, int2, uint1, int1
   bool scaled = false;                 // mode "scale" (else "none")
   int64_t group_size = 0;              // scaled: a multiple of 32 dividing K
-  const int8_t* A = nullptr;           // [M, K] row-major, 2-byte aligned
+  const int8_t* A = nullptr;           // [M, K] row-major, each 32-k block in lane order
+                                       // (a8_fragment.cuh a8_lane_order_k), 8-byte aligned
   const uint8_t* W = nullptr;          // packed, 16-byte aligned
   const float* scale = nullptr;        // [N, K / group_size] float32 (scaled)
   // The epilogue: C[m, n] = out_dtype(row_scale[m] * col_scale[n] * x + bias[n]) in float32, x the int32

@@ -36,8 +36,8 @@ cudaError_t launch_format(WFormat f, const cudak::DecodeI8Params& p, dim3 grid, 
 
 std::string launch_decode_i8(const DecodeI8Args& a, cudaStream_t stream) {
   const WFormat f = a.w_format;
-  // A's activations are read as 16-bit pairs
-  if (std::string err = check_int8_sums_args(a, "decode_i8", plan::decode_i8_takes, 2); !err.empty() || a.M == 0)
+  // a lane reads 8 bytes of A per k32 step
+  if (std::string err = check_int8_sums_args(a, "decode_i8", plan::decode_i8_takes, 8); !err.empty() || a.M == 0)
     return err;
   const int64_t tk = tile_k(format_bits(f));
   cudak::DecodeI8Params p;

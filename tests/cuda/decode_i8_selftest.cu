@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
         const int64_t K = group == 96 ? 3072 : 1024;   // multiples of every tile's k (<= 256)
         const int64_t N = 48;
         ++cases;
-        const std::string err = run_case(bitblas_jax::launch_decode_i8, false, fi, M, N, K, group, rng);
+        const std::string err = run_case(bitblas_jax::launch_decode_i8, AOrder::kLane, fi, M, N, K, group, rng);
         if (!err.empty()) {
           ++fails;
           lines.push_back(std::string("FAIL ") + fi.name + " M=" + std::to_string(M) + " K=" + std::to_string(K) +
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   // K = 2^16 with full-range int8 weights: the documented no-overflow limit (|S| <= 2^30)
   {
     ++cases;
-    const std::string err = run_case(bitblas_jax::launch_decode_i8, false, kFormats[0], 3, 16, 65536, -1, rng);
+    const std::string err = run_case(bitblas_jax::launch_decode_i8, AOrder::kLane, kFormats[0], 3, 16, 65536, -1, rng);
     if (!err.empty()) ++fails, lines.push_back("FAIL int8 K=65536: " + err);
   }
   // the epilogue: per-channel scales, bias, every float / int8 output (one and two 8-row activation tiles)
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
                                    bitblas_jax::DType::kI8})
       for (int64_t M : {1, 13}) {
         ++cases;
-        const std::string err = run_epilogue_case(bitblas_jax::launch_decode_i8, false, fi, M, 48, 1024, out, rng);
+        const std::string err = run_epilogue_case(bitblas_jax::launch_decode_i8, AOrder::kLane, fi, M, 48, 1024, out, rng);
         if (!err.empty())
           ++fails, lines.push_back(std::string("FAIL epilogue ") + fi.name + " M=" + std::to_string(M) + " out=" +
                                    std::to_string(static_cast<int>(out)) + ": " + err);

@@ -1,10 +1,11 @@
 // Host check of the 8-bit tensor-core fragments (csrc/cuda/a8_fragment.cuh), compiled by the C++ compiler
-// with no GPU (tests/test_fragment_emulation.py). i8_fragment's A registers and decode_i8's activation
-// loads (csrc/cuda/decode_i8.cuh: bytes k = 2c, 2c+1, 2c+8, 2c+9 per register) go through mma.m16n8k32's
-// register semantics and must give the exact integer dot product of a random packed tile read through
-// layout.h, for every integer weight format; int4_codes_to_e4m3 must give each int4 value's e4m3 bits.
-// The GEMMs' activations, permuted by kSigma (primitive.py) and read as 4 consecutive bytes per register,
-// go through the same check, and kSigma is printed for the Python side to compare with its own order.
+// with no GPU (tests/test_fragment_emulation.py). i8_fragment's A registers and the activation registers
+// go through mma.m16n8k32's register semantics and must give the exact integer dot product of a random
+// packed tile read through layout.h, for every integer weight format, with A in either k order the kernels
+// take: decode_i8's lane order (a8_lane_order_k: a lane's two registers are 8 consecutive bytes of each
+// 32-k block) and the GEMMs' kSigma order (4 consecutive bytes of each 16-k chunk per register). Both
+// orders are printed for the Python side (primitive.py) to compare with its own transposes;
+// int4_codes_to_e4m3 must give each int4 value's e4m3 bits.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -60,8 +61,7 @@ int check_format(unsigned seed, bool gemm_order) {
       uint4 w;
       std::memcpy(&w, W.data() + lane * 16, 16);
       cudak::i8_fragment<WF>(w, j, a[lane]);
-      const int g = lane >> 2, c = lane & 3, k = 32 * j + 2 * c;
-      auto pair = [&](int kk) { return uint32_t(uint8_t(A[g][kk])) | (uint32_t(uint8_t(A[g][kk + 1])) << 8); };
+      const int g = lane >> 2, c = lane & 3;
       if (gemm_order) {  // A permuted by kSigma per 16-k chunk, 4 consecutive bytes per register
         auto sigma4 = [&](int k0) {
           uint32_t r = 0;
@@ -70,9 +70,12 @@ int check_format(unsigned seed, bool gemm_order) {
         };
         b[lane][0] = sigma4(32 * j + 4 * c);
         b[lane][1] = sigma4(32 * j + 16 + 4 * c);
-      } else {  // decode_i8: A as it is, two 16-bit loads per register
-        b[lane][0] = pair(k) | (pair(k + 8) << 16);
-        b[lane][1] = pair(k + 16) | (pair(k + 24) << 16);
+      } else {  // decode_i8: A in lane order, the lane's 8 bytes at 8c of the 32-k block
+        for (int r = 0; r < 2; ++r) {
+          b[lane][r] = 0;
+          for (int i = 0; i < 4; ++i)
+            b[lane][r] |= uint32_t(uint8_t(A[g][32 * j + cudak::a8_lane_order_k(8 * c + 4 * r + i)])) << (8 * i);
+        }
       }
     }
     for (int row = 0; row < 16; ++row) {
@@ -93,7 +96,7 @@ int check_format(unsigned seed, bool gemm_order) {
     }
   }
   std::printf("%-6s %d-bit, %s: %d of %d sums wrong\n", format_name(WF), BITS,
-              gemm_order ? "A in kSigma order (GEMMs)" : "A as it is (decode_i8)", wrong, 16 * 8 * (TK / 32));
+              gemm_order ? "A in kSigma order (GEMMs)" : "A in lane order (decode_i8)", wrong, 16 * 8 * (TK / 32));
   return wrong;
 }
 
@@ -131,6 +134,8 @@ int main(int argc, char** argv) {
              check_format<WFormat::kUInt1>(seed, gemm_order);
   std::printf("kSigma:");
   for (int i = 0; i < 16; ++i) std::printf(" %d", cudak::kSigma[i]);
+  std::printf("\nlane order:");
+  for (int p = 0; p < 32; ++p) std::printf(" %d", cudak::a8_lane_order_k(p));
   std::printf("\n");
   std::printf(wrong ? "FAIL\n" : "PASS\n");
   return wrong != 0;

@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   int fails = 0, cases = 0;
   auto run = [&](const FormatInfo& fi, int64_t M, int64_t N, int64_t K, int64_t group) {
     ++cases;
-    const std::string err = run_case(bitblas_jax::launch_gemm_mma_a8, true, fi, M, N, K, group, rng);
+    const std::string err = run_case(bitblas_jax::launch_gemm_mma_a8, AOrder::kSigma, fi, M, N, K, group, rng);
     if (!err.empty()) {
       ++fails;
       std::printf("FAIL %s M=%ld N=%ld K=%ld group=%ld: %s\n", fi.name, (long)M, (long)N, (long)K, (long)group,
@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
                                    bitblas_jax::DType::kI8})
       for (int64_t M : {40, 300}) {
         ++cases;
-        const std::string err = run_epilogue_case(bitblas_jax::launch_gemm_mma_a8, true, fi, M, 144, 1536, out, rng);
+        const std::string err = run_epilogue_case(bitblas_jax::launch_gemm_mma_a8, AOrder::kSigma, fi, M, 144, 1536, out, rng);
         if (!err.empty()) {
           ++fails;
           std::printf("FAIL epilogue %s M=%ld out=%d: %s\n", fi.name, (long)M, static_cast<int>(out), err.c_str());

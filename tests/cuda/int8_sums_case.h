@@ -1,6 +1,6 @@
 // One self-test case of the kernels with decode_i8's contract (decode_i8, gemm_mma_a8; DecodeI8Args):
-// full-range random int8 activations and weights of one format, packed in the shared layout (A in
-// kSigma order where the kernel takes it so), group scales, outputs poisoned (INT32_MIN / NaN) so
+// full-range random int8 activations and weights of one format, packed in the shared layout (A in the
+// kernel's k order: kSigma per 16-k chunk for gemm_mma_a8, lane order per 32-k block for decode_i8), group scales, outputs poisoned (INT32_MIN / NaN) so
 // unwritten elements show, against an int64 host reference (mode none: bit for bit, wrapping mod 2^32)
 // or a float64 one (mode scale: within the float32 bound (groups + 10) * 2^-24 * sum_g |s_g S_g|).
 #pragma once
@@ -37,8 +37,16 @@ inline const FormatInfo kFormats[] = {
     {WFormat::kUInt1, "uint1", 1, 0, 1},
 };
 
-// The 8-bit kernels' k order within each 16-k chunk of A (a8_fragment.cuh kSigma).
+// The 8-bit kernels' k orders of A (a8_fragment.cuh): the GEMMs' within each 16-k chunk (kSigma: position
+// p carries k kSigma[p]); decode_i8's within each 32-k block (lane order: position 8c + 4r + i, byte i of B
+// register r of lane c, carries k 16r + kSigma[4c + i]).
 constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
+enum class AOrder { kSigma, kLane };
+inline int64_t k_at(AOrder order, int64_t p) {
+  if (order == AOrder::kSigma) return p / 16 * 16 + kSigma[p % 16];
+  const int q = int(p % 32);
+  return p / 32 * 32 + 16 * ((q >> 2) & 1) + kSigma[4 * (q >> 3) + (q & 3)];
+}
 
 inline uint32_t code_of(const FormatInfo& fi, int v) {
   if (fi.lo >= 0) return uint32_t(v);
@@ -57,15 +65,14 @@ inline uint32_t code_of(const FormatInfo& fi, int v) {
 
 using Launch = std::string (*)(const DecodeI8Args&, cudaStream_t);
 
-// Random full-range int8 activations (A; A_dev as the kernel takes them: with each 16-k chunk in kSigma
-// order where sigma_order) and weights of one format (w, and packed in the shared layout: Wp).
+// Random full-range int8 activations (A; A_dev as the kernel takes them: in `order`) and weights of one format (w, and packed in the shared layout: Wp).
 struct Operands {
   std::vector<int8_t> A, A_dev;
   std::vector<int> w;
   std::vector<uint8_t> Wp;
 };
 
-inline Operands make_operands(bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N, int64_t K,
+inline Operands make_operands(AOrder order, const FormatInfo& fi, int64_t M, int64_t N, int64_t K,
                               std::mt19937_64& rng) {
   std::uniform_int_distribution<int> a_dist(-128, 127), w_dist(fi.lo, fi.hi);
   Operands o;
@@ -74,7 +81,7 @@ inline Operands make_operands(bool sigma_order, const FormatInfo& fi, int64_t M,
   for (auto& x : o.A) x = int8_t(a_dist(rng));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; ++k)
-      o.A_dev[m * K + k] = sigma_order ? o.A[m * K + k / 16 * 16 + kSigma[k % 16]] : o.A[m * K + k];
+      o.A_dev[m * K + k] = o.A[m * K + k_at(order, k)];
   o.w.resize(N * K);
   for (auto& x : o.w) {
     x = w_dist(rng);
@@ -93,12 +100,12 @@ inline Operands make_operands(bool sigma_order, const FormatInfo& fi, int64_t M,
 }
 
 // "" on success, else what went wrong. group <= 0: mode none.
-inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
+inline std::string run_case(Launch launch, AOrder order, const FormatInfo& fi, int64_t M, int64_t N,
                             int64_t K, int64_t group, std::mt19937_64& rng) {
   const bool scaled = group > 0;
   const int64_t G = scaled ? K / group : 1, gs = scaled ? group : K;
   std::uniform_real_distribution<float> s_dist(-2.0f, 2.0f);
-  const Operands o = make_operands(sigma_order, fi, M, N, K, rng);
+  const Operands o = make_operands(order, fi, M, N, K, rng);
   const std::vector<int8_t>& A = o.A;
   const std::vector<int>& w = o.w;
   std::vector<float> scale(N * G);
@@ -156,10 +163,10 @@ inline std::string run_case(Launch launch, bool sigma_order, const FormatInfo& f
 // The epilogue: per-channel scales (col_scale) and a bias, out_dtype float32 / float16 / bfloat16 / int8,
 // against the float64 value s[n] * S + b[n]: within the float32 rounding of the product plus the
 // output's rounding (int8: half a unit, saturated). "" on success.
-inline std::string run_epilogue_case(Launch launch, bool sigma_order, const FormatInfo& fi, int64_t M, int64_t N,
+inline std::string run_epilogue_case(Launch launch, AOrder order, const FormatInfo& fi, int64_t M, int64_t N,
                                      int64_t K, bitblas_jax::DType out_dtype, std::mt19937_64& rng) {
   using bitblas_jax::DType;
-  const Operands o = make_operands(sigma_order, fi, M, N, K, rng);
+  const Operands o = make_operands(order, fi, M, N, K, rng);
   const std::vector<int8_t>& A = o.A;
   const std::vector<int>& w = o.w;
   // scales that put |C| near 100, so int8 outputs round and saturate; a bias of the same size

@@ -35,6 +35,7 @@ SPECS = [
     ("int8", "int4", "none", -1, "int32", 130, 272, 1024, A8_OFF),
     ("float8_e4m3fn", "float8_e5m2", "scale", -1, "bfloat16", 8, 64, 1024, {}),   # widened_f16
     ("float8_e5m2", "int4", "original", -1, "float32", 200, 272, 1024, A8_OFF),
+    ("int8", "uint4", "scale", 64, "bfloat16", 13, 64, 1024, {}),                 # decode_i8, 2 activation tiles
 ]
 
 
