@@ -44,14 +44,24 @@ namespace bitblas_jax {
 namespace cudak {
 
 constexpr int kDecodeI8Warps = 8;
-// Ring slots (tiles) each lane keeps in flight. At two 256-thread CTAs per SM (launch bounds: at most 128
-// registers a thread) one 16-byte weight load per lane is 8 KB in flight per SM, where the H200's bandwidth x
-// latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and 1-bit tiles hold 4 and 8 mma steps each, so
-// fewer cover the same time; a slot also holds the tile's activation registers (2 per k32 step and 8-row
-// tile), so 4-bit tiles with two activation tiles keep three (four spill 40 bytes in the scaled kernel; the
-// scaled 1-bit kernel with two activation tiles spills 8 bytes at one).
+// With two 8-row activation tiles (M > 8) a ring slot also holds the tile's activation registers, loaded with
+// its weight: sixteen rows' loads are what an mma would otherwise wait on. With one, the kernel keeps the
+// registers a slot would take (two per k32 step) and loads them as each step is issued: on large layers
+// at M = 1 (H100, kernel alone) the slots' registers cost CTAs per SM (two where four fit) and time (18944 x
+// 3584 int4 g128 24.2 -> 30.5 us).
+constexpr bool decode_i8_acts_in_ring(int NT) { return NT == 2; }
+// CTAs per SM the launch bounds ask for: two with the activations in the ring (at most 128 registers a
+// thread), four without (at most 64: the scaled 8- and 4-bit kernels spill 4 bytes), so a lane's few loads in
+// flight are made up by more warps.
+constexpr int decode_i8_min_ctas_per_sm(int NT) { return decode_i8_acts_in_ring(NT) ? 2 : 4; }
+// Ring slots (tiles) each lane keeps in flight. One 16-byte weight load per lane is 8 KB in flight per SM at two
+// 256-thread CTAs, where the H200's bandwidth x latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and
+// 1-bit tiles hold 4 and 8 mma steps each, so fewer cover the same time; with the activations in the ring 4-bit
+// tiles keep three (four spill 40 bytes in the scaled kernel; the scaled 1-bit kernel spills 8 bytes at one).
 template <int BITS, int NT>
-constexpr int decode_i8_loads_in_flight() { return BITS >= 8 ? 4 : BITS == 4 ? (NT == 1 ? 4 : 3) : BITS == 2 ? 2 : 1; }
+constexpr int decode_i8_loads_in_flight() {
+  return BITS >= 8 ? 4 : BITS == 4 ? (decode_i8_acts_in_ring(NT) ? 3 : 4) : BITS == 2 ? 2 : 1;
+}
 
 struct DecodeI8Params {
   int64_t M, N, K, tiles_k, group_size, groups, unit_k;
@@ -66,7 +76,7 @@ struct DecodeI8Params {
 };
 
 template <WFormat WF, bool SCALED, int NT>
-__global__ void __launch_bounds__(32 * kDecodeI8Warps, 2) decode_i8_kernel(DecodeI8Params p) {
+__global__ void __launch_bounds__(32 * kDecodeI8Warps, decode_i8_min_ctas_per_sm(NT)) decode_i8_kernel(DecodeI8Params p) {
   constexpr int BITS = format_bits(WF);
   constexpr int TK = 256 / BITS;      // k per packed tile
   constexpr int MMAS = TK / 32;       // mma k-steps per tile
@@ -108,21 +118,26 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps, 2) decode_i8_kernel(Decod
   if (SCALED && t0 < t1) s_lo = __ldg(scale_lo + grp), s_hi = __ldg(scale_hi + grp);
 
   // D slots in flight: a ring of registers indexed by the unrolled d (static indices keep it in registers),
-  // each slot refilled with the tile D ahead as it is used. A slot: the lane's 16 bytes of tile t and its
-  // B registers of the tile's k32 steps for each activation tile (zero for rows past M).
+  // each slot refilled with the tile D ahead as it is used. A slot: the lane's 16 bytes of tile t and, with two
+  // activation tiles (decode_i8_acts_in_ring), its B registers of the tile's k32 steps (zero for rows past M);
+  // with one, those are loaded as the step is issued.
   constexpr int D = decode_i8_loads_in_flight<BITS, NT>();
+  constexpr bool ACTS_IN_RING = decode_i8_acts_in_ring(NT);
+  auto load_act = [&](int64_t t, int j, int nt) {
+    return has_row[nt] ? __ldg(reinterpret_cast<const uint2*>(arow[nt] + (t * MMAS + j) * 32)) : make_uint2(0, 0);
+  };
   struct Slot {
     uint4 w;
-    uint2 b[MMAS][NT];
+    uint2 b[ACTS_IN_RING ? MMAS : 1][NT];
   };
   auto load = [&](int64_t t, Slot& s) {
     s.w = ldg_stream(wlane + t * 512);
+    if constexpr (ACTS_IN_RING) {
 #pragma unroll
-    for (int j = 0; j < MMAS; ++j)
+      for (int j = 0; j < MMAS; ++j)
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-        s.b[j][nt] = has_row[nt] ? __ldg(reinterpret_cast<const uint2*>(arow[nt] + (t * MMAS + j) * 32))
-                                 : make_uint2(0, 0);
+        for (int nt = 0; nt < NT; ++nt) s.b[j][nt] = load_act(t, j, nt);
+    }
   };
   Slot ring[D];
 #pragma unroll
@@ -140,7 +155,10 @@ __global__ void __launch_bounds__(32 * kDecodeI8Warps, 2) decode_i8_kernel(Decod
         uint32_t a[4];
         i8_fragment<WF>(cur.w, j, a);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) mma_m16n8k32_s8(acc[nt], a, cur.b[j][nt].x, cur.b[j][nt].y);
+        for (int nt = 0; nt < NT; ++nt) {
+          const uint2 b = ACTS_IN_RING ? cur.b[j][nt] : load_act(t, j, nt);
+          mma_m16n8k32_s8(acc[nt], a, b.x, b.y);
+        }
         if constexpr (SCALED) {
           if (--group_left == 0) {                   // a group ends: scale its exact sums
 #pragma unroll
