@@ -9,10 +9,11 @@
 //
 // Shape. One CTA per 16-row band of the packed weight and 16 activation rows (grid.y slices M);
 // kDecodeI8Warps warps split the band's K into runs of whole groups and whole packed tiles. Each warp
-// streams its tiles through a ring of registers: a slot holds the lane's 16 bytes of one tile and its
-// activation registers for that tile's k32 steps, loaded together (several slots in flight:
-// decode_i8_loads_in_flight), so an mma waits on neither. It decodes the lane's codes to int8 in
-// registers and issues one mma per 32 k for each 8-row activation tile. A warp's group sums are exact
+// streams its tiles through a ring of registers: a slot holds the lane's 16 bytes of one tile and, with two
+// 8-row activation tiles, its activation registers for that tile's k32 steps, loaded together (several slots
+// in flight: decode_i8_loads_in_flight), so an mma waits on neither; with one, more CTAs per SM stand in
+// for them (decode_i8_acts_in_ring). It decodes the lane's codes to int8 in registers and issues one mma per
+// 32 k for each 8-row activation tile. A warp's group sums are exact
 // int32; at each group end they are scaled into float32 accumulators. The warps' results are added in
 // shared memory (int32, or float32 in warp order) and warp 0 writes the 16 x (up to) 16 outputs through
 // the epilogue (store_qact_sum: per-channel and activation scales, bias, the output cast).
@@ -23,9 +24,9 @@
 // shifts. The activations come in the same k order, each 32-k block of A in lane order
 // (a8_lane_order_k; bitblas_jax/primitive.py permutes A before the launch): lane (g, c)'s two B registers
 // of a k32 step are the 8 bytes at 8c of the block in row g, one 8-byte load, and a warp's load of one
-// 8-row tile reads 32 consecutive bytes of each row. (Read from A as it is, they were four 2-byte loads,
-// each touching 8 rows, per step and tile: at 16 rows the activations' loads, not the weight's bytes, set
-// the time.)
+// 8-row tile reads 32 consecutive bytes of each row. (Read from A as it is, a lane's registers would take
+// four 2-byte loads per step and tile, each touching 8 rows: at 16 rows those loads, not the weight's bytes,
+// would set the time; docs/KERNELS.md has the measurements.)
 //
 // Wiring: plan.h quantized_activation_kernel picks it (int8 A, decode_i8_takes, M <= the threshold of
 // bitblas_jax/gpu_plan.py); ffi_cuda.cc's handler bitblas_jax_decode_i8 checks the operands and calls
@@ -46,9 +47,9 @@ namespace cudak {
 constexpr int kDecodeI8Warps = 8;
 // With two 8-row activation tiles (M > 8) a ring slot also holds the tile's activation registers, loaded with
 // its weight: sixteen rows' loads are what an mma would otherwise wait on. With one, the kernel keeps the
-// registers a slot would take (two per k32 step) and loads them as each step is issued: on large layers
-// at M = 1 (H100, kernel alone) the slots' registers cost CTAs per SM (two where four fit) and time (18944 x
-// 3584 int4 g128 24.2 -> 30.5 us).
+// registers a slot would take (two per k32 step) and loads them as each step is issued: on large layers at
+// M = 1 the larger slots would leave two CTAs per SM where four fit and take about a fifth more time (H100,
+// kernel alone: 18944 x 3584 int4 g128 30.5 us against 24.1).
 constexpr bool decode_i8_acts_in_ring(int NT) { return NT == 2; }
 // CTAs per SM the launch bounds ask for: two with the activations in the ring (at most 128 registers a
 // thread), four without (at most 64: the scaled 8- and 4-bit kernels spill 4 bytes), so a lane's few loads in
