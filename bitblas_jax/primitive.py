@@ -279,7 +279,8 @@ def _gemm_a8_call(A, W, scale, zeros, bias, a_scale=None, *, spec: KernelSpec):
 
 def in_a8_order(A2, axes):
     """[M, K] with each 32-k block in an 8-bit kernel's k order (SIGMA_ORDER_AXES, LANE_ORDER_AXES): one
-    transpose, which XLA fuses into the copy (or into the op that made A, quantize_activations)."""
+    transpose, a copy of A (which XLA may fuse into the op that made A). The kernels take K a multiple of 32
+    (of their packed tile's k)."""
     M, K = A2.shape
     return A2.reshape((M, K // 32) + A8_K_BLOCK_VIEW).transpose(axes).reshape(M, K)
 
