@@ -382,7 +382,16 @@ def test_cuda_lowering_picks_decode_i8(monkeypatch, w, mode, group, out, M, kern
     calls = [line for line in text.splitlines() if "bitblas_jax_decode_i8" in line]
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text, calls
     _assert_a8_kernel_call(calls[0], mode, M, 64, out)
+    _assert_a_in_k_order(text, primitive.LANE_ORDER_AXES)
     assert "dot_general" not in text
+
+
+def _assert_a_in_k_order(text, axes):
+    """The kernel's A is A with each 32-k block in the k order `axes` (primitive.in_a8_order: one transpose of
+    the [M, K / 32, 2, 2, 4, 2] view, and no transpose in another order)."""
+    dims = [line.split("dims = ")[1].split("]")[0] + "]" for line in text.splitlines()
+            if "stablehlo.transpose" in line and "dims = " in line]
+    assert dims == [str(list(axes))], (dims, axes)
 
 
 def _assert_a8_kernel_call(call, mode, M, N, out, a_type="i8", a_scale=False):
@@ -436,6 +445,7 @@ def test_cuda_lowering_picks_gemm_wgmma_a8(monkeypatch, a_dtype, w, mode, group,
     act = {"int8": "i8", "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2"}[a_dtype]
     assert f"tensor<{M}x512x{act}>" in calls[0], calls[0]
     _assert_a8_kernel_call(calls[0], mode, M, 64, out, act)
+    _assert_a_in_k_order(text, primitive.SIGMA_ORDER_AXES)
     assert "dot_general" not in text
 
 
@@ -471,6 +481,7 @@ def test_cuda_lowering_picks_gemm_mma_a8(monkeypatch, w, mode, group, out, M, sm
     assert len(calls) == 1 and "bitblas_jax_matmul" not in text and "bitblas_jax_gemm_a8" not in text, calls
     assert f"(tensor<{M}x512xi8>, tensor<64x{512 * formats.get_format(w).bits // 8}xui8>" in calls[0], calls[0]
     _assert_a8_kernel_call(calls[0], mode, M, 64, out)
+    _assert_a_in_k_order(text, primitive.SIGMA_ORDER_AXES)
     assert "dot_general" not in text
 
 
