@@ -48,8 +48,8 @@ constexpr int kDecodeI8Warps = 8;
 // With two 8-row activation tiles (M > 8) a ring slot also holds the tile's activation registers, loaded with
 // its weight: sixteen rows' loads are what an mma would otherwise wait on. With one, the kernel keeps the
 // registers a slot would take (two per k32 step) and loads them as each step is issued: on large layers at
-// M = 1 the larger slots would leave two CTAs per SM where four fit and take about a fifth more time (H100,
-// kernel alone: 18944 x 3584 int4 g128 30.5 us against 24.1).
+// M = 1 the larger slots would leave two CTAs per SM where four fit, and fewer warps' loads in flight cost
+// more than the activations' latency (docs/KERNELS.md, decode_i8).
 constexpr bool decode_i8_acts_in_ring(int NT) { return NT == 2; }
 // CTAs per SM the launch bounds ask for: two with the activations in the ring (at most 128 registers a
 // thread), four without (at most 64: the scaled 8- and 4-bit kernels spill 4 bytes), so a lane's few loads in

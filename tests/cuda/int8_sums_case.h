@@ -1,7 +1,7 @@
 // One self-test case of the kernels with decode_i8's contract (decode_i8, gemm_mma_a8; DecodeI8Args):
 // full-range random int8 activations and weights of one format, packed in the shared layout (A in the
-// kernel's k order: kSigma per 16-k chunk for gemm_mma_a8, lane order per 32-k block for decode_i8), group scales, outputs poisoned (INT32_MIN / NaN) so
-// unwritten elements show, against an int64 host reference (mode none: bit for bit, wrapping mod 2^32)
+// kernel's k order: kSigma per 16-k chunk for gemm_mma_a8, lane order per 32-k block for decode_i8), group
+// scales, outputs poisoned (INT32_MIN / NaN) so unwritten elements show, against an int64 host reference (mode none: bit for bit, wrapping mod 2^32)
 // or a float64 one (mode scale: within the float32 bound (groups + 10) * 2^-24 * sum_g |s_g S_g|).
 #pragma once
 
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "a8_fragment.cuh"  // kSigma, a8_lane_order_k
 #include "bitblas_jax/layout.h"
 #include "decode_i8.h"
 #include "qact_out_check.h"
@@ -37,15 +38,13 @@ inline const FormatInfo kFormats[] = {
     {WFormat::kUInt1, "uint1", 1, 0, 1},
 };
 
-// The 8-bit kernels' k orders of A (a8_fragment.cuh): the GEMMs' within each 16-k chunk (kSigma: position
-// p carries k kSigma[p]); decode_i8's within each 32-k block (lane order: position 8c + 4r + i, byte i of B
-// register r of lane c, carries k 16r + kSigma[4c + i]).
-constexpr int kSigma[16] = {0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15};
+// The k order the kernel takes A in (a8_fragment.cuh's, which tests/cuda/fragment_emulation.cc checks against
+// mma.m16n8k32's register semantics): the GEMMs' kSigma within each 16-k chunk, decode_i8's lane order within
+// each 32-k block. k_at: the k at position p of a row.
 enum class AOrder { kSigma, kLane };
 inline int64_t k_at(AOrder order, int64_t p) {
-  if (order == AOrder::kSigma) return p / 16 * 16 + kSigma[p % 16];
-  const int q = int(p % 32);
-  return p / 32 * 32 + 16 * ((q >> 2) & 1) + kSigma[4 * (q >> 3) + (q & 3)];
+  if (order == AOrder::kSigma) return p / 16 * 16 + bitblas_jax::cudak::kSigma[p % 16];
+  return p / 32 * 32 + bitblas_jax::cudak::a8_lane_order_k(int(p % 32));
 }
 
 inline uint32_t code_of(const FormatInfo& fi, int v) {
@@ -65,7 +64,8 @@ inline uint32_t code_of(const FormatInfo& fi, int v) {
 
 using Launch = std::string (*)(const DecodeI8Args&, cudaStream_t);
 
-// Random full-range int8 activations (A; A_dev as the kernel takes them: in `order`) and weights of one format (w, and packed in the shared layout: Wp).
+// Random full-range int8 activations (A; A_dev as the kernel takes them: in `order`) and weights of one
+// format (w, and packed in the shared layout: Wp).
 struct Operands {
   std::vector<int8_t> A, A_dev;
   std::vector<int> w;
