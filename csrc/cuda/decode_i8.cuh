@@ -52,9 +52,12 @@ constexpr int kDecodeI8Warps = 8;
 // more than the activations' latency (docs/KERNELS.md, decode_i8).
 constexpr bool decode_i8_acts_in_ring(int NT) { return NT == 2; }
 // CTAs per SM the launch bounds ask for: two with the activations in the ring (at most 128 registers a
-// thread), four without (at most 64: the scaled 8- and 4-bit kernels spill 4 bytes), so a lane's few loads in
-// flight are made up by more warps.
-constexpr int decode_i8_min_ctas_per_sm(int NT) { return decode_i8_acts_in_ring(NT) ? 2 : 4; }
+// thread); without, as many as fit without spilling more than a word, so a lane's few loads in flight are
+// made up by more warps: five for the unscaled 8-bit kernel (48 registers), four for the others (at most 64:
+// the scaled 8- and 4-bit kernels spill 4 bytes; five would make the scaled 8-bit one spill 144).
+constexpr int decode_i8_min_ctas_per_sm(int BITS, bool SCALED, int NT) {
+  return decode_i8_acts_in_ring(NT) ? 2 : BITS == 8 && !SCALED ? 5 : 4;
+}
 // Ring slots (tiles) each lane keeps in flight. One 16-byte weight load per lane is 8 KB in flight per SM at two
 // 256-thread CTAs, where the H200's bandwidth x latency asks about 30 KB (4.1 TB/s x ~1 us / 132 SMs). 2- and
 // 1-bit tiles hold 4 and 8 mma steps each, so fewer cover the same time; with the activations in the ring 4-bit
@@ -77,7 +80,7 @@ struct DecodeI8Params {
 };
 
 template <WFormat WF, bool SCALED, int NT>
-__global__ void __launch_bounds__(32 * kDecodeI8Warps, decode_i8_min_ctas_per_sm(NT)) decode_i8_kernel(DecodeI8Params p) {
+__global__ void __launch_bounds__(32 * kDecodeI8Warps, decode_i8_min_ctas_per_sm(format_bits(WF), SCALED, NT)) decode_i8_kernel(DecodeI8Params p) {
   constexpr int BITS = format_bits(WF);
   constexpr int TK = 256 / BITS;      // k per packed tile
   constexpr int MMAS = TK / 32;       // mma k-steps per tile
