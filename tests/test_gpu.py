@@ -212,17 +212,23 @@ def test_gpu_gemm_cutlass_reads_held_terms(rng, M):
     assert np.all(np.abs(gpu.astype(np.float64) / 2 - case.ref()) <= bound)   # every rounding doubled too
 
 
-@pytest.mark.parametrize("M,N,rows", [(300, 272, 64), (200, 8192, 128), (1000, 4096, 256)])
-def test_gpu_gemm_cutlass_tiles(rng, M, N, rows, monkeypatch):
-    """Each of gemm_cutlass's persistent tiles where the plan's model picks it (plan.h gemm_cutlass_choice on
-    132 SMs: an H100 SXM / H200 runs that tile), with a partly filled last tile; the GPU only."""
+@pytest.mark.parametrize("fmt,M,N,tile", [
+    ("int4", 300, 272, (128, 64)), ("int4", 200, 8192, (128, 128)), ("int4", 1000, 4096, (128, 256)),
+    # the 256-row weight tiles: one wave of them where the 128-row ones take two, N = 20480 + 16 a partial tile
+    ("int4", 64, 20496, (256, 64)), ("uint4", 100, 20496, (256, 128)), ("int8", 128, 20496, (256, 128))])
+def test_gpu_gemm_cutlass_tiles(rng, fmt, M, N, tile, monkeypatch):
+    """Each of gemm_cutlass's persistent tiles (weight rows x activation rows) where the plan's model picks it
+    (plan.h gemm_cutlass_choice on 132 SMs: an H100 SXM / H200 runs that tile), with a partly filled last tile;
+    the GPU only."""
     from bitblas_jax import gpu_plan
     _needs_cutlass()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS_STREAM_K", "0")
-    p = gpu_plan.plan_cuda(M, N, 1024, "int4", "float16", "float32", "float16", "original", 128, sms=132)
-    assert p.kernel == "gemm_cutlass" and gpu_plan.tile_dims(p) == (128, rows) and not gpu_plan.stream_k(p)
-    case = make_case(rng, "int4", "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=1024)
-    check(case, run_on(case, GPUS[0]))
+    p = gpu_plan.plan_cuda(M, N, 1024, fmt, "float16", "float32", "float16", "original", 128, sms=132)
+    assert p.kernel == "gemm_cutlass" and gpu_plan.tile_dims(p) == tile and not gpu_plan.stream_k(p), p
+    case = make_case(rng, fmt, "original", 128, "float16", "float32", "float16", True, M=M, N=N, K=1024)
+    out = run_on(case, GPUS[0])
+    check(case, out)
+    check_held_terms(case, out)
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K,split", [
@@ -253,10 +259,11 @@ def test_gpu_gemm_cutlass_split_k(rng, fmt, mode, group, a_dtype, M, N, K, split
 
 
 @pytest.mark.parametrize("fmt,mode,group,a_dtype,M,N,K,rows,sms", [
-    # a wave and a bit of 128 x 128 tiles (136 for 132 SMs), their stages dealt to every SM
-    ("int4", "scale", 128, "float16", 128, 17408, 2048, 128, 132),
+    # a wave and a bit of 128 x 128 tiles (136 for 132 SMs), their stages dealt to every SM (at K = 2048 one wave
+    # of 256 x 128 tiles is faster: tests/test_gpu_plan.py)
+    ("int4", "scale", 128, "float16", 128, 17408, 3072, 128, 132),
     ("uint4", "original", 64, "bfloat16", 100, 8704, 4096, 128, 132),
-    ("int8", "quantized", 128, "bfloat16", 65, 17408, 2048, 128, 132),
+    ("int8", "quantized", 128, "bfloat16", 65, 17408, 3072, 128, 132),
     # 256-row tiles: 34 x 2 for 132 SMs, each shared by about two CTAs
     ("int4", "scale", 128, "bfloat16", 400, 8704, 3072, 256, 132),
     ("uint8", "none", -1, "float16", 400, 8704, 3072, 256, 132),

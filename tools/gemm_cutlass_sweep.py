@@ -30,14 +30,14 @@ def configurations(ms=MS) -> list[tuple[int, int, int, int, int]]:
     """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, at M <= 256 the splits of the
     persistent tiles that split and, M = 128..512, the stream-K tiles split in the kernel (plan.h
     kCutlassTiles; the selftest reports a split the tile cannot run as an error line, which --check skips); at
-    M = 64 the 64- and 128-row tiles only."""
+    M = 64 the tiles of 64 and 128 activation rows only. The 256-row weight tiles (5, 6) run unsplit."""
     out = []
     for M in ms:
         for N, K in LAYERS:
             if M <= 64:
-                cfgs = [(-1, 0), (0, 1), (0, 2), (0, 4), (1, 1), (1, 2), (1, 4), (3, 1)]
+                cfgs = [(-1, 0), (0, 1), (0, 2), (0, 4), (1, 1), (1, 2), (1, 4), (3, 1), (5, 1), (6, 1)]
             else:
-                cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1)]
+                cfgs = [(-1, 0), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
                 if M <= 256:
                     cfgs += [(0, 1), (1, 2), (1, 4), (0, 4), (3, 4), (4, 4)]
                 if M <= 512:
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sms", type=int, default=132, help="the SM count of the GPU that ran the sweep")
     ap.add_argument("--tolerance", type=float, default=0.15, help="largest slowdown of the choice accepted")
     ap.add_argument("--ms", default=",".join(map(str, MS)), help="the M values --list times (comma-separated)")
+    ap.add_argument("--tiles", help="--list only these tiles (comma-separated ids; -1: the plan's choice)")
     ap.add_argument("--in-kernel-split", action="store_true",
                     help="--check: the choice may split K in the stream-K tiles' kernel (plan.h in_kernel_split)")
     ap.add_argument("--fit-in-kernel-split", metavar="LOG",
@@ -130,8 +131,10 @@ def main(argv=None) -> int:
     if args.fit_in_kernel_split:
         return fit_in_kernel_split(args.fit_in_kernel_split, args.sms, args.weights)
     if args.list:
+        tiles = None if args.tiles is None else {int(t) for t in args.tiles.split(",")}
         for M, N, K, t, s in configurations(tuple(int(m) for m in args.ms.split(","))):
-            print(M, N, K, "fp16", t, s, args.weights)
+            if tiles is None or t in tiles:
+                print(M, N, K, "fp16", t, s, args.weights)
         return 0
     if args.check:
         return check(args.check, args.sms, args.tolerance, args.weights, args.in_kernel_split)

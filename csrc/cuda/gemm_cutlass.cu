@@ -305,11 +305,14 @@ std::string launch_gemm_cutlass(const MatmulArgs& call, int tile, int64_t split_
   if (!gemm_cutlass_built())
     return "gemm_cutlass: this install was built without CUTLASS (the nvidia-cutlass headers were not found)";
   if (tile < 0 || tile >= plan::kNumCutlassTiles) return "gemm_cutlass: bad tile " + std::to_string(tile);
+  if (!format_is_integer(call.w_format) && !plan::gemm_cutlass_tile_takes_tables(tile))
+    return "gemm_cutlass: tile " + std::to_string(tile) + " is built for integer codes only";
   if (!plan::gemm_cutlass_split_ok(static_cast<int>(call.mode), call.group_size, call.K, tile, split_k))
     return "gemm_cutlass: tile " + std::to_string(tile) + " with split_k " + std::to_string(split_k) +
            ": K = " + std::to_string(call.K) + " must cut into at most " + std::to_string(plan::kCutlassMaxSplit) +
-           " parts: of whole 64-k stages and whole groups on the persistent tiles (only those of at most " +
-           std::to_string(plan::kCutlassMaxSplitRows) + " rows split), of at least " +
+           " parts: of whole 64-k stages and whole groups on the persistent tiles (only the " +
+           std::to_string(plan::kCutlassSplitWeightRows) + "-row ones of at most " +
+           std::to_string(plan::kCutlassMaxSplitRows) + " activation rows split), of at least " +
            std::to_string(plan::kCutlassStreamKMinStages) + " stages on the stream-K tiles";
   const int split = static_cast<int>(split_k);  // at most kCutlassMaxSplit
   // the call with the group its terms come in (one per row of each batch where the mode has no scales): what

@@ -69,12 +69,12 @@ using Fusion = cute::conditional_t<cute::is_same_v<Out, float>,
                                    cutlass::epilogue::fusion::LinCombPerRowBias<T, float, T, T, float>>;
 
 // STREAM_K: CUTLASS's stream-K scheduler (plan.h: the stream_k tiles; cutlass_stream_k_gdc.h), else its persistent one.
-template <class T, class CODE, int ROWS, class Out, bool STREAM_K = false>
+template <class T, class CODE, int WROWS, int ROWS, class Out, bool STREAM_K = false>
 struct CutlassGemm {
   static constexpr int kAlign = 8;                      // 16 bytes of T
   static constexpr int kAlignOut = 16 / sizeof(Out);    // 16 bytes of the output
   static constexpr int kWeightAlign = 128 / kCodeBits<CODE>;  // 16 bytes of codes
-  using Tile = Shape<Int<plan::kCutlassWeightRows>, Int<ROWS>, Int<kK>>;
+  using Tile = Shape<Int<WROWS>, Int<ROWS>, Int<kK>>;
   using Cluster = Shape<_1, _1, _1>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
@@ -97,10 +97,10 @@ struct CutlassGemm {
 // with group = a.group_size (a whole number of groups per batch). write_terms launches the kernel that writes S and Z and
 // clears the stream-K flags; the GEMM follows it directly and, with pdl, launches as its programmatic dependent
 // (it waits on that kernel before its first load, so before it reads the terms or touches a flag).
-template <class T, class CODE, int ROWS, class Out, bool STREAM_K = false>
+template <class T, class CODE, int WROWS, int ROWS, class Out, bool STREAM_K = false>
 std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
                 Out* D, cudaStream_t stream, void* stream_k_ws = nullptr, int64_t stream_k_bytes = 0) {
-  using G = typename CutlassGemm<T, CODE, ROWS, Out, STREAM_K>::Gemm;
+  using G = typename CutlassGemm<T, CODE, WROWS, ROWS, Out, STREAM_K>::Gemm;
   using GK = typename G::GemmKernel;
   const int N = static_cast<int>(a.N), M = static_cast<int>(a.M), K = static_cast<int>(a.K);
   const int batches = STREAM_K ? 1 : split;
@@ -182,27 +182,36 @@ std::string run(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z
   return "";
 }
 
-// Tile id TILE (plan::kCutlassTiles): split 1 into C; split > 1 (persistent tiles of at most
-// kCutlassMaxSplitRows rows) float32 partials into `scratch`; a stream-K tile (K shared or split in the kernel)
-// into C, with CUTLASS's workspace in `scratch`.
+// Whether CODE is a table format's code type (Table4Code<F>: nf4, fp4_e2m1), whose units hold only the tiles
+// plan::gemm_cutlass_tile_takes_tables admits.
+template <class CODE>
+constexpr bool kTableCode = false;
+template <WFormat F>
+constexpr bool kTableCode<Table4Code<F>> = true;
+
+// Tile id TILE (plan::kCutlassTiles): split 1 into C; split > 1 (plan::gemm_cutlass_splits_k) float32 partials
+// into `scratch`; a stream-K tile (K shared or split in the kernel) into C, with CUTLASS's workspace in
+// `scratch`.
 // scratch: the workspace past the group terms.
 // STREAM_K_TILES: which tiles this unit holds (the others return an error).
 template <class T, class CODE, int TILE, bool STREAM_K_TILES>
 std::string run_tile(const MatmulArgs& a, int split, bool pdl, const T* S, const T* Z, const WriteTerms& write_terms,
                      void* scratch, cudaStream_t stream) {
+  constexpr int kWRows = plan::kCutlassTiles[TILE].weight_rows;
   constexpr int kRows = plan::kCutlassTiles[TILE].act_rows;
-  if constexpr (plan::kCutlassTiles[TILE].stream_k != STREAM_K_TILES) {
+  if constexpr (plan::kCutlassTiles[TILE].stream_k != STREAM_K_TILES ||
+                (kTableCode<CODE> && !plan::gemm_cutlass_tile_takes_tables(TILE))) {
     return "gemm_cutlass: tile " + std::to_string(TILE) + " is not in this unit";
   } else if constexpr (plan::kCutlassTiles[TILE].stream_k) {
     if (!plan::gemm_cutlass_in_kernel_split_fits(a.M, a.N, TILE, split))
       return "gemm_cutlass: a stream-K tile splits K only where its output tiles' flags are those a launch clears";
-    return run<T, CODE, kRows, T, true>(a, split, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream, scratch,
-                                        plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE, split));
+    return run<T, CODE, kWRows, kRows, T, true>(a, split, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream,
+                                                scratch, plan::gemm_cutlass_stream_k_bytes(a.M, a.N, TILE, split));
   } else {
-    if (split == 1) return run<T, CODE, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
-    if constexpr (kRows <= plan::kCutlassMaxSplitRows)
-      return run<T, CODE, kRows, float>(a, split, pdl, S, Z, write_terms, static_cast<float*>(scratch), stream);
-    return "gemm_cutlass: the " + std::to_string(kRows) + "-row tile does not split K";
+    if (split == 1) return run<T, CODE, kWRows, kRows, T>(a, 1, pdl, S, Z, write_terms, static_cast<T*>(a.C), stream);
+    if constexpr (plan::gemm_cutlass_splits_k(TILE))
+      return run<T, CODE, kWRows, kRows, float>(a, split, pdl, S, Z, write_terms, static_cast<float*>(scratch), stream);
+    return "gemm_cutlass: the " + std::to_string(kWRows) + " x " + std::to_string(kRows) + " tile does not split K";
   }
 }
 
@@ -218,13 +227,15 @@ std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl,
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
-  static_assert(plan::kNumCutlassTiles == 5, "a case per tile");
+  static_assert(plan::kNumCutlassTiles == 7, "a case per tile");
   switch (tile) {
     case 0: return run_tile<T, CODE, 0, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 1: return run_tile<T, CODE, 1, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 2: return run_tile<T, CODE, 2, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 3: return run_tile<T, CODE, 3, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 4: return run_tile<T, CODE, 4, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 5: return run_tile<T, CODE, 5, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 6: return run_tile<T, CODE, 6, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }

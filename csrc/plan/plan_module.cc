@@ -39,7 +39,7 @@ py::tuple tile_dims(const std::string& kernel, int tile) {
   if (k == bp::Kernel::kGemmWgmma && tile >= 0 && tile < bp::kNumWgmmaTiles)
     return py::make_tuple(bp::kWgmmaTiles[tile].weight_rows, bp::kWgmmaTiles[tile].act_rows);
   if (k == bp::Kernel::kGemmCutlass && tile >= 0 && tile < bp::kNumCutlassTiles)
-    return py::make_tuple(bp::kCutlassWeightRows, bp::kCutlassTiles[tile].act_rows);
+    return py::make_tuple(bp::kCutlassTiles[tile].weight_rows, bp::kCutlassTiles[tile].act_rows);
   if (k == bp::Kernel::kDecode && tile >= 0 && tile < bp::kNumDecodeShapes)
     return py::make_tuple(bp::kDecodeShapes[tile].n8_blocks, bp::kDecodeShapes[tile].tiles);
   throw py::value_error("no tile " + std::to_string(tile) + " for kernel '" + kernel + "'");

@@ -328,7 +328,9 @@ int main(int argc, char** argv) {
             // every tile; K split 1, 2, 4 or 8 ways where the tile splits (halved to parts of whole groups, or,
             // on the stream-K tiles, split in the kernel, to parts of at least 8 stages); unsplit, the stream-K
             // tiles share these few tiles' 16 stages among up to 8 CTAs
-            const int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
+            // (the table formats' units hold no 256-row tiles: their turn goes to the 128 x 128 one)
+            int tile = static_cast<int>(cases % plan::kNumCutlassTiles);
+            if (!format_is_integer(wf) && !plan::gemm_cutlass_tile_takes_tables(tile)) tile = 1;
             int split = 1 << (cases / plan::kNumCutlassTiles % 4);
             while (!plan::gemm_cutlass_split_ok(static_cast<int>(mode), g, K, tile, split)) split /= 2;
             ok &= check(wf, mode, bf16, M, 272, K, g, (M + g) % 2 == 1, tile, split, rng);
@@ -343,6 +345,10 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt8, ScaleMode::kScale, false, 300, 4096, 4096, 128, true, 2, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kScale, true, 128, 4096, 4096, 4096, false, 1, 4, rng), ++cases;
   ok &= check(WFormat::kUInt8, ScaleMode::kQuantized, true, 96, 2048, 2048, 128, true, 0, 2, rng), ++cases;
+  // the 256-row tiles on a layer of whole and partial weight tiles (N = 4352: 17 of them)
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 100, 4352, 2048, 128, true, 5, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, true, 300, 4224, 1024, 64, false, 6, 1, rng), ++cases;
+  ok &= check(WFormat::kInt8, ScaleMode::kQuantized, false, 129, 4352, 2048, 128, true, 6, 1, rng), ++cases;
   // stream-K on a 132-SM GPU: 288 tiles (a wave whole, 156 tiles shared), 148 tiles (all shared; a wave and a
   // bit), 32 tiles (each shared by about four CTAs)
   ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 384, 12288, 1024, 128, true, 3, 1, rng), ++cases;

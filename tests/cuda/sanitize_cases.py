@@ -91,7 +91,7 @@ SPECS = [
     ("uint8", "original", 64, "bfloat16", "float32", 300, 1024, 1024, {}, 0),
     # ... its stream-K tiles (128 and 256 rows), 4- and 8-bit codes
     ("uint4", "original", 64, "bfloat16", "float32", 100, 8704, 4096, {}, 0),
-    ("int8", "scale", 128, "float16", "float32", 65, 17408, 2048, {}, 0),
+    ("int8", "scale", 128, "float16", "float32", 65, 17408, 3072, {}, 0),
     ("int4", "scale", 128, "float16", "float32", 400, 8704, 3072, {}, 0),
     # ... its 64-row tile at M = 64, K split 2
     ("int4", "scale", 128, "float16", "float32", 64, 8192, 2048, {}, 0),
@@ -113,6 +113,10 @@ SPECS = [
     ("int4", "scale", 128, "float16", "float32", 128, 4096, 4096, IN_KERNEL, 0),
     ("uint8", "rescale", 128, "bfloat16", "float32", 200, 2048, 4096, IN_KERNEL, 0),
     ("nf4", "scale", 128, "bfloat16", "float32", 96, 1024, 4096, IN_KERNEL, 0),
+    # gemm_cutlass's 256-row weight tiles (one wave of them where the 128-row tiles take two; a partial tile):
+    # 4- and 8-bit codes, 64 and 128 activation rows
+    ("int4", "scale", 128, "float16", "float32", 64, 20496, 1024, {}, 0),
+    ("uint8", "original", 128, "bfloat16", "float32", 128, 20496, 1024, {}, 0),
 ]
 
 

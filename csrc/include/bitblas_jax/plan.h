@@ -284,8 +284,12 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 }
 
 // ---- gemm_cutlass: tiles, split-K and stream-K -------------------------------------------------------
-// CUTLASS computes D'[N, M] = W[N, K] x A^T: 128 weight rows per tile, the activation rows by tile id. A
-// persistent grid of one CTA per SM runs the output tiles. Where the tiles do not fill whole waves, two ways
+// CUTLASS computes D'[N, M] = W[N, K] x A^T: the weight rows and activation rows of a tile by tile id. A
+// persistent grid of one CTA per SM runs the output tiles. The 256-row tiles give each consumer warpgroup two
+// 64-row wgmma blocks against the same activations (two chains where the 128-row tiles have one): per
+// multiply-add they run 1.1-1.25x the 128-row tiles of as many multiply-adds, so where they fill a wave that the
+// 128-row tiles fill and a bit (N of about 17,000-34,000 on 132 SMs: 70B-class MLP layers) they take one wave
+// where those take two. Where the tiles do not fill whole waves, two ways
 // share K among the SMs:
 // - split (the persistent tiles of at most kCutlassMaxSplitRows rows): K in `split` equal parts run as
 //   CUTLASS's batch mode, each part's float32 partial [split][M][N] written to the workspace, and a reduction
@@ -302,26 +306,30 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 //   the persistent tiles' split, without their float32 output pass over [split][M][N] and the reduction kernel:
 //   the partials stay per tile, mostly in L2, and C is written once by the TMA epilogue.
 // The (tile, split) pair is chosen by a model of the time (gemm_cutlass_choice). Tile throughputs are the
-// H100's, in percent of the 128 x 128 tile's (benchmarks/cutlass_mixed_gemm, int4 g128, M = 4096 on five
-// layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x). With a table format's codes (nf4, fp4_e2m1: the
+// H100's, in percent of the 128 x 128 tile's multiply-adds per ns (benchmarks/cutlass_mixed_gemm, int4 g128, M =
+// 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x; the 256-row tiles from one wave of them
+// on 29568 x 8192 at M = 64 / 128: 256 x 64 0.71x, 256 x 128 1.11x). With a table format's codes (nf4, fp4_e2m1: the
 // register lookup, csrc/cuda/cutlass_table4_convert.h) a tile runs at table_pct of that: the lookup costs the
 // consumer warps the same per stage whatever the tile's activation rows, so it weighs most where a stage's
 // multiply-adds are few. One value per row count, the scheduler aside: the median nf4 / int4 time ratio per tile
 // of the nf4 lines in benchmarks/results/h100-gemm-cutlass-sweep.log (docs/KERNELS.md, gemm_cutlass: Choice).
+// The 256-row tiles are built for integer codes only (they would add four kernels to each table format's units, for
+// the build's time) and never split K (no float32-output build).
 struct CutlassTile {
+  int weight_rows;
   int act_rows;
   int speed_pct;
-  bool stream_k;   // run by CUTLASS's stream-K scheduler (else the persistent one)
-  int table_pct;   // throughput with table codes, in percent of speed_pct
+  bool stream_k;     // run by CUTLASS's stream-K scheduler (else the persistent one)
+  int table_pct;     // throughput with table codes, in percent of speed_pct; 0: not built for table codes
 };
-constexpr int kNumCutlassTiles = 5;
+constexpr int kNumCutlassTiles = 7;
 constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {
-    {64, 57, false, 71}, {128, 100, false, 72}, {256, 121, false, 90}, {128, 100, true, 72}, {256, 121, true, 90}};
-constexpr int kCutlassWeightRows = 128;
+    {128, 64, 57, false, 71},  {128, 128, 100, false, 72}, {128, 256, 121, false, 90}, {128, 128, 100, true, 72},
+    {128, 256, 121, true, 90}, {256, 64, 71, false, 0},    {256, 128, 111, false, 0}};
 constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the group size are multiples of it
 constexpr int kCutlassMaxSplit = 8;
-constexpr int kCutlassMaxSplitRows = 128;  // K splits with persistent tiles of at most this many activation rows
-                                           // (only these are built with float32 output)
+constexpr int kCutlassMaxSplitRows = 128;  // K splits with persistent 128-row tiles of at most this many activation
+                                           // rows (only these are built with float32 output)
 // CUTLASS's stream-K schedule: a CTA sharing a tile runs at least this many stages (its min_iters_per_sk_unit_);
 // it shares the tiles of the last two waves at most, so at most twice as many tiles as CTAs, and its workspace
 // holds a float32 tile and a 32-bit flag per consumer warpgroup (two) for each shared tile, each part rounded
@@ -404,15 +412,23 @@ constexpr int64_t gemm_cutlass_held_terms_rows(int mode, int64_t group_size, int
   return group_size <= 0 ? 0 : gemm_cutlass_group(mode, group_size, K) == K ? kCutlassMaxSplit : K / group_size;
 }
 
+// Whether persistent tile t is built with float32 output, for K split: the 128-row tiles of at most
+// kCutlassMaxSplitRows activation rows.
+constexpr int kCutlassSplitWeightRows = 128;
+constexpr bool gemm_cutlass_splits_k(int t) {
+  return !kCutlassTiles[t].stream_k && kCutlassTiles[t].weight_rows == kCutlassSplitWeightRows &&
+         kCutlassTiles[t].act_rows <= kCutlassMaxSplitRows;
+}
+// Whether tile t is built for the table formats' codes (nf4, fp4_e2m1).
+constexpr bool gemm_cutlass_tile_takes_tables(int t) { return kCutlassTiles[t].table_pct > 0; }
 // Whether tile t runs K split into `split` parts. A persistent tile: parts of whole stages, each holding whole
-// groups of the terms, and, split, a tile built with float32 output (at most kCutlassMaxSplitRows activation
-// rows). A stream-K tile (in-kernel split): at least kCutlassStreamKMinStages stages a part (CUTLASS's scheduler
+// groups of the terms, and, split, a tile built with float32 output (gemm_cutlass_splits_k). A stream-K tile (in-kernel split): at least kCutlassStreamKMinStages stages a part (CUTLASS's scheduler
 // takes parts of any whole number of stages and reads the terms of the stages it runs).
 constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
   if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % kCutlassStageK != 0) return false;
   if (kCutlassTiles[t].stream_k) return split == 1 || K / kCutlassStageK >= split * kCutlassStreamKMinStages;
   if (K % split != 0) return false;
-  if (split > 1 && kCutlassTiles[t].act_rows > kCutlassMaxSplitRows) return false;
+  if (split > 1 && !gemm_cutlass_splits_k(t)) return false;
   const int64_t part = K / split, group = gemm_cutlass_group(mode, group_size, K, split);
   return part % kCutlassStageK == 0 && group > 0 && part % group == 0;
 }
@@ -424,7 +440,7 @@ constexpr int64_t gemm_cutlass_terms_bytes(int64_t N, int64_t K, int64_t group) 
   return group > 0 ? (2 * (K / group) * N * 2 + 255) / 256 * 256 : 0;
 }
 constexpr int64_t gemm_cutlass_output_tiles(int64_t M, int64_t N, int t) {
-  return ceil_div(N, kCutlassWeightRows) * ceil_div(M, kCutlassTiles[t].act_rows);
+  return ceil_div(N, kCutlassTiles[t].weight_rows) * ceil_div(M, kCutlassTiles[t].act_rows);
 }
 // A stream-K launch's tiles with a partial tile and flags in its workspace: those of its last two waves at most,
 // or, split in the kernel, every output tile (then at most kCutlassStreamKMaxSharedTiles: the flags a launch
@@ -433,7 +449,7 @@ constexpr int64_t kCutlassStreamKMaxSharedTiles = 2 * kCutlassStreamKMaxCtas;
 constexpr int64_t gemm_cutlass_stream_k_bytes(int64_t M, int64_t N, int t, int64_t split = 1) {
   const int64_t all = gemm_cutlass_output_tiles(M, N, t);
   const int64_t tiles = split > 1 ? all : min64(all, kCutlassStreamKMaxSharedTiles);
-  return ceil_div(tiles * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4, 128) * 128 +
+  return ceil_div(tiles * kCutlassTiles[t].weight_rows * kCutlassTiles[t].act_rows * 4, 128) * 128 +
          ceil_div(tiles * kCutlassStreamKFlagBytes, 128) * 128;
 }
 // Whether a stream-K tile may split K in the kernel for M x N: its flags, one pair per output tile, within what a
@@ -455,7 +471,8 @@ constexpr int64_t gemm_cutlass_stream_k_grid(int num_sms) {
 // throughput (table_codes: at its table_pct of it).
 constexpr int64_t gemm_cutlass_wave_ns(int t, int64_t K, int64_t split, bool table_codes) {
   const int64_t speed = kCutlassTiles[t].speed_pct * (table_codes ? kCutlassTiles[t].table_pct : 100);
-  return 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 / (kCutlassTileFlopsPerNs * speed);
+  return 2 * kCutlassTiles[t].weight_rows * kCutlassTiles[t].act_rows * (K / split) * 100 * 100 /
+         (kCutlassTileFlopsPerNs * speed);
 }
 // In-kernel split (a stream-K tile, split > 1), the model's two terms: the waves of its parts (each the longest
 // part's stages), and the bytes of the float32 partial tiles a tile's parts store or read-add one after another
@@ -467,7 +484,7 @@ constexpr int64_t gemm_cutlass_in_kernel_split_parts_ns(int64_t M, int64_t N, in
          (gemm_cutlass_wave_ns(t, K, split, table_codes) * split * ceil_div(stages, split) / stages);
 }
 constexpr int64_t gemm_cutlass_in_kernel_split_turn_bytes(int t, int64_t split) {
-  return split * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4;
+  return split * kCutlassTiles[t].weight_rows * kCutlassTiles[t].act_rows * 4;
 }
 
 // The model's time in ns of tile t with K split `split` ways: the waves of tiles, each a tile's multiply-adds
@@ -492,7 +509,7 @@ constexpr int64_t gemm_cutlass_time_ns(int64_t M, int64_t N, int64_t K, int t, i
     const int64_t whole_waves = tiles / grid > 1 ? tiles / grid - 1 : 0;
     const int64_t shared_stages = (tiles - whole_waves * grid) * stages;
     const int64_t ctas = min64(grid, max64(1, shared_stages / kCutlassStreamKMinStages));
-    const int64_t partial_bytes = 2 * kCutlassWeightRows * kCutlassTiles[t].act_rows * 4 * ctas;
+    const int64_t partial_bytes = 2 * kCutlassTiles[t].weight_rows * kCutlassTiles[t].act_rows * 4 * ctas;
     return whole_waves * wave_ns + ceil_div(shared_stages, ctas) * wave_ns / stages + kCutlassStreamKFixedNs +
            partial_bytes / kCutlassStreamKPartialBytesPerNs;
   }
@@ -535,6 +552,7 @@ constexpr CutlassChoice gemm_cutlass_choice(int64_t M, int64_t N, int64_t K, int
         continue;
       if (kCutlassTiles[t].stream_k ? stream_k == CutlassStreamK::kOff : stream_k == CutlassStreamK::kOnly)
         continue;
+      if (table_codes && !gemm_cutlass_tile_takes_tables(t)) continue;
       if (stream_k != CutlassStreamK::kOnly && kCutlassTiles[t].act_rows >= 2 * M &&
           kCutlassTiles[t].act_rows > kCutlassTiles[0].act_rows)
         continue;
