@@ -287,11 +287,11 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 // CUTLASS computes D'[N, M] = W[N, K] x A^T: the weight rows and activation rows of a tile by tile id. A
 // persistent grid of one CTA per SM runs the output tiles. The 256-row tiles give each consumer warpgroup two
 // 64-row wgmma blocks against the same activations (two chains where the 128-row tiles have one): per
-// multiply-add they run 1.1-1.25x the 128-row tiles of as many multiply-adds, so where they fill a wave that the
+// multiply-add they run faster than the 128-row tile of as many activation rows (speed_pct below), so where they fill a wave that the
 // 128-row tiles fill and a bit (N of about 17,000-34,000 on 132 SMs: 70B-class MLP layers) they take one wave
 // where those take two. Where the tiles do not fill whole waves, two ways
 // share K among the SMs:
-// - split (the persistent tiles of at most kCutlassMaxSplitRows rows): K in `split` equal parts run as
+// - split (the persistent tiles gemm_cutlass_splits_k admits): K in `split` equal parts run as
 //   CUTLASS's batch mode, each part's float32 partial [split][M][N] written to the workspace, and a reduction
 //   kernel adding them in split order with the bias (the same sum every run). It suits layers whose tiles fill
 //   a fraction of one wave (4096^2 at M = 128: 32 tiles of 128 x 128 for 132 SMs).
@@ -313,8 +313,8 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 // consumer warps the same per stage whatever the tile's activation rows, so it weighs most where a stage's
 // multiply-adds are few. One value per row count, the scheduler aside: the median nf4 / int4 time ratio per tile
 // of the nf4 lines in benchmarks/results/h100-gemm-cutlass-sweep.log (docs/KERNELS.md, gemm_cutlass: Choice).
-// The 256-row tiles are built for integer codes only (they would add four kernels to each table format's units, for
-// the build's time) and never split K (no float32-output build).
+// The 256-row tiles are built for integer codes only (for the build's time: two kernels more in each table format's
+// persistent unit) and never split K (no float32-output build).
 struct CutlassTile {
   int weight_rows;
   int act_rows;
@@ -422,7 +422,8 @@ constexpr bool gemm_cutlass_splits_k(int t) {
 // Whether tile t is built for the table formats' codes (nf4, fp4_e2m1).
 constexpr bool gemm_cutlass_tile_takes_tables(int t) { return kCutlassTiles[t].table_pct > 0; }
 // Whether tile t runs K split into `split` parts. A persistent tile: parts of whole stages, each holding whole
-// groups of the terms, and, split, a tile built with float32 output (gemm_cutlass_splits_k). A stream-K tile (in-kernel split): at least kCutlassStreamKMinStages stages a part (CUTLASS's scheduler
+// groups of the terms, and, split, a tile built with float32 output (gemm_cutlass_splits_k). A stream-K tile
+// (in-kernel split): at least kCutlassStreamKMinStages stages a part (CUTLASS's scheduler
 // takes parts of any whole number of stages and reads the terms of the stages it runs).
 constexpr bool gemm_cutlass_split_ok(int mode, int64_t group_size, int64_t K, int t, int64_t split) {
   if (t < 0 || t >= kNumCutlassTiles || split < 1 || split > kCutlassMaxSplit || K % kCutlassStageK != 0) return false;
