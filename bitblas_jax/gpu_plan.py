@@ -43,8 +43,9 @@ the torch shim, which has no XLA dot; decode_splitk up to 8 rows under JAX where
 then the GEMM up to gemm_max_m() rows (gemm_wgmma on sm_90: 1024 on layers of 4096 x 8192 weights and
 up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize_then_dot, since
 writing and re-reading a 16-bit weight costs less than those GEMMs' mainloops there. On sm_90, int4 /
-uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output run gemm_cutlass from GEMM_CUTLASS_MIN_M to
-GEMM_CUTLASS_MAX_M rows instead (where it computes the call: plan.h gemm_cutlass_takes).
+uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output run gemm_cutlass from gemm_cutlass_min_m() rows (above
+decode sizes; from 6 rows on large layers, instead of decode) to GEMM_CUTLASS_MAX_M rows instead (where it computes
+the call: plan.h gemm_cutlass_takes).
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
@@ -76,11 +77,22 @@ WGMMA_MAX_M = 512           # ... from WGMMA_LAYER weights
 WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
-# gemm_cutlass (Hopper, 4- and 8-bit integer weights, nf4 / fp4_e2m1) from here: at M = 64 its 64-row tile, split as the plan
-# chooses, took less time than gemm_wgmma on four of five layers measured and about as much (within 4%) on the
-# fifth (H100, docs/KERNELS.md gemm_cutlass); below M = 64 it is not measured; from M = 128 to 1024
-# gemm_cutlass took less time than the plan without it on every layer measured (H200 int4).
-GEMM_CUTLASS_MIN_M = 64
+# gemm_cutlass (Hopper, 4- and 8-bit integer weights, nf4 / fp4_e2m1) from gemm_cutlass_min_m() rows. Integer codes
+# from GEMM_CUTLASS_MIN_M, above decode sizes: there its tiles took less time through JAX than gemm_wgmma on every
+# layer measured (H100, int4 g128, held terms, GPU time at M = 32: 29568 x 8192 65.4 us against 79.6, 28672 x 8192
+# 64.3 / 79.3, 8192^2 24.7 / 28.7, 18944 x 3584 29.8 / 38.3; at M = 17..63 its 64-row tiles take no longer than at
+# M = 64, where they beat gemm_wgmma's M = 32 time on 4096^2 and 14336 x 4096 too: 12.6 / 25.1 us against 15.6 / 27.7).
+# 4-bit codes from GEMM_CUTLASS_DECODE_MIN_M on layers of GEMM_CUTLASS_DECODE_LAYER weights and up, instead of
+# decode (8-bit codes were not measured there): one
+# wave of 256-row tiles streams the weight faster than decode's launches of two n8 blocks (6 to 16 rows; M = 16:
+# 29568 x 8192 66.8 us against 93.6, 28672 x 8192 68.1 / 92.5); below, decode stays (8192^2 24.7 / 28.2 and 18944 x
+# 3584 33.2 / 32.3 on held terms: level once a call writes its terms). The table formats (a register lookup per
+# code) from GEMM_CUTLASS_TABLE_MIN_M, the range measured. From M = 128 to 1024 gemm_cutlass took less time than
+# the plan without it on every layer measured (H200 int4).
+GEMM_CUTLASS_MIN_M = 17
+GEMM_CUTLASS_DECODE_MIN_M = 6
+GEMM_CUTLASS_DECODE_LAYER = 16384 * 8192
+GEMM_CUTLASS_TABLE_MIN_M = 64
 # ... up to here under JAX, dequantize_then_dot above: at M = 4096 it ran level with the bare fp16 dot
 # (0.97-1.13x, H200), which dequantize_then_dot can only trail; larger M is not measured.
 GEMM_CUTLASS_MAX_M = 4096
@@ -176,6 +188,14 @@ def gemm_max_m(N: int, K: int, wgmma: bool = False) -> int:
     return WGMMA_MAX_M if N * K >= WGMMA_LAYER else WGMMA_SMALL_MAX_M
 
 
+def gemm_cutlass_min_m(N: int, K: int, W_dtype: str) -> int:
+    """The fewest rows gemm_cutlass runs (where it takes the call; plan.h make_plan weighs it before decode)."""
+    fmt = formats.get_format(W_dtype)
+    if fmt.kind == "table":
+        return GEMM_CUTLASS_TABLE_MIN_M
+    return GEMM_CUTLASS_DECODE_MIN_M if fmt.bits == 4 and N * K >= GEMM_CUTLASS_DECODE_LAYER else GEMM_CUTLASS_MIN_M
+
+
 def gemm_cutlass_runs(built=None) -> bool:
     """Whether gemm_cutlass may run: built() (default: this install's CUDA module was compiled with
     CUTLASS). BITBLAS_JAX_GEMM_CUTLASS=0 / 1 overrides it (A/B timing, plan tests)."""
@@ -269,7 +289,7 @@ def plan_cuda(M: int, N: int, K: int, W_dtype: str, A_dtype: str, accum_dtype: s
         M=M, N=N, K=K, bits=fmt.bits, accum_f32=accum_dtype == "float32",
         mode=formats.MODE_IDS[mode], group_size=int(group_size), sm90=bool(sm90), a_aligned=bool(a_aligned),
         num_sms=int(sms) if sms else num_sms(), w_format=fmt.id, out_is_act=out_dtype == A_dtype,
-        gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=GEMM_CUTLASS_MIN_M,
+        gemm_cutlass=bool(gemm_cutlass), cutlass_min_m=gemm_cutlass_min_m(N, K, W_dtype),
         cutlass_max_split=gemm_cutlass_max_split(), cutlass_stream_k=gemm_cutlass_stream_k(),
         cutlass_in_kernel_split=gemm_cutlass_in_kernel_split(), decode_cluster_split=decode_cluster_split(),
         **limits)

@@ -135,7 +135,7 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
     """code * s per weight [N, K] (float64; s = 1 in mode none; code: gemm_cutlass's conversion's, an integer
     code's value + the value offset or a table format's value rounded to A's dtype, as its register lookup
     yields it) where gemm_cutlass may run the call: this install holds it (or BITBLAS_JAX_GEMM_CUTLASS=1), plan.h
-    gemm_cutlass_takes the call, and A has at least gpu_plan.GEMM_CUTLASS_MIN_M rows. None elsewhere: the other
+    gemm_cutlass_takes the call, and A has at least gpu_plan.gemm_cutlass_min_m() rows. None elsewhere: the other
     kernels' bound stays as sharp as it was."""
     from bitblas_jax import _bitblas_plan, gpu_plan
     c = case.cfg
@@ -144,7 +144,7 @@ def gemm_cutlass_codes_scaled(case: Case, A) -> np.ndarray | None:
     group = c.K if c.group_size == -1 or c.mode == "none" else c.group_size
     takes = _bitblas_plan.gemm_cutlass_takes(w_format=fmt.id, out_is_act=c.out_dtype == c.A_dtype,
                                              accum_f32=c.accum_dtype == "float32", group_size=group, N=c.N, K=c.K)
-    if not (takes and M >= gpu_plan.GEMM_CUTLASS_MIN_M and gpu_plan.gemm_cutlass_runs()):
+    if not (takes and M >= gpu_plan.gemm_cutlass_min_m(c.N, c.K, c.W_dtype) and gpu_plan.gemm_cutlass_runs()):
         return None
     if fmt.kind == "table":
         codes = formats.decode_codes(fmt, case.values).astype(formats.NUMPY_DTYPES[c.A_dtype]).astype(np.float64)

@@ -127,7 +127,7 @@ def test_gpu_gemm_wgmma(rng, monkeypatch, fmt, mode, group, a_dtype, M):
     from bitblas_jax import gpu_plan
     _needs_sm90()
     monkeypatch.setenv("BITBLAS_JAX_GEMM_MAX_M", "4096")
-    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")   # 4- and 8-bit ints from M = 65: gemm_cutlass's
+    monkeypatch.setenv("BITBLAS_JAX_GEMM_CUTLASS", "0")   # 4- and 8-bit ints above decode sizes: gemm_cutlass's
     assert gpu_plan.plan_cuda(M, 272, 1024, fmt, a_dtype, "float32", a_dtype, mode,
                               1024 if group == -1 else group).kernel == "gemm_wgmma"
     case = make_case(rng, fmt, mode, group, a_dtype, "float32", a_dtype, True, M=M, N=272, K=1024)
@@ -210,6 +210,23 @@ def test_gpu_gemm_cutlass_reads_held_terms(rng, M):
     check(case, cpu)
     bound = error_bound(case)
     assert np.all(np.abs(gpu.astype(np.float64) / 2 - case.ref()) <= bound)   # every rounding doubled too
+
+
+@pytest.mark.parametrize("fmt,mode,a_dtype,M,N,K", [
+    ("int4", "scale", "float16", 9, 16384, 8192),       # from 6 rows on a layer of 2^27 4-bit weights
+    ("uint4", "quantized", "bfloat16", 16, 16384, 8192),
+    ("uint8", "quantized", "bfloat16", 20, 4096, 4096),  # from 17 rows on any layer (K split)
+    ("int8", "original", "float16", 63, 272, 1024)])
+def test_gpu_gemm_cutlass_decode_sizes(rng, fmt, mode, a_dtype, M, N, K):
+    """gemm_cutlass below 64 rows, where the default plan takes it (gpu_plan.gemm_cutlass_min_m), through JAX against
+    float64, on written and held group terms; the GPU only."""
+    from bitblas_jax import gpu_plan
+    _needs_cutlass()
+    assert gpu_plan.plan_cuda(M, N, K, fmt, a_dtype, "float32", a_dtype, mode, 128).kernel == "gemm_cutlass"
+    case = make_case(rng, fmt, mode, 128, a_dtype, "float32", a_dtype, True, M=M, N=N, K=K)
+    out = run_on(case, GPUS[0])
+    check(case, out)
+    check_held_terms(case, out)
 
 
 @pytest.mark.parametrize("fmt,M,N,tile", [

@@ -167,11 +167,25 @@ def test_num_sms_follows_the_gpu(monkeypatch):
 # ---- gemm_cutlass --------------------------------------------------------------------------------------
 def test_gemm_cutlass_rule(monkeypatch):
     """On sm_90 with gemm_cutlass built, int4 / uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output and
-    float32 accumulation run gemm_cutlass from GEMM_CUTLASS_MIN_M to GEMM_CUTLASS_MAX_M rows under JAX (every M under
-    the torch shim), in every mode the format has, with groups of whole 64-k stages or one per row; every other call
-    keeps its kernel."""
+    float32 accumulation run gemm_cutlass from gemm_cutlass_min_m() to GEMM_CUTLASS_MAX_M rows under JAX (every M
+    from there under the torch shim), in every mode the format has, with groups of whole 64-k stages or one per row;
+    every other call keeps its kernel. The fewest rows: integer codes above decode sizes, 4-bit ones from
+    GEMM_CUTLASS_DECODE_MIN_M on layers of GEMM_CUTLASS_DECODE_LAYER weights and up (instead of decode); the table
+    formats from GEMM_CUTLASS_TABLE_MIN_M."""
     cut = dict(sm90=True, gemm_cutlass=True, sms=132)
-    assert plan(63, **cut).kernel == "gemm_wgmma"
+    assert (gp.GEMM_CUTLASS_DECODE_MIN_M, gp.GEMM_CUTLASS_MIN_M, gp.GEMM_CUTLASS_TABLE_MIN_M) == (6, 17, 64)
+    big = dict(N=16384, K=8192, **cut)      # GEMM_CUTLASS_DECODE_LAYER weights
+    assert plan(5, **big).kernel == "decode" and plan(6, **big).kernel == plan(16, **big).kernel == "gemm_cutlass"
+    assert plan(16, N=16384 - 16, K=8192, **cut).kernel == "decode"   # under GEMM_CUTLASS_DECODE_LAYER weights
+    assert plan(16, fmt="uint8", **big).kernel == "decode" and plan(17, fmt="int8", **big).kernel == "gemm_cutlass"
+    assert plan(16, **cut).kernel == "decode" and plan(17, **cut).kernel == "gemm_cutlass"   # 8192^2
+    assert plan(17, N=4096, K=4096, **cut).kernel == plan(63, N=4096, K=4096, **cut).kernel == "gemm_cutlass"
+    for fmt in ("nf4", "fp4_e2m1"):
+        assert plan(16, fmt=fmt, **cut).kernel == "decode" and plan(63, fmt=fmt, **cut).kernel == "gemm_wgmma"
+        assert plan(64, fmt=fmt, **cut).kernel == "gemm_cutlass"
+    assert plan(8, fmt="int2", **cut).kernel == "decode"      # a format gemm_cutlass does not take keeps decode
+    assert plan(8, allow_xla_dot=False, **big).kernel == "gemm_cutlass"   # the torch shim: the same rule
+    assert plan(20, allow_xla_dot=False, **cut).kernel == "gemm_cutlass"
     assert plan(64, **cut).kernel == plan(4096, **cut).kernel == "gemm_cutlass"
     assert plan(4097, **cut).kernel == "dequantize_then_dot"
     assert plan(100000, allow_xla_dot=False, **cut).kernel == "gemm_cutlass"
@@ -235,6 +249,17 @@ def test_gemm_cutlass_256_row_tiles_only_for_integer_codes_and_unsplit():
         for N, K in ((29568, 8192), (4096, 4096), (18944, 3584), (1024, 8192)):
             p = plan(M, N=N, K=K, **cut)
             assert gp.tile_dims(p)[0] == 128 or p.split_k == 1, (M, N, K, p)
+
+
+@pytest.mark.parametrize("M,N,K,tile,split", [
+    # decode sizes: one wave of 256 x 64 tiles where the 128-row ones would take two, else the 128 x 64 tile, split
+    # where its tiles leave SMs idle
+    (6, 29568, 8192, (256, 64), 1), (16, 28672, 8192, (256, 64), 1), (16, 16384, 8192, (128, 64), 1),
+    (16, 8192, 28672, (128, 64), 2), (32, 29568, 8192, (256, 64), 1), (32, 8192, 8192, (128, 64), 2),
+    (32, 4096, 4096, (128, 64), 4), (17, 3584, 18944, (128, 64), 4)])
+def test_gemm_cutlass_decode_size_tiles(M, N, K, tile, split):
+    p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)
+    assert (p.kernel, gp.tile_dims(p), p.split_k) == ("gemm_cutlass", tile, split)
 
 
 @pytest.mark.parametrize("M,N,K,rows,split", [
@@ -687,7 +712,7 @@ def test_the_dispatcher_derives_the_same_plan(fmt, mode, group):
         if p.kernel == "gemm_wgmma":
             assert sm90 and accum == "float32" and K % p.stage_k == 0
         if p.kernel == "gemm_cutlass":
-            assert cutlass and sm90 and accum == "float32" and M >= gp.GEMM_CUTLASS_MIN_M
+            assert cutlass and sm90 and accum == "float32" and M >= gp.gemm_cutlass_min_m(N, K, fmt)
             assert fmt in ("int4", "uint4", "int8", "uint8", "nf4", "fp4_e2m1")
             partials = 4 * p.split_k * M * N if p.split_k > 1 else 0
             if gp.stream_k(p):

@@ -6,15 +6,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PP = "cutlass::gemm::KernelTmaWarpSpecializedPingpong"
 
 
-def packed_u4(m, n, cluster_m=1, pingpong=False, note=""):
+def packed_u4(m, n, cluster_m=1, pingpong=False, note="", streamk=False):
     """The library's own int4 (its packed weight, offset-binary codes read as uint4, zeros z - 8 s) in tile m x n."""
-    name = f"mx_sz_packedu4_{m}x{n}_" + ("pp" if pingpong else f"c{cluster_m}")
-    sched = f", void, ElemX, {PP}" if pingpong else ""
+    name = f"mx_sz_packedu4_{m}x{n}_" + ("pp" if pingpong else f"c{cluster_m}") + ("_sk" if streamk else "")
+    sched = f", void, ElemX, {PP}" if pingpong else (", cutlass::gemm::StreamKScheduler" if streamk else "")
     expr = (f"MixedGemm<Shape<_{m},_{n},_64>, Shape<_{cluster_m},_1,_1>, cute::tuple<cutlass::uint4b_t, ElemS, ElemZ>, "
             f"LayoutWP{sched}>::Gemm")
     desc = (f"the library's int4 (packed W, uint4 codes, zeros z - 8 s), tile {m}x{n}x64, cluster {cluster_m}x1x1, "
-            + ("ping-pong" if pingpong else "cooperative") + ", persistent" + (f" ({note})" if note else ""))
-    return (name, "KIND_MIXED_SZ", "W_PACKED_U4", "false", expr, desc)
+            + ("ping-pong" if pingpong else "cooperative") + (", stream-K" if streamk else ", persistent")
+            + (f" ({note})" if note else ""))
+    return (name, "KIND_MIXED_SZ", "W_PACKED_U4", "true" if streamk else "false", expr, desc)
 
 
 variants = [
@@ -32,6 +33,13 @@ variants = [
  packed_u4(128, 128, cluster_m=2, note="the activation tile multicast to two weight-row CTAs"),
  packed_u4(64, 128, pingpong=True, note="a consumer warpgroup per tile, its mainloop over the other's epilogue"),
  packed_u4(64, 64, pingpong=True),
+ # decode sizes (M = 8-32; --m 8,16,32): fewer activation rows per tile, 256-row tiles for one wave on large layers
+ packed_u4(256, 64, note="gemm_cutlass tile 5"),
+ packed_u4(128, 16, note="decode sizes"),
+ packed_u4(256, 16, note="decode sizes"),
+ packed_u4(256, 32, note="decode sizes"),
+ packed_u4(128, 16, streamk=True, note="decode sizes, stream-K"),
+ packed_u4(64, 16, pingpong=True, note="decode sizes"),
  ("f16_128x128_c1", "KIND_F16", "W_PLAIN", "false",
   "F16Gemm<Shape<_128,_128,_64>, Shape<_1,_1,_1>>::Gemm",
   "fp16 x fp16 baseline, KernelScheduleAuto (-> TmaWarpSpecializedCooperative), tile 128x128x64, cluster 1x1x1, persistent"),

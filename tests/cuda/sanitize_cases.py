@@ -73,7 +73,7 @@ SPECS = [
     ("bfloat16", "none", -1, "bfloat16", "float32", 130, 64, 1024, MMA, 0),
     ("nf4", "scale", 64, "float16", "float32", 100, 272, 2048, MMA, 0),
     # gemm_wgmma (sm_90): split 4, 2, 1; the tall 256-row tile; partial tiles
-    ("int4", "scale", 128, "float16", "float32", 33, 272, 4096, {}, 0),
+    ("int4", "scale", 128, "float16", "float32", 33, 272, 4096, WGMMA, 0),
     ("int8", "scale", 128, "bfloat16", "float32", 64, 272, 8192, WGMMA, 0),
     ("nf4", "scale", 128, "float16", "float32", 130, 272, 1024, WGMMA, 0),
     ("fp4_e2m1", "scale", 128, "bfloat16", "float32", 300, 512, 2048, WGMMA, 0),
@@ -95,6 +95,9 @@ SPECS = [
     ("int4", "scale", 128, "float16", "float32", 400, 8704, 3072, {}, 0),
     # ... its 64-row tile at M = 64, K split 2
     ("int4", "scale", 128, "float16", "float32", 64, 8192, 2048, {}, 0),
+    # ... at decode sizes: from 6 rows on a layer of 2^27 4-bit weights (instead of decode), from 17 on any (split)
+    ("int4", "scale", 128, "float16", "float32", 8, 16384, 8192, {}, 0),
+    ("uint8", "quantized", 128, "bfloat16", "float32", 24, 4096, 4096, {}, 0),
     # dequantize_then_dot (and the torch shim's GEMM at the same M)
     ("int4", "scale", 128, "float16", "float32", 200, 64, 1024, {}, 0),
     ("float8_e5m2", "scale", -1, "bfloat16", "float32", 130, 64, 1024, DOT, 0),

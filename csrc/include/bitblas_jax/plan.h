@@ -710,14 +710,17 @@ inline int mma_tile_for(const PlanQuery& q) {
 inline Plan make_plan(const PlanQuery& q) {
   const int64_t M = q.M, N = q.N, K = q.K;
   if (M <= 0) return finish(Kernel::kDecodeSplitK, 0, 1, M, N, K, q.bits);
-  if (M <= q.decode_max_m && decode_fits(q)) {
+  // gemm_cutlass from cutlass_min_m, decode sizes included where it asks (on the largest layers its tiles stream the
+  // weight faster than decode's launches of two n8 blocks: gpu_plan.py gemm_cutlass_min_m)
+  const bool cutlass = gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m;
+  if (M <= q.decode_max_m && decode_fits(q) && !cutlass) {
     const int64_t split = q.decode_cluster_split && q.sm90
                               ? decode_cluster_split(N, K, q.bits, decode_shape_for(q.bits, min64(M, kDecodeMaxRows)),
                                                      q.num_sms)
                               : 1;
     return finish(Kernel::kDecode, 0, split, M, N, K, q.bits);
   }
-  if (gemm_cutlass_fits(q) && M >= q.cutlass_min_m && M <= q.cutlass_max_m) {
+  if (cutlass) {
     const CutlassChoice c =
         gemm_cutlass_choice(M, N, K, q.mode, q.group_size, q.num_sms, q.cutlass_max_split, q.cutlass_stream_k,
                             gemm_cutlass_table_codes(q.w_format), q.cutlass_in_kernel_split);
