@@ -44,8 +44,8 @@ then the GEMM up to gemm_max_m() rows (gemm_wgmma on sm_90: 1024 on layers of 40
 up, 512 from 4096 x 4096, 64 below; gemm_mma elsewhere: 64); larger M dequantize_then_dot, since
 writing and re-reading a 16-bit weight costs less than those GEMMs' mainloops there. On sm_90, int4 /
 uint4 / int8 / uint8 / nf4 / fp4_e2m1 weights with 16-bit output run gemm_cutlass from gemm_cutlass_min_m() rows (above
-decode sizes; from 6 rows on large layers, instead of decode) to GEMM_CUTLASS_MAX_M rows instead (where it computes
-the call: plan.h gemm_cutlass_takes).
+decode sizes; 4-bit codes from 6 rows on the largest layers, instead of decode) to GEMM_CUTLASS_MAX_M rows instead
+(where it computes the call: plan.h gemm_cutlass_takes).
 
 Environment: BITBLAS_JAX_GEMM_MAX_M (the GEMM's largest M on every layer), BITBLAS_JAX_HOPPER (0 / 1:
 whether gemm_wgmma may run), BITBLAS_JAX_DECODE_I8 / BITBLAS_JAX_GEMM_A8 / BITBLAS_JAX_GEMM_MMA_A8 /
@@ -83,11 +83,10 @@ WGMMA_BIG_LAYER = 4096 * 8192
 # 64.3 / 79.3, 8192^2 24.7 / 28.7, 18944 x 3584 29.8 / 38.3; at M = 17..63 its 64-row tiles take no longer than at
 # M = 64, where they beat gemm_wgmma's M = 32 time on 4096^2 and 14336 x 4096 too: 12.6 / 25.1 us against 15.6 / 27.7).
 # 4-bit codes from GEMM_CUTLASS_DECODE_MIN_M on layers of GEMM_CUTLASS_DECODE_LAYER weights and up, instead of
-# decode (8-bit codes were not measured there): one
-# wave of 256-row tiles streams the weight faster than decode's launches of two n8 blocks (6 to 16 rows; M = 16:
-# 29568 x 8192 66.8 us against 93.6, 28672 x 8192 68.1 / 92.5); below, decode stays (8192^2 24.7 / 28.2 and 18944 x
-# 3584 33.2 / 32.3 on held terms: level once a call writes its terms). The table formats (a register lookup per
-# code) from GEMM_CUTLASS_TABLE_MIN_M, the range measured. From M = 128 to 1024 gemm_cutlass took less time than
+# decode: one wave of 256-row tiles streams the weight faster than decode's launches of two n8 blocks (6 to 16 rows;
+# M = 16: 29568 x 8192 66.8 us against 93.6, 28672 x 8192 68.1 / 92.5); below, decode stays (8192^2 24.7 / 28.2 and
+# 18944 x 3584 33.2 / 32.3 on held terms: level once a call writes its terms), and 8-bit codes keep it (not measured
+# there). The table formats (a register lookup per code) from GEMM_CUTLASS_TABLE_MIN_M, the range measured. From M = 128 to 1024 gemm_cutlass took less time than
 # the plan without it on every layer measured (H200 int4).
 GEMM_CUTLASS_MIN_M = 17
 GEMM_CUTLASS_DECODE_MIN_M = 6
