@@ -77,17 +77,13 @@ WGMMA_MAX_M = 512           # ... from WGMMA_LAYER weights
 WGMMA_BIG_MAX_M = 1024      # ... from WGMMA_BIG_LAYER weights
 WGMMA_LAYER = 4096 * 4096
 WGMMA_BIG_LAYER = 4096 * 8192
-# gemm_cutlass (Hopper, 4- and 8-bit integer weights, nf4 / fp4_e2m1) from gemm_cutlass_min_m() rows. Integer codes
-# from GEMM_CUTLASS_MIN_M, above decode sizes: there its tiles took less time through JAX than gemm_wgmma on every
-# layer measured (H100, int4 g128, held terms, GPU time at M = 32: 29568 x 8192 65.4 us against 79.6, 28672 x 8192
-# 64.3 / 79.3, 8192^2 24.7 / 28.7, 18944 x 3584 29.8 / 38.3; at M = 17..63 its 64-row tiles take no longer than at
-# M = 64, where they beat gemm_wgmma's M = 32 time on 4096^2 and 14336 x 4096 too: 12.6 / 25.1 us against 15.6 / 27.7).
-# 4-bit codes from GEMM_CUTLASS_DECODE_MIN_M on layers of GEMM_CUTLASS_DECODE_LAYER weights and up, instead of
-# decode: one wave of 256-row tiles streams the weight faster than decode's launches of two n8 blocks (6 to 16 rows;
-# M = 16: 29568 x 8192 66.8 us against 93.6, 28672 x 8192 68.1 / 92.5); below, decode stays (8192^2 24.7 / 28.2 and
-# 18944 x 3584 33.2 / 32.3 on held terms: level once a call writes its terms), and 8-bit codes keep it (not measured
-# there). The table formats (a register lookup per code) from GEMM_CUTLASS_TABLE_MIN_M, the range measured. From M = 128 to 1024 gemm_cutlass took less time than
-# the plan without it on every layer measured (H200 int4).
+# gemm_cutlass (Hopper, 4- and 8-bit integer weights, nf4 / fp4_e2m1) from gemm_cutlass_min_m() rows (the measurements:
+# docs/KERNELS.md, gemm_cutlass, Decode sizes). Integer codes from GEMM_CUTLASS_MIN_M: above decode sizes its 64-row
+# tiles beat gemm_wgmma on every layer measured. 4-bit codes from GEMM_CUTLASS_DECODE_MIN_M (where decode moves to two
+# n8 blocks) on layers of GEMM_CUTLASS_DECODE_LAYER weights and up: one wave of 256-row tiles streams the weight
+# faster than decode there; below that size, and for 8-bit codes (not measured), decode keeps M <= 16. The table
+# formats (a register lookup per code) from GEMM_CUTLASS_TABLE_MIN_M, the range measured. From M = 128 to 1024
+# gemm_cutlass took less time than the plan without it on every layer measured (H200 int4).
 GEMM_CUTLASS_MIN_M = 17
 GEMM_CUTLASS_DECODE_MIN_M = 6
 GEMM_CUTLASS_DECODE_LAYER = 16384 * 8192

@@ -653,8 +653,8 @@ def test_cuda_split_k_workspace_streams_and_graph(rng):
                                                ("fp4_e2m1", "scale", "float16")])
 def test_cuda_gemm_cutlass_misaligned_and_graph(rng, fmt, mode, a_dtype):
     """The torch shim runs gemm_cutlass (g128; integer codes from M = 17, the table formats' register lookup from 64,
-    on sm_90 where the install holds it): eager, a slice of A off the 16-byte grid (planned as misaligned: another kernel),
-    and a CUDA graph (the group terms' kernel and CUTLASS's launch captured)."""
+    on sm_90 where the install holds it): eager, a slice of A off the 16-byte grid (planned as misaligned: another
+    kernel), and a CUDA graph (the group terms' kernel and CUTLASS's launch captured)."""
     from bitblas_jax import _ext, gpu_plan
     from bitblas_jax.torch import ops
     if not (_ext.has_cutlass() and torch.cuda.get_device_capability() == (9, 0)):
