@@ -232,7 +232,8 @@ def test_gpu_gemm_cutlass_decode_sizes(rng, fmt, mode, a_dtype, M, N, K):
 @pytest.mark.parametrize("fmt,M,N,tile", [
     ("int4", 300, 272, (128, 64)), ("int4", 200, 8192, (128, 128)), ("int4", 1000, 4096, (128, 256)),
     # the 256-row weight tiles: one wave of them where the 128-row ones take two, N = 20480 + 16 a partial tile
-    ("int4", 64, 20496, (256, 64)), ("uint4", 100, 20496, (256, 128)), ("int8", 128, 20496, (256, 128))])
+    ("int4", 64, 20496, (256, 64)), ("uint4", 100, 20496, (256, 128)), ("int8", 128, 20496, (256, 128)),
+    ("int4", 24, 20496, (256, 32)), ("uint8", 32, 20496, (256, 32))])
 def test_gpu_gemm_cutlass_tiles(rng, fmt, M, N, tile, monkeypatch):
     """Each of gemm_cutlass's persistent tiles (weight rows x activation rows) where the plan's model picks it
     (plan.h gemm_cutlass_choice on 132 SMs: an H100 SXM / H200 runs that tile), with a partly filled last tile;

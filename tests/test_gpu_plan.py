@@ -237,7 +237,7 @@ def test_gemm_cutlass_tile_follows_the_waves(M, N, tile, monkeypatch):
 
 
 def test_gemm_cutlass_256_row_tiles_only_for_integer_codes_and_unsplit():
-    """The 256-row weight tiles (plan.h kCutlassTiles 5, 6) are built for integer codes and without float32 output:
+    """The 256-row weight tiles (plan.h kCutlassTiles 5-7) are built for integer codes and without float32 output:
     the table formats keep the 128-row tiles on the layers where int4 takes them, and no plan splits K on them."""
     cut = dict(sm90=True, gemm_cutlass=True, sms=132)
     assert gp.tile_dims(plan(128, N=29568, K=8192, fmt="int4", **cut)) == (256, 128)
@@ -252,10 +252,11 @@ def test_gemm_cutlass_256_row_tiles_only_for_integer_codes_and_unsplit():
 
 
 @pytest.mark.parametrize("M,N,K,tile,split", [
-    # decode sizes: one wave of 256 x 64 tiles where the 128-row ones would take two, else the 128 x 64 tile, split
-    # where its tiles leave SMs idle
-    (6, 29568, 8192, (256, 64), 1), (16, 28672, 8192, (256, 64), 1), (16, 16384, 8192, (128, 64), 1),
-    (16, 8192, 28672, (128, 64), 2), (32, 29568, 8192, (256, 64), 1), (32, 8192, 8192, (128, 64), 2),
+    # decode sizes: one wave of 256-row tiles where the 128-row ones would take two (256 x 32 to M = 32, then 256 x
+    # 64), else the 128 x 64 tile, split where its tiles leave SMs idle
+    (6, 29568, 8192, (256, 32), 1), (16, 28672, 8192, (256, 32), 1), (16, 16384, 8192, (128, 64), 1),
+    (16, 8192, 28672, (128, 64), 2), (32, 29568, 8192, (256, 32), 1), (33, 29568, 8192, (256, 64), 1),
+    (48, 28672, 8192, (256, 64), 1), (24, 18944, 3584, (256, 32), 1), (32, 8192, 8192, (128, 64), 2),
     (32, 4096, 4096, (128, 64), 4), (17, 3584, 18944, (128, 64), 4)])
 def test_gemm_cutlass_decode_size_tiles(M, N, K, tile, split):
     p = plan(M, N=N, K=K, sm90=True, gemm_cutlass=True, sms=132)

@@ -227,7 +227,7 @@ std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl,
   using gemm_cutlass_detail::run_tile;
   const T* s = static_cast<const T*>(S);
   const T* z = static_cast<const T*>(Z);
-  static_assert(plan::kNumCutlassTiles == 7, "a case per tile");
+  static_assert(plan::kNumCutlassTiles == 8, "a case per tile");
   switch (tile) {
     case 0: return run_tile<T, CODE, 0, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 1: return run_tile<T, CODE, 1, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
@@ -236,6 +236,7 @@ std::string run_gemm_cutlass(const MatmulArgs& a, int tile, int split, bool pdl,
     case 4: return run_tile<T, CODE, 4, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 5: return run_tile<T, CODE, 5, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
     case 6: return run_tile<T, CODE, 6, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
+    case 7: return run_tile<T, CODE, 7, STREAM_K_TILES>(a, split, pdl, s, z, write_terms, scratch, stream);
   }
   return "gemm_cutlass: bad tile " + std::to_string(tile);
 }

@@ -349,6 +349,9 @@ int main(int argc, char** argv) {
   ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 100, 4352, 2048, 128, true, 5, 1, rng), ++cases;
   ok &= check(WFormat::kUInt4, ScaleMode::kOriginal, true, 300, 4224, 1024, 64, false, 6, 1, rng), ++cases;
   ok &= check(WFormat::kInt8, ScaleMode::kQuantized, false, 129, 4352, 2048, 128, true, 6, 1, rng), ++cases;
+  // ... the 32-row one at decode sizes: one activation tile, two (M = 37: the second partly filled)
+  ok &= check(WFormat::kInt4, ScaleMode::kScale, true, 24, 4352, 2048, 128, false, 7, 1, rng), ++cases;
+  ok &= check(WFormat::kUInt8, ScaleMode::kOriginal, false, 37, 4352, 2048, 64, true, 7, 1, rng), ++cases;
   // stream-K on a 132-SM GPU: 288 tiles (a wave whole, 156 tiles shared), 148 tiles (all shared; a wave and a
   // bit), 32 tiles (each shared by about four CTAs)
   ok &= check(WFormat::kInt4, ScaleMode::kScale, false, 384, 12288, 1024, 128, true, 3, 1, rng), ++cases;

@@ -117,9 +117,10 @@ SPECS = [
     ("uint8", "rescale", 128, "bfloat16", "float32", 200, 2048, 4096, IN_KERNEL, 0),
     ("nf4", "scale", 128, "bfloat16", "float32", 96, 1024, 4096, IN_KERNEL, 0),
     # gemm_cutlass's 256-row weight tiles (one wave of them where the 128-row tiles take two; a partial tile):
-    # 4- and 8-bit codes, 64 and 128 activation rows
+    # 4- and 8-bit codes, 64, 128 and 32 activation rows
     ("int4", "scale", 128, "float16", "float32", 64, 20496, 1024, {}, 0),
     ("uint8", "original", 128, "bfloat16", "float32", 128, 20496, 1024, {}, 0),
+    ("uint4", "original", 64, "bfloat16", "float32", 24, 20496, 1024, {}, 0),
 ]
 
 

@@ -308,13 +308,15 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 // The (tile, split) pair is chosen by a model of the time (gemm_cutlass_choice). Tile throughputs are the
 // H100's, in percent of the 128 x 128 tile's multiply-adds per ns (benchmarks/cutlass_mixed_gemm, int4 g128, M =
 // 4096 on five layers: 128 x 256 tiles 1.20-1.26x, 128 x 64 0.57-0.68x; the 256-row tiles from one wave of them
-// on 29568 x 8192 at M = 64 / 128: 256 x 64 0.71x, 256 x 128 1.11x). With a table format's codes (nf4, fp4_e2m1: the
-// register lookup, csrc/cuda/cutlass_table4_convert.h) a tile runs at table_pct of that: the lookup costs the
-// consumer warps the same per stage whatever the tile's activation rows, so it weighs most where a stage's
-// multiply-adds are few. One value per row count, the scheduler aside: the median nf4 / int4 time ratio per tile
-// of the nf4 lines in benchmarks/results/h100-gemm-cutlass-sweep.log (docs/KERNELS.md, gemm_cutlass: Choice).
-// The 256-row tiles are built for integer codes only (for the build's time: two kernels more in each table format's
-// persistent unit) and never split K (no float32-output build).
+// on 29568 x 8192 at M = 64 / 128: 256 x 64 0.71x, 256 x 128 1.11x; 256 x 32 0.41x, from its time against 256 x
+// 64's at M = 8-32 there, 0.83-0.88: below 64 rows a stage takes about as long whatever its activation rows).
+// With a table format's codes (nf4, fp4_e2m1: the register lookup, csrc/cuda/cutlass_table4_convert.h) a tile
+// runs at table_pct of that: the lookup costs the consumer warps the same per stage whatever the tile's
+// activation rows, so it weighs most where a stage's multiply-adds are few. One value per row count, the
+// scheduler aside: the median nf4 / int4 time ratio per tile of the nf4 lines in
+// benchmarks/results/h100-gemm-cutlass-sweep.log (docs/KERNELS.md, gemm_cutlass: Choice). The 256-row tiles are
+// built for integer codes only (for the build's time: three kernels more in each table format's persistent unit)
+// and never split K (no float32-output build).
 struct CutlassTile {
   int weight_rows;
   int act_rows;
@@ -322,10 +324,10 @@ struct CutlassTile {
   bool stream_k;     // run by CUTLASS's stream-K scheduler (else the persistent one)
   int table_pct;     // throughput with table codes, in percent of speed_pct; 0: not built for table codes
 };
-constexpr int kNumCutlassTiles = 7;
+constexpr int kNumCutlassTiles = 8;
 constexpr CutlassTile kCutlassTiles[kNumCutlassTiles] = {
     {128, 64, 57, false, 71},  {128, 128, 100, false, 72}, {128, 256, 121, false, 90}, {128, 128, 100, true, 72},
-    {128, 256, 121, true, 90}, {256, 64, 71, false, 0},    {256, 128, 111, false, 0}};
+    {128, 256, 121, true, 90}, {256, 64, 71, false, 0},    {256, 128, 111, false, 0},  {256, 32, 41, false, 0}};
 constexpr int kCutlassStageK = 64;  // k per mainloop stage: K / split and the group size are multiples of it
 constexpr int kCutlassMaxSplit = 8;
 constexpr int kCutlassMaxSplitRows = 128;  // K splits with persistent 128-row tiles of at most this many activation
