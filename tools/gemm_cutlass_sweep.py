@@ -30,7 +30,8 @@ def configurations(ms=MS) -> list[tuple[int, int, int, int, int]]:
     """(M, N, K, tile, split): the plan's choice (tile -1), every tile unsplit, at M <= 256 the splits of the
     persistent tiles that split and, M = 128..512, the stream-K tiles split in the kernel (plan.h
     kCutlassTiles; the selftest reports a split the tile cannot run as an error line, which --check skips); at
-    M = 64 the tiles of 64 and 128 activation rows only. The 256-row weight tiles (5, 6) run unsplit."""
+    M = 64 the tiles of 64 and 128 activation rows only. The 256-row weight tiles (5, 6) run unsplit; the 256 x 32
+    one (7) serves M <= 32, below these rows."""
     out = []
     for M in ms:
         for N, K in LAYERS:
