@@ -209,8 +209,9 @@ def test_torch_linear_quantized_activations(rng, A_dtype, W_dtype, group, out):
     else:
         # float8: float32 sums in each side's own order (XLA's dot, the shim's K slices), so a sum on a rounding
         # boundary of the output dtype may round the other way: one unit in the last place at most
-        w64, g64 = np.asarray(want).astype(np.float64), got.astype(np.float64)
-        ulp = np.spacing(np.abs(np.asarray(want)).astype(np.asarray(want).dtype)).astype(np.float64)
+        w = np.asarray(want)
+        w64, g64 = w.astype(np.float64), got.astype(np.float64)
+        ulp = np.spacing(np.abs(w)).astype(np.float64)
         assert np.all(np.abs(g64 - w64) <= ulp), np.max(np.abs(g64 - w64) / ulp)
         check_quantized(case, got)
     check_quantized(case, np.asarray(want))

@@ -288,9 +288,8 @@ constexpr int wgmma_cluster_for_grid(int cl, int64_t grid_ctas, int64_t wave_cta
 // persistent grid of one CTA per SM runs the output tiles. The 256-row tiles give each consumer warpgroup two
 // 64-row wgmma blocks against the same activations (two chains where the 128-row tiles have one): per
 // multiply-add they run faster than the 128-row tile of as many activation rows (speed_pct below), so where they
-// fill a wave that the 128-row tiles fill and a bit (N of about 17,000-34,000 on 132 SMs: 70B-class MLP layers) they take one wave
-// where those take two. Where the tiles do not fill whole waves, two ways
-// share K among the SMs:
+// fill a wave that the 128-row tiles fill and a bit (N of about 17,000-34,000 on 132 SMs: 70B-class MLP layers)
+// they take one wave where those take two. Where the tiles do not fill whole waves, two ways share K among the SMs:
 // - split (the persistent tiles gemm_cutlass_splits_k admits): K in `split` equal parts run as
 //   CUTLASS's batch mode, each part's float32 partial [split][M][N] written to the workspace, and a reduction
 //   kernel adding them in split order with the bias (the same sum every run). It suits layers whose tiles fill
